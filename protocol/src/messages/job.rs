@@ -1,0 +1,234 @@
+use serde::{Deserialize, Serialize};
+
+use crate::Hash32;
+use crate::error::{ProtocolError, Result};
+use crate::identity::NodeId;
+use crate::resources::ResourceVec;
+use crate::signed::SignedMessage;
+
+/// A model from the built-in zoo. Jobs name a model; they never ship code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelArch {
+    LogReg,
+    Mlp {
+        hidden: Vec<u32>,
+    },
+    /// conv32-pool-conv64-pool-conv128-pool-fc128-fc10 (the seed paper's CNN).
+    Cnn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputShape {
+    pub channels: u32,
+    pub height: u32,
+    pub width: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    pub arch: ModelArch,
+    pub input: InputShape,
+    pub classes: u32,
+}
+
+/// One shard of the training set: its content hash and sample count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    pub hash: Hash32,
+    pub samples: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetDescriptor {
+    /// e.g. "fashion-mnist/builtin".
+    pub name: String,
+    pub shards: Vec<ShardInfo>,
+    /// Hash of the held-out test set the coordinator evaluates on.
+    pub test_hash: Hash32,
+    pub test_samples: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    Sgd,
+    Nesterov,
+    Adam,
+}
+
+/// How workers encode their updates on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    Fp32,
+    /// int8 block quantisation with a per-block scale and error feedback.
+    Int8 {
+        block: u32,
+    },
+    /// Keep the largest `permille`/1000 of the entries (with error feedback).
+    TopK {
+        permille: u32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HyperParams {
+    pub rounds: u32,
+    /// Local steps per round (H). H = 1 is synchronous data-parallel SGD.
+    pub local_steps: u32,
+    pub batch_size: u32,
+    pub optimizer: OptimizerKind,
+    pub lr: f32,
+    pub momentum: f32,
+    /// Step size of the coordinator's outer update (1.0 = plain averaging).
+    pub outer_lr: f32,
+    pub compression: Compression,
+    pub seed: u64,
+}
+
+/// What to do when the market cannot place every shard within the caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShortfallPolicy {
+    /// Train on the shards that were placed.
+    RunWithFewer,
+    /// Wait for another bid window.
+    Wait,
+}
+
+/// A training job, signed by its submitter's node (the coordinator). Its
+/// id is the id of the signed message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub submitter: NodeId,
+    pub nonce: u64,
+    pub model: ModelSpec,
+    pub dataset: DatasetDescriptor,
+    pub hyper: HyperParams,
+    pub demand_per_shard: ResourceVec,
+    /// Highest price per shard the submitter pays, in milli-credits.
+    pub limit_price: u64,
+    /// Most of this job's shards one owner may take, in parts per million.
+    pub alpha_ppm: u32,
+    pub bid_window_ms: u64,
+    pub round_timeout_ms: u64,
+    /// Unix milliseconds after which the job is abandoned.
+    pub deadline: u64,
+    pub on_shortfall: ShortfallPolicy,
+    pub submitted_at: u64,
+}
+
+impl SignedMessage for JobSpec {
+    const KIND: &'static str = "job";
+    const MAX_BYTES: usize = 1024 * 1024;
+}
+
+pub const PPM: u32 = 1_000_000;
+pub const MAX_SHARDS: usize = 25_000;
+pub const MAX_ROUNDS: u32 = 100_000;
+
+impl JobSpec {
+    /// Checks that the spec is internally consistent. Every field a worker
+    /// relies on is checked here, so a bad spec is refused before it is
+    /// acted on.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &'static str, reason: String| {
+            Err(ProtocolError::InvalidField {
+                kind: Self::KIND,
+                field,
+                reason,
+            })
+        };
+        if self.alpha_ppm == 0 || self.alpha_ppm > PPM {
+            return bad(
+                "alpha_ppm",
+                format!("{} is not in 1..=1000000", self.alpha_ppm),
+            );
+        }
+        let shards = self.dataset.shards.len();
+        if shards == 0 || shards > MAX_SHARDS {
+            return bad(
+                "dataset.shards",
+                format!("{shards} shards, need 1..={MAX_SHARDS}"),
+            );
+        }
+        if self.dataset.shards.iter().any(|s| s.samples == 0) {
+            return bad("dataset.shards", "a shard has zero samples".into());
+        }
+        let h = &self.hyper;
+        if h.rounds == 0 || h.rounds > MAX_ROUNDS {
+            return bad(
+                "hyper.rounds",
+                format!("{} is not in 1..={MAX_ROUNDS}", h.rounds),
+            );
+        }
+        if h.local_steps == 0 || h.local_steps > 10_000 {
+            return bad(
+                "hyper.local_steps",
+                format!("{} is not in 1..=10000", h.local_steps),
+            );
+        }
+        if h.batch_size == 0 || h.batch_size > 65_536 {
+            return bad(
+                "hyper.batch_size",
+                format!("{} is not in 1..=65536", h.batch_size),
+            );
+        }
+        for (field, value) in [("hyper.lr", h.lr), ("hyper.outer_lr", h.outer_lr)] {
+            if !value.is_finite() || value <= 0.0 || value > 100.0 {
+                return bad(field, format!("{value} is not a positive finite step size"));
+            }
+        }
+        if !h.momentum.is_finite() || !(0.0..1.0).contains(&h.momentum) {
+            return bad("hyper.momentum", format!("{} is not in [0, 1)", h.momentum));
+        }
+        match h.compression {
+            Compression::Int8 { block } if block == 0 || block > 1 << 20 => {
+                return bad(
+                    "hyper.compression",
+                    format!("int8 block {block} not in 1..=2^20"),
+                );
+            }
+            Compression::TopK { permille } if permille == 0 || permille > 1000 => {
+                return bad(
+                    "hyper.compression",
+                    format!("top-k {permille} permille not in 1..=1000"),
+                );
+            }
+            _ => {}
+        }
+        let input = &self.model.input;
+        if input.channels == 0 || input.height == 0 || input.width == 0 {
+            return bad("model.input", "zero dimension".into());
+        }
+        if input.channels > 16 || input.height > 512 || input.width > 512 {
+            return bad("model.input", "larger than 16x512x512".into());
+        }
+        if self.model.classes < 2 || self.model.classes > 10_000 {
+            return bad(
+                "model.classes",
+                format!("{} is not in 2..=10000", self.model.classes),
+            );
+        }
+        if let ModelArch::Mlp { hidden } = &self.model.arch {
+            if hidden.is_empty() || hidden.len() > 8 || hidden.iter().any(|&w| w == 0 || w > 8192) {
+                return bad(
+                    "model.arch",
+                    "MLP needs 1..=8 hidden layers of 1..=8192".into(),
+                );
+            }
+        }
+        if self.round_timeout_ms == 0 {
+            return bad("round_timeout_ms", "must be positive".into());
+        }
+        if self.deadline <= self.submitted_at {
+            return bad("deadline", "is not after submitted_at".into());
+        }
+        Ok(())
+    }
+
+    pub fn shard_count(&self) -> u32 {
+        self.dataset.shards.len() as u32
+    }
+}

@@ -1,0 +1,17 @@
+//! The signed messages nodes exchange. Each type implements
+//! [`SignedMessage`](crate::SignedMessage) with its domain tag and size limit.
+
+mod advert;
+mod allocation;
+mod bid;
+mod job;
+mod round;
+
+pub use advert::{CapacityAdvert, GpuInfo, Hardware};
+pub use allocation::{ALGO_VERSION, Allocation, Assignment, OwnerPayment};
+pub use bid::Bid;
+pub use job::{
+    Compression, DatasetDescriptor, HyperParams, InputShape, JobSpec, ModelArch, ModelSpec,
+    OptimizerKind, ShardInfo, ShortfallPolicy,
+};
+pub use round::{Receipt, RoundStart, RoundUpdate, WorkOrder};

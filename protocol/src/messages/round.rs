@@ -1,0 +1,76 @@
+use serde::{Deserialize, Serialize};
+
+use crate::Hash32;
+use crate::identity::NodeId;
+use crate::messages::Compression;
+use crate::signed::SignedMessage;
+
+/// Which shards one worker trains in a round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkOrder {
+    pub node: NodeId,
+    pub shards: Vec<u32>,
+}
+
+/// The coordinator opens a round: the parameters to start from (by hash;
+/// workers fetch the bytes by request-response) and who trains what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundStart {
+    pub job_id: Hash32,
+    pub round: u32,
+    /// Hash of the allocation in force.
+    pub allocation: Hash32,
+    /// BLAKE3 of the fp32 parameter buffer (little-endian bytes).
+    pub params_hash: Hash32,
+    pub params_len: u64,
+    pub orders: Vec<WorkOrder>,
+    /// Unix milliseconds; updates after this get no credit.
+    pub deadline: u64,
+    pub issued_at: u64,
+}
+
+impl SignedMessage for RoundStart {
+    const KIND: &'static str = "round-start";
+    const MAX_BYTES: usize = 1024 * 1024;
+}
+
+/// A worker's update for one round: metadata, signed. The update bytes
+/// travel beside it and must hash to `update_hash`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundUpdate {
+    pub job_id: Hash32,
+    pub round: u32,
+    pub worker: NodeId,
+    /// The parameters the worker started from.
+    pub base_params: Hash32,
+    pub shards: Vec<u32>,
+    pub samples: u64,
+    /// Mean training loss over the worker's local steps.
+    pub loss: f32,
+    pub compression: Compression,
+    pub update_hash: Hash32,
+    pub update_len: u64,
+}
+
+impl SignedMessage for RoundUpdate {
+    const KIND: &'static str = "round-update";
+    const MAX_BYTES: usize = 256 * 1024;
+}
+
+/// The coordinator's signed answer to an update: accepted (and counted for
+/// credit) or rejected with a reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub job_id: Hash32,
+    pub round: u32,
+    pub worker: NodeId,
+    pub update_hash: Hash32,
+    pub accepted: bool,
+    pub reason: String,
+    pub issued_at: u64,
+}
+
+impl SignedMessage for Receipt {
+    const KIND: &'static str = "receipt";
+    const MAX_BYTES: usize = 4096;
+}
