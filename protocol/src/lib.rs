@@ -19,6 +19,7 @@ mod bytes;
 pub mod cert;
 pub mod codec;
 mod error;
+pub mod fairness;
 mod hash;
 mod identity;
 pub mod ledger;

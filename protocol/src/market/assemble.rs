@@ -1,0 +1,53 @@
+//! The signed record of a clearing: assignments with explicit shard indices.
+//!
+//! Shard mapping: winners are listed in clearing order (ask, then
+//! H(seed || node key), then node key), and the job's shard list (ascending)
+//! is cut into consecutive runs in that order: the first winner gets the
+//! first `x_1` shard indices, the next winner the following `x_2`, and so
+//! on. Unplaced shards (the shortfall) are the last ones of the list.
+
+use super::book::OrderBook;
+use super::sweep::Sweep;
+use crate::messages::{ALGO_VERSION, Allocation, Assignment, OwnerPayment};
+
+impl OrderBook<'_> {
+    /// Builds the allocation from the sweep and the payments.
+    pub fn allocation(
+        &self,
+        sweep: &Sweep,
+        payments: Vec<OwnerPayment>,
+        cleared_at: u64,
+    ) -> Allocation {
+        let mut assignments = Vec::new();
+        let mut next = 0usize;
+        for (node, &x) in self.nodes.iter().zip(&sweep.units) {
+            if x == 0 {
+                continue;
+            }
+            let bid = &self.bids[node.bid as usize];
+            let end = next + x as usize;
+            assignments.push(Assignment {
+                node: bid.node,
+                owner: bid.owner,
+                bid_id: bid.bid_id,
+                ask: bid.ask,
+                shards: self.job.shards[next..end].to_vec(),
+            });
+            next = end;
+        }
+        Allocation {
+            algo_version: ALGO_VERSION,
+            job_id: self.job.job_id,
+            attempt: self.job.attempt,
+            prev_allocation: self.job.prev_allocation,
+            cleared_at,
+            policy: self.policy.clone(),
+            shards: self.job.shards.clone(),
+            bid_root: self.bid_root,
+            seed: self.seed,
+            assignments,
+            payments,
+            shortfall: sweep.shortfall,
+        }
+    }
+}
