@@ -1,18 +1,20 @@
-//! Sainte-Laguë (Webster) highest-averages apportionment with bounds.
+//! Sainte-Laguë (Webster) highest-averages apportionment, quota-bounded.
 //!
 //! Each participant `i` has weight `k_i`, which is also the most seats it
-//! may take; its quotients are `k_i / (2s + 1)` for `s = 0..k_i`. Seat by
-//! seat, the method gives the next seat to the highest quotient, ties to the
-//! lower rank (the clearing order). The result is therefore exactly the top
-//! `r` quotients of all participants in the total order
-//! (quotient descending, rank ascending), which is what [`webster`] computes
-//! without going seat by seat: it starts from the rounded quotas, which are
-//! already a threshold set of that order, and adds or removes the few seats
-//! the rounding left over through a heap. Owner caps are handled by
-//! [`apportion_capped`]. Integer arithmetic only.
+//! may take; its Sainte-Laguë quotients are `k_i / (2s + 1)`. Classic
+//! Sainte-Laguë gives seat after seat to the highest quotient. It can, in
+//! rare skewed cases, leave a large participant more than one seat below
+//! its proportional quota `q_i = k_i r / K`. fairgrid promises every node
+//! stays within one shard of its quota, so [`webster`] applies the method
+//! within the quota bounds: every participant first gets `floor(q_i)`, and
+//! the remaining seats (fewer than the participants) go to the highest
+//! quotients `k_i / (2 floor(q_i) + 1)` among those whose quota is
+//! fractional, ties to the lower rank (the clearing order). Whenever the
+//! classic result respects quota (almost always) the two agree; the unit
+//! tests check this against the seat-by-seat definition. Owner caps are
+//! handled by [`apportion_capped`]. Integer arithmetic only.
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+use std::cmp::Ordering;
 
 /// The quotient `k / (2s + 1)` of participant `pos` (rank `rank`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,61 +40,45 @@ impl PartialOrd for Quotient {
     }
 }
 
-/// Gives `r` seats to participants `(k_i, rank_i)`, each bounded by `k_i`;
-/// returns the seats per participant. Ranks must be distinct.
-/// If `r >= sum k` everyone gets `k_i`.
+/// Gives `r` seats to participants `(k_i, rank_i)` in proportion to `k_i`,
+/// each within one seat of its quota and at most `k_i`; returns the seats
+/// per participant. Ranks must be distinct. If `r >= sum k` everyone gets
+/// `k_i`.
 pub fn webster(items: &[(u32, u32)], r: u64) -> Vec<u32> {
     let total: u64 = items.iter().map(|&(k, _)| k as u64).sum();
     if r >= total {
         return items.iter().map(|&(k, _)| k).collect();
     }
-    if r == 0 {
-        return vec![0; items.len()];
-    }
-    // Rounded quota floor(k r / K + 1/2) <= k because r < K: the set of
-    // quotients >= K / (2r), a threshold set of the seat order.
     let (r128, total128) = (r as u128, total as u128);
+    // Lower quotas; floor(k r / K) < k because r < K.
     let mut seats: Vec<u32> = items
         .iter()
-        .map(|&(k, _)| ((2 * k as u128 * r128 + total128) / (2 * total128)) as u32)
+        .map(|&(k, _)| (k as u128 * r128 / total128) as u32)
         .collect();
     let given: u64 = seats.iter().map(|&s| s as u64).sum();
-    let quotient = |pos: usize, s: u32| Quotient {
-        k: items[pos].0,
-        s,
-        rank: items[pos].1,
-        pos: pos as u32,
-    };
-    if given < r {
-        // Add the best quotients not yet taken.
-        let mut next: BinaryHeap<Quotient> = (0..items.len())
-            .filter(|&p| seats[p] < items[p].0)
-            .map(|p| quotient(p, seats[p]))
-            .collect();
-        for _ in given..r {
-            let Some(best) = next.pop() else { break };
-            let p = best.pos as usize;
-            seats[p] += 1;
-            if seats[p] < items[p].0 {
-                next.push(quotient(p, seats[p]));
-            }
-        }
-    } else if given > r {
-        // Give back the worst quotients taken.
-        let mut last: BinaryHeap<Reverse<Quotient>> = (0..items.len())
-            .filter(|&p| seats[p] > 0)
-            .map(|p| Reverse(quotient(p, seats[p] - 1)))
-            .collect();
-        for _ in r..given {
-            let Some(Reverse(worst)) = last.pop() else {
-                break;
-            };
-            let p = worst.pos as usize;
-            seats[p] -= 1;
-            if seats[p] > 0 {
-                last.push(Reverse(quotient(p, seats[p] - 1)));
-            }
-        }
+    let left = (r - given) as usize;
+    if left == 0 {
+        return seats;
+    }
+    // Participants with a fractional quota may get one more seat.
+    let mut candidates: Vec<Quotient> = items
+        .iter()
+        .enumerate()
+        .filter(|&(_, &(k, _))| (k as u128 * r128) % total128 != 0)
+        .map(|(pos, &(k, rank))| Quotient {
+            k,
+            s: seats[pos],
+            rank,
+            pos: pos as u32,
+        })
+        .collect();
+    // sum of fractional parts = left, so there are more than `left` candidates
+    // unless every fraction is large; either way select the best `left`.
+    if left < candidates.len() {
+        candidates.select_nth_unstable_by(left - 1, |a, b| b.cmp(a));
+    }
+    for q in candidates.iter().take(left) {
+        seats[q.pos as usize] += 1;
     }
     seats
 }
@@ -181,33 +167,77 @@ mod tests {
         *state >> 33
     }
 
+    fn supply(items: &[(u32, u32)], caps: &[u32]) -> u64 {
+        let mut by_owner = vec![0u64; caps.len()];
+        for &(k, o) in items {
+            by_owner[o as usize] += k as u64;
+        }
+        (0..caps.len()).map(|o| by_owner[o].min(caps[o] as u64)).sum()
+    }
+
     #[test]
-    fn matches_seat_by_seat_definition() {
+    fn agrees_with_seat_by_seat_whenever_that_respects_quota() {
         let mut rng = 7u64;
+        let (mut compared, mut violations) = (0, 0);
+        for _ in 0..4000 {
+            let n = 1 + lcg(&mut rng) as usize % 9;
+            let items: Vec<(u32, u32)> = (0..n).map(|_| ((lcg(&mut rng) % 25) as u32, 0)).collect();
+            let total: u64 = items.iter().map(|&(k, _)| k as u64).sum();
+            let r = lcg(&mut rng) % (total + 1);
+            let classic = naive(&items, &[u32::MAX], r);
+            let within = items.iter().zip(&classic).all(|(&(k, _), &s)| {
+                let q = k as u128 * r as u128;
+                let t = total.max(1) as u128;
+                (s as u128) * t + t > q && q + t > (s as u128) * t
+            });
+            if within {
+                compared += 1;
+                assert_eq!(webster(&items, r), classic, "items {items:?} r {r}");
+            } else {
+                violations += 1;
+            }
+        }
+        assert!(compared > 3000, "{compared} compared, {violations} quota violations");
+    }
+
+    #[test]
+    fn fixes_the_classic_quota_violation() {
+        // Classic Sainte-Lague gives the big node 5 of 10 seats (quota 6.25).
+        let items = [(10, 0), (1, 1), (1, 2), (1, 3), (1, 4), (1, 5), (1, 6)];
+        assert_eq!(naive(&items, &[u32::MAX; 7], 10)[0], 5);
+        let seats = webster(&items, 10);
+        assert_eq!(seats, vec![6, 1, 1, 1, 1, 0, 0]);
+    }
+
+    #[test]
+    fn capped_apportionment_respects_every_bound() {
+        let mut rng = 11u64;
         for _ in 0..3000 {
             let n = 1 + lcg(&mut rng) as usize % 9;
             let owners = 1 + lcg(&mut rng) as usize % 4;
             let items: Vec<(u32, u32)> = (0..n)
-                .map(|_| {
-                    (
-                        (lcg(&mut rng) % 12) as u32,
-                        (lcg(&mut rng) % owners as u64) as u32,
-                    )
-                })
+                .map(|_| ((lcg(&mut rng) % 12) as u32, (lcg(&mut rng) % owners as u64) as u32))
                 .collect();
             let caps: Vec<u32> = (0..owners).map(|_| (lcg(&mut rng) % 20) as u32).collect();
-            let mut supply = vec![0u64; owners];
-            for &(k, o) in &items {
-                supply[o as usize] += k as u64;
+            let r = lcg(&mut rng) % (supply(&items, &caps) + 1);
+            let seats = apportion_capped(&items, &caps, r);
+            assert_eq!(seats.iter().map(|&s| s as u64).sum::<u64>(), r);
+            let mut used = vec![0u64; owners];
+            for (&(k, o), &s) in items.iter().zip(&seats) {
+                assert!(s <= k);
+                used[o as usize] += s as u64;
             }
-            let capped: u64 = (0..owners).map(|o| supply[o].min(caps[o] as u64)).sum();
-            let r = lcg(&mut rng) % (capped + 1);
-            assert_eq!(
-                apportion_capped(&items, &caps, r),
-                naive(&items, &caps, r),
-                "items {items:?} caps {caps:?} r {r}"
-            );
+            for o in 0..owners {
+                assert!(used[o] <= caps[o] as u64, "items {items:?} caps {caps:?} r {r}");
+            }
+            // Without binding caps it is plain quota-bounded Sainte-Lague.
+            let free = vec![u32::MAX; owners];
+            assert_eq!(apportion_capped(&items, &free, r), webster(&ranked(&items), r));
         }
+    }
+
+    fn ranked(items: &[(u32, u32)]) -> Vec<(u32, u32)> {
+        items.iter().enumerate().map(|(i, &(k, _))| (k, i as u32)).collect()
     }
 
     #[test]
