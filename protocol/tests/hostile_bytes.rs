@@ -50,10 +50,16 @@ fn survives_hostile_bytes<T: SignedMessage>(make: fn(&mut Gen) -> T) {
         // Every strict prefix is an error.
         let stride = (payload.len() / 200).max(1);
         for n in (0..payload.len()).step_by(stride) {
-            assert!(decode_exact::<T>(kind, &payload[..n], T::MAX_BYTES).is_err(), "{kind}: prefix {n}");
+            assert!(
+                decode_exact::<T>(kind, &payload[..n], T::MAX_BYTES).is_err(),
+                "{kind}: prefix {n}"
+            );
         }
         for n in (0..envelope.len()).step_by((envelope.len() / 200).max(1)) {
-            assert!(Signed::<T>::from_bytes(&envelope[..n]).is_err(), "{kind}: envelope prefix {n}");
+            assert!(
+                Signed::<T>::from_bytes(&envelope[..n]).is_err(),
+                "{kind}: envelope prefix {n}"
+            );
         }
 
         // A huge length prefix spliced in anywhere: no panic, no huge allocation.
@@ -73,22 +79,40 @@ fn survives_hostile_bytes<T: SignedMessage>(make: fn(&mut Gen) -> T) {
             claim.extend_from_slice(&[7u8; 32]);
             claim.extend_from_slice(prefix);
             claim.extend_from_slice(&[0u8; 64]);
-            assert!(Signed::<T>::from_bytes(&claim).is_err(), "{kind}: 2^32-byte payload claim");
+            assert!(
+                Signed::<T>::from_bytes(&claim).is_err(),
+                "{kind}: 2^32-byte payload claim"
+            );
         }
     }
 
     // Oversized: one byte past the limit, as a payload and as an envelope.
     let big = vec![0u8; T::MAX_BYTES + 1];
-    assert!(matches!(decode_exact::<T>(kind, &big, T::MAX_BYTES), Err(ProtocolError::Oversized { .. })));
-    let mut signed = Signed::sign(&fairgrid_protocol::Keypair::from_seed(b"x"), &make(&mut Gen::new(9)));
+    assert!(matches!(
+        decode_exact::<T>(kind, &big, T::MAX_BYTES),
+        Err(ProtocolError::Oversized { .. })
+    ));
+    let mut signed = Signed::sign(
+        &fairgrid_protocol::Keypair::from_seed(b"x"),
+        &make(&mut Gen::new(9)),
+    );
     signed.payload = big;
-    assert!(matches!(signed.verify_and_decode(), Err(ProtocolError::Oversized { .. })));
+    assert!(matches!(
+        signed.verify_and_decode(),
+        Err(ProtocolError::Oversized { .. })
+    ));
     match Signed::<T>::from_bytes(&signed.to_bytes()) {
-        Ok(envelope) => assert!(matches!(envelope.verify_and_decode(), Err(ProtocolError::Oversized { .. }))),
+        Ok(envelope) => assert!(matches!(
+            envelope.verify_and_decode(),
+            Err(ProtocolError::Oversized { .. })
+        )),
         Err(e) => assert!(matches!(e, ProtocolError::Oversized { .. }), "{kind}: {e}"),
     }
     let huge = vec![0u8; Signed::<T>::max_envelope_bytes() + 1];
-    assert!(matches!(Signed::<T>::from_bytes(&huge), Err(ProtocolError::Oversized { .. })));
+    assert!(matches!(
+        Signed::<T>::from_bytes(&huge),
+        Err(ProtocolError::Oversized { .. })
+    ));
 }
 
 #[test]
@@ -97,6 +121,9 @@ fn every_message_kind_survives_hostile_bytes_in_bounded_memory() {
     for_each_kind!(survives_hostile_bytes);
     if let (Some(before), Some(after)) = (before, peak_rss_kib()) {
         // The biggest legitimate buffer here is one 17 MiB oversized entry.
-        assert!(after - before < 256 * 1024, "peak RSS grew from {before} KiB to {after} KiB");
+        assert!(
+            after - before < 256 * 1024,
+            "peak RSS grew from {before} KiB to {after} KiB"
+        );
     }
 }

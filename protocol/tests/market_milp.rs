@@ -37,7 +37,9 @@ fn milp_optimum(c: &Case) -> f64 {
     for (owner, used) in by_owner {
         problem = problem.with(constraint!(used <= owner_cap(&c.policy, m, &owner) as f64));
     }
-    let solution = problem.solve().expect("the reserve makes the MILP feasible");
+    let solution = problem
+        .solve()
+        .expect("the reserve makes the MILP feasible");
     solution.eval(&objective)
 }
 
@@ -61,5 +63,8 @@ fn greedy_cost_equals_the_milp_optimum() {
     }
     assert!(checked >= 200);
     // The instances must exercise the caps, or the test proves little.
-    assert!(with_binding_caps >= 50, "only {with_binding_caps} instances had binding caps");
+    assert!(
+        with_binding_caps >= 50,
+        "only {with_binding_caps} instances had binding caps"
+    );
 }

@@ -158,8 +158,22 @@ proptest! {
 #[test]
 fn fast_vcg_equals_naive_on_tight_and_capped_cases() {
     let shapes = [
-        common::Shape { max_nodes: 16, max_owners: 3, max_shards: 60, max_units: 20, price_levels: 3, with_beta: true },
-        common::Shape { max_nodes: 6, max_owners: 6, max_shards: 80, max_units: 8, price_levels: 8, with_beta: false },
+        common::Shape {
+            max_nodes: 16,
+            max_owners: 3,
+            max_shards: 60,
+            max_units: 20,
+            price_levels: 3,
+            with_beta: true,
+        },
+        common::Shape {
+            max_nodes: 6,
+            max_owners: 6,
+            max_shards: 80,
+            max_units: 8,
+            price_levels: 8,
+            with_beta: false,
+        },
     ];
     for (s, shape) in shapes.into_iter().enumerate() {
         for seed in 0..300u64 {

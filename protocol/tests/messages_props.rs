@@ -48,8 +48,10 @@ where
 
             let mut bad_sig = signed.clone();
             bad_sig.signature.0[(flip % 64) as usize] ^= 1 << (flip % 8);
-            let bad_sig_refused =
-                matches!(bad_sig.verify_and_decode(), Err(ProtocolError::BadSignature { .. }));
+            let bad_sig_refused = matches!(
+                bad_sig.verify_and_decode(),
+                Err(ProtocolError::BadSignature { .. })
+            );
             prop_assert!(bad_sig_refused);
 
             if !signed.payload.is_empty() {

@@ -172,7 +172,9 @@ mod tests {
         for &(k, o) in items {
             by_owner[o as usize] += k as u64;
         }
-        (0..caps.len()).map(|o| by_owner[o].min(caps[o] as u64)).sum()
+        (0..caps.len())
+            .map(|o| by_owner[o].min(caps[o] as u64))
+            .sum()
     }
 
     #[test]
@@ -197,7 +199,10 @@ mod tests {
                 violations += 1;
             }
         }
-        assert!(compared > 3000, "{compared} compared, {violations} quota violations");
+        assert!(
+            compared > 3000,
+            "{compared} compared, {violations} quota violations"
+        );
     }
 
     #[test]
@@ -216,7 +221,12 @@ mod tests {
             let n = 1 + lcg(&mut rng) as usize % 9;
             let owners = 1 + lcg(&mut rng) as usize % 4;
             let items: Vec<(u32, u32)> = (0..n)
-                .map(|_| ((lcg(&mut rng) % 12) as u32, (lcg(&mut rng) % owners as u64) as u32))
+                .map(|_| {
+                    (
+                        (lcg(&mut rng) % 12) as u32,
+                        (lcg(&mut rng) % owners as u64) as u32,
+                    )
+                })
                 .collect();
             let caps: Vec<u32> = (0..owners).map(|_| (lcg(&mut rng) % 20) as u32).collect();
             let r = lcg(&mut rng) % (supply(&items, &caps) + 1);
@@ -228,16 +238,26 @@ mod tests {
                 used[o as usize] += s as u64;
             }
             for o in 0..owners {
-                assert!(used[o] <= caps[o] as u64, "items {items:?} caps {caps:?} r {r}");
+                assert!(
+                    used[o] <= caps[o] as u64,
+                    "items {items:?} caps {caps:?} r {r}"
+                );
             }
             // Without binding caps it is plain quota-bounded Sainte-Lague.
             let free = vec![u32::MAX; owners];
-            assert_eq!(apportion_capped(&items, &free, r), webster(&ranked(&items), r));
+            assert_eq!(
+                apportion_capped(&items, &free, r),
+                webster(&ranked(&items), r)
+            );
         }
     }
 
     fn ranked(items: &[(u32, u32)]) -> Vec<(u32, u32)> {
-        items.iter().enumerate().map(|(i, &(k, _))| (k, i as u32)).collect()
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, &(k, _))| (k, i as u32))
+            .collect()
     }
 
     #[test]

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use fairgrid_protocol::market::{MarketJob, MarketPolicy, ValidBid, WindowUsage, clear_valid, social_cost};
+use fairgrid_protocol::market::{
+    MarketJob, MarketPolicy, ValidBid, WindowUsage, clear_valid, social_cost,
+};
 use fairgrid_protocol::messages::Allocation;
 use fairgrid_protocol::{Hash32, NodeId, OwnerId, PublicKey, ResourceVec};
 
@@ -27,11 +29,15 @@ impl Rng {
 }
 
 pub fn node(i: u64) -> NodeId {
-    NodeId(PublicKey(Hash32::of_parts(&[b"test-node", &i.to_le_bytes()]).0))
+    NodeId(PublicKey(
+        Hash32::of_parts(&[b"test-node", &i.to_le_bytes()]).0,
+    ))
 }
 
 pub fn owner(i: u64) -> OwnerId {
-    OwnerId(PublicKey(Hash32::of_parts(&[b"test-owner", &i.to_le_bytes()]).0))
+    OwnerId(PublicKey(
+        Hash32::of_parts(&[b"test-owner", &i.to_le_bytes()]).0,
+    ))
 }
 
 /// One CPU core per shard.
@@ -150,7 +156,12 @@ impl Case {
 
     /// Cost(without o) by re-clearing without o's bids.
     pub fn cost_without(&self, o: &OwnerId) -> u128 {
-        let others: Vec<ValidBid> = self.bids.iter().filter(|b| b.owner != *o).cloned().collect();
+        let others: Vec<ValidBid> = self
+            .bids
+            .iter()
+            .filter(|b| b.owner != *o)
+            .cloned()
+            .collect();
         let allocation = clear_valid(&self.job, &others, &self.policy, 0).expect("clears");
         self.cost(&allocation)
     }

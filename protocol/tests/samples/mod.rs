@@ -43,10 +43,17 @@ impl Gen {
     }
     pub fn text(&mut self) -> String {
         let n = self.small(20);
-        (0..n).map(|_| char::from(b'a' + self.small(26) as u8)).collect()
+        (0..n)
+            .map(|_| char::from(b'a' + self.small(26) as u8))
+            .collect()
     }
     pub fn resources(&mut self) -> ResourceVec {
-        ResourceVec::from_array([self.u64(), self.u64() >> 20, self.u64() % 8000, self.u64() % 80000])
+        ResourceVec::from_array([
+            self.u64(),
+            self.u64() >> 20,
+            self.u64() % 8000,
+            self.u64() % 80000,
+        ])
     }
     pub fn shards(&mut self) -> Vec<u32> {
         (0..self.small(50)).map(|_| self.u32()).collect()
@@ -79,7 +86,9 @@ impl Gen {
         Revocation {
             owner: self.owner(),
             seq: self.u64(),
-            serials: (0..self.small(20)).map(|_| self.u64()).collect::<BTreeSet<_>>(),
+            serials: (0..self.small(20))
+                .map(|_| self.u64())
+                .collect::<BTreeSet<_>>(),
             issued_at: self.u64(),
         }
     }
@@ -115,16 +124,25 @@ impl Gen {
             model: ModelSpec {
                 arch: match self.small(3) {
                     0 => ModelArch::LogReg,
-                    1 => ModelArch::Mlp { hidden: vec![self.u32() % 512, 64] },
+                    1 => ModelArch::Mlp {
+                        hidden: vec![self.u32() % 512, 64],
+                    },
                     _ => ModelArch::Cnn,
                 },
-                input: InputShape { channels: 1, height: 28, width: 28 },
+                input: InputShape {
+                    channels: 1,
+                    height: 28,
+                    width: 28,
+                },
                 classes: 10,
             },
             dataset: DatasetDescriptor {
                 name: self.text(),
                 shards: (0..self.small(30))
-                    .map(|_| ShardInfo { hash: self.hash(), samples: self.u32() })
+                    .map(|_| ShardInfo {
+                        hash: self.hash(),
+                        samples: self.u32(),
+                    })
                     .collect(),
                 test_hash: self.hash(),
                 test_samples: self.u32(),
@@ -133,7 +151,11 @@ impl Gen {
                 rounds: self.u32(),
                 local_steps: self.u32(),
                 batch_size: self.u32(),
-                optimizer: [OptimizerKind::Sgd, OptimizerKind::Nesterov, OptimizerKind::Adam][self.small(3)],
+                optimizer: [
+                    OptimizerKind::Sgd,
+                    OptimizerKind::Nesterov,
+                    OptimizerKind::Adam,
+                ][self.small(3)],
                 lr: self.f32(),
                 momentum: self.f32(),
                 outer_lr: self.f32(),
@@ -155,7 +177,9 @@ impl Gen {
         match self.small(3) {
             0 => Compression::Fp32,
             1 => Compression::Int8 { block: self.u32() },
-            _ => Compression::TopK { permille: self.u32() },
+            _ => Compression::TopK {
+                permille: self.u32(),
+            },
         }
     }
 
@@ -185,7 +209,10 @@ impl Gen {
             policy: MarketPolicy {
                 alpha_ppm: self.u32(),
                 beta_ppm: self.u32(),
-                window: WindowUsage { total: self.u64(), by_owner },
+                window: WindowUsage {
+                    total: self.u64(),
+                    by_owner,
+                },
             },
             shards: self.shards(),
             bid_root: self.hash(),
@@ -219,7 +246,10 @@ impl Gen {
             params_hash: self.hash(),
             params_len: self.u64(),
             orders: (0..self.small(5))
-                .map(|_| WorkOrder { node: self.node(), shards: self.shards() })
+                .map(|_| WorkOrder {
+                    node: self.node(),
+                    shards: self.shards(),
+                })
                 .collect(),
             deadline: self.u64(),
             issued_at: self.u64(),
@@ -282,7 +312,9 @@ impl Gen {
                 EntryBody::AllocationMade {
                     job_id: self.hash(),
                     allocation: Signed::sign(&key, &self.allocation()),
-                    bids: (0..self.small(3)).map(|_| Signed::sign(&bid_key, &self.bid())).collect(),
+                    bids: (0..self.small(3))
+                        .map(|_| Signed::sign(&bid_key, &self.bid()))
+                        .collect(),
                 }
             }
             4 => EntryBody::RoundCompleted {
