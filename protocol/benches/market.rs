@@ -1,1 +1,294 @@
-fn main() {}
+//! Market clearing benchmark: prints tables (run with `cargo bench -p
+//! fairgrid-protocol --bench market`).
+//!
+//! 1. Clearing time for N nodes x M shards with 50 and 2000 owners, split
+//!    into the book (bid root, seed, tie hashes, sort), the sweep, building
+//!    the allocation with explicit shard indices, and the VCG payments; plus
+//!    the naive reference (a re-clear per winning owner) where it is cheap
+//!    enough to run, quoted as a ratio to the fast payments.
+//! 2. The cost of caps: one owner holds 30% of the nodes at a quarter of
+//!    the price; alpha from 100% down to 5%.
+
+use std::time::{Duration, Instant};
+
+use fairgrid_protocol::fairness::FairnessReport;
+use fairgrid_protocol::market::{
+    MarketJob, MarketPolicy, OrderBook, ValidBid, clear_valid, social_cost,
+};
+use fairgrid_protocol::{Hash32, NodeId, OwnerId, PublicKey, ResourceVec};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+}
+
+fn key(tag: &[u8], i: u64) -> PublicKey {
+    PublicKey(Hash32::of_parts(&[tag, &i.to_le_bytes()]).0)
+}
+
+fn bid(i: u64, owner: u64, ask: u64, units: u64) -> ValidBid {
+    ValidBid {
+        bid_id: Hash32::of_parts(&[b"bench-bid", &i.to_le_bytes()]),
+        node: NodeId(key(b"node", i)),
+        owner: OwnerId(key(b"owner", owner)),
+        ask,
+        capacity: ResourceVec {
+            cpu_milli: units * 1000,
+            mem_mib: units * 512,
+            ..Default::default()
+        },
+    }
+}
+
+fn job(m: u32, limit: u64) -> MarketJob {
+    MarketJob {
+        job_id: Hash32::of(b"bench-job"),
+        shards: (0..m).collect(),
+        demand_per_shard: ResourceVec {
+            cpu_milli: 1000,
+            mem_mib: 512,
+            ..Default::default()
+        },
+        limit_price: limit,
+        attempt: 0,
+        prev_allocation: Hash32::ZERO,
+    }
+}
+
+/// N nodes with 1..=32 shards of capacity each, asks 100..=1100, owners
+/// skewed (owner = floor(O u^2)) so the caps of the big ones bind.
+fn market(n: u64, owners: u64, seed: u64) -> Vec<ValidBid> {
+    let mut rng = Rng(seed);
+    (0..n)
+        .map(|i| {
+            let u = rng.next() as f64 / u64::MAX as f64;
+            let owner = ((owners as f64) * u * u) as u64;
+            bid(
+                i,
+                owner.min(owners - 1),
+                rng.range(100, 1100),
+                rng.range(1, 32),
+            )
+        })
+        .collect()
+}
+
+fn median(mut xs: Vec<Duration>) -> Duration {
+    xs.sort();
+    xs[xs.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+fn clearing_table() {
+    println!("## Clearing time (median of the runs; ms)\n");
+    println!(
+        "| nodes | shards | owners | winners | book | sweep | allocation | clear w/o payments | payments | total | naive payments | naive / fast |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let policy = MarketPolicy {
+        alpha_ppm: 100_000,
+        beta_ppm: 1_000_000,
+        ..Default::default()
+    };
+    for n in [1_000u64, 10_000, 100_000] {
+        for m in [10_000u32, 100_000, 1_000_000] {
+            for owners in [50u64, 2000] {
+                let owners = owners.min(n);
+                let bids = market(n, owners, n ^ m as u64 ^ owners);
+                let job = job(m, 1100);
+                let runs = if n * m as u64 >= 10_000_000_000 {
+                    7
+                } else {
+                    15
+                };
+                let (mut book_t, mut sweep_t, mut alloc_t, mut pay_t) =
+                    (vec![], vec![], vec![], vec![]);
+                let mut winners = 0;
+                for _ in 0..runs {
+                    let t0 = Instant::now();
+                    let book = OrderBook::new(&job, &bids, &policy).unwrap();
+                    let t1 = Instant::now();
+                    let sweep = book.sweep();
+                    let t2 = Instant::now();
+                    let payments = book.payments(&sweep);
+                    let t3 = Instant::now();
+                    let allocation = book.allocation(&sweep, payments, 0);
+                    let t4 = Instant::now();
+                    winners = allocation.payments.len();
+                    book_t.push(t1 - t0);
+                    sweep_t.push(t2 - t1);
+                    pay_t.push(t3 - t2);
+                    alloc_t.push(t4 - t3);
+                    std::hint::black_box(allocation);
+                }
+                let (b, s, a, p) = (
+                    median(book_t),
+                    median(sweep_t),
+                    median(alloc_t),
+                    median(pay_t),
+                );
+                let (naive, ratio) = if owners <= 50 || n <= 10_000 {
+                    let t = naive_payments(&job, &bids, &policy);
+                    (ms(t), format!("{:.0}x", t.as_secs_f64() / p.as_secs_f64()))
+                } else {
+                    ("not run".into(), "-".into())
+                };
+                println!(
+                    "| {n} | {m} | {owners} | {winners} | {} | {} | {} | {} | {} | {} | {naive} | {ratio} |",
+                    ms(b),
+                    ms(s),
+                    ms(a),
+                    ms(b + s + a),
+                    ms(p),
+                    ms(b + s + a + p)
+                );
+            }
+        }
+    }
+}
+
+/// The reference: Cost(without o) by a re-clear (book + sweep) per winning
+/// owner; returns the time for all owners.
+fn naive_payments(job: &MarketJob, bids: &[ValidBid], policy: &MarketPolicy) -> Duration {
+    let allocation = clear_valid(job, bids, policy, 0).unwrap();
+    let start = Instant::now();
+    for p in &allocation.payments {
+        let others: Vec<ValidBid> = bids
+            .iter()
+            .filter(|b| b.owner != p.owner)
+            .cloned()
+            .collect();
+        let book = OrderBook::new(job, &others, policy).unwrap();
+        std::hint::black_box(book.sweep());
+    }
+    start.elapsed()
+}
+
+fn cost_of_caps_table() {
+    // 10,000 nodes of 8 shards; owner 0 holds 30% of them and asks ~100;
+    // 70% belong to 100 other owners asking ~400. 40,000 shards.
+    let mut rng = Rng(42);
+    let n = 10_000u64;
+    let bids: Vec<ValidBid> = (0..n)
+        .map(|i| {
+            if i < n * 3 / 10 {
+                bid(i, 0, rng.range(90, 110), 8)
+            } else {
+                bid(i, 1 + rng.range(0, 99), rng.range(360, 440), 8)
+            }
+        })
+        .collect();
+    let job = job(40_000, 1000);
+    println!(
+        "\n## Cost of caps (10,000 nodes x 8 shards, 40,000 shards; owner A: 30% of nodes at ~1/4 of the price)\n"
+    );
+    println!(
+        "| alpha | A's shards | A's share | total cost | cost vs alpha=1 | payments | HHI | Nakamoto 50% | Nakamoto 33% | shortfall |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let mut base = None;
+    for alpha_ppm in [1_000_000u32, 300_000, 200_000, 100_000, 50_000] {
+        let policy = MarketPolicy {
+            alpha_ppm,
+            beta_ppm: 1_000_000,
+            ..Default::default()
+        };
+        let allocation = clear_valid(&job, &bids, &policy, 0).unwrap();
+        let a = OwnerId(key(b"owner", 0));
+        let a_shards = allocation
+            .payments
+            .iter()
+            .find(|p| p.owner == a)
+            .map_or(0, |p| p.shards);
+        let cost = social_cost(&allocation, job.limit_price);
+        let base_cost = *base.get_or_insert(cost);
+        let fairness = FairnessReport::of_allocation(&allocation);
+        println!(
+            "| {:.2} | {a_shards} | {:.1}% | {cost} | {:+.1}% | {} | {} | {} | {} | {} |",
+            alpha_ppm as f64 / 1e6,
+            a_shards as f64 * 100.0 / allocation.assigned_shards().max(1) as f64,
+            (cost as f64 / base_cost as f64 - 1.0) * 100.0,
+            allocation.total_payment(),
+            fairness.hhi,
+            fairness.nakamoto_50,
+            fairness.nakamoto_33,
+            allocation.shortfall
+        );
+    }
+}
+
+/// Where the book's time goes, for 100k nodes.
+fn book_breakdown() {
+    use fairgrid_protocol::market::{bid_root_of, hash_pair};
+    let bids = market(100_000, 2000, 1);
+    let job = job(1_000_000, 1100);
+    let mut rows = Vec::new();
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let root = bid_root_of(&bids);
+        let t1 = Instant::now();
+        let ties: Vec<Hash32> = bids
+            .iter()
+            .map(|b| hash_pair(&root.0, &b.node.0.0))
+            .collect();
+        let t2 = Instant::now();
+        let mut keyed: Vec<(u64, Hash32, u32)> = bids
+            .iter()
+            .zip(&ties)
+            .enumerate()
+            .map(|(i, (b, t))| (b.ask, *t, i as u32))
+            .collect();
+        keyed.sort_unstable();
+        let t3 = Instant::now();
+        let policy = MarketPolicy {
+            alpha_ppm: 100_000,
+            beta_ppm: 1_000_000,
+            ..Default::default()
+        };
+        let book = OrderBook::new(&job, &bids, &policy).unwrap();
+        let t4 = Instant::now();
+        std::hint::black_box((keyed, book));
+        rows.push((t1 - t0, t2 - t1, t3 - t2, t4 - t3));
+    }
+    let m = |f: fn(&(Duration, Duration, Duration, Duration)) -> Duration| {
+        median(rows.iter().map(f).collect())
+    };
+    println!(
+        "bid root {} ms, tie hashes {} ms, sort {} ms, whole book {} ms",
+        ms(m(|r| r.0)),
+        ms(m(|r| r.1)),
+        ms(m(|r| r.2)),
+        ms(m(|r| r.3))
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--book") {
+        book_breakdown();
+        return;
+    }
+    // `cargo test --benches` runs bench targets with `--bench`-less args;
+    // only measure when asked to.
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    if std::env::args().any(|a| a == "--caps-only") {
+        cost_of_caps_table();
+        return;
+    }
+    clearing_table();
+    cost_of_caps_table();
+}

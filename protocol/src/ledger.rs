@@ -272,13 +272,13 @@ impl ChainVerifier {
         if entry.author.0 != signed.signer {
             return Err(broken("signer is not the entry's author".into()));
         }
-        if let Some(author) = self.summary.author {
-            if author != entry.author {
-                return Err(broken(format!(
-                    "author changed from {author} to {}",
-                    entry.author
-                )));
-            }
+        if let Some(author) = self.summary.author
+            && author != entry.author
+        {
+            return Err(broken(format!(
+                "author changed from {author} to {}",
+                entry.author
+            )));
         }
         if entry.seq != seq {
             return Err(broken(format!(
@@ -318,10 +318,10 @@ impl ChainVerifier {
             .iter()
             .map(|(_, _, s)| s.signer.verifying_key())
             .collect();
-        if let Some(keys) = keys {
-            if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
-                return Ok(());
-            }
+        if let Some(keys) = keys
+            && ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
+        {
+            return Ok(());
         }
         // The batch failed: find the first bad entry, checked one by one.
         for (seq, id, signed) in &batch {

@@ -64,7 +64,7 @@ pub fn webster(items: &[(u32, u32)], r: u64) -> Vec<u32> {
     let mut candidates: Vec<Quotient> = items
         .iter()
         .enumerate()
-        .filter(|&(_, &(k, _))| (k as u128 * r128) % total128 != 0)
+        .filter(|&(_, &(k, _))| !(k as u128 * r128).is_multiple_of(total128))
         .map(|(pos, &(k, rank))| Quotient {
             k,
             s: seats[pos],

@@ -55,9 +55,39 @@ pub fn seed_of(prev_allocation: &Hash32, bid_root: &Hash32) -> Hash32 {
 
 /// Merkle root of the sorted bid ids.
 pub fn bid_root_of(bids: &[ValidBid]) -> Hash32 {
-    let mut ids: Vec<Hash32> = bids.iter().map(|b| b.bid_id).collect();
-    ids.sort_unstable();
+    let order = sorted_by_prefix(bids.len(), |i| bids[i].bid_id.0, |i| bids[i].bid_id);
+    let ids: Vec<Hash32> = order.iter().map(|&i| bids[i as usize].bid_id).collect();
     merkle_root(&ids)
+}
+
+/// Indices `0..n` sorted by a 32-byte key: by its first eight bytes (a
+/// cheap integer sort), then by the whole key where those collide.
+fn sorted_by_prefix<K: Ord>(
+    n: usize,
+    bytes: impl Fn(usize) -> [u8; 32],
+    key: impl Fn(usize) -> K,
+) -> Vec<u32> {
+    let mut keyed: Vec<(u64, u32)> = (0..n)
+        .map(|i| {
+            let b = bytes(i);
+            (
+                u64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
+                i as u32,
+            )
+        })
+        .collect();
+    keyed.sort_unstable();
+    let mut out: Vec<u32> = keyed.iter().map(|k| k.1).collect();
+    let mut start = 0;
+    for end in 1..=keyed.len() {
+        if end == keyed.len() || keyed[end].0 != keyed[start].0 {
+            if end - start > 1 {
+                out[start..end].sort_by_key(|&a| key(a as usize));
+            }
+            start = end;
+        }
+    }
+    out
 }
 
 pub(crate) fn check_job(job: &MarketJob) -> Result<u32, MarketError> {
@@ -168,41 +198,59 @@ impl<'a> OrderBook<'a> {
         let bid_root = bid_root_of(bids);
         let seed = seed_of(&job.prev_allocation, &bid_root);
 
-        let mut owners: Vec<OwnerId> = bids.iter().map(|b| b.owner).collect();
-        owners.sort_unstable();
-        owners.dedup();
+        // Distinct owners, sorted, and each bid's owner index.
+        let by_owner = sorted_by_prefix(bids.len(), |i| bids[i].owner.0.0, |i| bids[i].owner);
+        let mut owners: Vec<OwnerId> = Vec::new();
+        let mut owner_of = vec![0u32; bids.len()];
+        for &i in &by_owner {
+            let owner = bids[i as usize].owner;
+            if owners.last() != Some(&owner) {
+                owners.push(owner);
+            }
+            owner_of[i as usize] = owners.len() as u32 - 1;
+        }
         let caps = owners.iter().map(|o| owner_cap(policy, m, o)).collect();
 
-        // Sort keys: (ask, H(seed || node key), node key, bid index).
-        let mut keyed: Vec<(u64, Hash32, u32)> = Vec::with_capacity(bids.len());
-        let mut tie_check: Vec<(u64, u32)> = Vec::with_capacity(bids.len());
-        for (i, bid) in bids.iter().enumerate() {
-            let tie = hash_pair(&seed.0, &bid.node.0.0);
-            tie_check.push((tie.prefix_u64(), i as u32));
-            keyed.push((bid.ask, tie, i as u32));
-        }
+        // Sort keys: (ask, H(seed || node key), node key). The hash's first
+        // eight bytes decide all but astronomically rare ties; the full
+        // hash and the node key settle those.
+        let ties: Vec<Hash32> = bids
+            .iter()
+            .map(|bid| hash_pair(&seed.0, &bid.node.0.0))
+            .collect();
+        let mut tie_check: Vec<(u64, u32)> = ties
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.prefix_u64(), i as u32))
+            .collect();
         check_unique_nodes(bids, &mut tie_check)?;
+        let mut keyed: Vec<(u64, u64, u32)> = bids
+            .iter()
+            .zip(&tie_check_order(&ties))
+            .enumerate()
+            .map(|(i, (bid, &prefix))| (bid.ask, prefix, i as u32))
+            .collect();
         keyed.sort_unstable_by(|a, b| {
-            (a.0, a.1, &bids[a.2 as usize].node).cmp(&(b.0, b.1, &bids[b.2 as usize].node))
+            (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| {
+                let (x, y) = (a.2 as usize, b.2 as usize);
+                (ties[x], bids[x].node).cmp(&(ties[y], bids[y].node))
+            })
         });
-
-        let mut nodes = Vec::with_capacity(keyed.len());
-        for (ask, _, i) in keyed {
-            let bid = &bids[i as usize];
-            let units = bid.capacity.units_of(&job.demand_per_shard).min(m as u64) as u32;
-            if units == 0 {
-                continue;
-            }
-            let owner = owners
-                .binary_search(&bid.owner)
-                .expect("owner was collected") as u32;
-            nodes.push(BookNode {
+        // Capacities in input order (sequential), then laid out in clearing order.
+        let units: Vec<u32> = bids
+            .iter()
+            .map(|bid| bid.capacity.units_of(&job.demand_per_shard).min(m as u64) as u32)
+            .collect();
+        let nodes: Vec<BookNode> = keyed
+            .into_iter()
+            .filter(|&(_, _, i)| units[i as usize] > 0)
+            .map(|(ask, _, i)| BookNode {
                 bid: i,
-                owner,
+                owner: owner_of[i as usize],
                 ask,
-                units,
-            });
-        }
+                units: units[i as usize],
+            })
+            .collect();
         let levels = levels_of(&nodes);
         Ok(OrderBook {
             job,
@@ -244,6 +292,10 @@ fn check_unique_nodes(bids: &[ValidBid], tie: &mut [(u64, u32)]) -> Result<(), M
         }
     }
     Ok(())
+}
+
+fn tie_check_order(ties: &[Hash32]) -> Vec<u64> {
+    ties.iter().map(Hash32::prefix_u64).collect()
 }
 
 fn levels_of(nodes: &[BookNode]) -> Vec<Range<usize>> {

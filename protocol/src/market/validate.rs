@@ -39,8 +39,7 @@ pub fn validate_bids(
             }
         }
     }
-    candidates
-        .sort_unstable_by(|a, b| (a.0, a.1, a.3.bid_id, a.2).cmp(&(b.0, b.1, b.3.bid_id, b.2)));
+    candidates.sort_unstable_by_key(|c| (c.0, c.1, c.3.bid_id, c.2));
     let mut valid: Vec<ValidBid> = Vec::with_capacity(candidates.len());
     let mut kept_index = 0;
     for (node, _, index, bid) in candidates {

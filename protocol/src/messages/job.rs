@@ -211,13 +211,13 @@ impl JobSpec {
                 format!("{} is not in 2..=10000", self.model.classes),
             );
         }
-        if let ModelArch::Mlp { hidden } = &self.model.arch {
-            if hidden.is_empty() || hidden.len() > 8 || hidden.iter().any(|&w| w == 0 || w > 8192) {
-                return bad(
-                    "model.arch",
-                    "MLP needs 1..=8 hidden layers of 1..=8192".into(),
-                );
-            }
+        if let ModelArch::Mlp { hidden } = &self.model.arch
+            && (hidden.is_empty() || hidden.len() > 8 || hidden.iter().any(|&w| w == 0 || w > 8192))
+        {
+            return bad(
+                "model.arch",
+                "MLP needs 1..=8 hidden layers of 1..=8192".into(),
+            );
         }
         if self.round_timeout_ms == 0 {
             return bad("round_timeout_ms", "must be positive".into());
