@@ -187,3 +187,25 @@ fn fast_vcg_equals_naive_on_tight_and_capped_cases() {
         }
     }
 }
+
+#[test]
+fn clear_valid_refuses_a_node_twice_and_asks_above_the_limit() {
+    use fairgrid_protocol::market::MarketError;
+    let c = case(5, SMALL);
+    let mut twice = c.bids.clone();
+    let mut copy = twice[0].clone();
+    copy.ask = c.job.limit_price;
+    copy.bid_id = fairgrid_protocol::Hash32::of(b"another bid");
+    twice.push(copy);
+    let last = twice.len() - 1;
+    match clear_valid(&c.job, &twice, &c.policy, 0) {
+        Err(MarketError::InvalidValidBid { index, .. }) => assert_eq!(index, last),
+        other => panic!("{other:?}"),
+    }
+    let mut dear = c.bids.clone();
+    dear[0].ask = c.job.limit_price + 1;
+    assert!(matches!(
+        clear_valid(&c.job, &dear, &c.policy, 0),
+        Err(MarketError::InvalidValidBid { index: 0, .. })
+    ));
+}

@@ -18,7 +18,8 @@ impl OrderBook<'_> {
         payments: Vec<OwnerPayment>,
         cleared_at: u64,
     ) -> Allocation {
-        let mut assignments = Vec::new();
+        let winners = sweep.units.iter().filter(|&&x| x > 0).count();
+        let mut assignments = Vec::with_capacity(winners);
         let mut next = 0usize;
         for (node, &x) in self.nodes.iter().zip(&sweep.units) {
             if x == 0 {

@@ -4,6 +4,7 @@
 use std::ops::Range;
 
 use super::PPM;
+use super::radix::radix_sort;
 use super::{MAX_MARKET_SHARDS, MarketError, MarketJob, MarketPolicy, ValidBid};
 use crate::identity::OwnerId;
 use crate::{Hash32, merkle_root};
@@ -67,27 +68,28 @@ fn sorted_by_prefix<K: Ord>(
     bytes: impl Fn(usize) -> [u8; 32],
     key: impl Fn(usize) -> K,
 ) -> Vec<u32> {
-    let mut keyed: Vec<(u64, u32)> = (0..n)
-        .map(|i| {
-            let b = bytes(i);
-            (
-                u64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
-                i as u32,
-            )
-        })
-        .collect();
-    keyed.sort_unstable();
+    let mut keyed: Vec<(u64, u32)> = (0..n).map(|i| (prefix_of(&bytes(i)), i as u32)).collect();
+    radix_sort(&mut keyed);
     let mut out: Vec<u32> = keyed.iter().map(|k| k.1).collect();
+    for_runs(&keyed, |run| out[run].sort_by_key(|&a| key(a as usize)));
+    out
+}
+
+fn prefix_of(bytes: &[u8; 32]) -> u64 {
+    u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"))
+}
+
+/// Calls `f` on each range of two or more equal keys in sorted `keyed`.
+fn for_runs(keyed: &[(u64, u32)], mut f: impl FnMut(Range<usize>)) {
     let mut start = 0;
     for end in 1..=keyed.len() {
         if end == keyed.len() || keyed[end].0 != keyed[start].0 {
             if end - start > 1 {
-                out[start..end].sort_by_key(|&a| key(a as usize));
+                f(start..end);
             }
             start = end;
         }
     }
-    out
 }
 
 pub(crate) fn check_job(job: &MarketJob) -> Result<u32, MarketError> {
@@ -168,6 +170,34 @@ pub fn owner_cap(policy: &MarketPolicy, m: u32, owner: &OwnerId) -> u32 {
     (alpha_cap as u128).min(network_cap) as u32
 }
 
+/// What the order depends on besides the asks: the bid root, the seed and
+/// each bid's tie-break hash `H(seed || node key)`. It is a function of the
+/// bid set and the previous allocation only, so a coordinator can compute it
+/// once per bid set (the benchmarks time it apart from the sort and sweep).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digest {
+    pub bid_root: Hash32,
+    pub seed: Hash32,
+    /// `H(seed || node key)` per bid, in input order.
+    pub ties: Vec<Hash32>,
+}
+
+impl Digest {
+    pub fn new(prev_allocation: &Hash32, bids: &[ValidBid]) -> Self {
+        let bid_root = bid_root_of(bids);
+        let seed = seed_of(prev_allocation, &bid_root);
+        let ties = bids
+            .iter()
+            .map(|bid| hash_pair(&seed.0, &bid.node.0.0))
+            .collect();
+        Digest {
+            bid_root,
+            seed,
+            ties,
+        }
+    }
+}
+
 impl<'a> OrderBook<'a> {
     /// Checks the inputs and builds the book. Bids must satisfy
     /// `ValidBid`'s contract (ask within the limit, one bid per node).
@@ -176,12 +206,23 @@ impl<'a> OrderBook<'a> {
         bids: &'a [ValidBid],
         policy: &'a MarketPolicy,
     ) -> Result<Self, MarketError> {
+        Self::with_digest(job, bids, policy, Digest::new(&job.prev_allocation, bids))
+    }
+
+    /// [`OrderBook::new`] with the digest already computed by
+    /// [`Digest::new`] for these bids and `job.prev_allocation`.
+    pub fn with_digest(
+        job: &'a MarketJob,
+        bids: &'a [ValidBid],
+        policy: &'a MarketPolicy,
+        digest: Digest,
+    ) -> Result<Self, MarketError> {
         let m = check_job(job)?;
         check_policy(policy)?;
-        if bids.len() > u32::MAX as usize {
+        if bids.len() > u32::MAX as usize || digest.ties.len() != bids.len() {
             return Err(MarketError::InvalidValidBid {
-                index: u32::MAX as usize,
-                reason: "more bids than the market can index".into(),
+                index: bids.len().min(digest.ties.len()),
+                reason: "bid count does not match the digest or exceeds u32".into(),
             });
         }
         for (index, bid) in bids.iter().enumerate() {
@@ -195,8 +236,11 @@ impl<'a> OrderBook<'a> {
                 });
             }
         }
-        let bid_root = bid_root_of(bids);
-        let seed = seed_of(&job.prev_allocation, &bid_root);
+        let Digest {
+            bid_root,
+            seed,
+            ties,
+        } = digest;
 
         // Distinct owners, sorted, and each bid's owner index.
         let by_owner = sorted_by_prefix(bids.len(), |i| bids[i].owner.0.0, |i| bids[i].owner);
@@ -214,40 +258,48 @@ impl<'a> OrderBook<'a> {
         // Sort keys: (ask, H(seed || node key), node key). The hash's first
         // eight bytes decide all but astronomically rare ties; the full
         // hash and the node key settle those.
-        let ties: Vec<Hash32> = bids
-            .iter()
-            .map(|bid| hash_pair(&seed.0, &bid.node.0.0))
-            .collect();
-        let mut tie_check: Vec<(u64, u32)> = ties
+        // Radix-sort by tie prefix (this also finds a node that bid twice),
+        // then stably by ask: the order is (ask, tie prefix), and the rare
+        // equal pairs are settled by the full hash and the node key.
+        let mut keyed: Vec<(u64, u32)> = ties
             .iter()
             .enumerate()
             .map(|(i, t)| (t.prefix_u64(), i as u32))
             .collect();
-        check_unique_nodes(bids, &mut tie_check)?;
-        let mut keyed: Vec<(u64, u64, u32)> = bids
-            .iter()
-            .zip(&tie_check_order(&ties))
-            .enumerate()
-            .map(|(i, (bid, &prefix))| (bid.ask, prefix, i as u32))
+        radix_sort(&mut keyed);
+        check_unique_nodes(bids, &keyed)?;
+        let mut keyed: Vec<(u64, u32)> = keyed
+            .into_iter()
+            .map(|(_, i)| (bids[i as usize].ask, i))
             .collect();
-        keyed.sort_unstable_by(|a, b| {
-            (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| {
-                let (x, y) = (a.2 as usize, b.2 as usize);
-                (ties[x], bids[x].node).cmp(&(ties[y], bids[y].node))
-            })
-        });
+        radix_sort(&mut keyed);
+        let mut order: Vec<u32> = keyed.iter().map(|k| k.1).collect();
+        let mut start = 0;
+        for end in 1..=order.len() {
+            let same = |a: u32, b: u32| {
+                bids[a as usize].ask == bids[b as usize].ask
+                    && ties[a as usize].prefix_u64() == ties[b as usize].prefix_u64()
+            };
+            if end == order.len() || !same(order[start], order[end]) {
+                if end - start > 1 {
+                    order[start..end].sort_by_key(|&i| (ties[i as usize], bids[i as usize].node));
+                }
+                start = end;
+            }
+        }
+
         // Capacities in input order (sequential), then laid out in clearing order.
         let units: Vec<u32> = bids
             .iter()
             .map(|bid| bid.capacity.units_of(&job.demand_per_shard).min(m as u64) as u32)
             .collect();
-        let nodes: Vec<BookNode> = keyed
+        let nodes: Vec<BookNode> = order
             .into_iter()
-            .filter(|&(_, _, i)| units[i as usize] > 0)
-            .map(|(ask, _, i)| BookNode {
+            .filter(|&i| units[i as usize] > 0)
+            .map(|i| BookNode {
                 bid: i,
                 owner: owner_of[i as usize],
-                ask,
+                ask: bids[i as usize].ask,
                 units: units[i as usize],
             })
             .collect();
@@ -272,30 +324,29 @@ impl<'a> OrderBook<'a> {
 }
 
 /// One bid per node: a node's tie hash is the same for all its bids, so
-/// duplicates share a hash prefix; compare full keys only on collision.
-fn check_unique_nodes(bids: &[ValidBid], tie: &mut [(u64, u32)]) -> Result<(), MarketError> {
-    tie.sort_unstable();
-    for run in tie.chunk_by(|a, b| a.0 == b.0) {
-        if run.len() < 2 {
-            continue;
-        }
-        for (x, a) in run.iter().enumerate() {
-            for b in &run[x + 1..] {
-                if bids[a.1 as usize].node == bids[b.1 as usize].node {
-                    let (first, second) = (a.1.min(b.1), a.1.max(b.1));
+/// duplicates are neighbours in `by_tie` (sorted by tie prefix); only on a
+/// repeated prefix are the full node keys compared.
+fn check_unique_nodes(bids: &[ValidBid], by_tie: &[(u64, u32)]) -> Result<(), MarketError> {
+    let mut start = 0;
+    for end in 1..=by_tie.len() {
+        if end == by_tie.len() || by_tie[end].0 != by_tie[start].0 {
+            if end - start > 1 {
+                let mut run: Vec<(crate::NodeId, u32)> = by_tie[start..end]
+                    .iter()
+                    .map(|&(_, i)| (bids[i as usize].node, i))
+                    .collect();
+                run.sort_unstable();
+                if let Some(w) = run.windows(2).find(|w| w[0].0 == w[1].0) {
                     return Err(MarketError::InvalidValidBid {
-                        index: second as usize,
-                        reason: format!("node already bid in valid_bids[{first}]"),
+                        index: w[1].1 as usize,
+                        reason: format!("node already bid in valid_bids[{}]", w[0].1),
                     });
                 }
             }
+            start = end;
         }
     }
     Ok(())
-}
-
-fn tie_check_order(ties: &[Hash32]) -> Vec<u64> {
-    ties.iter().map(Hash32::prefix_u64).collect()
 }
 
 fn levels_of(nodes: &[BookNode]) -> Vec<Range<usize>> {

@@ -36,12 +36,13 @@ mod error;
 pub mod explain;
 pub mod instance;
 mod payments;
+mod radix;
 pub mod report;
 mod sweep;
 mod validate;
 mod verify;
 
-pub use book::{BookNode, OrderBook, bid_root_of, hash_pair, owner_cap, seed_of};
+pub use book::{BookNode, Digest, OrderBook, bid_root_of, hash_pair, owner_cap, seed_of};
 pub use epoch::{EpochJob, EpochPolicy, admit_epoch, verify_epoch};
 pub use error::MarketError;
 pub use sweep::{LevelOutcome, Sweep};
