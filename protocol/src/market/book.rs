@@ -4,7 +4,7 @@
 use std::ops::Range;
 
 use super::PPM;
-use super::radix::radix_sort;
+use super::radix::{radix_sort, radix_sort_bits};
 use super::{MAX_MARKET_SHARDS, MarketError, MarketJob, MarketPolicy, ValidBid};
 use crate::identity::OwnerId;
 use crate::{Hash32, merkle_root};
@@ -61,22 +61,27 @@ pub fn bid_root_of(bids: &[ValidBid]) -> Hash32 {
     merkle_root(&ids)
 }
 
-/// Indices `0..n` sorted by a 32-byte key: by its first eight bytes (a
-/// cheap integer sort), then by the whole key where those collide.
+/// Indices `0..n` sorted by a 32-byte key: by its top bits (a cheap radix
+/// sort), then by the whole key where those collide.
 fn sorted_by_prefix<K: Ord>(
     n: usize,
     bytes: impl Fn(usize) -> [u8; 32],
     key: impl Fn(usize) -> K,
 ) -> Vec<u32> {
     let mut keyed: Vec<(u64, u32)> = (0..n).map(|i| (prefix_of(&bytes(i)), i as u32)).collect();
-    radix_sort(&mut keyed);
+    radix_sort_bits(&mut keyed, PREFIX_BITS);
     let mut out: Vec<u32> = keyed.iter().map(|k| k.1).collect();
     for_runs(&keyed, |run| out[run].sort_by_key(|&a| key(a as usize)));
     out
 }
 
+/// Bits of a hash prefix the radix sorts use; equal prefixes are settled
+/// by comparing whole keys.
+const PREFIX_BITS: u32 = 33;
+
+/// The top `PREFIX_BITS` bits of a 32-byte key.
 fn prefix_of(bytes: &[u8; 32]) -> u64 {
-    u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"))
+    u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes")) >> (64 - PREFIX_BITS)
 }
 
 /// Calls `f` on each range of two or more equal keys in sorted `keyed`.
@@ -264,25 +269,29 @@ impl<'a> OrderBook<'a> {
         let mut keyed: Vec<(u64, u32)> = ties
             .iter()
             .enumerate()
-            .map(|(i, t)| (t.prefix_u64(), i as u32))
+            .map(|(i, t)| (prefix_of(&t.0), i as u32))
             .collect();
-        radix_sort(&mut keyed);
+        radix_sort_bits(&mut keyed, PREFIX_BITS);
         check_unique_nodes(bids, &keyed)?;
+        let mut prefix = vec![0u64; bids.len()];
+        for &(p, i) in &keyed {
+            prefix[i as usize] = p;
+        }
+        let asks: Vec<u64> = bids.iter().map(|b| b.ask).collect();
         let mut keyed: Vec<(u64, u32)> = keyed
             .into_iter()
-            .map(|(_, i)| (bids[i as usize].ask, i))
+            .map(|(_, i)| (asks[i as usize], i))
             .collect();
         radix_sort(&mut keyed);
-        let mut order: Vec<u32> = keyed.iter().map(|k| k.1).collect();
         let mut start = 0;
-        for end in 1..=order.len() {
-            let same = |a: u32, b: u32| {
-                bids[a as usize].ask == bids[b as usize].ask
-                    && ties[a as usize].prefix_u64() == ties[b as usize].prefix_u64()
+        for end in 1..=keyed.len() {
+            let same = |a: (u64, u32), b: (u64, u32)| {
+                a.0 == b.0 && prefix[a.1 as usize] == prefix[b.1 as usize]
             };
-            if end == order.len() || !same(order[start], order[end]) {
+            if end == keyed.len() || !same(keyed[start], keyed[end]) {
                 if end - start > 1 {
-                    order[start..end].sort_by_key(|&i| (ties[i as usize], bids[i as usize].node));
+                    keyed[start..end]
+                        .sort_by_key(|&(_, i)| (ties[i as usize], bids[i as usize].node));
                 }
                 start = end;
             }
@@ -293,13 +302,13 @@ impl<'a> OrderBook<'a> {
             .iter()
             .map(|bid| bid.capacity.units_of(&job.demand_per_shard).min(m as u64) as u32)
             .collect();
-        let nodes: Vec<BookNode> = order
+        let nodes: Vec<BookNode> = keyed
             .into_iter()
-            .filter(|&i| units[i as usize] > 0)
-            .map(|i| BookNode {
+            .filter(|&(_, i)| units[i as usize] > 0)
+            .map(|(ask, i)| BookNode {
                 bid: i,
                 owner: owner_of[i as usize],
-                ask: bids[i as usize].ask,
+                ask,
                 units: units[i as usize],
             })
             .collect();

@@ -1,7 +1,9 @@
 //! A stable LSD radix sort for `(u64 key, u32 index)` pairs: the book sorts
 //! 100,000s of hash prefixes and asks per clearing, and integer keys sort
-//! several times faster by digits than by comparisons. Digits where every
-//! key agrees (the high bits of small asks) are skipped.
+//! several times faster by digits than by comparisons. Only the digits
+//! below the largest key are sorted, and a digit where every key agrees is
+//! skipped. Hash prefixes are sorted on their top 33 bits (three passes);
+//! the callers settle the rare equal prefixes with full comparisons.
 
 const BITS: u32 = 11;
 const BUCKETS: usize = 1 << BITS;
@@ -9,13 +11,19 @@ const MASK: u64 = (BUCKETS - 1) as u64;
 
 /// Sorts by key, keeping the input order of equal keys.
 pub(crate) fn radix_sort(items: &mut Vec<(u64, u32)>) {
+    let max = items.iter().map(|&(key, _)| key).max().unwrap_or(0);
+    radix_sort_bits(items, 64 - max.leading_zeros());
+}
+
+/// Sorts by key when every key is below `2^bits`, in `ceil(bits / 11)` passes.
+pub(crate) fn radix_sort_bits(items: &mut Vec<(u64, u32)>, bits: u32) {
     if items.len() < 64 {
         items.sort_by_key(|&(key, _)| key);
         return;
     }
     let mut scratch = vec![(0u64, 0u32); items.len()];
     let mut shift = 0;
-    while shift < 64 {
+    while shift < bits {
         let mut count = [0usize; BUCKETS];
         for &(key, _) in items.iter() {
             count[((key >> shift) & MASK) as usize] += 1;
@@ -58,8 +66,11 @@ mod tests {
                     .collect();
                 let mut expected = items.clone();
                 expected.sort_by_key(|&(k, _)| k);
+                let mut by_bits = items.clone();
                 radix_sort(&mut items);
                 assert_eq!(items, expected);
+                radix_sort_bits(&mut by_bits, 64);
+                assert_eq!(by_bits, expected);
             }
         }
     }
