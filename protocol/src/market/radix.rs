@@ -29,7 +29,7 @@ pub(crate) fn radix_sort_bits(items: &mut Vec<(u64, u32)>, bits: u32) {
             count[((key >> shift) & MASK) as usize] += 1;
         }
         // Every key has the same digit here: nothing to do for this pass.
-        if count.iter().any(|&c| c == items.len()) {
+        if count.contains(&items.len()) {
             shift += BITS;
             continue;
         }
