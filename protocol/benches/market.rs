@@ -147,7 +147,6 @@ fn clearing_table(only_largest: bool) {
                 let (mut digest_t, mut book_t, mut sweep_t, mut alloc_t, mut pay_t) =
                     (vec![], vec![], vec![], vec![], vec![]);
                 let mut winners = 0;
-                let mut best = [Duration::MAX; 3];
                 let mut wall_t = Vec::new();
                 for _ in 0..runs {
                     let wall = Instant::now();
