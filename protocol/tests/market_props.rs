@@ -11,7 +11,7 @@ use proptest::prelude::*;
 
 fn config() -> ProptestConfig {
     ProptestConfig {
-        cases: 400,
+        cases: 1000,
         ..ProptestConfig::default()
     }
 }
