@@ -270,30 +270,99 @@ fn cost_of_caps_table() {
     }
 }
 
-/// Where the digest's time goes, for 100k nodes (`-- --digest`; a fresh
-/// process, so first-touch page faults count here more than in the table).
+/// Where the digest's time goes for 100k nodes, and the tie-break
+/// constructions that were measured (`-- --digest`; a fresh process, so
+/// first-touch page faults count here more than in the table).
 fn digest_breakdown() {
-    use fairgrid_protocol::market::{bid_root_of, hash_pair};
+    use fairgrid_protocol::market::{bid_root_of, hash_pair, node_ranks, tie_keys};
     let bids = market(100_000, 2000, 1);
-    let mut rows = Vec::new();
-    for _ in 0..7 {
-        let t0 = Instant::now();
-        let root = bid_root_of(&bids);
-        let t1 = Instant::now();
+    let root = bid_root_of(&bids);
+    let seed = hash_pair(&Hash32::ZERO.0, &root.0);
+    let time = |f: &mut dyn FnMut()| {
+        median(
+            (0..15)
+                .map(|_| {
+                    let t = Cpu::now();
+                    f();
+                    Cpu::now() - t
+                })
+                .collect(),
+        )
+    };
+    println!("\n## Digest of 100,000 bids (median of 15, thread CPU time; ms)\n");
+    println!("| part | ms |");
+    println!("|---|---|");
+    let t = time(&mut || {
+        std::hint::black_box(Digest::new(&Hash32::ZERO, &bids));
+    });
+    println!("| whole digest (`Digest::new`) | {} |", ms(t));
+    let t = time(&mut || {
+        std::hint::black_box(bid_root_of(&bids));
+    });
+    println!(
+        "| bid root: sort + BLAKE3 over the concatenated ids | {} |",
+        ms(t)
+    );
+    let t = time(&mut || {
+        let (ranks, distinct) = node_ranks(&bids);
+        let keys = tie_keys(&seed, distinct);
+        let ties: Vec<u64> = ranks.iter().map(|&r| keys[r as usize]).collect();
+        std::hint::black_box(ties);
+    });
+    println!(
+        "| tie keys, chosen: sort by node key + one seed-keyed XOF, 8 bytes at the rank | {} |",
+        ms(t)
+    );
+    let t = time(&mut || {
+        std::hint::black_box(node_ranks(&bids));
+    });
+    println!(
+        "| (of which the sort by node key, also needed to find a node that bid twice) | {} |",
+        ms(t)
+    );
+    let t = time(&mut || {
         let ties: Vec<Hash32> = bids
             .iter()
-            .map(|b| hash_pair(&root.0, &b.node.0.0))
+            .map(|b| hash_pair(&seed.0, &b.node.0.0))
             .collect();
-        let t2 = Instant::now();
         std::hint::black_box(ties);
-        rows.push((t1 - t0, t2 - t1));
-    }
-    let root = median(rows.iter().map(|r| r.0).collect());
-    let ties = median(rows.iter().map(|r| r.1).collect());
+    });
     println!(
-        "\ndigest of 100,000 bids: bid root (sort + Merkle tree) {} ms, tie hashes {} ms\n",
-        ms(root),
-        ms(ties)
+        "| tie keys, before: BLAKE3(seed \\|\\| node key) per node | {} |",
+        ms(t)
+    );
+    let t = time(&mut || {
+        let ties: Vec<u64> = bids
+            .iter()
+            .map(|b| {
+                let h = blake3::keyed_hash(&seed.0, &b.node.0.0);
+                u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap())
+            })
+            .collect();
+        std::hint::black_box(ties);
+    });
+    println!(
+        "| tie keys, alternative: BLAKE3 keyed by the seed, per node | {} |",
+        ms(t)
+    );
+    let t = time(&mut || {
+        #[allow(deprecated)]
+        let ties: Vec<u64> = bids
+            .iter()
+            .map(|b| {
+                use std::hash::Hasher;
+                let k =
+                    |r: std::ops::Range<usize>| u64::from_le_bytes(seed.0[r].try_into().unwrap());
+                let mut h = std::hash::SipHasher::new_with_keys(k(0..8), k(8..16));
+                h.write(&b.node.0.0);
+                h.finish()
+            })
+            .collect();
+        std::hint::black_box(ties);
+    });
+    println!(
+        "| tie keys, alternative: SipHash-2-4 keyed by the seed, per node (64-bit PRF) | {} |",
+        ms(t)
     );
 }
 

@@ -30,7 +30,7 @@ mod signed;
 
 pub use cert::{OwnerCertificate, Ownership, Revocation, TrustPolicy};
 pub use error::{CertError, ProtocolError, Result};
-pub use hash::{Hash32, merkle_root};
+pub use hash::Hash32;
 pub use identity::{IdParseError, Keypair, NodeId, OwnerId, PublicKey, SignatureBytes};
 pub use resources::ResourceVec;
 pub use signed::{Signed, SignedMessage, signing_input};

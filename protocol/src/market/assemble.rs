@@ -18,22 +18,28 @@ impl OrderBook<'_> {
         payments: Vec<OwnerPayment>,
         cleared_at: u64,
     ) -> Allocation {
+        // Two passes: the winners' keys first (independent reads of the
+        // bids, which the CPU overlaps), then their shard runs (one small
+        // allocation each).
         let winners = sweep.units.iter().filter(|&&x| x > 0).count();
-        let mut assignments = Vec::with_capacity(winners);
-        let mut next = 0usize;
+        let mut assignments: Vec<Assignment> = Vec::with_capacity(winners);
         for (node, &x) in self.nodes.iter().zip(&sweep.units) {
-            if x == 0 {
-                continue;
+            if x > 0 {
+                let bid = &self.bids[node.bid as usize];
+                assignments.push(Assignment {
+                    node: bid.node,
+                    owner: bid.owner,
+                    bid_id: bid.bid_id,
+                    ask: node.ask,
+                    shards: Vec::new(),
+                });
             }
-            let bid = &self.bids[node.bid as usize];
+        }
+        let taken = sweep.units.iter().filter(|&&x| x > 0);
+        let mut next = 0usize;
+        for (assignment, &x) in assignments.iter_mut().zip(taken) {
             let end = next + x as usize;
-            assignments.push(Assignment {
-                node: bid.node,
-                owner: bid.owner,
-                bid_id: bid.bid_id,
-                ask: bid.ask,
-                shards: self.job.shards[next..end].to_vec(),
-            });
+            assignment.shards = self.job.shards[next..end].to_vec();
             next = end;
         }
         Allocation {

@@ -4,10 +4,11 @@
 use std::ops::Range;
 
 use super::PPM;
-use super::radix::{radix_sort, radix_sort_bits};
+use super::digest::Digest;
+use super::radix::{prefix_of, sort_by_prefix};
 use super::{MAX_MARKET_SHARDS, MarketError, MarketJob, MarketPolicy, ValidBid};
+use crate::Hash32;
 use crate::identity::OwnerId;
-use crate::{Hash32, merkle_root};
 
 /// One node in clearing order, with its capacity in shards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,66 +36,10 @@ pub struct OrderBook<'a> {
     pub owners: Vec<OwnerId>,
     /// C_o per owner (same index as `owners`).
     pub caps: Vec<u32>,
-    /// Nodes in clearing order: (ask, H(seed || node key), node key).
+    /// Nodes in clearing order: (ask, tie key, node key).
     pub nodes: Vec<BookNode>,
     /// Ranges of `nodes` with equal ask, cheapest first.
     pub levels: Vec<Range<usize>>,
-}
-
-/// H(a || b) over the 64-byte concatenation: one BLAKE3 block.
-pub fn hash_pair(a: &[u8; 32], b: &[u8; 32]) -> Hash32 {
-    let mut buf = [0u8; 64];
-    buf[..32].copy_from_slice(a);
-    buf[32..].copy_from_slice(b);
-    Hash32::of(&buf)
-}
-
-/// seed = H(prev_allocation || bid_root).
-pub fn seed_of(prev_allocation: &Hash32, bid_root: &Hash32) -> Hash32 {
-    hash_pair(&prev_allocation.0, &bid_root.0)
-}
-
-/// Merkle root of the sorted bid ids.
-pub fn bid_root_of(bids: &[ValidBid]) -> Hash32 {
-    let order = sorted_by_prefix(bids.len(), |i| bids[i].bid_id.0, |i| bids[i].bid_id);
-    let ids: Vec<Hash32> = order.iter().map(|&i| bids[i as usize].bid_id).collect();
-    merkle_root(&ids)
-}
-
-/// Indices `0..n` sorted by a 32-byte key: by its top bits (a cheap radix
-/// sort), then by the whole key where those collide.
-fn sorted_by_prefix<K: Ord>(
-    n: usize,
-    bytes: impl Fn(usize) -> [u8; 32],
-    key: impl Fn(usize) -> K,
-) -> Vec<u32> {
-    let mut keyed: Vec<(u64, u32)> = (0..n).map(|i| (prefix_of(&bytes(i)), i as u32)).collect();
-    radix_sort_bits(&mut keyed, PREFIX_BITS);
-    let mut out: Vec<u32> = keyed.iter().map(|k| k.1).collect();
-    for_runs(&keyed, |run| out[run].sort_by_key(|&a| key(a as usize)));
-    out
-}
-
-/// Bits of a hash prefix the radix sorts use; equal prefixes are settled
-/// by comparing whole keys.
-const PREFIX_BITS: u32 = 33;
-
-/// The top `PREFIX_BITS` bits of a 32-byte key.
-fn prefix_of(bytes: &[u8; 32]) -> u64 {
-    u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes")) >> (64 - PREFIX_BITS)
-}
-
-/// Calls `f` on each range of two or more equal keys in sorted `keyed`.
-fn for_runs(keyed: &[(u64, u32)], mut f: impl FnMut(Range<usize>)) {
-    let mut start = 0;
-    for end in 1..=keyed.len() {
-        if end == keyed.len() || keyed[end].0 != keyed[start].0 {
-            if end - start > 1 {
-                f(start..end);
-            }
-            start = end;
-        }
-    }
 }
 
 pub(crate) fn check_job(job: &MarketJob) -> Result<u32, MarketError> {
@@ -108,14 +53,24 @@ pub(crate) fn check_job(job: &MarketJob) -> Result<u32, MarketError> {
             format!("{m} shards exceed the market's limit of {MAX_MARKET_SHARDS}"),
         ));
     }
-    if let Some(w) = job.shards.windows(2).position(|w| w[0] >= w[1]) {
+    // A branch-free scan (vectorised) over the shard list; the position of
+    // the first disorder is looked up only when there is one.
+    let shards = &job.shards;
+    let disordered = shards[..m - 1]
+        .iter()
+        .zip(&shards[1..])
+        .fold(false, |bad, (a, b)| bad | (a >= b));
+    if let Some(w) = disordered
+        .then(|| shards.windows(2).position(|w| w[0] >= w[1]))
+        .flatten()
+    {
         return Err(MarketError::job(
             "shards",
             format!(
                 "shard indices must be strictly ascending; shards[{}] = {} is followed by {}",
                 w,
-                job.shards[w],
-                job.shards[w + 1]
+                shards[w],
+                shards[w + 1]
             ),
         ));
     }
@@ -175,34 +130,6 @@ pub fn owner_cap(policy: &MarketPolicy, m: u32, owner: &OwnerId) -> u32 {
     (alpha_cap as u128).min(network_cap) as u32
 }
 
-/// What the order depends on besides the asks: the bid root, the seed and
-/// each bid's tie-break hash `H(seed || node key)`. It is a function of the
-/// bid set and the previous allocation only, so a coordinator can compute it
-/// once per bid set (the benchmarks time it apart from the sort and sweep).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Digest {
-    pub bid_root: Hash32,
-    pub seed: Hash32,
-    /// `H(seed || node key)` per bid, in input order.
-    pub ties: Vec<Hash32>,
-}
-
-impl Digest {
-    pub fn new(prev_allocation: &Hash32, bids: &[ValidBid]) -> Self {
-        let bid_root = bid_root_of(bids);
-        let seed = seed_of(prev_allocation, &bid_root);
-        let ties = bids
-            .iter()
-            .map(|bid| hash_pair(&seed.0, &bid.node.0.0))
-            .collect();
-        Digest {
-            bid_root,
-            seed,
-            ties,
-        }
-    }
-}
-
 impl<'a> OrderBook<'a> {
     /// Checks the inputs and builds the book. Bids must satisfy
     /// `ValidBid`'s contract (ask within the limit, one bid per node).
@@ -224,12 +151,19 @@ impl<'a> OrderBook<'a> {
     ) -> Result<Self, MarketError> {
         let m = check_job(job)?;
         check_policy(policy)?;
-        if bids.len() > u32::MAX as usize || digest.ties.len() != bids.len() {
+        let n = bids.len();
+        if n > u32::MAX as usize || digest.ties.len() != n || digest.node_rank.len() != n {
             return Err(MarketError::InvalidValidBid {
-                index: bids.len().min(digest.ties.len()),
+                index: n.min(digest.ties.len()).min(digest.node_rank.len()),
                 reason: "bid count does not match the digest or exceeds u32".into(),
             });
         }
+        check_unique_nodes(&digest.node_rank)?;
+
+        // One pass over the bids: the ask bound and k_i, in input order.
+        let mut asks = Vec::with_capacity(n);
+        let mut units = Vec::with_capacity(n);
+        let shard_units = ShardUnits::new(&job.demand_per_shard.as_array(), m);
         for (index, bid) in bids.iter().enumerate() {
             if bid.ask > job.limit_price {
                 return Err(MarketError::InvalidValidBid {
@@ -240,76 +174,23 @@ impl<'a> OrderBook<'a> {
                     ),
                 });
             }
+            asks.push(bid.ask);
+            units.push(shard_units.of(&bid.capacity.as_array()));
         }
-        let Digest {
-            bid_root,
-            seed,
-            ties,
-        } = digest;
 
-        // Distinct owners, sorted, and each bid's owner index.
-        let by_owner = sorted_by_prefix(bids.len(), |i| bids[i].owner.0.0, |i| bids[i].owner);
-        let mut owners: Vec<OwnerId> = Vec::new();
-        let mut owner_of = vec![0u32; bids.len()];
-        for &i in &by_owner {
-            let owner = bids[i as usize].owner;
-            if owners.last() != Some(&owner) {
-                owners.push(owner);
-            }
-            owner_of[i as usize] = owners.len() as u32 - 1;
-        }
+        let (owners, owner_of) = owners_of(bids);
         let caps = owners.iter().map(|o| owner_cap(policy, m, o)).collect();
-
-        // Sort keys: (ask, H(seed || node key), node key). The hash's first
-        // eight bytes decide all but astronomically rare ties; the full
-        // hash and the node key settle those.
-        // Radix-sort by tie prefix (this also finds a node that bid twice),
-        // then stably by ask: the order is (ask, tie prefix), and the rare
-        // equal pairs are settled by the full hash and the node key.
-        let mut keyed: Vec<(u64, u32)> = ties
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (prefix_of(&t.0), i as u32))
-            .collect();
-        radix_sort_bits(&mut keyed, PREFIX_BITS);
-        check_unique_nodes(bids, &keyed)?;
-        let mut prefix = vec![0u64; bids.len()];
-        for &(p, i) in &keyed {
-            prefix[i as usize] = p;
-        }
-        let asks: Vec<u64> = bids.iter().map(|b| b.ask).collect();
-        let mut keyed: Vec<(u64, u32)> = keyed
+        let order = clearing_order(&asks, &units, &digest);
+        let nodes: Vec<BookNode> = order
             .into_iter()
-            .map(|(_, i)| (asks[i as usize], i))
-            .collect();
-        radix_sort(&mut keyed);
-        let mut start = 0;
-        for end in 1..=keyed.len() {
-            let same = |a: (u64, u32), b: (u64, u32)| {
-                a.0 == b.0 && prefix[a.1 as usize] == prefix[b.1 as usize]
-            };
-            if end == keyed.len() || !same(keyed[start], keyed[end]) {
-                if end - start > 1 {
-                    keyed[start..end]
-                        .sort_by_key(|&(_, i)| (ties[i as usize], bids[i as usize].node));
+            .map(|i| {
+                let i = i as usize;
+                BookNode {
+                    bid: i as u32,
+                    owner: owner_of[i],
+                    ask: asks[i],
+                    units: units[i],
                 }
-                start = end;
-            }
-        }
-
-        // Capacities in input order (sequential), then laid out in clearing order.
-        let units: Vec<u32> = bids
-            .iter()
-            .map(|bid| bid.capacity.units_of(&job.demand_per_shard).min(m as u64) as u32)
-            .collect();
-        let nodes: Vec<BookNode> = keyed
-            .into_iter()
-            .filter(|&(_, i)| units[i as usize] > 0)
-            .map(|(ask, i)| BookNode {
-                bid: i,
-                owner: owner_of[i as usize],
-                ask,
-                units: units[i as usize],
             })
             .collect();
         let levels = levels_of(&nodes);
@@ -317,8 +198,8 @@ impl<'a> OrderBook<'a> {
             job,
             policy,
             bids,
-            bid_root,
-            seed,
+            bid_root: digest.bid_root,
+            seed: digest.seed,
             owners,
             caps,
             nodes,
@@ -332,28 +213,134 @@ impl<'a> OrderBook<'a> {
     }
 }
 
-/// One bid per node: a node's tie hash is the same for all its bids, so
-/// duplicates are neighbours in `by_tie` (sorted by tie prefix); only on a
-/// repeated prefix are the full node keys compared.
-fn check_unique_nodes(bids: &[ValidBid], by_tie: &[(u64, u32)]) -> Result<(), MarketError> {
-    let mut start = 0;
-    for end in 1..=by_tie.len() {
-        if end == by_tie.len() || by_tie[end].0 != by_tie[start].0 {
-            if end - start > 1 {
-                let mut run: Vec<(crate::NodeId, u32)> = by_tie[start..end]
-                    .iter()
-                    .map(|&(_, i)| (bids[i as usize].node, i))
-                    .collect();
-                run.sort_unstable();
-                if let Some(w) = run.windows(2).find(|w| w[0].0 == w[1].0) {
-                    return Err(MarketError::InvalidValidBid {
-                        index: w[1].1 as usize,
-                        reason: format!("node already bid in valid_bids[{}]", w[0].1),
-                    });
-                }
+/// k_i = min over resources with demand of floor(free / demand), at most M.
+struct ShardUnits {
+    demand: [u64; 4],
+    m: u32,
+}
+
+impl ShardUnits {
+    fn new(demand: &[u64; 4], m: u32) -> Self {
+        ShardUnits { demand: *demand, m }
+    }
+
+    fn of(&self, free: &[u64; 4]) -> u32 {
+        let mut k = self.m as u64;
+        for (&f, &d) in free.iter().zip(&self.demand) {
+            if d > 0 {
+                k = k.min(f / d);
             }
-            start = end;
         }
+        k as u32
+    }
+}
+
+/// Distinct owners, sorted, and each bid's owner index. Grouped by the
+/// first eight bytes of the owner key (a radix sort, no random reads of
+/// the bids); a sequential pass then checks every bid's whole key against
+/// its group's, and only if two owners share a prefix does the slow exact
+/// grouping run.
+fn owners_of(bids: &[ValidBid]) -> (Vec<OwnerId>, Vec<u32>) {
+    let mut by_prefix: Vec<(u64, u32)> = bids
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (prefix_of(&b.owner.0.0), i as u32))
+        .collect();
+    sort_by_prefix(&mut by_prefix, |t| t.0);
+    let mut owners: Vec<OwnerId> = Vec::new();
+    let mut owner_of = vec![0u32; bids.len()];
+    let mut last = None;
+    for &(prefix, i) in &by_prefix {
+        if last != Some(prefix) {
+            last = Some(prefix);
+            owners.push(bids[i as usize].owner);
+        }
+        owner_of[i as usize] = owners.len() as u32 - 1;
+    }
+    let exact = bids
+        .iter()
+        .zip(&owner_of)
+        .all(|(b, &o)| b.owner == owners[o as usize]);
+    if exact {
+        return (owners, owner_of);
+    }
+    // Two owner keys share their first eight bytes: group by whole keys.
+    let mut by_key: Vec<(OwnerId, u32)> = bids
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b.owner, i as u32))
+        .collect();
+    by_key.sort_unstable();
+    owners.clear();
+    for &(owner, i) in &by_key {
+        if owners.last() != Some(&owner) {
+            owners.push(owner);
+        }
+        owner_of[i as usize] = owners.len() as u32 - 1;
+    }
+    (owners, owner_of)
+}
+
+/// Bids that can take a shard, sorted by (ask, tie key, node key); node
+/// ranks order like node keys. Sorted by ask first, then each price level
+/// by tie key; the rare equal tie keys are settled by rank.
+fn clearing_order(asks: &[u64], units: &[u32], digest: &Digest) -> Vec<u32> {
+    let mut keyed: Vec<(u64, u32)> = (0..asks.len())
+        .filter(|&i| units[i] > 0)
+        .map(|i| (asks[i], i as u32))
+        .collect();
+    sort_by_prefix(&mut keyed, |t| t.0);
+    let mut start = 0;
+    while start < keyed.len() {
+        let ask = keyed[start].0;
+        let mut end = start + 1;
+        while end < keyed.len() && keyed[end].0 == ask {
+            end += 1;
+        }
+        let level = &mut keyed[start..end];
+        for item in level.iter_mut() {
+            item.0 = digest.ties[item.1 as usize];
+        }
+        sort_by_prefix(level, |t| t.0);
+        settle_equal_ties(level, &digest.node_rank);
+        start = end;
+    }
+    keyed.into_iter().map(|(_, i)| i).collect()
+}
+
+/// Orders runs of equal tie keys (sorted by bid index) by node rank.
+fn settle_equal_ties(level: &mut [(u64, u32)], node_rank: &[u32]) {
+    let mut start = 0;
+    while start < level.len() {
+        let tie = level[start].0;
+        let mut end = start + 1;
+        while end < level.len() && level[end].0 == tie {
+            end += 1;
+        }
+        if end - start > 1 {
+            level[start..end].sort_unstable_by_key(|&(_, i)| node_rank[i as usize]);
+        }
+        start = end;
+    }
+}
+
+/// One bid per node: bids of one node share a rank in the digest.
+fn check_unique_nodes(node_rank: &[u32]) -> Result<(), MarketError> {
+    let mut first = vec![u32::MAX; node_rank.len()];
+    for (index, &r) in node_rank.iter().enumerate() {
+        let slot = first
+            .get_mut(r as usize)
+            .ok_or_else(|| MarketError::InvalidValidBid {
+                index,
+                reason: format!("node rank {r} is out of range: the digest is not for these bids"),
+            })?;
+        if *slot != u32::MAX {
+            return Err(MarketError::InvalidValidBid {
+                index,
+                reason: format!("node already bid in valid_bids[{}]", *slot),
+            });
+        }
+        *slot = index as u32;
     }
     Ok(())
 }

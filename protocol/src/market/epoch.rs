@@ -13,7 +13,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, VecDeque};
 
-use super::{MarketError, MarketJob, MarketPolicy, ValidBid, WindowUsage, book::hash_pair};
+use super::{MarketError, MarketJob, MarketPolicy, ValidBid, WindowUsage, digest::hash_pair};
 use super::{clear_valid, first_difference};
 use crate::Hash32;
 use crate::identity::NodeId;

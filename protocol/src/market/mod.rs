@@ -7,7 +7,8 @@
 //!
 //! The pipeline, one file per step:
 //! - [`validate_bids`] (step 1): signed bids to [`ValidBid`]s;
-//! - [`OrderBook::new`] (steps 2-4): capacities, owner caps, seed, order;
+//! - [`Digest::new`] (step 4): bid root, seed, tie-break keys;
+//! - [`OrderBook::new`] (steps 2-4): capacities, owner caps, order;
 //! - [`OrderBook::sweep`] (steps 5-6): price levels and Sainte-Laguë
 //!   apportionment ([`apportion`]);
 //! - [`OrderBook::payments`] (step 7): VCG payments without re-clearing;
@@ -31,6 +32,7 @@ use crate::signed::Signed;
 pub mod apportion;
 mod assemble;
 mod book;
+mod digest;
 mod epoch;
 mod error;
 pub mod explain;
@@ -42,7 +44,11 @@ mod sweep;
 mod validate;
 mod verify;
 
-pub use book::{BookNode, Digest, OrderBook, bid_root_of, hash_pair, owner_cap, seed_of};
+pub use book::{BookNode, OrderBook, owner_cap};
+pub use digest::{
+    BID_ROOT_CONTEXT, Digest, TIE_BREAK_INPUT, bid_root_of, hash_pair, node_ranks, seed_of,
+    tie_keys,
+};
 pub use epoch::{EpochJob, EpochPolicy, admit_epoch, verify_epoch};
 pub use error::MarketError;
 pub use sweep::{LevelOutcome, Sweep};

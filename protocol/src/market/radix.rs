@@ -1,77 +1,151 @@
-//! A stable LSD radix sort for `(u64 key, u32 index)` pairs: the book sorts
-//! 100,000s of hash prefixes and asks per clearing, and integer keys sort
-//! several times faster by digits than by comparisons. Only the digits
-//! below the largest key are sorted, and a digit where every key agrees is
-//! skipped. Hash prefixes are sorted on their top 33 bits (three passes);
-//! the callers settle the rare equal prefixes with full comparisons.
+//! An MSD radix sort for the book's sorts: 100,000s of hash prefixes, node
+//! keys and asks per clearing. Integer keys sort several times faster by
+//! digits than by comparisons, and one pass on the top 16 bits of uniformly
+//! spread keys (hashes) leaves buckets of one or two, so most of the work
+//! is a single counting pass and a single scatter.
+//!
+//! [`sort_by_prefix`] sorts items by their `Ord`, given a `u64` prefix key
+//! that orders like it (`key(a) < key(b)` implies `a < b`). Each level
+//! buckets on up to 16 bits starting at the highest bit where the bucket's
+//! keys differ (so shared leading bits, like the top bits of small asks,
+//! cost nothing); small buckets, and buckets whose keys are all equal, are
+//! finished by a comparison sort on the items themselves. The result is
+//! exactly `items.sort()`: the unit tests check it against the standard
+//! sort on skewed, equal and colliding keys.
 
-const BITS: u32 = 11;
-const BUCKETS: usize = 1 << BITS;
-const MASK: u64 = (BUCKETS - 1) as u64;
+/// Buckets at most this large are sorted by comparisons.
+const SMALL: usize = 32;
+/// Most bits one level buckets on (a 256 KiB count table).
+const MAX_BITS: u32 = 16;
 
-/// Sorts by key, keeping the input order of equal keys.
-pub(crate) fn radix_sort(items: &mut Vec<(u64, u32)>) {
-    let max = items.iter().map(|&(key, _)| key).max().unwrap_or(0);
-    radix_sort_bits(items, 64 - max.leading_zeros());
-}
-
-/// Sorts by key when every key is below `2^bits`, in `ceil(bits / 11)` passes.
-pub(crate) fn radix_sort_bits(items: &mut Vec<(u64, u32)>, bits: u32) {
-    if items.len() < 64 {
-        items.sort_by_key(|&(key, _)| key);
+/// Sorts `items` by their `Ord` (see the module docs for `key`'s contract).
+pub(crate) fn sort_by_prefix<T: Copy + Ord>(items: &mut [T], key: impl Fn(&T) -> u64) {
+    if items.len() <= SMALL {
+        items.sort_unstable();
         return;
     }
-    let mut scratch = vec![(0u64, 0u32); items.len()];
-    let mut shift = 0;
-    while shift < bits {
-        let mut count = [0usize; BUCKETS];
-        for &(key, _) in items.iter() {
-            count[((key >> shift) & MASK) as usize] += 1;
-        }
-        // Every key has the same digit here: nothing to do for this pass.
-        if count.contains(&items.len()) {
-            shift += BITS;
-            continue;
-        }
-        let mut offset = 0;
-        for c in count.iter_mut() {
-            let n = *c;
-            *c = offset;
-            offset += n;
-        }
-        for &item in items.iter() {
-            let digit = ((item.0 >> shift) & MASK) as usize;
-            scratch[count[digit]] = item;
-            count[digit] += 1;
-        }
-        std::mem::swap(items, &mut scratch);
-        shift += BITS;
+    let mut scratch = items.to_vec();
+    sort_level(items, &mut scratch, &key);
+}
+
+fn sort_level<T: Copy + Ord>(items: &mut [T], scratch: &mut [T], key: &impl Fn(&T) -> u64) {
+    let n = items.len();
+    if n <= SMALL {
+        items.sort_unstable();
+        return;
     }
+    let first = key(&items[0]);
+    let differ = items.iter().fold(0u64, |acc, t| acc | (key(t) ^ first));
+    if differ == 0 {
+        items.sort_unstable();
+        return;
+    }
+    // Bucket on `bits` bits ending just below the highest differing bit.
+    let top = 64 - differ.leading_zeros();
+    let want = (usize::BITS - n.leading_zeros()).min(MAX_BITS);
+    let bits = want.min(top);
+    let shift = top - bits;
+    let mask = (1u64 << bits) - 1;
+    let digit = |t: &T| ((key(t) >> shift) & mask) as usize;
+
+    let mut count = vec![0u32; 1 << bits];
+    for t in items.iter() {
+        count[digit(t)] += 1;
+    }
+    let mut offset = 0u32;
+    for c in count.iter_mut() {
+        let k = *c;
+        *c = offset;
+        offset += k;
+    }
+    let scratch = &mut scratch[..n];
+    for &t in items.iter() {
+        let d = digit(&t);
+        scratch[count[d] as usize] = t;
+        count[d] += 1;
+    }
+    items.copy_from_slice(scratch);
+    // count[d] is now the end of bucket d.
+    let mut start = 0usize;
+    for &end in &count {
+        let end = end as usize;
+        if end - start > 1 {
+            sort_level(&mut items[start..end], &mut scratch[start..end], key);
+        }
+        start = end;
+    }
+}
+
+/// The first eight bytes of a 32-byte key as a big-endian integer: a
+/// prefix key that orders like the whole key.
+pub(crate) fn prefix_of(bytes: &[u8; 32]) -> u64 {
+    u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn lcg(state: &mut u64) -> u64 {
+        *state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+        *state >> 7
+    }
+
     #[test]
-    fn sorts_stably_like_the_standard_sort() {
+    fn pairs_sort_like_the_standard_sort() {
         let mut state = 1u64;
-        for n in [0usize, 1, 63, 64, 1000, 5000] {
-            for spread in [3u64, 1 << 20, u64::MAX] {
+        for n in [0usize, 1, 31, 32, 33, 64, 1000, 5000, 70_000] {
+            for spread in [1u64, 3, 1 << 20, u64::MAX] {
                 let mut items: Vec<(u64, u32)> = (0..n as u32)
-                    .map(|i| {
-                        state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
-                        ((state >> 7) % spread.max(1), i)
-                    })
+                    .map(|i| (lcg(&mut state).wrapping_mul(0x9E37_79B9) % spread, i))
                     .collect();
                 let mut expected = items.clone();
-                expected.sort_by_key(|&(k, _)| k);
-                let mut by_bits = items.clone();
-                radix_sort(&mut items);
-                assert_eq!(items, expected);
-                radix_sort_bits(&mut by_bits, 64);
-                assert_eq!(by_bits, expected);
+                expected.sort();
+                sort_by_prefix(&mut items, |t| t.0);
+                assert_eq!(items, expected, "n {n} spread {spread}");
             }
         }
+    }
+
+    #[test]
+    fn skewed_keys_with_long_shared_prefixes() {
+        let mut state = 3u64;
+        // Most keys share their top 50 bits, a few are far apart, and the
+        // low bits collide often.
+        let mut items: Vec<(u64, u32)> = (0..20_000u32)
+            .map(|i| {
+                let r = lcg(&mut state);
+                let key = match r % 10 {
+                    0 => r << 20,
+                    _ => (0xDEAD_BEEF_u64 << 30) | (r % 97),
+                };
+                (key, i)
+            })
+            .collect();
+        items.push((u64::MAX, 20_000));
+        items.push((0, 20_001));
+        let mut expected = items.clone();
+        expected.sort();
+        sort_by_prefix(&mut items, |t| t.0);
+        assert_eq!(items, expected);
+    }
+
+    #[test]
+    fn byte_keys_with_colliding_prefixes_sort_by_the_whole_key() {
+        let mut state = 5u64;
+        let mut keys: Vec<[u8; 32]> = (0..3000)
+            .map(|_| {
+                let mut k = [0u8; 32];
+                k[0] = (lcg(&mut state) % 3) as u8;
+                k[5] = (lcg(&mut state) % 2) as u8;
+                k[20] = (lcg(&mut state) % 2) as u8;
+                k[31] = (lcg(&mut state) % 5) as u8;
+                k
+            })
+            .collect();
+        let mut expected = keys.clone();
+        expected.sort();
+        sort_by_prefix(&mut keys, prefix_of);
+        assert_eq!(keys, expected);
     }
 }

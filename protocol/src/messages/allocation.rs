@@ -8,7 +8,7 @@ use crate::signed::SignedMessage;
 
 /// Version of the clearing algorithm. Bump on any change to `market::clear`
 /// that can change an outcome; verifiers refuse versions they don't run.
-pub const ALGO_VERSION: u32 = 1;
+pub const ALGO_VERSION: u32 = 2;
 
 /// The outcome of clearing one job (or the remaining shards of a job after
 /// churn), signed by the coordinator. Anyone holding the bids can recompute
@@ -26,7 +26,7 @@ pub struct Allocation {
     pub policy: MarketPolicy,
     /// The shard indices that were cleared, ascending.
     pub shards: Vec<u32>,
-    /// Merkle root of the sorted ids of the bids considered.
+    /// BLAKE3 root of the sorted ids of the bids considered (`market::bid_root_of`).
     pub bid_root: Hash32,
     /// H(prev_allocation || bid_root): the tie-break seed.
     pub seed: Hash32,
