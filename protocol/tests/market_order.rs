@@ -164,7 +164,7 @@ fn equal_and_nearly_equal_tie_keys_fall_back_to_the_whole_key_and_node() {
     // Ties drawn from a handful of values that share their top 40 bits.
     let mut rng = Rng(4);
     for t in digest.ties.iter_mut() {
-        *t = (0xABCD_EF01_23u64 << 24) | rng.range(0, 5);
+        *t = (0x00AB_CDEF_0123_u64 << 24) | rng.range(0, 5);
     }
     let ties = digest.ties.clone();
     let book = OrderBook::with_digest(&job, &bids, &policy, digest).unwrap();

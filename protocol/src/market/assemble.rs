@@ -28,7 +28,7 @@ impl OrderBook<'_> {
                 let bid = &self.bids[node.bid as usize];
                 assignments.push(Assignment {
                     node: bid.node,
-                    owner: bid.owner,
+                    owner: self.owners[node.owner as usize],
                     bid_id: bid.bid_id,
                     ask: node.ask,
                     shards: Vec::new(),

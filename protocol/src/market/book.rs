@@ -4,8 +4,10 @@
 use std::ops::Range;
 
 use super::PPM;
+use super::capacity::ShardUnits;
 use super::digest::Digest;
-use super::radix::{prefix_of, sort_by_prefix};
+use super::owners::OwnerTable;
+use super::radix::sort_by_prefix;
 use super::{MAX_MARKET_SHARDS, MarketError, MarketJob, MarketPolicy, ValidBid};
 use crate::Hash32;
 use crate::identity::OwnerId;
@@ -160,9 +162,12 @@ impl<'a> OrderBook<'a> {
         }
         check_unique_nodes(&digest.node_rank)?;
 
-        // One pass over the bids: the ask bound and k_i, in input order.
+        // One pass over the bids: the ask bound, k_i and the owner's group,
+        // in input order.
         let mut asks = Vec::with_capacity(n);
         let mut units = Vec::with_capacity(n);
+        let mut groups = Vec::with_capacity(n);
+        let mut owner_table = OwnerTable::new(&digest.seed);
         let shard_units = ShardUnits::new(&job.demand_per_shard.as_array(), m);
         for (index, bid) in bids.iter().enumerate() {
             if bid.ask > job.limit_price {
@@ -176,9 +181,10 @@ impl<'a> OrderBook<'a> {
             }
             asks.push(bid.ask);
             units.push(shard_units.of(&bid.capacity.as_array()));
+            groups.push(owner_table.group_of(&bid.owner));
         }
 
-        let (owners, owner_of) = owners_of(bids);
+        let (owners, owner_of) = owner_table.finish(groups);
         let caps = owners.iter().map(|o| owner_cap(policy, m, o)).collect();
         let order = clearing_order(&asks, &units, &digest);
         let nodes: Vec<BookNode> = order
@@ -213,115 +219,55 @@ impl<'a> OrderBook<'a> {
     }
 }
 
-/// k_i = min over resources with demand of floor(free / demand), at most M.
-struct ShardUnits {
-    demand: [u64; 4],
-    m: u32,
-}
-
-impl ShardUnits {
-    fn new(demand: &[u64; 4], m: u32) -> Self {
-        ShardUnits { demand: *demand, m }
-    }
-
-    fn of(&self, free: &[u64; 4]) -> u32 {
-        let mut k = self.m as u64;
-        for (&f, &d) in free.iter().zip(&self.demand) {
-            if d > 0 {
-                k = k.min(f / d);
-            }
-        }
-        k as u32
-    }
-}
-
-/// Distinct owners, sorted, and each bid's owner index. Grouped by the
-/// first eight bytes of the owner key (a radix sort, no random reads of
-/// the bids); a sequential pass then checks every bid's whole key against
-/// its group's, and only if two owners share a prefix does the slow exact
-/// grouping run.
-fn owners_of(bids: &[ValidBid]) -> (Vec<OwnerId>, Vec<u32>) {
-    let mut by_prefix: Vec<(u64, u32)> = bids
-        .iter()
-        .enumerate()
-        .map(|(i, b)| (prefix_of(&b.owner.0.0), i as u32))
-        .collect();
-    sort_by_prefix(&mut by_prefix, |t| t.0);
-    let mut owners: Vec<OwnerId> = Vec::new();
-    let mut owner_of = vec![0u32; bids.len()];
-    let mut last = None;
-    for &(prefix, i) in &by_prefix {
-        if last != Some(prefix) {
-            last = Some(prefix);
-            owners.push(bids[i as usize].owner);
-        }
-        owner_of[i as usize] = owners.len() as u32 - 1;
-    }
-    let exact = bids
-        .iter()
-        .zip(&owner_of)
-        .all(|(b, &o)| b.owner == owners[o as usize]);
-    if exact {
-        return (owners, owner_of);
-    }
-    // Two owner keys share their first eight bytes: group by whole keys.
-    let mut by_key: Vec<(OwnerId, u32)> = bids
-        .iter()
-        .enumerate()
-        .map(|(i, b)| (b.owner, i as u32))
-        .collect();
-    by_key.sort_unstable();
-    owners.clear();
-    for &(owner, i) in &by_key {
-        if owners.last() != Some(&owner) {
-            owners.push(owner);
-        }
-        owner_of[i as usize] = owners.len() as u32 - 1;
-    }
-    (owners, owner_of)
-}
-
 /// Bids that can take a shard, sorted by (ask, tie key, node key); node
-/// ranks order like node keys. Sorted by ask first, then each price level
-/// by tie key; the rare equal tie keys are settled by rank.
+/// ranks order like node keys. One radix sort on a packed key: the ask's
+/// level (its offset from the cheapest ask, or its rank among the distinct
+/// asks if the offsets need more than 32 bits) in the top bits, the tie
+/// key's top bits below. Equal packed keys (rare) are settled by the whole
+/// tie key and the rank.
 fn clearing_order(asks: &[u64], units: &[u32], digest: &Digest) -> Vec<u32> {
     let mut keyed: Vec<(u64, u32)> = (0..asks.len())
         .filter(|&i| units[i] > 0)
         .map(|i| (asks[i], i as u32))
         .collect();
+    let min = keyed.iter().map(|k| k.0).min().unwrap_or(0);
+    let max = keyed.iter().map(|k| k.0).max().unwrap_or(0);
+    let mut level_bits = 64 - (max - min).leading_zeros();
+    if level_bits <= 32 {
+        keyed.iter_mut().for_each(|k| k.0 -= min);
+    } else {
+        let mut distinct: Vec<u64> = keyed.iter().map(|k| k.0).collect();
+        sort_by_prefix(&mut distinct, |&a| a);
+        distinct.dedup();
+        for k in keyed.iter_mut() {
+            k.0 = distinct.partition_point(|&a| a < k.0) as u64;
+        }
+        level_bits = 64 - (distinct.len() as u64 - 1).leading_zeros();
+    }
+    for k in keyed.iter_mut() {
+        let tie = digest.ties[k.1 as usize];
+        k.0 = match level_bits {
+            0 => tie,
+            bits => (k.0 << (64 - bits)) | (tie >> bits),
+        };
+    }
     sort_by_prefix(&mut keyed, |t| t.0);
+    // Runs of one packed key are sorted by bid index: order them properly.
     let mut start = 0;
     while start < keyed.len() {
-        let ask = keyed[start].0;
+        let packed = keyed[start].0;
         let mut end = start + 1;
-        while end < keyed.len() && keyed[end].0 == ask {
-            end += 1;
-        }
-        let level = &mut keyed[start..end];
-        for item in level.iter_mut() {
-            item.0 = digest.ties[item.1 as usize];
-        }
-        sort_by_prefix(level, |t| t.0);
-        settle_equal_ties(level, &digest.node_rank);
-        start = end;
-    }
-    keyed.into_iter().map(|(_, i)| i).collect()
-}
-
-/// Orders runs of equal tie keys (sorted by bid index) by node rank.
-fn settle_equal_ties(level: &mut [(u64, u32)], node_rank: &[u32]) {
-    let mut start = 0;
-    while start < level.len() {
-        let tie = level[start].0;
-        let mut end = start + 1;
-        while end < level.len() && level[end].0 == tie {
+        while end < keyed.len() && keyed[end].0 == packed {
             end += 1;
         }
         if end - start > 1 {
-            level[start..end].sort_unstable_by_key(|&(_, i)| node_rank[i as usize]);
+            keyed[start..end].sort_unstable_by_key(|&(_, i)| {
+                (digest.ties[i as usize], digest.node_rank[i as usize])
+            });
         }
         start = end;
     }
+    keyed.into_iter().map(|(_, i)| i).collect()
 }
 
 /// One bid per node: bids of one node share a rank in the digest.

@@ -46,12 +46,21 @@ const IDS_PER_UPDATE: usize = 512;
 
 /// The bid root of a bid set (see the module docs).
 pub fn bid_root_of(bids: &[ValidBid]) -> Hash32 {
-    let mut order: Vec<(u64, u32)> = bids
-        .iter()
-        .enumerate()
-        .map(|(i, b)| (prefix_of(&b.bid_id.0), i as u32))
-        .collect();
-    sort_by_prefix(&mut order, |t| t.0);
+    let ids: Vec<Hash32> = bids.iter().map(|b| b.bid_id).collect();
+    let by_id = keyed(ids.iter().map(|id| prefix_of(&id.0)));
+    root_of(&ids, by_id)
+}
+
+/// `(prefix, index)` pairs in input order.
+fn keyed(prefixes: impl Iterator<Item = u64>) -> Vec<(u64, u32)> {
+    prefixes.enumerate().map(|(i, p)| (p, i as u32)).collect()
+}
+
+/// The root over `ids`, given their `(prefix, index)` pairs. The ids are a
+/// compact copy of the bids' ids: the hash reads them in sorted order, and
+/// random reads of a small array are much cheaper than of the bids.
+fn root_of(ids: &[Hash32], mut by_id: Vec<(u64, u32)>) -> Hash32 {
+    sort_by_prefix(&mut by_id, |t| t.0);
     let mut hasher = blake3::Hasher::new_derive_key(BID_ROOT_CONTEXT);
     let mut buf = [0u8; IDS_PER_UPDATE * 32];
     let mut filled = 0;
@@ -63,28 +72,31 @@ pub fn bid_root_of(bids: &[ValidBid]) -> Hash32 {
             filled = 0;
         }
     };
-    let mut start = 0;
-    while start < order.len() {
-        let mut end = start + 1;
-        while end < order.len() && order[end].0 == order[start].0 {
-            end += 1;
-        }
-        if end - start == 1 {
-            push(&bids[order[start].1 as usize].bid_id);
-        } else {
+    for_prefix_runs(&by_id, |run| match run {
+        [(_, i)] => push(&ids[*i as usize]),
+        _ => {
             // Ids that share a prefix (rare): in order, each distinct id once.
-            let mut run: Vec<&Hash32> = order[start..end]
-                .iter()
-                .map(|&(_, i)| &bids[i as usize].bid_id)
-                .collect();
+            let mut run: Vec<&Hash32> = run.iter().map(|&(_, i)| &ids[i as usize]).collect();
             run.sort_unstable();
             run.dedup();
             run.into_iter().for_each(&mut push);
         }
-        start = end;
-    }
+    });
     hasher.update(&buf[..filled]);
     Hash32(*hasher.finalize().as_bytes())
+}
+
+/// Calls `f` on each run of equal prefixes of sorted pairs.
+fn for_prefix_runs(sorted: &[(u64, u32)], mut f: impl FnMut(&[(u64, u32)])) {
+    let mut start = 0;
+    while start < sorted.len() {
+        let mut end = start + 1;
+        while end < sorted.len() && sorted[end].0 == sorted[start].0 {
+            end += 1;
+        }
+        f(&sorted[start..end]);
+        start = end;
+    }
 }
 
 /// `count` tie-break keys: the first `count` little-endian u64s of the
@@ -104,27 +116,21 @@ pub fn tie_keys(seed: &Hash32, count: usize) -> Vec<u64> {
 /// `bids` (ascending; bids of one node share a rank), and how many
 /// distinct node keys there are.
 pub fn node_ranks(bids: &[ValidBid]) -> (Vec<u32>, usize) {
-    let mut by_node: Vec<(u64, u32)> = bids
-        .iter()
-        .enumerate()
-        .map(|(i, b)| (prefix_of(&b.node.0.0), i as u32))
-        .collect();
+    ranks_of(bids, keyed(bids.iter().map(|b| prefix_of(&b.node.0.0))))
+}
+
+fn ranks_of(bids: &[ValidBid], mut by_node: Vec<(u64, u32)>) -> (Vec<u32>, usize) {
     sort_by_prefix(&mut by_node, |t| t.0);
     let mut rank = vec![0u32; bids.len()];
     let mut distinct = 0u32;
-    let mut start = 0;
-    while start < by_node.len() {
-        let prefix = by_node[start].0;
-        let mut end = start + 1;
-        while end < by_node.len() && by_node[end].0 == prefix {
-            end += 1;
-        }
-        if end - start == 1 {
-            rank[by_node[start].1 as usize] = distinct;
+    for_prefix_runs(&by_node, |run| match run {
+        [(_, i)] => {
+            rank[*i as usize] = distinct;
             distinct += 1;
-        } else {
+        }
+        _ => {
             // Equal prefixes (rare, or one node twice): whole keys decide.
-            let mut run: Vec<(&NodeId, u32)> = by_node[start..end]
+            let mut run: Vec<(&NodeId, u32)> = run
                 .iter()
                 .map(|&(_, i)| (&bids[i as usize].node, i))
                 .collect();
@@ -136,8 +142,7 @@ pub fn node_ranks(bids: &[ValidBid]) -> (Vec<u32>, usize) {
                 rank[i as usize] = distinct - 1;
             }
         }
-        start = end;
-    }
+    });
     (rank, distinct as usize)
 }
 
@@ -158,9 +163,18 @@ pub struct Digest {
 
 impl Digest {
     pub fn new(prev_allocation: &Hash32, bids: &[ValidBid]) -> Self {
-        let bid_root = bid_root_of(bids);
+        // One pass over the bids for everything the digest reads.
+        let mut ids = Vec::with_capacity(bids.len());
+        let mut by_id = Vec::with_capacity(bids.len());
+        let mut by_node = Vec::with_capacity(bids.len());
+        for (i, bid) in bids.iter().enumerate() {
+            ids.push(bid.bid_id);
+            by_id.push((prefix_of(&bid.bid_id.0), i as u32));
+            by_node.push((prefix_of(&bid.node.0.0), i as u32));
+        }
+        let bid_root = root_of(&ids, by_id);
         let seed = seed_of(prev_allocation, &bid_root);
-        let (node_rank, distinct) = node_ranks(bids);
+        let (node_rank, distinct) = ranks_of(bids, by_node);
         let keys = tie_keys(&seed, distinct);
         let ties = node_rank.iter().map(|&r| keys[r as usize]).collect();
         Digest {
