@@ -2,12 +2,16 @@
 //! fairgrid-protocol --bench market`).
 //!
 //! 1. Clearing time for N nodes x M shards with 50 and 2000 owners, split
-//!    into the book (bid root, seed, tie hashes, sort), the sweep, building
-//!    the allocation with explicit shard indices, and the VCG payments; plus
-//!    the naive reference (a re-clear per winning owner) where it is cheap
-//!    enough to run, quoted as a ratio to the fast payments.
+//!    into the digest (bid root, seed, tie keys), the order (capacities,
+//!    owners, sort), the sweep, building the allocation with explicit shard
+//!    indices, and the VCG payments; plus the naive reference (a re-clear
+//!    per winning owner) where it is cheap enough to run, quoted as a ratio
+//!    to the fast payments.
 //! 2. The cost of caps: one owner holds 30% of the nodes at a quarter of
 //!    the price; alpha from 100% down to 5%.
+//! 3. With `-- --digest` only: the digest's parts for 100,000 bids beside
+//!    the constructions it replaced or was chosen over (the version 1
+//!    Merkle bid root, one hash per node, SipHash) in the same run.
 
 use std::time::{Duration, Instant};
 
@@ -270,14 +274,22 @@ fn cost_of_caps_table() {
     }
 }
 
-/// Where the digest's time goes for 100k nodes, and the tie-break
-/// constructions that were measured (`-- --digest`; a fresh process, so
-/// first-touch page faults count here more than in the table).
+/// Where the digest's time goes for 100k nodes, and the constructions it
+/// replaced or was chosen over (`-- --digest`). One full clearing runs
+/// first: fresh memory costs a page fault per 4 KiB on this VM, and glibc
+/// keeps freed memory for reuse only once larger blocks have been freed,
+/// as they are in the clearing table's loop.
 fn digest_breakdown() {
     use fairgrid_protocol::market::{bid_root_of, hash_pair, node_ranks, tie_keys};
     let bids = market(100_000, 2000, 1);
     let root = bid_root_of(&bids);
     let seed = hash_pair(&Hash32::ZERO.0, &root.0);
+    let policy = MarketPolicy {
+        alpha_ppm: 100_000,
+        beta_ppm: 1_000_000,
+        ..Default::default()
+    };
+    std::hint::black_box(clear_valid(&job(1_000_000, 1100), &bids, &policy, 0).unwrap());
     let time = |f: &mut dyn FnMut()| {
         median(
             (0..15)
@@ -301,6 +313,13 @@ fn digest_breakdown() {
     });
     println!(
         "| bid root: sort + BLAKE3 over the concatenated ids | {} |",
+        ms(t)
+    );
+    let t = time(&mut || {
+        std::hint::black_box(merkle_root_v1(&bids));
+    });
+    println!(
+        "| bid root, before (version 1): sort + Merkle tree of one hash per leaf and inner node | {} |",
         ms(t)
     );
     let t = time(&mut || {
@@ -364,6 +383,29 @@ fn digest_breakdown() {
         "| tie keys, alternative: SipHash-2-4 keyed by the seed, per node (64-bit PRF) | {} |",
         ms(t)
     );
+}
+
+/// The version 1 bid root, for comparison: a binary Merkle tree over the
+/// sorted ids, leaves `of_parts(["leaf", id])`, inner nodes
+/// `of_parts(["node", left, right])`, an odd node carried up.
+fn merkle_root_v1(bids: &[ValidBid]) -> Hash32 {
+    let mut ids: Vec<Hash32> = bids.iter().map(|b| b.bid_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut level: Vec<Hash32> = ids
+        .iter()
+        .map(|id| Hash32::of_parts(&[b"leaf", &id.0]))
+        .collect();
+    while level.len() > 1 {
+        level = level
+            .chunks(2)
+            .map(|pair| match pair {
+                [left, right] => Hash32::of_parts(&[b"node", &left.0, &right.0]),
+                _ => pair[0],
+            })
+            .collect();
+    }
+    level.first().copied().unwrap_or(Hash32::ZERO)
 }
 
 fn main() {

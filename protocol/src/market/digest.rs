@@ -17,7 +17,7 @@
 //!   sort by node key that also finds a node that bid twice.
 
 use super::ValidBid;
-use super::radix::{prefix_of, sort_by_prefix};
+use super::radix::{prefix_of, sort_by_prefix_with};
 use crate::Hash32;
 use crate::identity::NodeId;
 
@@ -47,8 +47,8 @@ const IDS_PER_UPDATE: usize = 512;
 /// The bid root of a bid set (see the module docs).
 pub fn bid_root_of(bids: &[ValidBid]) -> Hash32 {
     let ids: Vec<Hash32> = bids.iter().map(|b| b.bid_id).collect();
-    let by_id = keyed(ids.iter().map(|id| prefix_of(&id.0)));
-    root_of(&ids, by_id)
+    let mut by_id = keyed(ids.iter().map(|id| prefix_of(&id.0)));
+    root_of(&ids, &mut by_id, &mut Vec::new())
 }
 
 /// `(prefix, index)` pairs in input order.
@@ -59,8 +59,8 @@ fn keyed(prefixes: impl Iterator<Item = u64>) -> Vec<(u64, u32)> {
 /// The root over `ids`, given their `(prefix, index)` pairs. The ids are a
 /// compact copy of the bids' ids: the hash reads them in sorted order, and
 /// random reads of a small array are much cheaper than of the bids.
-fn root_of(ids: &[Hash32], mut by_id: Vec<(u64, u32)>) -> Hash32 {
-    sort_by_prefix(&mut by_id, |t| t.0);
+fn root_of(ids: &[Hash32], by_id: &mut [(u64, u32)], scratch: &mut Vec<(u64, u32)>) -> Hash32 {
+    sort_by_prefix_with(by_id, scratch, |t| t.0);
     let mut hasher = blake3::Hasher::new_derive_key(BID_ROOT_CONTEXT);
     let mut buf = [0u8; IDS_PER_UPDATE * 32];
     let mut filled = 0;
@@ -72,7 +72,7 @@ fn root_of(ids: &[Hash32], mut by_id: Vec<(u64, u32)>) -> Hash32 {
             filled = 0;
         }
     };
-    for_prefix_runs(&by_id, |run| match run {
+    for_prefix_runs(by_id, |run| match run {
         [(_, i)] => push(&ids[*i as usize]),
         _ => {
             // Ids that share a prefix (rare): in order, each distinct id once.
@@ -102,28 +102,41 @@ fn for_prefix_runs(sorted: &[(u64, u32)], mut f: impl FnMut(&[(u64, u32)])) {
 /// `count` tie-break keys: the first `count` little-endian u64s of the
 /// XOF keyed by `seed`; entry `r` belongs to the node of rank `r`.
 pub fn tie_keys(seed: &Hash32, count: usize) -> Vec<u64> {
-    let mut bytes = vec![0u8; count * 8];
     let mut hasher = blake3::Hasher::new_keyed(&seed.0);
     hasher.update(TIE_BREAK_INPUT);
-    hasher.finalize_xof().fill(&mut bytes);
-    bytes
-        .chunks_exact(8)
-        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-        .collect()
+    let mut xof = hasher.finalize_xof();
+    let mut keys = Vec::with_capacity(count);
+    // 4 KiB at a time: 64 output blocks, enough for the SIMD lanes.
+    let mut block = [0u8; 4096];
+    while keys.len() < count {
+        let bytes = &mut block[..((count - keys.len()) * 8).min(4096)];
+        xof.fill(bytes);
+        keys.extend(
+            bytes
+                .chunks_exact(8)
+                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))),
+        );
+    }
+    keys
 }
 
 /// Per bid, the rank of its node key among the distinct node keys of
 /// `bids` (ascending; bids of one node share a rank), and how many
 /// distinct node keys there are.
 pub fn node_ranks(bids: &[ValidBid]) -> (Vec<u32>, usize) {
-    ranks_of(bids, keyed(bids.iter().map(|b| prefix_of(&b.node.0.0))))
+    let mut by_node = keyed(bids.iter().map(|b| prefix_of(&b.node.0.0)));
+    ranks_of(bids, &mut by_node, &mut Vec::new())
 }
 
-fn ranks_of(bids: &[ValidBid], mut by_node: Vec<(u64, u32)>) -> (Vec<u32>, usize) {
-    sort_by_prefix(&mut by_node, |t| t.0);
+fn ranks_of(
+    bids: &[ValidBid],
+    by_node: &mut [(u64, u32)],
+    scratch: &mut Vec<(u64, u32)>,
+) -> (Vec<u32>, usize) {
+    sort_by_prefix_with(by_node, scratch, |t| t.0);
     let mut rank = vec![0u32; bids.len()];
     let mut distinct = 0u32;
-    for_prefix_runs(&by_node, |run| match run {
+    for_prefix_runs(by_node, |run| match run {
         [(_, i)] => {
             rank[*i as usize] = distinct;
             distinct += 1;
@@ -172,9 +185,11 @@ impl Digest {
             by_id.push((prefix_of(&bid.bid_id.0), i as u32));
             by_node.push((prefix_of(&bid.node.0.0), i as u32));
         }
-        let bid_root = root_of(&ids, by_id);
+        let mut scratch = Vec::new();
+        let bid_root = root_of(&ids, &mut by_id, &mut scratch);
+        drop((ids, by_id));
         let seed = seed_of(prev_allocation, &bid_root);
-        let (node_rank, distinct) = ranks_of(bids, by_node);
+        let (node_rank, distinct) = ranks_of(bids, &mut by_node, &mut scratch);
         let keys = tie_keys(&seed, distinct);
         let ties = node_rank.iter().map(|&r| keys[r as usize]).collect();
         Digest {
