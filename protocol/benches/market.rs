@@ -181,7 +181,7 @@ fn clearing_table(only_largest: bool) {
                     median(alloc_t),
                     median(pay_t),
                 );
-                let (naive, ratio) = if !only_largest && (owners <= 50 || n <= 10_000) {
+                let (naive, ratio) = if !only_largest {
                     let t = naive_payments(&job, &bids, &policy);
                     (ms(t), format!("{:.0}x", t.as_secs_f64() / p.as_secs_f64()))
                 } else {

@@ -7,7 +7,7 @@ use super::PPM;
 use super::capacity::ShardUnits;
 use super::digest::Digest;
 use super::owners::OwnerTable;
-use super::radix::sort_by_prefix;
+use super::radix::{Packing, sort_by_prefix};
 use super::{MAX_MARKET_SHARDS, MarketError, MarketJob, MarketPolicy, ValidBid};
 use crate::Hash32;
 use crate::identity::OwnerId;
@@ -223,51 +223,52 @@ impl<'a> OrderBook<'a> {
 /// ranks order like node keys. One radix sort on a packed key: the ask's
 /// level (its offset from the cheapest ask, or its rank among the distinct
 /// asks if the offsets need more than 32 bits) in the top bits, the tie
-/// key's top bits below. Equal packed keys (rare) are settled by the whole
-/// tie key and the rank.
+/// key's top bits below, the bid index in the lowest bits ([`Packing`]).
+/// Equal kept keys (rare) are settled by the whole tie key and the rank.
 fn clearing_order(asks: &[u64], units: &[u32], digest: &Digest) -> Vec<u32> {
-    let mut keyed: Vec<(u64, u32)> = (0..asks.len())
-        .filter(|&i| units[i] > 0)
-        .map(|i| (asks[i], i as u32))
-        .collect();
-    let min = keyed.iter().map(|k| k.0).min().unwrap_or(0);
-    let max = keyed.iter().map(|k| k.0).max().unwrap_or(0);
-    let mut level_bits = 64 - (max - min).leading_zeros();
-    if level_bits <= 32 {
-        keyed.iter_mut().for_each(|k| k.0 -= min);
-    } else {
-        let mut distinct: Vec<u64> = keyed.iter().map(|k| k.0).collect();
+    let live = || (0..asks.len()).filter(|&i| units[i] > 0);
+    let min = live().map(|i| asks[i]).min().unwrap_or(0);
+    let max = live().map(|i| asks[i]).max().unwrap_or(0);
+    let span_bits = 64 - (max - min).leading_zeros();
+    // Asks too far apart for 32 bits: their ranks among the distinct asks.
+    let distinct: Option<Vec<u64>> = (span_bits > 32).then(|| {
+        let mut distinct: Vec<u64> = live().map(|i| asks[i]).collect();
         sort_by_prefix(&mut distinct, |&a| a);
         distinct.dedup();
-        for k in keyed.iter_mut() {
-            k.0 = distinct.partition_point(|&a| a < k.0) as u64;
+        distinct
+    });
+    let level_bits = match &distinct {
+        Some(distinct) => 64 - (distinct.len() as u64 - 1).leading_zeros(),
+        None => span_bits,
+    };
+    let packing = Packing::for_len(asks.len());
+    let mut keyed: Vec<u64> = live()
+        .map(|i| {
+            let level = match &distinct {
+                Some(distinct) => distinct.partition_point(|&a| a < asks[i]) as u64,
+                None => asks[i] - min,
+            };
+            let tie = digest.ties[i];
+            let key = match level_bits {
+                0 => tie,
+                bits => (level << (64 - bits)) | (tie >> bits),
+            };
+            packing.pack(key, i)
+        })
+        .collect();
+    sort_by_prefix(&mut keyed, |&k| k);
+    // Runs of one kept key (one level, rare) are in bid order: settle them
+    // by the whole tie key and the rank.
+    let mut order: Vec<u32> = Vec::with_capacity(keyed.len());
+    packing.for_runs(&keyed, |run| {
+        let start = order.len();
+        order.extend(run.iter().map(|&k| packing.index(k) as u32));
+        if run.len() > 1 {
+            order[start..]
+                .sort_unstable_by_key(|&i| (digest.ties[i as usize], digest.node_rank[i as usize]));
         }
-        level_bits = 64 - (distinct.len() as u64 - 1).leading_zeros();
-    }
-    for k in keyed.iter_mut() {
-        let tie = digest.ties[k.1 as usize];
-        k.0 = match level_bits {
-            0 => tie,
-            bits => (k.0 << (64 - bits)) | (tie >> bits),
-        };
-    }
-    sort_by_prefix(&mut keyed, |t| t.0);
-    // Runs of one packed key are sorted by bid index: order them properly.
-    let mut start = 0;
-    while start < keyed.len() {
-        let packed = keyed[start].0;
-        let mut end = start + 1;
-        while end < keyed.len() && keyed[end].0 == packed {
-            end += 1;
-        }
-        if end - start > 1 {
-            keyed[start..end].sort_unstable_by_key(|&(_, i)| {
-                (digest.ties[i as usize], digest.node_rank[i as usize])
-            });
-        }
-        start = end;
-    }
-    keyed.into_iter().map(|(_, i)| i).collect()
+    });
+    order
 }
 
 /// One bid per node: bids of one node share a rank in the digest.

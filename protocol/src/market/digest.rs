@@ -17,7 +17,7 @@
 //!   sort by node key that also finds a node that bid twice.
 
 use super::ValidBid;
-use super::radix::{prefix_of, sort_by_prefix_with};
+use super::radix::{Packing, prefix_of, sort_by_prefix_with};
 use crate::Hash32;
 use crate::identity::NodeId;
 
@@ -47,20 +47,18 @@ const IDS_PER_UPDATE: usize = 512;
 /// The bid root of a bid set (see the module docs).
 pub fn bid_root_of(bids: &[ValidBid]) -> Hash32 {
     let ids: Vec<Hash32> = bids.iter().map(|b| b.bid_id).collect();
-    let mut by_id = keyed(ids.iter().map(|id| prefix_of(&id.0)));
-    root_of(&ids, &mut by_id, &mut Vec::new())
+    let packing = Packing::for_len(bids.len());
+    let mut by_id: Vec<u64> = (ids.iter().enumerate())
+        .map(|(i, id)| packing.pack(prefix_of(&id.0), i))
+        .collect();
+    root_of(&ids, &mut by_id, packing, &mut Vec::new())
 }
 
-/// `(prefix, index)` pairs in input order.
-fn keyed(prefixes: impl Iterator<Item = u64>) -> Vec<(u64, u32)> {
-    prefixes.enumerate().map(|(i, p)| (p, i as u32)).collect()
-}
-
-/// The root over `ids`, given their `(prefix, index)` pairs. The ids are a
-/// compact copy of the bids' ids: the hash reads them in sorted order, and
-/// random reads of a small array are much cheaper than of the bids.
-fn root_of(ids: &[Hash32], by_id: &mut [(u64, u32)], scratch: &mut Vec<(u64, u32)>) -> Hash32 {
-    sort_by_prefix_with(by_id, scratch, |t| t.0);
+/// The root over `ids`, given their packed prefixes. The ids are a compact
+/// copy of the bids' ids: the hash reads them in sorted order, and random
+/// reads of a small array are much cheaper than of the bids.
+fn root_of(ids: &[Hash32], by_id: &mut [u64], packing: Packing, scratch: &mut Vec<u64>) -> Hash32 {
+    sort_by_prefix_with(by_id, scratch, |&k| k);
     let mut hasher = blake3::Hasher::new_derive_key(BID_ROOT_CONTEXT);
     let mut buf = [0u8; IDS_PER_UPDATE * 32];
     let mut filled = 0;
@@ -72,11 +70,11 @@ fn root_of(ids: &[Hash32], by_id: &mut [(u64, u32)], scratch: &mut Vec<(u64, u32
             filled = 0;
         }
     };
-    for_prefix_runs(by_id, |run| match run {
-        [(_, i)] => push(&ids[*i as usize]),
+    packing.for_runs(by_id, |run| match run {
+        [k] => push(&ids[packing.index(*k)]),
         _ => {
             // Ids that share a prefix (rare): in order, each distinct id once.
-            let mut run: Vec<&Hash32> = run.iter().map(|&(_, i)| &ids[i as usize]).collect();
+            let mut run: Vec<&Hash32> = run.iter().map(|&k| &ids[packing.index(k)]).collect();
             run.sort_unstable();
             run.dedup();
             run.into_iter().for_each(&mut push);
@@ -84,19 +82,6 @@ fn root_of(ids: &[Hash32], by_id: &mut [(u64, u32)], scratch: &mut Vec<(u64, u32
     });
     hasher.update(&buf[..filled]);
     Hash32(*hasher.finalize().as_bytes())
-}
-
-/// Calls `f` on each run of equal prefixes of sorted pairs.
-fn for_prefix_runs(sorted: &[(u64, u32)], mut f: impl FnMut(&[(u64, u32)])) {
-    let mut start = 0;
-    while start < sorted.len() {
-        let mut end = start + 1;
-        while end < sorted.len() && sorted[end].0 == sorted[start].0 {
-            end += 1;
-        }
-        f(&sorted[start..end]);
-        start = end;
-    }
 }
 
 /// `count` tie-break keys: the first `count` little-endian u64s of the
@@ -124,35 +109,39 @@ pub fn tie_keys(seed: &Hash32, count: usize) -> Vec<u64> {
 /// `bids` (ascending; bids of one node share a rank), and how many
 /// distinct node keys there are.
 pub fn node_ranks(bids: &[ValidBid]) -> (Vec<u32>, usize) {
-    let mut by_node = keyed(bids.iter().map(|b| prefix_of(&b.node.0.0)));
-    ranks_of(bids, &mut by_node, &mut Vec::new())
+    let packing = Packing::for_len(bids.len());
+    let mut by_node: Vec<u64> = (bids.iter().enumerate())
+        .map(|(i, b)| packing.pack(prefix_of(&b.node.0.0), i))
+        .collect();
+    ranks_of(bids, &mut by_node, packing, &mut Vec::new())
 }
 
 fn ranks_of(
     bids: &[ValidBid],
-    by_node: &mut [(u64, u32)],
-    scratch: &mut Vec<(u64, u32)>,
+    by_node: &mut [u64],
+    packing: Packing,
+    scratch: &mut Vec<u64>,
 ) -> (Vec<u32>, usize) {
-    sort_by_prefix_with(by_node, scratch, |t| t.0);
+    sort_by_prefix_with(by_node, scratch, |&k| k);
     let mut rank = vec![0u32; bids.len()];
     let mut distinct = 0u32;
-    for_prefix_runs(by_node, |run| match run {
-        [(_, i)] => {
-            rank[*i as usize] = distinct;
+    packing.for_runs(by_node, |run| match run {
+        [k] => {
+            rank[packing.index(*k)] = distinct;
             distinct += 1;
         }
         _ => {
             // Equal prefixes (rare, or one node twice): whole keys decide.
-            let mut run: Vec<(&NodeId, u32)> = run
+            let mut run: Vec<(&NodeId, usize)> = run
                 .iter()
-                .map(|&(_, i)| (&bids[i as usize].node, i))
+                .map(|&k| (&bids[packing.index(k)].node, packing.index(k)))
                 .collect();
             run.sort_unstable();
-            for (k, &(node, i)) in run.iter().enumerate() {
-                if k == 0 || run[k - 1].0 != node {
+            for (j, &(node, i)) in run.iter().enumerate() {
+                if j == 0 || run[j - 1].0 != node {
                     distinct += 1;
                 }
-                rank[i as usize] = distinct - 1;
+                rank[i] = distinct - 1;
             }
         }
     });
@@ -177,19 +166,20 @@ pub struct Digest {
 impl Digest {
     pub fn new(prev_allocation: &Hash32, bids: &[ValidBid]) -> Self {
         // One pass over the bids for everything the digest reads.
+        let packing = Packing::for_len(bids.len());
         let mut ids = Vec::with_capacity(bids.len());
         let mut by_id = Vec::with_capacity(bids.len());
         let mut by_node = Vec::with_capacity(bids.len());
         for (i, bid) in bids.iter().enumerate() {
             ids.push(bid.bid_id);
-            by_id.push((prefix_of(&bid.bid_id.0), i as u32));
-            by_node.push((prefix_of(&bid.node.0.0), i as u32));
+            by_id.push(packing.pack(prefix_of(&bid.bid_id.0), i));
+            by_node.push(packing.pack(prefix_of(&bid.node.0.0), i));
         }
         let mut scratch = Vec::new();
-        let bid_root = root_of(&ids, &mut by_id, &mut scratch);
+        let bid_root = root_of(&ids, &mut by_id, packing, &mut scratch);
         drop((ids, by_id));
         let seed = seed_of(prev_allocation, &bid_root);
-        let (node_rank, distinct) = ranks_of(bids, &mut by_node, &mut scratch);
+        let (node_rank, distinct) = ranks_of(bids, &mut by_node, packing, &mut scratch);
         let keys = tie_keys(&seed, distinct);
         let ties = node_rank.iter().map(|&r| keys[r as usize]).collect();
         Digest {

@@ -100,6 +100,47 @@ fn insertion_sort<T: Copy + Ord>(items: &mut [T]) {
     }
 }
 
+/// Sort keys that carry an item's index in their low bits, so that a sort
+/// moves 8 bytes per item instead of 16: `pack(key, index)` keeps the key's
+/// top `64 - bits` bits. Sorted packed keys order by those bits, then by
+/// index; items whose kept bits are equal form a run that the caller
+/// settles by whole keys ([`for_runs`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Packing {
+    bits: u32,
+}
+
+impl Packing {
+    /// Room for indices `0..len` (at most 32 bits).
+    pub(crate) fn for_len(len: usize) -> Self {
+        let bits = u64::BITS - (len.saturating_sub(1) as u64).leading_zeros();
+        Packing { bits: bits.max(1) }
+    }
+
+    pub(crate) fn pack(self, key: u64, index: usize) -> u64 {
+        (key >> self.bits << self.bits) | index as u64
+    }
+
+    pub(crate) fn index(self, packed: u64) -> usize {
+        (packed & ((1 << self.bits) - 1)) as usize
+    }
+
+    /// Calls `f` on the indices of each run of sorted packed keys whose
+    /// kept bits are equal (usually runs of one).
+    pub(crate) fn for_runs(self, sorted: &[u64], mut f: impl FnMut(&[u64])) {
+        let mut start = 0;
+        while start < sorted.len() {
+            let kept = sorted[start] >> self.bits;
+            let mut end = start + 1;
+            while end < sorted.len() && sorted[end] >> self.bits == kept {
+                end += 1;
+            }
+            f(&sorted[start..end]);
+            start = end;
+        }
+    }
+}
+
 /// The first eight bytes of a 32-byte key as a big-endian integer: a
 /// prefix key that orders like the whole key.
 pub(crate) fn prefix_of(bytes: &[u8; 32]) -> u64 {
@@ -152,6 +193,28 @@ mod tests {
         expected.sort();
         sort_by_prefix(&mut items, |t| t.0);
         assert_eq!(items, expected);
+    }
+
+    #[test]
+    fn packed_keys_keep_the_top_bits_and_the_index() {
+        let packing = Packing::for_len(100_000);
+        assert_eq!(packing.bits, 17);
+        let packed = packing.pack(u64::MAX - 5, 99_999);
+        assert_eq!(packing.index(packed), 99_999);
+        assert_eq!(packed >> 17, (u64::MAX - 5) >> 17);
+        assert_eq!(Packing::for_len(0).bits, 1);
+        assert_eq!(Packing::for_len(2).bits, 1);
+        assert_eq!(Packing::for_len(3).bits, 2);
+        let sorted = [
+            packing.pack(5 << 17, 3),
+            packing.pack(5 << 17, 9),
+            packing.pack(6 << 17, 1),
+        ];
+        let mut runs = Vec::new();
+        packing.for_runs(&sorted, |run| {
+            runs.push(run.iter().map(|&p| packing.index(p)).collect::<Vec<_>>())
+        });
+        assert_eq!(runs, vec![vec![3, 9], vec![1]]);
     }
 
     #[test]
