@@ -184,3 +184,27 @@ fn a_digest_for_other_bids_is_refused() {
     let short = Digest::new(&job.prev_allocation, &bids[1..]);
     assert!(OrderBook::with_digest(&job, &bids, &policy, short).is_err());
 }
+
+#[test]
+fn ids_and_node_keys_that_share_their_first_bytes_are_ordered_by_whole_keys() {
+    // Keys equal in their first eight bytes (and so in every bit the radix
+    // sorts see) and different after: the whole keys must decide.
+    let mut bids = market(50, 2000, 20, 4, 10);
+    for (i, b) in bids.iter_mut().enumerate() {
+        if i % 3 == 0 {
+            b.bid_id.0[..8].copy_from_slice(&[0x5A; 8]);
+            b.node.0.0[..8].copy_from_slice(&[0xA5; 8]);
+        }
+    }
+    check(&bids, 3000, 100);
+    // One node twice, hidden among the colliding keys, is still refused.
+    let mut twice = bids.clone();
+    twice[9].node = twice[3].node;
+    let job = job(3000, 100);
+    match clear_valid(&job, &twice, &policy(), 0) {
+        Err(fairgrid_protocol::market::MarketError::InvalidValidBid { index, .. }) => {
+            assert_eq!(index, 9)
+        }
+        other => panic!("{other:?}"),
+    }
+}
