@@ -1,0 +1,292 @@
+//! Convolution on the CPU: blocked im2col + GEMM over channels-last data.
+//!
+//! The batch is split statically across threads; each thread walks its
+//! samples a few at a time, unfolding them into an im2col block sized to
+//! stay in its L2 cache and multiplying that block straight into the
+//! output. With channels-last input and OHWI weights the product needs no
+//! transposes: `Y[rows, C_out] = col[rows, KH*KW*C_in] * W^T`, and the
+//! output rows are already `[N, H, W, C]`. The backward pass re-unfolds
+//! the input instead of keeping the (large) im2col matrix from the forward
+//! pass, accumulates each thread's weight gradient in its own scratch, and
+//! sums those in thread order so results are reproducible.
+
+use super::gemm::{MatMut, MatRef, matmul};
+use super::parallel::{Disjoint, Workers, grow, split};
+use crate::backend::Conv2dGeometry;
+use crate::error::{KernelError, Result};
+
+/// Target size of one im2col block, in floats (512 KiB: half of one
+/// core's L2 on current x86 parts).
+const COL_BLOCK_FLOATS: usize = 128 * 1024;
+/// Below this many multiply-adds a convolution runs on one thread.
+const PARALLEL_MIN_FLOPS: usize = 1 << 17;
+
+pub(crate) fn validate(g: &Conv2dGeometry) -> Result<()> {
+    let bad = |reason: String| Err(KernelError::config("conv2d geometry", reason));
+    if g.kernel == 0 || g.stride == 0 || g.in_c == 0 || g.out_c == 0 {
+        return bad(format!("zero kernel, stride or channel count in {g:?}"));
+    }
+    if g.in_h + 2 * g.pad < g.kernel || g.in_w + 2 * g.pad < g.kernel {
+        return bad(format!("kernel larger than the padded input in {g:?}"));
+    }
+    if g.pad >= g.kernel {
+        return bad(format!("padding {} not below kernel {}", g.pad, g.kernel));
+    }
+    Ok(())
+}
+
+fn check_len(op: &'static str, what: &str, have: usize, need: usize) -> Result<()> {
+    if have < need {
+        return Err(KernelError::shape(
+            op,
+            format!("{what} of at least {need}"),
+            have,
+        ));
+    }
+    Ok(())
+}
+
+/// Samples per im2col block.
+fn block_samples(g: &Conv2dGeometry) -> usize {
+    let per_sample = g.out_h() * g.out_w() * g.patch_len();
+    (COL_BLOCK_FLOATS / per_sample.max(1)).max(1)
+}
+
+/// Unfolds `samples` consecutive samples of `x` into `col`, one row of
+/// `KH*KW*C_in` per output pixel.
+fn im2col(g: &Conv2dGeometry, x: &[f32], samples: usize, col: &mut [f32]) {
+    let (oh, ow, k, c) = (g.out_h(), g.out_w(), g.kernel, g.in_c);
+    let (ih, iw) = (g.in_h as isize, g.in_w as isize);
+    let patch = g.patch_len();
+    let kc = k * c;
+    let mut row = 0;
+    for n in 0..samples {
+        let xs = &x[n * g.in_h * g.in_w * c..(n + 1) * g.in_h * g.in_w * c];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let dst = &mut col[row * patch..(row + 1) * patch];
+                let ix0 = (ox * g.stride) as isize - g.pad as isize;
+                for ky in 0..k {
+                    let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                    let seg = &mut dst[ky * kc..(ky + 1) * kc];
+                    if iy < 0 || iy >= ih {
+                        seg.fill(0.0);
+                        continue;
+                    }
+                    let line = iy as usize * g.in_w;
+                    if ix0 >= 0 && ix0 + k as isize <= iw {
+                        let start = (line + ix0 as usize) * c;
+                        seg.copy_from_slice(&xs[start..start + kc]);
+                    } else {
+                        for kx in 0..k {
+                            let ix = ix0 + kx as isize;
+                            let cell = &mut seg[kx * c..(kx + 1) * c];
+                            if ix < 0 || ix >= iw {
+                                cell.fill(0.0);
+                            } else {
+                                let start = (line + ix as usize) * c;
+                                cell.copy_from_slice(&xs[start..start + c]);
+                            }
+                        }
+                    }
+                }
+                row += 1;
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds each column row back onto the input
+/// pixels it came from. `dx` must be zeroed by the caller.
+fn col2im(g: &Conv2dGeometry, col: &[f32], samples: usize, dx: &mut [f32]) {
+    let (oh, ow, k, c) = (g.out_h(), g.out_w(), g.kernel, g.in_c);
+    let (ih, iw) = (g.in_h as isize, g.in_w as isize);
+    let patch = g.patch_len();
+    let kc = k * c;
+    let mut row = 0;
+    for n in 0..samples {
+        let xs = &mut dx[n * g.in_h * g.in_w * c..(n + 1) * g.in_h * g.in_w * c];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let src = &col[row * patch..(row + 1) * patch];
+                let ix0 = (ox * g.stride) as isize - g.pad as isize;
+                for ky in 0..k {
+                    let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                    if iy < 0 || iy >= ih {
+                        continue;
+                    }
+                    let seg = &src[ky * kc..(ky + 1) * kc];
+                    let line = iy as usize * g.in_w;
+                    if ix0 >= 0 && ix0 + k as isize <= iw {
+                        let start = (line + ix0 as usize) * c;
+                        for (d, s) in xs[start..start + kc].iter_mut().zip(seg) {
+                            *d += s;
+                        }
+                    } else {
+                        for kx in 0..k {
+                            let ix = ix0 + kx as isize;
+                            if ix < 0 || ix >= iw {
+                                continue;
+                            }
+                            let start = (line + ix as usize) * c;
+                            for (d, s) in xs[start..start + c].iter_mut().zip(&seg[kx * c..]) {
+                                *d += s;
+                            }
+                        }
+                    }
+                }
+                row += 1;
+            }
+        }
+    }
+}
+
+pub(crate) fn forward(
+    workers: &Workers,
+    g: &Conv2dGeometry,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    y: &mut [f32],
+) -> Result<()> {
+    validate(g)?;
+    check_len("conv2d_forward", "input", x.len(), g.input_len())?;
+    check_len("conv2d_forward", "weight", w.len(), g.weight_len())?;
+    check_len("conv2d_forward", "bias", b.len(), g.out_c)?;
+    check_len("conv2d_forward", "output", y.len(), g.output_len())?;
+    let in_per = g.in_h * g.in_w * g.in_c;
+    let pixels = g.out_h() * g.out_w();
+    let out_per = pixels * g.out_c;
+    let patch = g.patch_len();
+    let block = block_samples(g);
+    let weights_t = MatRef::transposed(&w[..g.weight_len()], patch, g.out_c);
+    let bias = &b[..g.out_c];
+    let y = Disjoint::new(&mut y[..g.output_len()]);
+    let flops = g.output_len() * patch;
+    workers.run(flops, PARALLEL_MIN_FLOPS, |t, parts| {
+        let mine = split(g.batch, parts, t);
+        let mut scratch = workers.scratch(t);
+        let mut n0 = mine.start;
+        while n0 < mine.end {
+            let count = block.min(mine.end - n0);
+            let rows = count * pixels;
+            let col = grow(&mut scratch.col, rows * patch);
+            im2col(g, &x[n0 * in_per..(n0 + count) * in_per], count, col);
+            // SAFETY: sample ranges of different threads do not overlap.
+            let out = unsafe { y.range(n0 * out_per..(n0 + count) * out_per) };
+            for row in out.chunks_exact_mut(g.out_c) {
+                row.copy_from_slice(bias);
+            }
+            matmul(
+                MatMut::rows(out, rows, g.out_c),
+                MatRef::rows(col, rows, patch),
+                weights_t,
+                1.0,
+                1.0,
+            );
+            n0 += count;
+        }
+    });
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward(
+    workers: &Workers,
+    g: &Conv2dGeometry,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+    dx: Option<&mut [f32]>,
+) -> Result<()> {
+    validate(g)?;
+    check_len("conv2d_backward", "input", x.len(), g.input_len())?;
+    check_len("conv2d_backward", "weight", w.len(), g.weight_len())?;
+    check_len(
+        "conv2d_backward",
+        "output gradient",
+        dy.len(),
+        g.output_len(),
+    )?;
+    check_len(
+        "conv2d_backward",
+        "weight gradient",
+        dw.len(),
+        g.weight_len(),
+    )?;
+    check_len("conv2d_backward", "bias gradient", db.len(), g.out_c)?;
+    if let Some(dx) = &dx {
+        check_len("conv2d_backward", "input gradient", dx.len(), g.input_len())?;
+    }
+    let in_per = g.in_h * g.in_w * g.in_c;
+    let pixels = g.out_h() * g.out_w();
+    let out_per = pixels * g.out_c;
+    let patch = g.patch_len();
+    let wlen = g.weight_len();
+    let block = block_samples(g);
+    let weights = MatRef::rows(&w[..wlen], g.out_c, patch);
+    let dx = dx.map(|d| Disjoint::new(&mut d[..g.input_len()]));
+    let flops = g.output_len() * patch * if dx.is_some() { 2 } else { 1 };
+    let parts = workers.run(flops, PARALLEL_MIN_FLOPS, |t, parts| {
+        let mine = split(g.batch, parts, t);
+        let mut guard = workers.scratch(t);
+        let scratch = &mut *guard;
+        grow(&mut scratch.dw, wlen).fill(0.0);
+        grow(&mut scratch.db, g.out_c).fill(0.0);
+        let mut n0 = mine.start;
+        while n0 < mine.end {
+            let count = block.min(mine.end - n0);
+            let rows = count * pixels;
+            let dy_block = &dy[n0 * out_per..(n0 + count) * out_per];
+            let col = grow(&mut scratch.col, rows * patch);
+            im2col(g, &x[n0 * in_per..(n0 + count) * in_per], count, col);
+            // dW += dY^T * col
+            matmul(
+                MatMut::rows(&mut scratch.dw[..wlen], g.out_c, patch),
+                MatRef::transposed(dy_block, g.out_c, rows),
+                MatRef::rows(col, rows, patch),
+                1.0,
+                1.0,
+            );
+            let db_part = &mut scratch.db[..g.out_c];
+            for row in dy_block.chunks_exact(g.out_c) {
+                for (acc, v) in db_part.iter_mut().zip(row) {
+                    *acc += v;
+                }
+            }
+            if let Some(dx) = &dx {
+                // dcol = dY * W, then fold back onto the input pixels.
+                matmul(
+                    MatMut::rows(col, rows, patch),
+                    MatRef::rows(dy_block, rows, g.out_c),
+                    weights,
+                    1.0,
+                    0.0,
+                );
+                // SAFETY: sample ranges of different threads do not overlap.
+                let dx_block = unsafe { dx.range(n0 * in_per..(n0 + count) * in_per) };
+                dx_block.fill(0.0);
+                col2im(g, col, count, dx_block);
+            }
+            n0 += count;
+        }
+    });
+    let (dw, db) = (&mut dw[..wlen], &mut db[..g.out_c]);
+    for t in 0..parts {
+        let scratch = workers.scratch(t);
+        if t == 0 {
+            dw.copy_from_slice(&scratch.dw[..wlen]);
+            db.copy_from_slice(&scratch.db[..g.out_c]);
+        } else {
+            for (d, s) in dw.iter_mut().zip(&scratch.dw) {
+                *d += s;
+            }
+            for (d, s) in db.iter_mut().zip(&scratch.db) {
+                *d += s;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! The model zoo. Jobs name a model from here; they never ship code.
+//!
+//! Every model is a plain sequence of layers, numbered the way a PyTorch
+//! `nn.Sequential` numbers its children, so parameter names (`"3.weight"`)
+//! match PyTorch's state dict.
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::Backend;
+use crate::error::{KernelError, Result};
+use crate::init::Init;
+use crate::layers::{Conv2d, Flatten, Layer, Linear, MaxPool2d, Relu};
+use crate::rng::SplitMix64;
+
+/// Which network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    /// Flatten, Linear(in, classes).
+    LogReg,
+    /// Flatten, then Linear+ReLU per hidden width, then Linear(.., classes).
+    Mlp { hidden: Vec<usize> },
+    /// The seed paper's CNN: three blocks of Conv3x3(pad 1)+ReLU+MaxPool2,
+    /// with 32, 64 and 128 channels, then Flatten, Linear(.., 128), ReLU,
+    /// Linear(128, classes).
+    Cnn,
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Arch::LogReg => write!(f, "logreg"),
+            Arch::Mlp { hidden } => {
+                let widths: Vec<String> = hidden.iter().map(|w| w.to_string()).collect();
+                write!(f, "mlp({})", widths.join("-"))
+            }
+            Arch::Cnn => write!(f, "cnn"),
+        }
+    }
+}
+
+/// Channels, height and width of one input sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputShape {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl InputShape {
+    pub fn numel(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+}
+
+/// A complete model description: architecture, input and class count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    pub arch: Arch,
+    pub input: InputShape,
+    pub classes: usize,
+}
+
+/// The MLP hidden widths used when none are given.
+pub const DEFAULT_MLP_HIDDEN: [usize; 2] = [256, 128];
+/// Width of the CNN's hidden fully connected layer.
+const CNN_FC: usize = 128;
+const CNN_CHANNELS: [usize; 3] = [32, 64, 128];
+
+impl ModelSpec {
+    /// A model for 28x28 greyscale, 10-class inputs (Fashion-MNIST).
+    pub fn fashion_mnist(arch: Arch) -> Self {
+        ModelSpec {
+            arch,
+            input: InputShape {
+                channels: 1,
+                height: 28,
+                width: 28,
+            },
+            classes: 10,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |reason: String| Err(KernelError::config("model spec", reason));
+        let i = self.input;
+        if i.channels == 0 || i.height == 0 || i.width == 0 {
+            return bad(format!("zero input dimension in {i:?}"));
+        }
+        if i.channels > 16 || i.height > 512 || i.width > 512 {
+            return bad(format!("input {i:?} larger than 16x512x512"));
+        }
+        if self.classes < 2 || self.classes > 10_000 {
+            return bad(format!("{} classes, need 2..=10000", self.classes));
+        }
+        match &self.arch {
+            Arch::Mlp { hidden } if hidden.is_empty() || hidden.len() > 8 => bad(format!(
+                "MLP with {} hidden layers, need 1..=8",
+                hidden.len()
+            )),
+            Arch::Mlp { hidden } if hidden.iter().any(|&w| w == 0 || w > 8192) => {
+                bad(format!("MLP hidden widths {hidden:?} not all in 1..=8192"))
+            }
+            Arch::Cnn if i.height < 8 || i.width < 8 => bad(format!(
+                "the CNN pools three times and needs 8x8 inputs, got {i:?}"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Spatial size after the CNN's three poolings (each rounds down).
+    pub fn cnn_final_hw(&self) -> (usize, usize) {
+        (self.input.height / 8, self.input.width / 8)
+    }
+
+    /// Builds the layers with weights drawn from `seed`. Layer `i` draws
+    /// from its own stream, so layer sizes do not shift each other's init.
+    pub(crate) fn build<B: Backend>(&self, backend: &B, seed: u64) -> Result<Vec<Layer<B>>> {
+        self.validate()?;
+        let mut layers: Vec<Layer<B>> = Vec::new();
+        let rng = |index: usize| SplitMix64::derive(seed, index as u64);
+        let linear = |layers: &Vec<Layer<B>>, i: usize, o: usize, init: Init| {
+            Linear::new(backend, i, o, init, &mut rng(layers.len())).map(Layer::Linear)
+        };
+        match &self.arch {
+            Arch::LogReg => {
+                layers.push(Layer::Flatten(Flatten::new(backend)?));
+                layers.push(linear(
+                    &layers,
+                    self.input.numel(),
+                    self.classes,
+                    Init::XavierUniform,
+                )?);
+            }
+            Arch::Mlp { hidden } => {
+                layers.push(Layer::Flatten(Flatten::new(backend)?));
+                let mut width = self.input.numel();
+                for &h in hidden {
+                    layers.push(linear(&layers, width, h, Init::KaimingNormal)?);
+                    layers.push(Layer::Relu(Relu::new(backend)?));
+                    width = h;
+                }
+                layers.push(linear(&layers, width, self.classes, Init::XavierUniform)?);
+            }
+            Arch::Cnn => {
+                let mut channels = self.input.channels;
+                for out in CNN_CHANNELS {
+                    let conv = Conv2d::new(
+                        backend,
+                        channels,
+                        out,
+                        3,
+                        1,
+                        1,
+                        Init::KaimingNormal,
+                        &mut rng(layers.len()),
+                    )?;
+                    layers.push(Layer::Conv2d(conv));
+                    layers.push(Layer::Relu(Relu::new(backend)?));
+                    layers.push(Layer::MaxPool2d(MaxPool2d::new(backend, 2, 2)?));
+                    channels = out;
+                }
+                layers.push(Layer::Flatten(Flatten::new(backend)?));
+                let (h, w) = self.cnn_final_hw();
+                layers.push(linear(
+                    &layers,
+                    channels * h * w,
+                    CNN_FC,
+                    Init::KaimingNormal,
+                )?);
+                layers.push(Layer::Relu(Relu::new(backend)?));
+                layers.push(linear(&layers, CNN_FC, self.classes, Init::XavierUniform)?);
+            }
+        }
+        Ok(layers)
+    }
+}
