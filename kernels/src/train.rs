@@ -183,13 +183,14 @@ impl<B: Backend> Trainer<B> {
 
     /// One pass over `data` in an order shuffled by `seed`. `lr(step)`
     /// gives the learning rate of each global step; `progress(done, loss)`
-    /// is called after every batch.
+    /// is called after every batch and ends the epoch early by returning
+    /// `false`.
     pub fn train_epoch(
         &mut self,
         data: &dyn Samples,
         seed: u64,
         lr: &dyn Fn(u64) -> f32,
-        progress: &mut dyn FnMut(usize, f64),
+        progress: &mut dyn FnMut(usize, f64) -> bool,
     ) -> Result<Metrics> {
         let order = SplitMix64::new(seed).permutation(data.len());
         let mut metrics = Metrics::default();
@@ -200,7 +201,9 @@ impl<B: Backend> Trainer<B> {
             loss_sum += loss * chunk.len() as f64;
             correct += right;
             metrics.samples += chunk.len() as u64;
-            progress(metrics.samples as usize, loss);
+            if !progress(metrics.samples as usize, loss) {
+                break;
+            }
         }
         let n = metrics.samples.max(1) as f64;
         metrics.loss = loss_sum / n;

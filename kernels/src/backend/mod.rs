@@ -217,7 +217,9 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<()>;
 
     // ---- pooling ----
-    /// Max pooling; `argmax[o]` receives the flat input index of output `o`.
+    /// Max pooling; `argmax[o]` receives the position of output `o`'s
+    /// maximum inside its window, `ky * kernel + kx` (the first one on ties,
+    /// as in PyTorch).
     fn maxpool_forward(
         &self,
         g: &PoolGeometry,
@@ -225,7 +227,9 @@ pub trait Backend: Send + Sync + 'static {
         y: &mut Self::Buf,
         argmax: &mut Self::IdxBuf,
     ) -> Result<()>;
-    /// `dx` is overwritten: zero except where an argmax points.
+    /// `dx` is overwritten: each output's gradient goes to the input its
+    /// argmax names (summed where windows overlap), zero elsewhere. An
+    /// argmax of `kernel * kernel` or more is an error.
     fn maxpool_backward(
         &self,
         g: &PoolGeometry,

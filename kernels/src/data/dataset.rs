@@ -280,7 +280,7 @@ impl FashionMnist {
         Ok(FashionMnist {
             train,
             test,
-            source: dir.display().to_string(),
+            source: format!("read from {}", dir.display()),
         })
     }
 }

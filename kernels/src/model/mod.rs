@@ -24,7 +24,7 @@ use crate::tensor::{Shape, Tensor};
 pub struct ParamInfo {
     /// PyTorch state-dict name, e.g. `"3.weight"`.
     pub name: String,
-    /// Index of the layer in the sequence.
+    /// Index of the layer in [`Model::layers`].
     pub layer: usize,
     /// Shape in fairgrid's layout.
     pub shape: Shape,
@@ -35,6 +35,8 @@ pub struct ParamInfo {
 pub struct Model<B: Backend> {
     spec: ModelSpec,
     layers: Vec<Layer<B>>,
+    /// Each layer's index in the equivalent PyTorch `nn.Sequential`.
+    torch_index: Vec<usize>,
     layout: Vec<ParamInfo>,
     param_count: usize,
     /// Layers before this index have no parameters, so nothing needs their
@@ -47,14 +49,15 @@ pub struct Model<B: Backend> {
 impl<B: Backend> Model<B> {
     /// Builds `spec` with weights drawn from `seed`.
     pub fn new(backend: &B, spec: &ModelSpec, seed: u64) -> Result<Self> {
-        let layers = spec.build(backend, seed)?;
+        let (torch_index, layers): (Vec<usize>, Vec<Layer<B>>) =
+            spec.build(backend, seed)?.into_iter().unzip();
         let mut layout = Vec::new();
         let mut offset = 0;
         for (index, layer) in layers.iter().enumerate() {
             for (kind, param) in layer.params() {
                 let len = param.numel();
                 layout.push(ParamInfo {
-                    name: format!("{index}.{kind}"),
+                    name: format!("{}.{kind}", torch_index[index]),
                     layer: index,
                     shape: param.value.shape().clone(),
                     offset,
@@ -74,6 +77,7 @@ impl<B: Backend> Model<B> {
         Ok(Model {
             spec: spec.clone(),
             layers,
+            torch_index,
             layout,
             param_count: offset,
             first_trainable,
@@ -95,6 +99,19 @@ impl<B: Backend> Model<B> {
 
     pub fn param_layout(&self) -> &[ParamInfo] {
         &self.layout
+    }
+
+    /// The equivalent PyTorch `nn.Sequential`, one module per line, in
+    /// PyTorch's order.
+    pub fn pytorch_modules(&self) -> Vec<String> {
+        let mut modules: Vec<(usize, String)> = self
+            .torch_index
+            .iter()
+            .zip(&self.layers)
+            .map(|(&i, l)| (i, l.describe()))
+            .collect();
+        modules.sort();
+        modules.into_iter().map(|(_, m)| m).collect()
     }
 
     /// Input shape of layer `index` for a batch of one.

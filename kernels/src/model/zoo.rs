@@ -113,15 +113,22 @@ impl ModelSpec {
         (self.input.height / 8, self.input.width / 8)
     }
 
-    /// Builds the layers with weights drawn from `seed`. Layer `i` draws
-    /// from its own stream, so layer sizes do not shift each other's init.
-    pub(crate) fn build<B: Backend>(&self, backend: &B, seed: u64) -> Result<Vec<Layer<B>>> {
+    /// Builds the layers with weights drawn from `seed`, each paired with
+    /// its PyTorch index. Layer `i` draws from its own stream, so layer
+    /// sizes do not shift each other's init.
+    pub(crate) fn build<B: Backend>(
+        &self,
+        backend: &B,
+        seed: u64,
+    ) -> Result<Vec<(usize, Layer<B>)>> {
         self.validate()?;
         let mut layers: Vec<Layer<B>> = Vec::new();
         let rng = |index: usize| SplitMix64::derive(seed, index as u64);
         let linear = |layers: &Vec<Layer<B>>, i: usize, o: usize, init: Init| {
             Linear::new(backend, i, o, init, &mut rng(layers.len())).map(Layer::Linear)
         };
+        // PyTorch order unless a block says otherwise.
+        let mut torch_order: Vec<usize> = Vec::new();
         match &self.arch {
             Arch::LogReg => {
                 layers.push(Layer::Flatten(Flatten::new(backend)?));
@@ -155,9 +162,11 @@ impl ModelSpec {
                         Init::KaimingNormal,
                         &mut rng(layers.len()),
                     )?;
+                    let at = layers.len();
                     layers.push(Layer::Conv2d(conv));
-                    layers.push(Layer::Relu(Relu::new(backend)?));
                     layers.push(Layer::MaxPool2d(MaxPool2d::new(backend, 2, 2)?));
+                    layers.push(Layer::Relu(Relu::new(backend)?));
+                    torch_order.extend([at, at + 2, at + 1]);
                     channels = out;
                 }
                 layers.push(Layer::Flatten(Flatten::new(backend)?));
@@ -172,6 +181,9 @@ impl ModelSpec {
                 layers.push(linear(&layers, CNN_FC, self.classes, Init::XavierUniform)?);
             }
         }
-        Ok(layers)
+        while torch_order.len() < layers.len() {
+            torch_order.push(torch_order.len());
+        }
+        Ok(torch_order.into_iter().zip(layers).collect())
     }
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod devices;
+mod train;
 
 /// fairgrid: pool idle CPUs and GPUs into a fair market for training.
 #[derive(Debug, Parser)]
@@ -19,6 +20,8 @@ pub struct Cli {
 pub enum Command {
     /// List the compute devices this node would offer, with measured speed.
     Devices(devices::DevicesArgs),
+    /// Train a zoo model on this machine alone (no network).
+    Train(train::TrainArgs),
 }
 
 /// Parses the command line, runs the command, and maps errors to a
@@ -27,6 +30,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Devices(args) => devices::run(args),
+        Command::Train(args) => train::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,8 +10,10 @@
 //! pass, accumulates each thread's weight gradient in its own scratch, and
 //! sums those in thread order so results are reproducible.
 
+use super::elementwise::{accumulate_column_sums, add_assign, add_bias_rows};
 use super::gemm::{MatMut, MatRef, matmul};
 use super::parallel::{Disjoint, Workers, grow, split};
+use super::simd::multiversion;
 use crate::backend::Conv2dGeometry;
 use crate::error::{KernelError, Result};
 
@@ -52,6 +54,19 @@ fn block_samples(g: &Conv2dGeometry) -> usize {
     (COL_BLOCK_FLOATS / per_sample.max(1)).max(1)
 }
 
+/// `dst.copy_from_slice(src)`, with the tiny lengths of single-channel
+/// inputs copied inline rather than through a `memcpy` call.
+#[inline(always)]
+fn copy_into(dst: &mut [f32], src: &[f32]) {
+    match dst.len() {
+        1 => dst[0] = src[0],
+        3 => dst.copy_from_slice(&src[..3]),
+        5 => dst.copy_from_slice(&src[..5]),
+        _ => dst.copy_from_slice(src),
+    }
+}
+
+multiversion! {
 /// Unfolds `samples` consecutive samples of `x` into `col`, one row of
 /// `KH*KW*C_in` per output pixel.
 fn im2col(g: &Conv2dGeometry, x: &[f32], samples: usize, col: &mut [f32]) {
@@ -76,7 +91,7 @@ fn im2col(g: &Conv2dGeometry, x: &[f32], samples: usize, col: &mut [f32]) {
                     let line = iy as usize * g.in_w;
                     if ix0 >= 0 && ix0 + k as isize <= iw {
                         let start = (line + ix0 as usize) * c;
-                        seg.copy_from_slice(&xs[start..start + kc]);
+                        copy_into(seg, &xs[start..start + kc]);
                     } else {
                         for kx in 0..k {
                             let ix = ix0 + kx as isize;
@@ -85,7 +100,7 @@ fn im2col(g: &Conv2dGeometry, x: &[f32], samples: usize, col: &mut [f32]) {
                                 cell.fill(0.0);
                             } else {
                                 let start = (line + ix as usize) * c;
-                                cell.copy_from_slice(&xs[start..start + c]);
+                                copy_into(cell, &xs[start..start + c]);
                             }
                         }
                     }
@@ -96,6 +111,9 @@ fn im2col(g: &Conv2dGeometry, x: &[f32], samples: usize, col: &mut [f32]) {
     }
 }
 
+}
+
+multiversion! {
 /// The adjoint of [`im2col`]: adds each column row back onto the input
 /// pixels it came from. `dx` must be zeroed by the caller.
 fn col2im(g: &Conv2dGeometry, col: &[f32], samples: usize, dx: &mut [f32]) {
@@ -140,6 +158,7 @@ fn col2im(g: &Conv2dGeometry, col: &[f32], samples: usize, dx: &mut [f32]) {
         }
     }
 }
+}
 
 pub(crate) fn forward(
     workers: &Workers,
@@ -174,16 +193,16 @@ pub(crate) fn forward(
             im2col(g, &x[n0 * in_per..(n0 + count) * in_per], count, col);
             // SAFETY: sample ranges of different threads do not overlap.
             let out = unsafe { y.range(n0 * out_per..(n0 + count) * out_per) };
-            for row in out.chunks_exact_mut(g.out_c) {
-                row.copy_from_slice(bias);
-            }
             matmul(
-                MatMut::rows(out, rows, g.out_c),
+                MatMut::rows(&mut *out, rows, g.out_c),
                 MatRef::rows(col, rows, patch),
                 weights_t,
                 1.0,
-                1.0,
+                0.0,
             );
+            // The block is still in cache; adding the bias here is cheaper
+            // than pre-filling rows for the product to read.
+            add_bias_rows(out, bias);
             n0 += count;
         }
     });
@@ -250,12 +269,7 @@ pub(crate) fn backward(
                 1.0,
                 1.0,
             );
-            let db_part = &mut scratch.db[..g.out_c];
-            for row in dy_block.chunks_exact(g.out_c) {
-                for (acc, v) in db_part.iter_mut().zip(row) {
-                    *acc += v;
-                }
-            }
+            accumulate_column_sums(dy_block, &mut scratch.db[..g.out_c]);
             if let Some(dx) = &dx {
                 // dcol = dY * W, then fold back onto the input pixels.
                 matmul(
@@ -280,12 +294,8 @@ pub(crate) fn backward(
             dw.copy_from_slice(&scratch.dw[..wlen]);
             db.copy_from_slice(&scratch.db[..g.out_c]);
         } else {
-            for (d, s) in dw.iter_mut().zip(&scratch.dw) {
-                *d += s;
-            }
-            for (d, s) in db.iter_mut().zip(&scratch.db) {
-                *d += s;
-            }
+            add_assign(dw, &scratch.dw[..wlen]);
+            add_assign(db, &scratch.db[..g.out_c]);
         }
     }
     Ok(())

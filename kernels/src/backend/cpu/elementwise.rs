@@ -2,7 +2,91 @@
 //! statically across threads; small ones run inline.
 
 use super::parallel::{Disjoint, Workers, split};
+use super::simd::multiversion;
 use crate::error::{KernelError, Result};
+
+multiversion! {
+    fn relu_kernel(x: &[f32], y: &mut [f32]) {
+        for (o, &i) in y.iter_mut().zip(x) {
+            // NaN passes through (as in PyTorch) so that it is detected later.
+            *o = if i > 0.0 || i.is_nan() { i } else { 0.0 };
+        }
+    }
+}
+
+multiversion! {
+    fn relu_backward_kernel(y: &[f32], dy: &[f32], dx: &mut [f32]) {
+        for ((o, &yv), &g) in dx.iter_mut().zip(y).zip(dy) {
+            *o = if yv > 0.0 { g } else { 0.0 };
+        }
+    }
+}
+
+multiversion! {
+    fn axpy_kernel(alpha: f32, x: &[f32], y: &mut [f32]) {
+        for (o, v) in y.iter_mut().zip(x) {
+            *o += alpha * v;
+        }
+    }
+}
+
+multiversion! {
+    /// `x[r, c] += bias[c]` for every row of `x`.
+    pub(crate) fn add_bias_rows(x: &mut [f32], bias: &[f32]) {
+        for row in x.chunks_exact_mut(bias.len()) {
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v += b;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `out[c] += sum_r x[r, c]`.
+    pub(crate) fn accumulate_column_sums(x: &[f32], out: &mut [f32]) {
+        for row in x.chunks_exact(out.len()) {
+            for (o, v) in out.iter_mut().zip(row) {
+                *o += v;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `dst += src`.
+    pub(crate) fn add_assign(dst: &mut [f32], src: &[f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d += s;
+        }
+    }
+}
+
+multiversion! {
+    fn sum_squares_kernel(x: &[f32]) -> f64 {
+        // Eight independent f64 lanes keep the loop vectorisable and accurate.
+        let mut acc = [0.0f64; 8];
+        let chunks = x.chunks_exact(8);
+        let tail = chunks.remainder();
+        for c in chunks {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a += f64::from(v) * f64::from(v);
+            }
+        }
+        let mut total: f64 = acc.iter().sum();
+        for &v in tail {
+            total += f64::from(v) * f64::from(v);
+        }
+        total
+    }
+}
+
+multiversion! {
+    fn u8_scaled_kernel(src: &[u8], scale: f32, dst: &mut [f32]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = f32::from(s) * scale;
+        }
+    }
+}
 
 const PARALLEL_MIN_ELEMENTS: usize = 1 << 16;
 
@@ -31,11 +115,7 @@ pub(crate) fn relu_forward(workers: &Workers, x: &[f32], y: &mut [f32], len: usi
     let y = Disjoint::new(&mut y[..len]);
     par_ranges(workers, len, |r| {
         // SAFETY: `par_ranges` hands out disjoint ranges.
-        let out = unsafe { y.range(r.clone()) };
-        for (o, &i) in out.iter_mut().zip(&x[r]) {
-            // NaN passes through (as in PyTorch) so that it is detected later.
-            *o = if i > 0.0 || i.is_nan() { i } else { 0.0 };
-        }
+        relu_kernel(&x[r.clone()], unsafe { y.range(r) });
     });
     Ok(())
 }
@@ -53,10 +133,7 @@ pub(crate) fn relu_backward(
     let dx = Disjoint::new(&mut dx[..len]);
     par_ranges(workers, len, |r| {
         // SAFETY: disjoint ranges.
-        let out = unsafe { dx.range(r.clone()) };
-        for ((o, &yv), &g) in out.iter_mut().zip(&y[r.clone()]).zip(&dy[r]) {
-            *o = if yv > 0.0 { g } else { 0.0 };
-        }
+        relu_backward_kernel(&y[r.clone()], &dy[r.clone()], unsafe { dx.range(r) });
     });
     Ok(())
 }
@@ -67,11 +144,7 @@ pub(crate) fn add_bias(x: &mut [f32], bias: &[f32], rows: usize, cols: usize) ->
     if cols == 0 {
         return Ok(());
     }
-    for row in x[..rows * cols].chunks_exact_mut(cols) {
-        for (v, b) in row.iter_mut().zip(bias) {
-            *v += b;
-        }
-    }
+    add_bias_rows(&mut x[..rows * cols], &bias[..cols]);
     Ok(())
 }
 
@@ -83,11 +156,7 @@ pub(crate) fn sum_rows(x: &[f32], rows: usize, cols: usize, out: &mut [f32]) -> 
     if cols == 0 {
         return Ok(());
     }
-    for row in x[..rows * cols].chunks_exact(cols) {
-        for (o, v) in out.iter_mut().zip(row) {
-            *o += v;
-        }
-    }
+    accumulate_column_sums(&x[..rows * cols], out);
     Ok(())
 }
 
@@ -103,36 +172,18 @@ pub(crate) fn axpy(
     let y = Disjoint::new(&mut y[..len]);
     par_ranges(workers, len, |r| {
         // SAFETY: disjoint ranges.
-        let out = unsafe { y.range(r.clone()) };
-        for (o, v) in out.iter_mut().zip(&x[r]) {
-            *o += alpha * v;
-        }
+        axpy_kernel(alpha, &x[r.clone()], unsafe { y.range(r) });
     });
     Ok(())
 }
 
 pub(crate) fn sum_squares(x: &[f32], len: usize) -> Result<f64> {
     check("sum_squares", "x", x.len(), len)?;
-    // Eight independent f64 lanes keep the loop vectorisable and accurate.
-    let mut acc = [0.0f64; 8];
-    let chunks = x[..len].chunks_exact(8);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a += f64::from(v) * f64::from(v);
-        }
-    }
-    let mut total: f64 = acc.iter().sum();
-    for &v in tail {
-        total += f64::from(v) * f64::from(v);
-    }
-    Ok(total)
+    Ok(sum_squares_kernel(&x[..len]))
 }
 
 pub(crate) fn u8_scaled(src: &[u8], scale: f32, dst: &mut [f32]) -> Result<()> {
     check("upload_u8_scaled", "destination", dst.len(), src.len())?;
-    for (d, &s) in dst.iter_mut().zip(src) {
-        *d = f32::from(s) * scale;
-    }
+    u8_scaled_kernel(src, scale, dst);
     Ok(())
 }

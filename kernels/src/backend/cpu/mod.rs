@@ -9,6 +9,7 @@ mod loss;
 mod optim;
 pub(crate) mod parallel;
 mod pool;
+mod simd;
 
 use crate::backend::{
     AdamHyper, Backend, Conv2dGeometry, GemmSpec, LossStats, PoolGeometry, SgdHyper,

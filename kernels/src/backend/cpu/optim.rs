@@ -3,6 +3,7 @@
 
 use super::elementwise::{check, par_ranges};
 use super::parallel::{Disjoint, Workers};
+use super::simd::multiversion;
 use crate::backend::{AdamHyper, SgdHyper};
 use crate::error::Result;
 
@@ -28,11 +29,10 @@ pub(crate) fn sgd_step(
     par_ranges(workers, len, |r| {
         // SAFETY: disjoint ranges from `par_ranges`.
         let (p, v) = unsafe { (p.range(r.clone()), v.range(r.clone())) };
-        for ((p, v), &g) in p.iter_mut().zip(v.iter_mut()).zip(&grad[r]) {
-            let g = g + weight_decay * *p;
-            *v = momentum * *v + g;
-            let step = if nesterov { g + momentum * *v } else { *v };
-            *p -= lr * step;
+        if nesterov {
+            sgd_kernel::<true>(lr, momentum, weight_decay, p, &grad[r], v);
+        } else {
+            sgd_kernel::<false>(lr, momentum, weight_decay, p, &grad[r], v);
         }
     });
     Ok(())
@@ -64,17 +64,42 @@ pub(crate) fn adam_step(
     par_ranges(workers, len, |r| {
         // SAFETY: disjoint ranges from `par_ranges`.
         let (p, m, v) = unsafe { (p.range(r.clone()), m.range(r.clone()), v.range(r.clone())) };
-        for (((p, m), v), &g) in p
-            .iter_mut()
-            .zip(m.iter_mut())
-            .zip(v.iter_mut())
-            .zip(&grad[r])
-        {
+        let consts = [b1, b2, eps, wd, step_size, inv_sqrt_bias2];
+        adam_kernel(consts, p, &grad[r], m, v);
+    });
+    Ok(())
+}
+
+fn sgd_kernel<const NESTEROV: bool>(
+    lr: f32,
+    momentum: f32,
+    weight_decay: f32,
+    p: &mut [f32],
+    grad: &[f32],
+    v: &mut [f32],
+) {
+    multiversion! {
+        fn run(lr: f32, momentum: f32, weight_decay: f32, nesterov: bool, p: &mut [f32], grad: &[f32], v: &mut [f32]) {
+            for ((p, v), &g) in p.iter_mut().zip(v.iter_mut()).zip(grad) {
+                let g = g + weight_decay * *p;
+                *v = momentum * *v + g;
+                let step = if nesterov { g + momentum * *v } else { *v };
+                *p -= lr * step;
+            }
+        }
+    }
+    run(lr, momentum, weight_decay, NESTEROV, p, grad, v);
+}
+
+multiversion! {
+    /// `consts` = beta1, beta2, eps, weight decay, step size, 1/sqrt(bias2).
+    fn adam_kernel(consts: [f32; 6], p: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32]) {
+        let [b1, b2, eps, wd, step_size, inv_sqrt_bias2] = consts;
+        for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(grad) {
             let g = g + wd * *p;
             *m = b1 * *m + (1.0 - b1) * g;
             *v = b2 * *v + (1.0 - b2) * g * g;
             *p -= step_size * *m / (v.sqrt() * inv_sqrt_bias2 + eps);
         }
-    });
-    Ok(())
+    }
 }
