@@ -18,6 +18,9 @@ fn randf(seed: u64, len: usize, scale: f64) -> Vec<f64> {
     to_f64(&to_f32(&randn(seed, len, scale)))
 }
 
+/// A reference forward: `(input, parameters) -> output`, in f64.
+type Reference<'a> = &'a dyn Fn(&[f64], &[Vec<f64>]) -> Vec<f64>;
+
 fn set_params<B: Backend>(be: &B, layer: &mut Layer<B>, values: &[&[f64]]) -> Result<()> {
     for (p, v) in layer.params_mut().into_iter().zip(values) {
         p.value.write_host(be, &to_f32(v))?;
@@ -41,7 +44,7 @@ fn check_layer<B: Backend>(
     layer: &mut Layer<B>,
     in_shape: Shape,
     params: Vec<Vec<f64>>,
-    reference: &dyn Fn(&[f64], &[Vec<f64>]) -> Vec<f64>,
+    reference: Reference<'_>,
 ) -> Result<()> {
     let x = randf(1, in_shape.numel(), 1.0);
     let refs: Vec<&[f64]> = params.iter().map(|p| p.as_slice()).collect();

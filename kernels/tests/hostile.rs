@@ -266,6 +266,9 @@ fn non_finite_updates_are_refused_before_the_residual_changes() {
     assert_eq!(c.residual(), before.as_slice());
 }
 
+/// Tensors as (name, shape, values), for building model files by hand.
+type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
 fn cnn_spec() -> ModelSpec {
     ModelSpec {
         arch: Arch::Cnn,
@@ -382,7 +385,7 @@ fn bad_model_files_are_refused_and_leave_the_model_untouched() {
     };
     let good = save_safetensors(&source, &be).unwrap();
     let file = safetensors::SafeTensors::deserialize(&good).unwrap();
-    let all: Vec<(String, Vec<usize>, Vec<f32>)> = file
+    let all: Tensors = file
         .tensors()
         .into_iter()
         .map(|(n, v)| {
@@ -394,7 +397,7 @@ fn bad_model_files_are_refused_and_leave_the_model_untouched() {
             (n, v.shape().to_vec(), data)
         })
         .collect();
-    let variant = |f: &dyn Fn(&mut Vec<(String, Vec<usize>, Vec<f32>)>)| {
+    let variant = |f: &dyn Fn(&mut Tensors)| {
         let mut t = all.clone();
         f(&mut t);
         save(

@@ -66,9 +66,10 @@ pub fn quantize_ef(
             codes.fill(0);
             continue;
         }
-        let inv = 1.0 / scale;
+        // Divide rather than multiply by 1/scale: for a subnormal scale the
+        // reciprocal overflows to infinity and 0 * inf would be NaN.
         for (c, rv) in codes.iter_mut().zip(r.iter_mut()) {
-            let q = (*rv * inv).round().clamp(-127.0, 127.0);
+            let q = (*rv / scale).round().clamp(-127.0, 127.0);
             *c = q as i8;
             *rv -= q * scale;
         }
@@ -121,6 +122,17 @@ mod tests {
             // The residual holds exactly what was not sent.
             assert!((x[i] - out[i] - residual[i]).abs() < 1e-9);
         }
+    }
+
+    #[test]
+    fn subnormal_blocks_stay_finite() {
+        let x = [1e-41f32, -3e-42, 0.0, 5e-45];
+        let mut r = [0.0f32; 4];
+        let mut codes = [0i8; 4];
+        let mut scales = [0.0f32; 1];
+        quantize_ef(&x, &mut r, 4, &mut codes, &mut scales).unwrap();
+        assert!(r.iter().all(|v| v.is_finite()), "{r:?}");
+        assert_eq!(codes[0], 127);
     }
 
     #[test]

@@ -197,17 +197,16 @@ pub struct ShardSet<'a> {
 impl<'a> ShardSet<'a> {
     /// All shards must share shape and class count.
     pub fn new(shards: Vec<&'a Shard>) -> Result<Self> {
-        if let Some(first) = shards.first() {
-            if let Some(other) = shards
+        if let Some(first) = shards.first()
+            && let Some(other) = shards
                 .iter()
                 .find(|s| s.shape() != first.shape() || s.classes() != first.classes())
-            {
-                return Err(KernelError::shape(
-                    "ShardSet",
-                    format!("{:?} with {} classes", first.shape(), first.classes()),
-                    format!("{:?} with {} classes", other.shape(), other.classes()),
-                ));
-            }
+        {
+            return Err(KernelError::shape(
+                "ShardSet",
+                format!("{:?} with {} classes", first.shape(), first.classes()),
+                format!("{:?} with {} classes", other.shape(), other.classes()),
+            ));
         }
         let mut starts = vec![0];
         for s in &shards {

@@ -34,8 +34,8 @@ pub(crate) fn softmax_xent(
         let mut max = f32::NEG_INFINITY;
         let mut best = 0;
         for (c, &v) in row.iter().enumerate() {
-            // `!(v <= max)` lets a NaN logit take over and poison the loss.
-            if !(v <= max) {
+            // A NaN logit takes over and poisons the loss, as it should.
+            if v > max || v.is_nan() {
                 max = v;
                 best = c;
             }
