@@ -49,8 +49,8 @@ fn maybe_gunzip<'a>(bytes: &'a [u8], name: &str) -> Result<std::borrow::Cow<'a, 
 
 /// Parses IDX bytes (raw or gzipped). `name` is used in errors.
 pub fn parse_idx(bytes: &[u8], name: &str) -> Result<IdxArray> {
-    let raw = maybe_gunzip(bytes, name)?;
-    let raw = raw.as_ref();
+    let raw_owned = maybe_gunzip(bytes, name)?;
+    let raw: &[u8] = raw_owned.as_ref();
     if raw.len() < 4 {
         return Err(fault(name, IdxFault::TooShort(raw.len())));
     }
@@ -101,10 +101,16 @@ pub fn parse_idx(bytes: &[u8], name: &str) -> Result<IdxArray> {
     if body.len() > total {
         return Err(fault(name, IdxFault::TrailingBytes(body.len() - total)));
     }
-    Ok(IdxArray {
-        dims: dims64.iter().map(|&d| d as usize).collect(),
-        data: body.to_vec(),
-    })
+    let dims = dims64.iter().map(|&d| d as usize).collect();
+    let data = match raw_owned {
+        // Reuse the decompressed buffer instead of copying the payload.
+        std::borrow::Cow::Owned(mut bytes) => {
+            bytes.drain(..header);
+            bytes
+        }
+        std::borrow::Cow::Borrowed(bytes) => bytes[header..].to_vec(),
+    };
+    Ok(IdxArray { dims, data })
 }
 
 /// Reads `path`, or `path` + ".gz" when `path` does not exist.

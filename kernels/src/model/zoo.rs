@@ -187,3 +187,75 @@ impl ModelSpec {
         Ok(torch_order.into_iter().zip(layers).collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Model;
+    use crate::test_utils::cpu_backend;
+
+    fn count(arch: Arch, input: InputShape) -> usize {
+        let spec = ModelSpec {
+            arch,
+            input,
+            classes: 10,
+        };
+        Model::new(&cpu_backend(), &spec, 1).unwrap().param_count()
+    }
+
+    const MNIST: InputShape = InputShape {
+        channels: 1,
+        height: 28,
+        width: 28,
+    };
+    const CIFAR: InputShape = InputShape {
+        channels: 3,
+        height: 32,
+        width: 32,
+    };
+
+    #[test]
+    fn parameter_counts_match_the_documented_shapes() {
+        assert_eq!(count(Arch::LogReg, MNIST), 784 * 10 + 10);
+        let mlp = Arch::Mlp {
+            hidden: DEFAULT_MLP_HIDDEN.to_vec(),
+        };
+        assert_eq!(count(mlp, MNIST), 235_146);
+        assert_eq!(count(Arch::Cnn, MNIST), 241_546);
+        assert_eq!(count(Arch::Cnn, CIFAR), 356_810);
+    }
+
+    #[test]
+    fn cnn_output_shapes_follow_the_table() {
+        let spec = ModelSpec {
+            arch: Arch::Cnn,
+            input: CIFAR,
+            classes: 10,
+        };
+        let model = Model::new(&cpu_backend(), &spec, 1).unwrap();
+        let flatten_in = model
+            .layers()
+            .iter()
+            .position(|l| matches!(l, crate::layers::Layer::Flatten(_)))
+            .unwrap();
+        assert_eq!(model.layer_input_shape(flatten_in).dims(), &[1, 4, 4, 128]);
+        assert_eq!(
+            model.pytorch_modules(),
+            vec![
+                "Conv2d(3, 32, kernel_size=3, stride=1, padding=1)",
+                "ReLU()",
+                "MaxPool2d(2, stride=2)",
+                "Conv2d(32, 64, kernel_size=3, stride=1, padding=1)",
+                "ReLU()",
+                "MaxPool2d(2, stride=2)",
+                "Conv2d(64, 128, kernel_size=3, stride=1, padding=1)",
+                "ReLU()",
+                "MaxPool2d(2, stride=2)",
+                "Flatten()",
+                "Linear(2048, 128)",
+                "ReLU()",
+                "Linear(128, 10)",
+            ]
+        );
+    }
+}
