@@ -176,6 +176,18 @@ impl<B: Backend> Trainer<B> {
             });
         }
         self.model.backward(&self.backend, &self.x, &self.dlogits)?;
+        // A finite loss can still give an overflowing gradient; catch it
+        // before it reaches the parameters (one cheap pass over the grads).
+        let mut grad_norm = 0.0;
+        for param in self.model.params() {
+            grad_norm += self.backend.sum_squares(param.grad.buf(), param.numel())?;
+        }
+        if !grad_norm.is_finite() {
+            return Err(KernelError::NonFinite {
+                what: format!("gradient at step {}", self.steps + 1),
+                value: grad_norm as f32,
+            });
+        }
         self.optimizer.step(&self.backend, &mut self.model, lr)?;
         self.steps += 1;
         Ok((loss, stats.correct))

@@ -248,3 +248,60 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(model: ModelArg, data: &str) -> TrainArgs {
+        TrainArgs {
+            model,
+            hidden: vec![16],
+            data: data.into(),
+            epochs: 1,
+            batch: 32,
+            lr: None,
+            optimizer: OptimizerArg::Sgd,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            schedule: ScheduleArg::Cosine,
+            threads: Some(2),
+            seed: 1,
+            max_steps: Some(5),
+            save: None,
+        }
+    }
+
+    #[test]
+    fn trains_the_builtin_subset_and_saves_a_loadable_model() {
+        let path =
+            std::env::temp_dir().join(format!("fairgrid-train-{}.safetensors", std::process::id()));
+        let mut a = args(ModelArg::Mlp, "builtin");
+        a.save = Some(path.clone());
+        run(a).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let spec = model::read_model_spec(&bytes).unwrap().unwrap();
+        assert_eq!(spec.arch, Arch::Mlp { hidden: vec![16] });
+    }
+
+    #[test]
+    fn bad_data_and_settings_are_clear_errors() {
+        let err = run(args(ModelArg::Logreg, "/nonexistent/dir")).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("dataset file not found"),
+            "{err:#}"
+        );
+        let mut a = args(ModelArg::Logreg, "builtin");
+        a.lr = Some(-1.0);
+        assert!(format!("{:#}", run(a).unwrap_err()).contains("learning rate"));
+        let mut a = args(ModelArg::Logreg, "builtin");
+        a.epochs = 0;
+        assert!(run(a).is_err());
+    }
+
+    #[test]
+    fn peak_rss_is_reported() {
+        assert!(peak_rss_mb() > 0.0);
+    }
+}
