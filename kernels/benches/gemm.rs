@@ -45,7 +45,7 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     let threads: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(2);
-    let shapes: [(&str, usize, usize, usize, bool, bool); 8] = [
+    let shapes: [(&str, usize, usize, usize, bool, bool); 11] = [
         ("square 256", 256, 256, 256, false, false),
         ("square 512", 512, 512, 512, false, false),
         ("square 1024", 1024, 1024, 1024, false, false),
@@ -66,6 +66,9 @@ fn main() {
             true,
         ),
         ("conv2 dW (64x288x392, A^T)", 64, 288, 392, true, false),
+        ("conv2 dX (392x288x64)", 392, 288, 64, false, false),
+        ("conv3 dW (128x576x196, A^T)", 128, 576, 196, true, false),
+        ("conv3 dX (196x576x128)", 196, 576, 128, false, false),
         ("fc1 fwd (64x128x1152, B^T)", 64, 128, 1152, false, true),
         ("fc1 dW (128x1152x64, A^T)", 128, 1152, 64, true, false),
     ];

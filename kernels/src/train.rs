@@ -17,6 +17,11 @@ use crate::tensor::{IndexTensor, Tensor};
 /// Pixels are bytes; the network sees them scaled to [0, 1].
 pub const PIXEL_SCALE: f32 = 1.0 / 255.0;
 
+/// Most memory a trainer may plan to use (activations, gradients,
+/// parameters, optimizer state). A job whose model and batch need more is
+/// refused up front instead of failing half-way through an allocation.
+pub const MAX_TRAINING_BYTES: u128 = 6 << 30;
+
 /// Loss and accuracy over some samples.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Metrics {
@@ -67,7 +72,32 @@ impl<B: Backend> Trainer<B> {
                 format!("{batch} is not in 1..=65536"),
             ));
         }
+        spec.validate()?;
+        // Parameters, gradients and two optimizer states, before allocating.
+        let needed = 16 * spec.param_count();
+        if needed > MAX_TRAINING_BYTES {
+            return Err(KernelError::config(
+                "model size",
+                format!(
+                    "{} needs {} MiB of parameters and state",
+                    spec.arch,
+                    needed >> 20
+                ),
+            ));
+        }
         let model = Model::new(&backend, spec, seed)?;
+        let needed = model.training_bytes(batch);
+        if needed > MAX_TRAINING_BYTES {
+            return Err(KernelError::config(
+                "batch size",
+                format!(
+                    "{} at batch {batch} needs {} MiB, more than the {} MiB limit",
+                    spec.arch,
+                    needed >> 20,
+                    MAX_TRAINING_BYTES >> 20
+                ),
+            ));
+        }
         let optimizer = Optimizer::new(&backend, optimizer, &model)?;
         let x = Tensor::zeros(&backend, model.input_shape(batch))?;
         let labels = IndexTensor::zeros(&backend, batch)?;

@@ -479,3 +479,30 @@ fn api_shape_mismatches_are_errors() {
         Err(KernelError::InvalidConfig { .. })
     ));
 }
+
+#[test]
+fn a_batch_too_large_for_memory_is_refused_up_front() {
+    use fairgrid_kernels::{OptimizerConfig, Trainer};
+    let spec = ModelSpec::fashion_mnist(Arch::Cnn);
+    let err = Trainer::new(
+        cpu_backend(),
+        &spec,
+        OptimizerConfig::sgd(0.1, 0.9),
+        65_536,
+        1,
+    )
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("MiB"), "{err}");
+    let huge = ModelSpec::fashion_mnist(Arch::Mlp {
+        hidden: vec![8192; 8],
+    });
+    let err = Trainer::new(cpu_backend(), &huge, OptimizerConfig::sgd(0.1, 0.9), 1, 1)
+        .err()
+        .expect("refused before allocating");
+    assert!(err.to_string().contains("model size"), "{err}");
+    let model = Model::new(&cpu_backend(), &spec, 1).unwrap();
+    // Batch 64: about 40 MiB of activations, the figure the bench reports.
+    let mib = model.training_bytes(64) >> 20;
+    assert!((20..80).contains(&mib), "{mib} MiB");
+}

@@ -114,6 +114,21 @@ impl<B: Backend> Model<B> {
         modules.into_iter().map(|(_, m)| m).collect()
     }
 
+    /// Device memory, in bytes, that training at batch size `batch` needs
+    /// for activations and their gradients (each layer keeps an output and
+    /// an input-gradient buffer), plus parameters, gradients and two
+    /// optimizer state tensors.
+    pub fn training_bytes(&self, batch: usize) -> u128 {
+        let per_item: u128 = self
+            .input_shapes
+            .iter()
+            .map(|s| s.per_item() as u128)
+            .sum::<u128>()
+            * 2;
+        let logits = self.spec.classes as u128 * 2;
+        4 * ((per_item + logits) * batch as u128 + 4 * self.param_count as u128)
+    }
+
     /// Input shape of layer `index` for a batch of one.
     pub fn layer_input_shape(&self, index: usize) -> &Shape {
         &self.input_shapes[index]

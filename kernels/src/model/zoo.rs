@@ -108,6 +108,34 @@ impl ModelSpec {
         }
     }
 
+    /// Number of parameters, computed from the spec alone (nothing is
+    /// allocated), so oversized jobs can be refused before building them.
+    pub fn param_count(&self) -> u128 {
+        let linear = |i: usize, o: usize| (i as u128 + 1) * o as u128;
+        match &self.arch {
+            Arch::LogReg => linear(self.input.numel(), self.classes),
+            Arch::Mlp { hidden } => {
+                let mut width = self.input.numel();
+                let mut total = 0;
+                for &h in hidden {
+                    total += linear(width, h);
+                    width = h;
+                }
+                total + linear(width, self.classes)
+            }
+            Arch::Cnn => {
+                let mut channels = self.input.channels;
+                let mut total = 0;
+                for out in CNN_CHANNELS {
+                    total += linear(channels * 9, out);
+                    channels = out;
+                }
+                let (h, w) = self.cnn_final_hw();
+                total + linear(channels * h * w, CNN_FC) + linear(CNN_FC, self.classes)
+            }
+        }
+    }
+
     /// Spatial size after the CNN's three poolings (each rounds down).
     pub fn cnn_final_hw(&self) -> (usize, usize) {
         (self.input.height / 8, self.input.width / 8)
@@ -223,6 +251,22 @@ mod tests {
         assert_eq!(count(mlp, MNIST), 235_146);
         assert_eq!(count(Arch::Cnn, MNIST), 241_546);
         assert_eq!(count(Arch::Cnn, CIFAR), 356_810);
+        for arch in [
+            Arch::LogReg,
+            Arch::Cnn,
+            Arch::Mlp {
+                hidden: vec![7, 300, 2],
+            },
+        ] {
+            for input in [MNIST, CIFAR] {
+                let spec = ModelSpec {
+                    arch: arch.clone(),
+                    input,
+                    classes: 10,
+                };
+                assert_eq!(spec.param_count(), count(arch.clone(), input) as u128);
+            }
+        }
     }
 
     #[test]
