@@ -246,6 +246,18 @@ pub(crate) fn backward(
     let wlen = g.weight_len();
     let block = block_samples(g);
     let weights = MatRef::rows(&w[..wlen], g.out_c, patch);
+    let dx = match dx {
+        // With stride 1 and "same" padding, the input gradient is itself a
+        // forward convolution of dY with the flipped, channel-transposed
+        // kernel: a product with K = KH*KW*C_out and N = C_in, instead of
+        // K = C_out plus a col2im scatter. It wins when C_out is short
+        // (measured: 32->64 channels 1.45x faster, 64->128 slower).
+        Some(dx) if g.stride == 1 && 2 * g.pad + 1 == g.kernel && g.out_c <= 64 && g.in_c >= 16 => {
+            input_grad_as_conv(workers, g, w, dy, dx)?;
+            None
+        }
+        other => other,
+    };
     let dx = dx.map(|d| Disjoint::new(&mut d[..g.input_len()]));
     let flops = g.output_len() * patch * if dx.is_some() { 2 } else { 1 };
     let parts = workers.run(flops, PARALLEL_MIN_FLOPS, |t, parts| {
@@ -299,4 +311,38 @@ pub(crate) fn backward(
         }
     }
     Ok(())
+}
+
+/// `dx = conv(dy, W')` with `W'[ci, ky, kx, co] = W[co, K-1-ky, K-1-kx, ci]`,
+/// for stride 1 and padding `(K-1)/2`, where that equals the adjoint of the
+/// forward convolution.
+fn input_grad_as_conv(
+    workers: &Workers,
+    g: &Conv2dGeometry,
+    w: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+) -> Result<()> {
+    let (k, ci_n, co_n) = (g.kernel, g.in_c, g.out_c);
+    let mut flipped = workers.shared_scratch();
+    let buf = grow(&mut flipped, g.weight_len() + ci_n);
+    let (wt, zero_bias) = buf.split_at_mut(g.weight_len());
+    for co in 0..co_n {
+        for ky in 0..k {
+            for kx in 0..k {
+                let src = &w[((co * k + ky) * k + kx) * ci_n..][..ci_n];
+                let (fy, fx) = (k - 1 - ky, k - 1 - kx);
+                for (ci, &v) in src.iter().enumerate() {
+                    wt[((ci * k + fy) * k + fx) * co_n + co] = v;
+                }
+            }
+        }
+    }
+    zero_bias.fill(0.0);
+    let transposed = Conv2dGeometry {
+        in_c: co_n,
+        out_c: ci_n,
+        ..*g
+    };
+    forward(workers, &transposed, dy, wt, zero_bias, dx)
 }

@@ -37,6 +37,8 @@ pub(crate) struct Workers {
     threads: usize,
     pool: Option<rayon::ThreadPool>,
     scratch: Vec<Mutex<Scratch>>,
+    /// Scratch for the calling thread, outside any parallel section.
+    shared: Mutex<Vec<f32>>,
 }
 
 impl Workers {
@@ -67,6 +69,7 @@ impl Workers {
             threads,
             pool,
             scratch,
+            shared: Mutex::new(Vec::new()),
         })
     }
 
@@ -91,6 +94,13 @@ impl Workers {
                 1
             }
         }
+    }
+
+    /// Locks the calling thread's scratch (not for use inside `run`).
+    pub fn shared_scratch(&self) -> MutexGuard<'_, Vec<f32>> {
+        self.shared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Locks thread `t`'s scratch slot (never contended: one user each).
