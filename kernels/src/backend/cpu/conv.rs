@@ -54,6 +54,40 @@ fn block_samples(g: &Conv2dGeometry) -> usize {
     (COL_BLOCK_FLOATS / per_sample.max(1)).max(1)
 }
 
+/// Patch length of a 3x3 kernel over one input channel (the first layer
+/// of an image model). Its weight-gradient product has N = 9, too narrow
+/// for GEMM to reach speed, so it gets its own register-blocked kernel
+/// (measured 1.4x faster here; the forward product stays on GEMM, which
+/// was faster than a direct kernel).
+const SHORT_PATCH: usize = 9;
+
+fn short_patch(g: &Conv2dGeometry) -> bool {
+    g.patch_len() == SHORT_PATCH && g.out_c % 8 == 0
+}
+
+multiversion! {
+    /// `dw[co, t] += sum_r col[r, t] * dy[r, co]`, eight output channels at
+    /// a time: the nine 8-wide accumulators stay in registers across rows.
+    fn short_patch_weight_grad(col: &[f32], dy: &[f32], dw: &mut [f32], out_c: usize) {
+        for chunk in 0..out_c / 8 {
+            let mut acc = [[0.0f32; 8]; SHORT_PATCH];
+            for (c, d) in col.chunks_exact(SHORT_PATCH).zip(dy.chunks_exact(out_c)) {
+                let d = &d[chunk * 8..chunk * 8 + 8];
+                for (row, &cv) in acc.iter_mut().zip(c) {
+                    for (a, &dv) in row.iter_mut().zip(d) {
+                        *a += cv * dv;
+                    }
+                }
+            }
+            for (tap, row) in acc.iter().enumerate() {
+                for (j, &a) in row.iter().enumerate() {
+                    dw[(chunk * 8 + j) * SHORT_PATCH + tap] += a;
+                }
+            }
+        }
+    }
+}
+
 /// `dst.copy_from_slice(src)`, with the tiny lengths of single-channel
 /// inputs copied inline rather than through a `memcpy` call.
 #[inline(always)]
@@ -259,6 +293,7 @@ pub(crate) fn backward(
         other => other,
     };
     let dx = dx.map(|d| Disjoint::new(&mut d[..g.input_len()]));
+    let short = short_patch(g);
     let flops = g.output_len() * patch * if dx.is_some() { 2 } else { 1 };
     let parts = workers.run(flops, PARALLEL_MIN_FLOPS, |t, parts| {
         let mine = split(g.batch, parts, t);
@@ -274,13 +309,17 @@ pub(crate) fn backward(
             let col = grow(&mut scratch.col, rows * patch);
             im2col(g, &x[n0 * in_per..(n0 + count) * in_per], count, col);
             // dW += dY^T * col
-            matmul(
-                MatMut::rows(&mut scratch.dw[..wlen], g.out_c, patch),
-                MatRef::transposed(dy_block, g.out_c, rows),
-                MatRef::rows(col, rows, patch),
-                1.0,
-                1.0,
-            );
+            if short {
+                short_patch_weight_grad(col, dy_block, &mut scratch.dw[..wlen], g.out_c);
+            } else {
+                matmul(
+                    MatMut::rows(&mut scratch.dw[..wlen], g.out_c, patch),
+                    MatRef::transposed(dy_block, g.out_c, rows),
+                    MatRef::rows(col, rows, patch),
+                    1.0,
+                    1.0,
+                );
+            }
             accumulate_column_sums(dy_block, &mut scratch.db[..g.out_c]);
             if let Some(dx) = &dx {
                 // dcol = dY * W, then fold back onto the input pixels.
