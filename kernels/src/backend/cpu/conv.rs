@@ -62,7 +62,7 @@ fn block_samples(g: &Conv2dGeometry) -> usize {
 const SHORT_PATCH: usize = 9;
 
 fn short_patch(g: &Conv2dGeometry) -> bool {
-    g.patch_len() == SHORT_PATCH && g.out_c % 8 == 0
+    g.patch_len() == SHORT_PATCH && g.out_c.is_multiple_of(8)
 }
 
 multiversion! {
