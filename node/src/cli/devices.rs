@@ -17,6 +17,9 @@ pub fn run(args: DevicesArgs) -> anyhow::Result<()> {
         .unwrap_or(1);
     let threads = args.threads.unwrap_or(cores).max(1);
     let gflops = fairgrid_kernels::probe::cpu_gflops(threads, Duration::from_millis(300));
-    println!("cpu  cores={cores} threads={threads} sgemm_gflops={gflops:.1}");
+    let peak = fairgrid_kernels::probe::fma_peak_gflops(threads, Duration::from_millis(200));
+    println!(
+        "cpu  cores={cores} threads={threads} sgemm_gflops={gflops:.1} fma_peak_gflops={peak:.1}"
+    );
     Ok(())
 }

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod devices;
 mod market;
+mod train;
 
 /// fairgrid: pool idle CPUs and GPUs into a fair market for training.
 #[derive(Debug, Parser)]
@@ -22,6 +23,8 @@ pub enum Command {
     Devices(devices::DevicesArgs),
     /// Clear a market instance offline and explain the allocation.
     Market(market::MarketArgs),
+    /// Train a zoo model on this machine alone (no network).
+    Train(train::TrainArgs),
 }
 
 /// Parses the command line, runs the command, and maps errors to a
@@ -31,6 +34,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Devices(args) => devices::run(args),
         Command::Market(args) => market::run(args),
+        Command::Train(args) => train::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,279 @@
+//! Matrix products through the `gemm` crate, behind a bounds-checked
+//! strided-matrix wrapper. Strides let the callers express transposes
+//! without copying: `gemm` packs whatever layout it is given.
+
+use super::parallel::{Disjoint, Workers, split};
+use crate::backend::GemmSpec;
+use crate::error::{KernelError, Result};
+
+/// Read-only strided matrix: element `(i, j)` is `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+/// Writable strided matrix.
+pub(crate) struct MatMut<'a> {
+    pub data: &'a mut [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1) * rs + (cols - 1) * cs + 1
+    }
+}
+
+impl<'a> MatRef<'a> {
+    /// A row-major `[rows, cols]` matrix.
+    pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        MatRef {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// The transpose of a row-major `[cols, rows]` matrix.
+    pub fn transposed(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        MatRef {
+            data,
+            rows,
+            cols,
+            rs: 1,
+            cs: rows,
+        }
+    }
+
+    /// Rows `start..start + count` as their own matrix.
+    pub fn row_block(self, start: usize, count: usize) -> Self {
+        MatRef {
+            data: &self.data[(start * self.rs).min(self.data.len())..],
+            rows: count,
+            ..self
+        }
+    }
+}
+
+impl<'a> MatMut<'a> {
+    pub fn rows(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
+        MatMut {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+}
+
+/// `dst = ab_scale * lhs * rhs + dst_scale * dst`, single-threaded. With
+/// `dst_scale == 0` the destination is not read.
+pub(crate) fn matmul(
+    dst: MatMut<'_>,
+    lhs: MatRef<'_>,
+    rhs: MatRef<'_>,
+    ab_scale: f32,
+    dst_scale: f32,
+) {
+    let (m, n, k) = (dst.rows, dst.cols, lhs.cols);
+    assert!(
+        lhs.rows == m && rhs.rows == k && rhs.cols == n,
+        "matmul shapes: dst {m}x{n}, lhs {}x{}, rhs {}x{}",
+        lhs.rows,
+        lhs.cols,
+        rhs.rows,
+        rhs.cols
+    );
+    assert!(
+        extent(m, n, dst.rs, dst.cs) <= dst.data.len(),
+        "dst too short"
+    );
+    assert!(
+        extent(m, k, lhs.rs, lhs.cs) <= lhs.data.len(),
+        "lhs too short"
+    );
+    assert!(
+        extent(k, n, rhs.rs, rhs.cs) <= rhs.data.len(),
+        "rhs too short"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        for i in 0..m {
+            for j in 0..n {
+                let v = &mut dst.data[i * dst.rs + j * dst.cs];
+                *v = if dst_scale == 0.0 {
+                    0.0
+                } else {
+                    *v * dst_scale
+                };
+            }
+        }
+        return;
+    }
+    // SAFETY: the asserts above prove every index the product touches is
+    // inside its slice; `dst` is a unique borrow so it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.data.as_mut_ptr(),
+            dst.cs as isize,
+            dst.rs as isize,
+            dst_scale != 0.0,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            dst_scale,
+            ab_scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Below this many multiply-adds a product runs on one thread.
+const PARALLEL_MIN_FLOPS: usize = 1 << 18;
+
+/// The backend's general GEMM: rows of C are split statically across the
+/// worker threads, each running a single-threaded product.
+pub(crate) fn gemm_op(
+    workers: &Workers,
+    spec: GemmSpec,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+) -> Result<()> {
+    let GemmSpec { m, n, k, .. } = spec;
+    let need_a = m * k;
+    let need_b = k * n;
+    let need_c = m * n;
+    if a.len() < need_a || b.len() < need_b || c.len() < need_c {
+        return Err(KernelError::shape(
+            "gemm",
+            format!("buffers of at least {need_a}, {need_b}, {need_c}"),
+            format!("{}, {}, {}", a.len(), b.len(), c.len()),
+        ));
+    }
+    let lhs = if spec.trans_a {
+        MatRef::transposed(a, m, k)
+    } else {
+        MatRef::rows(a, m, k)
+    };
+    let rhs = if spec.trans_b {
+        MatRef::transposed(b, k, n)
+    } else {
+        MatRef::rows(b, k, n)
+    };
+    let c = Disjoint::new(&mut c[..need_c]);
+    workers.run(m * n * k, PARALLEL_MIN_FLOPS, |t, parts| {
+        let rows = split(m, parts, t);
+        if rows.is_empty() {
+            return;
+        }
+        // SAFETY: thread `t` writes only its own row range of C.
+        let dst = unsafe { c.range(rows.start * n..rows.end * n) };
+        matmul(
+            MatMut::rows(dst, rows.len(), n),
+            lhs.row_block(rows.start, rows.len()),
+            rhs,
+            spec.alpha,
+            spec.beta,
+        );
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], ta: bool, tb: bool) -> Vec<f32> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = 0.0f64;
+                for p in 0..k {
+                    let av = if ta { a[p * m + i] } else { a[i * k + p] };
+                    let bv = if tb { b[j * k + p] } else { b[p * n + j] };
+                    s += f64::from(av) * f64::from(bv);
+                }
+                c[i * n + j] = s as f32;
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn gemm_matches_naive_for_every_transpose() {
+        let workers = Workers::new(2).unwrap();
+        let (m, n, k) = (37, 23, 61);
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0)
+            .collect();
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let spec = GemmSpec {
+                trans_a: ta,
+                trans_b: tb,
+                ..GemmSpec::new(m, n, k)
+            };
+            let mut c = vec![f32::NAN; m * n];
+            gemm_op(&workers, spec, &a, &b, &mut c).unwrap();
+            let want = naive(m, n, k, &a, &b, ta, tb);
+            for (x, y) in c.iter().zip(&want) {
+                assert!((x - y).abs() < 1e-4 * (1.0 + y.abs()), "{x} vs {y}");
+            }
+        }
+    }
+
+    #[test]
+    fn gemm_accumulates_with_beta() {
+        let workers = Workers::new(1).unwrap();
+        let a = [1.0, 2.0];
+        let b = [3.0, 4.0];
+        let mut c = [10.0];
+        let spec = GemmSpec {
+            alpha: 2.0,
+            beta: 0.5,
+            ..GemmSpec::new(1, 1, 2)
+        };
+        gemm_op(&workers, spec, &a, &b, &mut c).unwrap();
+        assert_eq!(c[0], 2.0 * 11.0 + 5.0);
+    }
+
+    #[test]
+    fn short_buffers_are_an_error() {
+        let workers = Workers::new(1).unwrap();
+        let mut c = [0.0; 4];
+        let err = gemm_op(
+            &workers,
+            GemmSpec::new(2, 2, 2),
+            &[0.0; 3],
+            &[0.0; 4],
+            &mut c,
+        );
+        assert!(matches!(err, Err(KernelError::ShapeMismatch { .. })));
+    }
+}

@@ -1,0 +1,260 @@
+//! The CPU backend: buffers are `Vec`s in host memory, matrix products go
+//! through the `gemm` crate, and a persistent pool of `threads` workers
+//! runs every large op (see [`parallel`] for how work is split).
+
+mod conv;
+mod elementwise;
+mod gemm;
+mod loss;
+mod optim;
+pub(crate) mod parallel;
+mod pool;
+mod simd;
+
+use crate::backend::{
+    AdamHyper, Backend, Conv2dGeometry, GemmSpec, LossStats, PoolGeometry, SgdHyper,
+};
+use crate::compress::int8;
+use crate::error::{KernelError, Result};
+use parallel::Workers;
+
+/// Multi-threaded CPU backend.
+pub struct CpuBackend {
+    workers: Workers,
+}
+
+impl CpuBackend {
+    /// A backend running on `threads` worker threads (at least 1).
+    pub fn new(threads: usize) -> Result<Self> {
+        Ok(CpuBackend {
+            workers: Workers::new(threads)?,
+        })
+    }
+
+    /// One thread per available core.
+    pub fn with_all_cores() -> Result<Self> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        CpuBackend::new(cores)
+    }
+
+    pub fn threads(&self) -> usize {
+        self.workers.threads()
+    }
+}
+
+impl std::fmt::Debug for CpuBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CpuBackend {{ threads: {} }}", self.threads())
+    }
+}
+
+fn copy_len(op: &'static str, have: usize, need: usize) -> Result<()> {
+    elementwise::check(op, "buffer", have, need)
+}
+
+impl Backend for CpuBackend {
+    type Buf = Vec<f32>;
+    type IdxBuf = Vec<u32>;
+
+    fn name(&self) -> String {
+        format!("cpu({} threads)", self.threads())
+    }
+
+    fn alloc(&self, len: usize) -> Result<Vec<f32>> {
+        Ok(vec![0.0; len])
+    }
+
+    fn alloc_idx(&self, len: usize) -> Result<Vec<u32>> {
+        Ok(vec![0; len])
+    }
+
+    fn upload(&self, src: &[f32], dst: &mut Vec<f32>) -> Result<()> {
+        copy_len("upload", dst.len(), src.len())?;
+        dst[..src.len()].copy_from_slice(src);
+        Ok(())
+    }
+
+    fn download(&self, src: &Vec<f32>, dst: &mut [f32]) -> Result<()> {
+        copy_len("download", src.len(), dst.len())?;
+        dst.copy_from_slice(&src[..dst.len()]);
+        Ok(())
+    }
+
+    fn upload_idx(&self, src: &[u32], dst: &mut Vec<u32>) -> Result<()> {
+        copy_len("upload_idx", dst.len(), src.len())?;
+        dst[..src.len()].copy_from_slice(src);
+        Ok(())
+    }
+
+    fn upload_u8_scaled(&self, src: &[u8], scale: f32, dst: &mut Vec<f32>) -> Result<()> {
+        elementwise::u8_scaled(src, scale, dst)
+    }
+
+    fn copy(&self, src: &Vec<f32>, dst: &mut Vec<f32>, len: usize) -> Result<()> {
+        copy_len("copy", src.len(), len)?;
+        copy_len("copy", dst.len(), len)?;
+        dst[..len].copy_from_slice(&src[..len]);
+        Ok(())
+    }
+
+    fn fill(&self, dst: &mut Vec<f32>, len: usize, value: f32) -> Result<()> {
+        copy_len("fill", dst.len(), len)?;
+        dst[..len].fill(value);
+        Ok(())
+    }
+
+    fn gemm(&self, spec: GemmSpec, a: &Vec<f32>, b: &Vec<f32>, c: &mut Vec<f32>) -> Result<()> {
+        gemm::gemm_op(&self.workers, spec, a, b, c)
+    }
+
+    fn add_bias(&self, x: &mut Vec<f32>, bias: &Vec<f32>, rows: usize, cols: usize) -> Result<()> {
+        elementwise::add_bias(x, bias, rows, cols)
+    }
+
+    fn sum_rows(&self, x: &Vec<f32>, rows: usize, cols: usize, out: &mut Vec<f32>) -> Result<()> {
+        elementwise::sum_rows(x, rows, cols, out)
+    }
+
+    fn axpy(&self, alpha: f32, x: &Vec<f32>, y: &mut Vec<f32>, len: usize) -> Result<()> {
+        elementwise::axpy(&self.workers, alpha, x, y, len)
+    }
+
+    fn sum_squares(&self, x: &Vec<f32>, len: usize) -> Result<f64> {
+        elementwise::sum_squares(x, len)
+    }
+
+    fn relu_forward(&self, x: &Vec<f32>, y: &mut Vec<f32>, len: usize) -> Result<()> {
+        elementwise::relu_forward(&self.workers, x, y, len)
+    }
+
+    fn relu_backward(
+        &self,
+        y: &Vec<f32>,
+        dy: &Vec<f32>,
+        dx: &mut Vec<f32>,
+        len: usize,
+    ) -> Result<()> {
+        elementwise::relu_backward(&self.workers, y, dy, dx, len)
+    }
+
+    fn conv2d_forward(
+        &self,
+        g: &Conv2dGeometry,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        b: &Vec<f32>,
+        y: &mut Vec<f32>,
+    ) -> Result<()> {
+        conv::forward(&self.workers, g, x, w, b, y)
+    }
+
+    fn conv2d_backward(
+        &self,
+        g: &Conv2dGeometry,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        dy: &Vec<f32>,
+        dw: &mut Vec<f32>,
+        db: &mut Vec<f32>,
+        dx: Option<&mut Vec<f32>>,
+    ) -> Result<()> {
+        conv::backward(
+            &self.workers,
+            g,
+            x,
+            w,
+            dy,
+            dw,
+            db,
+            dx.map(|d| d.as_mut_slice()),
+        )
+    }
+
+    fn maxpool_forward(
+        &self,
+        g: &PoolGeometry,
+        x: &Vec<f32>,
+        y: &mut Vec<f32>,
+        argmax: &mut Vec<u32>,
+    ) -> Result<()> {
+        pool::forward(&self.workers, g, x, y, argmax)
+    }
+
+    fn maxpool_backward(
+        &self,
+        g: &PoolGeometry,
+        dy: &Vec<f32>,
+        argmax: &Vec<u32>,
+        dx: &mut Vec<f32>,
+    ) -> Result<()> {
+        pool::backward(&self.workers, g, dy, argmax, dx)
+    }
+
+    fn softmax_xent(
+        &self,
+        logits: &Vec<f32>,
+        labels: &Vec<u32>,
+        rows: usize,
+        classes: usize,
+        dlogits: Option<&mut Vec<f32>>,
+    ) -> Result<LossStats> {
+        loss::softmax_xent(
+            logits,
+            labels,
+            rows,
+            classes,
+            dlogits.map(|d| d.as_mut_slice()),
+        )
+    }
+
+    fn sgd_step(
+        &self,
+        hyper: &SgdHyper,
+        param: &mut Vec<f32>,
+        grad: &Vec<f32>,
+        velocity: &mut Vec<f32>,
+        len: usize,
+    ) -> Result<()> {
+        optim::sgd_step(&self.workers, hyper, param, grad, velocity, len)
+    }
+
+    fn adam_step(
+        &self,
+        hyper: &AdamHyper,
+        param: &mut Vec<f32>,
+        grad: &Vec<f32>,
+        m: &mut Vec<f32>,
+        v: &mut Vec<f32>,
+        len: usize,
+    ) -> Result<()> {
+        optim::adam_step(&self.workers, hyper, param, grad, m, v, len)
+    }
+
+    fn quantize_int8_ef(
+        &self,
+        x: &Vec<f32>,
+        residual: &mut Vec<f32>,
+        len: usize,
+        block: usize,
+        codes: &mut [i8],
+        scales: &mut [f32],
+    ) -> Result<()> {
+        copy_len("quantize_int8_ef", x.len(), len)?;
+        copy_len("quantize_int8_ef", residual.len(), len)?;
+        if codes.len() != len {
+            return Err(KernelError::shape("quantize_int8_ef", len, codes.len()));
+        }
+        int8::quantize_ef(&x[..len], &mut residual[..len], block, codes, scales)
+    }
+
+    fn dequantize_int8(
+        &self,
+        codes: &[i8],
+        scales: &[f32],
+        block: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        copy_len("dequantize_int8", out.len(), codes.len())?;
+        int8::dequantize(codes, scales, block, &mut out[..codes.len()])
+    }
+}

@@ -1,0 +1,297 @@
+//! The `Backend` trait: every operation the layers, optimizers and update
+//! compression need, on device-resident buffers.
+//!
+//! A backend owns its memory (`Buf` for f32, `IdxBuf` for u32) and runs
+//! the ops on it. The CPU backend ([`cpu::CpuBackend`]) always builds; a
+//! CUDA backend implements the same trait behind the `cuda` feature.
+//!
+//! Conventions every implementation keeps:
+//! - Activations are channels-last, `[N, H, W, C]`, row-major.
+//! - Conv weights are `[C_out, KH, KW, C_in]` (OHWI); linear weights are
+//!   `[out, in]`. Model files convert to PyTorch's layouts on save/load.
+//! - A buffer may be longer than an op needs: ops read and write only the
+//!   prefix their geometry implies. Outputs are fully overwritten (no
+//!   accumulation) unless the doc says otherwise.
+//! - Host-side slices (`&[f32]`, `&mut [i8]`) are the only way data enters
+//!   or leaves the device.
+
+pub mod cpu;
+
+use crate::error::Result;
+
+/// Row-major matrix product `C = alpha * op(A) * op(B) + beta * C`, with
+/// `op(A)` of shape `[m, k]` and `op(B)` of shape `[k, n]`. When
+/// `trans_a`, A is stored as `[k, m]`; when `trans_b`, B as `[n, k]`.
+/// `beta == 0` means C is not read (it may hold garbage or NaN).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GemmSpec {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub alpha: f32,
+    pub beta: f32,
+}
+
+impl GemmSpec {
+    /// `C = A * B` with no transposes.
+    pub fn new(m: usize, n: usize, k: usize) -> Self {
+        GemmSpec {
+            m,
+            n,
+            k,
+            trans_a: false,
+            trans_b: false,
+            alpha: 1.0,
+            beta: 0.0,
+        }
+    }
+}
+
+/// A 2-D convolution over channels-last input with OHWI weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dGeometry {
+    pub batch: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub in_c: usize,
+    pub out_c: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl Conv2dGeometry {
+    pub fn out_h(&self) -> usize {
+        (self.in_h + 2 * self.pad - self.kernel) / self.stride + 1
+    }
+    pub fn out_w(&self) -> usize {
+        (self.in_w + 2 * self.pad - self.kernel) / self.stride + 1
+    }
+    pub fn input_len(&self) -> usize {
+        self.batch * self.in_h * self.in_w * self.in_c
+    }
+    pub fn output_len(&self) -> usize {
+        self.batch * self.out_h() * self.out_w() * self.out_c
+    }
+    /// Length of one im2col row: `KH * KW * C_in`.
+    pub fn patch_len(&self) -> usize {
+        self.kernel * self.kernel * self.in_c
+    }
+    pub fn weight_len(&self) -> usize {
+        self.out_c * self.patch_len()
+    }
+}
+
+/// Max pooling with a square window over channels-last input; the output
+/// size rounds down (PyTorch's default `ceil_mode=False`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolGeometry {
+    pub batch: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub channels: usize,
+    pub kernel: usize,
+    pub stride: usize,
+}
+
+impl PoolGeometry {
+    pub fn out_h(&self) -> usize {
+        (self.in_h - self.kernel) / self.stride + 1
+    }
+    pub fn out_w(&self) -> usize {
+        (self.in_w - self.kernel) / self.stride + 1
+    }
+    pub fn input_len(&self) -> usize {
+        self.batch * self.in_h * self.in_w * self.channels
+    }
+    pub fn output_len(&self) -> usize {
+        self.batch * self.out_h() * self.out_w() * self.channels
+    }
+}
+
+/// One SGD step (PyTorch semantics): `v = momentum * v + (g + wd * p)`;
+/// `p -= lr * v`, or with Nesterov `p -= lr * (g + wd * p + momentum * v)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SgdHyper {
+    pub lr: f32,
+    pub momentum: f32,
+    pub nesterov: bool,
+    pub weight_decay: f32,
+}
+
+/// One Adam step (Kingma & Ba with bias correction; `step` counts from 1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamHyper {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub step: u64,
+}
+
+/// Summed cross-entropy loss and the number of rows whose argmax equals
+/// the label, over one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LossStats {
+    pub loss_sum: f64,
+    pub correct: u64,
+}
+
+/// A compute device. All methods take `&self`: backends keep their own
+/// scratch space and thread pools behind interior mutability.
+pub trait Backend: Send + Sync + 'static {
+    /// A device buffer of f32.
+    type Buf: Send + Sync + 'static;
+    /// A device buffer of u32 (labels, argmax indices).
+    type IdxBuf: Send + Sync + 'static;
+
+    /// Short name for logs and test names ("cpu", "cuda:0").
+    fn name(&self) -> String;
+
+    // ---- memory ----
+    /// A zero-filled buffer of `len` elements.
+    fn alloc(&self, len: usize) -> Result<Self::Buf>;
+    fn alloc_idx(&self, len: usize) -> Result<Self::IdxBuf>;
+    /// Copies `src` into the first `src.len()` elements of `dst`.
+    fn upload(&self, src: &[f32], dst: &mut Self::Buf) -> Result<()>;
+    /// Copies the first `dst.len()` elements of `src` to the host.
+    fn download(&self, src: &Self::Buf, dst: &mut [f32]) -> Result<()>;
+    fn upload_idx(&self, src: &[u32], dst: &mut Self::IdxBuf) -> Result<()>;
+    /// Converts bytes to f32 on the device: `dst[i] = src[i] as f32 * scale`.
+    /// Images travel as bytes, four times fewer than floats.
+    fn upload_u8_scaled(&self, src: &[u8], scale: f32, dst: &mut Self::Buf) -> Result<()>;
+    /// `dst[..len] = src[..len]`.
+    fn copy(&self, src: &Self::Buf, dst: &mut Self::Buf, len: usize) -> Result<()>;
+    /// `dst[..len] = value`.
+    fn fill(&self, dst: &mut Self::Buf, len: usize, value: f32) -> Result<()>;
+
+    // ---- dense algebra ----
+    fn gemm(&self, spec: GemmSpec, a: &Self::Buf, b: &Self::Buf, c: &mut Self::Buf) -> Result<()>;
+    /// `x[r, c] += bias[c]` for a `[rows, cols]` matrix.
+    fn add_bias(&self, x: &mut Self::Buf, bias: &Self::Buf, rows: usize, cols: usize)
+    -> Result<()>;
+    /// `out[c] = sum_r x[r, c]` (the bias gradient).
+    fn sum_rows(&self, x: &Self::Buf, rows: usize, cols: usize, out: &mut Self::Buf) -> Result<()>;
+    /// `y[..len] += alpha * x[..len]`.
+    fn axpy(&self, alpha: f32, x: &Self::Buf, y: &mut Self::Buf, len: usize) -> Result<()>;
+    /// `sum x[i]^2` over `x[..len]` in f64; NaN or infinite if any element is.
+    fn sum_squares(&self, x: &Self::Buf, len: usize) -> Result<f64>;
+
+    // ---- activations ----
+    /// `y = max(x, 0)` over `len` elements.
+    fn relu_forward(&self, x: &Self::Buf, y: &mut Self::Buf, len: usize) -> Result<()>;
+    /// `dx = dy * (y > 0)` over `len` elements.
+    fn relu_backward(
+        &self,
+        y: &Self::Buf,
+        dy: &Self::Buf,
+        dx: &mut Self::Buf,
+        len: usize,
+    ) -> Result<()>;
+
+    // ---- convolution (channels-last input, OHWI weights) ----
+    /// `y = conv(x, w) + b`.
+    fn conv2d_forward(
+        &self,
+        g: &Conv2dGeometry,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: &Self::Buf,
+        y: &mut Self::Buf,
+    ) -> Result<()>;
+    /// Weight and bias gradients (overwritten) and, when `dx` is given, the
+    /// input gradient (overwritten).
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_backward(
+        &self,
+        g: &Conv2dGeometry,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        dy: &Self::Buf,
+        dw: &mut Self::Buf,
+        db: &mut Self::Buf,
+        dx: Option<&mut Self::Buf>,
+    ) -> Result<()>;
+
+    // ---- pooling ----
+    /// Max pooling; `argmax[o]` receives the position of output `o`'s
+    /// maximum inside its window, `ky * kernel + kx` (the first one on ties,
+    /// as in PyTorch).
+    fn maxpool_forward(
+        &self,
+        g: &PoolGeometry,
+        x: &Self::Buf,
+        y: &mut Self::Buf,
+        argmax: &mut Self::IdxBuf,
+    ) -> Result<()>;
+    /// `dx` is overwritten: each output's gradient goes to the input its
+    /// argmax names (summed where windows overlap), zero elsewhere. An
+    /// argmax of `kernel * kernel` or more is an error.
+    fn maxpool_backward(
+        &self,
+        g: &PoolGeometry,
+        dy: &Self::Buf,
+        argmax: &Self::IdxBuf,
+        dx: &mut Self::Buf,
+    ) -> Result<()>;
+
+    // ---- loss ----
+    /// Softmax cross-entropy over `[rows, classes]` logits. Returns the
+    /// summed loss and the correct count; when `dlogits` is given it gets
+    /// the gradient of the *mean* loss, `(softmax - onehot) / rows`.
+    /// Labels must be `< classes` (checked by the caller).
+    fn softmax_xent(
+        &self,
+        logits: &Self::Buf,
+        labels: &Self::IdxBuf,
+        rows: usize,
+        classes: usize,
+        dlogits: Option<&mut Self::Buf>,
+    ) -> Result<LossStats>;
+
+    // ---- optimizers (fused, in place) ----
+    fn sgd_step(
+        &self,
+        hyper: &SgdHyper,
+        param: &mut Self::Buf,
+        grad: &Self::Buf,
+        velocity: &mut Self::Buf,
+        len: usize,
+    ) -> Result<()>;
+    #[allow(clippy::too_many_arguments)]
+    fn adam_step(
+        &self,
+        hyper: &AdamHyper,
+        param: &mut Self::Buf,
+        grad: &Self::Buf,
+        m: &mut Self::Buf,
+        v: &mut Self::Buf,
+        len: usize,
+    ) -> Result<()>;
+
+    // ---- update compression ----
+    /// int8 block quantisation with error feedback over `x[..len]`:
+    /// `r += x`; per block of `block` elements, `scale = max|r| / 127`,
+    /// `code = round(r / scale)`; then `r -= code * scale`. Codes and
+    /// scales go to the host (they are about to be sent).
+    fn quantize_int8_ef(
+        &self,
+        x: &Self::Buf,
+        residual: &mut Self::Buf,
+        len: usize,
+        block: usize,
+        codes: &mut [i8],
+        scales: &mut [f32],
+    ) -> Result<()>;
+    /// `out[i] = codes[i] * scales[i / block]` for `codes.len()` elements.
+    fn dequantize_int8(
+        &self,
+        codes: &[i8],
+        scales: &[f32],
+        block: usize,
+        out: &mut Self::Buf,
+    ) -> Result<()>;
+}

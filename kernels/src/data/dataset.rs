@@ -1,0 +1,285 @@
+//! In-memory labelled image datasets. Images stay as bytes (4x smaller
+//! than f32) and are converted per batch on the device.
+
+use std::path::{Path, PathBuf};
+
+use super::idx::{IdxArray, read_idx_file};
+use super::shard::Shard;
+use crate::error::{KernelError, Result};
+use crate::model::InputShape;
+use crate::rng::SplitMix64;
+
+/// Read-only access to labelled samples; implemented by [`Dataset`],
+/// [`Shard`] and [`ShardSet`], so training takes any of them.
+pub trait Samples {
+    fn shape(&self) -> InputShape;
+    fn classes(&self) -> usize;
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Sample `i`'s pixels, row-major `(h, w, c)`.
+    fn image(&self, i: usize) -> &[u8];
+    fn label(&self, i: usize) -> u8;
+}
+
+/// Labelled images, sample-major, each `(h, w, c)` row-major.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dataset {
+    name: String,
+    shape: InputShape,
+    classes: usize,
+    images: Vec<u8>,
+    labels: Vec<u8>,
+}
+
+impl Dataset {
+    /// Checks sizes and label range; `classes` must be in 2..=256.
+    pub fn new(
+        name: impl Into<String>,
+        shape: InputShape,
+        classes: usize,
+        images: Vec<u8>,
+        labels: Vec<u8>,
+    ) -> Result<Self> {
+        let name = name.into();
+        let bad = |reason: String| KernelError::DatasetInvalid {
+            name: name.clone(),
+            reason,
+        };
+        if !(2..=256).contains(&classes) {
+            return Err(bad(format!("{classes} classes, need 2..=256")));
+        }
+        if shape.numel() == 0 {
+            return Err(bad(format!("empty sample shape {shape:?}")));
+        }
+        if images.len() != labels.len() * shape.numel() {
+            return Err(bad(format!(
+                "{} image bytes for {} labels of {} pixels",
+                images.len(),
+                labels.len(),
+                shape.numel()
+            )));
+        }
+        if let Some(i) = labels.iter().position(|&l| l as usize >= classes) {
+            return Err(bad(format!(
+                "label {} at sample {i} is not below {classes}",
+                labels[i]
+            )));
+        }
+        Ok(Dataset {
+            name,
+            shape,
+            classes,
+            images,
+            labels,
+        })
+    }
+
+    /// Pairs an IDX image array `[N, H, W]` with an IDX label array `[N]`.
+    pub fn from_idx(
+        name: impl Into<String>,
+        images: IdxArray,
+        labels: IdxArray,
+        classes: usize,
+    ) -> Result<Self> {
+        let name = name.into();
+        let bad = |reason: String| KernelError::DatasetInvalid {
+            name: name.clone(),
+            reason,
+        };
+        if images.dims.len() != 3 {
+            return Err(bad(format!(
+                "images are {:?}, expected [N, H, W]",
+                images.dims
+            )));
+        }
+        if labels.dims.len() != 1 {
+            return Err(bad(format!("labels are {:?}, expected [N]", labels.dims)));
+        }
+        if images.dims[0] != labels.dims[0] {
+            return Err(bad(format!(
+                "{} images but {} labels",
+                images.dims[0], labels.dims[0]
+            )));
+        }
+        let shape = InputShape {
+            channels: 1,
+            height: images.dims[1],
+            width: images.dims[2],
+        };
+        Dataset::new(name, shape, classes, images.data, labels.data)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn labels(&self) -> &[u8] {
+        &self.labels
+    }
+
+    pub fn images(&self) -> &[u8] {
+        &self.images
+    }
+
+    /// The first `n` samples (or all, if fewer).
+    pub fn take(&self, n: usize) -> Dataset {
+        let n = n.min(self.labels.len());
+        Dataset {
+            name: format!("{}[..{n}]", self.name),
+            shape: self.shape,
+            classes: self.classes,
+            images: self.images[..n * self.shape.numel()].to_vec(),
+            labels: self.labels[..n].to_vec(),
+        }
+    }
+
+    /// Samples `order[0]`, `order[1]`, ... as a new dataset.
+    pub fn select(&self, name: impl Into<String>, order: &[u32]) -> Result<Dataset> {
+        let per = self.shape.numel();
+        let mut images = Vec::with_capacity(order.len() * per);
+        let mut labels = Vec::with_capacity(order.len());
+        for &i in order {
+            let i = i as usize;
+            if i >= self.labels.len() {
+                return Err(KernelError::shape("Dataset::select", self.labels.len(), i));
+            }
+            images.extend_from_slice(self.image(i));
+            labels.push(self.labels[i]);
+        }
+        Dataset::new(name, self.shape, self.classes, images, labels)
+    }
+
+    /// Cuts the dataset into shards of `shard_size` samples after a
+    /// shuffle seeded by `seed` (the last shard holds the remainder).
+    /// The same dataset, size and seed always give the same shards, and so
+    /// the same hashes.
+    pub fn shards(&self, shard_size: usize, seed: u64) -> Result<Vec<Shard>> {
+        if shard_size == 0 {
+            return Err(KernelError::config("shard size", "zero"));
+        }
+        let order = SplitMix64::new(seed).permutation(self.len());
+        order
+            .chunks(shard_size)
+            .enumerate()
+            .map(|(i, chunk)| Shard::new(self.select(format!("{}#{i}", self.name), chunk)?))
+            .collect()
+    }
+}
+
+impl Samples for Dataset {
+    fn shape(&self) -> InputShape {
+        self.shape
+    }
+    fn classes(&self) -> usize {
+        self.classes
+    }
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
+    fn image(&self, i: usize) -> &[u8] {
+        let per = self.shape.numel();
+        &self.images[i * per..(i + 1) * per]
+    }
+    fn label(&self, i: usize) -> u8 {
+        self.labels[i]
+    }
+}
+
+/// Several shards seen as one sample sequence (a worker's assignment).
+pub struct ShardSet<'a> {
+    shards: Vec<&'a Shard>,
+    /// `starts[i]` = index of shard i's first sample; one extra at the end.
+    starts: Vec<usize>,
+}
+
+impl<'a> ShardSet<'a> {
+    /// All shards must share shape and class count.
+    pub fn new(shards: Vec<&'a Shard>) -> Result<Self> {
+        if let Some(first) = shards.first()
+            && let Some(other) = shards
+                .iter()
+                .find(|s| s.shape() != first.shape() || s.classes() != first.classes())
+        {
+            return Err(KernelError::shape(
+                "ShardSet",
+                format!("{:?} with {} classes", first.shape(), first.classes()),
+                format!("{:?} with {} classes", other.shape(), other.classes()),
+            ));
+        }
+        let mut starts = vec![0];
+        for s in &shards {
+            starts.push(starts.last().copied().unwrap_or(0) + s.len());
+        }
+        Ok(ShardSet { shards, starts })
+    }
+
+    fn locate(&self, i: usize) -> (usize, usize) {
+        let shard = self.starts.partition_point(|&s| s <= i) - 1;
+        (shard, i - self.starts[shard])
+    }
+}
+
+impl Samples for ShardSet<'_> {
+    fn shape(&self) -> InputShape {
+        self.shards.first().map_or(
+            InputShape {
+                channels: 0,
+                height: 0,
+                width: 0,
+            },
+            |s| s.shape(),
+        )
+    }
+    fn classes(&self) -> usize {
+        self.shards.first().map_or(0, |s| s.classes())
+    }
+    fn len(&self) -> usize {
+        self.starts.last().copied().unwrap_or(0)
+    }
+    fn image(&self, i: usize) -> &[u8] {
+        let (s, j) = self.locate(i);
+        self.shards[s].image(j)
+    }
+    fn label(&self, i: usize) -> u8 {
+        let (s, j) = self.locate(i);
+        self.shards[s].label(j)
+    }
+}
+
+/// Where the Debian package `dataset-fashion-mnist` installs the full set.
+pub const SYSTEM_FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// Fashion-MNIST's train and test splits and where they came from.
+#[derive(Debug, Clone)]
+pub struct FashionMnist {
+    pub train: Dataset,
+    pub test: Dataset,
+    /// "builtin subset" or the directory read.
+    pub source: String,
+}
+
+impl FashionMnist {
+    /// Reads the four IDX files (raw or `.gz`) from `dir`.
+    pub fn load_dir(dir: &Path) -> Result<Self> {
+        let file = |name: &str| -> PathBuf { dir.join(name) };
+        let train = Dataset::from_idx(
+            "fashion-mnist/train",
+            read_idx_file(&file("train-images-idx3-ubyte"))?,
+            read_idx_file(&file("train-labels-idx1-ubyte"))?,
+            10,
+        )?;
+        let test = Dataset::from_idx(
+            "fashion-mnist/test",
+            read_idx_file(&file("t10k-images-idx3-ubyte"))?,
+            read_idx_file(&file("t10k-labels-idx1-ubyte"))?,
+            10,
+        )?;
+        Ok(FashionMnist {
+            train,
+            test,
+            source: format!("read from {}", dir.display()),
+        })
+    }
+}

@@ -1,0 +1,178 @@
+//! Model files: safetensors with PyTorch `nn.Sequential` names and
+//! layouts, so `model.load_state_dict(safetensors.torch.load_file(..))`
+//! works on the equivalent PyTorch module.
+//!
+//! fairgrid keeps activations channels-last; PyTorch is channels-first.
+//! Two tensors therefore change layout on the way out (and back in):
+//! conv weights `[O, K, K, I]` -> `[O, I, K, K]`, and the first Linear after
+//! a Flatten of a multi-channel image, whose input columns go from
+//! `(h, w, c)` order to `(c, h, w)` order. The file's metadata records the
+//! model spec as JSON under `fairgrid.model`.
+
+use std::collections::HashMap;
+
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+use super::{Model, ModelSpec, ParamInfo};
+use crate::backend::Backend;
+use crate::error::{KernelError, Result};
+use crate::layers::Layer;
+
+const SPEC_KEY: &str = "fairgrid.model";
+
+/// How one tensor maps between fairgrid's and PyTorch's layouts.
+enum Conversion {
+    Identity,
+    /// `[o, k, k, i]` <-> `[o, i, k, k]`.
+    Conv {
+        o: usize,
+        k: usize,
+        i: usize,
+    },
+    /// Columns of `[out, pixels * c]`: `p * c + ch` <-> `ch * pixels + p`.
+    FlattenColumns {
+        pixels: usize,
+        c: usize,
+    },
+}
+
+impl Conversion {
+    fn of<B: Backend>(model: &Model<B>, info: &ParamInfo) -> Conversion {
+        let dims = info.shape.dims();
+        match &model.layers()[info.layer] {
+            Layer::Conv2d(_) if dims.len() == 4 => Conversion::Conv {
+                o: dims[0],
+                k: dims[1],
+                i: dims[3],
+            },
+            Layer::Linear(_) if dims.len() == 2 && info.layer > 0 => {
+                let before = &model.layers()[info.layer - 1];
+                let flat_in = model.layer_input_shape(info.layer - 1).dims();
+                match (before, flat_in) {
+                    (Layer::Flatten(_), &[_, h, w, c]) if c > 1 && h * w > 1 => {
+                        Conversion::FlattenColumns { pixels: h * w, c }
+                    }
+                    _ => Conversion::Identity,
+                }
+            }
+            _ => Conversion::Identity,
+        }
+    }
+
+    fn torch_shape(&self, ours: &[usize]) -> Vec<usize> {
+        match *self {
+            Conversion::Conv { o, k, i } => vec![o, i, k, k],
+            _ => ours.to_vec(),
+        }
+    }
+
+    /// Index in PyTorch layout of our element `j`, for every `j`.
+    fn torch_index(&self, j: usize) -> usize {
+        match *self {
+            Conversion::Identity => j,
+            Conversion::Conv { k, i, .. } => {
+                let (o_, rest) = (j / (k * k * i), j % (k * k * i));
+                let (ky, rest) = (rest / (k * i), rest % (k * i));
+                let (kx, ch) = (rest / i, rest % i);
+                ((o_ * i + ch) * k + ky) * k + kx
+            }
+            Conversion::FlattenColumns { pixels, c, .. } => {
+                let cols = pixels * c;
+                let (row, col) = (j / cols, j % cols);
+                let (p, ch) = (col / c, col % c);
+                row * cols + ch * pixels + p
+            }
+        }
+    }
+}
+
+/// Serialises the model's parameters as safetensors bytes.
+pub fn save_safetensors<B: Backend>(model: &Model<B>, backend: &B) -> Result<Vec<u8>> {
+    let flat = model.params_flat(backend)?;
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for info in model.param_layout() {
+        let conv = Conversion::of(model, info);
+        let ours = &flat[info.offset..info.offset + info.len];
+        let mut torch = vec![0.0f32; info.len];
+        for (j, &v) in ours.iter().enumerate() {
+            torch[conv.torch_index(j)] = v;
+        }
+        let bytes = torch.iter().flat_map(|v| v.to_le_bytes()).collect();
+        tensors.push((
+            info.name.clone(),
+            conv.torch_shape(info.shape.dims()),
+            bytes,
+        ));
+    }
+    let views = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (name.clone(), v))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| KernelError::ModelFileFormat(e.to_string()))?;
+    let spec = serde_json::to_string(model.spec())
+        .map_err(|e| KernelError::ModelFileFormat(e.to_string()))?;
+    let metadata = HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        (SPEC_KEY.to_string(), spec),
+    ]);
+    safetensors::serialize(views, Some(metadata))
+        .map_err(|e| KernelError::ModelFileFormat(e.to_string()))
+}
+
+/// The model spec recorded in a fairgrid model file, if any.
+pub fn read_model_spec(bytes: &[u8]) -> Result<Option<ModelSpec>> {
+    let (_, metadata) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| KernelError::ModelFileFormat(e.to_string()))?;
+    match metadata.metadata().as_ref().and_then(|m| m.get(SPEC_KEY)) {
+        None => Ok(None),
+        Some(json) => serde_json::from_str(json).map(Some).map_err(|e| {
+            KernelError::ModelFileFormat(format!("metadata {SPEC_KEY} is not a model spec: {e}"))
+        }),
+    }
+}
+
+/// Loads parameters from safetensors bytes into `model`. Every tensor is
+/// checked (present, f32, right shape, finite) before the model changes;
+/// extra tensors are refused, as PyTorch's strict loading does.
+pub fn load_safetensors<B: Backend>(model: &mut Model<B>, backend: &B, bytes: &[u8]) -> Result<()> {
+    let file =
+        SafeTensors::deserialize(bytes).map_err(|e| KernelError::ModelFileFormat(e.to_string()))?;
+    let mut flat = vec![0.0f32; model.param_count()];
+    for info in model.param_layout() {
+        let conv = Conversion::of(model, info);
+        let view = file
+            .tensor(&info.name)
+            .map_err(|_| KernelError::MissingTensor {
+                name: info.name.clone(),
+            })?;
+        let want_shape = conv.torch_shape(info.shape.dims());
+        if view.dtype() != Dtype::F32 || view.shape() != want_shape.as_slice() {
+            return Err(KernelError::TensorMismatch {
+                name: info.name.clone(),
+                expected: format!("F32 {want_shape:?}"),
+                found: format!("{:?} {:?}", view.dtype(), view.shape()),
+            });
+        }
+        let data = view.data();
+        let dst = &mut flat[info.offset..info.offset + info.len];
+        for (j, slot) in dst.iter_mut().enumerate() {
+            let t = 4 * conv.torch_index(j);
+            *slot = f32::from_le_bytes(data[t..t + 4].try_into().expect("4 bytes"));
+        }
+    }
+    let known: std::collections::BTreeSet<&str> = model
+        .param_layout()
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    let mut names = file.names();
+    names.sort_unstable();
+    if let Some(extra) = names.into_iter().find(|n| !known.contains(n)) {
+        return Err(KernelError::UnexpectedTensor {
+            name: extra.to_string(),
+        });
+    }
+    model.set_params_flat(backend, &flat)
+}

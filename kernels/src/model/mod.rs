@@ -1,0 +1,247 @@
+//! A sequential model from the zoo, its forward and backward passes, and
+//! the flat parameter buffer that travels over the network.
+//!
+//! The flat buffer is the concatenation, in state-dict order (layer index,
+//! then weight before bias), of every parameter tensor in fairgrid's own
+//! layout: conv weights `[C_out, K, K, C_in]`, linear weights `[out, in]`
+//! whose input columns follow the channels-last flatten order `(h, w, c)`.
+//! [`Model::param_layout`] lists the tensors and their offsets.
+
+mod checkpoint;
+pub mod zoo;
+
+pub use checkpoint::{load_safetensors, read_model_spec, save_safetensors};
+
+pub use zoo::{Arch, DEFAULT_MLP_HIDDEN, InputShape, ModelSpec};
+
+use crate::backend::Backend;
+use crate::error::{KernelError, Result};
+use crate::layers::{Layer, Param};
+use crate::tensor::{Shape, Tensor};
+
+/// Where one parameter tensor sits in the flat buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamInfo {
+    /// PyTorch state-dict name, e.g. `"3.weight"`.
+    pub name: String,
+    /// Index of the layer in [`Model::layers`].
+    pub layer: usize,
+    /// Shape in fairgrid's layout.
+    pub shape: Shape,
+    pub offset: usize,
+    pub len: usize,
+}
+
+pub struct Model<B: Backend> {
+    spec: ModelSpec,
+    layers: Vec<Layer<B>>,
+    /// Each layer's index in the equivalent PyTorch `nn.Sequential`.
+    torch_index: Vec<usize>,
+    layout: Vec<ParamInfo>,
+    param_count: usize,
+    /// Layers before this index have no parameters, so nothing needs their
+    /// input gradient.
+    first_trainable: usize,
+    /// Input shape of each layer for a batch of one.
+    input_shapes: Vec<Shape>,
+}
+
+impl<B: Backend> Model<B> {
+    /// Builds `spec` with weights drawn from `seed`.
+    pub fn new(backend: &B, spec: &ModelSpec, seed: u64) -> Result<Self> {
+        let (torch_index, layers): (Vec<usize>, Vec<Layer<B>>) =
+            spec.build(backend, seed)?.into_iter().unzip();
+        let mut layout = Vec::new();
+        let mut offset = 0;
+        for (index, layer) in layers.iter().enumerate() {
+            for (kind, param) in layer.params() {
+                let len = param.numel();
+                layout.push(ParamInfo {
+                    name: format!("{}.{kind}", torch_index[index]),
+                    layer: index,
+                    shape: param.value.shape().clone(),
+                    offset,
+                    len,
+                });
+                offset += len;
+            }
+        }
+        let first_trainable = layout.first().map_or(layers.len(), |p| p.layer);
+        let i = spec.input;
+        let mut shape = Shape::new([1, i.height, i.width, i.channels]);
+        let mut input_shapes = Vec::with_capacity(layers.len());
+        for layer in &layers {
+            input_shapes.push(shape.clone());
+            shape = layer.output_shape(&shape)?;
+        }
+        Ok(Model {
+            spec: spec.clone(),
+            layers,
+            torch_index,
+            layout,
+            param_count: offset,
+            first_trainable,
+            input_shapes,
+        })
+    }
+
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    pub fn layers(&self) -> &[Layer<B>] {
+        &self.layers
+    }
+
+    pub fn param_count(&self) -> usize {
+        self.param_count
+    }
+
+    pub fn param_layout(&self) -> &[ParamInfo] {
+        &self.layout
+    }
+
+    /// The equivalent PyTorch `nn.Sequential`, one module per line, in
+    /// PyTorch's order.
+    pub fn pytorch_modules(&self) -> Vec<String> {
+        let mut modules: Vec<(usize, String)> = self
+            .torch_index
+            .iter()
+            .zip(&self.layers)
+            .map(|(&i, l)| (i, l.describe()))
+            .collect();
+        modules.sort();
+        modules.into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// Device memory, in bytes, that training at batch size `batch` needs
+    /// for activations and their gradients (each layer keeps an output and
+    /// an input-gradient buffer), plus parameters, gradients and two
+    /// optimizer state tensors.
+    pub fn training_bytes(&self, batch: usize) -> u128 {
+        let per_item: u128 = self
+            .input_shapes
+            .iter()
+            .map(|s| s.per_item() as u128)
+            .sum::<u128>()
+            * 2;
+        let logits = self.spec.classes as u128 * 2;
+        4 * ((per_item + logits) * batch as u128 + 4 * self.param_count as u128)
+    }
+
+    /// Input shape of layer `index` for a batch of one.
+    pub fn layer_input_shape(&self, index: usize) -> &Shape {
+        &self.input_shapes[index]
+    }
+
+    /// Input shape for a batch of `n`: `[n, H, W, C]`.
+    pub fn input_shape(&self, n: usize) -> Shape {
+        let i = self.spec.input;
+        Shape::new([n, i.height, i.width, i.channels])
+    }
+
+    /// Runs every layer; returns the logits `[N, classes]`.
+    pub fn forward(&mut self, backend: &B, x: &Tensor<B>) -> Result<&Tensor<B>> {
+        let want = self.input_shape(x.shape().batch());
+        if x.shape() != &want {
+            return Err(KernelError::shape("Model::forward", &want, x.shape()));
+        }
+        for i in 0..self.layers.len() {
+            let (before, rest) = self.layers.split_at_mut(i);
+            let input = if i == 0 { x } else { before[i - 1].output() };
+            rest[0].forward(backend, input)?;
+        }
+        Ok(self.logits())
+    }
+
+    /// The logits of the latest forward pass.
+    pub fn logits(&self) -> &Tensor<B> {
+        self.layers.last().expect("a model has layers").output()
+    }
+
+    /// Back-propagates `dlogits` (the gradient of the loss with respect to
+    /// the logits of the latest forward on `x`) into every parameter's
+    /// gradient, which is overwritten.
+    pub fn backward(&mut self, backend: &B, x: &Tensor<B>, dlogits: &Tensor<B>) -> Result<()> {
+        let n = self.layers.len();
+        if dlogits.shape() != self.logits().shape() {
+            return Err(KernelError::shape(
+                "Model::backward",
+                self.logits().shape(),
+                dlogits.shape(),
+            ));
+        }
+        for i in (self.first_trainable..n).rev() {
+            let (before, rest) = self.layers.split_at_mut(i);
+            let (current, after) = rest.split_first_mut().expect("i < n");
+            let dy = if i == n - 1 {
+                dlogits
+            } else {
+                after[0].input_grad()
+            };
+            let input = if i == 0 { x } else { before[i - 1].output() };
+            current.backward(backend, input, dy, i > self.first_trainable)?;
+        }
+        Ok(())
+    }
+
+    /// Parameters in flat-buffer order.
+    pub fn params(&self) -> impl Iterator<Item = &Param<B>> {
+        self.layers
+            .iter()
+            .flat_map(|l| l.params().into_iter().map(|(_, p)| p))
+    }
+
+    pub fn params_mut(&mut self) -> impl Iterator<Item = &mut Param<B>> {
+        self.layers.iter_mut().flat_map(|l| l.params_mut())
+    }
+
+    /// All parameters as one contiguous buffer (see the module docs).
+    pub fn params_flat(&self, backend: &B) -> Result<Vec<f32>> {
+        let mut out = vec![0.0; self.param_count];
+        for (info, param) in self.layout.iter().zip(self.params()) {
+            backend.download(
+                param.value.buf(),
+                &mut out[info.offset..info.offset + info.len],
+            )?;
+        }
+        Ok(out)
+    }
+
+    /// All gradients of the latest backward pass, in the same order.
+    pub fn grads_flat(&self, backend: &B) -> Result<Vec<f32>> {
+        let mut out = vec![0.0; self.param_count];
+        for (info, param) in self.layout.iter().zip(self.params()) {
+            backend.download(
+                param.grad.buf(),
+                &mut out[info.offset..info.offset + info.len],
+            )?;
+        }
+        Ok(out)
+    }
+
+    /// Replaces every parameter from a flat buffer. The buffer is checked
+    /// (length, finiteness) before anything changes.
+    pub fn set_params_flat(&mut self, backend: &B, flat: &[f32]) -> Result<()> {
+        if flat.len() != self.param_count {
+            return Err(KernelError::shape(
+                "Model::set_params_flat",
+                format!("{} parameters", self.param_count),
+                flat.len(),
+            ));
+        }
+        if let Some(i) = flat.iter().position(|v| !v.is_finite()) {
+            return Err(KernelError::NonFinite {
+                what: format!("parameter {i} of the flat buffer"),
+                value: flat[i],
+            });
+        }
+        let layout = self.layout.clone();
+        for (info, param) in layout.iter().zip(self.params_mut()) {
+            param
+                .value
+                .write_host(backend, &flat[info.offset..info.offset + info.len])?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,351 @@
+//! Training loops: one step, one epoch, evaluation, and the local-SGD
+//! round a worker runs for the network ([`Trainer::train_local`]).
+//!
+//! A [`Trainer`] owns the backend, the model, the optimizer state and the
+//! batch buffers; all are sized once, so steps do not allocate. Every loss
+//! is checked: a NaN or infinity stops training with an error instead of
+//! spreading into the parameters and over the network.
+
+use crate::backend::Backend;
+use crate::data::{Samples, gather_batch};
+use crate::error::{KernelError, Result};
+use crate::model::{Model, ModelSpec};
+use crate::optim::{Optimizer, OptimizerConfig};
+use crate::rng::SplitMix64;
+use crate::tensor::{IndexTensor, Tensor};
+
+/// Pixels are bytes; the network sees them scaled to [0, 1].
+pub const PIXEL_SCALE: f32 = 1.0 / 255.0;
+
+/// Most memory a trainer may plan to use (activations, gradients,
+/// parameters, optimizer state). A job whose model and batch need more is
+/// refused up front instead of failing half-way through an allocation.
+pub const MAX_TRAINING_BYTES: u128 = 6 << 30;
+
+/// Loss and accuracy over some samples.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Metrics {
+    /// Mean cross-entropy.
+    pub loss: f64,
+    /// Fraction classified correctly.
+    pub accuracy: f64,
+    pub samples: u64,
+}
+
+/// What a worker sends back after a round of local training.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalUpdate {
+    /// Final parameters minus the starting ones (flat-buffer order).
+    pub delta: Vec<f32>,
+    /// Samples processed (steps x batch, counting repeats).
+    pub samples: u64,
+    /// Mean training loss over the local steps.
+    pub mean_loss: f32,
+    pub steps: u32,
+}
+
+pub struct Trainer<B: Backend> {
+    backend: B,
+    model: Model<B>,
+    optimizer: Optimizer<B>,
+    batch: usize,
+    x: Tensor<B>,
+    labels: IndexTensor<B>,
+    dlogits: Tensor<B>,
+    host_images: Vec<u8>,
+    host_labels: Vec<u32>,
+    steps: u64,
+}
+
+impl<B: Backend> Trainer<B> {
+    /// A model built from `spec` with weights drawn from `seed`.
+    pub fn new(
+        backend: B,
+        spec: &ModelSpec,
+        optimizer: OptimizerConfig,
+        batch: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        if batch == 0 || batch > 65_536 {
+            return Err(KernelError::config(
+                "batch size",
+                format!("{batch} is not in 1..=65536"),
+            ));
+        }
+        spec.validate()?;
+        // Parameters, gradients and two optimizer states, before allocating.
+        let needed = 16 * spec.param_count();
+        if needed > MAX_TRAINING_BYTES {
+            return Err(KernelError::config(
+                "model size",
+                format!(
+                    "{} needs {} MiB of parameters and state",
+                    spec.arch,
+                    needed >> 20
+                ),
+            ));
+        }
+        let model = Model::new(&backend, spec, seed)?;
+        let needed = model.training_bytes(batch);
+        if needed > MAX_TRAINING_BYTES {
+            return Err(KernelError::config(
+                "batch size",
+                format!(
+                    "{} at batch {batch} needs {} MiB, more than the {} MiB limit",
+                    spec.arch,
+                    needed >> 20,
+                    MAX_TRAINING_BYTES >> 20
+                ),
+            ));
+        }
+        let optimizer = Optimizer::new(&backend, optimizer, &model)?;
+        let x = Tensor::zeros(&backend, model.input_shape(batch))?;
+        let labels = IndexTensor::zeros(&backend, batch)?;
+        let dlogits = Tensor::zeros(&backend, crate::tensor::Shape::new([batch, spec.classes]))?;
+        Ok(Trainer {
+            backend,
+            model,
+            optimizer,
+            batch,
+            x,
+            labels,
+            dlogits,
+            host_images: Vec::with_capacity(batch * spec.input.numel()),
+            host_labels: Vec::with_capacity(batch),
+            steps: 0,
+        })
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    pub fn model(&self) -> &Model<B> {
+        &self.model
+    }
+
+    pub fn model_mut(&mut self) -> &mut Model<B> {
+        &mut self.model
+    }
+
+    pub fn batch_size(&self) -> usize {
+        self.batch
+    }
+
+    /// Optimizer steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    pub fn params_flat(&self) -> Result<Vec<f32>> {
+        self.model.params_flat(&self.backend)
+    }
+
+    pub fn set_params_flat(&mut self, flat: &[f32]) -> Result<()> {
+        self.model.set_params_flat(&self.backend, flat)
+    }
+
+    fn check_data(&self, data: &dyn Samples) -> Result<()> {
+        let spec = self.model.spec();
+        if data.shape() != spec.input || data.classes() > spec.classes {
+            return Err(KernelError::shape(
+                "training data",
+                format!("{:?} with at most {} classes", spec.input, spec.classes),
+                format!("{:?} with {} classes", data.shape(), data.classes()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Uploads the samples `indices` into the batch buffers.
+    fn load_batch(&mut self, data: &dyn Samples, indices: &[u32]) -> Result<()> {
+        if indices.is_empty() || indices.len() > self.batch {
+            return Err(KernelError::shape(
+                "batch",
+                format!("1..={}", self.batch),
+                indices.len(),
+            ));
+        }
+        if let Some(&i) = indices.iter().find(|&&i| i as usize >= data.len()) {
+            return Err(KernelError::shape(
+                "batch index",
+                format!("< {}", data.len()),
+                i,
+            ));
+        }
+        gather_batch(data, indices, &mut self.host_images, &mut self.host_labels);
+        let n = indices.len();
+        self.x.resize(&self.backend, self.model.input_shape(n))?;
+        self.backend
+            .upload_u8_scaled(&self.host_images, PIXEL_SCALE, self.x.buf_mut())?;
+        self.labels.write_host(&self.backend, &self.host_labels)
+    }
+
+    /// One optimizer step on the samples `indices` of `data` with learning
+    /// rate `lr`. Returns the batch's mean loss and correct count.
+    pub fn step(&mut self, data: &dyn Samples, indices: &[u32], lr: f32) -> Result<(f64, u64)> {
+        self.check_data(data)?;
+        self.load_batch(data, indices)?;
+        let n = indices.len();
+        let classes = self.model.spec().classes;
+        self.model.forward(&self.backend, &self.x)?;
+        self.dlogits
+            .resize(&self.backend, crate::tensor::Shape::new([n, classes]))?;
+        let stats = self.backend.softmax_xent(
+            self.model.logits().buf(),
+            self.labels.buf(),
+            n,
+            classes,
+            Some(self.dlogits.buf_mut()),
+        )?;
+        let loss = stats.loss_sum / n as f64;
+        if !loss.is_finite() {
+            return Err(KernelError::NonFinite {
+                what: format!("training loss at step {}", self.steps + 1),
+                value: loss as f32,
+            });
+        }
+        self.model.backward(&self.backend, &self.x, &self.dlogits)?;
+        // A finite loss can still give an overflowing gradient; catch it
+        // before it reaches the parameters (one cheap pass over the grads).
+        let mut grad_norm = 0.0;
+        for param in self.model.params() {
+            grad_norm += self.backend.sum_squares(param.grad.buf(), param.numel())?;
+        }
+        if !grad_norm.is_finite() {
+            return Err(KernelError::NonFinite {
+                what: format!("gradient at step {}", self.steps + 1),
+                value: grad_norm as f32,
+            });
+        }
+        self.optimizer.step(&self.backend, &mut self.model, lr)?;
+        self.steps += 1;
+        Ok((loss, stats.correct))
+    }
+
+    /// One pass over `data` in an order shuffled by `seed`. `lr(step)`
+    /// gives the learning rate of each global step; `progress(done, loss)`
+    /// is called after every batch and ends the epoch early by returning
+    /// `false`.
+    pub fn train_epoch(
+        &mut self,
+        data: &dyn Samples,
+        seed: u64,
+        lr: &dyn Fn(u64) -> f32,
+        progress: &mut dyn FnMut(usize, f64) -> bool,
+    ) -> Result<Metrics> {
+        let order = SplitMix64::new(seed).permutation(data.len());
+        let mut metrics = Metrics::default();
+        let mut loss_sum = 0.0;
+        let mut correct = 0;
+        for chunk in order.chunks(self.batch) {
+            let (loss, right) = self.step(data, chunk, lr(self.steps))?;
+            loss_sum += loss * chunk.len() as f64;
+            correct += right;
+            metrics.samples += chunk.len() as u64;
+            if !progress(metrics.samples as usize, loss) {
+                break;
+            }
+        }
+        let n = metrics.samples.max(1) as f64;
+        metrics.loss = loss_sum / n;
+        metrics.accuracy = correct as f64 / n;
+        Ok(metrics)
+    }
+
+    /// Loss and accuracy of the current parameters on `data`.
+    pub fn evaluate(&mut self, data: &dyn Samples) -> Result<Metrics> {
+        self.check_data(data)?;
+        let classes = self.model.spec().classes;
+        let mut loss_sum = 0.0;
+        let mut correct = 0;
+        let all: Vec<u32> = (0..data.len() as u32).collect();
+        for chunk in all.chunks(self.batch) {
+            self.load_batch(data, chunk)?;
+            self.model.forward(&self.backend, &self.x)?;
+            let stats = self.backend.softmax_xent(
+                self.model.logits().buf(),
+                self.labels.buf(),
+                chunk.len(),
+                classes,
+                None,
+            )?;
+            loss_sum += stats.loss_sum;
+            correct += stats.correct;
+        }
+        let n = data.len().max(1) as f64;
+        if !loss_sum.is_finite() {
+            return Err(KernelError::NonFinite {
+                what: "evaluation loss".into(),
+                value: loss_sum as f32,
+            });
+        }
+        Ok(Metrics {
+            loss: loss_sum / n,
+            accuracy: correct as f64 / n,
+            samples: data.len() as u64,
+        })
+    }
+
+    /// A worker's round of local SGD: loads `start` (the coordinator's
+    /// parameters), resets the optimizer state, runs `steps` steps of the
+    /// trainer's batch size over `data` in an order drawn from `seed`
+    /// (reshuffling after each full pass), and returns the parameter delta.
+    /// The result is a pure function of its inputs for a given backend and
+    /// thread count, so a spot-check can recompute it.
+    pub fn train_local(
+        &mut self,
+        start: &[f32],
+        data: &dyn Samples,
+        steps: u32,
+        lr: f32,
+        seed: u64,
+    ) -> Result<LocalUpdate> {
+        if steps == 0 {
+            return Err(KernelError::config("local steps", "zero"));
+        }
+        if data.is_empty() {
+            return Err(KernelError::config("local training data", "no samples"));
+        }
+        self.check_data(data)?;
+        self.model.set_params_flat(&self.backend, start)?;
+        self.optimizer.reset(&self.backend)?;
+        let mut pass = 0u64;
+        let mut order = SplitMix64::derive(seed, pass).permutation(data.len());
+        let mut cursor = 0;
+        let mut batch = Vec::with_capacity(self.batch);
+        let mut loss_sum = 0.0;
+        let mut samples = 0u64;
+        for _ in 0..steps {
+            batch.clear();
+            while batch.len() < self.batch.min(data.len()) {
+                if cursor == order.len() {
+                    pass += 1;
+                    order = SplitMix64::derive(seed, pass).permutation(data.len());
+                    cursor = 0;
+                }
+                batch.push(order[cursor]);
+                cursor += 1;
+            }
+            let (loss, _) = self.step(data, &batch, lr)?;
+            loss_sum += loss;
+            samples += batch.len() as u64;
+        }
+        let mut delta = self.params_flat()?;
+        for (d, s) in delta.iter_mut().zip(start) {
+            *d -= s;
+        }
+        if let Some(i) = delta.iter().position(|v| !v.is_finite()) {
+            return Err(KernelError::NonFinite {
+                what: format!("update element {i}"),
+                value: delta[i],
+            });
+        }
+        Ok(LocalUpdate {
+            delta,
+            samples,
+            mean_loss: (loss_sum / f64::from(steps)) as f32,
+            steps,
+        })
+    }
+}

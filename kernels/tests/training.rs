@@ -1,0 +1,196 @@
+//! End-to-end training on the built-in Fashion-MNIST subset: accuracy,
+//! determinism, local-SGD rounds, compressed updates with error feedback,
+//! and NaN detection.
+
+use fairgrid_kernels::data::builtin;
+use fairgrid_kernels::test_utils::cpu_backend;
+use fairgrid_kernels::{
+    Arch, Compression, Compressor, Dataset, KernelError, ModelSpec, OptimizerConfig, Samples,
+    ShardSet, Trainer, decode_update, weighted_mean,
+};
+
+fn data() -> fairgrid_kernels::FashionMnist {
+    builtin::fashion_mnist().expect("builtin subset decodes")
+}
+
+fn train_epochs(
+    spec: &ModelSpec,
+    opt: OptimizerConfig,
+    epochs: u64,
+    train: &Dataset,
+    test: &Dataset,
+) -> f64 {
+    let mut trainer = Trainer::new(cpu_backend(), spec, opt, 64, 1).unwrap();
+    let steps = train.len().div_ceil(64) as u64 * epochs;
+    let base = opt.lr();
+    let lr = |s: u64| base * 0.5 * (1.0 + (std::f32::consts::PI * s as f32 / steps as f32).cos());
+    for epoch in 0..epochs {
+        trainer
+            .train_epoch(train, epoch, &lr, &mut |_, _| true)
+            .unwrap();
+    }
+    trainer.evaluate(test).unwrap().accuracy
+}
+
+#[test]
+fn mlp_reaches_80_percent_on_the_builtin_subset() {
+    let d = data();
+    let spec = ModelSpec::fashion_mnist(Arch::Mlp { hidden: vec![128] });
+    let acc = train_epochs(&spec, OptimizerConfig::sgd(0.05, 0.9), 2, &d.train, &d.test);
+    assert!(acc >= 0.80, "MLP test accuracy {acc}");
+}
+
+#[test]
+fn cnn_reaches_80_percent_on_the_builtin_subset() {
+    let d = data();
+    let spec = ModelSpec::fashion_mnist(Arch::Cnn);
+    let acc = train_epochs(&spec, OptimizerConfig::adam(0.002), 1, &d.train, &d.test);
+    assert!(acc >= 0.80, "CNN test accuracy {acc}");
+}
+
+#[test]
+fn logreg_learns() {
+    let d = data();
+    let spec = ModelSpec::fashion_mnist(Arch::LogReg);
+    let acc = train_epochs(
+        &spec,
+        OptimizerConfig::nesterov(0.02, 0.9),
+        1,
+        &d.train,
+        &d.test,
+    );
+    assert!(acc >= 0.75, "logistic regression test accuracy {acc}");
+}
+
+#[test]
+fn training_is_deterministic_for_a_seed() {
+    let d = data();
+    let train = d.train.take(640);
+    let spec = ModelSpec::fashion_mnist(Arch::Cnn);
+    let run = |seed: u64| {
+        let mut t = Trainer::new(
+            cpu_backend(),
+            &spec,
+            OptimizerConfig::sgd(0.05, 0.9),
+            64,
+            seed,
+        )
+        .unwrap();
+        t.train_epoch(&train, seed, &|_| 0.05, &mut |_, _| true)
+            .unwrap();
+        t.params_flat().unwrap()
+    };
+    let a = run(3);
+    assert_eq!(a, run(3), "same seed, same parameters, bit for bit");
+    assert_ne!(a, run(4));
+}
+
+#[test]
+fn local_round_returns_a_reproducible_delta() {
+    let d = data();
+    let shards = d.train.take(2000).shards(500, 9).unwrap();
+    let mine = ShardSet::new(shards.iter().take(2).collect()).unwrap();
+    let spec = ModelSpec::fashion_mnist(Arch::Mlp { hidden: vec![32] });
+    let mut worker =
+        Trainer::new(cpu_backend(), &spec, OptimizerConfig::sgd(0.1, 0.9), 50, 1).unwrap();
+    let start = worker.params_flat().unwrap();
+    let update = worker.train_local(&start, &mine, 25, 0.1, 77).unwrap();
+    assert_eq!(
+        update.samples,
+        25 * 50,
+        "25 steps of 50 (passes wrap around the 1000 samples)"
+    );
+    assert_eq!(update.steps, 25);
+    assert!(update.mean_loss.is_finite() && update.mean_loss > 0.0);
+    let end = worker.params_flat().unwrap();
+    for ((s, d), e) in start.iter().zip(&update.delta).zip(&end) {
+        assert_eq!(e - s, *d);
+    }
+    // A spot-checker that reruns the same round gets the same update.
+    let mut checker =
+        Trainer::new(cpu_backend(), &spec, OptimizerConfig::sgd(0.1, 0.9), 50, 99).unwrap();
+    let again = checker.train_local(&start, &mine, 25, 0.1, 77).unwrap();
+    assert_eq!(again, update);
+    // Wrong input sizes are refused.
+    assert!(worker.train_local(&start[1..], &mine, 1, 0.1, 1).is_err());
+    assert!(worker.train_local(&start, &mine, 0, 0.1, 1).is_err());
+}
+
+/// Local SGD over four workers with updates sent through `scheme`; returns
+/// the final test accuracy.
+fn federated_run(d: &fairgrid_kernels::FashionMnist, scheme: Compression, feedback: bool) -> f64 {
+    let spec = ModelSpec::fashion_mnist(Arch::Mlp { hidden: vec![64] });
+    let shards = d.train.shards(2500, 5).unwrap();
+    let mut workers: Vec<_> = (0..4)
+        .map(|_| {
+            Trainer::new(cpu_backend(), &spec, OptimizerConfig::sgd(0.05, 0.9), 32, 1).unwrap()
+        })
+        .collect();
+    let mut compressors: Vec<_> = (0..4).map(|_| Compressor::new(scheme).unwrap()).collect();
+    let mut params = workers[0].params_flat().unwrap();
+    for round in 0..25u64 {
+        let mut deltas = Vec::new();
+        for (w, (worker, comp)) in workers.iter_mut().zip(compressors.iter_mut()).enumerate() {
+            let update = worker
+                .train_local(&params, &shards[w], 8, 0.05, round * 10 + w as u64)
+                .unwrap();
+            if !feedback {
+                comp.reset();
+            }
+            let bytes = comp.encode(&update.delta).unwrap();
+            deltas.push((decode_update(&bytes, params.len()).unwrap(), update.samples));
+        }
+        let views: Vec<(&[f32], u64)> = deltas.iter().map(|(d, s)| (d.as_slice(), *s)).collect();
+        for (p, d) in params.iter_mut().zip(weighted_mean(&views).unwrap()) {
+            *p += d;
+        }
+    }
+    workers[0].set_params_flat(&params).unwrap();
+    workers[0].evaluate(&d.test).unwrap().accuracy
+}
+
+#[test]
+fn compressed_updates_with_error_feedback_converge_like_fp32() {
+    let d = data();
+    let fp32 = federated_run(&d, Compression::Fp32, true);
+    let int8 = federated_run(&d, Compression::Int8 { block: 256 }, true);
+    let topk = federated_run(&d, Compression::TopK { permille: 20 }, true);
+    let topk_no_feedback = federated_run(&d, Compression::TopK { permille: 20 }, false);
+    eprintln!("fp32 {fp32} int8 {int8} topk {topk} topk without feedback {topk_no_feedback}");
+    assert!(fp32 > 0.78, "fp32 baseline {fp32}");
+    assert!((fp32 - int8).abs() < 0.01, "int8+EF {int8} vs fp32 {fp32}");
+    assert!(topk > fp32 - 0.03, "top-2%+EF {topk} vs fp32 {fp32}");
+    assert!(
+        topk > topk_no_feedback,
+        "feedback helps: {topk} vs {topk_no_feedback}"
+    );
+}
+
+#[test]
+fn nan_and_inf_are_caught_not_propagated() {
+    let d = data();
+    let spec = ModelSpec::fashion_mnist(Arch::LogReg);
+    let mut t = Trainer::new(cpu_backend(), &spec, OptimizerConfig::sgd(0.1, 0.0), 16, 1).unwrap();
+    let huge = vec![1e38f32; t.model().param_count()];
+    t.set_params_flat(&huge).unwrap();
+    let before = t.params_flat().unwrap();
+    let err = t
+        .step(&d.train, &(0..16).collect::<Vec<u32>>(), 0.1)
+        .unwrap_err();
+    assert!(matches!(err, KernelError::NonFinite { .. }), "{err}");
+    assert_eq!(
+        t.params_flat().unwrap(),
+        before,
+        "the bad step changed nothing"
+    );
+    assert!(matches!(
+        t.evaluate(&d.test),
+        Err(KernelError::NonFinite { .. })
+    ));
+    let mut with_nan = before.clone();
+    with_nan[7] = f32::NAN;
+    assert!(matches!(
+        t.set_params_flat(&with_nan),
+        Err(KernelError::NonFinite { .. })
+    ));
+}
