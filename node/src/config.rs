@@ -124,7 +124,7 @@ pub struct OfferConfig {
     pub idle_hours: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrustConfig {
     /// Consortium mode: only nodes certified by an allowlisted owner take part.
@@ -139,6 +139,18 @@ pub struct TrustConfig {
     /// Peers must present a valid certificate this soon after connecting
     /// (consortium mode).
     pub hello_timeout_ms: u64,
+}
+
+impl Default for TrustConfig {
+    fn default() -> Self {
+        TrustConfig {
+            consortium: false,
+            allowlist: Vec::new(),
+            certificate: String::new(),
+            revocation_files: Vec::new(),
+            hello_timeout_ms: 5000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -56,12 +56,14 @@ async fn concurrent_appends_form_one_valid_chain_and_survive_reopen() {
         400
     );
     ledger.close_async().await.unwrap();
+    drop(ledger);
 
     let reopened = Ledger::open(dir.path(), key).unwrap();
     let next = reopened.append(credit(9, 9)).await.unwrap();
     assert_eq!(next.seq, 400);
     assert_eq!(verify::verify_store(reopened.store()).unwrap().own_entries, 401);
     reopened.close_async().await.unwrap();
+    drop(reopened);
 
     let err = Ledger::open(dir.path(), Keypair::from_seed(b"someone else"))
         .err()
