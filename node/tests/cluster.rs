@@ -70,7 +70,12 @@ async fn five_nodes_discover_each_other_and_forget_a_stopped_one() {
         })
         .await;
     }
-    assert!(nodes[0].log().contains("advert expired"));
+    let n0 = &nodes[0];
+    wait_for(Duration::from_secs(5), "the expiry log line", || {
+        let found = n0.log().lines().any(|l| l.contains("advert expired") && l.contains(gone.as_str()));
+        async move { found.then_some(()) }
+    })
+    .await;
 
     // The stopped node's ledger is intact offline.
     let dir = nodes[4].dir.to_str().unwrap().to_string();

@@ -26,7 +26,7 @@ pub fn on_gossip(shared: &Arc<Shared>, source: PeerId, data: &[u8]) -> Verdict {
         warn!(target: TARGET, peer = %source, reason = "uncertified in consortium mode: relayed by a peer without a valid certificate", "advert rejected");
         return if refused { Verdict::Reject } else { Verdict::Ignore };
     }
-    match accept(shared, data, &source.to_string()) {
+    match accept(shared, data, &source.to_string(), false) {
         Ok(true) => Verdict::Accept,
         Ok(false) => Verdict::Ignore,
         Err(reason) => {
@@ -37,8 +37,9 @@ pub fn on_gossip(shared: &Arc<Shared>, source: PeerId, data: &[u8]) -> Verdict {
 }
 
 /// Validates and stores an advert. Ok(false): valid but not stored (our
-/// own, or the table is full).
-fn accept(shared: &Arc<Shared>, data: &[u8], from: &str) -> Result<bool, AdvertRejection> {
+/// own, or the table is full). In a snapshot, adverts we already hold are
+/// expected and not counted as rejections.
+fn accept(shared: &Arc<Shared>, data: &[u8], from: &str, snapshot: bool) -> Result<bool, AdvertRejection> {
     let now = now_ms();
     let accepted = {
         let mut table = shared.adverts.lock().expect("advert table lock");
@@ -46,7 +47,9 @@ fn accept(shared: &Arc<Shared>, data: &[u8], from: &str) -> Result<bool, AdvertR
         let accepted = match accepted {
             Ok(a) => a,
             Err(reason) => {
-                shared.metrics.reject(&reason);
+                if !(snapshot && matches!(reason, AdvertRejection::ReplayedSeq { .. })) {
+                    shared.metrics.reject(&reason);
+                }
                 return Err(reason);
             }
         };
@@ -102,7 +105,7 @@ pub fn request_snapshot(shared: &Arc<Shared>, peer: PeerId) {
             Ok(Response::Adverts(list)) => {
                 let mut fresh = 0;
                 for data in list.iter().take(MAX_SNAPSHOT_ADVERTS) {
-                    match accept(&shared, data, &peer.to_string()) {
+                    match accept(&shared, data, &peer.to_string(), true) {
                         Ok(true) => fresh += 1,
                         Ok(false) | Err(AdvertRejection::ReplayedSeq { .. }) => {}
                         Err(reason) => {

@@ -47,7 +47,7 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct DataDirArgs {
     /// Data directory (default: $FAIRGRID_DATA_DIR or ~/.fairgrid).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
 }
 
