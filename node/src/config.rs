@@ -442,7 +442,10 @@ mod tests {
             "t",
             &env(&[
                 ("FAIRGRID_NETWORK_MDNS", "false"),
-                ("FAIRGRID_NETWORK_BOOTSTRAP", "/ip4/127.0.0.1/tcp/1, /ip4/127.0.0.1/tcp/2"),
+                (
+                    "FAIRGRID_NETWORK_BOOTSTRAP",
+                    "/ip4/127.0.0.1/tcp/1, /ip4/127.0.0.1/tcp/2",
+                ),
                 ("FAIRGRID_API_LISTEN", "127.0.0.1:9"),
             ]),
         )
@@ -472,6 +475,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("allowlist"), "{err}");
-        assert!(Config::from_toml_and_env("[offer]\nidle_hours = \"25-3\"\n", "t", &env(&[])).is_err());
+        assert!(
+            Config::from_toml_and_env("[offer]\nidle_hours = \"25-3\"\n", "t", &env(&[])).is_err()
+        );
     }
 }

@@ -119,7 +119,10 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
 }
 
 pub fn write_secret_key(path: &Path, key: &Keypair) -> Result<()> {
-    write_private_new(path, format!("{}\n", hex::encode(key.secret_bytes())).as_bytes())
+    write_private_new(
+        path,
+        format!("{}\n", hex::encode(key.secret_bytes())).as_bytes(),
+    )
 }
 
 /// Reads a hex secret key, refusing files that others can read.

@@ -24,7 +24,9 @@ pub enum NodeError {
     Ledger(String),
     #[error("ledger entry rejected: {0}")]
     Protocol(#[from] ProtocolError),
-    #[error("foreign entry conflicts with a stored one: author {author} seq {seq} was signed twice")]
+    #[error(
+        "foreign entry conflicts with a stored one: author {author} seq {seq} was signed twice"
+    )]
     Equivocation { author: String, seq: u64 },
     #[error("the ledger writer has stopped")]
     WriterStopped,

@@ -66,7 +66,7 @@ pub fn from_units(basis: &'static str, units: &BTreeMap<OwnerId, u64>) -> Concen
         .map(|(o, &u)| OwnerShare {
             owner: o.to_string(),
             units: u,
-            share_ppm: if total == 0 { 0 } else { u * 1_000_000 / total },
+            share_ppm: (u * 1_000_000).checked_div(total).unwrap_or(0),
         })
         .collect();
     owners.sort_by(|a, b| b.units.cmp(&a.units).then(a.owner.cmp(&b.owner)));

@@ -8,8 +8,9 @@ use tracing_subscriber::EnvFilter;
 pub fn init(format: &str, filter: &str) -> anyhow::Result<()> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(env) if !env.is_empty() => EnvFilter::try_new(env)?,
-        _ => EnvFilter::try_new(filter)
-            .map_err(|e| anyhow::anyhow!("log filter {filter:?}: {e}"))?,
+        _ => {
+            EnvFilter::try_new(filter).map_err(|e| anyhow::anyhow!("log filter {filter:?}: {e}"))?
+        }
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -48,21 +48,72 @@ impl Metrics {
     pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
         };
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        counter("fairgrid_adverts_accepted_total", "Adverts from other nodes that passed validation.", get(&self.adverts_accepted));
-        counter("fairgrid_adverts_published_total", "Adverts this node signed and published.", get(&self.adverts_published));
-        counter("fairgrid_adverts_expired_total", "Adverts dropped from the live table at expiry.", get(&self.adverts_expired));
-        counter("fairgrid_adverts_from_unadmitted_total", "Adverts relayed by peers not (yet) admitted in consortium mode.", get(&self.adverts_from_unadmitted));
-        counter("fairgrid_gossip_unhandled_total", "Gossip messages on topics without a handler yet.", get(&self.gossip_unhandled));
-        counter("fairgrid_requests_in_total", "Inbound request-response requests.", get(&self.requests_in));
-        counter("fairgrid_peers_admitted_total", "Peers admitted after the certificate handshake.", get(&self.peers_admitted));
-        counter("fairgrid_peers_refused_total", "Peers refused and disconnected.", get(&self.peers_refused));
-        counter("fairgrid_ledger_appends_total", "Ledger entries appended and flushed.", get(&self.ledger_appends));
-        counter("fairgrid_ledger_append_errors_total", "Ledger appends that failed.", get(&self.ledger_append_errors));
-        counter("fairgrid_api_requests_total", "HTTP API requests.", get(&self.api_requests));
-        counter("fairgrid_api_errors_total", "HTTP API requests answered with an error.", get(&self.api_errors));
+        counter(
+            "fairgrid_adverts_accepted_total",
+            "Adverts from other nodes that passed validation.",
+            get(&self.adverts_accepted),
+        );
+        counter(
+            "fairgrid_adverts_published_total",
+            "Adverts this node signed and published.",
+            get(&self.adverts_published),
+        );
+        counter(
+            "fairgrid_adverts_expired_total",
+            "Adverts dropped from the live table at expiry.",
+            get(&self.adverts_expired),
+        );
+        counter(
+            "fairgrid_adverts_from_unadmitted_total",
+            "Adverts relayed by peers not (yet) admitted in consortium mode.",
+            get(&self.adverts_from_unadmitted),
+        );
+        counter(
+            "fairgrid_gossip_unhandled_total",
+            "Gossip messages on topics without a handler yet.",
+            get(&self.gossip_unhandled),
+        );
+        counter(
+            "fairgrid_requests_in_total",
+            "Inbound request-response requests.",
+            get(&self.requests_in),
+        );
+        counter(
+            "fairgrid_peers_admitted_total",
+            "Peers admitted after the certificate handshake.",
+            get(&self.peers_admitted),
+        );
+        counter(
+            "fairgrid_peers_refused_total",
+            "Peers refused and disconnected.",
+            get(&self.peers_refused),
+        );
+        counter(
+            "fairgrid_ledger_appends_total",
+            "Ledger entries appended and flushed.",
+            get(&self.ledger_appends),
+        );
+        counter(
+            "fairgrid_ledger_append_errors_total",
+            "Ledger appends that failed.",
+            get(&self.ledger_append_errors),
+        );
+        counter(
+            "fairgrid_api_requests_total",
+            "HTTP API requests.",
+            get(&self.api_requests),
+        );
+        counter(
+            "fairgrid_api_errors_total",
+            "HTTP API requests answered with an error.",
+            get(&self.api_errors),
+        );
         let _ = writeln!(
             out,
             "# HELP fairgrid_adverts_rejected_total Adverts refused, by reason.\n# TYPE fairgrid_adverts_rejected_total counter"
@@ -75,7 +126,10 @@ impl Metrics {
             );
         }
         for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
         }
         out
     }

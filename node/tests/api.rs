@@ -12,6 +12,16 @@ use fairgrid_protocol::Keypair;
 use fairgrid_protocol::messages::Hardware;
 use rand::{Rng, RngCore, SeedableRng};
 
+/// method, path, token, (content type, body), expected status, expected code.
+type Case = (
+    reqwest::Method,
+    &'static str,
+    Option<&'static str>,
+    Option<(&'static str, &'static str)>,
+    u16,
+    &'static str,
+);
+
 const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef";
 
 async fn node(dir: &std::path::Path) -> app::RunningNode {
@@ -24,7 +34,12 @@ async fn node(dir: &std::path::Path) -> app::RunningNode {
         config,
         key: Keypair::from_seed(b"api-test"),
         api_token: TOKEN.into(),
-        hardware: Some(Hardware { cpu_cores: 2, cpu_gflops: 10, mem_mib: 1024, gpus: Vec::new() }),
+        hardware: Some(Hardware {
+            cpu_cores: 2,
+            cpu_gflops: 10,
+            mem_mib: 1024,
+            gpus: Vec::new(),
+        }),
     })
     .await
     .unwrap()
@@ -47,7 +62,10 @@ async fn call(
     let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,38 +75,149 @@ async fn errors_are_json_with_the_right_status() {
     let base = format!("http://{}", node.api_addr);
     let http = reqwest::Client::new();
     use reqwest::Method as M;
-    let cases: Vec<(M, &str, Option<&str>, Option<(&str, &str)>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (M::GET, "/v1/status", None, None, 401, "unauthorized"),
-        (M::GET, "/v1/status", Some("wrong-token"), None, 401, "unauthorized"),
+        (
+            M::GET,
+            "/v1/status",
+            Some("wrong-token"),
+            None,
+            401,
+            "unauthorized",
+        ),
         (M::GET, "/v1/nothing", Some(TOKEN), None, 404, "not_found"),
-        (M::DELETE, "/v1/status", Some(TOKEN), None, 405, "method_not_allowed"),
-        (M::POST, "/v1/peers", Some(TOKEN), Some(("application/json", "{\"addr\": ")), 400, "malformed_json"),
-        (M::POST, "/v1/peers", Some(TOKEN), Some(("application/json", "{\"address\": 1}")), 422, "invalid_body"),
-        (M::POST, "/v1/peers", Some(TOKEN), Some(("text/plain", "{}")), 415, "unsupported_media_type"),
-        (M::POST, "/v1/peers", Some(TOKEN), Some(("application/json", "{\"addr\": \"not a multiaddr\"}")), 400, "bad_request"),
-        (M::GET, "/v1/ledger/jobs/00", Some(TOKEN), None, 400, "bad_request"),
-        (M::GET, "/v1/ledger/jobs/1111111111111111111111111111111111111111111111111111111111111111", Some(TOKEN), None, 404, "not_found"),
-        (M::GET, "/v1/fairness?job=2222222222222222222222222222222222222222222222222222222222222222", Some(TOKEN), None, 404, "not_found"),
-        (M::GET, "/v1/ledger?limit=0", Some(TOKEN), None, 400, "bad_request"),
-        (M::GET, "/v1/ledger?after=-1", Some(TOKEN), None, 400, "bad_request"),
-        (M::GET, "/v1/ledger?kind=nope", Some(TOKEN), None, 400, "bad_request"),
-        (M::GET, "/v1/ledger/entries/999999", Some(TOKEN), None, 404, "not_found"),
-        (M::GET, "/v1/adverts/12D3KooWnotanid", Some(TOKEN), None, 400, "bad_request"),
+        (
+            M::DELETE,
+            "/v1/status",
+            Some(TOKEN),
+            None,
+            405,
+            "method_not_allowed",
+        ),
+        (
+            M::POST,
+            "/v1/peers",
+            Some(TOKEN),
+            Some(("application/json", "{\"addr\": ")),
+            400,
+            "malformed_json",
+        ),
+        (
+            M::POST,
+            "/v1/peers",
+            Some(TOKEN),
+            Some(("application/json", "{\"address\": 1}")),
+            422,
+            "invalid_body",
+        ),
+        (
+            M::POST,
+            "/v1/peers",
+            Some(TOKEN),
+            Some(("text/plain", "{}")),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            M::POST,
+            "/v1/peers",
+            Some(TOKEN),
+            Some(("application/json", "{\"addr\": \"not a multiaddr\"}")),
+            400,
+            "bad_request",
+        ),
+        (
+            M::GET,
+            "/v1/ledger/jobs/00",
+            Some(TOKEN),
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            M::GET,
+            "/v1/ledger/jobs/1111111111111111111111111111111111111111111111111111111111111111",
+            Some(TOKEN),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            M::GET,
+            "/v1/fairness?job=2222222222222222222222222222222222222222222222222222222222222222",
+            Some(TOKEN),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            M::GET,
+            "/v1/ledger?limit=0",
+            Some(TOKEN),
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            M::GET,
+            "/v1/ledger?after=-1",
+            Some(TOKEN),
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            M::GET,
+            "/v1/ledger?kind=nope",
+            Some(TOKEN),
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            M::GET,
+            "/v1/ledger/entries/999999",
+            Some(TOKEN),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            M::GET,
+            "/v1/adverts/12D3KooWnotanid",
+            Some(TOKEN),
+            None,
+            400,
+            "bad_request",
+        ),
     ];
     for (method, path, token, body, status, code) in cases {
         let (got, json) = call(&http, method.clone(), format!("{base}{path}"), token, body).await;
         assert_eq!(got, status, "{method} {path}: {json}");
         assert_eq!(json["error"]["code"], code, "{method} {path}: {json}");
-        assert!(json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
     }
     let big = format!("{{\"addr\": \"{}\"}}", "x".repeat(100_000));
-    let (got, json) = call(&http, M::POST, format!("{base}/v1/peers"), Some(TOKEN), Some(("application/json", &big))).await;
+    let (got, json) = call(
+        &http,
+        M::POST,
+        format!("{base}/v1/peers"),
+        Some(TOKEN),
+        Some(("application/json", &big)),
+    )
+    .await;
     assert_eq!(got, 413, "{json}");
 
     // The SDK reports the same errors, typed.
     let bad = fairgrid_sdk::Client::new(&base, "nope").unwrap();
     match bad.status().await {
-        Err(fairgrid_sdk::SdkError::Api { status: 401, code, .. }) => assert_eq!(code, "unauthorized"),
+        Err(fairgrid_sdk::SdkError::Api {
+            status: 401, code, ..
+        }) => assert_eq!(code, "unauthorized"),
         other => panic!("{other:?}"),
     }
     node.shutdown().await.unwrap();
@@ -131,14 +260,20 @@ async fn ledger_pages_metrics_and_fairness() {
     let for_job = client.ledger_job(&job.to_hex()).await.unwrap();
     assert_eq!(for_job.len(), 25);
     let report = client.fairness(Some(&job.to_hex())).await.unwrap();
-    assert_eq!((report.total_units, report.hhi, report.max_owner_share_ppm), (50, 10_000, 1_000_000));
+    assert_eq!(
+        (report.total_units, report.hhi, report.max_owner_share_ppm),
+        (50, 10_000, 1_000_000)
+    );
     let verify = client.verify_ledger().await.unwrap();
     assert!(verify.ok && verify.own_entries == total, "{verify:?}");
     let metrics = client.metrics().await.unwrap();
     assert!(metrics.contains("# TYPE fairgrid_ledger_entries gauge"));
     assert!(metrics.contains("fairgrid_adverts_rejected_total{reason=\"bad_signature\"} 0"));
     let status = client.status().await.unwrap();
-    assert_eq!(status.node_id, Keypair::from_seed(b"api-test").node_id().to_string());
+    assert_eq!(
+        status.node_id,
+        Keypair::from_seed(b"api-test").node_id().to_string()
+    );
     node.shutdown().await.unwrap();
 }
 
@@ -148,7 +283,12 @@ async fn random_bytes_on_the_socket_never_take_the_api_down() {
     let node = node(dir.path()).await;
     let addr = node.api_addr;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
-    let prefixes: [&[u8]; 4] = [b"", b"GET /v1/status HTTP/1.1\r\n", b"POST /v1/peers HTTP/1.1\r\nAuthorization: Bearer ", b"GET /"];
+    let prefixes: [&[u8]; 4] = [
+        b"",
+        b"GET /v1/status HTTP/1.1\r\n",
+        b"POST /v1/peers HTTP/1.1\r\nAuthorization: Bearer ",
+        b"GET /",
+    ];
     for i in 0..150 {
         let mut bytes = prefixes[i % prefixes.len()].to_vec();
         let mut noise = vec![0u8; rng.random_range(1..2000)];
@@ -159,7 +299,8 @@ async fn random_bytes_on_the_socket_never_take_the_api_down() {
         }
         tokio::task::spawn_blocking(move || {
             if let Ok(mut s) = TcpStream::connect(addr) {
-                s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(300)))
+                    .unwrap();
                 let _ = s.write_all(&bytes);
                 let mut buf = [0u8; 512];
                 let _ = s.read(&mut buf);

@@ -35,7 +35,13 @@ async fn five_nodes_discover_each_other_and_forget_a_stopped_one() {
             let mut others = expected.clone();
             others.remove(&own);
             async move {
-                let peers: BTreeSet<String> = client.peers().await.ok()?.into_iter().map(|p| p.peer_id).collect();
+                let peers: BTreeSet<String> = client
+                    .peers()
+                    .await
+                    .ok()?
+                    .into_iter()
+                    .map(|p| p.peer_id)
+                    .collect();
                 others.is_subset(&peers).then_some(())
             }
         })
@@ -44,7 +50,13 @@ async fn five_nodes_discover_each_other_and_forget_a_stopped_one() {
             let client = client.clone();
             let expected = expected.clone();
             async move {
-                let seen: BTreeSet<String> = client.adverts().await.ok()?.into_iter().map(|a| a.node_id).collect();
+                let seen: BTreeSet<String> = client
+                    .adverts()
+                    .await
+                    .ok()?
+                    .into_iter()
+                    .map(|a| a.node_id)
+                    .collect();
                 (seen == expected).then_some(())
             }
         })
@@ -56,23 +68,34 @@ async fn five_nodes_discover_each_other_and_forget_a_stopped_one() {
 
     // Stop node 4 gracefully; the others drop it after its advert expires.
     let gone = nodes[4].peer_id.clone();
-    assert!(nodes[4].stop(), "clean exit on SIGTERM:\n{}", nodes[4].log());
+    assert!(
+        nodes[4].stop(),
+        "clean exit on SIGTERM:\n{}",
+        nodes[4].log()
+    );
     for node in &nodes[..4] {
         let client = node.client();
         let gone = gone.clone();
-        wait_for(Duration::from_secs(15), "the stopped node's advert to expire", || {
-            let client = client.clone();
-            let gone = gone.clone();
-            async move {
-                let adverts = client.adverts().await.ok()?;
-                (adverts.len() == 4 && adverts.iter().all(|a| a.node_id != gone)).then_some(())
-            }
-        })
+        wait_for(
+            Duration::from_secs(15),
+            "the stopped node's advert to expire",
+            || {
+                let client = client.clone();
+                let gone = gone.clone();
+                async move {
+                    let adverts = client.adverts().await.ok()?;
+                    (adverts.len() == 4 && adverts.iter().all(|a| a.node_id != gone)).then_some(())
+                }
+            },
+        )
         .await;
     }
     let n0 = &nodes[0];
     wait_for(Duration::from_secs(5), "the expiry log line", || {
-        let found = n0.log().lines().any(|l| l.contains("advert expired") && l.contains(gone.as_str()));
+        let found = n0
+            .log()
+            .lines()
+            .any(|l| l.contains("advert expired") && l.contains(gone.as_str()));
         async move { found.then_some(()) }
     })
     .await;

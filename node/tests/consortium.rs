@@ -34,11 +34,25 @@ async fn consortium_refuses_an_uncertified_node() {
         let peer = init_dir(&dir);
         let cert = dir.join("node.cert");
         fairgrid(&[
-            "owner", "certify", "--owner-dir", &owner_dir_s, "--node", &peer, "--label", "Univ A",
-            "--max-capacity", "cpu_milli=1000000,mem_mib=100000000", "--valid-days", "1",
-            "--out", cert.to_str().unwrap(),
+            "owner",
+            "certify",
+            "--owner-dir",
+            &owner_dir_s,
+            "--node",
+            &peer,
+            "--label",
+            "Univ A",
+            "--max-capacity",
+            "cpu_milli=1000000,mem_mib=100000000",
+            "--valid-days",
+            "1",
+            "--out",
+            cert.to_str().unwrap(),
         ]);
-        let bootstrap: Vec<String> = members.first().map(|m: &NodeProc| m.listen.clone()).unwrap_or_default();
+        let bootstrap: Vec<String> = members
+            .first()
+            .map(|m: &NodeProc| m.listen.clone())
+            .unwrap_or_default();
         members.push(NodeProc::start(&dir, &bootstrap, &env));
     }
     let member_ids: BTreeSet<String> = members.iter().map(|m| m.peer_id.clone()).collect();
@@ -49,7 +63,13 @@ async fn consortium_refuses_an_uncertified_node() {
             let c = c.clone();
             let ids = ids.clone();
             async move {
-                let seen: BTreeSet<String> = c.adverts().await.ok()?.into_iter().map(|a| a.node_id).collect();
+                let seen: BTreeSet<String> = c
+                    .adverts()
+                    .await
+                    .ok()?
+                    .into_iter()
+                    .map(|a| a.node_id)
+                    .collect();
                 (seen == ids).then_some(())
             }
         })
@@ -84,11 +104,21 @@ async fn consortium_refuses_an_uncertified_node() {
     for m in &members {
         let c = m.client();
         let peers = c.peers().await.unwrap();
-        assert!(peers.iter().all(|p| p.peer_id != intruder.peer_id), "intruder still connected");
+        assert!(
+            peers.iter().all(|p| p.peer_id != intruder.peer_id),
+            "intruder still connected"
+        );
         let adverts = c.adverts().await.unwrap();
-        assert!(adverts.iter().all(|a| a.node_id != intruder.peer_id), "intruder's advert accepted");
+        assert!(
+            adverts.iter().all(|a| a.node_id != intruder.peer_id),
+            "intruder's advert accepted"
+        );
         assert_eq!(adverts.len(), 2);
     }
     let intruder_peers = intruder.client().peers().await.unwrap();
-    assert!(intruder_peers.iter().all(|p| !member_ids.contains(&p.peer_id)));
+    assert!(
+        intruder_peers
+            .iter()
+            .all(|p| !member_ids.contains(&p.peer_id))
+    );
 }

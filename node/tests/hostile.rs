@@ -41,7 +41,10 @@ async fn hostile_peer(seed: &[u8], target: &str) -> (Keypair, NetworkClient) {
     let drain = client.clone();
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
-            if let NetEvent::Gossip { message_id, source, .. } = event {
+            if let NetEvent::Gossip {
+                message_id, source, ..
+            } = event
+            {
                 let _ = drain.validate(message_id, source, Verdict::Ignore).await;
             }
         }
@@ -52,11 +55,15 @@ async fn hostile_peer(seed: &[u8], target: &str) -> (Keypair, NetworkClient) {
 
 /// Publishes once A's subscription has reached the peer.
 async fn publish(client: &NetworkClient, data: Vec<u8>) {
-    wait_for(Duration::from_secs(20), "a subscribed peer to publish to", || {
-        let client = client.clone();
-        let data = data.clone();
-        async move { client.publish(Topic::Adverts, data).await.ok() }
-    })
+    wait_for(
+        Duration::from_secs(20),
+        "a subscribed peer to publish to",
+        || {
+            let client = client.clone();
+            let data = data.clone();
+            async move { client.publish(Topic::Adverts, data).await.ok() }
+        },
+    )
     .await;
 }
 
@@ -73,7 +80,11 @@ async fn bad_adverts_are_rejected_logged_and_never_forwarded() {
             node: revoked_node.node_id(),
             owner: owner.owner_id(),
             label: "Revoked Lab".into(),
-            max_capacity: ResourceVec { cpu_milli: 64_000, mem_mib: 1 << 20, ..Default::default() },
+            max_capacity: ResourceVec {
+                cpu_milli: 64_000,
+                mem_mib: 1 << 20,
+                ..Default::default()
+            },
             valid_from: 0,
             valid_until: u64::MAX / 2,
             serial: 9,
@@ -81,12 +92,20 @@ async fn bad_adverts_are_rejected_logged_and_never_forwarded() {
     );
     let revocation = Signed::sign(
         &owner,
-        &Revocation { owner: owner.owner_id(), seq: 1, serials: [9].into(), issued_at: now_ms() },
+        &Revocation {
+            owner: owner.owner_id(),
+            seq: 1,
+            serials: [9].into(),
+            issued_at: now_ms(),
+        },
     );
     let rev_path = root.path().join("revocations.rev");
     std::fs::write(&rev_path, signed_hex_text("test", &revocation)).unwrap();
     let mut env = test_env(10);
-    env.push(("FAIRGRID_TRUST_REVOCATION_FILES".into(), rev_path.to_str().unwrap().into()));
+    env.push((
+        "FAIRGRID_TRUST_REVOCATION_FILES".into(),
+        rev_path.to_str().unwrap().into(),
+    ));
 
     let (dir_a, dir_b) = (root.path().join("a"), root.path().join("b"));
     init_dir(&dir_a);
@@ -104,7 +123,13 @@ async fn bad_adverts_are_rejected_logged_and_never_forwarded() {
             let client = client.clone();
             let honest = honest.clone();
             async move {
-                let seen: BTreeSet<String> = client.adverts().await.ok()?.into_iter().map(|x| x.node_id).collect();
+                let seen: BTreeSet<String> = client
+                    .adverts()
+                    .await
+                    .ok()?
+                    .into_iter()
+                    .map(|x| x.node_id)
+                    .collect();
                 (seen == honest).then_some(())
             }
         })
@@ -123,21 +148,44 @@ async fn bad_adverts_are_rejected_logged_and_never_forwarded() {
         hostiles.push(client);
     }
     let (_, revoked_client) = hostile_peer(b"hostile-revoked", &target).await;
-    publish(&revoked_client, forge::certified(&revoked_node, cert, now, now, 60_000)).await;
+    publish(
+        &revoked_client,
+        forge::certified(&revoked_node, cert, now, now, 60_000),
+    )
+    .await;
     hostile_ids.push((revoked_node.node_id().to_string(), "revoked_certificate"));
 
     let (replayer, replay_client) = hostile_peer(b"hostile-replayer", &target).await;
-    publish(&replay_client, forge::good(&replayer, now + 1000, now, 60_000)).await;
+    publish(
+        &replay_client,
+        forge::good(&replayer, now + 1000, now, 60_000),
+    )
+    .await;
     // The good one travels A -> B.
     let b_client = b.client();
     let replayer_id = replayer.node_id().to_string();
-    wait_for(Duration::from_secs(20), "the replayer's good advert at B", || {
-        let c = b_client.clone();
-        let id = replayer_id.clone();
-        async move { c.adverts().await.ok()?.iter().any(|x| x.node_id == id).then_some(()) }
-    })
+    wait_for(
+        Duration::from_secs(20),
+        "the replayer's good advert at B",
+        || {
+            let c = b_client.clone();
+            let id = replayer_id.clone();
+            async move {
+                c.adverts()
+                    .await
+                    .ok()?
+                    .iter()
+                    .any(|x| x.node_id == id)
+                    .then_some(())
+            }
+        },
+    )
     .await;
-    publish(&replay_client, forge::good(&replayer, now + 10, now + 1, 60_000)).await;
+    publish(
+        &replay_client,
+        forge::good(&replayer, now + 10, now + 1, 60_000),
+    )
+    .await;
     hostile_ids.push((replayer_id.clone(), "replayed_seq"));
 
     // A rejected each with its own reason, naming the sender.
@@ -147,14 +195,19 @@ async fn bad_adverts_are_rejected_logged_and_never_forwarded() {
         let codes: Vec<&str> = hostile_ids.iter().map(|(_, code)| *code).collect();
         async move {
             let text = c.metrics().await.ok()?;
-            codes.iter().all(|code| rejected(&text, code) >= 1).then_some(text)
+            codes
+                .iter()
+                .all(|code| rejected(&text, code) >= 1)
+                .then_some(text)
         }
     })
     .await;
     let log = a.log();
     for (id, code) in &hostile_ids {
         assert!(
-            log.lines().any(|l| l.contains("advert rejected") && l.contains(id.as_str()) && l.contains(code)),
+            log.lines().any(|l| l.contains("advert rejected")
+                && l.contains(id.as_str())
+                && l.contains(code)),
             "no rejection line for {code} from {id} in A's log"
         );
     }
@@ -164,32 +217,75 @@ async fn bad_adverts_are_rejected_logged_and_never_forwarded() {
     let peers = a_client.peers().await.unwrap();
     let scored: Vec<f64> = peers
         .iter()
-        .filter(|p| hostile_ids.iter().any(|(id, code)| *id == p.peer_id && *code != "signer_mismatch"))
+        .filter(|p| {
+            hostile_ids
+                .iter()
+                .any(|(id, code)| *id == p.peer_id && *code != "signer_mismatch")
+        })
         .filter_map(|p| p.gossip_score)
         .collect();
-    assert!(!scored.is_empty() && scored.iter().all(|s| *s < 0.0), "scores {scored:?}");
+    assert!(
+        !scored.is_empty() && scored.iter().all(|s| *s < 0.0),
+        "scores {scored:?}"
+    );
 
     // Nothing bad reached B: it rejected nothing (nothing was forwarded),
     // and its table holds only the honest nodes and the replayer's good advert.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let b_metrics = b_client.metrics().await.unwrap();
     for code in fairgrid_node::adverts::AdvertRejection::CODES {
-        assert_eq!(rejected(&b_metrics, code), 0, "B saw a forwarded {code} advert: {}", b.log().lines().filter(|l| l.contains("rejected")).collect::<Vec<_>>().join("\n"));
+        assert_eq!(
+            rejected(&b_metrics, code),
+            0,
+            "B saw a forwarded {code} advert: {}",
+            b.log()
+                .lines()
+                .filter(|l| l.contains("rejected"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
     let at_b = b_client.adverts().await.unwrap();
     let mut expected = honest.clone();
     expected.insert(replayer_id.clone());
-    assert_eq!(at_b.iter().map(|x| x.node_id.clone()).collect::<BTreeSet<_>>(), expected);
+    assert_eq!(
+        at_b.iter()
+            .map(|x| x.node_id.clone())
+            .collect::<BTreeSet<_>>(),
+        expected
+    );
     let replayed = at_b.iter().find(|x| x.node_id == replayer_id).unwrap();
-    assert_eq!(replayed.seq, now + 1000, "the lower seq did not replace the good advert");
+    assert_eq!(
+        replayed.seq,
+        now + 1000,
+        "the lower seq did not replace the good advert"
+    );
 
     // The honest nodes keep working: B's re-issued adverts still reach A.
-    let first_seq = a_client.adverts().await.unwrap().iter().find(|x| x.node_id == b.peer_id).unwrap().seq;
+    let first_seq = a_client
+        .adverts()
+        .await
+        .unwrap()
+        .iter()
+        .find(|x| x.node_id == b.peer_id)
+        .unwrap()
+        .seq;
     let b_id = b.peer_id.clone();
-    wait_for(Duration::from_secs(30), "a fresh advert from B at A", || {
-        let c = a_client.clone();
-        let id = b_id.clone();
-        async move { c.adverts().await.ok()?.iter().any(|x| x.node_id == id && x.seq > first_seq).then_some(()) }
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "a fresh advert from B at A",
+        || {
+            let c = a_client.clone();
+            let id = b_id.clone();
+            async move {
+                c.adverts()
+                    .await
+                    .ok()?
+                    .iter()
+                    .any(|x| x.node_id == id && x.seq > first_seq)
+                    .then_some(())
+            }
+        },
+    )
     .await;
 }

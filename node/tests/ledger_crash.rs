@@ -47,7 +47,11 @@ fn child(dir: &str) {
                         detail: "x".repeat((i % 64) as usize),
                     };
                     let done = ledger.append(body).await.unwrap();
-                    if tx.send(format!("ack {} {}", done.seq, done.id)).await.is_err() {
+                    if tx
+                        .send(format!("ack {} {}", done.seq, done.id))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -118,7 +122,11 @@ fn acknowledged_entries_survive_sigkill_and_the_chain_never_breaks() {
                 .get(*seq)
                 .unwrap()
                 .unwrap_or_else(|| panic!("round {round}: acknowledged entry {seq} lost"));
-            assert_eq!(&stored.id.to_hex(), id, "round {round}: entry {seq} changed");
+            assert_eq!(
+                &stored.id.to_hex(),
+                id,
+                "round {round}: entry {seq} changed"
+            );
         }
         assert!(report.own_entries >= acked.len() as u64);
         drop(store);

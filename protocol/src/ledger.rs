@@ -407,7 +407,10 @@ mod tests {
         for e in &entries[400..] {
             second.push(e.clone()).unwrap();
         }
-        assert_eq!(second.finish().unwrap(), verify_chain(entries.clone()).unwrap());
+        assert_eq!(
+            second.finish().unwrap(),
+            verify_chain(entries.clone()).unwrap()
+        );
 
         let wrong_start = ChainSummary {
             head: Hash32::of(b"elsewhere"),

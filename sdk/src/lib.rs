@@ -78,21 +78,30 @@ impl Client {
         self.send(path, request).await
     }
 
-    async fn post<T: DeserializeOwned, B: serde::Serialize>(&self, path: &str, body: &B) -> Result<T> {
+    async fn post<T: DeserializeOwned, B: serde::Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
         let request = self.http.post(format!("{}{path}", self.base)).json(body);
         self.send(path, request).await
     }
 
-    async fn send<T: DeserializeOwned>(&self, path: &str, request: reqwest::RequestBuilder) -> Result<T> {
+    async fn send<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T> {
         let url = format!("{}{path}", self.base);
-        let response = request
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| SdkError::Unreachable {
-                url: url.clone(),
-                source: e,
-            })?;
+        let response =
+            request
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .map_err(|e| SdkError::Unreachable {
+                    url: url.clone(),
+                    source: e,
+                })?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| SdkError::Unreachable {
             url: url.clone(),

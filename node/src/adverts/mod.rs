@@ -2,11 +2,11 @@
 //! signed adverts ([`publisher`]), validating incoming ones ([`validate`])
 //! and keeping the table of live adverts ([`table`]).
 
+pub mod forge;
 pub mod probe;
 pub mod publisher;
 pub mod table;
 pub mod validate;
-pub mod forge;
 
 pub use publisher::{AdvertPublisher, IdleHours};
 pub use table::{AdvertTable, LiveAdvert};

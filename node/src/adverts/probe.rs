@@ -24,7 +24,11 @@ pub fn probe_hardware(probe: Duration) -> Hardware {
     let gflops = fairgrid_kernels::probe::cpu_gflops(cores as usize, probe);
     Hardware {
         cpu_cores: cores,
-        cpu_gflops: if gflops.is_finite() { gflops.round() as u32 } else { 0 },
+        cpu_gflops: if gflops.is_finite() {
+            gflops.round() as u32
+        } else {
+            0
+        },
         mem_mib,
         gpus: Vec::new(),
     }

@@ -91,10 +91,10 @@ impl AdvertPublisher {
     /// What the node offers at `now`: the configured share of the hardware,
     /// bounded by the certificate, nothing outside idle hours.
     pub fn offered(&self, now: u64) -> ResourceVec {
-        if let Some(idle) = self.idle {
-            if !idle.contains(now) {
-                return ResourceVec::default();
-            }
+        if let Some(idle) = self.idle
+            && !idle.contains(now)
+        {
+            return ResourceVec::default();
         }
         let hw = &self.hardware;
         let cores = match self.offer.cpu_cores {

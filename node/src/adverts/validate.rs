@@ -109,7 +109,10 @@ impl fmt::Display for AdvertRejection {
             BadLifetime {
                 issued_at,
                 expires_at,
-            } => write!(f, "lifetime {issued_at}..{expires_at} is empty or over 24 h"),
+            } => write!(
+                f,
+                "lifetime {issued_at}..{expires_at} is empty or over 24 h"
+            ),
             ReplayedSeq { got, have } => {
                 write!(f, "replayed or lower seq {got} (already have {have})")
             }
@@ -199,18 +202,18 @@ pub fn validate_advert(
             CertError::Missing | CertError::NotAllowlisted { .. } => Uncertified(e.to_string()),
             other => BadCertificate(other.to_string()),
         })?;
-    if let Some(max) = &ownership.max_capacity {
-        if fairgrid_protocol::ResourceVec::min(&advert.offered, max) != advert.offered {
-            return Err(ExceedsCertificate);
-        }
+    if let Some(max) = &ownership.max_capacity
+        && fairgrid_protocol::ResourceVec::min(&advert.offered, max) != advert.offered
+    {
+        return Err(ExceedsCertificate);
     }
-    if let Some(have) = last_seq(&advert.node) {
-        if advert.seq <= have {
-            return Err(ReplayedSeq {
-                got: advert.seq,
-                have,
-            });
-        }
+    if let Some(have) = last_seq(&advert.node)
+        && advert.seq <= have
+    {
+        return Err(ReplayedSeq {
+            got: advert.seq,
+            have,
+        });
     }
     Ok(AcceptedAdvert {
         id: Hash32::of(data),
@@ -225,8 +228,11 @@ fn other_kind_tag(signed: &Signed<CapacityAdvert>) -> Option<&'static str> {
     let key = signed.signer.verifying_key()?;
     let signature = Signature::from_bytes(&signed.signature.0);
     OTHER_KINDS.into_iter().find(|kind| {
-        key.verify_strict(&signing_input(kind, signed.version, &signed.payload), &signature)
-            .is_ok()
+        key.verify_strict(
+            &signing_input(kind, signed.version, &signed.payload),
+            &signature,
+        )
+        .is_ok()
     })
 }
 

@@ -31,14 +31,18 @@ fn number(params: &HashMap<String, String>, name: &str) -> Result<Option<u64>, A
     params
         .get(name)
         .map(|v| {
-            v.parse::<u64>()
-                .map_err(|_| ApiError::bad_request(format!("query parameter {name}={v:?} is not a non-negative integer")))
+            v.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "query parameter {name}={v:?} is not a non-negative integer"
+                ))
+            })
         })
         .transpose()
 }
 
 fn job_id(text: &str) -> Result<Hash32, ApiError> {
-    Hash32::from_hex(text).map_err(|_| ApiError::bad_request(format!("{text:?} is not a job id (64 hex digits)")))
+    Hash32::from_hex(text)
+        .map_err(|_| ApiError::bad_request(format!("{text:?} is not a job id (64 hex digits)")))
 }
 
 fn view(stored: &StoredEntry) -> Result<LedgerEntryView, ApiError> {
@@ -52,7 +56,9 @@ async fn page(
     let after = number(&params, "after")?;
     let limit = number(&params, "limit")?.unwrap_or(100) as usize;
     if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::bad_request(format!("limit must be in 1..={MAX_PAGE}")));
+        return Err(ApiError::bad_request(format!(
+            "limit must be in 1..={MAX_PAGE}"
+        )));
     }
     let store = shared.ledger.store();
     let entries: Vec<StoredEntry> = match params.get("kind") {
@@ -82,7 +88,10 @@ async fn page(
     }))
 }
 
-async fn entry(State(shared): State<Arc<Shared>>, Path(seq): Path<String>) -> Result<Json<LedgerEntryView>, ApiError> {
+async fn entry(
+    State(shared): State<Arc<Shared>>,
+    Path(seq): Path<String>,
+) -> Result<Json<LedgerEntryView>, ApiError> {
     let seq: u64 = seq
         .parse()
         .map_err(|_| ApiError::bad_request(format!("{seq:?} is not an entry seq")))?;
@@ -94,7 +103,10 @@ async fn entry(State(shared): State<Arc<Shared>>, Path(seq): Path<String>) -> Re
     Ok(Json(view(&stored)?))
 }
 
-async fn job(State(shared): State<Arc<Shared>>, Path(job): Path<String>) -> Result<Json<Vec<LedgerEntryView>>, ApiError> {
+async fn job(
+    State(shared): State<Arc<Shared>>,
+    Path(job): Path<String>,
+) -> Result<Json<Vec<LedgerEntryView>>, ApiError> {
     let id = job_id(&job)?;
     let entries = shared.ledger.store().entries_for_job(&id)?;
     if entries.is_empty() {

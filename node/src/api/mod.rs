@@ -41,13 +41,21 @@ pub fn router(shared: Arc<Shared>) -> Router {
                 "this endpoint does not take that method",
             )
         })
-        .layer(middleware::from_fn_with_state(Arc::clone(&shared), authenticate))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            authenticate,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(shared)
 }
 
 /// Checks the bearer token (in constant time) and counts the request.
-async fn authenticate(State(shared): State<Arc<Shared>>, headers: HeaderMap, request: Request, next: Next) -> Response {
+async fn authenticate(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
     Metrics::inc(&shared.metrics.api_requests);
     let presented = headers
         .get(header::AUTHORIZATION)
@@ -75,7 +83,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Serves the API on `listener` until `stop` fires.
-pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    shared: Arc<Shared>,
+    listener: tokio::net::TcpListener,
+    mut stop: watch::Receiver<bool>,
+) {
     let app = router(shared);
     let shutdown = async move {
         let _ = stop.changed().await;

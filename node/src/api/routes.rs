@@ -48,7 +48,11 @@ async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<Status>, ApiEr
         listen_addrs: shared
             .listen_addrs
             .lock()
-            .map(|l| l.iter().map(|a| format!("{a}/p2p/{}", shared.node_id)).collect())
+            .map(|l| {
+                l.iter()
+                    .map(|a| format!("{a}/p2p/{}", shared.node_id))
+                    .collect()
+            })
             .unwrap_or_default(),
         peers,
         live_adverts: live,
@@ -103,10 +107,19 @@ async fn dial(
 
 async fn adverts(State(shared): State<Arc<Shared>>) -> Json<Vec<AdvertInfo>> {
     let table = shared.adverts.lock().expect("advert table lock");
-    Json(table.live(now_ms()).into_iter().map(views::advert).collect())
+    Json(
+        table
+            .live(now_ms())
+            .into_iter()
+            .map(views::advert)
+            .collect(),
+    )
 }
 
-async fn advert(State(shared): State<Arc<Shared>>, Path(node): Path<String>) -> Result<Json<AdvertInfo>, ApiError> {
+async fn advert(
+    State(shared): State<Arc<Shared>>,
+    Path(node): Path<String>,
+) -> Result<Json<AdvertInfo>, ApiError> {
     let id: NodeId = node
         .parse()
         .map_err(|e| ApiError::bad_request(format!("{node:?} is not a node id: {e}")))?;
@@ -130,9 +143,21 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Result<impl IntoResponse,
     let uptime = shared.started.elapsed().as_secs_f64();
     let text = shared.metrics.render(&[
         ("fairgrid_peers", "Connected peers.", peers),
-        ("fairgrid_live_adverts", "Adverts in the live table (including our own).", live),
-        ("fairgrid_ledger_entries", "Entries in this node's own chain.", entries),
-        ("fairgrid_uptime_seconds", "Seconds since the node started.", uptime),
+        (
+            "fairgrid_live_adverts",
+            "Adverts in the live table (including our own).",
+            live,
+        ),
+        (
+            "fairgrid_ledger_entries",
+            "Entries in this node's own chain.",
+            entries,
+        ),
+        (
+            "fairgrid_uptime_seconds",
+            "Seconds since the node started.",
+            uptime,
+        ),
     ]);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }

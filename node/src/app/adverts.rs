@@ -24,7 +24,11 @@ pub fn on_gossip(shared: &Arc<Shared>, source: PeerId, data: &[u8]) -> Verdict {
         Metrics::inc(&shared.metrics.adverts_from_unadmitted);
         let refused = trust::is_refused(shared, &source);
         warn!(target: TARGET, peer = %source, reason = "uncertified in consortium mode: relayed by a peer without a valid certificate", "advert rejected");
-        return if refused { Verdict::Reject } else { Verdict::Ignore };
+        return if refused {
+            Verdict::Reject
+        } else {
+            Verdict::Ignore
+        };
     }
     match accept(shared, data, &source.to_string(), false) {
         Ok(true) => Verdict::Accept,
@@ -39,7 +43,12 @@ pub fn on_gossip(shared: &Arc<Shared>, source: PeerId, data: &[u8]) -> Verdict {
 /// Validates and stores an advert. Ok(false): valid but not stored (our
 /// own, or the table is full). In a snapshot, adverts we already hold are
 /// expected and not counted as rejections.
-fn accept(shared: &Arc<Shared>, data: &[u8], from: &str, snapshot: bool) -> Result<bool, AdvertRejection> {
+fn accept(
+    shared: &Arc<Shared>,
+    data: &[u8],
+    from: &str,
+    snapshot: bool,
+) -> Result<bool, AdvertRejection> {
     let now = now_ms();
     let accepted = {
         let mut table = shared.adverts.lock().expect("advert table lock");
@@ -118,7 +127,9 @@ pub fn request_snapshot(shared: &Arc<Shared>, peer: PeerId) {
             Ok(Response::Refused { reason }) => {
                 debug!(target: TARGET, %peer, %reason, "advert snapshot refused");
             }
-            Ok(_) => warn!(target: TARGET, %peer, "unexpected answer to an advert snapshot request"),
+            Ok(_) => {
+                warn!(target: TARGET, %peer, "unexpected answer to an advert snapshot request")
+            }
             Err(e) => debug!(target: TARGET, %peer, error = %e, "advert snapshot failed"),
         }
     });
@@ -159,7 +170,11 @@ pub async fn publish_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) 
             }
             Err(e) => {
                 // No subscribed peer yet: try again with a fresh advert.
-                shared.publisher.lock().expect("publisher lock").invalidate();
+                shared
+                    .publisher
+                    .lock()
+                    .expect("publisher lock")
+                    .invalidate();
                 if last_failure_log.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
                     info!(target: TARGET, error = %e, "advert not published yet (no subscribed peers); retrying");
                     last_failure_log = Some(Instant::now());

@@ -8,7 +8,11 @@ use tokio::sync::{mpsc, watch};
 use super::{Shared, gossip, requests, trust};
 use crate::net::NetEvent;
 
-pub async fn run(shared: Arc<Shared>, mut events: mpsc::Receiver<NetEvent>, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    shared: Arc<Shared>,
+    mut events: mpsc::Receiver<NetEvent>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             event = events.recv() => match event {
@@ -40,10 +44,10 @@ async fn handle(shared: &Arc<Shared>, event: NetEvent) {
         NetEvent::Disconnected { peer } => trust::on_disconnected(shared, peer),
         NetEvent::Subscribed { .. } => {}
         NetEvent::NewListenAddr { addr } => {
-            if let Ok(mut addrs) = shared.listen_addrs.lock() {
-                if !addrs.contains(&addr) {
-                    addrs.push(addr);
-                }
+            if let Ok(mut addrs) = shared.listen_addrs.lock()
+                && !addrs.contains(&addr)
+            {
+                addrs.push(addr);
             }
         }
     }

@@ -95,7 +95,12 @@ impl Shared {
     }
 
     /// Records `CertificateUsed` the first time a certificate is relied on.
-    pub fn record_certificate(self: &Arc<Self>, node: NodeId, ownership: &Ownership, cert: Option<&Signed<OwnerCertificate>>) {
+    pub fn record_certificate(
+        self: &Arc<Self>,
+        node: NodeId,
+        ownership: &Ownership,
+        cert: Option<&Signed<OwnerCertificate>>,
+    ) {
         let (Some(serial), Some(cert)) = (ownership.serial, cert) else {
             return;
         };
@@ -158,10 +163,11 @@ pub fn trust_policy(config: &Config) -> Result<TrustPolicy> {
     }
     for file in &config.trust.revocation_files {
         let signed = datadir::read_revocation(std::path::Path::new(file))?;
-        let list = fairgrid_protocol::Revocation::verify(&signed).map_err(|e| NodeError::Config {
-            origin: format!("revocation file {file}"),
-            reason: e.to_string(),
-        })?;
+        let list =
+            fairgrid_protocol::Revocation::verify(&signed).map_err(|e| NodeError::Config {
+                origin: format!("revocation file {file}"),
+                reason: e.to_string(),
+            })?;
         policy.apply_revocation(&list);
     }
     Ok(policy)
@@ -169,7 +175,10 @@ pub fn trust_policy(config: &Config) -> Result<TrustPolicy> {
 
 /// This node's certificate: the configured file, else `node.cert` in the
 /// data dir if present.
-pub fn own_certificate(config: &Config, data_dir: &DataDir) -> Result<Option<Signed<OwnerCertificate>>> {
+pub fn own_certificate(
+    config: &Config,
+    data_dir: &DataDir,
+) -> Result<Option<Signed<OwnerCertificate>>> {
     let path = if config.trust.certificate.is_empty() {
         let default = data_dir.cert_path();
         if !default.exists() {
@@ -251,12 +260,21 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode> {
     let (stop, stop_rx) = watch::channel(false);
     let listener = tokio::net::TcpListener::bind(&shared.config.api.listen)
         .await
-        .map_err(|e| NodeError::io(format!("api listen address {}", shared.config.api.listen), e))?;
+        .map_err(|e| {
+            NodeError::io(
+                format!("api listen address {}", shared.config.api.listen),
+                e,
+            )
+        })?;
     let api_addr = listener
         .local_addr()
         .map_err(|e| NodeError::io("api listener", e))?;
     let tasks = vec![
-        tokio::spawn(events::run(Arc::clone(&shared), net_events, stop_rx.clone())),
+        tokio::spawn(events::run(
+            Arc::clone(&shared),
+            net_events,
+            stop_rx.clone(),
+        )),
         tokio::spawn(adverts::publish_loop(Arc::clone(&shared), stop_rx.clone())),
         tokio::spawn(adverts::prune_loop(Arc::clone(&shared), stop_rx.clone())),
         tokio::spawn(crate::api::serve(Arc::clone(&shared), listener, stop_rx)),
@@ -286,7 +304,12 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode> {
     })
 }
 
-fn write_run_files(data_dir: &DataDir, api: SocketAddr, addrs: &[Multiaddr], node: &NodeId) -> Result<()> {
+fn write_run_files(
+    data_dir: &DataDir,
+    api: SocketAddr,
+    addrs: &[Multiaddr],
+    node: &NodeId,
+) -> Result<()> {
     let run = data_dir.run_dir();
     std::fs::create_dir_all(&run).map_err(|e| NodeError::io(&run, e))?;
     datadir::write_atomic(&data_dir.api_addr_path(), format!("{api}\n").as_bytes())?;
@@ -304,7 +327,11 @@ impl RunningNode {
         self.shared
             .listen_addrs
             .lock()
-            .map(|l| l.iter().map(|a| format!("{a}/p2p/{}", self.shared.node_id)).collect())
+            .map(|l| {
+                l.iter()
+                    .map(|a| format!("{a}/p2p/{}", self.shared.node_id))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

@@ -10,7 +10,12 @@ use super::{Shared, adverts, trust};
 use crate::metrics::Metrics;
 use crate::net::{Request, Response};
 
-pub async fn handle(shared: &Arc<Shared>, peer: PeerId, request: Request, channel: ResponseChannel<Response>) {
+pub async fn handle(
+    shared: &Arc<Shared>,
+    peer: PeerId,
+    request: Request,
+    channel: ResponseChannel<Response>,
+) {
     Metrics::inc(&shared.metrics.requests_in);
     match request {
         Request::Hello(hello) => trust::on_hello(shared, peer, hello, channel).await,

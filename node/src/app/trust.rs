@@ -67,15 +67,33 @@ pub fn on_connected(shared: &Arc<Shared>, peer: PeerId) {
         )
         .await;
         match answer {
-            Ok(Ok(Response::Hello(hello))) => match check(&shared, &peer, hello.certificate.as_ref()) {
-                Ok(ownership) => admit(&shared, peer, ownership, hello.certificate.as_ref()).await,
-                Err(reason) => refuse(&shared, peer, &reason).await,
-            },
-            Ok(Ok(Response::Refused { reason })) => {
-                refuse(&shared, peer, &format!("it refused our certificate: {reason}")).await
+            Ok(Ok(Response::Hello(hello))) => {
+                match check(&shared, &peer, hello.certificate.as_ref()) {
+                    Ok(ownership) => {
+                        admit(&shared, peer, ownership, hello.certificate.as_ref()).await
+                    }
+                    Err(reason) => refuse(&shared, peer, &reason).await,
+                }
             }
-            Ok(Ok(_)) => refuse(&shared, peer, "unexpected answer to the certificate handshake").await,
-            Ok(Err(e)) => refuse(&shared, peer, &format!("certificate handshake failed: {e}")).await,
+            Ok(Ok(Response::Refused { reason })) => {
+                refuse(
+                    &shared,
+                    peer,
+                    &format!("it refused our certificate: {reason}"),
+                )
+                .await
+            }
+            Ok(Ok(_)) => {
+                refuse(
+                    &shared,
+                    peer,
+                    "unexpected answer to the certificate handshake",
+                )
+                .await
+            }
+            Ok(Err(e)) => {
+                refuse(&shared, peer, &format!("certificate handshake failed: {e}")).await
+            }
             Err(_) => refuse(&shared, peer, "no certificate within the handshake timeout").await,
         }
     });
@@ -89,18 +107,32 @@ pub fn on_disconnected(shared: &Arc<Shared>, peer: PeerId) {
 
 /// A peer's `Hello`: in consortium mode, check its certificate; answer
 /// with ours either way (open-mode nodes answer every hello).
-pub async fn on_hello(shared: &Arc<Shared>, peer: PeerId, hello: Hello, channel: ResponseChannel<Response>) {
+pub async fn on_hello(
+    shared: &Arc<Shared>,
+    peer: PeerId,
+    hello: Hello,
+    channel: ResponseChannel<Response>,
+) {
     if !shared.consortium() {
-        let _ = shared.net.respond(channel, Response::Hello(our_hello(shared))).await;
+        let _ = shared
+            .net
+            .respond(channel, Response::Hello(our_hello(shared)))
+            .await;
         return;
     }
     match check(shared, &peer, hello.certificate.as_ref()) {
         Ok(ownership) => {
-            let _ = shared.net.respond(channel, Response::Hello(our_hello(shared))).await;
+            let _ = shared
+                .net
+                .respond(channel, Response::Hello(our_hello(shared)))
+                .await;
             admit(shared, peer, ownership, hello.certificate.as_ref()).await;
         }
         Err(reason) => {
-            let _ = shared.net.respond(channel, Response::refused(&reason)).await;
+            let _ = shared
+                .net
+                .respond(channel, Response::refused(&reason))
+                .await;
             // Give the refusal a moment to reach the peer before closing.
             tokio::time::sleep(Duration::from_millis(200)).await;
             refuse(shared, peer, &reason).await;
@@ -108,7 +140,11 @@ pub async fn on_hello(shared: &Arc<Shared>, peer: PeerId, hello: Hello, channel:
     }
 }
 
-fn check(shared: &Shared, peer: &PeerId, cert: Option<&Signed<OwnerCertificate>>) -> Result<Ownership, String> {
+fn check(
+    shared: &Shared,
+    peer: &PeerId,
+    cert: Option<&Signed<OwnerCertificate>>,
+) -> Result<Ownership, String> {
     let node = NodeId::from_peer_id_string(&peer.to_string())
         .map_err(|e| format!("peer id is not a fairgrid node key: {e}"))?;
     shared
@@ -117,7 +153,12 @@ fn check(shared: &Shared, peer: &PeerId, cert: Option<&Signed<OwnerCertificate>>
         .map_err(|e| e.to_string())
 }
 
-async fn admit(shared: &Arc<Shared>, peer: PeerId, ownership: Ownership, cert: Option<&Signed<OwnerCertificate>>) {
+async fn admit(
+    shared: &Arc<Shared>,
+    peer: PeerId,
+    ownership: Ownership,
+    cert: Option<&Signed<OwnerCertificate>>,
+) {
     let fresh = shared
         .admission
         .lock()

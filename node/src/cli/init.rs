@@ -53,7 +53,10 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", dir.config_path().display()))?;
     }
     if !dir.token_path().exists() {
-        write_private_new(&dir.token_path(), format!("{}\n", datadir::new_token()).as_bytes())?;
+        write_private_new(
+            &dir.token_path(),
+            format!("{}\n", datadir::new_token()).as_bytes(),
+        )?;
     }
     let peer = key.node_id();
     println!("data dir: {}", dir.root().display());
@@ -61,6 +64,9 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
     for addr in &listen {
         println!("listen:   {addr}/p2p/{peer}");
     }
-    println!("api:      http://{api} (token in {})", dir.token_path().display());
+    println!(
+        "api:      http://{api} (token in {})",
+        dir.token_path().display()
+    );
     Ok(())
 }

@@ -62,7 +62,11 @@ pub fn run(args: LedgerArgs) -> anyhow::Result<()> {
             println!(
                 "ledger OK: {} own entries (head {}), {} foreign entries, verified in {:.2} s",
                 report.own_entries,
-                if report.own_entries == 0 { "-".to_string() } else { report.head.to_hex() },
+                if report.own_entries == 0 {
+                    "-".to_string()
+                } else {
+                    report.head.to_hex()
+                },
                 report.foreign_entries,
                 started.elapsed().as_secs_f64()
             );
@@ -82,7 +86,8 @@ pub fn run(args: LedgerArgs) -> anyhow::Result<()> {
         LedgerCommand::Export { out } => {
             let mut sink: Box<dyn Write> = match &out {
                 Some(path) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+                    std::fs::File::create(path)
+                        .with_context(|| format!("creating {}", path.display()))?,
                 )),
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };

@@ -13,9 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use fairgrid_protocol::{
-    Keypair, NodeId, OwnerCertificate, ResourceVec, Revocation, Signed,
-};
+use fairgrid_protocol::{Keypair, NodeId, OwnerCertificate, ResourceVec, Revocation, Signed};
 use serde::{Deserialize, Serialize};
 
 use crate::datadir::{self, read_secret_key, signed_hex_text, write_atomic, write_secret_key};
@@ -98,7 +96,10 @@ pub fn run(args: OwnerArgs) -> anyhow::Result<()> {
 fn load_owner(dir: &Path) -> anyhow::Result<Keypair> {
     let path = dir.join("owner.key");
     read_secret_key(&path).with_context(|| {
-        format!("no usable owner key in {} (run `fairgrid owner new`)", dir.display())
+        format!(
+            "no usable owner key in {} (run `fairgrid owner new`)",
+            dir.display()
+        )
     })
 }
 
@@ -106,7 +107,10 @@ fn new(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join("owner.key");
     if path.exists() {
-        bail!("{} already exists; refusing to overwrite an owner key", path.display());
+        bail!(
+            "{} already exists; refusing to overwrite an owner key",
+            path.display()
+        );
     }
     let key = Keypair::generate();
     write_secret_key(&path, &key)?;
@@ -127,7 +131,12 @@ pub fn parse_resources(text: &str) -> anyhow::Result<ResourceVec> {
         let index = ResourceVec::KINDS
             .iter()
             .position(|k| *k == name.trim())
-            .with_context(|| format!("unknown resource {name:?}; use {}", ResourceVec::KINDS.join(", ")))?;
+            .with_context(|| {
+                format!(
+                    "unknown resource {name:?}; use {}",
+                    ResourceVec::KINDS.join(", ")
+                )
+            })?;
         values[index] = value
             .trim()
             .parse()
@@ -172,12 +181,19 @@ fn certify(dir: &Path, args: CertifyArgs) -> anyhow::Result<()> {
     let out = args
         .out
         .unwrap_or_else(|| PathBuf::from(format!("{node}.cert")));
-    let comment = format!("owner certificate: node {node}, owner {} ({}), serial {serial}", owner.owner_id(), args.label);
+    let comment = format!(
+        "owner certificate: node {node}, owner {} ({}), serial {serial}",
+        owner.owner_id(),
+        args.label
+    );
     write_atomic(&out, signed_hex_text(&comment, &signed).as_bytes())?;
     write_atomic(&serial_path, format!("{}\n", serial + 1).as_bytes())?;
     // Read it back the way a node will.
     datadir::read_certificate(&out)?;
-    println!("certificate serial {serial} for {node} written to {}", out.display());
+    println!(
+        "certificate serial {serial} for {node} written to {}",
+        out.display()
+    );
     Ok(())
 }
 
@@ -199,9 +215,16 @@ fn revoke(dir: &Path, args: RevokeArgs) -> anyhow::Result<()> {
     };
     let signed = Signed::sign(&owner, &list);
     let out = args.out.unwrap_or_else(|| dir.join("revocations.rev"));
-    let comment = format!("revocation list {} of owner {}", revoked.seq, owner.owner_id());
+    let comment = format!(
+        "revocation list {} of owner {}",
+        revoked.seq,
+        owner.owner_id()
+    );
     write_atomic(&out, signed_hex_text(&comment, &signed).as_bytes())?;
-    write_atomic(&state_path, serde_json::to_string_pretty(&revoked)?.as_bytes())?;
+    write_atomic(
+        &state_path,
+        serde_json::to_string_pretty(&revoked)?.as_bytes(),
+    )?;
     println!(
         "revoked serial {}; list {} ({} serials) written to {}",
         args.serial,

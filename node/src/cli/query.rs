@@ -45,8 +45,24 @@ pub fn status(args: QueryArgs) -> anyhow::Result<()> {
         return print_json(&status);
     }
     println!("node      {}", status.node_id);
-    println!("owner     {} ({}{})", status.owner, status.owner_label, if status.certified { ", certified" } else { ", self-owned" });
-    println!("mode      {}", if status.consortium { "consortium" } else { "open" });
+    println!(
+        "owner     {} ({}{})",
+        status.owner,
+        status.owner_label,
+        if status.certified {
+            ", certified"
+        } else {
+            ", self-owned"
+        }
+    );
+    println!(
+        "mode      {}",
+        if status.consortium {
+            "consortium"
+        } else {
+            "open"
+        }
+    );
     println!("uptime    {} s", status.uptime_secs);
     for addr in &status.listen_addrs {
         println!("listen    {addr}");
@@ -79,7 +95,10 @@ pub fn peers(args: QueryArgs) -> anyhow::Result<()> {
     if args.json {
         return print_json(&peers);
     }
-    println!("{:<54} {:>7} {:>8} {:>9}  address", "peer", "rtt_ms", "score", "admitted");
+    println!(
+        "{:<54} {:>7} {:>8} {:>9}  address",
+        "peer", "rtt_ms", "score", "admitted"
+    );
     for p in &peers {
         println!(
             "{:<54} {:>7} {:>8} {:>9}  {}",

@@ -47,7 +47,10 @@ pub fn effective_config(args: &RunArgs) -> anyhow::Result<Config> {
     if !args.listen.is_empty() {
         config.network.listen = args.listen.clone();
     }
-    config.network.bootstrap.extend(args.bootstrap.iter().cloned());
+    config
+        .network
+        .bootstrap
+        .extend(args.bootstrap.iter().cloned());
     if let Some(api) = &args.api_listen {
         config.api.listen = api.clone();
     }

@@ -156,7 +156,11 @@ impl Ledger {
     /// and stops it; appends through any clone fail afterwards.
     pub fn close(&self) -> Result<()> {
         let (ack, done) = oneshot::channel();
-        if self.tx.blocking_send(writer::WriteOp::Close { ack }).is_ok() {
+        if self
+            .tx
+            .blocking_send(writer::WriteOp::Close { ack })
+            .is_ok()
+        {
             let _ = done.blocking_recv();
         }
         let handle = self.thread.lock().ok().and_then(|mut h| h.take());

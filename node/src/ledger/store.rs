@@ -96,9 +96,8 @@ pub struct StoredEntry {
 
 impl StoredEntry {
     fn decode(seq: u64, bytes: &[u8], own: bool) -> Result<StoredEntry> {
-        let signed = Signed::<LedgerEntry>::from_bytes(bytes).map_err(|e| {
-            NodeError::Ledger(format!("stored entry {seq} does not decode: {e}"))
-        })?;
+        let signed = Signed::<LedgerEntry>::from_bytes(bytes)
+            .map_err(|e| NodeError::Ledger(format!("stored entry {seq} does not decode: {e}")))?;
         Ok(StoredEntry {
             seq,
             id: Hash32::of(bytes),
@@ -223,7 +222,12 @@ impl LedgerStore {
     ) -> Result<Vec<u64>> {
         let start = after.map_or(0, |a| a.saturating_add(1));
         let mut out = Vec::new();
-        for item in self.trees.kind_tree(kind).range(seq_key(start)..).take(limit) {
+        for item in self
+            .trees
+            .kind_tree(kind)
+            .range(seq_key(start)..)
+            .take(limit)
+        {
             out.push(seq_of(&item?.0)?);
         }
         Ok(out)
@@ -250,7 +254,12 @@ impl LedgerStore {
 
     pub fn has_job(&self, job: &Hash32) -> Result<bool> {
         Ok(self.trees.by_job.scan_prefix(job.0).next().is_some()
-            || self.trees.foreign_by_job.scan_prefix(job.0).next().is_some())
+            || self
+                .trees
+                .foreign_by_job
+                .scan_prefix(job.0)
+                .next()
+                .is_some())
     }
 
     /// Own entries that concern `owner`.

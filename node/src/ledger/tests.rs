@@ -42,7 +42,14 @@ async fn concurrent_appends_form_one_valid_chain_and_survive_reopen() {
     let report = verify::verify_store(ledger.store()).unwrap();
     assert_eq!(report.own_entries, 400);
     assert_eq!(report.head, acks.last().unwrap().id);
-    assert_eq!(ledger.store().entries_for_job(&Hash32::of(&[3])).unwrap().len(), 50);
+    assert_eq!(
+        ledger
+            .store()
+            .entries_for_job(&Hash32::of(&[3]))
+            .unwrap()
+            .len(),
+        50
+    );
     assert_eq!(
         ledger
             .store()
@@ -52,7 +59,11 @@ async fn concurrent_appends_form_one_valid_chain_and_survive_reopen() {
         50
     );
     assert_eq!(
-        ledger.store().seqs_of_kind(EntryKind::Credit, None, 1000).unwrap().len(),
+        ledger
+            .store()
+            .seqs_of_kind(EntryKind::Credit, None, 1000)
+            .unwrap()
+            .len(),
         400
     );
     ledger.close_async().await.unwrap();
@@ -61,7 +72,10 @@ async fn concurrent_appends_form_one_valid_chain_and_survive_reopen() {
     let reopened = Ledger::open(dir.path(), key).unwrap();
     let next = reopened.append(credit(9, 9)).await.unwrap();
     assert_eq!(next.seq, 400);
-    assert_eq!(verify::verify_store(reopened.store()).unwrap().own_entries, 401);
+    assert_eq!(
+        verify::verify_store(reopened.store()).unwrap().own_entries,
+        401
+    );
     reopened.close_async().await.unwrap();
     drop(reopened);
 
@@ -80,11 +94,20 @@ async fn foreign_entries_are_checked_kept_apart_and_equivocation_refused() {
     let first = LedgerEntry::sign_next(&other, None, 5, credit(1, 10));
     let stored = ledger.store_foreign(first.clone()).await.unwrap();
     assert!(!stored.already_held);
-    assert!(ledger.store_foreign(first.clone()).await.unwrap().already_held);
+    assert!(
+        ledger
+            .store_foreign(first.clone())
+            .await
+            .unwrap()
+            .already_held
+    );
 
     let twin = LedgerEntry::sign_next(&other, None, 5, credit(1, 11));
     let err = ledger.store_foreign(twin).await.unwrap_err();
-    assert!(matches!(err, NodeError::Equivocation { seq: 0, .. }), "{err}");
+    assert!(
+        matches!(err, NodeError::Equivocation { seq: 0, .. }),
+        "{err}"
+    );
 
     let mut forged = first.clone();
     forged.signature.0[0] ^= 1;

@@ -60,9 +60,10 @@ pub fn verify_store(store: &LedgerStore) -> Result<VerifyReport> {
     let mut foreign = 0;
     for item in store.iter_foreign() {
         let stored = item?;
-        let (signer, entry) = stored.signed.verify_and_decode().map_err(|e| {
-            NodeError::Ledger(format!("foreign entry seq {}: {e}", stored.seq))
-        })?;
+        let (signer, entry) = stored
+            .signed
+            .verify_and_decode()
+            .map_err(|e| NodeError::Ledger(format!("foreign entry seq {}: {e}", stored.seq)))?;
         if entry.author.0 != signer || entry.seq != stored.seq {
             return Err(NodeError::Ledger(format!(
                 "foreign entry seq {} is stored under the wrong author or seq",
@@ -85,9 +86,9 @@ fn verify_range(store: &LedgerStore, start: u64, end: u64) -> Result<ChainSummar
     let mut verifier = if start == 0 {
         ChainVerifier::new()
     } else {
-        let before = store.get(start - 1)?.ok_or_else(|| {
-            NodeError::Ledger(format!("chain has no entry {} (gap)", start - 1))
-        })?;
+        let before = store
+            .get(start - 1)?
+            .ok_or_else(|| NodeError::Ledger(format!("chain has no entry {} (gap)", start - 1)))?;
         let entry = before.entry()?;
         ChainVerifier::resume(ChainSummary {
             author: Some(entry.author),

@@ -48,7 +48,10 @@ pub(crate) enum WriteOp {
 
 enum Outcome {
     Appended(oneshot::Sender<Result<Appended>>, Appended),
-    Foreign(oneshot::Sender<Result<ForeignStored>>, Result<ForeignStored>),
+    Foreign(
+        oneshot::Sender<Result<ForeignStored>>,
+        Result<ForeignStored>,
+    ),
 }
 
 /// One pending write, per tree, of the batch being built.
@@ -197,10 +200,10 @@ impl Writer {
                         }
                     }
                     // The in-memory head may be ahead of disk now; re-read it.
-                    if let Ok(Some((key, value))) = self.trees.chain.last() {
-                        if let Ok(k) = <[u8; 8]>::try_from(key.as_ref()) {
-                            self.head = Some((u64::from_be_bytes(k), Hash32::of(&value)));
-                        }
+                    if let Ok(Some((key, value))) = self.trees.chain.last()
+                        && let Ok(k) = <[u8; 8]>::try_from(key.as_ref())
+                    {
+                        self.head = Some((u64::from_be_bytes(k), Hash32::of(&value)));
                     }
                 }
             }

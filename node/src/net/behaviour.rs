@@ -91,7 +91,10 @@ impl FairgridBehaviour {
     }
 }
 
-fn build_gossipsub(key: &identity::Keypair, config: &NetConfig) -> Result<gossipsub::Behaviour, String> {
+fn build_gossipsub(
+    key: &identity::Keypair,
+    config: &NetConfig,
+) -> Result<gossipsub::Behaviour, String> {
     let mut builder = gossipsub::ConfigBuilder::default();
     builder
         .heartbeat_interval(config.heartbeat)
@@ -108,7 +111,9 @@ fn build_gossipsub(key: &identity::Keypair, config: &NetConfig) -> Result<gossip
     for topic in Topic::ALL {
         builder.max_transmit_size_for_topic(topic.max_bytes() + 1024, topic.hash());
     }
-    let gossip_config = builder.build().map_err(|e| format!("gossipsub config: {e}"))?;
+    let gossip_config = builder
+        .build()
+        .map_err(|e| format!("gossipsub config: {e}"))?;
     let mut gossipsub = gossipsub::Behaviour::new(
         gossipsub::MessageAuthenticity::Signed(key.clone()),
         gossip_config,
@@ -156,9 +161,10 @@ pub fn score_params() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresh
     };
     // Many local nodes share 127.0.0.1; colocation is only suspicious on
     // real addresses.
-    params
-        .ip_colocation_factor_whitelist
-        .extend([IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)]);
+    params.ip_colocation_factor_whitelist.extend([
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    ]);
     let thresholds = gossipsub::PeerScoreThresholds {
         gossip_threshold: -10.0,
         publish_threshold: -50.0,

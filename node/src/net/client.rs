@@ -105,7 +105,12 @@ impl NetworkClient {
 
     /// Reports the application's verdict on a gossip message; only then is
     /// an accepted message forwarded.
-    pub async fn validate(&self, message_id: MessageId, source: PeerId, verdict: Verdict) -> Result<()> {
+    pub async fn validate(
+        &self,
+        message_id: MessageId,
+        source: PeerId,
+        verdict: Verdict,
+    ) -> Result<()> {
         self.tx
             .send(Command::Validate {
                 message_id,
@@ -127,7 +132,11 @@ impl NetworkClient {
         .await?
     }
 
-    pub async fn respond(&self, channel: ResponseChannel<Response>, response: Response) -> Result<()> {
+    pub async fn respond(
+        &self,
+        channel: ResponseChannel<Response>,
+        response: Response,
+    ) -> Result<()> {
         self.tx
             .send(Command::Respond { channel, response })
             .await

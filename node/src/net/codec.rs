@@ -35,7 +35,12 @@ pub async fn read_frame<T: WireEnum, R: AsyncRead + Unpin>(io: &mut R) -> io::Re
     let mut tag = [0u8; 1];
     io.read_exact(&mut tag).await?;
     let (name, limit) = T::LIMITS.get(tag[0] as usize).ok_or_else(|| {
-        invalid(format!("unknown {} kind {} (this node speaks 0..{})", T::NAME, tag[0], T::LIMITS.len()))
+        invalid(format!(
+            "unknown {} kind {} (this node speaks 0..{})",
+            T::NAME,
+            tag[0],
+            T::LIMITS.len()
+        ))
     })?;
     if len > *limit {
         return Err(invalid(format!(
@@ -79,7 +84,10 @@ pub fn encode_frame<T: WireEnum>(message: &T) -> io::Result<Vec<u8>> {
     Ok(frame)
 }
 
-async fn write_frame<T: WireEnum, W: AsyncWrite + Unpin>(io: &mut W, message: &T) -> io::Result<()> {
+async fn write_frame<T: WireEnum, W: AsyncWrite + Unpin>(
+    io: &mut W,
+    message: &T,
+) -> io::Result<()> {
     let frame = encode_frame(message)?;
     io.write_all(&frame).await?;
     io.flush().await
@@ -104,7 +112,12 @@ impl libp2p::request_response::Codec for FairgridCodec {
         read_frame(io).await
     }
 
-    async fn write_request<T>(&mut self, _: &Self::Protocol, io: &mut T, req: Request) -> io::Result<()>
+    async fn write_request<T>(
+        &mut self,
+        _: &Self::Protocol,
+        io: &mut T,
+        req: Request,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
@@ -143,7 +156,10 @@ mod tests {
         let frame = encode_frame(&req).unwrap();
         assert_eq!(read::<Request>(&frame).unwrap(), req);
         let resp = Response::Adverts(vec![vec![7; 100]; 3]);
-        assert_eq!(read::<Response>(&encode_frame(&resp).unwrap()).unwrap(), resp);
+        assert_eq!(
+            read::<Response>(&encode_frame(&resp).unwrap()).unwrap(),
+            resp
+        );
     }
 
     #[test]
@@ -165,7 +181,10 @@ mod tests {
         assert!(read::<Request>(&frame).is_err());
 
         let too_big = Response::Adverts(vec![vec![0; 10 * 1024]; 300]);
-        assert!(encode_frame(&too_big).is_err(), "never sends what peers refuse");
+        assert!(
+            encode_frame(&too_big).is_err(),
+            "never sends what peers refuse"
+        );
     }
 
     #[test]

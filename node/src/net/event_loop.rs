@@ -10,8 +10,8 @@ use futures::StreamExt;
 use libp2p::kad;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, mdns, noise, ping, tcp, yamux};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -110,7 +110,10 @@ impl EventLoop {
         }
         for addr in self.config.bootstrap.clone() {
             let Some(peer) = peer_of(&addr) else { continue };
-            self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .add_address(&peer, addr.clone());
             if let Err(e) = self.swarm.dial(addr.clone()) {
                 warn!(target: TARGET, %addr, error = %e, "cannot dial bootstrap peer");
             }
@@ -179,9 +182,11 @@ impl EventLoop {
                     Verdict::Reject => gossipsub::MessageAcceptance::Reject,
                     Verdict::Ignore => gossipsub::MessageAcceptance::Ignore,
                 };
-                behaviour
-                    .gossipsub
-                    .report_message_validation_result(&message_id, &source, acceptance);
+                behaviour.gossipsub.report_message_validation_result(
+                    &message_id,
+                    &source,
+                    acceptance,
+                );
             }
             Command::Request {
                 peer,
@@ -306,7 +311,11 @@ impl EventLoop {
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(target: TARGET, peer = ?peer_id, error = %error, "dial failed");
             }
-            SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
+            SwarmEvent::IncomingConnectionError {
+                error,
+                send_back_addr,
+                ..
+            } => {
                 debug!(target: TARGET, addr = %send_back_addr, error = %error, "incoming connection refused");
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
@@ -318,17 +327,22 @@ impl EventLoop {
         match event {
             FairgridBehaviourEvent::Gossipsub(event) => self.on_gossip(event),
             FairgridBehaviourEvent::Reqres(event) => self.on_reqres(event),
-            FairgridBehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+            FairgridBehaviourEvent::Identify(identify::Event::Received {
+                peer_id, info, ..
+            }) => {
                 if let Some(state) = self.peers.get_mut(&peer_id) {
                     state.agent = Some(info.agent_version.clone());
                 }
-                let speaks_kad = info.protocols.iter().any(|p| *p == KAD_PROTOCOL);
+                let speaks_kad = info.protocols.contains(&KAD_PROTOCOL);
                 let addrs: Vec<Multiaddr> = info.listen_addrs.into_iter().take(16).collect();
                 if speaks_kad
                     && (!self.config.manual_kad_inserts || self.admitted.contains(&peer_id))
                 {
                     for addr in &addrs {
-                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
+                        self.swarm
+                            .behaviour_mut()
+                            .kad
+                            .add_address(&peer_id, addr.clone());
                     }
                 }
                 self.announced.insert(peer_id, addrs);
@@ -356,7 +370,10 @@ impl EventLoop {
             FairgridBehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {
                     if !self.config.manual_kad_inserts {
-                        self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                        self.swarm
+                            .behaviour_mut()
+                            .kad
+                            .add_address(&peer, addr.clone());
                     }
                     self.maybe_dial(peer, vec![addr]);
                 }

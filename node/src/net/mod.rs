@@ -11,8 +11,8 @@
 //! `app/`, never here.
 
 mod behaviour;
-pub mod codec;
 mod client;
+pub mod codec;
 mod event_loop;
 pub mod rate;
 pub mod topics;
@@ -50,12 +50,21 @@ pub enum NetEvent {
         channel: ResponseChannel<Response>,
     },
     /// First connection to a peer.
-    Connected { peer: PeerId },
+    Connected {
+        peer: PeerId,
+    },
     /// Last connection to a peer closed.
-    Disconnected { peer: PeerId },
+    Disconnected {
+        peer: PeerId,
+    },
     /// A peer subscribed to one of our topics.
-    Subscribed { peer: PeerId, topic: Topic },
-    NewListenAddr { addr: Multiaddr },
+    Subscribed {
+        peer: PeerId,
+        topic: Topic,
+    },
+    NewListenAddr {
+        addr: Multiaddr,
+    },
 }
 
 /// What the network layer needs from the config.
@@ -91,7 +100,10 @@ impl NetConfig {
         };
         let bootstrap = parse(&c.bootstrap, "bootstrap")?;
         for addr in &bootstrap {
-            if !addr.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_))) {
+            if !addr
+                .iter()
+                .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+            {
                 return Err(NodeError::Config {
                     origin: "network.bootstrap".into(),
                     reason: format!("{addr} has no /p2p/PEERID part"),
@@ -132,7 +144,11 @@ const COMMAND_QUEUE: usize = 1024;
 pub fn spawn(
     key: &fairgrid_protocol::Keypair,
     config: NetConfig,
-) -> Result<(NetworkClient, mpsc::Receiver<NetEvent>, tokio::task::JoinHandle<()>)> {
+) -> Result<(
+    NetworkClient,
+    mpsc::Receiver<NetEvent>,
+    tokio::task::JoinHandle<()>,
+)> {
     let keypair = libp2p_keypair(key);
     let local_peer_id = keypair.public().to_peer_id();
     let swarm = event_loop::build_swarm(keypair, &config)?;
@@ -162,7 +178,9 @@ mod tests {
             let peer = libp2p_keypair(&key).public().to_peer_id();
             assert_eq!(key.node_id().to_peer_id_string(), peer.to_string());
             assert_eq!(
-                peer.to_string().parse::<fairgrid_protocol::NodeId>().unwrap(),
+                peer.to_string()
+                    .parse::<fairgrid_protocol::NodeId>()
+                    .unwrap(),
                 key.node_id()
             );
         }

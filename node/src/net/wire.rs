@@ -40,7 +40,9 @@ pub enum Response {
     /// Signed advert envelopes (each re-validated by the receiver).
     Adverts(Vec<Vec<u8>>),
     /// The request was refused; the reason is for logs.
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
 }
 
 impl WireEnum for Response {

@@ -59,7 +59,10 @@ pub struct NodeProc {
 /// Environment every test node gets: short adverts, a tiny probe.
 pub fn test_env(lifetime_secs: u64) -> Vec<(String, String)> {
     vec![
-        ("FAIRGRID_ADVERT_LIFETIME_SECS".into(), lifetime_secs.to_string()),
+        (
+            "FAIRGRID_ADVERT_LIFETIME_SECS".into(),
+            lifetime_secs.to_string(),
+        ),
         ("FAIRGRID_ADVERT_PROBE_MS".into(), "20".into()),
         ("FAIRGRID_NETWORK_GOSSIP_HEARTBEAT_MS".into(), "300".into()),
         ("FAIRGRID_LOG_FILTER".into(), "info,fairgrid=debug".into()),
@@ -103,7 +106,11 @@ impl NodeProc {
             if let Some(status) = node.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("node exited early ({status}):\n{}", node.log());
             }
-            assert!(Instant::now() < deadline, "node did not start:\n{}", node.log());
+            assert!(
+                Instant::now() < deadline,
+                "node did not start:\n{}",
+                node.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -44,7 +44,10 @@ fn replayed_and_lower_seqs_are_rejected() {
     let policy = TrustPolicy::default();
     let bytes = forge::good(&key, 7, NOW, 60_000);
     let err = validate_advert(&bytes, NOW, &policy, |_| Some(7)).unwrap_err();
-    assert!(matches!(err, AdvertRejection::ReplayedSeq { got: 7, have: 7 }));
+    assert!(matches!(
+        err,
+        AdvertRejection::ReplayedSeq { got: 7, have: 7 }
+    ));
     assert!(validate_advert(&bytes, NOW, &policy, |_| Some(6)).is_ok());
 }
 
