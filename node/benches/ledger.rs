@@ -106,7 +106,7 @@ fn main() {
     let sign = signing_only(n);
     println!("| sign + hash only (no storage, the chain's serial floor) | 1 | - | {sign:.0} |");
     let mut size = 0;
-    for appenders in [64u64, 256] {
+    for appenders in [64u64, 256, 1024] {
         let (rate, s) = group_commit(n, appenders);
         size = s;
         println!("| fairgrid ledger, signed + chained + flushed (group commit) | {appenders} | <= 4096 | {rate:.0} |");
