@@ -325,9 +325,18 @@ impl ChainVerifier {
             .iter()
             .map(|(_, _, s)| Signature::from_bytes(&s.signature.0))
             .collect();
+        // A chain has one author: decompress its key once, not per entry.
+        let mut last: Option<(crate::PublicKey, VerifyingKey)> = None;
         let keys: Option<Vec<VerifyingKey>> = batch
             .iter()
-            .map(|(_, _, s)| s.signer.verifying_key())
+            .map(|(_, _, s)| match last {
+                Some((signer, key)) if signer == s.signer => Some(key),
+                _ => {
+                    let key = s.signer.verifying_key()?;
+                    last = Some((s.signer, key));
+                    Some(key)
+                }
+            })
             .collect();
         if let Some(keys) = keys {
             if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
