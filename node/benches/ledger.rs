@@ -48,7 +48,10 @@ fn group_commit(n: u64, appenders: u64) -> (f64, usize) {
             let ledger = ledger.clone();
             tasks.push(tokio::spawn(async move {
                 for i in 0..n / appenders {
-                    ledger.append_at(body(t * n + i), 1_700_000_000_000).await.unwrap();
+                    ledger
+                        .append_at(body(t * n + i), 1_700_000_000_000)
+                        .await
+                        .unwrap();
                 }
             }));
         }
@@ -57,7 +60,14 @@ fn group_commit(n: u64, appenders: u64) -> (f64, usize) {
         }
     });
     let rate = (n / appenders * appenders) as f64 / start.elapsed().as_secs_f64();
-    let size = ledger.store().get(0).unwrap().unwrap().signed.to_bytes().len();
+    let size = ledger
+        .store()
+        .get(0)
+        .unwrap()
+        .unwrap()
+        .signed
+        .to_bytes()
+        .len();
     runtime.block_on(ledger.close_async()).unwrap();
     (rate, size)
 }
@@ -109,14 +119,18 @@ fn main() {
     for appenders in [64u64, 256, 1024] {
         let (rate, s) = group_commit(n, appenders);
         size = s;
-        println!("| fairgrid ledger, signed + chained + flushed (group commit) | {appenders} | <= 4096 | {rate:.0} |");
+        println!(
+            "| fairgrid ledger, signed + chained + flushed (group commit) | {appenders} | <= 4096 | {rate:.0} |"
+        );
     }
     for batch in [64u64, 256] {
         let rate = raw_sled(n, size, batch);
         println!("| raw sled apply_batch + flush, {size}-byte values | - | {batch} | {rate:.0} |");
     }
     let per_entry = raw_sled(5_000, size, 1);
-    println!("| raw sled insert + flush per entry, {size}-byte values (5000) | - | 1 | {per_entry:.0} |");
+    println!(
+        "| raw sled insert + flush per entry, {size}-byte values (5000) | - | 1 | {per_entry:.0} |"
+    );
 
     let total: u64 = std::env::var("LEDGER_BENCH_ENTRIES")
         .ok()
@@ -138,7 +152,10 @@ fn main() {
                 let ledger = ledger.clone();
                 tasks.push(tokio::spawn(async move {
                     for i in 0..total / 256 {
-                        ledger.append_at(body(t + i), 1_700_000_000_000).await.unwrap();
+                        ledger
+                            .append_at(body(t + i), 1_700_000_000_000)
+                            .await
+                            .unwrap();
                     }
                 }));
             }

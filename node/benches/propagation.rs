@@ -16,7 +16,10 @@ use fairgrid_protocol::Keypair;
 use fairgrid_protocol::messages::Hardware;
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 async fn start(i: usize, root: &std::path::Path, bootstrap: Vec<String>) -> RunningNode {
@@ -33,7 +36,12 @@ async fn start(i: usize, root: &std::path::Path, bootstrap: Vec<String>) -> Runn
         config,
         key: Keypair::from_seed(format!("prop-{i}").as_bytes()),
         api_token: "x".repeat(32),
-        hardware: Some(Hardware { cpu_cores: 2, cpu_gflops: 50, mem_mib: 4096, gpus: Vec::new() }),
+        hardware: Some(Hardware {
+            cpu_cores: 2,
+            cpu_gflops: 50,
+            mem_mib: 4096,
+            gpus: Vec::new(),
+        }),
     })
     .await
     .unwrap()
@@ -68,7 +76,10 @@ fn main() {
             if full {
                 break;
             }
-            assert!(ready.elapsed() < Duration::from_secs(120), "mesh did not form");
+            assert!(
+                ready.elapsed() < Duration::from_secs(120),
+                "mesh did not form"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         eprintln!("{n} nodes meshed in {:.1} s", ready.elapsed().as_secs_f64());
@@ -86,7 +97,12 @@ fn main() {
             let seq = signed.verify_and_decode().unwrap().1.seq;
             let from = publisher.node_id();
             let t0 = Instant::now();
-            publisher.shared.net.publish(Topic::Adverts, signed.to_bytes()).await.unwrap();
+            publisher
+                .shared
+                .net
+                .publish(Topic::Adverts, signed.to_bytes())
+                .await
+                .unwrap();
             let mut last = t0;
             for rx in &mut receivers {
                 let deadline = t0 + Duration::from_secs(10);
@@ -97,7 +113,8 @@ fn main() {
                             last = last.max(notice.at);
                             break;
                         }
-                        Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+                        Ok(Ok(_))
+                        | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
                         _ => panic!("round {round}: advert did not reach every node in 10 s"),
                     }
                 }
@@ -110,9 +127,15 @@ fn main() {
         println!("| publish -> every node validated and stored | ms |");
         println!("|---|---:|");
         for (name, p) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)] {
-            println!("| {name} | {:.1} |", percentile(&latencies, p).as_secs_f64() * 1000.0);
+            println!(
+                "| {name} | {:.1} |",
+                percentile(&latencies, p).as_secs_f64() * 1000.0
+            );
         }
-        println!("| max | {:.1} |", latencies.last().unwrap().as_secs_f64() * 1000.0);
+        println!(
+            "| max | {:.1} |",
+            latencies.last().unwrap().as_secs_f64() * 1000.0
+        );
         for node in nodes {
             node.shutdown().await.unwrap();
         }

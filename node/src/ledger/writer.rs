@@ -63,7 +63,10 @@ pub(crate) enum WriteOp {
 
 enum Outcome {
     Appended(oneshot::Sender<Result<Appended>>, Appended),
-    Foreign(oneshot::Sender<Result<ForeignStored>>, Result<ForeignStored>),
+    Foreign(
+        oneshot::Sender<Result<ForeignStored>>,
+        Result<ForeignStored>,
+    ),
 }
 
 impl Outcome {
@@ -196,7 +199,8 @@ impl Writer {
                         timestamp,
                         ack,
                     } => {
-                        let appended = self.stage_append(&layout, &mut staged, head, body, timestamp);
+                        let appended =
+                            self.stage_append(&layout, &mut staged, head, body, timestamp);
                         head = Some((appended.seq, appended.id));
                         staged.outcomes.push(Outcome::Appended(ack, appended));
                     }
