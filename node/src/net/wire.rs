@@ -95,17 +95,36 @@ mod tests {
         ]
     }
 
+    /// Exhaustive: adding a variant without updating this (and `LIMITS`)
+    /// does not compile.
+    fn request_index(r: &Request) -> usize {
+        match r {
+            Request::Hello(_) => 0,
+            Request::AdvertSnapshot => 1,
+        }
+    }
+
+    fn response_index(r: &Response) -> usize {
+        match r {
+            Response::Hello(_) => 0,
+            Response::Adverts(_) => 1,
+            Response::Refused { .. } => 2,
+        }
+    }
+
     #[test]
     fn first_byte_is_the_variant_index_and_limits_cover_each_variant() {
         let reqs = requests();
         assert_eq!(reqs.len(), Request::LIMITS.len());
         for (i, r) in reqs.iter().enumerate() {
             assert_eq!(encode(r)[0] as usize, i);
+            assert_eq!(request_index(r), i);
         }
         let resps = responses();
         assert_eq!(resps.len(), Response::LIMITS.len());
         for (i, r) in resps.iter().enumerate() {
             assert_eq!(encode(r)[0] as usize, i);
+            assert_eq!(response_index(r), i);
         }
     }
 }
