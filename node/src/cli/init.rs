@@ -62,7 +62,12 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
     println!("data dir: {}", dir.root().display());
     println!("peer id:  {peer}");
     for addr in &listen {
-        println!("listen:   {addr}/p2p/{peer}");
+        let note = if addr.ends_with("/0") {
+            "  (port chosen at start; see run/listen.addrs)"
+        } else {
+            ""
+        };
+        println!("listen:   {addr}/p2p/{peer}{note}");
     }
     println!(
         "api:      http://{api} (token in {})",
