@@ -2,11 +2,11 @@
 //!
 //! ```text
 //! chain                 seq(be u64)                  -> signed entry bytes (own chain)
-//! kind/<name>           seq                          -> entry id      (one tree per kind)
-//! index/job             job(32) ++ seq               -> entry id
-//! index/owner           owner(32) ++ seq             -> entry id
+//! kind/<name>           seq                          -> ()  (one tree per kind)
+//! index/job             job(32) ++ seq               -> ()
+//! index/owner           owner(32) ++ seq             -> ()
 //! foreign               author(32) ++ seq            -> signed entry bytes (others' entries)
-//! foreign/job           job(32) ++ author(32) ++ seq -> entry id
+//! foreign/job           job(32) ++ author(32) ++ seq -> ()
 //! ```
 //! Every append touches these trees in one sled transaction, so after a
 //! crash either all of an entry's rows exist or none do.
