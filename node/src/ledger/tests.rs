@@ -129,3 +129,31 @@ async fn foreign_entries_are_checked_kept_apart_and_equivocation_refused() {
     );
     assert!(ledger.store_foreign(wrong_author).await.is_err());
 }
+
+#[tokio::test]
+async fn verify_names_the_first_tampered_or_missing_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path(), Keypair::from_seed(b"tamper")).unwrap();
+    for i in 0..30 {
+        ledger.append(credit(1, i)).await.unwrap();
+    }
+    let chain = &ledger.store().trees.chain;
+    let key = super::store::seq_key(17);
+    let mut row = chain.get(key).unwrap().unwrap().to_vec();
+    let original = row.clone();
+    let last = row.len() - 1;
+    row[last] ^= 1; // inside the signature
+    chain.insert(key, row).unwrap();
+    let err = verify::verify_store(ledger.store())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("seq 17"), "{err}");
+
+    chain.insert(key, original).unwrap();
+    verify::verify_store(ledger.store()).unwrap();
+    chain.remove(super::store::seq_key(5)).unwrap();
+    assert!(
+        verify::verify_store(ledger.store()).is_err(),
+        "a gap is found"
+    );
+}

@@ -104,8 +104,13 @@ fn verify_range(store: &LedgerStore, start: u64, end: u64) -> Result<ChainSummar
         .chain
         .range(super::store::seq_key(start)..super::store::seq_key(end))
     {
-        let (_, value) = item?;
-        let signed = fairgrid_protocol::Signed::from_bytes(&value)?;
+        let (key, value) = item?;
+        let signed = fairgrid_protocol::Signed::from_bytes(&value).map_err(|e| {
+            NodeError::Ledger(format!(
+                "chain row {} does not decode: {e}",
+                hex::encode(&key)
+            ))
+        })?;
         verifier.push(signed)?;
     }
     let summary = verifier.finish()?;
