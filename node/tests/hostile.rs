@@ -111,7 +111,11 @@ async fn bad_adverts_are_rejected_logged_and_never_forwarded() {
     init_dir(&dir_a);
     init_dir(&dir_b);
     let a = NodeProc::start(&dir_a, &[], &env);
-    let b = NodeProc::start(&dir_b, &a.listen, &env);
+    // B does not listen: it dials A and hears the network only through A,
+    // so whatever bad advert reaches B was forwarded by A.
+    let mut env_b = env.clone();
+    env_b.push(("FAIRGRID_NETWORK_LISTEN".into(), String::new()));
+    let b = NodeProc::start(&dir_b, &a.listen, &env_b);
     let target = a.listen[0].clone();
 
     // The honest pair first sees each other.

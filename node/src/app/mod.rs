@@ -281,9 +281,11 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode> {
     ];
 
     // Wait (briefly) for the listeners so the run files name real ports.
+    // (A node with no listen address only dials out.)
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut addrs = Vec::new();
-    while addrs.is_empty() && Instant::now() < deadline {
+    while addrs.is_empty() && !shared.config.network.listen.is_empty() && Instant::now() < deadline
+    {
         addrs = shared.net.listen_addrs().await?;
         if addrs.is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;

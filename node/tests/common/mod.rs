@@ -123,7 +123,10 @@ impl NodeProc {
             .lines()
             .map(str::to_string)
             .collect();
-        node.peer_id = node.listen[0].rsplit('/').next().unwrap().to_string();
+        node.peer_id = fairgrid_node::datadir::read_secret_key(&dir.join("node.key"))
+            .unwrap()
+            .node_id()
+            .to_string();
         node
     }
 
