@@ -1,13 +1,21 @@
 //! Command-line interface: one module per subcommand, each with its own
 //! clap `Args` struct. Errors are reported once, here, with their context.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+
+use crate::datadir::DataDir;
 
 mod devices;
 mod market;
 mod train;
+mod init;
+mod ledger;
+mod owner;
+mod query;
+mod run;
 
 /// fairgrid: pool idle CPUs and GPUs into a fair market for training.
 #[derive(Debug, Parser)]
@@ -25,6 +33,41 @@ pub enum Command {
     Market(market::MarketArgs),
     /// Train a zoo model on this machine alone (no network).
     Train(train::TrainArgs),
+    /// Create a node: key, documented config and API token in the data dir.
+    Init(init::InitArgs),
+    /// Owner keys and node certificates.
+    Owner(owner::OwnerArgs),
+    /// Run the node in the foreground.
+    Run(run::RunArgs),
+    /// Show the running node's status (through its API).
+    Status(query::QueryArgs),
+    /// List the running node's connected peers.
+    Peers(query::QueryArgs),
+    /// List the live capacity adverts the running node holds.
+    Adverts(query::QueryArgs),
+    /// Verify, show or export the ledger (works on a stopped node).
+    Ledger(ledger::LedgerArgs),
+}
+
+/// Where the node's files live.
+#[derive(Debug, Clone, Args)]
+pub struct DataDirArgs {
+    /// Data directory (default: $FAIRGRID_DATA_DIR or ~/.fairgrid).
+    #[arg(long, value_name = "DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl DataDirArgs {
+    pub fn dir(&self) -> DataDir {
+        DataDir::new(self.data_dir.clone().unwrap_or_else(DataDir::default_path))
+    }
+}
+
+/// A tokio runtime for commands that talk to the network or the API.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 /// Parses the command line, runs the command, and maps errors to a
@@ -35,6 +78,13 @@ pub fn main() -> ExitCode {
         Command::Devices(args) => devices::run(args),
         Command::Market(args) => market::run(args),
         Command::Train(args) => train::run(args),
+        Command::Init(args) => init::run(args),
+        Command::Owner(args) => owner::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Status(args) => query::status(args),
+        Command::Peers(args) => query::peers(args),
+        Command::Adverts(args) => query::adverts(args),
+        Command::Ledger(args) => ledger::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,7 +7,7 @@ mod bid;
 mod job;
 mod round;
 
-pub use advert::{CapacityAdvert, GpuInfo, Hardware};
+pub use advert::{CapacityAdvert, GpuInfo, Hardware, MAX_ADVERT_LIFETIME_MS, MAX_CLOCK_SKEW_MS};
 pub use allocation::{ALGO_VERSION, Allocation, Assignment, OwnerPayment};
 pub use bid::Bid;
 pub use job::{

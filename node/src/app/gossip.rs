@@ -1,0 +1,29 @@
+//! Routes each gossip message to its topic's handler, which returns the
+//! verdict gossipsub forwards (or not) on. To handle a new topic, add an
+//! arm here.
+
+use std::sync::Arc;
+
+use libp2p::PeerId;
+use tracing::debug;
+
+use super::{Shared, adverts};
+use crate::metrics::Metrics;
+use crate::net::{Topic, Verdict};
+
+pub fn route(shared: &Arc<Shared>, topic: Topic, source: PeerId, data: &[u8]) -> Verdict {
+    if data.len() > topic.max_bytes() {
+        debug!(target: "fairgrid::net", peer = %source, topic = topic.name(), len = data.len(), "oversized gossip message");
+        return Verdict::Reject;
+    }
+    match topic {
+        Topic::Adverts => adverts::on_gossip(shared, source, data),
+        // Jobs and allocations are handled once the jobs work lands; until
+        // then they are neither forwarded nor held against the sender.
+        Topic::Jobs | Topic::Allocations => {
+            Metrics::inc(&shared.metrics.gossip_unhandled);
+            debug!(target: "fairgrid::net", peer = %source, topic = topic.name(), "no handler for topic; ignored");
+            Verdict::Ignore
+        }
+    }
+}

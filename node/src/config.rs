@@ -1,0 +1,482 @@
+//! The node's configuration: a TOML file in the data dir, overridden by
+//! `FAIRGRID_<SECTION>_<FIELD>` environment variables, overridden by flags.
+//!
+//! Every field has a default, so an empty file is a valid config. Unknown
+//! fields are an error (a typo must not silently fall back to a default).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{NodeError, Result};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub network: NetworkConfig,
+    pub api: ApiConfig,
+    pub advert: AdvertConfig,
+    pub offer: OfferConfig,
+    pub trust: TrustConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Multiaddrs to listen on.
+    pub listen: Vec<String>,
+    /// Multiaddrs (with `/p2p/PEERID`) of peers to bootstrap Kademlia from.
+    pub bootstrap: Vec<String>,
+    /// Discover peers on the local network with mDNS.
+    pub mdns: bool,
+    /// Dial discovered peers until this many are connected.
+    pub target_peers: u32,
+    pub max_connections: u32,
+    pub max_connections_per_peer: u32,
+    pub max_pending_incoming: u32,
+    /// Inbound request-response requests each peer may make per second
+    /// (sustained) and in a burst.
+    pub request_rate_per_sec: u32,
+    pub request_burst: u32,
+    /// Gossip messages each peer may forward to us per second and in a burst.
+    pub gossip_rate_per_sec: u32,
+    pub gossip_burst: u32,
+    /// Close connections that carry nothing for this long.
+    pub idle_timeout_secs: u64,
+    /// Gossipsub heartbeat.
+    pub gossip_heartbeat_ms: u64,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            listen: vec!["/ip4/0.0.0.0/tcp/4001".into()],
+            bootstrap: Vec::new(),
+            mdns: true,
+            target_peers: 25,
+            max_connections: 256,
+            max_connections_per_peer: 2,
+            max_pending_incoming: 64,
+            request_rate_per_sec: 20,
+            request_burst: 40,
+            gossip_rate_per_sec: 100,
+            gossip_burst: 200,
+            idle_timeout_secs: 300,
+            gossip_heartbeat_ms: 700,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address of the HTTP API. Keep it on loopback unless a proxy with TLS
+    /// sits in front of it.
+    pub listen: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: "127.0.0.1:7444".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdvertConfig {
+    /// How long each capacity advert is valid.
+    pub lifetime_secs: u64,
+    /// Re-issue once this share of the lifetime has passed (1..=90).
+    pub reissue_after_percent: u32,
+    /// Wall time of the CPU benchmark behind the advertised GFLOP/s.
+    pub probe_ms: u64,
+    /// Most adverts kept in the live table (one per node).
+    pub max_table_entries: u32,
+}
+
+impl Default for AdvertConfig {
+    fn default() -> Self {
+        AdvertConfig {
+            lifetime_secs: 600,
+            reissue_after_percent: 50,
+            probe_ms: 300,
+            max_table_entries: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OfferConfig {
+    /// CPU cores offered to the market (0 = every core).
+    pub cpu_cores: u32,
+    /// Host memory offered, in MiB (0 = 80% of the total).
+    pub memory_mib: u64,
+    /// GPUs offered (0 = every detected GPU).
+    pub gpus: u32,
+    /// Lowest ask per shard, in milli-credits.
+    pub price_floor: u64,
+    /// Offer capacity only during these UTC hours, e.g. "22-07" (empty = always).
+    pub idle_hours: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrustConfig {
+    /// Consortium mode: only nodes certified by an allowlisted owner take part.
+    pub consortium: bool,
+    /// Owner ids (64 hex digits) allowed in consortium mode.
+    pub allowlist: Vec<String>,
+    /// This node's owner certificate (empty = `node.cert` in the data dir if
+    /// present, else the node is its own owner).
+    pub certificate: String,
+    /// Signed revocation lists from `fairgrid owner revoke`.
+    pub revocation_files: Vec<String>,
+    /// Peers must present a valid certificate this soon after connecting
+    /// (consortium mode).
+    pub hello_timeout_ms: u64,
+}
+
+impl Default for TrustConfig {
+    fn default() -> Self {
+        TrustConfig {
+            consortium: false,
+            allowlist: Vec::new(),
+            certificate: String::new(),
+            revocation_files: Vec::new(),
+            hello_timeout_ms: 5000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// "human" or "json".
+    pub format: String,
+    /// A tracing filter, e.g. "info,fairgrid::net=debug".
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "human".into(),
+            filter: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` (missing file = defaults), then applies `FAIRGRID_*`
+    /// variables from `env`.
+    pub fn load(path: &Path, env: &BTreeMap<String, String>) -> Result<Config> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(NodeError::io(path, e)),
+        };
+        Self::from_toml_and_env(&text, &path.display().to_string(), env)
+    }
+
+    pub fn from_toml_and_env(
+        text: &str,
+        origin: &str,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Config> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| NodeError::Config {
+            origin: origin.to_string(),
+            reason: e.to_string(),
+        })?;
+        apply_env(&mut table, env)?;
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| NodeError::Config {
+                    origin: format!("{origin} (with FAIRGRID_* overrides)"),
+                    reason: e.to_string(),
+                })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self, origin: &str) -> Result<()> {
+        let bad = |reason: String| {
+            Err(NodeError::Config {
+                origin: origin.to_string(),
+                reason,
+            })
+        };
+        if !(1..=90).contains(&self.advert.reissue_after_percent) {
+            return bad("advert.reissue_after_percent must be in 1..=90".into());
+        }
+        let max_life = fairgrid_protocol::messages::MAX_ADVERT_LIFETIME_MS / 1000;
+        if self.advert.lifetime_secs == 0 || self.advert.lifetime_secs > max_life {
+            return bad(format!("advert.lifetime_secs must be in 1..={max_life}"));
+        }
+        if !matches!(self.log.format.as_str(), "human" | "json") {
+            return bad(format!(
+                "log.format is {:?}, expected \"human\" or \"json\"",
+                self.log.format
+            ));
+        }
+        if self.network.max_connections_per_peer == 0 || self.network.max_connections == 0 {
+            return bad("network connection limits must be positive".into());
+        }
+        if self.network.request_rate_per_sec == 0 || self.network.gossip_rate_per_sec == 0 {
+            return bad("network rate limits must be positive".into());
+        }
+        if let Err(e) = crate::adverts::IdleHours::parse(&self.offer.idle_hours) {
+            return bad(format!("offer.idle_hours: {e}"));
+        }
+        for owner in &self.trust.allowlist {
+            if owner.parse::<fairgrid_protocol::OwnerId>().is_err() {
+                return bad(format!(
+                    "trust.allowlist entry {owner:?} is not an owner id (64 hex digits)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The `FAIRGRID_*` variables of the process environment.
+    pub fn process_env() -> BTreeMap<String, String> {
+        std::env::vars()
+            .filter(|(k, _)| k.starts_with("FAIRGRID_"))
+            .collect()
+    }
+}
+
+/// Sets `table[section][field]` from `FAIRGRID_SECTION_FIELD` for every
+/// field the defaults know, parsed as the default's type. Lists are
+/// comma-separated.
+fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> Result<()> {
+    let defaults = toml::Table::try_from(Config::default()).expect("defaults serialise");
+    for (section, fields) in &defaults {
+        let Some(fields) = fields.as_table() else {
+            continue;
+        };
+        for (field, default) in fields {
+            let var = format!("FAIRGRID_{}_{}", section, field).to_uppercase();
+            let Some(raw) = env.get(&var) else {
+                continue;
+            };
+            let bad = |what: &str| NodeError::Config {
+                origin: format!("environment variable {var}"),
+                reason: format!("{raw:?} is not {what}"),
+            };
+            let value = match default {
+                toml::Value::Boolean(_) => {
+                    toml::Value::Boolean(raw.parse().map_err(|_| bad("true or false"))?)
+                }
+                toml::Value::Integer(_) => {
+                    toml::Value::Integer(raw.parse().map_err(|_| bad("an integer"))?)
+                }
+                toml::Value::Array(_) => toml::Value::Array(
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.to_string()))
+                        .collect(),
+                ),
+                _ => toml::Value::String(raw.clone()),
+            };
+            let section_table = table
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match section_table.as_table_mut() {
+                Some(t) => {
+                    t.insert(field.clone(), value);
+                }
+                None => {
+                    return Err(NodeError::Config {
+                        origin: "config file".into(),
+                        reason: format!("[{section}] must be a table"),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The documented config file `fairgrid init` writes. Every value shown is
+/// the default; a test checks that this text parses to `Config::default()`
+/// except for the listen addresses, which `init` fills in.
+pub fn documented_template(listen: &[String], api_listen: &str) -> String {
+    let listen = listen
+        .iter()
+        .map(|a| format!("{a:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let d = Config::default();
+    format!(
+        r#"# fairgrid node configuration. Every field is optional; the values below
+# are the defaults. Environment variables FAIRGRID_<SECTION>_<FIELD>
+# (e.g. FAIRGRID_NETWORK_MDNS=false) override this file, and command-line
+# flags override both. See docs/operations.md.
+
+[network]
+# Multiaddrs to listen on (TCP; with the `quic` build feature also /udp/N/quic-v1).
+listen = [{listen}]
+# Peers to bootstrap from, e.g. "/ip4/192.0.2.7/tcp/4001/p2p/12D3KooW...".
+bootstrap = []
+# Find peers on the local network with mDNS.
+mdns = {mdns}
+# Dial discovered peers until this many are connected.
+target_peers = {target_peers}
+# Connection limits.
+max_connections = {max_connections}
+max_connections_per_peer = {per_peer}
+max_pending_incoming = {pending}
+# Per-peer rate limits (sustained per second, and burst) for requests and gossip.
+request_rate_per_sec = {req_rate}
+request_burst = {req_burst}
+gossip_rate_per_sec = {gossip_rate}
+gossip_burst = {gossip_burst}
+# Close connections idle for this long.
+idle_timeout_secs = {idle}
+# Gossipsub heartbeat interval.
+gossip_heartbeat_ms = {heartbeat}
+
+[api]
+# HTTP API address. Requests need "Authorization: Bearer <api.token>".
+listen = "{api_listen}"
+
+[advert]
+# Lifetime of each signed capacity advert; re-issued after this share of it.
+lifetime_secs = {lifetime}
+reissue_after_percent = {reissue}
+# Wall time of the CPU benchmark whose GFLOP/s figure is advertised.
+probe_ms = {probe}
+# Most adverts kept in the live table.
+max_table_entries = {max_table}
+
+[offer]
+# What this node offers to the market. 0 means "all of it" (memory: 80%).
+cpu_cores = 0
+memory_mib = 0
+gpus = 0
+# Lowest ask per shard, in milli-credits.
+price_floor = 0
+# Offer only during these UTC hours, e.g. "22-07". Empty means always.
+idle_hours = ""
+
+[trust]
+# Consortium mode: refuse nodes without a valid certificate from an
+# allowlisted owner (connections and messages).
+consortium = false
+# Owner ids (64 hex digits, from `fairgrid owner new`).
+allowlist = []
+# This node's certificate file; empty means node.cert in the data dir if it
+# exists, else the node is its own owner.
+certificate = ""
+# Signed revocation lists (files from `fairgrid owner revoke`).
+revocation_files = []
+# In consortium mode, peers must prove their certificate this soon.
+hello_timeout_ms = 5000
+
+[log]
+# "human" or "json".
+format = "human"
+# tracing filter, e.g. "info,fairgrid::net=debug".
+filter = "info"
+"#,
+        mdns = d.network.mdns,
+        target_peers = d.network.target_peers,
+        max_connections = d.network.max_connections,
+        per_peer = d.network.max_connections_per_peer,
+        pending = d.network.max_pending_incoming,
+        req_rate = d.network.request_rate_per_sec,
+        req_burst = d.network.request_burst,
+        gossip_rate = d.network.gossip_rate_per_sec,
+        gossip_burst = d.network.gossip_burst,
+        idle = d.network.idle_timeout_secs,
+        heartbeat = d.network.gossip_heartbeat_ms,
+        lifetime = d.advert.lifetime_secs,
+        reissue = d.advert.reissue_after_percent,
+        probe = d.advert.probe_ms,
+        max_table = d.advert.max_table_entries,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn template_documents_exactly_the_defaults() {
+        let d = Config::default();
+        let text = documented_template(&d.network.listen, &d.api.listen);
+        let parsed = Config::from_toml_and_env(&text, "template", &env(&[])).unwrap();
+        assert_eq!(parsed, d);
+        // Every field of every section appears in the template.
+        let table = toml::Table::try_from(&d).unwrap();
+        for (section, fields) in table {
+            for field in fields.as_table().unwrap().keys() {
+                assert!(
+                    text.contains(&format!("\n{field} = ")),
+                    "[{section}] {field} missing from the template"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn env_overrides_file_and_is_typed() {
+        let text = "[network]\nmdns = true\ntarget_peers = 3\n";
+        let c = Config::from_toml_and_env(
+            text,
+            "t",
+            &env(&[
+                ("FAIRGRID_NETWORK_MDNS", "false"),
+                (
+                    "FAIRGRID_NETWORK_BOOTSTRAP",
+                    "/ip4/127.0.0.1/tcp/1, /ip4/127.0.0.1/tcp/2",
+                ),
+                ("FAIRGRID_API_LISTEN", "127.0.0.1:9"),
+            ]),
+        )
+        .unwrap();
+        assert!(!c.network.mdns);
+        assert_eq!(c.network.target_peers, 3);
+        assert_eq!(c.network.bootstrap.len(), 2);
+        assert_eq!(c.api.listen, "127.0.0.1:9");
+
+        let err = Config::from_toml_and_env("", "t", &env(&[("FAIRGRID_NETWORK_MDNS", "yes")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("FAIRGRID_NETWORK_MDNS"), "{err}");
+    }
+
+    #[test]
+    fn unknown_and_nonsense_fields_are_refused() {
+        let err = Config::from_toml_and_env("[network]\nmdsn = false\n", "t", &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mdsn"), "{err}");
+        let err = Config::from_toml_and_env("[log]\nformat = \"xml\"\n", "t", &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log.format"), "{err}");
+        let err = Config::from_toml_and_env("[trust]\nallowlist = [\"zz\"]\n", "t", &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("allowlist"), "{err}");
+        assert!(
+            Config::from_toml_and_env("[offer]\nidle_hours = \"25-3\"\n", "t", &env(&[])).is_err()
+        );
+    }
+}

@@ -1,0 +1,290 @@
+//! The ledger's sled layout and its read side.
+//!
+//! ```text
+//! chain                 seq(be u64)                  -> signed entry bytes (own chain)
+//! kind/<name>           seq                          -> ()  (one tree per kind)
+//! index/job             job(32) ++ seq               -> ()
+//! index/owner           owner(32) ++ seq             -> ()
+//! foreign               author(32) ++ seq            -> signed entry bytes (others' entries)
+//! foreign/job           job(32) ++ author(32) ++ seq -> ()
+//! ```
+//! Every append touches these trees in one sled transaction, so after a
+//! crash either all of an entry's rows exist or none do.
+
+use std::path::Path;
+
+use fairgrid_protocol::ledger::{EntryKind, LedgerEntry};
+use fairgrid_protocol::{Hash32, NodeId, OwnerId, Signed};
+
+use crate::error::{NodeError, Result};
+
+/// All trees of the ledger database.
+#[derive(Clone)]
+pub struct Trees {
+    pub chain: sled::Tree,
+    pub kinds: Vec<(EntryKind, sled::Tree)>,
+    pub by_job: sled::Tree,
+    pub by_owner: sled::Tree,
+    pub foreign: sled::Tree,
+    pub foreign_by_job: sled::Tree,
+}
+
+impl Trees {
+    fn open(db: &sled::Db) -> Result<Trees> {
+        let mut kinds = Vec::new();
+        for kind in EntryKind::ALL {
+            kinds.push((kind, db.open_tree(format!("kind/{}", kind.name()))?));
+        }
+        Ok(Trees {
+            chain: db.open_tree("chain")?,
+            kinds,
+            by_job: db.open_tree("index/job")?,
+            by_owner: db.open_tree("index/owner")?,
+            foreign: db.open_tree("foreign")?,
+            foreign_by_job: db.open_tree("foreign/job")?,
+        })
+    }
+
+    /// Every tree in a fixed order, for multi-tree transactions.
+    pub fn all(&self) -> Vec<sled::Tree> {
+        let mut all = vec![self.chain.clone()];
+        all.extend(self.kinds.iter().map(|(_, t)| t.clone()));
+        all.extend([
+            self.by_job.clone(),
+            self.by_owner.clone(),
+            self.foreign.clone(),
+            self.foreign_by_job.clone(),
+        ]);
+        all
+    }
+
+    pub fn kind_tree(&self, kind: EntryKind) -> &sled::Tree {
+        &self
+            .kinds
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .expect("a tree per kind")
+            .1
+    }
+}
+
+pub fn seq_key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+pub fn concat_key(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+fn seq_of(key: &[u8]) -> Result<u64> {
+    let tail: [u8; 8] = key
+        .get(key.len().saturating_sub(8)..)
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(|| NodeError::Ledger(format!("index key of {} bytes", key.len())))?;
+    Ok(u64::from_be_bytes(tail))
+}
+
+/// A stored entry with where it lives.
+#[derive(Debug, Clone)]
+pub struct StoredEntry {
+    pub seq: u64,
+    pub id: Hash32,
+    pub signed: Signed<LedgerEntry>,
+    /// False for entries authored by other nodes.
+    pub own: bool,
+}
+
+impl StoredEntry {
+    fn decode(seq: u64, bytes: &[u8], own: bool) -> Result<StoredEntry> {
+        let signed = Signed::<LedgerEntry>::from_bytes(bytes)
+            .map_err(|e| NodeError::Ledger(format!("stored entry {seq} does not decode: {e}")))?;
+        Ok(StoredEntry {
+            seq,
+            id: Hash32::of(bytes),
+            signed,
+            own,
+        })
+    }
+
+    /// The entry's content, decoded (the signature is not re-checked).
+    pub fn entry(&self) -> Result<LedgerEntry> {
+        fairgrid_protocol::codec::decode_exact(
+            "ledger-entry",
+            &self.signed.payload,
+            <LedgerEntry as fairgrid_protocol::SignedMessage>::MAX_BYTES,
+        )
+        .map_err(NodeError::from)
+    }
+}
+
+/// The read side of a ledger database. Opening it takes sled's lock, so a
+/// stopped node's ledger can be read while the node is down, and a running
+/// node's through its API.
+#[derive(Clone)]
+pub struct LedgerStore {
+    pub(crate) db: sled::Db,
+    pub(crate) trees: Trees,
+}
+
+impl LedgerStore {
+    pub fn open(path: &Path) -> Result<LedgerStore> {
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    NodeError::Ledger(format!(
+                        "{} is locked by a running node; query it through its API instead",
+                        path.display()
+                    ))
+                }
+                other => NodeError::Ledger(format!("opening {}: {other}", path.display())),
+            })?;
+        let trees = Trees::open(&db)?;
+        Ok(LedgerStore { db, trees })
+    }
+
+    /// `(seq, id)` of the last own entry, and its author.
+    pub fn head(&self) -> Result<Option<(u64, Hash32, NodeId)>> {
+        let Some((key, value)) = self.trees.chain.last()? else {
+            return Ok(None);
+        };
+        let seq = seq_of(&key)?;
+        let stored = StoredEntry::decode(seq, &value, true)?;
+        let entry = stored.entry()?;
+        if entry.seq != seq {
+            return Err(NodeError::Ledger(format!(
+                "chain key {seq} holds entry seq {}",
+                entry.seq
+            )));
+        }
+        Ok(Some((seq, stored.id, entry.author)))
+    }
+
+    /// Number of own entries (the head's seq + 1).
+    pub fn len(&self) -> Result<u64> {
+        Ok(self.head()?.map_or(0, |(seq, _, _)| seq + 1))
+    }
+
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    pub fn get(&self, seq: u64) -> Result<Option<StoredEntry>> {
+        self.trees
+            .chain
+            .get(seq_key(seq))?
+            .map(|v| StoredEntry::decode(seq, &v, true))
+            .transpose()
+    }
+
+    /// Own entries with seq > `after` (all when None), at most `limit`.
+    pub fn page(&self, after: Option<u64>, limit: usize) -> Result<Vec<StoredEntry>> {
+        let start = after.map_or(0, |a| a.saturating_add(1));
+        if after == Some(u64::MAX) {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for item in self.trees.chain.range(seq_key(start)..).take(limit) {
+            let (key, value) = item?;
+            out.push(StoredEntry::decode(seq_of(&key)?, &value, true)?);
+        }
+        Ok(out)
+    }
+
+    /// Every own entry in order (for export and verification).
+    pub fn iter_own(&self) -> impl Iterator<Item = Result<StoredEntry>> + '_ {
+        self.trees.chain.iter().map(|item| {
+            let (key, value) = item?;
+            StoredEntry::decode(seq_of(&key)?, &value, true)
+        })
+    }
+
+    /// Every foreign entry, grouped by author then seq.
+    pub fn iter_foreign(&self) -> impl Iterator<Item = Result<StoredEntry>> + '_ {
+        self.trees.foreign.iter().map(|item| {
+            let (key, value) = item?;
+            StoredEntry::decode(seq_of(&key)?, &value, false)
+        })
+    }
+
+    pub fn foreign_count(&self) -> usize {
+        self.trees.foreign.len()
+    }
+
+    /// Seqs of own entries of one kind, after `after`, at most `limit`.
+    pub fn seqs_of_kind(
+        &self,
+        kind: EntryKind,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<u64>> {
+        let start = after.map_or(0, |a| a.saturating_add(1));
+        let mut out = Vec::new();
+        for item in self
+            .trees
+            .kind_tree(kind)
+            .range(seq_key(start)..)
+            .take(limit)
+        {
+            out.push(seq_of(&item?.0)?);
+        }
+        Ok(out)
+    }
+
+    /// Own and foreign entries that belong to `job`, own first.
+    pub fn entries_for_job(&self, job: &Hash32) -> Result<Vec<StoredEntry>> {
+        let mut out = Vec::new();
+        for item in self.trees.by_job.scan_prefix(job.0) {
+            let seq = seq_of(&item?.0)?;
+            if let Some(entry) = self.get(seq)? {
+                out.push(entry);
+            }
+        }
+        for item in self.trees.foreign_by_job.scan_prefix(job.0) {
+            let (key, _) = item?;
+            let foreign_key = key.get(32..).unwrap_or_default();
+            if let Some(bytes) = self.trees.foreign.get(foreign_key)? {
+                out.push(StoredEntry::decode(seq_of(&key)?, &bytes, false)?);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn has_job(&self, job: &Hash32) -> Result<bool> {
+        Ok(self.trees.by_job.scan_prefix(job.0).next().is_some()
+            || self
+                .trees
+                .foreign_by_job
+                .scan_prefix(job.0)
+                .next()
+                .is_some())
+    }
+
+    /// Own entries that concern `owner`.
+    pub fn entries_for_owner(&self, owner: &OwnerId) -> Result<Vec<StoredEntry>> {
+        let mut out = Vec::new();
+        for item in self.trees.by_owner.scan_prefix(owner.0.0) {
+            let seq = seq_of(&item?.0)?;
+            if let Some(entry) = self.get(seq)? {
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Number of rows in each kind tree.
+    pub fn kind_counts(&self) -> Vec<(EntryKind, usize)> {
+        self.trees
+            .kinds
+            .iter()
+            .map(|(kind, tree)| (*kind, tree.len()))
+            .collect()
+    }
+
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+}

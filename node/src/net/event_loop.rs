@@ -1,0 +1,513 @@
+//! The one task that owns the `Swarm`. It executes commands from
+//! [`NetworkClient`](super::NetworkClient)s, forwards events to the
+//! application, dials peers it discovers until it has enough, and applies
+//! per-peer rate limits before the application sees anything.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::kad;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, mdns, noise, ping, tcp, yamux};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use super::behaviour::{FairgridBehaviour, FairgridBehaviourEvent, KAD_PROTOCOL};
+use super::client::{Command, PeerSnapshot, Verdict};
+use super::rate::RateLimiter;
+use super::topics::Topic;
+use super::wire::{Request, Response};
+use super::{NetConfig, NetEvent};
+use crate::error::{NodeError, Result};
+
+const TARGET: &str = "fairgrid::net";
+/// Outbound requests in flight, at most.
+const MAX_PENDING_REQUESTS: usize = 1024;
+/// How often to re-run the Kademlia bootstrap.
+const BOOTSTRAP_EVERY: Duration = Duration::from_secs(30);
+
+pub fn build_swarm(
+    keypair: libp2p::identity::Keypair,
+    config: &NetConfig,
+) -> Result<Swarm<FairgridBehaviour>> {
+    let net_err = |e: String| NodeError::Network(e);
+    let builder = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| net_err(format!("tcp transport: {e}")))?;
+    #[cfg(feature = "quic")]
+    let builder = builder.with_quic();
+    let swarm = builder
+        .with_behaviour(|key| {
+            FairgridBehaviour::new(key, config)
+                .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
+        })
+        .map_err(|e| net_err(format!("behaviour: {e}")))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
+        .build();
+    Ok(swarm)
+}
+
+struct PeerState {
+    connections: u32,
+    since: Instant,
+    addresses: Vec<Multiaddr>,
+    agent: Option<String>,
+    rtt: Option<Duration>,
+}
+
+pub struct EventLoop {
+    swarm: Swarm<FairgridBehaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<NetEvent>,
+    config: NetConfig,
+    pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<Response>>>,
+    peers: HashMap<PeerId, PeerState>,
+    /// Listen addresses peers announced through identify.
+    announced: HashMap<PeerId, Vec<Multiaddr>>,
+    admitted: HashSet<PeerId>,
+    listen_addrs: Vec<Multiaddr>,
+    gossip_rate: RateLimiter,
+    request_rate: RateLimiter,
+}
+
+impl EventLoop {
+    pub(crate) fn new(
+        swarm: Swarm<FairgridBehaviour>,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<NetEvent>,
+        config: NetConfig,
+    ) -> Self {
+        EventLoop {
+            swarm,
+            commands,
+            events,
+            gossip_rate: RateLimiter::new(config.gossip_rate.0, config.gossip_rate.1),
+            request_rate: RateLimiter::new(config.request_rate.0, config.request_rate.1),
+            config,
+            pending_requests: HashMap::new(),
+            peers: HashMap::new(),
+            announced: HashMap::new(),
+            admitted: HashSet::new(),
+            listen_addrs: Vec::new(),
+        }
+    }
+
+    /// Starts listening and dials the bootstrap peers.
+    pub(crate) fn start(&mut self) -> Result<()> {
+        for addr in self.config.listen.clone() {
+            self.swarm
+                .listen_on(addr.clone())
+                .map_err(|e| NodeError::Network(format!("cannot listen on {addr}: {e}")))?;
+        }
+        for addr in self.config.bootstrap.clone() {
+            let Some(peer) = peer_of(&addr) else { continue };
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .add_address(&peer, addr.clone());
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                warn!(target: TARGET, %addr, error = %e, "cannot dial bootstrap peer");
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut bootstrap = tokio::time::interval(BOOTSTRAP_EVERY);
+        bootstrap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown { reply }) => {
+                        info!(target: TARGET, "network stopping");
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(command) => self.on_command(command),
+                    None => return,
+                },
+                _ = bootstrap.tick() => self.bootstrap(),
+            }
+        }
+    }
+
+    fn bootstrap(&mut self) {
+        if self.peers.is_empty() && self.config.bootstrap.is_empty() {
+            return;
+        }
+        if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
+            debug!(target: TARGET, error = ?e, "kademlia bootstrap skipped");
+        }
+    }
+
+    fn emit(&self, event: NetEvent) -> bool {
+        match self.events.try_send(event) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                warn!(target: TARGET, event = ?short(&event), "application is behind; event dropped");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        let behaviour = self.swarm.behaviour_mut();
+        match command {
+            Command::Publish { topic, data, reply } => {
+                let result = behaviour
+                    .gossipsub
+                    .publish(topic.hash(), data)
+                    .map(|_| ())
+                    .map_err(|e| NodeError::Network(format!("publish on {}: {e}", topic.name())));
+                let _ = reply.send(result);
+            }
+            Command::Validate {
+                message_id,
+                source,
+                verdict,
+            } => {
+                let acceptance = match verdict {
+                    Verdict::Accept => gossipsub::MessageAcceptance::Accept,
+                    Verdict::Reject => gossipsub::MessageAcceptance::Reject,
+                    Verdict::Ignore => gossipsub::MessageAcceptance::Ignore,
+                };
+                behaviour.gossipsub.report_message_validation_result(
+                    &message_id,
+                    &source,
+                    acceptance,
+                );
+            }
+            Command::Request {
+                peer,
+                request,
+                reply,
+            } => {
+                if self.pending_requests.len() >= MAX_PENDING_REQUESTS {
+                    let _ = reply.send(Err(NodeError::Network(
+                        "too many requests in flight".into(),
+                    )));
+                    return;
+                }
+                let id = behaviour.reqres.send_request(&peer, request);
+                self.pending_requests.insert(id, reply);
+            }
+            Command::Respond { channel, response } => {
+                if behaviour.reqres.send_response(channel, response).is_err() {
+                    debug!(target: TARGET, "response not sent: the peer's stream is gone");
+                }
+            }
+            Command::Dial { addr, reply } => {
+                if let Some(peer) = peer_of(&addr) {
+                    behaviour.kad.add_address(&peer, addr.clone());
+                }
+                let result = self
+                    .swarm
+                    .dial(addr.clone())
+                    .map_err(|e| NodeError::Network(format!("dial {addr}: {e}")));
+                let _ = reply.send(result);
+            }
+            Command::Admit { peer } => {
+                self.admitted.insert(peer);
+                if self.config.manual_kad_inserts {
+                    for addr in self.announced.get(&peer).cloned().unwrap_or_default() {
+                        self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+                    }
+                }
+            }
+            Command::Ban { peer } => {
+                self.admitted.remove(&peer);
+                behaviour.blocked.block_peer(peer);
+                behaviour.kad.remove_peer(&peer);
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            Command::Peers { reply } => {
+                let _ = reply.send(self.snapshot());
+            }
+            Command::ListenAddrs { reply } => {
+                let _ = reply.send(self.listen_addrs.clone());
+            }
+            Command::Shutdown { .. } => unreachable!("handled by run"),
+        }
+    }
+
+    fn snapshot(&self) -> Vec<PeerSnapshot> {
+        let gossip = &self.swarm.behaviour().gossipsub;
+        let mut out: Vec<PeerSnapshot> = self
+            .peers
+            .iter()
+            .map(|(peer, state)| PeerSnapshot {
+                peer_id: peer.to_string(),
+                addresses: state.addresses.iter().map(|a| a.to_string()).collect(),
+                agent: state.agent.clone(),
+                rtt_ms: state.rtt.map(|d| d.as_millis() as u64),
+                gossip_score: gossip.peer_score(peer),
+                connections: state.connections,
+                connected_for_ms: state.since.elapsed().as_millis() as u64,
+                admitted: !self.config.manual_kad_inserts || self.admitted.contains(peer),
+            })
+            .collect();
+        out.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        out
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<FairgridBehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(target: TARGET, %address, "listening");
+                self.listen_addrs.push(address.clone());
+                self.emit(NetEvent::NewListenAddr { addr: address });
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                let state = self.peers.entry(peer_id).or_insert_with(|| PeerState {
+                    connections: 0,
+                    since: Instant::now(),
+                    addresses: Vec::new(),
+                    agent: None,
+                    rtt: None,
+                });
+                state.connections = num_established.get();
+                let addr = endpoint.get_remote_address().clone();
+                if !state.addresses.contains(&addr) {
+                    state.addresses.push(addr);
+                }
+                if num_established.get() == 1 {
+                    debug!(target: TARGET, peer = %peer_id, "connected");
+                    self.emit(NetEvent::Connected { peer: peer_id });
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if num_established == 0 {
+                    self.peers.remove(&peer_id);
+                    self.announced.remove(&peer_id);
+                    self.admitted.remove(&peer_id);
+                    self.gossip_rate.forget(&peer_id);
+                    self.request_rate.forget(&peer_id);
+                    debug!(target: TARGET, peer = %peer_id, "disconnected");
+                    self.emit(NetEvent::Disconnected { peer: peer_id });
+                } else if let Some(state) = self.peers.get_mut(&peer_id) {
+                    state.connections = num_established;
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                debug!(target: TARGET, peer = ?peer_id, error = %error, "dial failed");
+            }
+            SwarmEvent::IncomingConnectionError {
+                error,
+                send_back_addr,
+                ..
+            } => {
+                debug!(target: TARGET, addr = %send_back_addr, error = %error, "incoming connection refused");
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: FairgridBehaviourEvent) {
+        match event {
+            FairgridBehaviourEvent::Gossipsub(event) => self.on_gossip(event),
+            FairgridBehaviourEvent::Reqres(event) => self.on_reqres(event),
+            FairgridBehaviourEvent::Identify(identify::Event::Received {
+                peer_id, info, ..
+            }) => {
+                if let Some(state) = self.peers.get_mut(&peer_id) {
+                    state.agent = Some(info.agent_version.clone());
+                }
+                let speaks_kad = info.protocols.contains(&KAD_PROTOCOL);
+                let addrs: Vec<Multiaddr> = info.listen_addrs.into_iter().take(16).collect();
+                if speaks_kad
+                    && (!self.config.manual_kad_inserts || self.admitted.contains(&peer_id))
+                {
+                    for addr in &addrs {
+                        self.swarm
+                            .behaviour_mut()
+                            .kad
+                            .add_address(&peer_id, addr.clone());
+                    }
+                }
+                self.announced.insert(peer_id, addrs);
+            }
+            FairgridBehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            }) => {
+                if let Some(state) = self.peers.get_mut(&peer) {
+                    state.rtt = Some(rtt);
+                }
+            }
+            FairgridBehaviourEvent::Kad(kad::Event::RoutingUpdated {
+                peer, addresses, ..
+            }) => {
+                self.maybe_dial(peer, addresses.into_vec());
+            }
+            FairgridBehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::Bootstrap(Ok(result)),
+                ..
+            }) => {
+                debug!(target: TARGET, remaining = result.num_remaining, "kademlia bootstrap step");
+            }
+            FairgridBehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, addr) in found {
+                    if !self.config.manual_kad_inserts {
+                        self.swarm
+                            .behaviour_mut()
+                            .kad
+                            .add_address(&peer, addr.clone());
+                    }
+                    self.maybe_dial(peer, vec![addr]);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn maybe_dial(&mut self, peer: PeerId, addresses: Vec<Multiaddr>) {
+        if peer == *self.swarm.local_peer_id()
+            || self.peers.contains_key(&peer)
+            || self.peers.len() >= self.config.target_peers as usize
+        {
+            return;
+        }
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addresses)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            debug!(target: TARGET, %peer, error = %e, "not dialing discovered peer");
+        }
+    }
+
+    fn on_gossip(&mut self, event: gossipsub::Event) {
+        match event {
+            gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            } => {
+                let gossip = &mut self.swarm.behaviour_mut().gossipsub;
+                let ignore = |gossip: &mut gossipsub::Behaviour| {
+                    gossip.report_message_validation_result(
+                        &message_id,
+                        &propagation_source,
+                        gossipsub::MessageAcceptance::Ignore,
+                    );
+                };
+                let Some(topic) = Topic::from_hash(&message.topic) else {
+                    ignore(gossip);
+                    return;
+                };
+                if !self.gossip_rate.allow(propagation_source, Instant::now()) {
+                    warn!(target: TARGET, peer = %propagation_source, topic = topic.name(), "gossip rate limit exceeded; message dropped");
+                    ignore(gossip);
+                    return;
+                }
+                let event = NetEvent::Gossip {
+                    topic,
+                    source: propagation_source,
+                    message_id: message_id.clone(),
+                    data: message.data,
+                };
+                if !self.emit(event) {
+                    ignore(&mut self.swarm.behaviour_mut().gossipsub);
+                }
+            }
+            gossipsub::Event::Subscribed { peer_id, topic } => {
+                if let Some(topic) = Topic::from_hash(&topic) {
+                    self.emit(NetEvent::Subscribed {
+                        peer: peer_id,
+                        topic,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_reqres(&mut self, event: request_response::Event<Request, Response>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    if !self.request_rate.allow(peer, Instant::now()) {
+                        warn!(target: TARGET, %peer, "request rate limit exceeded; refused");
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .reqres
+                            .send_response(channel, Response::refused("rate limited"));
+                        return;
+                    }
+                    self.emit(NetEvent::Request {
+                        peer,
+                        request,
+                        channel,
+                    });
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(reply) = self.pending_requests.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.pending_requests.remove(&request_id) {
+                    let _ = reply.send(Err(NodeError::Network(format!(
+                        "request to {peer} failed: {error}"
+                    ))));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(target: TARGET, %peer, %error, "inbound request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+}
+
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(peer) => Some(peer),
+        _ => None,
+    })
+}
+
+fn short(event: &NetEvent) -> &'static str {
+    match event {
+        NetEvent::Gossip { .. } => "gossip",
+        NetEvent::Request { .. } => "request",
+        NetEvent::Connected { .. } => "connected",
+        NetEvent::Disconnected { .. } => "disconnected",
+        NetEvent::Subscribed { .. } => "subscribed",
+        NetEvent::NewListenAddr { .. } => "listen-addr",
+    }
+}

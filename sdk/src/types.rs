@@ -1,0 +1,157 @@
+//! The node API's request and response bodies (JSON).
+
+use serde::{Deserialize, Serialize};
+
+/// Every error: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub node_id: String,
+    pub owner: String,
+    pub owner_label: String,
+    pub certified: bool,
+    pub consortium: bool,
+    pub version: String,
+    pub uptime_secs: u64,
+    pub listen_addrs: Vec<String>,
+    pub peers: usize,
+    pub live_adverts: usize,
+    pub own_advert: Option<AdvertInfo>,
+    pub ledger: LedgerSummary,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerSummary {
+    pub entries: u64,
+    pub head: Option<String>,
+    pub foreign_entries: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub peer_id: String,
+    pub addresses: Vec<String>,
+    pub agent: Option<String>,
+    pub rtt_ms: Option<u64>,
+    /// Gossipsub peer score (negative after invalid messages).
+    pub gossip_score: Option<f64>,
+    pub connections: u32,
+    pub connected_for_ms: u64,
+    /// In consortium mode: whether the peer proved a valid certificate.
+    pub admitted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    pub cpu_milli: u64,
+    pub mem_mib: u64,
+    pub gpu_milli: u64,
+    pub gpu_mem_mib: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuView {
+    pub model: String,
+    pub mem_mib: u64,
+    pub gflops: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HardwareView {
+    pub cpu_cores: u32,
+    pub cpu_gflops: u32,
+    pub mem_mib: u64,
+    pub gpus: Vec<GpuView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdvertInfo {
+    pub node_id: String,
+    pub advert_id: String,
+    pub owner: String,
+    pub owner_label: String,
+    pub certified: bool,
+    pub seq: u64,
+    pub issued_at: u64,
+    pub expires_at: u64,
+    pub received_at: u64,
+    /// The peer it arrived from ("self" for the node's own advert).
+    pub from: String,
+    pub hardware: HardwareView,
+    pub offered: Resources,
+    pub price_floor: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DialRequest {
+    pub addr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DialAccepted {
+    pub dialing: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerEntryView {
+    pub seq: u64,
+    pub id: String,
+    pub author: String,
+    pub own: bool,
+    pub timestamp: u64,
+    pub prev: String,
+    pub kind: String,
+    /// The entry's body as JSON (hashes and keys in hex).
+    pub body: serde_json::Value,
+    /// The signed envelope, hex, for offline re-verification.
+    pub signed_hex: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerPage {
+    pub entries: Vec<LedgerEntryView>,
+    /// Pass as `after` to get the next page; None at the end.
+    pub next_after: Option<u64>,
+    pub total: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub own_entries: u64,
+    pub foreign_entries: u64,
+    pub head: Option<String>,
+    pub error: Option<String>,
+    pub millis: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OwnerShareView {
+    pub owner: String,
+    pub units: u64,
+    pub share_ppm: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FairnessReport {
+    pub job: Option<String>,
+    pub basis: String,
+    pub total_units: u64,
+    pub owners: Vec<OwnerShareView>,
+    pub max_owner_share_ppm: u64,
+    pub hhi: u64,
+    pub gini: f64,
+    pub nakamoto_50: u32,
+    pub nakamoto_33: u32,
+    pub jain: f64,
+}
