@@ -9,6 +9,7 @@
 //! The response types in [`types`] are the API's wire format; the node
 //! serialises exactly these.
 
+pub mod jobs;
 pub mod types;
 
 use reqwest::StatusCode;

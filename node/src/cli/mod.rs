@@ -9,13 +9,13 @@ use clap::{Args, Parser, Subcommand};
 use crate::datadir::DataDir;
 
 mod devices;
-mod market;
-mod train;
 mod init;
 mod ledger;
+mod market;
 mod owner;
 mod query;
 mod run;
+mod train;
 
 /// fairgrid: pool idle CPUs and GPUs into a fair market for training.
 #[derive(Debug, Parser)]
