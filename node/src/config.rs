@@ -19,6 +19,8 @@ pub struct Config {
     pub advert: AdvertConfig,
     pub offer: OfferConfig,
     pub trust: TrustConfig,
+    pub jobs: JobsConfig,
+    pub worker: WorkerConfig,
     pub log: LogConfig,
 }
 
@@ -153,6 +155,93 @@ impl Default for TrustConfig {
     }
 }
 
+/// The coordinator side: jobs submitted to this node's API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Jobs this node coordinates at once (bidding or training).
+    pub max_jobs: u32,
+    /// Bids kept per job (one per node; later nonces replace earlier ones).
+    pub max_bids_per_job: u32,
+    /// Network-wide owner cap over the trailing window, parts per million
+    /// (1000000 = no network cap).
+    pub beta_ppm: u32,
+    /// Length of the trailing window the network cap counts over.
+    pub window_secs: u64,
+    /// Samples per evaluation batch on the coordinator.
+    pub eval_batch: u32,
+    /// Threads the coordinator uses to evaluate (0 = one per core).
+    pub threads: u32,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            max_jobs: 8,
+            max_bids_per_job: 1024,
+            beta_ppm: 1_000_000,
+            window_secs: 86_400,
+            eval_batch: 256,
+            threads: 0,
+        }
+    }
+}
+
+/// The worker side: bidding on other nodes' jobs and training their shards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Bid on jobs and train them.
+    pub enabled: bool,
+    /// Also bid on jobs this node coordinates.
+    pub work_own_jobs: bool,
+    /// Ask per shard, in milli-credits (0 = the offer's price_floor).
+    pub ask: u64,
+    /// Jobs this node works on at once; further job offers get no bid.
+    pub max_jobs: u32,
+    /// Training threads per job (0 = one per core).
+    pub threads: u32,
+    /// Disk kept for fetched shards, in MiB (oldest evicted first).
+    pub shard_cache_mib: u64,
+    /// TESTS ONLY: make this worker misbehave on purpose. "" (off),
+    /// "corrupt_update" (NaN in the update, correctly hashed and signed)
+    /// or "wrong_signer" (update signed by a throwaway key).
+    pub test_fault_injection: String,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            enabled: true,
+            work_own_jobs: true,
+            ask: 0,
+            max_jobs: 4,
+            threads: 0,
+            shard_cache_mib: 1024,
+            test_fault_injection: String::new(),
+        }
+    }
+}
+
+/// Deliberate misbehaviour for fault-injection tests (`[worker]
+/// test_fault_injection`); never set in production.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestFault {
+    None,
+    CorruptUpdate,
+    WrongSigner,
+}
+
+impl WorkerConfig {
+    pub fn test_fault(&self) -> TestFault {
+        match self.test_fault_injection.as_str() {
+            "corrupt_update" => TestFault::CorruptUpdate,
+            "wrong_signer" => TestFault::WrongSigner,
+            _ => TestFault::None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
@@ -233,6 +322,31 @@ impl Config {
         }
         if let Err(e) = crate::adverts::IdleHours::parse(&self.offer.idle_hours) {
             return bad(format!("offer.idle_hours: {e}"));
+        }
+        if !matches!(
+            self.worker.test_fault_injection.as_str(),
+            "" | "corrupt_update" | "wrong_signer"
+        ) {
+            return bad(format!(
+                "worker.test_fault_injection is {:?}, expected \"\", \"corrupt_update\" or \"wrong_signer\"",
+                self.worker.test_fault_injection
+            ));
+        }
+        if self.jobs.max_jobs == 0 {
+            return bad("jobs.max_jobs must be positive".into());
+        }
+        let most_bids = crate::net::wire::MAX_NOTICE_BIDS;
+        if self.jobs.max_bids_per_job == 0 || self.jobs.max_bids_per_job as usize > most_bids {
+            return bad(format!("jobs.max_bids_per_job must be in 1..={most_bids}"));
+        }
+        if self.jobs.beta_ppm == 0 || self.jobs.beta_ppm > 1_000_000 {
+            return bad("jobs.beta_ppm must be in 1..=1000000".into());
+        }
+        if self.jobs.eval_batch == 0 || self.jobs.eval_batch > 65_536 {
+            return bad("jobs.eval_batch must be in 1..=65536".into());
+        }
+        if self.worker.max_jobs == 0 {
+            return bad("worker.max_jobs must be positive".into());
         }
         for owner in &self.trust.allowlist {
             if owner.parse::<fairgrid_protocol::OwnerId>().is_err() {
@@ -381,6 +495,35 @@ revocation_files = []
 # In consortium mode, peers must prove their certificate this soon.
 hello_timeout_ms = 5000
 
+[jobs]
+# Coordinator side: jobs submitted to this node's API.
+# Jobs coordinated at once, and bids kept per job.
+max_jobs = {jobs_max}
+max_bids_per_job = {max_bids}
+# Network-wide owner cap over the trailing window, in parts per million
+# (1000000 = off), and the window's length.
+beta_ppm = {beta}
+window_secs = {window}
+# Evaluation batch size and threads on the coordinator (0 = one per core).
+eval_batch = {eval_batch}
+threads = {jobs_threads}
+
+[worker]
+# Bid on jobs and train their shards.
+enabled = {worker_enabled}
+# Also bid on jobs this node coordinates.
+work_own_jobs = {work_own}
+# Ask per shard in milli-credits; 0 means the offer's price_floor.
+ask = {worker_ask}
+# Jobs worked on at once; further offers get no bid.
+max_jobs = {worker_max_jobs}
+# Training threads per job (0 = one per core).
+threads = {worker_threads}
+# Disk kept for fetched shards, in MiB (oldest evicted first).
+shard_cache_mib = {shard_cache}
+# TESTS ONLY: deliberate misbehaviour ("", "corrupt_update", "wrong_signer").
+test_fault_injection = ""
+
 [log]
 # "human" or "json".
 format = "human"
@@ -402,6 +545,18 @@ filter = "info"
         reissue = d.advert.reissue_after_percent,
         probe = d.advert.probe_ms,
         max_table = d.advert.max_table_entries,
+        jobs_max = d.jobs.max_jobs,
+        max_bids = d.jobs.max_bids_per_job,
+        beta = d.jobs.beta_ppm,
+        window = d.jobs.window_secs,
+        eval_batch = d.jobs.eval_batch,
+        jobs_threads = d.jobs.threads,
+        worker_enabled = d.worker.enabled,
+        work_own = d.worker.work_own_jobs,
+        worker_ask = d.worker.ask,
+        worker_max_jobs = d.worker.max_jobs,
+        worker_threads = d.worker.threads,
+        shard_cache = d.worker.shard_cache_mib,
     )
 }
 

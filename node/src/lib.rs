@@ -9,6 +9,7 @@
 //!   [`net::NetworkClient`] talks to it over bounded channels);
 //! - [`app`]: what the node does with network events: advert validation
 //!   and publishing, consortium admission, request handling;
+//! - [`jobs`]: training jobs: coordinator, worker, checkpoints, credits;
 //! - [`adverts`]: capacity probe, advert issuing, validation, live table;
 //! - [`ledger`]: the signed hash chain in sled, group-committed;
 //! - [`api`]: the HTTP API; [`metrics`]: its Prometheus counters;
@@ -26,6 +27,7 @@ pub mod config;
 pub mod datadir;
 pub mod error;
 pub mod fairness;
+pub mod jobs;
 pub mod ledger;
 pub mod logging;
 pub mod metrics;

@@ -6,6 +6,7 @@
 //! [`router`]; it gets the same auth, limits and error format.
 
 mod error;
+mod jobs_routes;
 mod ledger_routes;
 mod routes;
 mod views;
@@ -33,6 +34,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .merge(routes::routes())
         .merge(ledger_routes::routes())
+        .merge(jobs_routes::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -41,7 +41,10 @@ async fn handle(shared: &Arc<Shared>, event: NetEvent) {
             channel,
         } => requests::handle(shared, peer, request, channel).await,
         NetEvent::Connected { peer } => trust::on_connected(shared, peer),
-        NetEvent::Disconnected { peer } => trust::on_disconnected(shared, peer),
+        NetEvent::Disconnected { peer } => {
+            trust::on_disconnected(shared, peer);
+            crate::jobs::on_disconnected(shared, &peer);
+        }
         NetEvent::Subscribed { .. } => {}
         NetEvent::NewListenAddr { addr } => {
             if let Ok(mut addrs) = shared.listen_addrs.lock()

@@ -18,9 +18,10 @@ pub fn route(shared: &Arc<Shared>, topic: Topic, source: PeerId, data: &[u8]) ->
     }
     match topic {
         Topic::Adverts => adverts::on_gossip(shared, source, data),
-        // Jobs and allocations are handled once the jobs work lands; until
-        // then they are neither forwarded nor held against the sender.
-        Topic::Jobs | Topic::Allocations => {
+        Topic::Jobs => crate::jobs::worker::on_gossip(shared, source, data),
+        // Allocations travel by request-response to the winners; nothing
+        // is published here, and nothing received is forwarded.
+        Topic::Allocations => {
             Metrics::inc(&shared.metrics.gossip_unhandled);
             debug!(target: "fairgrid::net", peer = %source, topic = topic.name(), "no handler for topic; ignored");
             Verdict::Ignore

@@ -12,6 +12,8 @@
 //! - ledger: `shared.ledger.append(EntryBody::...)` for any entry kind,
 //!   `shared.ledger.store_foreign(..)` for other nodes' entries;
 //! - API: merge a router in `api::router`.
+//!
+//! The jobs work (`crate::jobs`) is wired in through exactly these points.
 
 pub mod adverts;
 pub mod events;
@@ -69,6 +71,8 @@ pub struct Shared {
     pub metrics: Metrics,
     pub listen_addrs: Mutex<Vec<Multiaddr>>,
     pub notices: broadcast::Sender<AdvertNotice>,
+    /// The jobs this node coordinates and works on.
+    pub jobs: crate::jobs::Jobs,
     /// `(node, serial)` pairs already recorded as `CertificateUsed`.
     seen_certs: Mutex<HashSet<(NodeId, u64)>>,
 }
@@ -209,6 +213,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode> {
             reason: e.to_string(),
         })?;
     let ledger = Ledger::open(&data_dir.ledger_path(), key.clone())?;
+    let jobs = crate::jobs::Jobs::open(data_dir.root(), &config)?;
     let hardware = match hardware {
         Some(hw) => hw,
         None => {
@@ -250,6 +255,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode> {
         listen_addrs: Mutex::new(Vec::new()),
         notices,
         seen_certs: Mutex::new(HashSet::new()),
+        jobs,
         api_token,
         key,
         config,
@@ -295,6 +301,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode> {
         *l = addrs.clone();
     }
     write_run_files(&data_dir, api_addr, &addrs, &shared.node_id)?;
+    tokio::spawn(crate::jobs::resume(Arc::clone(&shared)));
     info!(target: "fairgrid::node", node = %shared.node_id, api = %api_addr, "node started");
     Ok(RunningNode {
         shared,
@@ -342,6 +349,7 @@ impl RunningNode {
     pub async fn shutdown(self) -> Result<()> {
         info!(target: "fairgrid::node", "shutting down");
         let _ = self.stop.send(true);
+        self.shared.jobs.stop();
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }

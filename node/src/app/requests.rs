@@ -1,5 +1,6 @@
 //! Inbound request-response requests. To serve a new request kind, add a
-//! variant to `net::wire::Request` and an arm here.
+//! variant to `net::wire::Request` and an arm here. Job requests go to
+//! `jobs::handle_request`, which answers on its own task.
 
 use std::sync::Arc;
 
@@ -27,5 +28,6 @@ pub async fn handle(
             };
             let _ = shared.net.respond(channel, response).await;
         }
+        job => crate::jobs::handle_request(shared, peer, job, channel),
     }
 }

@@ -6,7 +6,9 @@
 //! variant (never reorder) and its `(name, limit)` to `LIMITS` at the same
 //! index; the tests check the two stay in step.
 
-use fairgrid_protocol::{OwnerCertificate, Signed};
+use fairgrid_protocol::ledger::LedgerEntry;
+use fairgrid_protocol::messages::{Allocation, Bid, Receipt, RoundStart, RoundUpdate};
+use fairgrid_protocol::{Hash32, OwnerCertificate, Signed};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -21,17 +23,72 @@ pub trait WireEnum: Serialize + DeserializeOwned + Send + 'static {
 /// Most adverts a snapshot carries.
 pub const MAX_SNAPSHOT_ADVERTS: usize = 256;
 
+/// Largest fp32 parameter buffer a job may have (8 Mi parameters); the
+/// coordinator refuses bigger models at submission.
+pub const MAX_PARAM_BYTES: usize = 32 * 1024 * 1024;
+/// Most bids an allocation notice carries (the coordinator keeps at most
+/// this many per job).
+pub const MAX_NOTICE_BIDS: usize = 4096;
+/// Most shard bytes one `Shards` answer carries; a worker asks in batches.
+pub const MAX_SHARD_BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// Most shards asked for in one `FetchShards`.
+pub const MAX_SHARD_BATCH: usize = 1024;
+/// Most ledger bytes one `JobLedger` message carries; larger sets go in
+/// several messages.
+pub const MAX_LEDGER_BATCH_BYTES: usize = 24 * 1024 * 1024;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// Consortium handshake: here is my certificate, show me yours.
     Hello(Hello),
     /// Send me the live adverts you hold (a newcomer's catch-up).
     AdvertSnapshot,
+    /// A bid for a job the receiver coordinates.
+    JobBid(Signed<Bid>),
+    /// The coordinator's allocation and the bids it was cleared from; the
+    /// receiver verifies it before taking part.
+    JobAllocation {
+        allocation: Signed<Allocation>,
+        bids: Vec<Signed<Bid>>,
+    },
+    /// Shard bytes of a job, by index (the receiver coordinates it).
+    FetchShards { job_id: Hash32, indices: Vec<u32> },
+    /// Opens a round: the signed round and the parameters (fp32 LE).
+    RoundStart {
+        start: Signed<RoundStart>,
+        params: Vec<u8>,
+    },
+    /// A worker's signed update and its encoded bytes.
+    RoundUpdate {
+        update: Signed<RoundUpdate>,
+        bytes: Vec<u8>,
+    },
+    /// A worker withdraws from a job (it cannot take part, and says why).
+    JobDecline { job_id: Hash32, reason: String },
+    /// The sender's ledger entries for an ended job, to be held as foreign
+    /// entries; the answer carries the receiver's own entries for the job
+    /// (coordinator and participants exchange them both ways).
+    JobLedger {
+        job_id: Hash32,
+        entries: Vec<Signed<LedgerEntry>>,
+    },
 }
+
+const MIB: usize = 1024 * 1024;
 
 impl WireEnum for Request {
     const NAME: &'static str = "request";
-    const LIMITS: &'static [(&'static str, usize)] = &[("hello", 2048), ("advert-snapshot", 16)];
+    const LIMITS: &'static [(&'static str, usize)] = &[
+        ("hello", 2048),
+        ("advert-snapshot", 16),
+        ("job-bid", 4096),
+        ("job-allocation", 16 * MIB + MAX_NOTICE_BIDS * 4096),
+        ("fetch-shards", 64 + 5 * MAX_SHARD_BATCH),
+        ("round-start", 2 * MIB + MAX_PARAM_BYTES),
+        ("round-update", 512 * 1024 + MAX_PARAM_BYTES),
+        ("job-decline", 1024),
+        ("job-ledger", MAX_LEDGER_BATCH_BYTES + MIB),
+    ];
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +100,14 @@ pub enum Response {
     Refused {
         reason: String,
     },
+    /// The request was taken (a bid, an allocation, a round start).
+    Accepted,
+    /// Shard bytes, in the order asked.
+    Shards(Vec<Vec<u8>>),
+    /// The coordinator's signed receipt for an update.
+    Receipt(Signed<Receipt>),
+    /// Ledger entries of a job.
+    JobLedger(Vec<Signed<LedgerEntry>>),
 }
 
 impl WireEnum for Response {
@@ -51,6 +116,10 @@ impl WireEnum for Response {
         ("hello", 2048),
         ("adverts", MAX_SNAPSHOT_ADVERTS * 9 * 1024),
         ("refused", 1024),
+        ("accepted", 16),
+        ("shards", MAX_SHARD_BATCH_BYTES + 16 * MAX_SHARD_BATCH),
+        ("receipt", 8192),
+        ("job-ledger", MAX_LEDGER_BATCH_BYTES + MIB),
     ];
 }
 
@@ -72,19 +141,123 @@ impl Response {
 mod tests {
     use super::*;
     use fairgrid_protocol::codec::encode;
+    use fairgrid_protocol::ledger::EntryBody;
+    use fairgrid_protocol::{Keypair, ResourceVec};
+
+    fn bid() -> Signed<Bid> {
+        let key = Keypair::from_seed(b"wire");
+        Signed::sign(
+            &key,
+            &Bid {
+                job_id: Hash32::of(b"job"),
+                node: key.node_id(),
+                owner_cert: None,
+                ask: 1,
+                capacity: ResourceVec::default(),
+                nonce: 0,
+                issued_at: 0,
+            },
+        )
+    }
+
+    fn entry() -> Signed<LedgerEntry> {
+        let key = Keypair::from_seed(b"wire");
+        LedgerEntry::sign_next(
+            &key,
+            None,
+            0,
+            EntryBody::Verification {
+                job_id: Hash32::of(b"job"),
+                round: 0,
+                node: key.node_id(),
+                passed: true,
+                detail: String::new(),
+            },
+        )
+    }
 
     /// One sample of every variant, in declaration order.
     fn requests() -> Vec<Request> {
+        let job_id = Hash32::of(b"job");
+        let key = Keypair::from_seed(b"wire");
         vec![
             Request::Hello(Hello {
                 protocol_version: 1,
                 certificate: None,
             }),
             Request::AdvertSnapshot,
+            Request::JobBid(bid()),
+            Request::JobAllocation {
+                allocation: Signed::sign(
+                    &key,
+                    &Allocation {
+                        algo_version: 2,
+                        job_id,
+                        attempt: 0,
+                        prev_allocation: Hash32::ZERO,
+                        cleared_at: 0,
+                        policy: Default::default(),
+                        shards: vec![0],
+                        bid_root: Hash32::ZERO,
+                        seed: Hash32::ZERO,
+                        assignments: Vec::new(),
+                        payments: Vec::new(),
+                        shortfall: 1,
+                    },
+                ),
+                bids: vec![bid()],
+            },
+            Request::FetchShards {
+                job_id,
+                indices: vec![0, 1],
+            },
+            Request::RoundStart {
+                start: Signed::sign(
+                    &key,
+                    &RoundStart {
+                        job_id,
+                        round: 0,
+                        allocation: Hash32::ZERO,
+                        params_hash: Hash32::ZERO,
+                        params_len: 4,
+                        orders: Vec::new(),
+                        deadline: 0,
+                        issued_at: 0,
+                    },
+                ),
+                params: vec![0; 4],
+            },
+            Request::RoundUpdate {
+                update: Signed::sign(
+                    &key,
+                    &RoundUpdate {
+                        job_id,
+                        round: 0,
+                        worker: key.node_id(),
+                        base_params: Hash32::ZERO,
+                        shards: vec![0],
+                        samples: 1,
+                        loss: 0.5,
+                        compression: fairgrid_protocol::messages::Compression::Fp32,
+                        update_hash: Hash32::ZERO,
+                        update_len: 4,
+                    },
+                ),
+                bytes: vec![0; 4],
+            },
+            Request::JobDecline {
+                job_id,
+                reason: "no".into(),
+            },
+            Request::JobLedger {
+                job_id,
+                entries: vec![entry()],
+            },
         ]
     }
 
     fn responses() -> Vec<Response> {
+        let key = Keypair::from_seed(b"wire");
         vec![
             Response::Hello(Hello {
                 protocol_version: 1,
@@ -92,6 +265,21 @@ mod tests {
             }),
             Response::Adverts(vec![vec![1, 2, 3]]),
             Response::refused("no"),
+            Response::Accepted,
+            Response::Shards(vec![vec![1; 10]]),
+            Response::Receipt(Signed::sign(
+                &key,
+                &Receipt {
+                    job_id: Hash32::ZERO,
+                    round: 0,
+                    worker: key.node_id(),
+                    update_hash: Hash32::ZERO,
+                    accepted: true,
+                    reason: String::new(),
+                    issued_at: 0,
+                },
+            )),
+            Response::JobLedger(vec![entry()]),
         ]
     }
 
@@ -101,6 +289,13 @@ mod tests {
         match r {
             Request::Hello(_) => 0,
             Request::AdvertSnapshot => 1,
+            Request::JobBid(_) => 2,
+            Request::JobAllocation { .. } => 3,
+            Request::FetchShards { .. } => 4,
+            Request::RoundStart { .. } => 5,
+            Request::RoundUpdate { .. } => 6,
+            Request::JobDecline { .. } => 7,
+            Request::JobLedger { .. } => 8,
         }
     }
 
@@ -109,6 +304,10 @@ mod tests {
             Response::Hello(_) => 0,
             Response::Adverts(_) => 1,
             Response::Refused { .. } => 2,
+            Response::Accepted => 3,
+            Response::Shards(_) => 4,
+            Response::Receipt(_) => 5,
+            Response::JobLedger(_) => 6,
         }
     }
 
@@ -126,5 +325,28 @@ mod tests {
             assert_eq!(encode(r)[0] as usize, i);
             assert_eq!(response_index(r), i);
         }
+        // Each sample fits its own limit (the codec would refuse to send it).
+        for r in &reqs {
+            let n = encode(r).len();
+            assert!(n <= Request::LIMITS[request_index(r)].1, "{n}");
+        }
+        for r in &resps {
+            let n = encode(r).len();
+            assert!(n <= Response::LIMITS[response_index(r)].1, "{n}");
+        }
+    }
+
+    #[test]
+    fn job_limits_cover_the_largest_legal_payloads() {
+        use fairgrid_protocol::SignedMessage;
+        // A round start with the largest parameter buffer a job may have.
+        let round_start = Request::LIMITS[5].1;
+        assert!(round_start >= RoundStart::MAX_BYTES + 256 + MAX_PARAM_BYTES + 16);
+        // An fp32 update of that model, beside its signed metadata.
+        let update = Request::LIMITS[6].1;
+        assert!(update >= RoundUpdate::MAX_BYTES + 256 + MAX_PARAM_BYTES + 20 + 16);
+        // A notice with as many bids as a job keeps.
+        let notice = Request::LIMITS[3].1;
+        assert!(notice >= Allocation::MAX_BYTES + 256 + MAX_NOTICE_BIDS * (Bid::MAX_BYTES + 256));
     }
 }

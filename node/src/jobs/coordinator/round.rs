@@ -1,0 +1,252 @@
+//! One round in progress on the coordinator: who was asked to train what,
+//! and what came back. The checks on an incoming update are a pure
+//! function of (round, update, bytes, now), so they are tested without a
+//! network.
+
+use std::collections::BTreeMap;
+
+use fairgrid_kernels::{decode_update, weighted_mean};
+use fairgrid_protocol::messages::{JobSpec, RoundStart, RoundUpdate};
+use fairgrid_protocol::{Hash32, NodeId, OwnerId, Signed};
+
+use super::super::model::kernels_compression;
+
+/// What one worker was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    pub owner: OwnerId,
+    pub shards: Vec<u32>,
+    /// Samples its H local steps process: H x min(batch, its samples).
+    pub samples: u64,
+}
+
+/// An update that passed every check, decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcceptedUpdate {
+    pub delta: Vec<f32>,
+    pub samples: u64,
+    pub loss: f32,
+    pub update_hash: Hash32,
+    pub bytes: u64,
+}
+
+/// What became of one worker's order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Accepted(AcceptedUpdate),
+    /// Refused for misbehaviour (bad signature, hash, encoding, values).
+    Rejected(String),
+    /// Nothing usable in time (deadline, disconnect, refused the round).
+    Missed(String),
+}
+
+/// Why an update was refused. `misbehaved` updates cost the worker its
+/// place in the job; the others are honest mistakes (late, stale).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: String,
+    pub misbehaved: bool,
+}
+
+fn misbehaved<T>(reason: String) -> Result<T, Rejection> {
+    Err(Rejection {
+        reason,
+        misbehaved: true,
+    })
+}
+
+fn refused<T>(reason: String) -> Result<T, Rejection> {
+    Err(Rejection {
+        reason,
+        misbehaved: false,
+    })
+}
+
+pub struct RoundInProgress {
+    pub job_id: Hash32,
+    pub round: u32,
+    /// Index of the allocation in force (into the job's allocations).
+    pub allocation: usize,
+    pub params_hash: Hash32,
+    pub param_count: usize,
+    pub started_ms: u64,
+    pub deadline: u64,
+    pub orders: BTreeMap<NodeId, Order>,
+    pub outcomes: BTreeMap<NodeId, Outcome>,
+    pub bytes_down: u64,
+    /// What was sent, for a worker that asks again after a restart.
+    pub start: Option<(Signed<RoundStart>, std::sync::Arc<Vec<u8>>)>,
+}
+
+impl RoundInProgress {
+    /// Every order has an outcome.
+    pub fn complete(&self) -> bool {
+        self.orders.keys().all(|n| self.outcomes.contains_key(n))
+    }
+
+    /// Orders still open.
+    pub fn open(&self) -> Vec<NodeId> {
+        self.orders
+            .keys()
+            .filter(|n| !self.outcomes.contains_key(n))
+            .copied()
+            .collect()
+    }
+
+    /// Marks every open order missed (at the deadline).
+    pub fn close(&mut self, reason: &str) -> Vec<NodeId> {
+        let open = self.open();
+        for node in &open {
+            self.outcomes.insert(*node, Outcome::Missed(reason.to_string()));
+        }
+        open
+    }
+
+    /// Records an outcome unless the worker already has one.
+    pub fn settle(&mut self, node: NodeId, outcome: Outcome) -> bool {
+        if !self.orders.contains_key(&node) || self.outcomes.contains_key(&node) {
+            return false;
+        }
+        self.outcomes.insert(node, outcome);
+        true
+    }
+
+    /// Checks an update's envelope and metadata against this round, before
+    /// its bytes are decoded. `from` is the authenticated peer that sent it.
+    pub fn check(
+        &self,
+        from: NodeId,
+        signed: &Signed<RoundUpdate>,
+        bytes: &[u8],
+        spec: &JobSpec,
+        now: u64,
+    ) -> Result<RoundUpdate, Rejection> {
+        let (signer, update) = match signed.verify_and_decode() {
+            Ok(v) => v,
+            Err(e) => return misbehaved(format!("update envelope: {e}")),
+        };
+        if signer != from.0 || update.worker != from {
+            return misbehaved(format!(
+                "update signed by key {} for worker {}, but sent by {from}",
+                signer.to_hex(),
+                update.worker
+            ));
+        }
+        if update.job_id != self.job_id {
+            return refused(format!("update for job {}, not {}", update.job_id, self.job_id));
+        }
+        if update.round != self.round {
+            return refused(format!(
+                "update for round {}, but round {} is open",
+                update.round, self.round
+            ));
+        }
+        let Some(order) = self.orders.get(&from) else {
+            return refused(format!("{from} has no order in round {}", self.round));
+        };
+        if let Some(outcome) = self.outcomes.get(&from) {
+            let what = match outcome {
+                Outcome::Accepted(_) => "already has an accepted update",
+                Outcome::Rejected(_) => "was already rejected",
+                Outcome::Missed(_) => "was already counted as missed",
+            };
+            return refused(format!("{from} {what} in round {}", self.round));
+        }
+        if now > self.deadline {
+            return refused(format!(
+                "update arrived {} ms after the round's deadline",
+                now - self.deadline
+            ));
+        }
+        if update.base_params != self.params_hash {
+            return refused("update starts from other parameters than this round's".into());
+        }
+        if update.shards != order.shards {
+            return misbehaved(format!(
+                "update covers shards {:?}, the order was {:?}",
+                update.shards, order.shards
+            ));
+        }
+        if update.compression != spec.hyper.compression {
+            return misbehaved(format!(
+                "update uses {:?}, the job asks for {:?}",
+                update.compression, spec.hyper.compression
+            ));
+        }
+        let expected_len = kernels_compression(spec.hyper.compression).encoded_len(self.param_count);
+        if update.update_len != bytes.len() as u64 || bytes.len() != expected_len {
+            return misbehaved(format!(
+                "update is {} bytes (claims {}), an encoded update of this model is {expected_len}",
+                bytes.len(),
+                update.update_len
+            ));
+        }
+        if Hash32::of(bytes) != update.update_hash {
+            return misbehaved("update bytes do not match the signed update_hash".into());
+        }
+        if update.samples != order.samples {
+            return misbehaved(format!(
+                "update claims {} samples, its order trains {}",
+                update.samples, order.samples
+            ));
+        }
+        if !update.loss.is_finite() || update.loss < 0.0 {
+            return misbehaved(format!("update reports loss {}", update.loss));
+        }
+        Ok(update)
+    }
+
+    /// Decodes checked bytes (CPU work: call it off the async threads).
+    pub fn decode(bytes: &[u8], param_count: usize) -> Result<Vec<f32>, Rejection> {
+        decode_update(bytes, param_count).or_else(|e| misbehaved(format!("update does not decode: {e}")))
+    }
+
+    /// Accepted updates, by worker.
+    pub fn accepted(&self) -> impl Iterator<Item = (&NodeId, &AcceptedUpdate)> {
+        self.outcomes.iter().filter_map(|(n, o)| match o {
+            Outcome::Accepted(u) => Some((n, u)),
+            _ => None,
+        })
+    }
+}
+
+/// What the coordinator's aggregation produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aggregate {
+    pub params: Vec<f32>,
+    /// Sample-weighted mean of the workers' training losses.
+    pub train_loss: f32,
+    pub samples: u64,
+}
+
+/// Applies the sample-weighted mean of the accepted deltas with the outer
+/// step: `params + outer_lr * mean`.
+pub fn aggregate(
+    params: &[f32],
+    updates: &[&AcceptedUpdate],
+    outer_lr: f32,
+) -> Result<Aggregate, String> {
+    let deltas: Vec<(&[f32], u64)> = updates.iter().map(|u| (u.delta.as_slice(), u.samples)).collect();
+    let mean = weighted_mean(&deltas).map_err(|e| e.to_string())?;
+    if mean.len() != params.len() {
+        return Err(format!("{} deltas for {} parameters", mean.len(), params.len()));
+    }
+    let new: Vec<f32> = params.iter().zip(&mean).map(|(p, d)| p + outer_lr * d).collect();
+    if let Some(i) = new.iter().position(|v| !v.is_finite()) {
+        return Err(format!("aggregated parameter {i} is not finite"));
+    }
+    let samples: u64 = updates.iter().map(|u| u.samples).sum();
+    let loss = updates
+        .iter()
+        .map(|u| f64::from(u.loss) * u.samples as f64)
+        .sum::<f64>()
+        / samples.max(1) as f64;
+    Ok(Aggregate {
+        params: new,
+        train_loss: loss as f32,
+        samples,
+    })
+}
+
+#[cfg(test)]
+mod tests;

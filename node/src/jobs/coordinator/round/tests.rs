@@ -1,0 +1,211 @@
+use super::*;
+use crate::jobs::testing::spec_with;
+use fairgrid_kernels::{Compressor, Compression as KCompression};
+use fairgrid_protocol::Keypair;
+use fairgrid_protocol::messages::Compression;
+
+const PARAMS: usize = 7850; // logreg on 28x28, 10 classes
+
+struct Fixture {
+    coordinator: Keypair,
+    worker: Keypair,
+    spec: JobSpec,
+    round: RoundInProgress,
+}
+
+fn fixture(compression: Compression) -> Fixture {
+    let coordinator = Keypair::from_seed(b"coordinator");
+    let worker = Keypair::from_seed(b"worker");
+    let spec = spec_with(&coordinator, 4, compression);
+    let mut orders = BTreeMap::new();
+    orders.insert(
+        worker.node_id(),
+        Order {
+            owner: worker.node_id().as_self_owner(),
+            shards: vec![0, 1],
+            samples: 32,
+        },
+    );
+    orders.insert(
+        Keypair::from_seed(b"other").node_id(),
+        Order {
+            owner: Keypair::from_seed(b"other").node_id().as_self_owner(),
+            shards: vec![2, 3],
+            samples: 32,
+        },
+    );
+    let round = RoundInProgress {
+        job_id: Hash32::of(b"job"),
+        round: 4,
+        allocation: 0,
+        params_hash: Hash32::of(b"params"),
+        param_count: PARAMS,
+        started_ms: 1000,
+        deadline: 2000,
+        orders,
+        outcomes: BTreeMap::new(),
+        bytes_down: 0,
+        start: None,
+    };
+    Fixture {
+        coordinator,
+        worker,
+        spec,
+        round,
+    }
+}
+
+fn encoded(compression: Compression, value: f32) -> Vec<u8> {
+    let scheme = match compression {
+        Compression::Fp32 => KCompression::Fp32,
+        Compression::Int8 { block } => KCompression::Int8 { block },
+        Compression::TopK { permille } => KCompression::TopK { permille },
+    };
+    Compressor::new(scheme)
+        .unwrap()
+        .encode(&vec![value; PARAMS])
+        .unwrap()
+}
+
+fn update(f: &Fixture, bytes: &[u8], edit: impl FnOnce(&mut RoundUpdate)) -> Signed<RoundUpdate> {
+    let mut u = RoundUpdate {
+        job_id: f.round.job_id,
+        round: f.round.round,
+        worker: f.worker.node_id(),
+        base_params: f.round.params_hash,
+        shards: vec![0, 1],
+        samples: 32,
+        loss: 0.7,
+        compression: f.spec.hyper.compression,
+        update_hash: Hash32::of(bytes),
+        update_len: bytes.len() as u64,
+    };
+    edit(&mut u);
+    Signed::sign(&f.worker, &u)
+}
+
+#[test]
+fn an_honest_update_passes_and_decodes() {
+    for compression in [Compression::Fp32, Compression::Int8 { block: 256 }] {
+        let f = fixture(compression);
+        let bytes = encoded(compression, 0.01);
+        let signed = update(&f, &bytes, |_| {});
+        let u = f
+            .round
+            .check(f.worker.node_id(), &signed, &bytes, &f.spec, 1500)
+            .unwrap();
+        assert_eq!(u.samples, 32);
+        let delta = RoundInProgress::decode(&bytes, PARAMS).unwrap();
+        assert!((delta[0] - 0.01).abs() < 1e-3);
+    }
+}
+
+#[test]
+fn tampering_is_misbehaviour_and_lateness_is_not() {
+    let c = Compression::Int8 { block: 256 };
+    let f = fixture(c);
+    let bytes = encoded(c, 0.01);
+    let from = f.worker.node_id();
+    let check = |signed: &Signed<RoundUpdate>, bytes: &[u8], now: u64| {
+        f.round.check(from, signed, bytes, &f.spec, now).unwrap_err()
+    };
+
+    // Bytes changed after signing: the hash no longer matches.
+    let mut flipped = bytes.clone();
+    flipped[30] ^= 1;
+    let r = check(&update(&f, &bytes, |_| {}), &flipped, 1500);
+    assert!(r.misbehaved && r.reason.contains("update_hash"), "{r:?}");
+
+    // Signed by a throwaway key.
+    let stranger = Keypair::from_seed(b"stranger");
+    let mut u = update(&f, &bytes, |_| {}).verify_and_decode().unwrap().1;
+    u.worker = from;
+    let forged = Signed::sign(&stranger, &u);
+    let r = check(&forged, &bytes, 1500);
+    assert!(r.misbehaved && r.reason.contains("sent by"), "{r:?}");
+
+    // A broken signature.
+    let mut broken = update(&f, &bytes, |_| {});
+    broken.signature.0[0] ^= 1;
+    assert!(check(&broken, &bytes, 1500).misbehaved);
+
+    // Wrong sizes, shards, samples, loss, compression.
+    let r = check(&update(&f, &bytes[..100], |_| {}), &bytes[..100], 1500);
+    assert!(r.misbehaved && r.reason.contains("bytes"), "{r:?}");
+    assert!(check(&update(&f, &bytes, |u| u.shards = vec![0]), &bytes, 1500).misbehaved);
+    assert!(check(&update(&f, &bytes, |u| u.samples = 1_000_000), &bytes, 1500).misbehaved);
+    assert!(check(&update(&f, &bytes, |u| u.loss = f32::NAN), &bytes, 1500).misbehaved);
+    assert!(
+        check(
+            &update(&f, &bytes, |u| u.compression = Compression::Fp32),
+            &bytes,
+            1500
+        )
+        .misbehaved
+    );
+
+    // Late, stale, wrong round, unknown sender: refused, not misbehaviour.
+    let r = check(&update(&f, &bytes, |_| {}), &bytes, 2001);
+    assert!(!r.misbehaved && r.reason.contains("deadline"), "{r:?}");
+    assert!(!check(&update(&f, &bytes, |u| u.base_params = Hash32::ZERO), &bytes, 1500).misbehaved);
+    assert!(!check(&update(&f, &bytes, |u| u.round = 3), &bytes, 1500).misbehaved);
+    let outsider = Keypair::from_seed(b"outsider");
+    let mut u = update(&f, &bytes, |_| {}).verify_and_decode().unwrap().1;
+    u.worker = outsider.node_id();
+    let r = f
+        .round
+        .check(outsider.node_id(), &Signed::sign(&outsider, &u), &bytes, &f.spec, 1500)
+        .unwrap_err();
+    assert!(!r.misbehaved && r.reason.contains("no order"), "{r:?}");
+}
+
+#[test]
+fn non_finite_values_fail_to_decode_even_when_correctly_signed() {
+    let c = Compression::Fp32;
+    let f = fixture(c);
+    let mut bytes = encoded(c, 0.01);
+    bytes[20..24].copy_from_slice(&f32::NAN.to_le_bytes());
+    let signed = update(&f, &bytes, |_| {});
+    f.round
+        .check(f.worker.node_id(), &signed, &bytes, &f.spec, 1500)
+        .unwrap();
+    let r = RoundInProgress::decode(&bytes, PARAMS).unwrap_err();
+    assert!(r.misbehaved && r.reason.contains("NaN"), "{r:?}");
+}
+
+#[test]
+fn outcomes_settle_once_and_close_marks_the_rest_missed() {
+    let mut f = fixture(Compression::Fp32);
+    let worker = f.worker.node_id();
+    assert!(!f.round.complete());
+    assert!(f.round.settle(worker, Outcome::Missed("disconnected".into())));
+    assert!(!f.round.settle(worker, Outcome::Rejected("again".into())));
+    assert!(!f.round.settle(f.coordinator.node_id(), Outcome::Missed("x".into())));
+    let closed = f.round.close("deadline");
+    assert_eq!(closed.len(), 1);
+    assert!(f.round.complete());
+}
+
+#[test]
+fn aggregation_weights_by_samples_and_applies_the_outer_step() {
+    let a = AcceptedUpdate {
+        delta: vec![1.0, 0.0],
+        samples: 30,
+        loss: 1.0,
+        update_hash: Hash32::ZERO,
+        bytes: 8,
+    };
+    let b = AcceptedUpdate {
+        delta: vec![0.0, 1.0],
+        samples: 10,
+        loss: 2.0,
+        update_hash: Hash32::ZERO,
+        bytes: 8,
+    };
+    let out = aggregate(&[1.0, 1.0], &[&a, &b], 0.5).unwrap();
+    assert_eq!(out.params, vec![1.375, 1.125]);
+    assert!((out.train_loss - 1.25).abs() < 1e-6);
+    assert_eq!(out.samples, 40);
+    assert!(aggregate(&[1.0], &[&a], 1.0).is_err(), "length mismatch");
+    assert!(aggregate(&[1.0, 1.0], &[], 1.0).is_err(), "nothing to average");
+}

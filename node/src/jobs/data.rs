@@ -1,0 +1,134 @@
+//! The coordinator's copy of a job's data: the training set cut into
+//! hashed shards (served to workers) and the test set it evaluates on.
+//! Loading is deterministic (source, sample limit, shard size, seed), so a
+//! restarted coordinator cuts the same shards again and checks their
+//! hashes against the signed spec instead of storing them.
+
+use std::sync::Arc;
+
+use fairgrid_kernels::data::{SYSTEM_FASHION_MNIST_DIR, builtin};
+use fairgrid_kernels::{Dataset, FashionMnist, Samples, Shard};
+use fairgrid_protocol::Hash32;
+use fairgrid_protocol::messages::{InputShape, JobSpec, ShardInfo};
+
+use super::request::{DataFacts, DataSource, JobPlan};
+
+/// A job's data, loaded.
+pub struct JobData {
+    pub dataset_name: String,
+    /// Canonical bytes of each shard (what workers fetch).
+    pub shard_bytes: Vec<Arc<Vec<u8>>>,
+    pub shards: Vec<ShardInfo>,
+    pub test: Dataset,
+    pub test_hash: Hash32,
+    pub input: InputShape,
+    pub classes: u32,
+}
+
+impl JobData {
+    pub fn facts(&self) -> DataFacts<'_> {
+        DataFacts {
+            dataset_name: self.dataset_name.clone(),
+            shards: &self.shards,
+            test_hash: self.test_hash,
+            test_samples: self.test.len() as u32,
+            input: self.input,
+            classes: self.classes,
+        }
+    }
+
+    /// Checks that these are the shards and test set `spec` names.
+    pub fn matches(&self, spec: &JobSpec) -> Result<(), String> {
+        if self.shards != spec.dataset.shards {
+            return Err(format!(
+                "the data now cuts into {} shards that differ from the {} the job was submitted with",
+                self.shards.len(),
+                spec.dataset.shards.len()
+            ));
+        }
+        if self.test_hash != spec.dataset.test_hash {
+            return Err("the test set differs from the one the job was submitted with".into());
+        }
+        Ok(())
+    }
+}
+
+fn load_source(source: &DataSource) -> Result<FashionMnist, String> {
+    match source {
+        DataSource::Builtin => builtin::fashion_mnist().map_err(|e| format!("data.source: {e}")),
+        DataSource::System => FashionMnist::load_dir(SYSTEM_FASHION_MNIST_DIR.as_ref()).map_err(|e| {
+            format!("data.source: reading {SYSTEM_FASHION_MNIST_DIR} (package dataset-fashion-mnist): {e}")
+        }),
+        DataSource::Dir(dir) => FashionMnist::load_dir(dir)
+            .map_err(|e| format!("data.source: reading {}: {e}", dir.display())),
+    }
+}
+
+/// Loads and cuts the data a plan names (blocking: run it off the async
+/// threads). Shards are cut with the job's seed.
+pub fn load(plan: &JobPlan) -> Result<JobData, String> {
+    let data = load_source(&plan.source)?;
+    let train = match plan.max_train_samples {
+        Some(n) => data.train.take(n as usize),
+        None => data.train,
+    };
+    let shards = train
+        .shards(plan.shard_size as usize, plan.hyper.seed)
+        .map_err(|e| format!("data.shard_size: {e}"))?;
+    let test_shard = Shard::new(data.test.clone()).map_err(|e| format!("data: test set: {e}"))?;
+    let shape = train.shape();
+    let infos = shards
+        .iter()
+        .map(|s| ShardInfo {
+            hash: Hash32(s.hash()),
+            samples: s.len() as u32,
+        })
+        .collect();
+    Ok(JobData {
+        dataset_name: plan.source.label(),
+        shard_bytes: shards.iter().map(|s| Arc::new(s.to_bytes())).collect(),
+        shards: infos,
+        test_hash: Hash32(test_shard.hash()),
+        test: data.test,
+        input: InputShape {
+            channels: shape.channels as u32,
+            height: shape.height as u32,
+            width: shape.width as u32,
+        },
+        classes: train.classes() as u32,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fairgrid_sdk::jobs::{DataChoice, JobRequest, MarketChoice, ModelChoice};
+
+    #[test]
+    fn builtin_cuts_the_same_shards_twice() {
+        let request = JobRequest {
+            name: "t".into(),
+            model: ModelChoice {
+                arch: "logreg".into(),
+                hidden: None,
+            },
+            data: DataChoice {
+                source: "builtin".into(),
+                shard_size: 1000,
+                max_train_samples: Some(2500),
+            },
+            training: Default::default(),
+            market: MarketChoice::default(),
+        };
+        let plan = super::super::request::plan(&request).unwrap();
+        let a = load(&plan).unwrap();
+        let b = load(&plan).unwrap();
+        assert_eq!(a.shards, b.shards);
+        assert_eq!(a.shards.len(), 3);
+        assert_eq!(a.shards[2].samples, 500);
+        assert_eq!(a.test_hash, b.test_hash);
+        for (info, bytes) in a.shards.iter().zip(&a.shard_bytes) {
+            assert_eq!(Hash32(Shard::hash_bytes(bytes)), info.hash);
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! Training jobs over the network: the coordinator (the node a job is
+//! submitted to) and the worker (every node that bids), the node-to-node
+//! job protocol, checkpoints, churn, credits and the ledger exchange.
+//! `docs/protocol.md` ("Jobs") describes the flow step by step.
+//!
+//! - [`request`]: a developer's `JobRequest` checked into a [`request::JobPlan`];
+//!   [`data`] loads and cuts the data; [`model`] maps the protocol's model
+//!   and training description onto the kernels.
+//! - [`coordinator`]: submission, bid window, clearing, rounds, churn,
+//!   finishing; [`credits`]: who earned what (pure).
+//! - [`worker`]: bidding policy, allocation verification, shards, training.
+//! - [`ledger_sync`]: the exchange of a job's entries at its end.
+//! - [`store`]: checkpoints and worker records in sled, the shard cache.
+//! - [`events`]: each job's event log for the API; [`views`]: API answers.
+//! - [`transport`]: requests to other nodes, or to this one.
+//!
+//! Training, evaluation, decoding and verification run on blocking
+//! threads; the async tasks only wait and route. Everything is bounded:
+//! jobs per node (both sides), bids per job, events per job, update and
+//! parameter sizes (the wire limits), the shard cache.
+
+pub mod coordinator;
+pub mod credits;
+pub mod data;
+pub mod events;
+pub mod ledger_sync;
+pub mod model;
+pub mod request;
+pub mod store;
+#[cfg(test)]
+pub mod testing;
+pub mod transport;
+pub mod views;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use fairgrid_protocol::{Hash32, NodeId};
+use libp2p::PeerId;
+use libp2p::request_response::ResponseChannel;
+use tokio::sync::{Semaphore, watch};
+use tracing::warn;
+
+use crate::app::{Shared, trust};
+use crate::config::Config;
+use crate::error::Result;
+use crate::net::{Request, Response};
+use coordinator::CoordJob;
+use store::{JobStore, ShardCache};
+use worker::WorkerJob;
+
+const TARGET: &str = "fairgrid::jobs";
+/// Ended jobs kept in memory for the API (their checkpoints stay on disk).
+const MAX_ENDED_IN_MEMORY: usize = 256;
+/// Job requests from peers handled at once; more are refused as busy.
+const MAX_INBOUND: usize = 256;
+
+/// Errors the API turns into HTTP answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobsError {
+    BadRequest(String),
+    Busy(String),
+    Internal(String),
+}
+
+/// The jobs this node coordinates and works on.
+pub struct Jobs {
+    pub store: JobStore,
+    pub shards: ShardCache,
+    coordinated: Mutex<BTreeMap<Hash32, Arc<CoordJob>>>,
+    working: Mutex<BTreeMap<Hash32, Arc<WorkerJob>>>,
+    max_workers: usize,
+    stop: watch::Sender<bool>,
+    inbound: Arc<Semaphore>,
+}
+
+impl Jobs {
+    /// Opens `<data dir>/jobs`.
+    pub fn open(data_root: &Path, config: &Config) -> Result<Jobs> {
+        let root = data_root.join("jobs");
+        let store = JobStore::open(&root)?;
+        let shards = ShardCache::new(store.shard_dir(), config.worker.shard_cache_mib);
+        Ok(Jobs {
+            store,
+            shards,
+            coordinated: Mutex::new(BTreeMap::new()),
+            working: Mutex::new(BTreeMap::new()),
+            max_workers: config.worker.max_jobs as usize,
+            stop: watch::channel(false).0,
+            inbound: Arc::new(Semaphore::new(MAX_INBOUND)),
+        })
+    }
+
+    pub fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// Stops every job task at its next wait (checkpoints are on disk).
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    pub fn coordinated(&self, id: &Hash32) -> Option<Arc<CoordJob>> {
+        self.coordinated.lock().expect("jobs lock").get(id).cloned()
+    }
+
+    /// Every coordinated job in memory, oldest first.
+    pub fn all_coordinated(&self) -> Vec<Arc<CoordJob>> {
+        let mut jobs: Vec<Arc<CoordJob>> = self
+            .coordinated
+            .lock()
+            .expect("jobs lock")
+            .values()
+            .cloned()
+            .collect();
+        jobs.sort_by_key(|j| (j.spec.submitted_at, j.id));
+        jobs
+    }
+
+    /// Coordinated jobs still bidding, waiting or training.
+    pub fn active_coordinated(&self) -> usize {
+        self.all_coordinated()
+            .iter()
+            .filter(|j| !j.state().is_terminal())
+            .count()
+    }
+
+    pub fn insert_coordinated(&self, job: Arc<CoordJob>) {
+        let mut jobs = self.coordinated.lock().expect("jobs lock");
+        jobs.insert(job.id, job);
+        let mut ended: Vec<(u64, Hash32)> = jobs
+            .values()
+            .filter(|j| j.state().is_terminal())
+            .map(|j| (j.state().updated_at, j.id))
+            .collect();
+        if ended.len() > MAX_ENDED_IN_MEMORY {
+            ended.sort();
+            for (_, id) in &ended[..ended.len() - MAX_ENDED_IN_MEMORY] {
+                jobs.remove(id);
+            }
+        }
+    }
+
+    pub fn worker(&self, id: &Hash32) -> Option<Arc<WorkerJob>> {
+        self.working.lock().expect("jobs lock").get(id).cloned()
+    }
+
+    /// Jobs this node is working on that have not ended.
+    pub fn active_workers(&self) -> usize {
+        self.working
+            .lock()
+            .expect("jobs lock")
+            .values()
+            .filter(|w| !w.is_finished())
+            .count()
+    }
+
+    /// Adds a job to work on; false if it is already there or the node
+    /// works on `worker.max_jobs` jobs. Ended jobs beyond the same number
+    /// are forgotten.
+    pub fn insert_worker(&self, job: Arc<WorkerJob>) -> bool {
+        let mut working = self.working.lock().expect("jobs lock");
+        if working.contains_key(&job.id) {
+            return false;
+        }
+        let active = working.values().filter(|w| !w.is_finished()).count();
+        if active >= self.max_workers {
+            return false;
+        }
+        let ended: Vec<Hash32> = working
+            .values()
+            .filter(|w| w.is_finished())
+            .map(|w| w.id)
+            .collect();
+        for id in ended.iter().take(ended.len().saturating_sub(self.max_workers)) {
+            working.remove(id);
+        }
+        working.insert(job.id, job);
+        true
+    }
+
+    pub fn remove_worker(&self, id: &Hash32) {
+        self.working.lock().expect("jobs lock").remove(id);
+        let _ = self.store.remove_worker(id);
+    }
+}
+
+/// Resumes coordinated jobs from their checkpoints, then rejoins the jobs
+/// this node was working on.
+pub async fn resume(shared: Arc<Shared>) {
+    for item in shared.jobs.store.coordinators::<coordinator::Checkpoint>() {
+        match item {
+            Ok((_, checkpoint, params)) => {
+                coordinator::submit::resume(&shared, checkpoint, params).await
+            }
+            Err(e) => warn!(target: TARGET, error = %e, "skipping a checkpoint"),
+        }
+    }
+    worker::resume(&shared).await;
+}
+
+/// Dispatches a job request (from a peer, or from this node itself).
+pub async fn handle(shared: Arc<Shared>, from: NodeId, request: Request) -> Response {
+    let shared = &shared;
+    match request {
+        Request::JobBid(bid) => coordinator::inbound::on_bid(shared, from, bid).await,
+        Request::FetchShards { job_id, indices } => {
+            coordinator::inbound::on_fetch_shards(shared, from, job_id, indices)
+        }
+        Request::RoundUpdate { update, bytes } => {
+            coordinator::inbound::on_update(shared, from, update, bytes).await
+        }
+        Request::JobDecline { job_id, reason } => {
+            coordinator::inbound::on_decline(shared, from, job_id, reason)
+        }
+        Request::JobAllocation { allocation, bids } => {
+            worker::inbound::on_allocation(shared, from, allocation, bids).await
+        }
+        Request::RoundStart { start, params } => {
+            worker::inbound::on_round_start(shared, from, start, params).await
+        }
+        Request::JobLedger { job_id, entries } => {
+            ledger_sync::on_request(shared, from, job_id, entries).await
+        }
+        Request::Hello(_) | Request::AdvertSnapshot => {
+            Response::refused("not a job request")
+        }
+    }
+}
+
+/// A job request from a peer: handled on its own task (never in the
+/// application's event loop), at most [`MAX_INBOUND`] at once.
+pub fn handle_request(
+    shared: &Arc<Shared>,
+    peer: PeerId,
+    request: Request,
+    channel: ResponseChannel<Response>,
+) {
+    let shared = Arc::clone(shared);
+    let permit = Arc::clone(&shared.jobs.inbound).try_acquire_owned();
+    tokio::spawn(async move {
+        let response = match (permit, peer.to_string().parse::<NodeId>()) {
+            _ if shared.consortium() && !trust::is_admitted(&shared, &peer) => {
+                Response::refused("not admitted: present a certificate first")
+            }
+            (Err(_), _) => Response::refused("busy: too many job requests in flight"),
+            (_, Err(_)) => Response::refused("peer id is not an ed25519 node key"),
+            (Ok(_permit), Ok(from)) => handle(Arc::clone(&shared), from, request).await,
+        };
+        let _ = shared.net.respond(channel, response).await;
+    });
+}
+
+/// A peer went away: any round it owed an update in counts it as missed
+/// now, so its shards are reassigned without waiting for the deadline.
+pub fn on_disconnected(shared: &Shared, peer: &PeerId) {
+    let Ok(node) = peer.to_string().parse::<NodeId>() else {
+        return;
+    };
+    for job in shared.jobs.all_coordinated() {
+        let round = job
+            .round
+            .lock()
+            .expect("round lock")
+            .as_ref()
+            .map(|r| r.round);
+        if let Some(round) = round {
+            coordinator::driver::settle_missed(&job, node, round, "disconnected".into());
+        }
+    }
+}

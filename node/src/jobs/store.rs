@@ -1,0 +1,253 @@
+//! What the jobs work keeps on disk, under `<data dir>/jobs/`:
+//!
+//! ```text
+//! jobs/db/        sled: coordinator checkpoints, their parameters, worker records
+//! jobs/shards/    fetched shards, named by their BLAKE3 hash (a bounded cache)
+//! jobs/results/   finished jobs' models (<job id>.safetensors)
+//! ```
+//!
+//! Every write is flushed before the caller goes on, so a checkpoint that
+//! was reported is on disk. Records are bincode; a record that does not
+//! decode is reported and skipped, never half-applied.
+
+use std::path::{Path, PathBuf};
+
+use fairgrid_protocol::Hash32;
+use fairgrid_protocol::codec::{decode_exact, encode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{NodeError, Result};
+
+/// Largest record (a coordinator checkpoint without its parameters).
+const MAX_RECORD: usize = 256 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct JobStore {
+    db: sled::Db,
+    coordinator: sled::Tree,
+    params: sled::Tree,
+    worker: sled::Tree,
+    root: PathBuf,
+}
+
+impl JobStore {
+    pub fn open(root: &Path) -> Result<JobStore> {
+        for dir in ["shards", "results"] {
+            let path = root.join(dir);
+            std::fs::create_dir_all(&path).map_err(|e| NodeError::io(&path, e))?;
+        }
+        let db = sled::Config::new()
+            .path(root.join("db"))
+            .open()
+            .map_err(|e| NodeError::Ledger(format!("opening {}: {e}", root.join("db").display())))?;
+        Ok(JobStore {
+            coordinator: db.open_tree("coordinator")?,
+            params: db.open_tree("params")?,
+            worker: db.open_tree("worker")?,
+            db,
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn shard_dir(&self) -> PathBuf {
+        self.root.join("shards")
+    }
+
+    pub fn result_path(&self, job: &Hash32) -> PathBuf {
+        self.root.join("results").join(format!("{}.safetensors", job.to_hex()))
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Stores a coordinator checkpoint and the parameters it goes with.
+    pub async fn put_coordinator<T: Serialize>(
+        &self,
+        job: &Hash32,
+        record: &T,
+        params: Option<&[u8]>,
+    ) -> Result<()> {
+        let mut batch_params = None;
+        if let Some(params) = params {
+            batch_params = Some(params.to_vec());
+        }
+        let record = encode(record);
+        (&self.coordinator, &self.params)
+            .transaction(|(c, p)| {
+                c.insert(&job.0, record.as_slice())?;
+                if let Some(params) = &batch_params {
+                    p.insert(&job.0, params.as_slice())?;
+                }
+                Ok(())
+            })
+            .map_err(|e: sled::transaction::TransactionError<()>| {
+                NodeError::Ledger(format!("checkpoint of job {job}: {e:?}"))
+            })?;
+        self.flush().await
+    }
+
+    /// Every coordinator checkpoint that decodes, with its parameters;
+    /// the others are returned as errors naming the job.
+    pub fn coordinators<T: DeserializeOwned>(&self) -> Vec<std::result::Result<(Hash32, T, Option<Vec<u8>>), String>> {
+        self.coordinator
+            .iter()
+            .map(|item| {
+                let (key, value) = item.map_err(|e| e.to_string())?;
+                let job = Hash32(key.as_ref().try_into().map_err(|_| "bad checkpoint key".to_string())?);
+                let record = decode_exact("checkpoint", &value, MAX_RECORD)
+                    .map_err(|e| format!("checkpoint of job {job}: {e}"))?;
+                let params = self
+                    .params
+                    .get(job.0)
+                    .map_err(|e| e.to_string())?
+                    .map(|v| v.to_vec());
+                Ok((job, record, params))
+            })
+            .collect()
+    }
+
+    pub async fn put_worker<T: Serialize>(&self, job: &Hash32, record: &T) -> Result<()> {
+        self.worker.insert(job.0, encode(record))?;
+        self.flush().await
+    }
+
+    pub fn workers<T: DeserializeOwned>(&self) -> Vec<std::result::Result<(Hash32, T), String>> {
+        self.worker
+            .iter()
+            .map(|item| {
+                let (key, value) = item.map_err(|e| e.to_string())?;
+                let job = Hash32(key.as_ref().try_into().map_err(|_| "bad worker key".to_string())?);
+                let record = decode_exact("worker record", &value, MAX_RECORD)
+                    .map_err(|e| format!("worker record of job {job}: {e}"))?;
+                Ok((job, record))
+            })
+            .collect()
+    }
+
+    pub fn remove_worker(&self, job: &Hash32) -> Result<()> {
+        self.worker.remove(job.0)?;
+        Ok(())
+    }
+}
+
+use sled::Transactional;
+
+/// A bounded on-disk cache of shards, named by hash. Reads re-check the
+/// hash, so a damaged file is a miss, not bad training data.
+pub struct ShardCache {
+    dir: PathBuf,
+    max_bytes: u64,
+}
+
+impl ShardCache {
+    pub fn new(dir: PathBuf, max_mib: u64) -> Self {
+        ShardCache {
+            dir,
+            max_bytes: max_mib.saturating_mul(1 << 20),
+        }
+    }
+
+    fn path(&self, hash: &Hash32) -> PathBuf {
+        self.dir.join(hash.to_hex())
+    }
+
+    /// The shard's bytes if cached and intact.
+    pub fn get(&self, hash: &Hash32) -> Option<Vec<u8>> {
+        let bytes = std::fs::read(self.path(hash)).ok()?;
+        if Hash32(fairgrid_kernels::Shard::hash_bytes(&bytes)) == *hash {
+            Some(bytes)
+        } else {
+            let _ = std::fs::remove_file(self.path(hash));
+            None
+        }
+    }
+
+    /// Stores a shard (already hash-checked), then evicts the oldest files
+    /// until the cache fits its budget. A shard larger than the whole
+    /// budget is not cached.
+    pub fn put(&self, hash: &Hash32, bytes: &[u8]) -> Result<()> {
+        if bytes.len() as u64 > self.max_bytes {
+            return Ok(());
+        }
+        crate::datadir::write_atomic(&self.path(hash), bytes)?;
+        self.evict(Some(hash))
+    }
+
+    fn evict(&self, keep: Option<&Hash32>) -> Result<()> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| NodeError::io(&self.dir, e))?;
+        let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let meta = e.metadata().ok().filter(|m| m.is_file())?;
+                Some((meta.modified().ok()?, meta.len(), e.path()))
+            })
+            .collect();
+        let mut total: u64 = files.iter().map(|f| f.1).sum();
+        files.sort();
+        let keep = keep.map(|h| self.path(h));
+        for (_, len, path) in files {
+            if total <= self.max_bytes {
+                break;
+            }
+            if Some(&path) == keep.as_ref() {
+                continue;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                total -= len;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_cache_checks_hashes_and_stays_within_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ShardCache::new(dir.path().to_path_buf(), 1);
+        let blobs: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 400 * 1024]).collect();
+        let hashes: Vec<Hash32> = blobs
+            .iter()
+            .map(|b| Hash32(fairgrid_kernels::Shard::hash_bytes(b)))
+            .collect();
+        for (h, b) in hashes.iter().zip(&blobs) {
+            cache.put(h, b).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(15));
+        }
+        let total: u64 = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(total <= 1 << 20, "{total}");
+        assert_eq!(cache.get(&hashes[4]).unwrap(), blobs[4], "the newest stays");
+        assert!(cache.get(&hashes[0]).is_none(), "the oldest went");
+        // A damaged file is a miss and is removed.
+        std::fs::write(dir.path().join(hashes[4].to_hex()), b"junk").unwrap();
+        assert!(cache.get(&hashes[4]).is_none());
+        assert!(!dir.path().join(hashes[4].to_hex()).exists());
+    }
+
+    #[tokio::test]
+    async fn checkpoints_round_trip_and_bad_records_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::open(dir.path()).unwrap();
+        let job = Hash32::of(b"j");
+        store
+            .put_coordinator(&job, &(7u32, "x".to_string()), Some(&[1, 2, 3]))
+            .await
+            .unwrap();
+        let all = store.coordinators::<(u32, String)>();
+        assert_eq!(all.len(), 1);
+        let (id, rec, params) = all[0].clone().unwrap();
+        assert_eq!((id, rec, params), (job, (7, "x".into()), Some(vec![1, 2, 3])));
+        store.coordinator.insert(Hash32::of(b"k").0, &[0xff, 0xff][..]).unwrap();
+        let all = store.coordinators::<(u32, String)>();
+        assert_eq!(all.iter().filter(|r| r.is_err()).count(), 1);
+    }
+}

@@ -1,0 +1,63 @@
+//! Samples for unit tests.
+
+use fairgrid_protocol::messages::{
+    Compression, DatasetDescriptor, HyperParams, InputShape, JobSpec, ModelArch, ModelSpec,
+    OptimizerKind, ShardInfo, ShortfallPolicy,
+};
+use fairgrid_protocol::{Hash32, Keypair, ResourceVec};
+
+/// A small valid logreg job over `shards` shards of 100 samples.
+pub fn spec_with(key: &Keypair, shards: usize, compression: Compression) -> JobSpec {
+    JobSpec {
+        submitter: key.node_id(),
+        nonce: 1,
+        model: ModelSpec {
+            arch: ModelArch::LogReg,
+            input: InputShape {
+                channels: 1,
+                height: 28,
+                width: 28,
+            },
+            classes: 10,
+        },
+        dataset: DatasetDescriptor {
+            name: "test".into(),
+            shards: (0..shards)
+                .map(|i| ShardInfo {
+                    hash: Hash32::of(&(i as u64).to_le_bytes()),
+                    samples: 100,
+                })
+                .collect(),
+            test_hash: Hash32::ZERO,
+            test_samples: 10,
+        },
+        hyper: HyperParams {
+            rounds: 3,
+            local_steps: 2,
+            batch_size: 16,
+            optimizer: OptimizerKind::Sgd,
+            lr: 0.05,
+            momentum: 0.0,
+            outer_lr: 1.0,
+            compression,
+            seed: 1,
+        },
+        demand_per_shard: ResourceVec {
+            cpu_milli: 100,
+            mem_mib: 16,
+            gpu_milli: 0,
+            gpu_mem_mib: 0,
+        },
+        limit_price: 1000,
+        alpha_ppm: 500_000,
+        bid_window_ms: 1000,
+        round_timeout_ms: 5000,
+        deadline: 1_000_000,
+        on_shortfall: ShortfallPolicy::RunWithFewer,
+        submitted_at: 1000,
+    }
+}
+
+pub fn sample_spec(key: &Keypair) -> JobSpec {
+    spec_with(key, 4, Compression::Int8 { block: 256 })
+}

@@ -1,0 +1,36 @@
+//! Sends a job request to a node: over the network, or straight to this
+//! node's own handlers when the node is this one (a coordinator that also
+//! works on its own job).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use fairgrid_protocol::NodeId;
+use libp2p::PeerId;
+
+use crate::app::Shared;
+use crate::error::{NodeError, Result};
+use crate::net::{Request, Response};
+
+pub fn peer_id(node: &NodeId) -> Result<PeerId> {
+    node.to_peer_id_string()
+        .parse()
+        .map_err(|e| NodeError::Network(format!("{node} is not a peer id: {e}")))
+}
+
+/// Boxed, with its `Send` bound spelled out: local handling can itself
+/// call out (a worker answering its own coordinator), which an `async fn`
+/// would turn into a type that contains itself.
+pub fn call<'a>(
+    shared: &'a Arc<Shared>,
+    to: NodeId,
+    request: Request,
+) -> Pin<Box<dyn Future<Output = Result<Response>> + Send + 'a>> {
+    Box::pin(async move {
+        if to == shared.node_id {
+            return Ok(super::handle(Arc::clone(shared), to, request).await);
+        }
+        shared.net.request(peer_id(&to)?, request).await
+    })
+}

@@ -1,0 +1,267 @@
+//! What the coordinator sends a worker: the allocation (step 3, verified
+//! by re-clearing it from the signed bids) and round starts (step 5).
+
+use std::sync::Arc;
+
+use fairgrid_protocol::ledger::EntryBody;
+use fairgrid_protocol::market::{self, MarketJob};
+use fairgrid_protocol::messages::{Allocation, Bid, Receipt, RoundStart};
+use fairgrid_protocol::{Hash32, NodeId, Signed};
+use tracing::{debug, info, warn};
+
+use super::shards::{self, ShardError};
+use super::train::{self, RoundInput};
+use super::{WorkerJob, save};
+use crate::app::Shared;
+use crate::jobs::{model, transport};
+use crate::ledger::now_ms;
+use crate::net::wire::MAX_NOTICE_BIDS;
+use crate::net::{Request, Response};
+
+const TARGET: &str = "fairgrid::jobs";
+
+fn own_job(shared: &Shared, from: NodeId, job: &Hash32) -> Result<Arc<WorkerJob>, Response> {
+    let Some(worker) = shared.jobs.worker(job) else {
+        return Err(Response::refused(format!("this node did not bid on job {job}")));
+    };
+    if worker.coordinator != from {
+        return Err(Response::refused("only the job's coordinator sends its allocations and rounds"));
+    }
+    if worker.is_finished() {
+        return Err(Response::refused("this node's part in the job has ended"));
+    }
+    Ok(worker)
+}
+
+/// Checks the allocation as every participant must: signed by the
+/// coordinator, for this job, with the job's alpha, and equal to what
+/// `market::verify` recomputes from the bids. On a mismatch the node
+/// refuses to take part and records why.
+fn check_allocation(
+    shared: &Shared,
+    job: &WorkerJob,
+    signed: &Signed<Allocation>,
+    bids: &[Signed<Bid>],
+) -> Result<Allocation, String> {
+    let (signer, allocation) = signed.verify_and_decode().map_err(|e| e.to_string())?;
+    if signer != job.coordinator.0 {
+        return Err("not signed by the job's coordinator".into());
+    }
+    if allocation.job_id != job.id {
+        return Err(format!("allocation is for job {}", allocation.job_id));
+    }
+    if allocation.policy.alpha_ppm != job.spec.alpha_ppm {
+        return Err(format!(
+            "allocation cleared with alpha {} ppm, the job says {}",
+            allocation.policy.alpha_ppm, job.spec.alpha_ppm
+        ));
+    }
+    let m = job.spec.shard_count();
+    if allocation.shards != (0..m).collect::<Vec<u32>>() {
+        return Err(format!("allocation does not cover the job's {m} shards"));
+    }
+    if bids.len() > MAX_NOTICE_BIDS {
+        return Err(format!("{} bids, more than {MAX_NOTICE_BIDS}", bids.len()));
+    }
+    let market_job = MarketJob {
+        job_id: job.id,
+        shards: allocation.shards.clone(),
+        demand_per_shard: job.spec.demand_per_shard,
+        limit_price: job.spec.limit_price,
+        attempt: allocation.attempt,
+        prev_allocation: allocation.prev_allocation,
+    };
+    market::verify(&allocation, &market_job, bids, &shared.trust).map_err(|e| e.to_string())?;
+    Ok(allocation)
+}
+
+pub async fn on_allocation(
+    shared: &Arc<Shared>,
+    from: NodeId,
+    signed: Signed<Allocation>,
+    bids: Vec<Signed<Bid>>,
+) -> Response {
+    let job = match own_job(shared, from, &signed_job(&signed)) {
+        Ok(j) => j,
+        Err(r) => return r,
+    };
+    let (s, j, sig) = (Arc::clone(shared), Arc::clone(&job), signed.clone());
+    let checked = tokio::task::spawn_blocking(move || check_allocation(&s, &j, &sig, &bids)).await;
+    let allocation = match checked {
+        Ok(Ok(a)) => a,
+        Ok(Err(reason)) => {
+            warn!(target: TARGET, job = %job.id, coordinator = %from, %reason, "allocation does not verify; refusing to take part");
+            shared.record(EntryBody::Verification {
+                job_id: job.id,
+                round: 0,
+                node: from,
+                passed: false,
+                detail: format!("allocation refused: {reason}"),
+            });
+            return Response::refused(format!("allocation does not verify: {reason}"));
+        }
+        Err(e) => return Response::refused(format!("verifier thread: {e}")),
+    };
+    let hash = allocation.hash();
+    let mine = allocation.shards_of(&shared.node_id).to_vec();
+    info!(target: TARGET, job = %job.id, attempt = allocation.attempt, shards = mine.len(), "allocation verified");
+    shared.record(EntryBody::Verification {
+        job_id: job.id,
+        round: 0,
+        node: from,
+        passed: true,
+        detail: format!(
+            "allocation {hash} (attempt {}) verified: {} shards for this node",
+            allocation.attempt,
+            mine.len()
+        ),
+    });
+    job.remember(hash, mine.clone());
+    save(shared, &job).await;
+    if !mine.is_empty() {
+        // Fetch the shards now, so the first round does not wait for them.
+        let (s, j) = (Arc::clone(shared), Arc::clone(&job));
+        tokio::spawn(async move {
+            if let Err(ShardError::Corrupt(reason)) = shards::ensure(&s, &j, &mine).await {
+                decline(&s, &j, reason).await;
+            }
+        });
+    }
+    Response::Accepted
+}
+
+fn signed_job(signed: &Signed<Allocation>) -> Hash32 {
+    fairgrid_protocol::codec::decode_exact::<Allocation>(
+        "allocation",
+        &signed.payload,
+        <Allocation as fairgrid_protocol::SignedMessage>::MAX_BYTES,
+    )
+    .map(|a| a.job_id)
+    .unwrap_or(Hash32::ZERO)
+}
+
+async fn decline(shared: &Arc<Shared>, job: &Arc<WorkerJob>, reason: String) {
+    warn!(target: TARGET, job = %job.id, %reason, "withdrawing from the job");
+    let request = Request::JobDecline {
+        job_id: job.id,
+        reason: reason.chars().take(900).collect(),
+    };
+    let _ = transport::call(shared, job.coordinator, request).await;
+    super::finished(shared, job).await;
+}
+
+pub async fn on_round_start(
+    shared: &Arc<Shared>,
+    from: NodeId,
+    signed: Signed<RoundStart>,
+    params: Vec<u8>,
+) -> Response {
+    let (signer, start) = match signed.verify_and_decode() {
+        Ok(v) => v,
+        Err(e) => return Response::refused(format!("round start: {e}")),
+    };
+    let job = match own_job(shared, from, &start.job_id) {
+        Ok(j) => j,
+        Err(r) => return r,
+    };
+    if signer != from.0 {
+        return Response::refused("round start not signed by the coordinator");
+    }
+    let Some(mine) = job.shards_in(&start.allocation) else {
+        return Response::refused(format!("allocation {} is not one this node verified", start.allocation));
+    };
+    let order = start.orders.iter().find(|o| o.node == shared.node_id);
+    if order.map(|o| &o.shards) != Some(&mine) || mine.is_empty() {
+        return Response::refused("the round's order for this node differs from the verified allocation");
+    }
+    if params.len() as u64 != start.params_len.saturating_mul(4) || Hash32::of(&params) != start.params_hash {
+        return Response::refused("parameters do not match the round's params_hash");
+    }
+    let Some(values) = model::params_from_bytes(&params) else {
+        return Response::refused("parameters are not finite fp32 values");
+    };
+    if now_ms() > start.deadline {
+        return Response::refused("the round's deadline has passed");
+    }
+    {
+        let mut training = job.training.lock().expect("training lock");
+        if let Some(r) = *training {
+            return Response::refused(format!("still training round {r}"));
+        }
+        *training = Some(start.round);
+    }
+    let (s, j) = (Arc::clone(shared), Arc::clone(&job));
+    tokio::spawn(async move {
+        work_round(&s, &j, start, values, mine).await;
+        *j.training.lock().expect("training lock") = None;
+    });
+    Response::Accepted
+}
+
+/// Loads the shards, trains on a blocking thread, sends the update and
+/// reads the receipt.
+async fn work_round(shared: &Arc<Shared>, job: &Arc<WorkerJob>, start: RoundStart, params: Vec<f32>, mine: Vec<u32>) {
+    let loaded = match shards::ensure(shared, job, &mine).await {
+        Ok(l) => l,
+        Err(ShardError::Corrupt(reason)) => return decline(shared, job, reason).await,
+        Err(ShardError::Unavailable(reason)) => {
+            warn!(target: TARGET, job = %job.id, round = start.round, %reason, "shards unavailable; skipping the round");
+            return;
+        }
+    };
+    let input = RoundInput {
+        spec: job.spec.clone(),
+        job_id: job.id,
+        round: start.round,
+        worker: shared.node_id,
+        key: shared.key.clone(),
+        params,
+        base_params: start.params_hash,
+        shards: mine,
+        loaded,
+        threads: model::threads(shared.config.worker.threads),
+        fault: shared.config.worker.test_fault(),
+    };
+    let engine = Arc::clone(&job.engine);
+    let trained = tokio::task::spawn_blocking(move || {
+        let mut engine = engine.lock().expect("engine lock");
+        train::train_round(&mut engine, input)
+    })
+    .await;
+    let trained = match trained {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            warn!(target: TARGET, job = %job.id, round = start.round, error = %e, "training failed");
+            return;
+        }
+        Err(e) => {
+            warn!(target: TARGET, job = %job.id, error = %e, "training thread failed");
+            return;
+        }
+    };
+    let request = Request::RoundUpdate {
+        update: trained.update,
+        bytes: trained.bytes,
+    };
+    match transport::call(shared, job.coordinator, request).await {
+        Ok(Response::Receipt(receipt)) => read_receipt(job, &receipt, start.round).await,
+        Ok(Response::Refused { reason }) => {
+            debug!(target: TARGET, job = %job.id, round = start.round, %reason, "update refused")
+        }
+        Ok(_) => warn!(target: TARGET, job = %job.id, "unexpected answer to an update"),
+        Err(e) => warn!(target: TARGET, job = %job.id, round = start.round, error = %e, "update not delivered"),
+    }
+}
+
+async fn read_receipt(job: &Arc<WorkerJob>, receipt: &Signed<Receipt>, round: u32) {
+    match receipt.verify_and_decode() {
+        Ok((signer, r)) if signer == job.coordinator.0 && r.job_id == job.id && r.round == round => {
+            if r.accepted {
+                debug!(target: TARGET, job = %job.id, round, "update accepted");
+            } else {
+                warn!(target: TARGET, job = %job.id, round, reason = %r.reason, "update rejected by the coordinator");
+            }
+        }
+        _ => warn!(target: TARGET, job = %job.id, round, "receipt does not verify"),
+    }
+}

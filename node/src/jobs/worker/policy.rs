@@ -1,0 +1,114 @@
+//! Whether this node bids on a job it heard of, and with what (step 2).
+//! A pure function of the configuration, what the node offers and the job.
+
+use fairgrid_protocol::ResourceVec;
+use fairgrid_protocol::messages::JobSpec;
+
+use crate::config::WorkerConfig;
+use crate::jobs::model::kernels_spec;
+use crate::net::wire::MAX_PARAM_BYTES;
+
+/// The terms of a bid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Terms {
+    pub ask: u64,
+    pub capacity: ResourceVec,
+}
+
+/// Decides whether to bid; `Err` says why not (for the logs).
+pub fn decide(
+    config: &WorkerConfig,
+    offered: ResourceVec,
+    price_floor: u64,
+    active_jobs: usize,
+    own_job: bool,
+    spec: &JobSpec,
+) -> Result<Terms, String> {
+    if !config.enabled {
+        return Err("worker.enabled is false".into());
+    }
+    if own_job && !config.work_own_jobs {
+        return Err("worker.work_own_jobs is false".into());
+    }
+    if active_jobs >= config.max_jobs as usize {
+        return Err(format!(
+            "already working on {active_jobs} jobs (worker.max_jobs)"
+        ));
+    }
+    let ask = if config.ask > 0 { config.ask } else { price_floor };
+    if ask > spec.limit_price {
+        return Err(format!(
+            "ask {ask} is above the job's limit price {}",
+            spec.limit_price
+        ));
+    }
+    if offered.units_of(&spec.demand_per_shard) == 0 {
+        return Err(format!(
+            "the offer {offered:?} cannot hold one shard of demand {:?}",
+            spec.demand_per_shard
+        ));
+    }
+    let model = kernels_spec(&spec.model);
+    if model.validate().is_err() || model.param_count() * 4 > MAX_PARAM_BYTES as u128 {
+        return Err("the job's model is not one this node trains".into());
+    }
+    Ok(Terms {
+        ask,
+        capacity: offered,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::testing::sample_spec;
+    use fairgrid_protocol::Keypair;
+
+    fn offer() -> ResourceVec {
+        ResourceVec {
+            cpu_milli: 2000,
+            mem_mib: 4096,
+            gpu_milli: 0,
+            gpu_mem_mib: 0,
+        }
+    }
+
+    #[test]
+    fn bids_at_its_floor_or_configured_ask() {
+        let spec = sample_spec(&Keypair::from_seed(b"c"));
+        let config = WorkerConfig::default();
+        let terms = decide(&config, offer(), 30, 0, false, &spec).unwrap();
+        assert_eq!(terms.ask, 30);
+        assert_eq!(terms.capacity, offer());
+        let config = WorkerConfig {
+            ask: 70,
+            ..WorkerConfig::default()
+        };
+        assert_eq!(decide(&config, offer(), 30, 0, false, &spec).unwrap().ask, 70);
+    }
+
+    #[test]
+    fn declines_with_a_reason() {
+        let spec = sample_spec(&Keypair::from_seed(b"c"));
+        let d = WorkerConfig::default();
+        let off = WorkerConfig {
+            enabled: false,
+            ..d.clone()
+        };
+        assert!(decide(&off, offer(), 0, 0, false, &spec).is_err());
+        let not_own = WorkerConfig {
+            work_own_jobs: false,
+            ..d.clone()
+        };
+        assert!(decide(&not_own, offer(), 0, 0, true, &spec).is_err());
+        assert!(decide(&not_own, offer(), 0, 0, false, &spec).is_ok());
+        let e = decide(&d, offer(), 5000, 0, false, &spec).unwrap_err();
+        assert!(e.contains("limit price 1000"), "{e}");
+        assert!(decide(&d, offer(), 0, d.max_jobs as usize, false, &spec).is_err());
+        let tiny = ResourceVec {
+            cpu_milli: 50,
+            ..offer()
+        };
+        assert!(decide(&d, tiny, 0, 0, false, &spec).unwrap_err().contains("cannot hold"));
+    }
+}
