@@ -92,6 +92,9 @@ pub async fn submit(shared: &Arc<Shared>, request: JobRequest) -> Result<JobAcce
     super::driver::checkpoint(shared, &job).await;
     info!(target: TARGET, job = %id, name = %job.plan.name, shards = job.spec.shard_count(), "job submitted");
     publish_spec(shared, &job);
+    // Gossip does not come back to its sender: bid on our own job directly.
+    let (s, signed, spec) = (Arc::clone(shared), job.signed_spec.clone(), job.spec.clone());
+    tokio::spawn(async move { crate::jobs::worker::bid(&s, signed, spec).await });
     tokio::spawn(super::driver::run(Arc::clone(shared), Arc::clone(&job)));
     Ok(JobAccepted {
         job_id: id.to_hex(),
