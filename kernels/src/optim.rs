@@ -160,6 +160,34 @@ impl<B: Backend> Optimizer<B> {
     /// Applies one update from the model's current gradients, with the
     /// learning rate `lr` (which a schedule may vary).
     pub fn step(&mut self, backend: &B, model: &mut Model<B>, lr: f32) -> Result<()> {
+        self.apply(backend, model, lr, None)
+    }
+
+    /// [`Optimizer::step`] that changes nothing (parameters or state) once
+    /// `guard` records a failed step; the host need not look first.
+    pub fn step_guarded(
+        &mut self,
+        backend: &B,
+        model: &mut Model<B>,
+        lr: f32,
+        guard: &B::Stats,
+    ) -> Result<()> {
+        self.apply(backend, model, lr, Some(guard))
+    }
+
+    /// Sets the step counter back to `steps` (after a failed step that the
+    /// guard skipped, so Adam's bias correction stays in line).
+    pub fn rewind(&mut self, steps: u64) {
+        self.steps = self.steps.min(steps);
+    }
+
+    fn apply(
+        &mut self,
+        backend: &B,
+        model: &mut Model<B>,
+        lr: f32,
+        guard: Option<&B::Stats>,
+    ) -> Result<()> {
         if !lr.is_finite() || lr < 0.0 {
             return Err(KernelError::config("learning rate", format!("{lr}")));
         }
@@ -179,13 +207,13 @@ impl<B: Backend> Optimizer<B> {
                 };
                 for (param, v) in model.params_mut().zip(self.first.iter_mut()) {
                     let n = param.numel();
-                    backend.sgd_step(
-                        &hyper,
-                        param.value.buf_mut(),
-                        param.grad.buf(),
-                        v.buf_mut(),
-                        n,
-                    )?;
+                    let (p, g) = (param.value.buf_mut(), param.grad.buf());
+                    match guard {
+                        Some(guard) => {
+                            backend.sgd_step_guarded(&hyper, p, g, v.buf_mut(), n, guard)?
+                        }
+                        None => backend.sgd_step(&hyper, p, g, v.buf_mut(), n)?,
+                    }
                 }
             }
             OptimizerConfig::Adam {
@@ -206,14 +234,12 @@ impl<B: Backend> Optimizer<B> {
                 let state = self.first.iter_mut().zip(self.second.iter_mut());
                 for (param, (m, v)) in model.params_mut().zip(state) {
                     let n = param.numel();
-                    backend.adam_step(
-                        &hyper,
-                        param.value.buf_mut(),
-                        param.grad.buf(),
-                        m.buf_mut(),
-                        v.buf_mut(),
-                        n,
-                    )?;
+                    let (p, g) = (param.value.buf_mut(), param.grad.buf());
+                    let (m, v) = (m.buf_mut(), v.buf_mut());
+                    match guard {
+                        Some(guard) => backend.adam_step_guarded(&hyper, p, g, m, v, n, guard)?,
+                        None => backend.adam_step(&hyper, p, g, m, v, n)?,
+                    }
                 }
             }
         }

@@ -1,0 +1,303 @@
+//! Convolution and max pooling on the GPU, channels-last.
+//!
+//! Forward: `Y[rows, C_out] = col[rows, K*K*C_in] * W^T` (im2col + one
+//! cuBLAS GEMM; the im2col launch also writes the bias into `Y`, and the
+//! GEMM accumulates onto it). Layers whose patch is short (a first layer
+//! over one or three channels) run a direct kernel instead: a GEMM with
+//! K = 9 would only add memory traffic. Backward re-unfolds the input
+//! (cheaper than keeping the largest tensor of the step), computes
+//! `dW = dY^T col` and, when asked, `dcol = dY W` into the same scratch,
+//! gathered back onto the input by col2im; the bias gradient is a
+//! matrix-vector product with ones. Batches whose unfolded input would
+//! exceed the scratch cap are processed in chunks of samples.
+
+use super::{CudaBackend, CudaBuf, CudaIdxBuf, check, count, launch};
+use crate::backend::cpu::{conv::validate as validate_conv, pool::validate as validate_pool};
+use crate::backend::{Backend, Conv2dGeometry, GemmSpec, PoolGeometry};
+use crate::error::{KernelError, Result};
+
+/// Largest im2col scratch, in floats (64 MiB): a batch of 256 of the zoo
+/// CNN's second layer fits in one chunk.
+const COL_CAP: usize = 1 << 24;
+/// Patches up to this length use the direct kernel in the forward pass.
+const DIRECT_PATCH: usize = 27;
+
+/// Mirrors `struct Conv` in `cu/common.cuh`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ConvParams {
+    n: i32,
+    h: i32,
+    w: i32,
+    c: i32,
+    k: i32,
+    s: i32,
+    p: i32,
+    oh: i32,
+    ow: i32,
+    co: i32,
+}
+
+/// Mirrors `struct Pool` in `cu/common.cuh`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct PoolParams {
+    n: i32,
+    h: i32,
+    w: i32,
+    c: i32,
+    k: i32,
+    s: i32,
+    oh: i32,
+    ow: i32,
+}
+
+fn dim(op: &'static str, v: usize) -> Result<i32> {
+    i32::try_from(v).map_err(|_| KernelError::shape(op, "a dimension below 2^31", v))
+}
+
+fn conv_params(op: &'static str, g: &Conv2dGeometry) -> Result<ConvParams> {
+    // Every index a kernel computes must fit its 32-bit arithmetic.
+    count(op, g.input_len())?;
+    count(op, g.output_len())?;
+    Ok(ConvParams {
+        n: dim(op, g.batch)?,
+        h: dim(op, g.in_h)?,
+        w: dim(op, g.in_w)?,
+        c: dim(op, g.in_c)?,
+        k: dim(op, g.kernel)?,
+        s: dim(op, g.stride)?,
+        p: dim(op, g.pad)?,
+        oh: dim(op, g.out_h())?,
+        ow: dim(op, g.out_w())?,
+        co: dim(op, g.out_c)?,
+    })
+}
+
+/// Samples per im2col chunk: as many as fit the cap (at least one), with
+/// every chunk-local index below 2^31.
+fn chunk_samples(op: &'static str, g: &Conv2dGeometry) -> Result<usize> {
+    let per_sample = g.out_h() * g.out_w() * g.patch_len().max(g.out_c);
+    let chunk = (COL_CAP / per_sample.max(1)).clamp(1, g.batch.max(1));
+    if chunk * per_sample > i32::MAX as usize {
+        return Err(KernelError::shape(op, "one sample's unfolded input below 2^31", per_sample));
+    }
+    Ok(chunk)
+}
+
+pub(super) fn forward(
+    be: &CudaBackend,
+    g: &Conv2dGeometry,
+    x: &CudaBuf,
+    w: &CudaBuf,
+    b: &CudaBuf,
+    y: &mut CudaBuf,
+) -> Result<()> {
+    let op = "conv2d_forward";
+    validate_conv(g)?;
+    check(op, "input", x.len(), g.input_len())?;
+    check(op, "weight", w.len(), g.weight_len())?;
+    check(op, "bias", b.len(), g.out_c)?;
+    check(op, "output", y.len(), g.output_len())?;
+    let p = conv_params(op, g)?;
+    if g.batch == 0 {
+        return Ok(());
+    }
+    if g.patch_len() <= DIRECT_PATCH {
+        return launch!(
+            be,
+            conv_direct,
+            be.core.grid(g.output_len()),
+            [x.ptr(), w.ptr(), b.ptr(), y.ptr(), p]
+        );
+    }
+    let pixels = g.out_h() * g.out_w();
+    let patch = g.patch_len();
+    let chunk = chunk_samples(op, g)?;
+    let mut state = be.state();
+    let col = be.grow(&mut state.col, chunk * pixels * patch)?.ptr();
+    drop(state);
+    let mut n0 = 0;
+    while n0 < g.batch {
+        let samples = chunk.min(g.batch - n0);
+        let rows = samples * pixels;
+        let y_chunk = y.ptr() + 4 * (n0 * pixels * g.out_c) as u64;
+        let work = rows * patch.max(g.out_c);
+        launch!(
+            be,
+            im2col,
+            be.core.grid(work),
+            [x.ptr(), col, p, (n0 * pixels) as u32, rows as u32, y_chunk, b.ptr()]
+        )?;
+        let spec = GemmSpec {
+            trans_b: true,
+            beta: 1.0,
+            ..GemmSpec::new(rows, g.out_c, patch)
+        };
+        be.blas.gemm_raw(&spec, col, w.ptr(), y_chunk)?;
+        n0 += samples;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn backward(
+    be: &CudaBackend,
+    g: &Conv2dGeometry,
+    x: &CudaBuf,
+    w: &CudaBuf,
+    dy: &CudaBuf,
+    dw: &mut CudaBuf,
+    db: &mut CudaBuf,
+    dx: Option<&mut CudaBuf>,
+) -> Result<()> {
+    let op = "conv2d_backward";
+    validate_conv(g)?;
+    check(op, "input", x.len(), g.input_len())?;
+    check(op, "weight", w.len(), g.weight_len())?;
+    check(op, "output gradient", dy.len(), g.output_len())?;
+    check(op, "weight gradient", dw.len(), g.weight_len())?;
+    check(op, "bias gradient", db.len(), g.out_c)?;
+    if let Some(dx) = &dx {
+        check(op, "input gradient", dx.len(), g.input_len())?;
+    }
+    let p = conv_params(op, g)?;
+    let pixels = g.out_h() * g.out_w();
+    let patch = g.patch_len();
+    if g.batch == 0 || pixels == 0 {
+        // Empty sums: zero gradients.
+        be.fill(dw, g.weight_len(), 0.0)?;
+        be.fill(db, g.out_c, 0.0)?;
+        if let Some(dx) = dx {
+            be.fill(dx, g.input_len(), 0.0)?;
+        }
+        return Ok(());
+    }
+    let chunk = chunk_samples(op, g)?;
+    let mut state = be.state();
+    let col = be.grow(&mut state.col, chunk * pixels * patch)?.ptr();
+    drop(state);
+    let dx_ptr = dx.map(|d| d.ptr());
+    let mut n0 = 0;
+    while n0 < g.batch {
+        let samples = chunk.min(g.batch - n0);
+        let rows = samples * pixels;
+        let dy_chunk = dy.ptr() + 4 * (n0 * pixels * g.out_c) as u64;
+        launch!(
+            be,
+            im2col,
+            be.core.grid(rows * patch),
+            [x.ptr(), col, p, (n0 * pixels) as u32, rows as u32, 0u64, 0u64]
+        )?;
+        // dW (+)= dY^T col
+        let spec = GemmSpec {
+            trans_a: true,
+            beta: if n0 == 0 { 0.0 } else { 1.0 },
+            ..GemmSpec::new(g.out_c, patch, rows)
+        };
+        be.blas.gemm_raw(&spec, dy_chunk, col, dw.ptr())?;
+        if let Some(dx_ptr) = dx_ptr {
+            // dcol = dY W, into the scratch the product above has read.
+            let spec = GemmSpec::new(rows, patch, g.out_c);
+            be.blas.gemm_raw(&spec, dy_chunk, w.ptr(), col)?;
+            let total = samples * g.in_h * g.in_w * g.in_c;
+            launch!(
+                be,
+                col2im,
+                be.core.grid(total),
+                [col, dx_ptr, p, n0 as u32, samples as u32]
+            )?;
+        }
+        n0 += samples;
+    }
+    column_sums(be, dy.ptr(), g.batch * pixels, g.out_c, db.ptr())
+}
+
+/// `out[c] = sum_r x[r, c]`; lengths checked by the caller.
+pub(super) fn column_sums(
+    be: &CudaBackend,
+    x: u64,
+    rows: usize,
+    cols: usize,
+    out: u64,
+) -> Result<()> {
+    if cols == 0 {
+        return Ok(());
+    }
+    let n = count("sum_rows", cols)?;
+    if rows == 0 {
+        return launch!(be, fill_f32, be.core.grid(cols), [out, n, 0.0f32]);
+    }
+    let mut state = be.state();
+    let grew = state.ones.as_ref().is_none_or(|o| o.len() < rows);
+    let ones = be.grow(&mut state.ones, rows)?.ptr();
+    drop(state);
+    if grew {
+        let len = count("sum_rows", rows)?;
+        launch!(be, fill_f32, be.core.grid(rows), [ones, len, 1.0f32])?;
+    }
+    be.blas.column_sums(x, rows, cols, ones, out)
+}
+
+fn pool_params(op: &'static str, g: &PoolGeometry) -> Result<PoolParams> {
+    count(op, g.input_len())?;
+    Ok(PoolParams {
+        n: dim(op, g.batch)?,
+        h: dim(op, g.in_h)?,
+        w: dim(op, g.in_w)?,
+        c: dim(op, g.channels)?,
+        k: dim(op, g.kernel)?,
+        s: dim(op, g.stride)?,
+        oh: dim(op, g.out_h())?,
+        ow: dim(op, g.out_w())?,
+    })
+}
+
+pub(super) fn maxpool_forward(
+    be: &CudaBackend,
+    g: &PoolGeometry,
+    x: &CudaBuf,
+    y: &mut CudaBuf,
+    argmax: &mut CudaIdxBuf,
+) -> Result<()> {
+    let op = "maxpool_forward";
+    validate_pool(g)?;
+    check(op, "input", x.len(), g.input_len())?;
+    check(op, "output", y.len(), g.output_len())?;
+    check(op, "argmax", argmax.len(), g.output_len())?;
+    let p = pool_params(op, g)?;
+    if g.output_len() == 0 {
+        return Ok(());
+    }
+    launch!(
+        be,
+        maxpool_forward,
+        be.core.grid(g.output_len()),
+        [x.ptr(), y.ptr(), argmax.ptr(), p]
+    )
+}
+
+pub(super) fn maxpool_backward(
+    be: &CudaBackend,
+    g: &PoolGeometry,
+    dy: &CudaBuf,
+    argmax: &CudaIdxBuf,
+    dx: &mut CudaBuf,
+) -> Result<()> {
+    let op = "maxpool_backward";
+    validate_pool(g)?;
+    check(op, "output gradient", dy.len(), g.output_len())?;
+    check(op, "argmax", argmax.len(), g.output_len())?;
+    check(op, "input gradient", dx.len(), g.input_len())?;
+    let p = pool_params(op, g)?;
+    if g.input_len() == 0 {
+        return Ok(());
+    }
+    be.state().faults_dirty = true;
+    launch!(
+        be,
+        maxpool_backward,
+        be.core.grid(g.input_len()),
+        [dy.ptr(), argmax.ptr(), dx.ptr(), p, be.faults.ptr()]
+    )
+}
