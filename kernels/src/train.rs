@@ -350,6 +350,68 @@ impl<B: Backend> Trainer<B> {
         })
     }
 
+    /// One step on `indices` timed layer by layer (see
+    /// [`Model::profile`]), plus the gradient checks and the optimizer as
+    /// their own rows. The step is applied like any other.
+    pub fn profile_step(
+        &mut self,
+        data: &dyn Samples,
+        indices: &[u32],
+        lr: f32,
+    ) -> Result<Vec<crate::model::LayerTiming>> {
+        use std::time::Instant;
+        self.check_data(data)?;
+        self.backend.synchronize()?;
+        let started = Instant::now();
+        self.load_batch(data, indices)?;
+        self.backend.synchronize()?;
+        let mut rows = vec![crate::model::LayerTiming {
+            name: "batch upload".into(),
+            forward: started.elapsed(),
+            backward: std::time::Duration::ZERO,
+        }];
+        let n = indices.len();
+        let step = self.steps + 1;
+        let classes = self.model.spec().classes;
+        self.dlogits
+            .resize(&self.backend, crate::tensor::Shape::new([n, classes]))?;
+        let (labels, stats) = (&self.labels, &mut self.stats);
+        let mut loss = |be: &B, logits: &Tensor<B>, dlogits: &mut Tensor<B>| {
+            be.softmax_xent_accumulate(
+                logits.buf(),
+                labels.buf(),
+                n,
+                classes,
+                Some(dlogits.buf_mut()),
+                stats,
+                step,
+            )
+        };
+        rows.extend(
+            self.model
+                .profile(&self.backend, &self.x, &mut self.dlogits, &mut loss)?,
+        );
+        let started = Instant::now();
+        for param in self.model.params() {
+            self.backend
+                .check_finite(param.grad.buf(), param.numel(), &mut self.stats, step)?;
+        }
+        self.backend.synchronize()?;
+        let checks = started.elapsed();
+        let started = Instant::now();
+        self.optimizer
+            .step_guarded(&self.backend, &mut self.model, lr, &self.stats)?;
+        self.backend.synchronize()?;
+        rows.push(crate::model::LayerTiming {
+            name: "gradient checks / optimizer".into(),
+            forward: checks,
+            backward: started.elapsed(),
+        });
+        self.steps = step;
+        self.collect()?;
+        Ok(rows)
+    }
+
     /// A worker's round of local SGD: loads `start` (the coordinator's
     /// parameters), resets the optimizer state, runs `steps` steps of the
     /// trainer's batch size over `data` in an order drawn from `seed`

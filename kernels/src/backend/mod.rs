@@ -27,6 +27,7 @@
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod select;
 
 use crate::error::Result;
 
@@ -149,6 +150,18 @@ pub struct AdamHyper {
 pub struct LossStats {
     pub loss_sum: f64,
     pub correct: u64,
+}
+
+/// A device's memory as a backend sees it, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeviceMemory {
+    /// Allocated by this backend now (buffers, scratch, library workspace).
+    pub allocated: usize,
+    /// The most it had allocated at once.
+    pub peak: usize,
+    /// In use on the whole device, as the driver reports it (every process,
+    /// contexts and libraries included).
+    pub device_used: usize,
 }
 
 /// What a [`Backend::Stats`] accumulated since it was last taken.
@@ -406,5 +419,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Waits until every queued operation has finished (for timing).
     fn synchronize(&self) -> Result<()> {
         Ok(())
+    }
+    /// Device memory figures, for backends with their own memory (`None`
+    /// for the CPU).
+    fn device_memory(&self) -> Option<DeviceMemory> {
+        None
     }
 }

@@ -22,10 +22,36 @@ pub(super) fn libraries() -> Result<CudaLibraries, CudaUnavailable> {
     CHECKED.get_or_init(check_libraries).clone()
 }
 
-/// Tries the file names cudarc tries for `names`; on failure returns the
-/// most telling loader error (a library that exists but cannot load says
-/// more than "not found").
-fn loadable(names: &[&str]) -> Result<(), String> {
+/// Symbols fairgrid needs from each library; one missing means the
+/// library is too old (or not the real one).
+const DRIVER_SYMBOLS: &[&str] = &[
+    "cuInit",
+    "cuDriverGetVersion",
+    "cuModuleLoadData",
+    "cuLaunchKernel",
+    "cuMemAllocAsync",
+];
+const NVRTC_SYMBOLS: &[&str] = &["nvrtcVersion", "nvrtcCompileProgram", "nvrtcGetCUBIN"];
+const CUBLAS_SYMBOLS: &[&str] = &[
+    "cublasGetProperty",
+    "cublasSgemm_v2",
+    "cublasSgemv_v2",
+    "cublasSetWorkspace_v2",
+    "cublasSetMathMode",
+];
+
+/// Why a library could not be used.
+#[derive(Debug)]
+enum LoadFailure {
+    /// No candidate file loaded; the most telling loader message.
+    NotLoaded(String),
+    /// It loaded but lacks a symbol.
+    MissingSymbol { file: String, symbol: &'static str },
+}
+
+/// Loads the first of the file names cudarc tries for `names` (cudarc will
+/// pick the same one) and checks that it has `symbols`.
+fn loadable(names: &[&str], symbols: &[&'static str]) -> Result<(), LoadFailure> {
     let candidates: Vec<String> = names
         .iter()
         .flat_map(|name| cudarc::get_lib_name_candidates(name))
@@ -35,27 +61,50 @@ fn loadable(names: &[&str]) -> Result<(), String> {
         // SAFETY: loading a shared library runs its initialisers; these are
         // NVIDIA's libraries, the same ones cudarc would load.
         match unsafe { libloading::Library::new(candidate) } {
-            Ok(_) => return Ok(()),
+            Ok(library) => {
+                for &symbol in symbols {
+                    // SAFETY: only looks the symbol up; it is never called.
+                    if unsafe { library.get::<*const ()>(symbol.as_bytes()) }.is_err() {
+                        return Err(LoadFailure::MissingSymbol {
+                            file: candidate.clone(),
+                            symbol,
+                        });
+                    }
+                }
+                return Ok(());
+            }
             Err(error) => {
-                let text = error.to_string();
+                // The loader's own message is in the source ("dlopen failed"
+                // alone says nothing).
+                let text = std::error::Error::source(&error)
+                    .map_or_else(|| error.to_string(), |s| s.to_string());
                 if !text.contains("No such file") || !text.contains(candidate.as_str()) {
                     telling.get_or_insert(text);
                 }
             }
         }
     }
-    Err(telling.unwrap_or_else(|| {
-        format!(
-            "none of {} is on the library path",
-            candidates
-                .iter()
-                .filter(|c| c.contains(".so"))
-                .take(3)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    }))
+    Err(LoadFailure::NotLoaded(telling.unwrap_or_else(|| {
+        // The names a Linux install has: lib<name>.so and lib<name>.so.N.
+        let usual: Vec<&str> = candidates
+            .iter()
+            .map(String::as_str)
+            .filter(|c| !c.contains("64") && !c.contains("32"))
+            .take(4)
+            .collect();
+        format!("none of {} is on the library path", usual.join(", "))
+    })))
+}
+
+/// Maps a load failure to the reason CUDA is unavailable: not found is
+/// `absent`, a missing symbol is a wrong (too old) version.
+fn unavailable(failure: LoadFailure, absent: fn(String) -> CudaUnavailable) -> CudaUnavailable {
+    match failure {
+        LoadFailure::NotLoaded(why) => absent(why),
+        LoadFailure::MissingSymbol { file, symbol } => CudaUnavailable::WrongVersion(format!(
+            "{file} has no {symbol}: it is too old (or not NVIDIA's library)"
+        )),
+    }
 }
 
 fn version_pair(v: i32) -> (i32, i32) {
@@ -63,14 +112,14 @@ fn version_pair(v: i32) -> (i32, i32) {
 }
 
 fn check_libraries() -> Result<CudaLibraries, CudaUnavailable> {
-    loadable(&["cuda", "nvcuda"]).map_err(CudaUnavailable::NoDriver)?;
+    loadable(&["cuda", "nvcuda"], DRIVER_SYMBOLS)
+        .map_err(|f| unavailable(f, CudaUnavailable::NoDriver))?;
     // SAFETY: only tries to dlopen the library.
     if !unsafe { driver_sys::is_culib_present() } {
         return Err(CudaUnavailable::NoDriver("libcuda did not load".into()));
     }
-    driver::init().map_err(|e| {
-        CudaUnavailable::NoDevice(format!("the driver failed to initialise ({e})"))
-    })?;
+    driver::init()
+        .map_err(|e| CudaUnavailable::NoDevice(format!("the driver failed to initialise ({e})")))?;
     let mut raw = 0;
     // SAFETY: the driver library is loaded and initialised.
     unsafe { driver_sys::cuDriverGetVersion(&mut raw) }
@@ -83,7 +132,7 @@ fn check_libraries() -> Result<CudaLibraries, CudaUnavailable> {
         return Err(CudaUnavailable::NoDevice("the driver sees no GPU".into()));
     }
 
-    loadable(&["nvrtc"]).map_err(CudaUnavailable::NoNvrtc)?;
+    loadable(&["nvrtc"], NVRTC_SYMBOLS).map_err(|f| unavailable(f, CudaUnavailable::NoNvrtc))?;
     // SAFETY: only tries to dlopen the library.
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
         return Err(CudaUnavailable::NoNvrtc("libnvrtc did not load".into()));
@@ -95,7 +144,7 @@ fn check_libraries() -> Result<CudaLibraries, CudaUnavailable> {
         .map_err(|e| CudaUnavailable::NoNvrtc(format!("nvrtcVersion failed ({e})")))?;
     let nvrtc = (major, minor);
 
-    loadable(&["cublas"]).map_err(CudaUnavailable::NoCublas)?;
+    loadable(&["cublas"], CUBLAS_SYMBOLS).map_err(|f| unavailable(f, CudaUnavailable::NoCublas))?;
     // SAFETY: only tries to dlopen the library.
     if !unsafe { cudarc::cublas::sys::is_culib_present() } {
         return Err(CudaUnavailable::NoCublas("libcublas did not load".into()));
@@ -263,16 +312,32 @@ mod tests {
         assert!(check_versions((13, 1), (13, 0), (13, 1)).is_ok());
         assert!(check_versions((12, 4), (12, 9), (12, 9)).is_ok());
         let old = check_versions((11, 8), (11, 8), (11, 8)).unwrap_err();
-        assert!(old.to_string().contains("update the NVIDIA driver"), "{old}");
+        assert!(
+            old.to_string().contains("update the NVIDIA driver"),
+            "{old}"
+        );
         let newer = check_versions((12, 8), (13, 0), (12, 8)).unwrap_err();
-        assert!(newer.to_string().contains("newer than the driver"), "{newer}");
+        assert!(
+            newer.to_string().contains("newer than the driver"),
+            "{newer}"
+        );
         assert!(check_versions((13, 0), (13, 0), (12, 9)).is_ok());
     }
 
     #[test]
     fn missing_libraries_are_reported_not_panicked() {
-        let err = loadable(&["fairgrid-no-such-library"]).unwrap_err();
-        assert!(err.contains("libfairgrid-no-such-library.so"), "{err}");
+        match loadable(&["fairgrid-no-such-library"], &[]).unwrap_err() {
+            LoadFailure::NotLoaded(why) => {
+                assert!(why.contains("libfairgrid-no-such-library.so"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // libc is loadable but has no CUDA symbols: a wrong version.
+        let c_lib = ["c"];
+        if let Err(failure) = loadable(&c_lib, &["cuInit"]) {
+            let why = unavailable(failure, CudaUnavailable::NoDriver).to_string();
+            assert!(why.contains("no cuInit") || why.contains("libc"), "{why}");
+        }
         // Whatever this machine has, asking never panics.
         match libraries() {
             Ok(libs) => assert!(libs.device_count > 0),

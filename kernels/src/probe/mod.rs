@@ -41,12 +41,14 @@ impl fmt::Display for CudaUnavailable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CudaUnavailable::NotCompiled => {
-                write!(f, "this build has no CUDA backend (built without the `cuda` feature)")
+                write!(
+                    f,
+                    "this build has no CUDA backend (built without the `cuda` feature)"
+                )
             }
-            CudaUnavailable::NoDriver(why) => write!(
-                f,
-                "no NVIDIA driver: libcuda could not be loaded ({why})"
-            ),
+            CudaUnavailable::NoDriver(why) => {
+                write!(f, "no NVIDIA driver: libcuda could not be loaded ({why})")
+            }
             CudaUnavailable::NoNvrtc(why) => write!(
                 f,
                 "no NVRTC: libnvrtc could not be loaded ({why}); install the CUDA toolkit's \

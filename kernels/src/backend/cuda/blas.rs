@@ -28,14 +28,14 @@ pub(crate) struct Blas {
 }
 
 fn to_i32(op: &'static str, what: &str, v: usize) -> Result<i32> {
-    i32::try_from(v).map_err(|_| {
-        KernelError::shape(op, format!("{what} below 2^31 (a cuBLAS limit)"), v)
-    })
+    i32::try_from(v)
+        .map_err(|_| KernelError::shape(op, format!("{what} below 2^31 (a cuBLAS limit)"), v))
 }
 
 impl Blas {
     pub(crate) fn new(stream: &Arc<CudaStream>, mem: &Arc<MemStats>, tf32: bool) -> Result<Self> {
-        let handle = CudaBlas::new(stream.clone()).map_err(|e| cuda_error("creating a cuBLAS handle", e))?;
+        let handle =
+            CudaBlas::new(stream.clone()).map_err(|e| cuda_error("creating a cuBLAS handle", e))?;
         let workspace = DeviceBuf::<u8>::zeros(stream, WORKSPACE_BYTES, mem)?;
         let mode = if tf32 {
             cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH
@@ -106,40 +106,5 @@ impl Blas {
             )
         }
         .map_err(|e| cuda_error("cuBLAS SGEMM", e))
-    }
-
-    /// `out[c] = sum_r x[r, c]` for a row-major `[rows, cols]` matrix, as a
-    /// matrix-vector product with `ones` (at least `rows` ones).
-    pub(crate) fn column_sums(
-        &self,
-        x: u64,
-        rows: usize,
-        cols: usize,
-        ones: u64,
-        out: u64,
-    ) -> Result<()> {
-        let op = "sum_rows";
-        let (rows, cols) = (to_i32(op, "rows", rows)?, to_i32(op, "cols", cols)?);
-        let (alpha, beta) = (1.0f32, 0.0f32);
-        // Row-major [rows, cols] is column-major [cols, rows] with ld cols;
-        // y = A * ones sums each of its rows, i.e. our columns.
-        // SAFETY: the caller checked the lengths of x, ones and out.
-        unsafe {
-            blas::sgemv(
-                *self.handle.handle(),
-                cublasOperation_t::CUBLAS_OP_N,
-                cols,
-                rows,
-                &alpha,
-                x as *const f32,
-                cols.max(1),
-                ones as *const f32,
-                1,
-                &beta,
-                out as *mut f32,
-                1,
-            )
-        }
-        .map_err(|e| cuda_error("cuBLAS SGEMV", e))
     }
 }

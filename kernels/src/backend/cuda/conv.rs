@@ -8,10 +8,10 @@
 //! (cheaper than keeping the largest tensor of the step), computes
 //! `dW = dY^T col` and, when asked, `dcol = dY W` into the same scratch,
 //! gathered back onto the input by col2im; the bias gradient is a
-//! matrix-vector product with ones. Batches whose unfolded input would
+//! two-stage column sum. Batches whose unfolded input would
 //! exceed the scratch cap are processed in chunks of samples.
 
-use super::{CudaBackend, CudaBuf, CudaIdxBuf, check, count, launch};
+use super::{CudaBackend, CudaBuf, CudaIdxBuf, State, check, count, launch};
 use crate::backend::cpu::{conv::validate as validate_conv, pool::validate as validate_pool};
 use crate::backend::{Backend, Conv2dGeometry, GemmSpec, PoolGeometry};
 use crate::error::{KernelError, Result};
@@ -80,7 +80,11 @@ fn chunk_samples(op: &'static str, g: &Conv2dGeometry) -> Result<usize> {
     let per_sample = g.out_h() * g.out_w() * g.patch_len().max(g.out_c);
     let chunk = (COL_CAP / per_sample.max(1)).clamp(1, g.batch.max(1));
     if chunk * per_sample > i32::MAX as usize {
-        return Err(KernelError::shape(op, "one sample's unfolded input below 2^31", per_sample));
+        return Err(KernelError::shape(
+            op,
+            "one sample's unfolded input below 2^31",
+            per_sample,
+        ));
     }
     Ok(chunk)
 }
@@ -114,9 +118,9 @@ pub(super) fn forward(
     let pixels = g.out_h() * g.out_w();
     let patch = g.patch_len();
     let chunk = chunk_samples(op, g)?;
+    // Held for the whole op: the scratch is ours until the last launch.
     let mut state = be.state();
     let col = be.grow(&mut state.col, chunk * pixels * patch)?.ptr();
-    drop(state);
     let mut n0 = 0;
     while n0 < g.batch {
         let samples = chunk.min(g.batch - n0);
@@ -127,7 +131,15 @@ pub(super) fn forward(
             be,
             im2col,
             be.core.grid(work),
-            [x.ptr(), col, p, (n0 * pixels) as u32, rows as u32, y_chunk, b.ptr()]
+            [
+                x.ptr(),
+                col,
+                p,
+                (n0 * pixels) as u32,
+                rows as u32,
+                y_chunk,
+                b.ptr()
+            ]
         )?;
         let spec = GemmSpec {
             trans_b: true,
@@ -174,9 +186,9 @@ pub(super) fn backward(
         return Ok(());
     }
     let chunk = chunk_samples(op, g)?;
+    // Held for the whole op: the scratch is ours until the last launch.
     let mut state = be.state();
     let col = be.grow(&mut state.col, chunk * pixels * patch)?.ptr();
-    drop(state);
     let dx_ptr = dx.map(|d| d.ptr());
     let mut n0 = 0;
     while n0 < g.batch {
@@ -187,7 +199,15 @@ pub(super) fn backward(
             be,
             im2col,
             be.core.grid(rows * patch),
-            [x.ptr(), col, p, (n0 * pixels) as u32, rows as u32, 0u64, 0u64]
+            [
+                x.ptr(),
+                col,
+                p,
+                (n0 * pixels) as u32,
+                rows as u32,
+                0u64,
+                0u64
+            ]
         )?;
         // dW (+)= dY^T col
         let spec = GemmSpec {
@@ -210,12 +230,26 @@ pub(super) fn backward(
         }
         n0 += samples;
     }
-    column_sums(be, dy.ptr(), g.batch * pixels, g.out_c, db.ptr())
+    column_sums(
+        be,
+        &mut state,
+        dy.ptr(),
+        g.batch * pixels,
+        g.out_c,
+        db.ptr(),
+    )
 }
 
-/// `out[c] = sum_r x[r, c]`; lengths checked by the caller.
+/// Rows per block of the column-sum kernel: enough work per thread, and
+/// at most [`COLSUM_CHUNKS`] blocks down the rows.
+const COLSUM_MIN_ROWS: usize = 256;
+const COLSUM_CHUNKS: usize = 1024;
+
+/// `out[c] = sum_r x[r, c]` (lengths checked by the caller), in two
+/// deterministic stages (see `column_partials` in elementwise.cu).
 pub(super) fn column_sums(
     be: &CudaBackend,
+    state: &mut State,
     x: u64,
     rows: usize,
     cols: usize,
@@ -224,19 +258,32 @@ pub(super) fn column_sums(
     if cols == 0 {
         return Ok(());
     }
-    let n = count("sum_rows", cols)?;
+    let op = "sum_rows";
+    let n = count(op, cols)?;
     if rows == 0 {
         return launch!(be, fill_f32, be.core.grid(cols), [out, n, 0.0f32]);
     }
-    let mut state = be.state();
-    let grew = state.ones.as_ref().is_none_or(|o| o.len() < rows);
-    let ones = be.grow(&mut state.ones, rows)?.ptr();
-    drop(state);
-    if grew {
-        let len = count("sum_rows", rows)?;
-        launch!(be, fill_f32, be.core.grid(rows), [ones, len, 1.0f32])?;
-    }
-    be.blas.column_sums(x, rows, cols, ones, out)
+    count(op, rows * cols)?;
+    let per_block = rows.div_ceil(COLSUM_CHUNKS).max(COLSUM_MIN_ROWS);
+    let chunks = rows.div_ceil(per_block);
+    let partial = be.grow(&mut state.partial_sums, chunks * cols)?.ptr();
+    let cfg = cudarc::driver::LaunchConfig {
+        grid_dim: (cols.div_ceil(32) as u32, chunks as u32, 1),
+        block_dim: (32, 8, 1),
+        shared_mem_bytes: 0,
+    };
+    launch!(
+        be,
+        column_partials,
+        cfg,
+        [x, rows as u32, n, per_block as u32, partial]
+    )?;
+    launch!(
+        be,
+        column_finish,
+        be.core.grid(cols),
+        [partial, chunks as u32, n, out]
+    )
 }
 
 fn pool_params(op: &'static str, g: &PoolGeometry) -> Result<PoolParams> {

@@ -65,6 +65,8 @@ kernel_table!(
     relu_backward,
     sum_squares_partial,
     sum_partials,
+    column_partials,
+    column_finish,
     check_finite,
     reset_stats,
     softmax_xent,
@@ -108,7 +110,9 @@ impl DeviceCore {
 pub(crate) fn core(ordinal: usize) -> Result<Arc<DeviceCore>> {
     static CORES: OnceLock<Mutex<HashMap<usize, Arc<DeviceCore>>>> = OnceLock::new();
     let cores = CORES.get_or_init(|| Mutex::new(HashMap::new()));
-    let mut cores = cores.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut cores = cores
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(core) = cores.get(&ordinal) {
         return Ok(core.clone());
     }
@@ -137,15 +141,15 @@ fn create_core(ordinal: usize) -> Result<DeviceCore> {
         .total_mem()
         .map_err(|e| cuda_error("reading the device memory", e))?;
     let cubin = compiled_cubin(compute_capability)?;
-    let module = ctx.load_module(Ptx::from_binary(cubin)).map_err(|e| {
-        KernelError::Backend {
+    let module = ctx
+        .load_module(Ptx::from_binary(cubin))
+        .map_err(|e| KernelError::Backend {
             backend: "cuda",
             reason: format!(
                 "the driver cannot load the kernels NVRTC compiled for sm_{}{} ({e})",
                 compute_capability.0, compute_capability.1
             ),
-        }
-    })?;
+        })?;
     let kernels = Kernels::load(&module)?;
     Ok(DeviceCore {
         ctx,
@@ -161,7 +165,9 @@ fn create_core(ordinal: usize) -> Result<DeviceCore> {
 fn compiled_cubin(cc: (i32, i32)) -> Result<Vec<u8>> {
     static CACHE: OnceLock<Mutex<HashMap<(i32, i32), Vec<u8>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
-    let mut cache = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut cache = cache
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(cubin) = cache.get(&cc) {
         return Ok(cubin.clone());
     }
@@ -234,10 +240,14 @@ mod tests {
         for cc in [(7, 5), (8, 0), (8, 9), (9, 0)] {
             let cubin = compile_cubin(cc).unwrap_or_else(|e| panic!("sm_{}{}: {e}", cc.0, cc.1));
             for name in KERNEL_NAMES {
-                let found = cubin.windows(name.len() + 1).any(|w| {
-                    &w[..name.len()] == name.as_bytes() && w[name.len()] == 0
-                });
-                assert!(found, "kernel {name} missing from the sm_{}{} CUBIN", cc.0, cc.1);
+                let found = cubin
+                    .windows(name.len() + 1)
+                    .any(|w| &w[..name.len()] == name.as_bytes() && w[name.len()] == 0);
+                assert!(
+                    found,
+                    "kernel {name} missing from the sm_{}{} CUBIN",
+                    cc.0, cc.1
+                );
             }
         }
     }

@@ -104,7 +104,9 @@ impl<T> std::fmt::Debug for DeviceBuf<T> {
 
 /// Bytes per pinned staging slot; larger uploads are copied directly.
 pub(crate) const STAGING_SLOT_BYTES: usize = 1 << 20;
-const STAGING_SLOTS: usize = 4;
+/// Each step uses two slots (images, labels), so the host can run about
+/// four steps ahead of the device's copies before it waits for a slot.
+const STAGING_SLOTS: usize = 8;
 
 struct Slot {
     host: *mut u8,
@@ -196,5 +198,7 @@ impl Drop for Staging {
 /// Views `values` as bytes (for uploads of f32 and u32).
 pub(crate) fn as_bytes<T: DeviceRepr>(values: &[T]) -> &[u8] {
     // SAFETY: DeviceRepr types are plain old data with no padding.
-    unsafe { std::slice::from_raw_parts(values.as_ptr() as *const u8, std::mem::size_of_val(values)) }
+    unsafe {
+        std::slice::from_raw_parts(values.as_ptr() as *const u8, std::mem::size_of_val(values))
+    }
 }

@@ -87,8 +87,8 @@ pub(crate) struct State {
     bytes: DeviceBuf<u8>,
     /// im2col / column-gradient scratch.
     col: Option<DeviceBuf<f32>>,
-    /// Ones for row sums as a matrix-vector product.
-    ones: Option<DeviceBuf<f32>>,
+    /// Partial column sums (bias gradients).
+    partial_sums: Option<DeviceBuf<f32>>,
     /// Per-block partial sums of `sum_squares` and its result.
     partials: DeviceBuf<f64>,
     /// Statistics for the synchronous `softmax_xent`.
@@ -126,7 +126,10 @@ impl CudaBackend {
         if ordinal >= libraries.device_count {
             return Err(KernelError::config(
                 "CUDA device",
-                format!("GPU {ordinal} requested, {} present", libraries.device_count),
+                format!(
+                    "GPU {ordinal} requested, {} present",
+                    libraries.device_count
+                ),
             ));
         }
         let core = device::core(ordinal)?;
@@ -140,7 +143,7 @@ impl CudaBackend {
             staging: Staging::new(&stream)?,
             bytes: DeviceBuf::zeros(&stream, STAGING_SLOT_BYTES, &mem)?,
             col: None,
-            ones: None,
+            partial_sums: None,
             partials: DeviceBuf::zeros(&stream, PARTIAL_BLOCKS + 1, &mem)?,
             stats: DeviceBuf::zeros(&stream, 6, &mem)?,
             codes: None,
@@ -281,7 +284,12 @@ impl CudaBackend {
         if word[0] == 0 {
             return Ok(());
         }
-        launch!(self, fill_f32, self.core.grid(1), [self.faults.ptr(), 1u32, 0.0f32])?;
+        launch!(
+            self,
+            fill_f32,
+            self.core.grid(1),
+            [self.faults.ptr(), 1u32, 0.0f32]
+        )?;
         if word[0] & 1 != 0 {
             return Err(KernelError::shape(
                 "maxpool_backward",

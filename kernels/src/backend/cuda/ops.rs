@@ -8,7 +8,8 @@ use super::{
     launch,
 };
 use crate::backend::{
-    AdamHyper, Backend, Conv2dGeometry, GemmSpec, LossStats, PoolGeometry, SgdHyper, StepStats,
+    AdamHyper, Backend, Conv2dGeometry, DeviceMemory, GemmSpec, LossStats, PoolGeometry, SgdHyper,
+    StepStats,
 };
 use crate::compress::int8;
 use crate::error::{KernelError, Result};
@@ -80,7 +81,16 @@ impl CudaBackend {
             self,
             softmax_xent,
             single_block(XENT_THREADS),
-            [logits.ptr(), labels.ptr(), rows32, classes32, dptr, stats, step, self.faults.ptr()]
+            [
+                logits.ptr(),
+                labels.ptr(),
+                rows32,
+                classes32,
+                dptr,
+                stats,
+                step,
+                self.faults.ptr()
+            ]
         )
     }
 
@@ -231,7 +241,12 @@ impl Backend for CudaBackend {
         };
         self.copy_in(&mut state, src, bytes)?;
         drop(state);
-        launch!(self, u8_to_f32, self.core.grid(src.len()), [bytes, dst.ptr(), n, scale])
+        launch!(
+            self,
+            u8_to_f32,
+            self.core.grid(src.len()),
+            [bytes, dst.ptr(), n, scale]
+        )
     }
 
     fn copy(&self, src: &CudaBuf, dst: &mut CudaBuf, len: usize) -> Result<()> {
@@ -274,9 +289,19 @@ impl Backend for CudaBackend {
             // An empty sum: C = beta * C (not read when beta is 0).
             let len = count(op, m * n)?;
             return if spec.beta == 0.0 {
-                launch!(self, fill_f32, self.core.grid(m * n), [c.ptr(), len, 0.0f32])
+                launch!(
+                    self,
+                    fill_f32,
+                    self.core.grid(m * n),
+                    [c.ptr(), len, 0.0f32]
+                )
             } else {
-                launch!(self, scale_f32, self.core.grid(m * n), [c.ptr(), len, spec.beta])
+                launch!(
+                    self,
+                    scale_f32,
+                    self.core.grid(m * n),
+                    [c.ptr(), len, spec.beta]
+                )
             };
         }
         self.blas.gemm_raw(&spec, a.ptr(), b.ptr(), c.ptr())
@@ -290,13 +315,18 @@ impl Backend for CudaBackend {
             return Ok(());
         }
         let (n, c) = (count(op, rows * cols)?, count(op, cols)?);
-        launch!(self, add_bias, self.core.grid(rows * cols), [x.ptr(), bias.ptr(), n, c])
+        launch!(
+            self,
+            add_bias,
+            self.core.grid(rows * cols),
+            [x.ptr(), bias.ptr(), n, c]
+        )
     }
 
     fn sum_rows(&self, x: &CudaBuf, rows: usize, cols: usize, out: &mut CudaBuf) -> Result<()> {
         check("sum_rows", "matrix", x.len(), rows * cols)?;
         check("sum_rows", "output", out.len(), cols)?;
-        conv::column_sums(self, x.ptr(), rows, cols, out.ptr())
+        conv::column_sums(self, &mut self.state(), x.ptr(), rows, cols, out.ptr())
     }
 
     fn axpy(&self, alpha: f32, x: &CudaBuf, y: &mut CudaBuf, len: usize) -> Result<()> {
@@ -304,7 +334,12 @@ impl Backend for CudaBackend {
         if n == 0 {
             return Ok(());
         }
-        launch!(self, axpy, self.core.grid(len), [alpha, x.ptr(), y.ptr(), n])
+        launch!(
+            self,
+            axpy,
+            self.core.grid(len),
+            [alpha, x.ptr(), y.ptr(), n]
+        )
     }
 
     fn sum_squares(&self, x: &CudaBuf, len: usize) -> Result<f64> {
@@ -316,7 +351,9 @@ impl Backend for CudaBackend {
         let partials = state.partials.ptr();
         drop(state);
         // The grid depends on the length only, so the sum is reproducible.
-        let blocks = len.div_ceil(super::device::THREADS as usize).min(PARTIAL_BLOCKS);
+        let blocks = len
+            .div_ceil(super::device::THREADS as usize)
+            .min(PARTIAL_BLOCKS);
         let cfg = cudarc::driver::LaunchConfig {
             grid_dim: (blocks as u32, 1, 1),
             block_dim: (super::device::THREADS, 1, 1),
@@ -324,27 +361,50 @@ impl Backend for CudaBackend {
         };
         launch!(self, sum_squares_partial, cfg, [x.ptr(), n, partials])?;
         let result = partials + 8 * PARTIAL_BLOCKS as u64;
-        launch!(self, sum_partials, single_block(256), [partials, blocks as u32, result])?;
+        launch!(
+            self,
+            sum_partials,
+            single_block(256),
+            [partials, blocks as u32, result]
+        )?;
         let mut out = [0.0f64];
         self.copy_out(result, &mut out)?;
         Ok(out[0])
     }
 
     fn relu_forward(&self, x: &CudaBuf, y: &mut CudaBuf, len: usize) -> Result<()> {
-        let n = self.elementwise_len("relu_forward", &[("input", x.len()), ("output", y.len())], len)?;
+        let n = self.elementwise_len(
+            "relu_forward",
+            &[("input", x.len()), ("output", y.len())],
+            len,
+        )?;
         if n == 0 {
             return Ok(());
         }
-        launch!(self, relu_forward, self.core.grid(len), [x.ptr(), y.ptr(), n])
+        launch!(
+            self,
+            relu_forward,
+            self.core.grid(len),
+            [x.ptr(), y.ptr(), n]
+        )
     }
 
     fn relu_backward(&self, y: &CudaBuf, dy: &CudaBuf, dx: &mut CudaBuf, len: usize) -> Result<()> {
-        let bufs = [("output", y.len()), ("output gradient", dy.len()), ("input gradient", dx.len())];
+        let bufs = [
+            ("output", y.len()),
+            ("output gradient", dy.len()),
+            ("input gradient", dx.len()),
+        ];
         let n = self.elementwise_len("relu_backward", &bufs, len)?;
         if n == 0 {
             return Ok(());
         }
-        launch!(self, relu_backward, self.core.grid(len), [y.ptr(), dy.ptr(), dx.ptr(), n])
+        launch!(
+            self,
+            relu_backward,
+            self.core.grid(len),
+            [y.ptr(), dy.ptr(), dx.ptr(), n]
+        )
     }
 
     fn conv2d_forward(
@@ -399,10 +459,7 @@ impl Backend for CudaBackend {
         classes: usize,
         dlogits: Option<&mut CudaBuf>,
     ) -> Result<LossStats> {
-        let words = {
-            let state = self.state();
-            state.stats.ptr()
-        };
+        let words = self.state().stats.ptr();
         self.reset_stats(words)?;
         self.xent(logits, labels, rows, classes, dlogits, words, 0)?;
         let mut raw = [0u64; 2];
@@ -465,10 +522,10 @@ impl Backend for CudaBackend {
             return Ok(());
         }
         let (n, b) = (count(op, len)?, count(op, block)?);
+        // Held until the results are on the host: the scratch is ours.
         let mut state = self.state();
         let codes_dev = self.grow(&mut state.codes, len)?.ptr();
         let scales_dev = self.grow(&mut state.scales, blocks)?.ptr();
-        drop(state);
         let cfg = cudarc::driver::LaunchConfig {
             grid_dim: (count(op, blocks)?, 1, 1),
             block_dim: (QUANT_THREADS, 1, 1),
@@ -482,6 +539,7 @@ impl Backend for CudaBackend {
         )?;
         self.copy_out(codes_dev, codes)?;
         self.copy_out(scales_dev, scales)?;
+        drop(state);
         if let Some(bad) = scales.iter().position(|s| s.is_nan()) {
             return Err(KernelError::NonFinite {
                 what: format!("update element {}", bad * block),
@@ -517,16 +575,18 @@ impl Backend for CudaBackend {
         let codes_dev = self.grow(&mut state.codes, codes.len())?.ptr();
         let scales_dev = self.grow(&mut state.scales, blocks)?.ptr();
         // SAFETY: i8 has the same size and alignment as u8.
-        let code_bytes = unsafe { std::slice::from_raw_parts(codes.as_ptr() as *const u8, codes.len()) };
+        let code_bytes =
+            unsafe { std::slice::from_raw_parts(codes.as_ptr() as *const u8, codes.len()) };
         self.copy_in(&mut state, code_bytes, codes_dev)?;
         self.copy_in(&mut state, as_bytes(scales), scales_dev)?;
-        drop(state);
-        launch!(
+        let launched = launch!(
             self,
             dequantize_int8,
             self.core.grid(codes.len()),
             [codes_dev, scales_dev, out.ptr(), n, b]
-        )
+        );
+        drop(state);
+        launched
     }
 
     fn alloc_stats(&self) -> Result<CudaStats> {
@@ -545,15 +605,34 @@ impl Backend for CudaBackend {
         stats: &mut CudaStats,
         step: u64,
     ) -> Result<()> {
-        self.xent(logits, labels, rows, classes, dlogits, stats.words.ptr(), step)
+        self.xent(
+            logits,
+            labels,
+            rows,
+            classes,
+            dlogits,
+            stats.words.ptr(),
+            step,
+        )
     }
 
-    fn check_finite(&self, x: &CudaBuf, len: usize, stats: &mut CudaStats, step: u64) -> Result<()> {
+    fn check_finite(
+        &self,
+        x: &CudaBuf,
+        len: usize,
+        stats: &mut CudaStats,
+        step: u64,
+    ) -> Result<()> {
         let n = self.elementwise_len("check_finite", &[("x", x.len())], len)?;
         if n == 0 {
             return Ok(());
         }
-        launch!(self, check_finite, self.core.grid(len), [x.ptr(), n, stats.words.ptr(), step])
+        launch!(
+            self,
+            check_finite,
+            self.core.grid(len),
+            [x.ptr(), n, stats.words.ptr(), step]
+        )
     }
 
     fn take_stats(&self, stats: &mut CudaStats) -> Result<StepStats> {
@@ -588,5 +667,14 @@ impl Backend for CudaBackend {
     fn synchronize(&self) -> Result<()> {
         self.wait()?;
         self.check_faults(&mut self.state())
+    }
+
+    fn device_memory(&self) -> Option<DeviceMemory> {
+        let (free, total) = self.device_memory_info().unwrap_or((0, 0));
+        Some(DeviceMemory {
+            allocated: self.mem.current(),
+            peak: self.mem.peak(),
+            device_used: total.saturating_sub(free),
+        })
     }
 }

@@ -91,3 +91,36 @@ FG_KERNEL void reset_stats(u64* __restrict__ stats) {
 FG_KERNEL void scale_f32(float* __restrict__ x, u32 n, float factor) {
     FOR_EACH(i, n) x[i] *= factor;
 }
+
+// Column sums of a row-major [rows, cols] matrix in two deterministic
+// stages. Stage 1: block (x, y) sums rows [y * rows_per_block, ...) of the
+// 32 columns of tile x; its 32 x 8 threads read whole 128-byte row
+// segments, then meet in a fixed tree. Stage 2 adds the partials in order.
+#define COLSUM_ROWS 8
+
+FG_KERNEL void column_partials(const float* __restrict__ x, u32 rows, u32 cols, u32 rows_per_block,
+                               float* __restrict__ partial) {
+    __shared__ float acc[COLSUM_ROWS][32];
+    const u32 c = blockIdx.x * 32 + threadIdx.x;
+    const u32 r0 = blockIdx.y * rows_per_block;
+    const u32 r1 = min(r0 + rows_per_block, rows);
+    float s = 0.0f;
+    if (c < cols) {
+        for (u32 r = r0 + threadIdx.y; r < r1; r += COLSUM_ROWS) s += x[(u64)r * cols + c];
+    }
+    acc[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < cols) {
+        float t = 0.0f;
+        for (int i = 0; i < COLSUM_ROWS; i++) t += acc[i][threadIdx.x];
+        partial[(u64)blockIdx.y * cols + c] = t;
+    }
+}
+
+FG_KERNEL void column_finish(const float* __restrict__ partial, u32 chunks, u32 cols, float* __restrict__ out) {
+    FOR_EACH(c, cols) {
+        float s = 0.0f;
+        for (u32 i = 0; i < chunks; i++) s += partial[(u64)i * cols + c];
+        out[c] = s;
+    }
+}
