@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{AdamHyper, Backend, SgdHyper};
+use crate::backend::{AdamHyper, Backend, SgdHyper, UpdateTensor};
 use crate::error::{KernelError, Result};
 use crate::model::Model;
 use crate::tensor::Tensor;
@@ -160,11 +160,13 @@ impl<B: Backend> Optimizer<B> {
     /// Applies one update from the model's current gradients, with the
     /// learning rate `lr` (which a schedule may vary).
     pub fn step(&mut self, backend: &B, model: &mut Model<B>, lr: f32) -> Result<()> {
-        self.apply(backend, model, lr, None)
+        self.apply(backend, model, lr)
     }
 
     /// [`Optimizer::step`] that changes nothing (parameters or state) once
-    /// `guard` records a failed step; the host need not look first.
+    /// `guard` records a failed step; the host need not look first. Every
+    /// tensor is updated by one fused call ([`Backend::sgd_step_all`],
+    /// [`Backend::adam_step_all`]).
     pub fn step_guarded(
         &mut self,
         backend: &B,
@@ -172,7 +174,58 @@ impl<B: Backend> Optimizer<B> {
         lr: f32,
         guard: &B::Stats,
     ) -> Result<()> {
-        self.apply(backend, model, lr, Some(guard))
+        if !lr.is_finite() || lr < 0.0 {
+            return Err(KernelError::config("learning rate", format!("{lr}")));
+        }
+        self.steps += 1;
+        let mut second = self.second.iter_mut();
+        let mut tensors: Vec<UpdateTensor<'_, B::Buf>> = model
+            .params_mut()
+            .zip(self.first.iter_mut())
+            .map(|(param, first)| {
+                let len = param.numel();
+                UpdateTensor {
+                    param: param.value.buf_mut(),
+                    grad: param.grad.buf(),
+                    first: first.buf_mut(),
+                    second: second.next().map(|s| s.buf_mut()),
+                    len,
+                }
+            })
+            .collect();
+        match self.config {
+            OptimizerConfig::Sgd {
+                momentum,
+                nesterov,
+                weight_decay,
+                ..
+            } => {
+                let hyper = SgdHyper {
+                    lr,
+                    momentum,
+                    nesterov,
+                    weight_decay,
+                };
+                backend.sgd_step_all(&hyper, &mut tensors, guard)
+            }
+            OptimizerConfig::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                ..
+            } => {
+                let hyper = AdamHyper {
+                    lr,
+                    beta1,
+                    beta2,
+                    eps,
+                    weight_decay,
+                    step: self.steps,
+                };
+                backend.adam_step_all(&hyper, &mut tensors, guard)
+            }
+        }
     }
 
     /// Sets the step counter back to `steps` (after a failed step that the
@@ -181,13 +234,7 @@ impl<B: Backend> Optimizer<B> {
         self.steps = self.steps.min(steps);
     }
 
-    fn apply(
-        &mut self,
-        backend: &B,
-        model: &mut Model<B>,
-        lr: f32,
-        guard: Option<&B::Stats>,
-    ) -> Result<()> {
+    fn apply(&mut self, backend: &B, model: &mut Model<B>, lr: f32) -> Result<()> {
         if !lr.is_finite() || lr < 0.0 {
             return Err(KernelError::config("learning rate", format!("{lr}")));
         }
@@ -208,12 +255,7 @@ impl<B: Backend> Optimizer<B> {
                 for (param, v) in model.params_mut().zip(self.first.iter_mut()) {
                     let n = param.numel();
                     let (p, g) = (param.value.buf_mut(), param.grad.buf());
-                    match guard {
-                        Some(guard) => {
-                            backend.sgd_step_guarded(&hyper, p, g, v.buf_mut(), n, guard)?
-                        }
-                        None => backend.sgd_step(&hyper, p, g, v.buf_mut(), n)?,
-                    }
+                    backend.sgd_step(&hyper, p, g, v.buf_mut(), n)?;
                 }
             }
             OptimizerConfig::Adam {
@@ -235,11 +277,7 @@ impl<B: Backend> Optimizer<B> {
                 for (param, (m, v)) in model.params_mut().zip(state) {
                     let n = param.numel();
                     let (p, g) = (param.value.buf_mut(), param.grad.buf());
-                    let (m, v) = (m.buf_mut(), v.buf_mut());
-                    match guard {
-                        Some(guard) => backend.adam_step_guarded(&hyper, p, g, m, v, n, guard)?,
-                        None => backend.adam_step(&hyper, p, g, m, v, n)?,
-                    }
+                    backend.adam_step(&hyper, p, g, m.buf_mut(), v.buf_mut(), n)?;
                 }
             }
         }

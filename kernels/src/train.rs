@@ -241,10 +241,13 @@ impl<B: Backend> Trainer<B> {
         self.model.backward(&self.backend, &self.x, &self.dlogits)?;
         // A finite loss can still give an overflowing gradient; catch it
         // before it reaches the parameters.
-        for param in self.model.params() {
-            self.backend
-                .check_finite(param.grad.buf(), param.numel(), &mut self.stats, step)?;
-        }
+        let grads: Vec<_> = self
+            .model
+            .params()
+            .map(|p| (p.grad.buf(), p.numel()))
+            .collect();
+        self.backend
+            .check_finite_all(&grads, &mut self.stats, step)?;
         self.optimizer
             .step_guarded(&self.backend, &mut self.model, lr, &self.stats)?;
         self.steps = step;
@@ -392,10 +395,13 @@ impl<B: Backend> Trainer<B> {
                 .profile(&self.backend, &self.x, &mut self.dlogits, &mut loss)?,
         );
         let started = Instant::now();
-        for param in self.model.params() {
-            self.backend
-                .check_finite(param.grad.buf(), param.numel(), &mut self.stats, step)?;
-        }
+        let grads: Vec<_> = self
+            .model
+            .params()
+            .map(|p| (p.grad.buf(), p.numel()))
+            .collect();
+        self.backend
+            .check_finite_all(&grads, &mut self.stats, step)?;
         self.backend.synchronize()?;
         let checks = started.elapsed();
         let started = Instant::now();

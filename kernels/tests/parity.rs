@@ -11,7 +11,7 @@
 
 use fairgrid_kernels::backend::cuda::{CudaBackend, CudaOptions};
 use fairgrid_kernels::backend::{
-    AdamHyper, Backend, Conv2dGeometry, GemmSpec, PoolGeometry, SgdHyper,
+    AdamHyper, Backend, Conv2dGeometry, GemmSpec, PoolGeometry, SgdHyper, UpdateTensor,
 };
 use fairgrid_kernels::rng::SplitMix64;
 use fairgrid_kernels::test_utils::{cpu_backend, cuda_backend, cuda_backend_with};
@@ -414,6 +414,114 @@ fn optimizers_match_cpu() -> Result<()> {
             assert_close(&format!("optimizer output {i} (n = {n})"), gv, cv, TOL);
         }
     }
+    Ok(())
+}
+
+/// The fused multi-tensor updates and checks (what the trainer uses), on
+/// tensors of very different lengths, more than one launch's worth.
+fn multi_on<B: Backend>(
+    be: &B,
+    tensors: &[Vec<f32>],
+    grads: &[Vec<f32>],
+    adam: bool,
+) -> Result<Vec<Vec<f32>>> {
+    let mut params: Vec<B::Buf> = tensors.iter().map(|t| up(be, t)).collect::<Result<_>>()?;
+    let gbufs: Vec<B::Buf> = grads.iter().map(|g| up(be, g)).collect::<Result<_>>()?;
+    let mut first: Vec<B::Buf> = tensors
+        .iter()
+        .map(|t| up(be, &vec![0.01; t.len()]))
+        .collect::<Result<_>>()?;
+    let mut second: Vec<B::Buf> = tensors
+        .iter()
+        .map(|t| up(be, &vec![0.02; t.len()]))
+        .collect::<Result<_>>()?;
+    let mut stats = be.alloc_stats()?;
+    let refs: Vec<(&B::Buf, usize)> = gbufs
+        .iter()
+        .zip(tensors)
+        .map(|(g, t)| (g, t.len()))
+        .collect();
+    be.check_finite_all(&refs, &mut stats, 1)?;
+    for step in 1..=2 {
+        let mut second_iter = second.iter_mut();
+        let mut update: Vec<UpdateTensor<'_, B::Buf>> = params
+            .iter_mut()
+            .zip(&gbufs)
+            .zip(first.iter_mut())
+            .zip(tensors)
+            .map(|(((param, grad), first), t)| UpdateTensor {
+                param,
+                grad,
+                first,
+                second: second_iter.next(),
+                len: t.len(),
+            })
+            .collect();
+        if adam {
+            let h = AdamHyper {
+                lr: 0.01,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.01,
+                step,
+            };
+            be.adam_step_all(&h, &mut update, &stats)?;
+        } else {
+            let h = SgdHyper {
+                lr: 0.1,
+                momentum: 0.9,
+                nesterov: step == 2,
+                weight_decay: 0.01,
+            };
+            be.sgd_step_all(&h, &mut update, &stats)?;
+        }
+    }
+    assert!(be.take_stats(&mut stats)?.failed_step().is_none());
+    let mut out = Vec::new();
+    for (i, t) in tensors.iter().enumerate() {
+        out.push(down(be, &params[i], t.len(), false)?);
+        out.push(down(be, &first[i], t.len(), false)?);
+        if adam {
+            out.push(down(be, &second[i], t.len(), false)?);
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn multi_tensor_updates_match_cpu() -> Result<()> {
+    let Some(mut p) = pair("multi_tensor_updates_match_cpu") else {
+        return Ok(());
+    };
+    let lens = [
+        1, 1000, 300_001, 0, 17, 320, 32, 18_432, 64, 73_728, 128, 147_584, 128, 1280, 10, 5, 7, 9,
+    ];
+    let tensors: Vec<Vec<f32>> = lens.iter().map(|&n| randn(&mut p.rng, n, 1.0)).collect();
+    let grads: Vec<Vec<f32>> = lens.iter().map(|&n| randn(&mut p.rng, n, 1.0)).collect();
+    for adam in [false, true] {
+        let want = multi_on(&p.cpu, &tensors, &grads, adam)?;
+        let got = multi_on(&p.gpu, &tensors, &grads, adam)?;
+        for (i, (g, c)) in got.iter().zip(&want).enumerate() {
+            assert_close(
+                &format!("multi-tensor output {i} (adam: {adam})"),
+                g,
+                c,
+                TOL,
+            );
+        }
+    }
+    // A NaN in the 17th tensor is found by the fused check.
+    let mut grads = grads;
+    grads[16][3] = f32::NAN;
+    let bufs: Vec<_> = grads.iter().map(|g| up(&p.gpu, g)).collect::<Result<_>>()?;
+    let refs: Vec<_> = bufs.iter().zip(&lens).map(|(b, &n)| (b, n)).collect();
+    let mut stats = p.gpu.alloc_stats()?;
+    p.gpu.check_finite_all(&refs, &mut stats, 5)?;
+    assert_eq!(
+        p.gpu.take_stats(&mut stats)?.bad_grad.map(|(s, _)| s),
+        Some(5)
+    );
     Ok(())
 }
 

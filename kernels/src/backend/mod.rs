@@ -152,6 +152,17 @@ pub struct LossStats {
     pub correct: u64,
 }
 
+/// One tensor of a fused optimizer step over several tensors.
+pub struct UpdateTensor<'a, T> {
+    pub param: &'a mut T,
+    pub grad: &'a T,
+    /// SGD's velocity or Adam's first moment.
+    pub first: &'a mut T,
+    /// Adam's second moment (`None` for SGD).
+    pub second: Option<&'a mut T>,
+    pub len: usize,
+}
+
 /// A device's memory as a backend sees it, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DeviceMemory {
@@ -416,6 +427,50 @@ pub trait Backend: Send + Sync + 'static {
         len: usize,
         guard: &Self::Stats,
     ) -> Result<()>;
+    /// [`Backend::check_finite`] over several tensors (one launch on a GPU).
+    fn check_finite_all(
+        &self,
+        xs: &[(&Self::Buf, usize)],
+        stats: &mut Self::Stats,
+        step: u64,
+    ) -> Result<()> {
+        for &(x, len) in xs {
+            self.check_finite(x, len, stats, step)?;
+        }
+        Ok(())
+    }
+    /// [`Backend::sgd_step_guarded`] over several tensors (one launch on a
+    /// GPU).
+    fn sgd_step_all(
+        &self,
+        hyper: &SgdHyper,
+        tensors: &mut [UpdateTensor<'_, Self::Buf>],
+        guard: &Self::Stats,
+    ) -> Result<()> {
+        for t in tensors.iter_mut() {
+            self.sgd_step_guarded(hyper, t.param, t.grad, t.first, t.len, guard)?;
+        }
+        Ok(())
+    }
+    /// [`Backend::adam_step_guarded`] over several tensors (one launch on a
+    /// GPU); every tensor needs its second moment.
+    fn adam_step_all(
+        &self,
+        hyper: &AdamHyper,
+        tensors: &mut [UpdateTensor<'_, Self::Buf>],
+        guard: &Self::Stats,
+    ) -> Result<()> {
+        for t in tensors.iter_mut() {
+            let second = t.second.as_deref_mut().ok_or_else(|| {
+                crate::error::KernelError::config(
+                    "adam_step_all",
+                    "a tensor without a second moment",
+                )
+            })?;
+            self.adam_step_guarded(hyper, t.param, t.grad, t.first, second, t.len, guard)?;
+        }
+        Ok(())
+    }
     /// Waits until every queued operation has finished (for timing).
     fn synchronize(&self) -> Result<()> {
         Ok(())

@@ -2,14 +2,21 @@
 //!
 //! Forward: `Y[rows, C_out] = col[rows, K*K*C_in] * W^T` (im2col + one
 //! cuBLAS GEMM; the im2col launch also writes the bias into `Y`, and the
-//! GEMM accumulates onto it). Layers whose patch is short (a first layer
-//! over one or three channels) run a direct kernel instead: a GEMM with
-//! K = 9 would only add memory traffic. Backward re-unfolds the input
-//! (cheaper than keeping the largest tensor of the step), computes
-//! `dW = dY^T col` and, when asked, `dcol = dY W` into the same scratch,
-//! gathered back onto the input by col2im; the bias gradient is a
-//! two-stage column sum. Batches whose unfolded input would
-//! exceed the scratch cap are processed in chunks of samples.
+//! GEMM accumulates onto it). Backward re-unfolds the input (cheaper than
+//! keeping the largest tensor of the step), computes `dW = dY^T col` and,
+//! when asked, `dcol = dY W` into the same scratch, gathered back onto the
+//! input by col2im; the bias gradient is a two-stage column sum. Batches
+//! whose unfolded input would exceed the scratch cap are processed in
+//! chunks of samples.
+//!
+//! Layers whose patch is short (a first layer over one or three channels)
+//! skip im2col: a direct kernel computes the output and another the weight
+//! and bias gradients, since GEMMs with K or N = 9 would only add memory
+//! traffic. im2col, col2im and pooling give one warp to each pixel with
+//! lanes over channels (coalesced, coordinates decoded once per pixel)
+//! when there are at least 8 channels, and one thread per element below.
+
+use cudarc::driver::LaunchConfig;
 
 use super::{CudaBackend, CudaBuf, CudaIdxBuf, State, check, count, launch};
 use crate::backend::cpu::{conv::validate as validate_conv, pool::validate as validate_pool};
@@ -19,8 +26,20 @@ use crate::error::{KernelError, Result};
 /// Largest im2col scratch, in floats (64 MiB): a batch of 256 of the zoo
 /// CNN's second layer fits in one chunk.
 const COL_CAP: usize = 1 << 24;
-/// Patches up to this length use the direct kernel in the forward pass.
+/// Patches up to this length use the direct kernels (the weight-gradient
+/// kernel keeps `patch + 1` sums per lane in 29 shared-memory slots).
 const DIRECT_PATCH: usize = 27;
+/// Shared memory the direct forward kernel may use for the weights.
+const DIRECT_SMEM_BYTES: usize = 48 << 10;
+/// Channels from which the warp-per-pixel kernels are used.
+const WARP_CHANNELS: usize = 8;
+/// Blocks of the direct weight-gradient kernel (a fixed count for a given
+/// geometry, so the sums are reproducible).
+const DIRECT_GRAD_BLOCKS: usize = 512;
+
+fn direct(g: &Conv2dGeometry) -> bool {
+    g.patch_len() <= DIRECT_PATCH && g.patch_len() * g.out_c * 4 <= DIRECT_SMEM_BYTES
+}
 
 /// Mirrors `struct Conv` in `cu/common.cuh`.
 #[repr(C)]
@@ -107,15 +126,19 @@ pub(super) fn forward(
     if g.batch == 0 {
         return Ok(());
     }
-    if g.patch_len() <= DIRECT_PATCH {
+    let pixels = g.out_h() * g.out_w();
+    if direct(g) {
+        let cfg = LaunchConfig {
+            shared_mem_bytes: (g.patch_len() * g.out_c * 4) as u32,
+            ..be.core.warp_grid(g.batch * pixels)
+        };
         return launch!(
             be,
             conv_direct,
-            be.core.grid(g.output_len()),
+            cfg,
             [x.ptr(), w.ptr(), b.ptr(), y.ptr(), p]
         );
     }
-    let pixels = g.out_h() * g.out_w();
     let patch = g.patch_len();
     let chunk = chunk_samples(op, g)?;
     // Held for the whole op: the scratch is ours until the last launch.
@@ -126,21 +149,7 @@ pub(super) fn forward(
         let samples = chunk.min(g.batch - n0);
         let rows = samples * pixels;
         let y_chunk = y.ptr() + 4 * (n0 * pixels * g.out_c) as u64;
-        let work = rows * patch.max(g.out_c);
-        launch!(
-            be,
-            im2col,
-            be.core.grid(work),
-            [
-                x.ptr(),
-                col,
-                p,
-                (n0 * pixels) as u32,
-                rows as u32,
-                y_chunk,
-                b.ptr()
-            ]
-        )?;
+        unfold(be, g, p, x.ptr(), col, n0 * pixels, rows, y_chunk, b.ptr())?;
         let spec = GemmSpec {
             trans_b: true,
             beta: 1.0,
@@ -185,9 +194,16 @@ pub(super) fn backward(
         }
         return Ok(());
     }
-    let chunk = chunk_samples(op, g)?;
     // Held for the whole op: the scratch is ours until the last launch.
     let mut state = be.state();
+    let short = direct(g);
+    if short {
+        direct_weight_grad(be, &mut state, g, p, x.ptr(), dy.ptr(), dw.ptr(), db.ptr())?;
+        if dx.is_none() {
+            return Ok(());
+        }
+    }
+    let chunk = chunk_samples(op, g)?;
     let col = be.grow(&mut state.col, chunk * pixels * patch)?.ptr();
     let dx_ptr = dx.map(|d| d.ptr());
     let mut n0 = 0;
@@ -195,40 +211,38 @@ pub(super) fn backward(
         let samples = chunk.min(g.batch - n0);
         let rows = samples * pixels;
         let dy_chunk = dy.ptr() + 4 * (n0 * pixels * g.out_c) as u64;
-        launch!(
-            be,
-            im2col,
-            be.core.grid(rows * patch),
-            [
-                x.ptr(),
-                col,
-                p,
-                (n0 * pixels) as u32,
-                rows as u32,
-                0u64,
-                0u64
-            ]
-        )?;
-        // dW (+)= dY^T col
-        let spec = GemmSpec {
-            trans_a: true,
-            beta: if n0 == 0 { 0.0 } else { 1.0 },
-            ..GemmSpec::new(g.out_c, patch, rows)
-        };
-        be.blas.gemm_raw(&spec, dy_chunk, col, dw.ptr())?;
+        if !short {
+            unfold(be, g, p, x.ptr(), col, n0 * pixels, rows, 0, 0)?;
+            // dW (+)= dY^T col
+            let spec = GemmSpec {
+                trans_a: true,
+                beta: if n0 == 0 { 0.0 } else { 1.0 },
+                ..GemmSpec::new(g.out_c, patch, rows)
+            };
+            be.blas.gemm_raw(&spec, dy_chunk, col, dw.ptr())?;
+        }
         if let Some(dx_ptr) = dx_ptr {
             // dcol = dY W, into the scratch the product above has read.
             let spec = GemmSpec::new(rows, patch, g.out_c);
             be.blas.gemm_raw(&spec, dy_chunk, w.ptr(), col)?;
-            let total = samples * g.in_h * g.in_w * g.in_c;
-            launch!(
-                be,
-                col2im,
-                be.core.grid(total),
-                [col, dx_ptr, p, n0 as u32, samples as u32]
-            )?;
+            let args = (col, dx_ptr, p, n0 as u32, samples as u32);
+            if g.in_c >= WARP_CHANNELS {
+                let cfg = be.core.warp_grid(samples * g.in_h * g.in_w);
+                launch!(
+                    be,
+                    col2im_rows,
+                    cfg,
+                    [args.0, args.1, args.2, args.3, args.4]
+                )?;
+            } else {
+                let cfg = be.core.grid(samples * g.in_h * g.in_w * g.in_c);
+                launch!(be, col2im, cfg, [args.0, args.1, args.2, args.3, args.4])?;
+            }
         }
         n0 += samples;
+    }
+    if short {
+        return Ok(());
     }
     column_sums(
         be,
@@ -237,6 +251,60 @@ pub(super) fn backward(
         g.batch * pixels,
         g.out_c,
         db.ptr(),
+    )
+}
+
+/// im2col of output pixels `row0..row0 + rows` into `col`; with `y` (not
+/// 0), also the bias into those pixels' outputs.
+#[allow(clippy::too_many_arguments)]
+fn unfold(
+    be: &CudaBackend,
+    g: &Conv2dGeometry,
+    p: ConvParams,
+    x: u64,
+    col: u64,
+    row0: usize,
+    rows: usize,
+    y: u64,
+    bias: u64,
+) -> Result<()> {
+    let (row0, count) = (row0 as u32, rows as u32);
+    if g.in_c >= WARP_CHANNELS {
+        let cfg = be.core.warp_grid(rows);
+        launch!(be, im2col_rows, cfg, [x, col, p, row0, count, y, bias])
+    } else {
+        let outputs = if y == 0 { 0 } else { g.out_c };
+        let cfg = be.core.grid(rows * g.patch_len().max(outputs));
+        launch!(be, im2col, cfg, [x, col, p, row0, count, y, bias])
+    }
+}
+
+/// Weight and bias gradients of a short-patch layer, without im2col.
+#[allow(clippy::too_many_arguments)]
+fn direct_weight_grad(
+    be: &CudaBackend,
+    state: &mut State,
+    g: &Conv2dGeometry,
+    p: ConvParams,
+    x: u64,
+    dy: u64,
+    dw: u64,
+    db: u64,
+) -> Result<()> {
+    let pixels = g.batch * g.out_h() * g.out_w();
+    let blocks = pixels.div_ceil(256).clamp(1, DIRECT_GRAD_BLOCKS);
+    let slots = g.out_c * (g.patch_len() + 1);
+    let partial = be.grow(&mut state.partial_sums, blocks * slots)?.ptr();
+    let cfg = LaunchConfig {
+        grid_dim: (blocks as u32, 1, 1),
+        ..be.core.warp_grid(1)
+    };
+    launch!(be, conv_direct_weight_grad, cfg, [x, dy, partial, p])?;
+    launch!(
+        be,
+        conv_direct_weight_finish,
+        be.core.grid(slots),
+        [partial, blocks as u32, p, dw, db]
     )
 }
 
@@ -267,7 +335,7 @@ pub(super) fn column_sums(
     let per_block = rows.div_ceil(COLSUM_CHUNKS).max(COLSUM_MIN_ROWS);
     let chunks = rows.div_ceil(per_block);
     let partial = be.grow(&mut state.partial_sums, chunks * cols)?.ptr();
-    let cfg = cudarc::driver::LaunchConfig {
+    let cfg = LaunchConfig {
         grid_dim: (cols.div_ceil(32) as u32, chunks as u32, 1),
         block_dim: (32, 8, 1),
         shared_mem_bytes: 0,
@@ -316,12 +384,19 @@ pub(super) fn maxpool_forward(
     if g.output_len() == 0 {
         return Ok(());
     }
-    launch!(
-        be,
-        maxpool_forward,
-        be.core.grid(g.output_len()),
-        [x.ptr(), y.ptr(), argmax.ptr(), p]
-    )
+    let args = (x.ptr(), y.ptr(), argmax.ptr(), p);
+    if g.channels >= WARP_CHANNELS {
+        let cfg = be.core.warp_grid(g.batch * g.out_h() * g.out_w());
+        launch!(
+            be,
+            maxpool_forward_rows,
+            cfg,
+            [args.0, args.1, args.2, args.3]
+        )
+    } else {
+        let cfg = be.core.grid(g.output_len());
+        launch!(be, maxpool_forward, cfg, [args.0, args.1, args.2, args.3])
+    }
 }
 
 pub(super) fn maxpool_backward(
@@ -341,10 +416,22 @@ pub(super) fn maxpool_backward(
         return Ok(());
     }
     be.state().faults_dirty = true;
-    launch!(
-        be,
-        maxpool_backward,
-        be.core.grid(g.input_len()),
-        [dy.ptr(), argmax.ptr(), dx.ptr(), p, be.faults.ptr()]
-    )
+    let args = (dy.ptr(), argmax.ptr(), dx.ptr(), p, be.faults.ptr());
+    if g.channels >= WARP_CHANNELS {
+        let cfg = be.core.warp_grid(g.batch * g.in_h * g.in_w);
+        launch!(
+            be,
+            maxpool_backward_rows,
+            cfg,
+            [args.0, args.1, args.2, args.3, args.4]
+        )
+    } else {
+        let cfg = be.core.grid(g.input_len());
+        launch!(
+            be,
+            maxpool_backward,
+            cfg,
+            [args.0, args.1, args.2, args.3, args.4]
+        )
+    }
 }

@@ -68,15 +68,24 @@ kernel_table!(
     column_partials,
     column_finish,
     check_finite,
+    check_finite_multi,
     reset_stats,
     softmax_xent,
     maxpool_forward,
     maxpool_backward,
+    maxpool_forward_rows,
+    maxpool_backward_rows,
     im2col,
     col2im,
+    im2col_rows,
+    col2im_rows,
     conv_direct,
+    conv_direct_weight_grad,
+    conv_direct_weight_finish,
     sgd_step,
     adam_step,
+    sgd_step_multi,
+    adam_step_multi,
     quantize_int8_ef,
     dequantize_int8,
 );
@@ -100,6 +109,18 @@ impl DeviceCore {
         LaunchConfig {
             grid_dim: (wanted.min(cap) as u32, 1, 1),
             block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+
+    /// A launch of 32 x 8 blocks that gives one warp to each of `items`
+    /// (pixels), lanes walking the channels.
+    pub fn warp_grid(&self, items: usize) -> LaunchConfig {
+        let wanted = items.div_ceil(8).max(1);
+        let cap = self.multiprocessors as usize * 32;
+        LaunchConfig {
+            grid_dim: (wanted.min(cap) as u32, 1, 1),
+            block_dim: (32, 8, 1),
             shared_mem_bytes: 0,
         }
     }

@@ -42,3 +42,32 @@ struct Conv {
 struct Pool {
     int n, h, w, c, k, s, oh, ow;
 };
+
+// Up to MULTI_MAX tensors for one launch (by value: 648 bytes of kernel
+// parameters); mirrors the Rust `MultiTable`. Tensor j gets blocks
+// [first_block[j], first_block[j + 1]).
+#define MULTI_MAX 16
+struct Multi {
+    u64 a[MULTI_MAX];
+    u64 b[MULTI_MAX];
+    u64 c[MULTI_MAX];
+    u64 d[MULTI_MAX];
+    u32 n[MULTI_MAX];
+    u32 first_block[MULTI_MAX + 1];
+    u32 count;
+};
+
+// This block's tensor, its block index within that tensor and the
+// tensor's block count.
+__device__ __forceinline__ u32 multi_tensor(const Multi& t, u32* local, u32* blocks) {
+    u32 j = 0;
+    while (j + 1 < t.count && blockIdx.x >= t.first_block[j + 1]) j++;
+    *local = blockIdx.x - t.first_block[j];
+    *blocks = t.first_block[j + 1] - t.first_block[j];
+    return j;
+}
+
+#define FOR_EACH_IN(i, t, j)                                              \
+    u32 local_, blocks_;                                                  \
+    const u32 j = multi_tensor(t, &local_, &blocks_);                     \
+    for (u32 i = local_ * blockDim.x + threadIdx.x; i < t.n[j]; i += blocks_ * blockDim.x)

@@ -67,30 +67,176 @@ FG_KERNEL void col2im(const float* __restrict__ col, float* __restrict__ dx, Con
     }
 }
 
-// y[r, co] = b[co] + sum_t patch(r)[t] * w[co, t], one thread per output.
-FG_KERNEL void conv_direct(const float* __restrict__ x, const float* __restrict__ w,
-                           const float* __restrict__ b, float* __restrict__ y, Conv g) {
-    const u32 total = (u32)g.n * g.oh * g.ow * g.co;
-    FOR_EACH(i, total) {
-        u32 co = i % g.co;
-        u32 r = i / g.co;
+// The kernels below give one warp to one pixel (a row of the unfolded
+// matrix) and let its lanes walk the channels, which are contiguous: every
+// load and store is coalesced, and the pixel's coordinates are decoded once
+// per warp instead of once per element. Blocks are 32 x 8 threads. The
+// per-element versions above remain for layers with fewer than 8 input
+// channels, where most lanes would idle.
+
+// `col` rows [0, rows) for output pixels row0 + [0, rows); with `y`, also
+// y[r, co] = bias[co] for the same pixels (y points at row0's output).
+FG_KERNEL void im2col_rows(const float* __restrict__ x, float* __restrict__ col, Conv g,
+                           u32 row0, u32 rows, float* __restrict__ y, const float* __restrict__ bias) {
+    const u32 lane = threadIdx.x;
+    const u32 c = (u32)g.c;
+    const u32 patch = (u32)g.k * g.k * c;
+    for (u32 rr = blockIdx.x * blockDim.y + threadIdx.y; rr < rows; rr += gridDim.x * blockDim.y) {
+        u32 r = row0 + rr;
         int ox = r % g.ow;
         u32 q = r / g.ow;
         int oy = q % g.oh;
         u32 nn = q / g.oh;
-        float acc = b[co];
-        const float* wr = w + (u64)co * g.k * g.k * g.c;
+        float* dst = col + (u64)rr * patch;
         for (int ky = 0; ky < g.k; ky++) {
             int iy = oy * g.s + ky - g.p;
-            if (iy < 0 || iy >= g.h) continue;
             for (int kx = 0; kx < g.k; kx++) {
                 int ix = ox * g.s + kx - g.p;
-                if (ix < 0 || ix >= g.w) continue;
-                const float* xp = x + (((u64)nn * g.h + iy) * g.w + ix) * g.c;
-                const float* wp = wr + (ky * g.k + kx) * g.c;
-                for (int ci = 0; ci < g.c; ci++) acc += xp[ci] * wp[ci];
+                float* d = dst + (u32)(ky * g.k + kx) * c;
+                if (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w) {
+                    const float* src = x + (((u64)nn * g.h + iy) * g.w + ix) * c;
+                    for (u32 ci = lane; ci < c; ci += 32) d[ci] = src[ci];
+                } else {
+                    for (u32 ci = lane; ci < c; ci += 32) d[ci] = 0.0f;
+                }
             }
         }
-        y[i] = acc;
+        if (y != 0) {
+            float* yr = y + (u64)rr * g.co;
+            for (u32 co = lane; co < (u32)g.co; co += 32) yr[co] = bias[co];
+        }
+    }
+}
+
+// dx for samples [n0, n0 + samples), one warp per input pixel; `col` holds
+// those samples' rows.
+FG_KERNEL void col2im_rows(const float* __restrict__ col, float* __restrict__ dx, Conv g, u32 n0, u32 samples) {
+    const u32 lane = threadIdx.x;
+    const u32 c = (u32)g.c;
+    const u32 patch = (u32)g.k * g.k * c;
+    const u32 pixels = samples * (u32)g.h * g.w;
+    for (u32 pp = blockIdx.x * blockDim.y + threadIdx.y; pp < pixels; pp += gridDim.x * blockDim.y) {
+        int ix = pp % g.w;
+        u32 q = pp / g.w;
+        int iy = q % g.h;
+        u32 nn = q / g.h;
+        float* out = dx + ((u64)n0 * g.h * g.w + pp) * c;
+        for (u32 ci = lane; ci < c; ci += 32) {
+            float sum = 0.0f;
+            for (int ky = 0; ky < g.k; ky++) {
+                int ty = iy + g.p - ky;
+                if (ty < 0 || ty % g.s != 0) continue;
+                int oy = ty / g.s;
+                if (oy >= g.oh) continue;
+                for (int kx = 0; kx < g.k; kx++) {
+                    int tx = ix + g.p - kx;
+                    if (tx < 0 || tx % g.s != 0) continue;
+                    int ox = tx / g.s;
+                    if (ox >= g.ow) continue;
+                    u32 r = (nn * g.oh + oy) * g.ow + ox;
+                    sum += col[(u64)r * patch + (u32)(ky * g.k + kx) * c + ci];
+                }
+            }
+            out[ci] = sum;
+        }
+    }
+}
+
+// Direct convolution for short patches: y[r, co] = b[co] + sum_t patch(r)[t]
+// * w[co, t]. The weights sit transposed in shared memory (wt[t][co], patch
+// * co floats of dynamic shared memory), so lanes (output channels) read
+// consecutive words; the input values are the same for every lane.
+FG_KERNEL void conv_direct(const float* __restrict__ x, const float* __restrict__ w,
+                           const float* __restrict__ b, float* __restrict__ y, Conv g) {
+    extern __shared__ float wt[];
+    const u32 co_n = (u32)g.co;
+    const u32 patch = (u32)g.k * g.k * g.c;
+    for (u32 i = threadIdx.y * blockDim.x + threadIdx.x; i < patch * co_n; i += blockDim.x * blockDim.y) {
+        wt[(i % patch) * co_n + i / patch] = w[i];
+    }
+    __syncthreads();
+    const u32 pixels = (u32)g.n * g.oh * g.ow;
+    for (u32 r = blockIdx.x * blockDim.y + threadIdx.y; r < pixels; r += gridDim.x * blockDim.y) {
+        int ox = r % g.ow;
+        u32 q = r / g.ow;
+        int oy = q % g.oh;
+        u32 nn = q / g.oh;
+        for (u32 co = threadIdx.x; co < co_n; co += 32) {
+            float acc = b[co];
+            u32 t = 0;
+            for (int ky = 0; ky < g.k; ky++) {
+                int iy = oy * g.s + ky - g.p;
+                for (int kx = 0; kx < g.k; kx++, t += g.c) {
+                    int ix = ox * g.s + kx - g.p;
+                    if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) continue;
+                    const float* xp = x + (((u64)nn * g.h + iy) * g.w + ix) * g.c;
+                    for (int ci = 0; ci < g.c; ci++) acc += xp[ci] * wt[(t + ci) * co_n + co];
+                }
+            }
+            y[(u64)r * co_n + co] = acc;
+        }
+    }
+}
+
+// Weight and bias gradients of a short-patch convolution without im2col:
+// lanes take output channels co0 + lane, warps take pixels, and each lane
+// accumulates dY[r, co] * patch(r)[t] for every tap t (and dY for the
+// bias) in its own shared-memory slots. Block b writes its sums to
+// partial[(b * co + co) * (patch + 1) + t], t = patch being the bias; the
+// finish kernel adds the blocks in order. Needs patch <= 27.
+#define DIRECT_SLOTS 29
+FG_KERNEL void conv_direct_weight_grad(const float* __restrict__ x, const float* __restrict__ dy,
+                                       float* __restrict__ partial, Conv g) {
+    __shared__ float acc[8][32][DIRECT_SLOTS];
+    const u32 lane = threadIdx.x, warp = threadIdx.y;
+    const u32 co_n = (u32)g.co;
+    const u32 patch = (u32)g.k * g.k * g.c;
+    const u32 pixels = (u32)g.n * g.oh * g.ow;
+    for (u32 co0 = 0; co0 < co_n; co0 += 32) {
+        const u32 co = co0 + lane;
+        for (u32 t = 0; t <= patch; t++) acc[warp][lane][t] = 0.0f;
+        if (co < co_n) {
+            for (u32 r = blockIdx.x * blockDim.y + warp; r < pixels; r += gridDim.x * blockDim.y) {
+                int ox = r % g.ow;
+                u32 q = r / g.ow;
+                int oy = q % g.oh;
+                u32 nn = q / g.oh;
+                float d = dy[(u64)r * co_n + co];
+                acc[warp][lane][patch] += d;
+                u32 t = 0;
+                for (int ky = 0; ky < g.k; ky++) {
+                    int iy = oy * g.s + ky - g.p;
+                    for (int kx = 0; kx < g.k; kx++, t += g.c) {
+                        int ix = ox * g.s + kx - g.p;
+                        if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) continue;
+                        const float* xp = x + (((u64)nn * g.h + iy) * g.w + ix) * g.c;
+                        for (int ci = 0; ci < g.c; ci++) acc[warp][lane][t + ci] += d * xp[ci];
+                    }
+                }
+            }
+        }
+        __syncthreads();
+        for (u32 t = warp; t <= patch; t += blockDim.y) {
+            float s = 0.0f;
+            for (u32 wi = 0; wi < blockDim.y; wi++) s += acc[wi][lane][t];
+            if (co < co_n) partial[((u64)blockIdx.x * co_n + co) * (patch + 1) + t] = s;
+        }
+        __syncthreads();
+    }
+}
+
+FG_KERNEL void conv_direct_weight_finish(const float* __restrict__ partial, u32 blocks, Conv g,
+                                         float* __restrict__ dw, float* __restrict__ db) {
+    const u32 co_n = (u32)g.co;
+    const u32 patch = (u32)g.k * g.k * g.c;
+    FOR_EACH(i, co_n * (patch + 1)) {
+        float s = 0.0f;
+        for (u32 b = 0; b < blocks; b++) s += partial[(u64)b * co_n * (patch + 1) + i];
+        u32 co = i / (patch + 1), t = i % (patch + 1);
+        if (t == patch) {
+            db[co] = s;
+        } else {
+            dw[co * patch + t] = s;
+        }
     }
 }

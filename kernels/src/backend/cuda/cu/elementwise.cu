@@ -124,3 +124,17 @@ FG_KERNEL void column_finish(const float* __restrict__ partial, u32 chunks, u32 
         out[c] = s;
     }
 }
+
+// check_finite over several tensors (in `a`) in one launch.
+FG_KERNEL void check_finite_multi(Multi t, u64* __restrict__ stats, u64 step) {
+    FOR_EACH_IN(i, t, j) {
+        float v = ((const float*)t.a[j])[i];
+        if (!isfinite(v)) {
+            if (stats[STAT_BAD_GRAD_STEP] == NO_STEP &&
+                atomicCAS(&stats[STAT_BAD_GRAD_STEP], NO_STEP, step) == NO_STEP) {
+                stats[STAT_BAD_GRAD_VALUE] = (u64)__float_as_uint(v);
+            }
+            return;
+        }
+    }
+}
