@@ -300,10 +300,15 @@ fn direct_weight_grad(
         ..be.core.warp_grid(1)
     };
     launch!(be, conv_direct_weight_grad, cfg, [x, dy, partial, p])?;
+    let finish = LaunchConfig {
+        grid_dim: (slots as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
     launch!(
         be,
         conv_direct_weight_finish,
-        be.core.grid(slots),
+        finish,
         [partial, blocks as u32, p, dw, db]
     )
 }
@@ -346,12 +351,12 @@ pub(super) fn column_sums(
         cfg,
         [x, rows as u32, n, per_block as u32, partial]
     )?;
-    launch!(
-        be,
-        column_finish,
-        be.core.grid(cols),
-        [partial, chunks as u32, n, out]
-    )
+    let finish = LaunchConfig {
+        grid_dim: (n, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    launch!(be, column_finish, finish, [partial, chunks as u32, n, out])
 }
 
 fn pool_params(op: &'static str, g: &PoolGeometry) -> Result<PoolParams> {

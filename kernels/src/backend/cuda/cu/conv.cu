@@ -142,36 +142,67 @@ FG_KERNEL void col2im_rows(const float* __restrict__ col, float* __restrict__ dx
     }
 }
 
-// Direct convolution for short patches: y[r, co] = b[co] + sum_t patch(r)[t]
-// * w[co, t]. The weights sit transposed in shared memory (wt[t][co], patch
-// * co floats of dynamic shared memory), so lanes (output channels) read
-// consecutive words; the input values are the same for every lane.
+// Direct kernels for short patches (at most DIRECT_MAX taps). Lane t of a
+// warp owns tap t = (ky, kx, ci): for each pixel it loads that one input
+// value (zero outside the image), and the warp passes all of them around
+// with shuffles, so a pixel costs one round trip to memory, not one per
+// tap.
+#define DIRECT_MAX 27
+#define FULL_MASK 0xffffffffu
+
+struct Tap {
+    int ky, kx, ci;
+};
+
+__device__ __forceinline__ Tap lane_tap(const Conv& g, u32 lane) {
+    Tap tap = {0, 0, 0};
+    u32 patch = (u32)g.k * g.k * g.c;
+    if (lane < patch) {
+        tap.ci = lane % g.c;
+        u32 q = lane / g.c;
+        tap.kx = q % g.k;
+        tap.ky = q / g.k;
+    }
+    return tap;
+}
+
+// This lane's tap value for output pixel r (warp-uniform r).
+__device__ __forceinline__ float tap_value(const float* __restrict__ x, const Conv& g, Tap tap, u32 lane, u32 r) {
+    int ox = r % g.ow;
+    u32 q = r / g.ow;
+    int oy = q % g.oh;
+    u32 nn = q / g.oh;
+    int iy = oy * g.s + tap.ky - g.p;
+    int ix = ox * g.s + tap.kx - g.p;
+    bool inside = lane < (u32)g.k * g.k * g.c && iy >= 0 && iy < g.h && ix >= 0 && ix < g.w;
+    return inside ? x[(((u64)nn * g.h + iy) * g.w + ix) * g.c + tap.ci] : 0.0f;
+}
+
+// y[r, co] = b[co] + sum_t patch(r)[t] * w[co, t]. The weights sit
+// transposed in dynamic shared memory (wt[t][co], patch * co floats), so
+// lanes (output channels) read consecutive words.
 FG_KERNEL void conv_direct(const float* __restrict__ x, const float* __restrict__ w,
                            const float* __restrict__ b, float* __restrict__ y, Conv g) {
     extern __shared__ float wt[];
+    const u32 lane = threadIdx.x;
     const u32 co_n = (u32)g.co;
     const u32 patch = (u32)g.k * g.k * g.c;
-    for (u32 i = threadIdx.y * blockDim.x + threadIdx.x; i < patch * co_n; i += blockDim.x * blockDim.y) {
+    for (u32 i = threadIdx.y * blockDim.x + lane; i < patch * co_n; i += blockDim.x * blockDim.y) {
         wt[(i % patch) * co_n + i / patch] = w[i];
     }
     __syncthreads();
+    const Tap tap = lane_tap(g, lane);
     const u32 pixels = (u32)g.n * g.oh * g.ow;
     for (u32 r = blockIdx.x * blockDim.y + threadIdx.y; r < pixels; r += gridDim.x * blockDim.y) {
-        int ox = r % g.ow;
-        u32 q = r / g.ow;
-        int oy = q % g.oh;
-        u32 nn = q / g.oh;
-        for (u32 co = threadIdx.x; co < co_n; co += 32) {
+        float mine = tap_value(x, g, tap, lane, r);
+        float xs[DIRECT_MAX];
+#pragma unroll
+        for (int t = 0; t < DIRECT_MAX; t++) xs[t] = __shfl_sync(FULL_MASK, mine, t);
+        for (u32 co = lane; co < co_n; co += 32) {
             float acc = b[co];
-            u32 t = 0;
-            for (int ky = 0; ky < g.k; ky++) {
-                int iy = oy * g.s + ky - g.p;
-                for (int kx = 0; kx < g.k; kx++, t += g.c) {
-                    int ix = ox * g.s + kx - g.p;
-                    if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) continue;
-                    const float* xp = x + (((u64)nn * g.h + iy) * g.w + ix) * g.c;
-                    for (int ci = 0; ci < g.c; ci++) acc += xp[ci] * wt[(t + ci) * co_n + co];
-                }
+#pragma unroll
+            for (int t = 0; t < DIRECT_MAX; t++) {
+                if (t < patch) acc += xs[t] * wt[t * co_n + co];
             }
             y[(u64)r * co_n + co] = acc;
         }
@@ -180,63 +211,73 @@ FG_KERNEL void conv_direct(const float* __restrict__ x, const float* __restrict_
 
 // Weight and bias gradients of a short-patch convolution without im2col:
 // lanes take output channels co0 + lane, warps take pixels, and each lane
-// accumulates dY[r, co] * patch(r)[t] for every tap t (and dY for the
-// bias) in its own shared-memory slots. Block b writes its sums to
-// partial[(b * co + co) * (patch + 1) + t], t = patch being the bias; the
-// finish kernel adds the blocks in order. Needs patch <= 27.
+// keeps dY[r, co] * patch(r)[t] summed per tap in registers (and dY for the
+// bias). The warps of a block then meet in shared memory, and block b
+// writes partial[(b * co + co) * (patch + 1) + t], t = patch being the
+// bias; the finish kernel adds the blocks.
 #define DIRECT_SLOTS 29
 FG_KERNEL void conv_direct_weight_grad(const float* __restrict__ x, const float* __restrict__ dy,
                                        float* __restrict__ partial, Conv g) {
-    __shared__ float acc[8][32][DIRECT_SLOTS];
+    __shared__ float red[8][32][DIRECT_SLOTS];
     const u32 lane = threadIdx.x, warp = threadIdx.y;
     const u32 co_n = (u32)g.co;
     const u32 patch = (u32)g.k * g.k * g.c;
     const u32 pixels = (u32)g.n * g.oh * g.ow;
+    const Tap tap = lane_tap(g, lane);
     for (u32 co0 = 0; co0 < co_n; co0 += 32) {
         const u32 co = co0 + lane;
-        for (u32 t = 0; t <= patch; t++) acc[warp][lane][t] = 0.0f;
-        if (co < co_n) {
-            for (u32 r = blockIdx.x * blockDim.y + warp; r < pixels; r += gridDim.x * blockDim.y) {
-                int ox = r % g.ow;
-                u32 q = r / g.ow;
-                int oy = q % g.oh;
-                u32 nn = q / g.oh;
-                float d = dy[(u64)r * co_n + co];
-                acc[warp][lane][patch] += d;
-                u32 t = 0;
-                for (int ky = 0; ky < g.k; ky++) {
-                    int iy = oy * g.s + ky - g.p;
-                    for (int kx = 0; kx < g.k; kx++, t += g.c) {
-                        int ix = ox * g.s + kx - g.p;
-                        if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) continue;
-                        const float* xp = x + (((u64)nn * g.h + iy) * g.w + ix) * g.c;
-                        for (int ci = 0; ci < g.c; ci++) acc[warp][lane][t + ci] += d * xp[ci];
-                    }
-                }
+        const bool active = co < co_n;
+        float acc[DIRECT_MAX + 1];
+#pragma unroll
+        for (int t = 0; t <= DIRECT_MAX; t++) acc[t] = 0.0f;
+        for (u32 r = blockIdx.x * blockDim.y + warp; r < pixels; r += gridDim.x * blockDim.y) {
+            float mine = tap_value(x, g, tap, lane, r);
+            float d = active ? dy[(u64)r * co_n + co] : 0.0f;
+#pragma unroll
+            for (int t = 0; t < DIRECT_MAX; t++) {
+                float xv = __shfl_sync(FULL_MASK, mine, t);
+                if (t < patch) acc[t] += d * xv;
             }
+            acc[DIRECT_MAX] += d;
         }
+#pragma unroll
+        for (int t = 0; t < DIRECT_MAX; t++) {
+            if (t < patch) red[warp][lane][t] = acc[t];
+        }
+        red[warp][lane][patch] = acc[DIRECT_MAX];
         __syncthreads();
         for (u32 t = warp; t <= patch; t += blockDim.y) {
             float s = 0.0f;
-            for (u32 wi = 0; wi < blockDim.y; wi++) s += acc[wi][lane][t];
-            if (co < co_n) partial[((u64)blockIdx.x * co_n + co) * (patch + 1) + t] = s;
+            for (u32 wi = 0; wi < blockDim.y; wi++) s += red[wi][lane][t];
+            if (active) partial[((u64)blockIdx.x * co_n + co) * (patch + 1) + t] = s;
         }
         __syncthreads();
     }
 }
 
+// One block per gradient element adds the blocks' partials (in a fixed
+// tree, loads in parallel).
 FG_KERNEL void conv_direct_weight_finish(const float* __restrict__ partial, u32 blocks, Conv g,
                                          float* __restrict__ dw, float* __restrict__ db) {
+    __shared__ float acc[256];
     const u32 co_n = (u32)g.co;
     const u32 patch = (u32)g.k * g.k * g.c;
-    FOR_EACH(i, co_n * (patch + 1)) {
-        float s = 0.0f;
-        for (u32 b = 0; b < blocks; b++) s += partial[(u64)b * co_n * (patch + 1) + i];
+    const u32 slots = co_n * (patch + 1);
+    const u32 i = blockIdx.x;
+    float s = 0.0f;
+    for (u32 b = threadIdx.x; b < blocks; b += blockDim.x) s += partial[(u64)b * slots + i];
+    acc[threadIdx.x] = s;
+    __syncthreads();
+    for (u32 half = blockDim.x / 2; half > 0; half /= 2) {
+        if (threadIdx.x < half) acc[threadIdx.x] += acc[threadIdx.x + half];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
         u32 co = i / (patch + 1), t = i % (patch + 1);
         if (t == patch) {
-            db[co] = s;
+            db[co] = acc[0];
         } else {
-            dw[co * patch + t] = s;
+            dw[co * patch + t] = acc[0];
         }
     }
 }

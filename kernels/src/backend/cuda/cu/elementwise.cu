@@ -117,12 +117,21 @@ FG_KERNEL void column_partials(const float* __restrict__ x, u32 rows, u32 cols, 
     }
 }
 
+// One block per column adds that column's partials: threads take the
+// chunks in a fixed pattern and meet in a fixed tree (reproducible), and
+// the loads run in parallel instead of one after another.
 FG_KERNEL void column_finish(const float* __restrict__ partial, u32 chunks, u32 cols, float* __restrict__ out) {
-    FOR_EACH(c, cols) {
-        float s = 0.0f;
-        for (u32 i = 0; i < chunks; i++) s += partial[(u64)i * cols + c];
-        out[c] = s;
+    __shared__ float acc[256];
+    const u32 c = blockIdx.x;
+    float s = 0.0f;
+    for (u32 i = threadIdx.x; i < chunks; i += blockDim.x) s += partial[(u64)i * cols + c];
+    acc[threadIdx.x] = s;
+    __syncthreads();
+    for (u32 half = blockDim.x / 2; half > 0; half /= 2) {
+        if (threadIdx.x < half) acc[threadIdx.x] += acc[threadIdx.x + half];
+        __syncthreads();
     }
+    if (threadIdx.x == 0) out[c] = acc[0];
 }
 
 // check_finite over several tensors (in `a`) in one launch.
