@@ -21,6 +21,8 @@ mod conv;
 mod device;
 mod memory;
 mod ops;
+mod optim;
+mod quant;
 
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex, MutexGuard};

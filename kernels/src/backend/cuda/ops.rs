@@ -1,6 +1,7 @@
 //! `Backend` for [`CudaBackend`]: memory, elementwise ops, reductions,
-//! loss, optimizers, statistics and quantisation. Convolution and pooling
-//! live in `conv.rs`, matrix products in `blas.rs`.
+//! loss and statistics here; convolution and pooling in `conv.rs`, matrix
+//! products in `blas.rs`, optimizer updates in `optim.rs`, quantisation in
+//! `quant.rs`.
 
 use super::memory::as_bytes;
 use super::{
@@ -11,36 +12,11 @@ use crate::backend::{
     AdamHyper, Backend, Conv2dGeometry, DeviceMemory, GemmSpec, LossStats, PoolGeometry, SgdHyper,
     StepStats, UpdateTensor,
 };
-use crate::compress::int8;
 use crate::error::{KernelError, Result};
 
 const NO_STEP: u64 = u64::MAX;
 /// Threads of the single-block loss kernel (`XENT_THREADS` in loss.cu).
 const XENT_THREADS: u32 = 256;
-/// Threads per quantisation block (`QUANT_THREADS` in quant.cu).
-const QUANT_THREADS: u32 = 256;
-
-/// Tensors per multi-tensor launch (`MULTI_MAX` in common.cuh).
-const MULTI_MAX: usize = 16;
-/// Most blocks one tensor gets in a multi-tensor launch (they stride).
-const MULTI_BLOCKS: usize = 256;
-
-/// Mirrors `struct Multi` in common.cuh.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct MultiTable {
-    a: [u64; MULTI_MAX],
-    b: [u64; MULTI_MAX],
-    c: [u64; MULTI_MAX],
-    d: [u64; MULTI_MAX],
-    n: [u32; MULTI_MAX],
-    first_block: [u32; MULTI_MAX + 1],
-    count: u32,
-}
-
-/// One tensor of a multi-tensor launch: up to four device addresses and
-/// an element count.
-type MultiEntry = ([u64; 4], usize);
 
 fn single_block(threads: u32) -> cudarc::driver::LaunchConfig {
     cudarc::driver::LaunchConfig {
@@ -116,139 +92,12 @@ impl CudaBackend {
         )
     }
 
-    fn sgd(
-        &self,
-        h: &SgdHyper,
-        param: &mut CudaBuf,
-        grad: &CudaBuf,
-        velocity: &mut CudaBuf,
-        len: usize,
-        guard: u64,
-    ) -> Result<()> {
-        let op = "sgd_step";
-        check(op, "param", param.len(), len)?;
-        check(op, "grad", grad.len(), len)?;
-        check(op, "velocity", velocity.len(), len)?;
-        if len == 0 {
-            return Ok(());
-        }
-        let n = count(op, len)?;
-        launch!(
-            self,
-            sgd_step,
-            self.core.grid(len),
-            [
-                param.ptr(),
-                grad.ptr(),
-                velocity.ptr(),
-                n,
-                h.lr,
-                h.momentum,
-                h.weight_decay,
-                i32::from(h.nesterov),
-                guard
-            ]
-        )
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn adam(
-        &self,
-        h: &AdamHyper,
-        param: &mut CudaBuf,
-        grad: &CudaBuf,
-        m: &mut CudaBuf,
-        v: &mut CudaBuf,
-        len: usize,
-        guard: u64,
-    ) -> Result<()> {
-        let op = "adam_step";
-        check(op, "param", param.len(), len)?;
-        check(op, "grad", grad.len(), len)?;
-        check(op, "first moment", m.len(), len)?;
-        check(op, "second moment", v.len(), len)?;
-        if len == 0 {
-            return Ok(());
-        }
-        let n = count(op, len)?;
-        let (step_size, inv_sqrt_bias2) = adam_constants(h);
-        launch!(
-            self,
-            adam_step,
-            self.core.grid(len),
-            [
-                param.ptr(),
-                grad.ptr(),
-                m.ptr(),
-                v.ptr(),
-                n,
-                h.beta1,
-                h.beta2,
-                h.eps,
-                h.weight_decay,
-                step_size,
-                inv_sqrt_bias2,
-                guard
-            ]
-        )
-    }
-
-    /// Launches `kernel` once per group of up to [`MULTI_MAX`] tensors,
-    /// each tensor getting blocks in proportion to its length.
-    fn multi_launch(
-        &self,
-        op: &'static str,
-        entries: &[MultiEntry],
-        mut kernel: impl FnMut(MultiTable, cudarc::driver::LaunchConfig) -> Result<()>,
-    ) -> Result<()> {
-        for group in entries.chunks(MULTI_MAX) {
-            let mut table = MultiTable {
-                a: [0; MULTI_MAX],
-                b: [0; MULTI_MAX],
-                c: [0; MULTI_MAX],
-                d: [0; MULTI_MAX],
-                n: [0; MULTI_MAX],
-                first_block: [0; MULTI_MAX + 1],
-                count: group.len() as u32,
-            };
-            let mut blocks = 0u32;
-            for (j, (ptrs, len)) in group.iter().enumerate() {
-                [table.a[j], table.b[j], table.c[j], table.d[j]] = *ptrs;
-                table.n[j] = count(op, *len)?;
-                table.first_block[j] = blocks;
-                blocks += len
-                    .div_ceil(super::device::THREADS as usize)
-                    .clamp(1, MULTI_BLOCKS) as u32;
-            }
-            table.first_block[group.len()] = blocks;
-            let cfg = cudarc::driver::LaunchConfig {
-                grid_dim: (blocks, 1, 1),
-                block_dim: (super::device::THREADS, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            kernel(table, cfg)?;
-        }
-        Ok(())
-    }
-
     fn elementwise_len(&self, op: &'static str, bufs: &[(&str, usize)], len: usize) -> Result<u32> {
         for &(what, have) in bufs {
             check(op, what, have, len)?;
         }
         count(op, len)
     }
-}
-
-/// Adam's step size and `1 / sqrt(1 - beta2^t)`, computed in f64 on the
-/// host as the CPU backend does.
-fn adam_constants(h: &AdamHyper) -> (f32, f32) {
-    let step = h.step.clamp(1, i32::MAX as u64) as i32;
-    let bias1 = 1.0 - f64::from(h.beta1).powi(step);
-    let bias2 = 1.0 - f64::from(h.beta2).powi(step);
-    (
-        (f64::from(h.lr) / bias1) as f32,
-        (1.0 / bias2.sqrt()) as f32,
-    )
 }
 
 impl Backend for CudaBackend {
@@ -570,50 +419,7 @@ impl Backend for CudaBackend {
         codes: &mut [i8],
         scales: &mut [f32],
     ) -> Result<()> {
-        let op = "quantize_int8_ef";
-        check(op, "buffer", x.len(), len)?;
-        check(op, "buffer", residual.len(), len)?;
-        if codes.len() != len {
-            return Err(KernelError::shape(op, len, codes.len()));
-        }
-        int8::check_block(block)?;
-        let blocks = int8::blocks(len, block);
-        if scales.len() != blocks {
-            return Err(KernelError::shape(
-                op,
-                format!("{len} residuals and codes, {blocks} scales"),
-                format!("{} scales", scales.len()),
-            ));
-        }
-        if len == 0 {
-            return Ok(());
-        }
-        let (n, b) = (count(op, len)?, count(op, block)?);
-        // Held until the results are on the host: the scratch is ours.
-        let mut state = self.state();
-        let codes_dev = self.grow(&mut state.codes, len)?.ptr();
-        let scales_dev = self.grow(&mut state.scales, blocks)?.ptr();
-        let cfg = cudarc::driver::LaunchConfig {
-            grid_dim: (count(op, blocks)?, 1, 1),
-            block_dim: (QUANT_THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        launch!(
-            self,
-            quantize_int8_ef,
-            cfg,
-            [x.ptr(), residual.ptr(), n, b, codes_dev, scales_dev]
-        )?;
-        self.copy_out(codes_dev, codes)?;
-        self.copy_out(scales_dev, scales)?;
-        drop(state);
-        if let Some(bad) = scales.iter().position(|s| s.is_nan()) {
-            return Err(KernelError::NonFinite {
-                what: format!("update element {}", bad * block),
-                value: f32::NAN,
-            });
-        }
-        Ok(())
+        self.quantize(x, residual, len, block, codes, scales)
     }
 
     fn dequantize_int8(
@@ -623,37 +429,34 @@ impl Backend for CudaBackend {
         block: usize,
         out: &mut CudaBuf,
     ) -> Result<()> {
-        let op = "dequantize_int8";
-        check(op, "buffer", out.len(), codes.len())?;
-        int8::check_block(block)?;
-        let blocks = int8::blocks(codes.len(), block);
-        if scales.len() != blocks {
-            return Err(KernelError::shape(
-                op,
-                format!("{} outputs, {blocks} scales", codes.len()),
-                format!("{} scales", scales.len()),
-            ));
-        }
-        if codes.is_empty() {
-            return Ok(());
-        }
-        let (n, b) = (count(op, codes.len())?, count(op, block)?);
-        let mut state = self.state();
-        let codes_dev = self.grow(&mut state.codes, codes.len())?.ptr();
-        let scales_dev = self.grow(&mut state.scales, blocks)?.ptr();
-        // SAFETY: i8 has the same size and alignment as u8.
-        let code_bytes =
-            unsafe { std::slice::from_raw_parts(codes.as_ptr() as *const u8, codes.len()) };
-        self.copy_in(&mut state, code_bytes, codes_dev)?;
-        self.copy_in(&mut state, as_bytes(scales), scales_dev)?;
-        let launched = launch!(
-            self,
-            dequantize_int8,
-            self.core.grid(codes.len()),
-            [codes_dev, scales_dev, out.ptr(), n, b]
-        );
-        drop(state);
-        launched
+        self.dequantize(codes, scales, block, out)
+    }
+
+    fn check_finite_all(
+        &self,
+        xs: &[(&CudaBuf, usize)],
+        stats: &mut CudaStats,
+        step: u64,
+    ) -> Result<()> {
+        self.check_finite_many(xs, stats, step)
+    }
+
+    fn sgd_step_all(
+        &self,
+        hyper: &SgdHyper,
+        tensors: &mut [UpdateTensor<'_, CudaBuf>],
+        guard: &CudaStats,
+    ) -> Result<()> {
+        self.sgd_many(hyper, tensors, guard)
+    }
+
+    fn adam_step_all(
+        &self,
+        hyper: &AdamHyper,
+        tensors: &mut [UpdateTensor<'_, CudaBuf>],
+        guard: &CudaStats,
+    ) -> Result<()> {
+        self.adam_many(hyper, tensors, guard)
     }
 
     fn alloc_stats(&self) -> Result<CudaStats> {
@@ -700,92 +503,6 @@ impl Backend for CudaBackend {
             self.core.grid(len),
             [x.ptr(), n, stats.words.ptr(), step]
         )
-    }
-
-    fn check_finite_all(
-        &self,
-        xs: &[(&CudaBuf, usize)],
-        stats: &mut CudaStats,
-        step: u64,
-    ) -> Result<()> {
-        let op = "check_finite";
-        let mut entries = Vec::with_capacity(xs.len());
-        for &(x, len) in xs {
-            check(op, "x", x.len(), len)?;
-            entries.push(([x.ptr(), 0, 0, 0], len));
-        }
-        let words = stats.words.ptr();
-        self.multi_launch(op, &entries, |table, cfg| {
-            launch!(self, check_finite_multi, cfg, [table, words, step])
-        })
-    }
-
-    fn sgd_step_all(
-        &self,
-        h: &SgdHyper,
-        tensors: &mut [UpdateTensor<'_, CudaBuf>],
-        guard: &CudaStats,
-    ) -> Result<()> {
-        let op = "sgd_step";
-        let mut entries = Vec::with_capacity(tensors.len());
-        for t in tensors.iter() {
-            check(op, "param", t.param.len(), t.len)?;
-            check(op, "grad", t.grad.len(), t.len)?;
-            check(op, "velocity", t.first.len(), t.len)?;
-            entries.push(([t.param.ptr(), t.grad.ptr(), t.first.ptr(), 0], t.len));
-        }
-        let guard = guard.words.ptr();
-        let nesterov = i32::from(h.nesterov);
-        self.multi_launch(op, &entries, |table, cfg| {
-            launch!(
-                self,
-                sgd_step_multi,
-                cfg,
-                [table, h.lr, h.momentum, h.weight_decay, nesterov, guard]
-            )
-        })
-    }
-
-    fn adam_step_all(
-        &self,
-        h: &AdamHyper,
-        tensors: &mut [UpdateTensor<'_, CudaBuf>],
-        guard: &CudaStats,
-    ) -> Result<()> {
-        let op = "adam_step";
-        let mut entries = Vec::with_capacity(tensors.len());
-        for t in tensors.iter() {
-            let second = t.second.as_deref().ok_or_else(|| {
-                KernelError::config("adam_step_all", "a tensor without a second moment")
-            })?;
-            check(op, "param", t.param.len(), t.len)?;
-            check(op, "grad", t.grad.len(), t.len)?;
-            check(op, "first moment", t.first.len(), t.len)?;
-            check(op, "second moment", second.len(), t.len)?;
-            entries.push((
-                [t.param.ptr(), t.grad.ptr(), t.first.ptr(), second.ptr()],
-                t.len,
-            ));
-        }
-        let (step_size, inv_sqrt_bias2) = adam_constants(h);
-        let guard = guard.words.ptr();
-        self.multi_launch(op, &entries, |table, cfg| {
-            launch!(
-                self,
-                adam_step_multi,
-                cfg,
-                [
-                    table,
-                    h.beta1,
-                    h.beta2,
-                    h.eps,
-                    h.weight_decay,
-                    step_size,
-                    inv_sqrt_bias2,
-                    guard
-                ]
-            )
-        })
     }
 
     fn take_stats(&self, stats: &mut CudaStats) -> Result<StepStats> {
