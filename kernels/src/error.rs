@@ -26,6 +26,16 @@ pub enum KernelError {
         backend: &'static str,
         reason: String,
     },
+    /// CUDA cannot be used on this machine, and why (see [`crate::probe`]).
+    #[error("CUDA is not usable: {0}")]
+    CudaUnavailable(crate::probe::CudaUnavailable),
+    /// A CUDA driver, NVRTC or cuBLAS call failed.
+    #[error("CUDA {op}: {source}")]
+    Cuda {
+        op: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 
     /// An IDX file is malformed.
     #[error("IDX {source_name}: {reason}")]

@@ -1,14 +1,16 @@
 //! # fairgrid-kernels
 //!
 //! The training engine every fairgrid node runs: f32 tensors, a
-//! [`Backend`] trait with a CPU backend (always built) and room for a CUDA
-//! backend (behind the `cuda` feature, probed at run time), layers with
-//! forward and backward passes, the model zoo, optimizers, update
+//! [`Backend`] trait with a CPU backend (always built) and a CUDA backend
+//! (behind the `cuda` feature, on by default, probed at run time), layers
+//! with forward and backward passes, the model zoo, optimizers, update
 //! compression and dataset loaders. Jobs name a model from the zoo; this
 //! crate never runs code that came over the network.
 //!
 //! Main types:
-//! - [`Backend`], [`CpuBackend`]: where tensors live and ops run.
+//! - [`Backend`], [`CpuBackend`], `backend::cuda::CudaBackend`: where
+//!   tensors live and ops run; [`probe`] says which devices are usable
+//!   (and, for CUDA, why not) and how fast they are.
 //! - [`ModelSpec`] / [`Model`]: a zoo model, its flat parameter buffer
 //!   (`params_flat`, `set_params_flat`) and safetensors files.
 //! - [`Trainer`]: training steps, epochs, evaluation, and
@@ -20,7 +22,8 @@
 //!
 //! It must never: execute received code, panic on bad input (every file,
 //! byte string and shape is checked and refused with a [`KernelError`]),
-//! or let a NaN/Inf loss or update pass silently.
+//! panic when CUDA is missing or broken (it is probed before cudarc is
+//! called), or let a NaN/Inf loss or update pass silently.
 
 pub mod backend;
 pub mod compress;

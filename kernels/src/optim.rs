@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{AdamHyper, Backend, SgdHyper};
+use crate::backend::{AdamHyper, Backend, SgdHyper, UpdateTensor};
 use crate::error::{KernelError, Result};
 use crate::model::Model;
 use crate::tensor::Tensor;
@@ -160,6 +160,81 @@ impl<B: Backend> Optimizer<B> {
     /// Applies one update from the model's current gradients, with the
     /// learning rate `lr` (which a schedule may vary).
     pub fn step(&mut self, backend: &B, model: &mut Model<B>, lr: f32) -> Result<()> {
+        self.apply(backend, model, lr)
+    }
+
+    /// [`Optimizer::step`] that changes nothing (parameters or state) once
+    /// `guard` records a failed step; the host need not look first. Every
+    /// tensor is updated by one fused call ([`Backend::sgd_step_all`],
+    /// [`Backend::adam_step_all`]).
+    pub fn step_guarded(
+        &mut self,
+        backend: &B,
+        model: &mut Model<B>,
+        lr: f32,
+        guard: &B::Stats,
+    ) -> Result<()> {
+        if !lr.is_finite() || lr < 0.0 {
+            return Err(KernelError::config("learning rate", format!("{lr}")));
+        }
+        self.steps += 1;
+        let mut second = self.second.iter_mut();
+        let mut tensors: Vec<UpdateTensor<'_, B::Buf>> = model
+            .params_mut()
+            .zip(self.first.iter_mut())
+            .map(|(param, first)| {
+                let len = param.numel();
+                UpdateTensor {
+                    param: param.value.buf_mut(),
+                    grad: param.grad.buf(),
+                    first: first.buf_mut(),
+                    second: second.next().map(|s| s.buf_mut()),
+                    len,
+                }
+            })
+            .collect();
+        match self.config {
+            OptimizerConfig::Sgd {
+                momentum,
+                nesterov,
+                weight_decay,
+                ..
+            } => {
+                let hyper = SgdHyper {
+                    lr,
+                    momentum,
+                    nesterov,
+                    weight_decay,
+                };
+                backend.sgd_step_all(&hyper, &mut tensors, guard)
+            }
+            OptimizerConfig::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                ..
+            } => {
+                let hyper = AdamHyper {
+                    lr,
+                    beta1,
+                    beta2,
+                    eps,
+                    weight_decay,
+                    step: self.steps,
+                };
+                backend.adam_step_all(&hyper, &mut tensors, guard)
+            }
+        }
+    }
+
+    /// Sets the step counter back to `steps` (after a failed step that the
+    /// guard skipped, so Adam's bias correction stays in line).
+    pub fn rewind(&mut self, steps: u64) {
+        self.steps = self.steps.min(steps);
+    }
+
+    fn apply(&mut self, backend: &B, model: &mut Model<B>, lr: f32) -> Result<()> {
         if !lr.is_finite() || lr < 0.0 {
             return Err(KernelError::config("learning rate", format!("{lr}")));
         }
@@ -179,13 +254,8 @@ impl<B: Backend> Optimizer<B> {
                 };
                 for (param, v) in model.params_mut().zip(self.first.iter_mut()) {
                     let n = param.numel();
-                    backend.sgd_step(
-                        &hyper,
-                        param.value.buf_mut(),
-                        param.grad.buf(),
-                        v.buf_mut(),
-                        n,
-                    )?;
+                    let (p, g) = (param.value.buf_mut(), param.grad.buf());
+                    backend.sgd_step(&hyper, p, g, v.buf_mut(), n)?;
                 }
             }
             OptimizerConfig::Adam {
@@ -206,14 +276,8 @@ impl<B: Backend> Optimizer<B> {
                 let state = self.first.iter_mut().zip(self.second.iter_mut());
                 for (param, (m, v)) in model.params_mut().zip(state) {
                     let n = param.numel();
-                    backend.adam_step(
-                        &hyper,
-                        param.value.buf_mut(),
-                        param.grad.buf(),
-                        m.buf_mut(),
-                        v.buf_mut(),
-                        n,
-                    )?;
+                    let (p, g) = (param.value.buf_mut(), param.grad.buf());
+                    backend.adam_step(&hyper, p, g, m.buf_mut(), v.buf_mut(), n)?;
                 }
             }
         }

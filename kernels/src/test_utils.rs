@@ -14,7 +14,33 @@ pub fn cpu_backend() -> CpuBackend {
     CpuBackend::new(2).expect("two CPU threads")
 }
 
-/// Expands `test_device!(body)` into `mod body { #[test] fn cpu() .. }`.
+/// The CUDA backend on GPU 0, or `None` after printing why the CUDA case
+/// of `test` is skipped (no driver, no GPU, no NVRTC or cuBLAS, wrong
+/// versions).
+#[cfg(feature = "cuda")]
+pub fn cuda_backend(test: &str) -> Option<crate::backend::cuda::CudaBackend> {
+    cuda_backend_with(test, crate::backend::cuda::CudaOptions::default())
+}
+
+/// [`cuda_backend`] with options (TF32).
+#[cfg(feature = "cuda")]
+pub fn cuda_backend_with(
+    test: &str,
+    options: crate::backend::cuda::CudaOptions,
+) -> Option<crate::backend::cuda::CudaBackend> {
+    if let Err(why) = crate::probe::cuda_libraries() {
+        eprintln!("skipping {test} on cuda: {why}");
+        return None;
+    }
+    // The libraries are there: a failure now is a real error.
+    match crate::backend::cuda::CudaBackend::with_options(0, options) {
+        Ok(backend) => Some(backend),
+        Err(error) => panic!("{test}: CUDA libraries present but the backend failed: {error}"),
+    }
+}
+
+/// Expands `test_device!(body)` into `mod body { #[test] fn cpu() .. }`,
+/// plus `fn cuda()` when the `cuda` feature is on.
 #[macro_export]
 macro_rules! test_device {
     ($name:ident) => {
@@ -26,6 +52,34 @@ macro_rules! test_device {
                     panic!("{} on {}: {error}", stringify!($name), "cpu");
                 }
             }
+
+            $crate::test_device_cuda!($name);
         }
     };
+}
+
+/// The CUDA arm of [`test_device!`](crate::test_device).
+#[cfg(feature = "cuda")]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! test_device_cuda {
+    ($name:ident) => {
+        #[test]
+        fn cuda() {
+            let Some(backend) = $crate::test_utils::cuda_backend(stringify!($name)) else {
+                return;
+            };
+            if let Err(error) = super::$name(&backend) {
+                panic!("{} on {}: {error}", stringify!($name), "cuda");
+            }
+        }
+    };
+}
+
+/// Without the `cuda` feature there is no CUDA arm.
+#[cfg(not(feature = "cuda"))]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! test_device_cuda {
+    ($name:ident) => {};
 }

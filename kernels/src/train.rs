@@ -3,10 +3,17 @@
 //!
 //! A [`Trainer`] owns the backend, the model, the optimizer state and the
 //! batch buffers; all are sized once, so steps do not allocate. Every loss
-//! is checked: a NaN or infinity stops training with an error instead of
-//! spreading into the parameters and over the network.
+//! and every gradient is checked: a NaN or infinity stops training with an
+//! error instead of spreading into the parameters and over the network.
+//!
+//! The checks and the loss/accuracy sums stay on the device
+//! ([`Backend::Stats`]) and are read every [`Trainer::set_report_interval`]
+//! steps, so a GPU is not made to wait for the host after every step. The
+//! optimizer's updates are guarded on the device: once a step has failed,
+//! no later update runs, and the error names the failed step, whose
+//! parameters are exactly those before it.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, StepStats};
 use crate::data::{Samples, gather_batch};
 use crate::error::{KernelError, Result};
 use crate::model::{Model, ModelSpec};
@@ -55,6 +62,9 @@ pub struct Trainer<B: Backend> {
     host_images: Vec<u8>,
     host_labels: Vec<u32>,
     steps: u64,
+    stats: B::Stats,
+    report_interval: u32,
+    step_limit: Option<u64>,
 }
 
 impl<B: Backend> Trainer<B> {
@@ -102,6 +112,7 @@ impl<B: Backend> Trainer<B> {
         let x = Tensor::zeros(&backend, model.input_shape(batch))?;
         let labels = IndexTensor::zeros(&backend, batch)?;
         let dlogits = Tensor::zeros(&backend, crate::tensor::Shape::new([batch, spec.classes]))?;
+        let stats = backend.alloc_stats()?;
         Ok(Trainer {
             backend,
             model,
@@ -113,7 +124,24 @@ impl<B: Backend> Trainer<B> {
             host_images: Vec::with_capacity(batch * spec.input.numel()),
             host_labels: Vec::with_capacity(batch),
             steps: 0,
+            stats,
+            report_interval: 1,
+            step_limit: None,
         })
+    }
+
+    /// How many steps [`Trainer::train_epoch`] runs between reads of the
+    /// statistics (and calls of its `progress`); 1, the default, reads
+    /// after every step. On a GPU each read waits for the device, so a
+    /// larger interval keeps it busy.
+    pub fn set_report_interval(&mut self, steps: u32) {
+        self.report_interval = steps.max(1);
+    }
+
+    /// Stops [`Trainer::train_epoch`] once [`Trainer::steps`] reaches
+    /// `limit` (for benchmarks and `--max-steps`).
+    pub fn set_step_limit(&mut self, limit: Option<u64>) {
+        self.step_limit = limit;
     }
 
     pub fn backend(&self) -> &B {
@@ -182,51 +210,71 @@ impl<B: Backend> Trainer<B> {
     }
 
     /// One optimizer step on the samples `indices` of `data` with learning
-    /// rate `lr`. Returns the batch's mean loss and correct count.
+    /// rate `lr`. Returns the batch's mean loss and correct count (waiting
+    /// for the device to compute them).
     pub fn step(&mut self, data: &dyn Samples, indices: &[u32], lr: f32) -> Result<(f64, u64)> {
+        self.queue_step(data, indices, lr)?;
+        let stats = self.collect()?;
+        Ok((stats.loss_sum / indices.len() as f64, stats.correct))
+    }
+
+    /// Queues one step without waiting for the device: forward, loss into
+    /// the statistics, backward, the gradient checks, the guarded update.
+    fn queue_step(&mut self, data: &dyn Samples, indices: &[u32], lr: f32) -> Result<()> {
         self.check_data(data)?;
         self.load_batch(data, indices)?;
         let n = indices.len();
+        let step = self.steps + 1;
         let classes = self.model.spec().classes;
         self.model.forward(&self.backend, &self.x)?;
         self.dlogits
             .resize(&self.backend, crate::tensor::Shape::new([n, classes]))?;
-        let stats = self.backend.softmax_xent(
+        self.backend.softmax_xent_accumulate(
             self.model.logits().buf(),
             self.labels.buf(),
             n,
             classes,
             Some(self.dlogits.buf_mut()),
+            &mut self.stats,
+            step,
         )?;
-        let loss = stats.loss_sum / n as f64;
-        if !loss.is_finite() {
-            return Err(KernelError::NonFinite {
-                what: format!("training loss at step {}", self.steps + 1),
-                value: loss as f32,
-            });
-        }
         self.model.backward(&self.backend, &self.x, &self.dlogits)?;
         // A finite loss can still give an overflowing gradient; catch it
-        // before it reaches the parameters (one cheap pass over the grads).
-        let mut grad_norm = 0.0;
-        for param in self.model.params() {
-            grad_norm += self.backend.sum_squares(param.grad.buf(), param.numel())?;
+        // before it reaches the parameters.
+        let grads: Vec<_> = self
+            .model
+            .params()
+            .map(|p| (p.grad.buf(), p.numel()))
+            .collect();
+        self.backend
+            .check_finite_all(&grads, &mut self.stats, step)?;
+        self.optimizer
+            .step_guarded(&self.backend, &mut self.model, lr, &self.stats)?;
+        self.steps = step;
+        Ok(())
+    }
+
+    /// Reads the statistics of the steps queued since the last read. If one
+    /// failed, the step counters go back to just before it (the guarded
+    /// updates skipped it and everything after) and its error is returned.
+    fn collect(&mut self) -> Result<StepStats> {
+        let stats = self.backend.take_stats(&mut self.stats)?;
+        if let (Some(error), Some(failed)) = (stats.failure(), stats.failed_step()) {
+            let undone = self.steps.saturating_sub(failed - 1);
+            self.steps -= undone;
+            self.optimizer
+                .rewind(self.optimizer.steps().saturating_sub(undone));
+            return Err(error);
         }
-        if !grad_norm.is_finite() {
-            return Err(KernelError::NonFinite {
-                what: format!("gradient at step {}", self.steps + 1),
-                value: grad_norm as f32,
-            });
-        }
-        self.optimizer.step(&self.backend, &mut self.model, lr)?;
-        self.steps += 1;
-        Ok((loss, stats.correct))
+        Ok(stats)
     }
 
     /// One pass over `data` in an order shuffled by `seed`. `lr(step)`
     /// gives the learning rate of each global step; `progress(done, loss)`
-    /// is called after every batch and ends the epoch early by returning
-    /// `false`.
+    /// is called every report interval (see
+    /// [`Trainer::set_report_interval`]) with the samples done so far and
+    /// the mean loss since the previous call, and ends the epoch early by
+    /// returning `false`. The epoch also ends at the step limit.
     pub fn train_epoch(
         &mut self,
         data: &dyn Samples,
@@ -238,12 +286,28 @@ impl<B: Backend> Trainer<B> {
         let mut metrics = Metrics::default();
         let mut loss_sum = 0.0;
         let mut correct = 0;
-        for chunk in order.chunks(self.batch) {
-            let (loss, right) = self.step(data, chunk, lr(self.steps))?;
-            loss_sum += loss * chunk.len() as f64;
-            correct += right;
-            metrics.samples += chunk.len() as u64;
-            if !progress(metrics.samples as usize, loss) {
+        let mut pending_steps = 0;
+        let mut pending_samples = 0u64;
+        let mut chunks = order.chunks(self.batch).peekable();
+        while let Some(chunk) = chunks.next() {
+            if self.step_limit.is_some_and(|limit| self.steps >= limit) {
+                break;
+            }
+            self.queue_step(data, chunk, lr(self.steps))?;
+            pending_steps += 1;
+            pending_samples += chunk.len() as u64;
+            let at_limit = self.step_limit.is_some_and(|limit| self.steps >= limit);
+            if pending_steps < self.report_interval && chunks.peek().is_some() && !at_limit {
+                continue;
+            }
+            let stats = self.collect()?;
+            loss_sum += stats.loss_sum;
+            correct += stats.correct;
+            metrics.samples += pending_samples;
+            let mean = stats.loss_sum / pending_samples as f64;
+            pending_steps = 0;
+            pending_samples = 0;
+            if !progress(metrics.samples as usize, mean) {
                 break;
             }
         }
@@ -253,38 +317,105 @@ impl<B: Backend> Trainer<B> {
         Ok(metrics)
     }
 
-    /// Loss and accuracy of the current parameters on `data`.
+    /// Loss and accuracy of the current parameters on `data` (one wait for
+    /// the device, at the end).
     pub fn evaluate(&mut self, data: &dyn Samples) -> Result<Metrics> {
         self.check_data(data)?;
         let classes = self.model.spec().classes;
-        let mut loss_sum = 0.0;
-        let mut correct = 0;
         let all: Vec<u32> = (0..data.len() as u32).collect();
         for chunk in all.chunks(self.batch) {
             self.load_batch(data, chunk)?;
             self.model.forward(&self.backend, &self.x)?;
-            let stats = self.backend.softmax_xent(
+            self.backend.softmax_xent_accumulate(
                 self.model.logits().buf(),
                 self.labels.buf(),
                 chunk.len(),
                 classes,
                 None,
+                &mut self.stats,
+                0,
             )?;
-            loss_sum += stats.loss_sum;
-            correct += stats.correct;
         }
+        // Evaluation changes nothing, so a non-finite loss is reported as
+        // such rather than as a failed training step.
+        let stats = self.backend.take_stats(&mut self.stats)?;
         let n = data.len().max(1) as f64;
-        if !loss_sum.is_finite() {
+        if !stats.loss_sum.is_finite() {
             return Err(KernelError::NonFinite {
                 what: "evaluation loss".into(),
-                value: loss_sum as f32,
+                value: stats.loss_sum as f32,
             });
         }
         Ok(Metrics {
-            loss: loss_sum / n,
-            accuracy: correct as f64 / n,
+            loss: stats.loss_sum / n,
+            accuracy: stats.correct as f64 / n,
             samples: data.len() as u64,
         })
+    }
+
+    /// One step on `indices` timed layer by layer (see
+    /// [`Model::profile`]), plus the gradient checks and the optimizer as
+    /// their own rows. The step is applied like any other.
+    pub fn profile_step(
+        &mut self,
+        data: &dyn Samples,
+        indices: &[u32],
+        lr: f32,
+    ) -> Result<Vec<crate::model::LayerTiming>> {
+        use std::time::Instant;
+        self.check_data(data)?;
+        self.backend.synchronize()?;
+        let started = Instant::now();
+        self.load_batch(data, indices)?;
+        self.backend.synchronize()?;
+        let mut rows = vec![crate::model::LayerTiming {
+            name: "batch upload".into(),
+            forward: started.elapsed(),
+            backward: std::time::Duration::ZERO,
+        }];
+        let n = indices.len();
+        let step = self.steps + 1;
+        let classes = self.model.spec().classes;
+        self.dlogits
+            .resize(&self.backend, crate::tensor::Shape::new([n, classes]))?;
+        let (labels, stats) = (&self.labels, &mut self.stats);
+        let mut loss = |be: &B, logits: &Tensor<B>, dlogits: &mut Tensor<B>| {
+            be.softmax_xent_accumulate(
+                logits.buf(),
+                labels.buf(),
+                n,
+                classes,
+                Some(dlogits.buf_mut()),
+                stats,
+                step,
+            )
+        };
+        rows.extend(
+            self.model
+                .profile(&self.backend, &self.x, &mut self.dlogits, &mut loss)?,
+        );
+        let started = Instant::now();
+        let grads: Vec<_> = self
+            .model
+            .params()
+            .map(|p| (p.grad.buf(), p.numel()))
+            .collect();
+        self.backend
+            .check_finite_all(&grads, &mut self.stats, step)?;
+        self.backend.synchronize()?;
+        let checks = started.elapsed();
+        let started = Instant::now();
+        self.optimizer
+            .step_guarded(&self.backend, &mut self.model, lr, &self.stats)?;
+        self.backend.synchronize()?;
+        rows.push(crate::model::LayerTiming {
+            name: "gradient checks / optimizer".into(),
+            forward: checks,
+            backward: started.elapsed(),
+        });
+        self.steps = step;
+        self.collect()?;
+        Ok(rows)
     }
 
     /// A worker's round of local SGD: loads `start` (the coordinator's
@@ -314,7 +445,6 @@ impl<B: Backend> Trainer<B> {
         let mut order = SplitMix64::derive(seed, pass).permutation(data.len());
         let mut cursor = 0;
         let mut batch = Vec::with_capacity(self.batch);
-        let mut loss_sum = 0.0;
         let mut samples = 0u64;
         for _ in 0..steps {
             batch.clear();
@@ -327,10 +457,10 @@ impl<B: Backend> Trainer<B> {
                 batch.push(order[cursor]);
                 cursor += 1;
             }
-            let (loss, _) = self.step(data, &batch, lr)?;
-            loss_sum += loss;
+            self.queue_step(data, &batch, lr)?;
             samples += batch.len() as u64;
         }
+        let stats = self.collect()?;
         let mut delta = self.params_flat()?;
         for (d, s) in delta.iter_mut().zip(start) {
             *d -= s;
@@ -344,7 +474,9 @@ impl<B: Backend> Trainer<B> {
         Ok(LocalUpdate {
             delta,
             samples,
-            mean_loss: (loss_sum / f64::from(steps)) as f32,
+            // Every step has the same batch size, so this is the mean of
+            // the steps' mean losses.
+            mean_loss: (stats.loss_sum / samples as f64) as f32,
             steps,
         })
     }

@@ -1,11 +1,12 @@
 //! Concentration metrics over the ledger: how much of the trained work
-//! each owner did. A small local helper until `fairgrid_protocol::fairness`
-//! lands; it counts shard-rounds from `RoundCompleted` entries, or credited
-//! shards from `Credit` entries when no round was recorded.
+//! each owner did. It counts shard-rounds from `RoundCompleted` entries, or
+//! credited shards from `Credit` entries when no round was recorded, and
+//! computes the metrics with `fairgrid_protocol::fairness`.
 
 use std::collections::BTreeMap;
 
 use fairgrid_protocol::OwnerId;
+use fairgrid_protocol::fairness::FairnessReport;
 use fairgrid_protocol::ledger::EntryBody;
 use serde::Serialize;
 
@@ -71,52 +72,19 @@ pub fn from_units(basis: &'static str, units: &BTreeMap<OwnerId, u64>) -> Concen
         .collect();
     owners.sort_by(|a, b| b.units.cmp(&a.units).then(a.owner.cmp(&b.owner)));
     let values: Vec<u64> = owners.iter().map(|o| o.units).collect();
-    let n = values.len();
-    let hhi = if total == 0 {
-        0
-    } else {
-        let sum_sq: u128 = values.iter().map(|&u| u128::from(u) * u128::from(u)).sum();
-        (sum_sq * 10_000 / (u128::from(total) * u128::from(total))) as u64
-    };
-    let nakamoto = |num: u64, den: u64| -> u32 {
-        let mut acc = 0u64;
-        for (i, &u) in values.iter().enumerate() {
-            acc += u;
-            if u128::from(acc) * u128::from(den) > u128::from(total) * u128::from(num) {
-                return i as u32 + 1;
-            }
-        }
-        n as u32
-    };
-    let gini = if n == 0 || total == 0 {
-        0.0
-    } else {
-        let mut sorted = values.clone();
-        sorted.sort_unstable();
-        let weighted: f64 = sorted
-            .iter()
-            .enumerate()
-            .map(|(i, &u)| (2.0 * (i as f64 + 1.0) - n as f64 - 1.0) * u as f64)
-            .sum();
-        weighted / (n as f64 * total as f64)
-    };
-    let jain = if n == 0 {
-        1.0
-    } else {
-        let sum: f64 = values.iter().map(|&u| u as f64).sum();
-        let sum_sq: f64 = values.iter().map(|&u| (u as f64) * (u as f64)).sum();
-        sum * sum / (n as f64 * sum_sq)
-    };
+    // Every owner here is entitled equally: the ledger does not record
+    // offered capacity per owner.
+    let report = FairnessReport::new(&values, &vec![1; values.len()]);
     Concentration {
         basis,
         total_units: total,
         max_owner_share_ppm: owners.first().map_or(0, |o| o.share_ppm),
         owners,
-        hhi,
-        gini,
-        nakamoto_50: if total == 0 { 0 } else { nakamoto(1, 2) },
-        nakamoto_33: if total == 0 { 0 } else { nakamoto(1, 3) },
-        jain,
+        hhi: u64::from(report.hhi),
+        gini: report.gini,
+        nakamoto_50: report.nakamoto_50,
+        nakamoto_33: report.nakamoto_33,
+        jain: report.jain,
     }
 }
 

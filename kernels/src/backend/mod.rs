@@ -2,8 +2,17 @@
 //! compression need, on device-resident buffers.
 //!
 //! A backend owns its memory (`Buf` for f32, `IdxBuf` for u32) and runs
-//! the ops on it. The CPU backend ([`cpu::CpuBackend`]) always builds; a
-//! CUDA backend implements the same trait behind the `cuda` feature.
+//! the ops on it. The CPU backend ([`cpu::CpuBackend`]) always builds; the
+//! CUDA backend ([`cuda::CudaBackend`]) implements the same trait behind
+//! the `cuda` feature and is probed at run time ([`crate::probe`]).
+//!
+//! Ops that return a value to the host (`download`, `sum_squares`,
+//! `softmax_xent`, quantisation) wait for the device. Training avoids them:
+//! it accumulates loss, accuracy and the non-finite checks in a
+//! device-resident [`Backend::Stats`] and reads it only when it reports
+//! (`take_stats`), while the guarded optimizer steps skip every update once
+//! a step has failed, so nothing non-finite reaches the parameters in the
+//! meantime.
 //!
 //! Conventions every implementation keeps:
 //! - Activations are channels-last, `[N, H, W, C]`, row-major.
@@ -16,6 +25,9 @@
 //!   or leaves the device.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod select;
 
 use crate::error::Result;
 
@@ -140,6 +152,71 @@ pub struct LossStats {
     pub correct: u64,
 }
 
+/// One tensor of a fused optimizer step over several tensors.
+pub struct UpdateTensor<'a, T> {
+    pub param: &'a mut T,
+    pub grad: &'a T,
+    /// SGD's velocity or Adam's first moment.
+    pub first: &'a mut T,
+    /// Adam's second moment (`None` for SGD).
+    pub second: Option<&'a mut T>,
+    pub len: usize,
+}
+
+/// A device's memory as a backend sees it, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeviceMemory {
+    /// Allocated by this backend now (buffers, scratch, library workspace).
+    pub allocated: usize,
+    /// The most it had allocated at once.
+    pub peak: usize,
+    /// In use on the whole device, as the driver reports it (every process,
+    /// contexts and libraries included).
+    pub device_used: usize,
+}
+
+/// What a [`Backend::Stats`] accumulated since it was last taken.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StepStats {
+    /// Summed cross-entropy loss over every row seen.
+    pub loss_sum: f64,
+    /// Rows whose argmax was their label.
+    pub correct: u64,
+    /// The first step whose batch loss was not finite, with that mean loss.
+    pub bad_loss: Option<(u64, f32)>,
+    /// The first step with a non-finite gradient, with one offending value.
+    pub bad_grad: Option<(u64, f32)>,
+}
+
+impl StepStats {
+    /// The first failure, as the error training reports: a loss failure
+    /// wins over a gradient failure of the same step (the loss is checked
+    /// first).
+    pub fn failure(&self) -> Option<crate::error::KernelError> {
+        let loss = self.bad_loss.map(|(s, v)| (s, false, v));
+        let grad = self.bad_grad.map(|(s, v)| (s, true, v));
+        let (step, is_grad, value) = [loss, grad]
+            .into_iter()
+            .flatten()
+            .min_by_key(|&(step, is_grad, _)| (step, is_grad))?;
+        let what = if is_grad {
+            format!("gradient at step {step}")
+        } else {
+            format!("training loss at step {step}")
+        };
+        Some(crate::error::KernelError::NonFinite { what, value })
+    }
+
+    /// The step of the first failure, if any.
+    pub fn failed_step(&self) -> Option<u64> {
+        [self.bad_loss, self.bad_grad]
+            .into_iter()
+            .flatten()
+            .map(|(step, _)| step)
+            .min()
+    }
+}
+
 /// A compute device. All methods take `&self`: backends keep their own
 /// scratch space and thread pools behind interior mutability.
 pub trait Backend: Send + Sync + 'static {
@@ -147,6 +224,8 @@ pub trait Backend: Send + Sync + 'static {
     type Buf: Send + Sync + 'static;
     /// A device buffer of u32 (labels, argmax indices).
     type IdxBuf: Send + Sync + 'static;
+    /// Device-resident training statistics (see [`StepStats`]).
+    type Stats: Send + Sync + 'static;
 
     /// Short name for logs and test names ("cpu", "cuda:0").
     fn name(&self) -> String;
@@ -294,4 +373,111 @@ pub trait Backend: Send + Sync + 'static {
         block: usize,
         out: &mut Self::Buf,
     ) -> Result<()>;
+
+    // ---- deferred statistics (no host synchronisation per step) ----
+    /// Fresh statistics: zero loss and count, no failed step.
+    fn alloc_stats(&self) -> Result<Self::Stats>;
+    /// [`Backend::softmax_xent`] that adds the loss and correct count into
+    /// `stats` instead of returning them; a non-finite batch loss records
+    /// `step` as failed. Does not wait for the device.
+    #[allow(clippy::too_many_arguments)]
+    fn softmax_xent_accumulate(
+        &self,
+        logits: &Self::Buf,
+        labels: &Self::IdxBuf,
+        rows: usize,
+        classes: usize,
+        dlogits: Option<&mut Self::Buf>,
+        stats: &mut Self::Stats,
+        step: u64,
+    ) -> Result<()>;
+    /// Records `step` as failed (gradient) when any of `x[..len]` is NaN or
+    /// infinite. Does not wait for the device.
+    fn check_finite(
+        &self,
+        x: &Self::Buf,
+        len: usize,
+        stats: &mut Self::Stats,
+        step: u64,
+    ) -> Result<()>;
+    /// Waits for the device, returns what `stats` accumulated and resets it.
+    fn take_stats(&self, stats: &mut Self::Stats) -> Result<StepStats>;
+    /// [`Backend::sgd_step`] that changes nothing once `guard` holds a
+    /// failed step.
+    #[allow(clippy::too_many_arguments)]
+    fn sgd_step_guarded(
+        &self,
+        hyper: &SgdHyper,
+        param: &mut Self::Buf,
+        grad: &Self::Buf,
+        velocity: &mut Self::Buf,
+        len: usize,
+        guard: &Self::Stats,
+    ) -> Result<()>;
+    /// [`Backend::adam_step`] that changes nothing once `guard` holds a
+    /// failed step.
+    #[allow(clippy::too_many_arguments)]
+    fn adam_step_guarded(
+        &self,
+        hyper: &AdamHyper,
+        param: &mut Self::Buf,
+        grad: &Self::Buf,
+        m: &mut Self::Buf,
+        v: &mut Self::Buf,
+        len: usize,
+        guard: &Self::Stats,
+    ) -> Result<()>;
+    /// [`Backend::check_finite`] over several tensors (one launch on a GPU).
+    fn check_finite_all(
+        &self,
+        xs: &[(&Self::Buf, usize)],
+        stats: &mut Self::Stats,
+        step: u64,
+    ) -> Result<()> {
+        for &(x, len) in xs {
+            self.check_finite(x, len, stats, step)?;
+        }
+        Ok(())
+    }
+    /// [`Backend::sgd_step_guarded`] over several tensors (one launch on a
+    /// GPU).
+    fn sgd_step_all(
+        &self,
+        hyper: &SgdHyper,
+        tensors: &mut [UpdateTensor<'_, Self::Buf>],
+        guard: &Self::Stats,
+    ) -> Result<()> {
+        for t in tensors.iter_mut() {
+            self.sgd_step_guarded(hyper, t.param, t.grad, t.first, t.len, guard)?;
+        }
+        Ok(())
+    }
+    /// [`Backend::adam_step_guarded`] over several tensors (one launch on a
+    /// GPU); every tensor needs its second moment.
+    fn adam_step_all(
+        &self,
+        hyper: &AdamHyper,
+        tensors: &mut [UpdateTensor<'_, Self::Buf>],
+        guard: &Self::Stats,
+    ) -> Result<()> {
+        for t in tensors.iter_mut() {
+            let second = t.second.as_deref_mut().ok_or_else(|| {
+                crate::error::KernelError::config(
+                    "adam_step_all",
+                    "a tensor without a second moment",
+                )
+            })?;
+            self.adam_step_guarded(hyper, t.param, t.grad, t.first, second, t.len, guard)?;
+        }
+        Ok(())
+    }
+    /// Waits until every queued operation has finished (for timing).
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Device memory figures, for backends with their own memory (`None`
+    /// for the CPU).
+    fn device_memory(&self) -> Option<DeviceMemory> {
+        None
+    }
 }

@@ -12,7 +12,7 @@ pub fn blocks(len: usize, block: usize) -> usize {
     len.div_ceil(block)
 }
 
-fn check_block(block: usize) -> Result<()> {
+pub(crate) fn check_block(block: usize) -> Result<()> {
     if block == 0 || block > 1 << 20 {
         return Err(KernelError::config(
             "int8 block size",

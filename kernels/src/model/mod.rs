@@ -8,9 +8,11 @@
 //! [`Model::param_layout`] lists the tensors and their offsets.
 
 mod checkpoint;
+mod profile;
 pub mod zoo;
 
 pub use checkpoint::{load_safetensors, read_model_spec, save_safetensors};
+pub use profile::LayerTiming;
 
 pub use zoo::{Arch, DEFAULT_MLP_HIDDEN, InputShape, ModelSpec};
 

@@ -1,15 +1,16 @@
-//! `fairgrid train`: trains a zoo model on this machine alone, with a
-//! progress bar, per-epoch loss and accuracy, and one machine-readable
-//! `result ...` line at the end.
+//! `fairgrid train`: trains a zoo model on this machine alone (on the CPU
+//! or a GPU: `--device cpu|cuda|auto`), with a progress bar, per-epoch loss
+//! and accuracy, and one machine-readable `result ...` line at the end.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use fairgrid_kernels::backend::select::{DeviceChoice, DevicePreference, choose_device};
 use fairgrid_kernels::data::{SYSTEM_FASHION_MNIST_DIR, builtin};
 use fairgrid_kernels::{
-    Arch, CpuBackend, FashionMnist, ModelSpec, OptimizerConfig, Samples, Trainer, model,
+    Arch, Backend, CpuBackend, FashionMnist, ModelSpec, OptimizerConfig, Samples, Trainer, model,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -36,8 +37,33 @@ pub enum ScheduleArg {
     Cosine,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    /// GPU 0 when CUDA is usable, else the CPU (saying why).
+    Auto,
+    Cpu,
+    /// GPU 0; an error when CUDA is not usable.
+    Cuda,
+}
+
 #[derive(Debug, Args)]
 pub struct TrainArgs {
+    /// Where to train.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceArg,
+    /// Let GPU matrix products use TF32 tensor cores (faster, about 1e-3
+    /// relative error per product; see docs/kernels.md).
+    #[arg(long)]
+    pub tf32: bool,
+    /// Read the loss and checks every N steps (on a GPU each read waits for
+    /// the device; default: 1 on the CPU, 25 on a GPU).
+    #[arg(long)]
+    pub report_every: Option<u32>,
+    /// After training, time N more steps layer by layer (each layer waits
+    /// for the device, so this is for comparing layers, not throughput)
+    /// and print the median of each.
+    #[arg(long, default_value_t = 0)]
+    pub profile_steps: u32,
     /// Which zoo model to train.
     #[arg(long, value_enum, default_value = "cnn")]
     pub model: ModelArg,
@@ -158,10 +184,61 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let backend = CpuBackend::new(threads).context("starting the CPU backend")?;
-    let device = fairgrid_kernels::Backend::name(&backend);
-    let mut trainer = Trainer::new(backend, &spec, optimizer, args.batch, args.seed)
+    let preference = match args.device {
+        DeviceArg::Auto => DevicePreference::Auto,
+        DeviceArg::Cpu => DevicePreference::Cpu,
+        DeviceArg::Cuda => DevicePreference::Cuda,
+    };
+    match choose_device(preference).context("choosing the device")? {
+        DeviceChoice::Cpu { cuda_unavailable } => {
+            if let Some(why) = cuda_unavailable {
+                println!("device: cpu (CUDA not used: {why})");
+            }
+            let backend = CpuBackend::new(threads).context("starting the CPU backend")?;
+            train(backend, &args, &data, &spec, optimizer, 1)
+        }
+        DeviceChoice::Cuda { ordinal } => train_cuda(ordinal, &args, &data, &spec, optimizer),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn train_cuda(
+    ordinal: usize,
+    args: &TrainArgs,
+    data: &FashionMnist,
+    spec: &ModelSpec,
+    optimizer: OptimizerConfig,
+) -> anyhow::Result<()> {
+    use fairgrid_kernels::backend::cuda::{CudaBackend, CudaOptions};
+    let options = CudaOptions { tf32: args.tf32 };
+    let backend = CudaBackend::with_options(ordinal, options)
+        .with_context(|| format!("starting the CUDA backend on GPU {ordinal}"))?;
+    train(backend, args, data, spec, optimizer, 25)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn train_cuda(
+    _ordinal: usize,
+    _args: &TrainArgs,
+    _data: &FashionMnist,
+    _spec: &ModelSpec,
+    _optimizer: OptimizerConfig,
+) -> anyhow::Result<()> {
+    bail!("this build has no CUDA backend (built without the `cuda` feature)")
+}
+
+fn train<B: Backend>(
+    backend: B,
+    args: &TrainArgs,
+    data: &FashionMnist,
+    spec: &ModelSpec,
+    optimizer: OptimizerConfig,
+    default_report_every: u32,
+) -> anyhow::Result<()> {
+    let device = backend.name();
+    let mut trainer = Trainer::new(backend, spec, optimizer, args.batch, args.seed)
         .context("building the model")?;
+    trainer.set_report_interval(args.report_every.unwrap_or(default_report_every));
     println!(
         "model: {} ({} parameters) on {device}; {optimizer:?}; schedule {:?}; batch {}; {} epochs",
         spec.arch,
@@ -173,6 +250,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let steps_per_epoch = data.train.len().div_ceil(args.batch) as u64;
     let planned = steps_per_epoch * u64::from(args.epochs);
     let total_steps = args.max_steps.map_or(planned, |m| m.min(planned));
+    trainer.set_step_limit(Some(total_steps));
     let base_lr = optimizer.lr();
     let schedule = args.schedule;
     let lr = move |step: u64| match schedule {
@@ -199,18 +277,15 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         );
         bar.set_prefix(format!("{epoch}/{}", args.epochs));
         let started = Instant::now();
-        let steps_before = trainer.steps();
-        let mut steps = steps_before;
         let metrics = trainer
             .train_epoch(
                 &data.train,
                 args.seed.wrapping_add(u64::from(epoch)),
                 &lr,
                 &mut |done, loss| {
-                    steps += 1;
                     bar.set_position(done as u64);
                     bar.set_message(format!("{loss:.4}"));
-                    steps < total_steps
+                    true
                 },
             )
             .with_context(|| format!("training epoch {epoch}"))?;
@@ -234,6 +309,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             elapsed.as_secs_f64()
         );
     }
+    if args.profile_steps > 0 {
+        profile(&mut trainer, data, args.batch, args.profile_steps)?;
+    }
     if let Some(path) = &args.save {
         let bytes = model::save_safetensors(trainer.model(), trainer.backend())?;
         let tmp = path.with_extension("safetensors.tmp");
@@ -241,10 +319,64 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
         println!("saved {} ({} bytes)", path.display(), bytes.len());
     }
+    let device_memory = trainer
+        .backend()
+        .device_memory()
+        .map(|m| {
+            let mb = |bytes: usize| bytes as f64 / (1 << 20) as f64;
+            format!(
+                " device_peak_mb={:.1} device_used_mb={:.0}",
+                mb(m.peak),
+                mb(m.device_used)
+            )
+        })
+        .unwrap_or_default();
     println!(
-        "result test_accuracy={test_accuracy:.4} train_samples_per_sec={:.0} peak_rss_mb={:.0}",
+        "result test_accuracy={test_accuracy:.4} train_samples_per_sec={:.0} peak_rss_mb={:.0}{device_memory}",
         train_samples as f64 / train_time.as_secs_f64().max(1e-9),
         peak_rss_mb()
+    );
+    Ok(())
+}
+
+/// Prints the median time of each layer over `steps` profiled steps
+/// (learning rate 0, so the model is left as trained).
+fn profile<B: Backend>(
+    trainer: &mut Trainer<B>,
+    data: &FashionMnist,
+    batch: usize,
+    steps: u32,
+) -> anyhow::Result<()> {
+    let indices: Vec<u32> = (0..batch.min(data.train.len()) as u32).collect();
+    let mut runs = Vec::new();
+    for _ in 0..steps {
+        runs.push(trainer.profile_step(&data.train, &indices, 0.0)?);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut total = (0.0, 0.0);
+    for (i, row) in runs[0].iter().enumerate() {
+        let forward = median(
+            runs.iter()
+                .map(|r| r[i].forward.as_secs_f64() * 1e6)
+                .collect(),
+        );
+        let backward = median(
+            runs.iter()
+                .map(|r| r[i].backward.as_secs_f64() * 1e6)
+                .collect(),
+        );
+        total = (total.0 + forward, total.1 + backward);
+        println!(
+            "profile forward_us={forward:.1} backward_us={backward:.1} layer={:?}",
+            row.name
+        );
+    }
+    println!(
+        "profile forward_us={:.1} backward_us={:.1} layer=\"total\"",
+        total.0, total.1
     );
     Ok(())
 }
@@ -255,6 +387,10 @@ mod tests {
 
     fn args(model: ModelArg, data: &str) -> TrainArgs {
         TrainArgs {
+            device: DeviceArg::Cpu,
+            tf32: false,
+            report_every: None,
+            profile_steps: 0,
             model,
             hidden: vec![16],
             data: data.into(),

@@ -2,17 +2,17 @@
 //! through the `gemm` crate, and a persistent pool of `threads` workers
 //! runs every large op (see [`parallel`] for how work is split).
 
-mod conv;
+pub(crate) mod conv;
 mod elementwise;
 mod gemm;
 mod loss;
 mod optim;
 pub(crate) mod parallel;
-mod pool;
+pub(crate) mod pool;
 mod simd;
 
 use crate::backend::{
-    AdamHyper, Backend, Conv2dGeometry, GemmSpec, LossStats, PoolGeometry, SgdHyper,
+    AdamHyper, Backend, Conv2dGeometry, GemmSpec, LossStats, PoolGeometry, SgdHyper, StepStats,
 };
 use crate::compress::int8;
 use crate::error::{KernelError, Result};
@@ -55,6 +55,7 @@ fn copy_len(op: &'static str, have: usize, need: usize) -> Result<()> {
 impl Backend for CpuBackend {
     type Buf = Vec<f32>;
     type IdxBuf = Vec<u32>;
+    type Stats = StepStats;
 
     fn name(&self) -> String {
         format!("cpu({} threads)", self.threads())
@@ -256,5 +257,79 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         copy_len("dequantize_int8", out.len(), codes.len())?;
         int8::dequantize(codes, scales, block, &mut out[..codes.len()])
+    }
+
+    fn alloc_stats(&self) -> Result<StepStats> {
+        Ok(StepStats::default())
+    }
+
+    fn softmax_xent_accumulate(
+        &self,
+        logits: &Vec<f32>,
+        labels: &Vec<u32>,
+        rows: usize,
+        classes: usize,
+        dlogits: Option<&mut Vec<f32>>,
+        stats: &mut StepStats,
+        step: u64,
+    ) -> Result<()> {
+        let batch = self.softmax_xent(logits, labels, rows, classes, dlogits)?;
+        stats.loss_sum += batch.loss_sum;
+        stats.correct += batch.correct;
+        if !batch.loss_sum.is_finite() && stats.bad_loss.is_none() {
+            stats.bad_loss = Some((step, (batch.loss_sum / rows.max(1) as f64) as f32));
+        }
+        Ok(())
+    }
+
+    fn check_finite(
+        &self,
+        x: &Vec<f32>,
+        len: usize,
+        stats: &mut StepStats,
+        step: u64,
+    ) -> Result<()> {
+        // One vectorised pass; the sum of squares is NaN or infinite exactly
+        // when an element is (or when it overflows, which is as bad).
+        let norm = self.sum_squares(x, len)?;
+        if !norm.is_finite() && stats.bad_grad.is_none() {
+            stats.bad_grad = Some((step, norm as f32));
+        }
+        Ok(())
+    }
+
+    fn take_stats(&self, stats: &mut StepStats) -> Result<StepStats> {
+        Ok(std::mem::take(stats))
+    }
+
+    fn sgd_step_guarded(
+        &self,
+        hyper: &SgdHyper,
+        param: &mut Vec<f32>,
+        grad: &Vec<f32>,
+        velocity: &mut Vec<f32>,
+        len: usize,
+        guard: &StepStats,
+    ) -> Result<()> {
+        if guard.failed_step().is_some() {
+            return Ok(());
+        }
+        self.sgd_step(hyper, param, grad, velocity, len)
+    }
+
+    fn adam_step_guarded(
+        &self,
+        hyper: &AdamHyper,
+        param: &mut Vec<f32>,
+        grad: &Vec<f32>,
+        m: &mut Vec<f32>,
+        v: &mut Vec<f32>,
+        len: usize,
+        guard: &StepStats,
+    ) -> Result<()> {
+        if guard.failed_step().is_some() {
+            return Ok(());
+        }
+        self.adam_step(hyper, param, grad, m, v, len)
     }
 }

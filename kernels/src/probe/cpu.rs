@@ -1,5 +1,4 @@
-//! Capacity probe: a short measured benchmark of what this machine can do.
-//! The node's capacity advert and `fairgrid devices` both use it.
+//! The CPU side of the probe: measured GEMM throughput and FMA peak.
 
 use std::time::{Duration, Instant};
 
