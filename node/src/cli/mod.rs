@@ -1,6 +1,7 @@
 //! Command-line interface: one module per subcommand, each with its own
 //! clap `Args` struct. Errors are reported once, here, with their context.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -10,6 +11,7 @@ use crate::datadir::DataDir;
 
 mod devices;
 mod init;
+pub mod job;
 mod ledger;
 mod market;
 mod owner;
@@ -47,6 +49,8 @@ pub enum Command {
     Adverts(query::QueryArgs),
     /// Verify, show or export the ledger (works on a stopped node).
     Ledger(ledger::LedgerArgs),
+    /// Submit training jobs to the running node and follow them.
+    Job(job::JobArgs),
 }
 
 /// Where the node's files live.
@@ -70,10 +74,27 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Parses the command line, runs the command, and maps errors to a
-/// non-zero exit status with the full error chain on stderr.
+/// Parses the process's command line and runs it (see [`main_with`]).
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    main_with(std::env::args_os())
+}
+
+/// Parses `args` (the first is the program name), runs the command, and
+/// maps errors to a non-zero exit status with the full error chain on
+/// stderr. Lets other binaries (the testnet) run the node's CLI.
+pub fn main_with<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(error) => {
+            // --help and --version are "errors" that exit 0.
+            let _ = error.print();
+            return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
+        }
+    };
     let result = match cli.command {
         Command::Devices(args) => devices::run(args),
         Command::Market(args) => market::run(args),
@@ -85,6 +106,7 @@ pub fn main() -> ExitCode {
         Command::Peers(args) => query::peers(args),
         Command::Adverts(args) => query::adverts(args),
         Command::Ledger(args) => ledger::run(args),
+        Command::Job(args) => job::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,121 @@
+//! What the client can tell about a job's dataset before sending it: the
+//! built-in subset's size, and for a directory (or the system copy) that
+//! the four IDX files are there and how many training samples they hold,
+//! read from the labels file's header alone.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use super::DataCheck;
+
+/// Samples in the subset compiled into every node (`kernels/data/`); a
+/// testnet test checks these against the kernels crate.
+pub const BUILTIN_TRAIN_SAMPLES: u64 = 10_000;
+pub const BUILTIN_TEST_SAMPLES: u64 = 2_000;
+/// Where the Debian package `dataset-fashion-mnist` installs the full set.
+pub const SYSTEM_DATASET_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// The four files a dataset directory holds (raw or `.gz`).
+pub const IDX_FILES: [&str; 4] = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetFacts {
+    /// "fashion-mnist/builtin", or the directory.
+    pub name: String,
+    pub train_samples: Option<u64>,
+}
+
+type Found = Result<Option<DatasetFacts>, (&'static str, String)>;
+
+/// Checks `data.source` and, with [`DataCheck::Local`], the files it
+/// names. `Ok(None)` when the dataset was not inspected.
+pub fn dataset_facts(source: &str, check: DataCheck) -> Found {
+    match source {
+        "" => Err((
+            "data.source",
+            "is empty; use \"builtin\", \"system\" or a directory".into(),
+        )),
+        "builtin" => Ok(Some(DatasetFacts {
+            name: "fashion-mnist/builtin".into(),
+            train_samples: Some(BUILTIN_TRAIN_SAMPLES),
+        })),
+        _ if source.chars().any(char::is_control) => {
+            Err(("data.source", "contains control characters".into()))
+        }
+        _ if check == DataCheck::Skip => Ok(None),
+        "system" => directory(Path::new(SYSTEM_DATASET_DIR), "system").map(Some),
+        dir => directory(Path::new(dir), dir).map(Some),
+    }
+}
+
+fn directory(dir: &Path, name: &str) -> Result<DatasetFacts, (&'static str, String)> {
+    let hint = if name == "system" {
+        " (install the Debian package dataset-fashion-mnist, or use \"builtin\")"
+    } else {
+        ""
+    };
+    if !dir.is_dir() {
+        return Err((
+            "data.source",
+            format!("dataset directory {} does not exist{hint}", dir.display()),
+        ));
+    }
+    let mut labels = None;
+    for file in IDX_FILES {
+        let found = [dir.join(file), dir.join(format!("{file}.gz"))]
+            .into_iter()
+            .find(|p| p.is_file());
+        match found {
+            Some(path) if file == "train-labels-idx1-ubyte" => labels = Some(path),
+            Some(_) => {}
+            None => {
+                return Err((
+                    "data.source",
+                    format!("{} has no {file} (or {file}.gz){hint}", dir.display()),
+                ));
+            }
+        }
+    }
+    let labels = labels.expect("checked above");
+    let count = label_count(&labels)
+        .map_err(|reason| ("data.source", format!("{}: {reason}", labels.display())))?;
+    if count == 0 {
+        return Err((
+            "data.source",
+            format!("{} holds no training samples", labels.display()),
+        ));
+    }
+    Ok(DatasetFacts {
+        name: name.to_string(),
+        train_samples: Some(count),
+    })
+}
+
+/// The sample count from an IDX1 labels header (magic 0x00000801, then
+/// the count, big-endian), gzipped or not.
+fn label_count(path: &PathBuf) -> Result<u64, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut header = [0u8; 8];
+    let gz = path.extension().is_some_and(|e| e == "gz");
+    let read = if gz {
+        flate2::read::GzDecoder::new(file).read_exact(&mut header)
+    } else {
+        let mut file = file;
+        file.read_exact(&mut header)
+    };
+    read.map_err(|e| format!("cannot read the IDX header: {e}"))?;
+    if header[..4] != [0, 0, 0x08, 0x01] {
+        return Err(format!(
+            "not an IDX labels file (magic {:02x?}, expected 00 00 08 01)",
+            &header[..4]
+        ));
+    }
+    Ok(u64::from(u32::from_be_bytes([
+        header[4], header[5], header[6], header[7],
+    ])))
+}
