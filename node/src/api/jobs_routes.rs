@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use fairgrid_protocol::Hash32;
-use fairgrid_sdk::jobs::{AllocationView, JobAccepted, JobEvents, JobRequest, JobStatus, TrainingReport};
+use fairgrid_sdk::jobs::{
+    AllocationView, JobAccepted, JobEvents, JobRequest, JobStatus, TrainingReport,
+};
 
 use super::error::{ApiError, ApiJson};
 use crate::app::Shared;
@@ -69,14 +71,19 @@ async fn list(State(shared): State<Arc<Shared>>) -> Json<Vec<JobStatus>> {
     )
 }
 
-async fn status(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Json<JobStatus>, ApiError> {
+async fn status(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Json<JobStatus>, ApiError> {
     Ok(Json(views::status(job(&shared, &id)?.as_ref())))
 }
 
 fn number(params: &HashMap<String, String>, name: &str) -> Result<u64, ApiError> {
     params.get(name).map_or(Ok(0), |v| {
         v.parse::<u64>().map_err(|_| {
-            ApiError::bad_request(format!("query parameter {name}={v:?} is not a non-negative integer"))
+            ApiError::bad_request(format!(
+                "query parameter {name}={v:?} is not a non-negative integer"
+            ))
         })
     })
 }
@@ -90,7 +97,9 @@ async fn events(
     let after = number(&params, "after")?;
     let wait = number(&params, "wait_secs")?;
     if wait > MAX_WAIT_SECS {
-        return Err(ApiError::bad_request(format!("wait_secs must be at most {MAX_WAIT_SECS}")));
+        return Err(ApiError::bad_request(format!(
+            "wait_secs must be at most {MAX_WAIT_SECS}"
+        )));
     }
     let mut changes = job.events.subscribe();
     let mut found = job.events.after(after);
@@ -124,20 +133,33 @@ async fn allocation(
         .ok_or_else(|| conflict("no allocation yet: the job is still bidding"))
 }
 
-async fn explain(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn explain(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let job = job(&shared, &id)?;
     match views::explain(&shared, &job) {
         None => Err(conflict("no allocation yet: the job is still bidding")),
-        Some(Err(e)) => Err(ApiError::internal(format!("explaining the allocation: {e}"))),
-        Some(Ok(text)) => Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()),
+        Some(Err(e)) => Err(ApiError::internal(format!(
+            "explaining the allocation: {e}"
+        ))),
+        Some(Ok(text)) => {
+            Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+        }
     }
 }
 
-async fn report(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Json<TrainingReport>, ApiError> {
+async fn report(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Json<TrainingReport>, ApiError> {
     Ok(Json(views::report(job(&shared, &id)?.as_ref())))
 }
 
-async fn result(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn result(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let job = job(&shared, &id)?;
     if !views::is_finished(&job) {
         return Err(conflict(format!(

@@ -41,7 +41,11 @@ pub struct OwnerCredit {
 
 /// Credits per owner, sorted by owner; owners that earned nothing and
 /// had no accepted work are left out.
-pub fn credits(allocations: &[Allocation], rounds: &[RoundWork], total_rounds: u32) -> Vec<OwnerCredit> {
+pub fn credits(
+    allocations: &[Allocation],
+    rounds: &[RoundWork],
+    total_rounds: u32,
+) -> Vec<OwnerCredit> {
     let r = u128::from(total_rounds.max(1));
     let mut earned: BTreeMap<OwnerId, (u128, u64, usize)> = BTreeMap::new();
     for work in rounds {
@@ -71,7 +75,12 @@ pub fn credits(allocations: &[Allocation], rounds: &[RoundWork], total_rounds: u
                 owner,
                 amount: amount.min(u128::from(u64::MAX)) as u64,
                 shards: (u128::from(shard_rounds) / r) as u32,
-                clearing_price: allocation.assignments.iter().map(|a| a.ask).max().unwrap_or(0),
+                clearing_price: allocation
+                    .assignments
+                    .iter()
+                    .map(|a| a.ask)
+                    .max()
+                    .unwrap_or(0),
                 allocation: allocation.hash(),
             }
         })
@@ -170,7 +179,10 @@ mod tests {
                 for rounds in 1..6u32 {
                     let allocs = [allocation(&[(1, q, 12_345)])];
                     let work: Vec<RoundWork> = (0..rounds).map(|_| work(0, &[(1, a)])).collect();
-                    let total: u64 = credits(&allocs, &work, rounds).iter().map(|c| c.amount).sum();
+                    let total: u64 = credits(&allocs, &work, rounds)
+                        .iter()
+                        .map(|c| c.amount)
+                        .sum();
                     assert!(total <= 12_345);
                     assert!(total as u128 * q as u128 <= 12_345 * a as u128);
                 }

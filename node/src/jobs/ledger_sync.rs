@@ -69,7 +69,10 @@ pub async fn store_from(
             .verify_and_decode()
             .map_err(|e| format!("ledger entry: {e}"))?;
         if entry.author != from {
-            return Err(format!("entry seq {} is by {}, not by the sender", entry.seq, entry.author));
+            return Err(format!(
+                "entry seq {} is by {}, not by the sender",
+                entry.seq, entry.author
+            ));
         }
         if entry.body.job_id() != Some(*job) {
             return Err(format!("entry seq {} is not about job {job}", entry.seq));
@@ -94,7 +97,10 @@ pub async fn exchange(shared: &Arc<Shared>, peer: NodeId, job: Hash32) -> Result
         parts.push(Vec::new());
     }
     for entries in parts {
-        let request = Request::JobLedger { job_id: job, entries };
+        let request = Request::JobLedger {
+            job_id: job,
+            entries,
+        };
         match transport::call(shared, peer, request).await {
             Ok(Response::JobLedger(theirs)) => {
                 let (n, done) = store_from(shared, peer, &job, theirs).await?;
@@ -111,7 +117,11 @@ pub async fn exchange(shared: &Arc<Shared>, peer: NodeId, job: Hash32) -> Result
 
 /// The coordinator's side at the end of a job: exchange with every
 /// participant, retrying for a while for those that are down.
-pub async fn push_to_participants(shared: Arc<Shared>, job: Hash32, participants: BTreeSet<NodeId>) {
+pub async fn push_to_participants(
+    shared: Arc<Shared>,
+    job: Hash32,
+    participants: BTreeSet<NodeId>,
+) {
     let sends = participants
         .into_iter()
         .filter(|p| *p != shared.node_id)
@@ -168,7 +178,10 @@ pub async fn on_request(
     if finished && let Some(worker) = shared.jobs.worker(&job) {
         super::worker::finished(shared, &worker).await;
     }
-    let mine = batches(own_entries(shared, &job)).into_iter().next().unwrap_or_default();
+    let mine = batches(own_entries(shared, &job))
+        .into_iter()
+        .next()
+        .unwrap_or_default();
     Response::JobLedger(mine)
 }
 

@@ -174,7 +174,10 @@ impl Jobs {
             .filter(|w| w.is_finished())
             .map(|w| w.id)
             .collect();
-        for id in ended.iter().take(ended.len().saturating_sub(self.max_workers)) {
+        for id in ended
+            .iter()
+            .take(ended.len().saturating_sub(self.max_workers))
+        {
             working.remove(id);
         }
         working.insert(job.id, job);
@@ -224,9 +227,7 @@ pub async fn handle(shared: Arc<Shared>, from: NodeId, request: Request) -> Resp
         Request::JobLedger { job_id, entries } => {
             ledger_sync::on_request(shared, from, job_id, entries).await
         }
-        Request::Hello(_) | Request::AdvertSnapshot => {
-            Response::refused("not a job request")
-        }
+        Request::Hello(_) | Request::AdvertSnapshot => Response::refused("not a job request"),
     }
 }
 

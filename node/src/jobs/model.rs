@@ -95,7 +95,12 @@ pub fn params_hash(params: &[f32]) -> Hash32 {
 
 /// The seed of a worker's batch order in one round: a function of the
 /// job's seed, the round and the worker, so a spot-check can recompute it.
-pub fn round_seed(job_seed: u64, job: &Hash32, round: u32, worker: &fairgrid_protocol::NodeId) -> u64 {
+pub fn round_seed(
+    job_seed: u64,
+    job: &Hash32,
+    round: u32,
+    worker: &fairgrid_protocol::NodeId,
+) -> u64 {
     Hash32::of_parts(&[
         b"fairgrid/v1/round-seed",
         &job_seed.to_le_bytes(),

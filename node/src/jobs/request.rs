@@ -5,11 +5,11 @@
 
 use std::path::PathBuf;
 
+use fairgrid_protocol::market::PPM;
 use fairgrid_protocol::messages::{
     Compression, DatasetDescriptor, HyperParams, InputShape, JobSpec, ModelArch, ModelSpec,
     OptimizerKind, ShortfallPolicy,
 };
-use fairgrid_protocol::market::PPM;
 use fairgrid_protocol::{NodeId, PublicKey, ResourceVec};
 use fairgrid_sdk::jobs::JobRequest;
 
@@ -72,8 +72,7 @@ pub fn plan(request: &JobRequest) -> Result<JobPlan, String> {
         ("cnn", None) => ModelArch::Cnn,
         ("mlp", hidden) => {
             let hidden = hidden.clone().unwrap_or_else(|| vec![256, 128]);
-            if hidden.is_empty() || hidden.len() > 8 || hidden.iter().any(|&w| w == 0 || w > 8192)
-            {
+            if hidden.is_empty() || hidden.len() > 8 || hidden.iter().any(|&w| w == 0 || w > 8192) {
                 return field(
                     "model.hidden",
                     format!("{hidden:?}: need 1..=8 widths of 1..=8192"),
@@ -314,7 +313,8 @@ impl JobPlan {
             submitted_at: now,
         };
         spec.validate().or_else(|e| field(&request_field(&e), e))?;
-        spec.dataset.name.truncate(256);
+        let end = spec.dataset.name.floor_char_boundary(256);
+        spec.dataset.name.truncate(end);
         Ok(spec)
     }
 
@@ -408,22 +408,22 @@ mod tests {
     #[test]
     fn each_bad_field_is_named() {
         assert!(err(|r| r.model.arch = "gpt".into()).starts_with("model.arch: unknown model"));
-        assert!(
-            err(|r| r.model.hidden = Some(vec![8])).starts_with("model.hidden: only the mlp")
-        );
+        assert!(err(|r| r.model.hidden = Some(vec![8])).starts_with("model.hidden: only the mlp"));
         assert!(err(|r| r.market.alpha = 0.0).starts_with("market.alpha:"));
         assert!(err(|r| r.market.alpha = 1.5).starts_with("market.alpha:"));
         assert!(err(|r| r.market.alpha = f64::NAN).starts_with("market.alpha:"));
         assert!(err(|r| r.data.shard_size = 0).starts_with("data.shard_size:"));
-        assert!(
-            err(|r| r.data.source = "/definitely/not/here".into()).starts_with("data.source:")
-        );
+        assert!(err(|r| r.data.source = "/definitely/not/here".into()).starts_with("data.source:"));
         assert!(err(|r| r.training.optimizer = "lion".into()).starts_with("training.optimizer:"));
-        assert!(err(|r| r.training.compression = "zip".into()).starts_with("training.compression:"));
+        assert!(
+            err(|r| r.training.compression = "zip".into()).starts_with("training.compression:")
+        );
         assert!(err(|r| r.training.rounds = 0).starts_with("training.rounds:"));
         assert!(err(|r| r.training.lr = -1.0).starts_with("training.lr:"));
         assert!(err(|r| r.training.int8_block = 0).starts_with("training.compression:"));
-        assert!(err(|r| r.market.on_shortfall = "panic".into()).starts_with("market.on_shortfall:"));
+        assert!(
+            err(|r| r.market.on_shortfall = "panic".into()).starts_with("market.on_shortfall:")
+        );
         assert!(
             err(|r| {
                 r.market.demand_per_shard = fairgrid_sdk::jobs::ShardDemand {
@@ -433,7 +433,7 @@ mod tests {
                     gpu_mem_mib: 0,
                 }
             })
-                .starts_with("market.demand_per_shard:")
+            .starts_with("market.demand_per_shard:")
         );
         assert!(err(|r| r.market.bid_window_secs = 0).starts_with("market.bid_window_secs:"));
         assert!(err(|r| r.name = " ".into()).starts_with("name:"));

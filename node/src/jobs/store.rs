@@ -40,7 +40,9 @@ impl JobStore {
         let db = sled::Config::new()
             .path(root.join("db"))
             .open()
-            .map_err(|e| NodeError::Ledger(format!("opening {}: {e}", root.join("db").display())))?;
+            .map_err(|e| {
+                NodeError::Ledger(format!("opening {}: {e}", root.join("db").display()))
+            })?;
         Ok(JobStore {
             coordinator: db.open_tree("coordinator")?,
             params: db.open_tree("params")?,
@@ -55,7 +57,9 @@ impl JobStore {
     }
 
     pub fn result_path(&self, job: &Hash32) -> PathBuf {
-        self.root.join("results").join(format!("{}.safetensors", job.to_hex()))
+        self.root
+            .join("results")
+            .join(format!("{}.safetensors", job.to_hex()))
     }
 
     async fn flush(&self) -> Result<()> {
@@ -91,12 +95,18 @@ impl JobStore {
 
     /// Every coordinator checkpoint that decodes, with its parameters;
     /// the others are returned as errors naming the job.
-    pub fn coordinators<T: DeserializeOwned>(&self) -> Vec<std::result::Result<(Hash32, T, Option<Vec<u8>>), String>> {
+    pub fn coordinators<T: DeserializeOwned>(
+        &self,
+    ) -> Vec<std::result::Result<(Hash32, T, Option<Vec<u8>>), String>> {
         self.coordinator
             .iter()
             .map(|item| {
                 let (key, value) = item.map_err(|e| e.to_string())?;
-                let job = Hash32(key.as_ref().try_into().map_err(|_| "bad checkpoint key".to_string())?);
+                let job = Hash32(
+                    key.as_ref()
+                        .try_into()
+                        .map_err(|_| "bad checkpoint key".to_string())?,
+                );
                 let record = decode_exact("checkpoint", &value, MAX_RECORD)
                     .map_err(|e| format!("checkpoint of job {job}: {e}"))?;
                 let params = self
@@ -119,7 +129,11 @@ impl JobStore {
             .iter()
             .map(|item| {
                 let (key, value) = item.map_err(|e| e.to_string())?;
-                let job = Hash32(key.as_ref().try_into().map_err(|_| "bad worker key".to_string())?);
+                let job = Hash32(
+                    key.as_ref()
+                        .try_into()
+                        .map_err(|_| "bad worker key".to_string())?,
+                );
                 let record = decode_exact("worker record", &value, MAX_RECORD)
                     .map_err(|e| format!("worker record of job {job}: {e}"))?;
                 Ok((job, record))
@@ -245,8 +259,14 @@ mod tests {
         let all = store.coordinators::<(u32, String)>();
         assert_eq!(all.len(), 1);
         let (id, rec, params) = all[0].clone().unwrap();
-        assert_eq!((id, rec, params), (job, (7, "x".into()), Some(vec![1, 2, 3])));
-        store.coordinator.insert(Hash32::of(b"k").0, &[0xff, 0xff][..]).unwrap();
+        assert_eq!(
+            (id, rec, params),
+            (job, (7, "x".into()), Some(vec![1, 2, 3]))
+        );
+        store
+            .coordinator
+            .insert(Hash32::of(b"k").0, &[0xff, 0xff][..])
+            .unwrap();
         let all = store.coordinators::<(u32, String)>();
         assert_eq!(all.iter().filter(|r| r.is_err()).count(), 1);
     }

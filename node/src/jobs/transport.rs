@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use fairgrid_protocol::NodeId;
 use libp2p::PeerId;
@@ -31,6 +32,20 @@ pub fn call<'a>(
         if to == shared.node_id {
             return Ok(super::handle(Arc::clone(shared), to, request).await);
         }
-        shared.net.request(peer_id(&to)?, request).await
+        let peer = peer_id(&to)?;
+        // A peer over its rate limit answers Busy: back off and resend,
+        // for up to about 6 s, before giving the answer to the caller.
+        let mut wait = Duration::from_millis(25);
+        loop {
+            let answer = shared.net.request(peer, request.clone()).await?;
+            if !matches!(answer, Response::Busy) || wait > BUSY_GIVE_UP {
+                return Ok(answer);
+            }
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+        }
     })
 }
+
+/// The longest single back-off before a Busy answer is passed on.
+const BUSY_GIVE_UP: Duration = Duration::from_millis(3200);

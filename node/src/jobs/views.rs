@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use fairgrid_protocol::fairness::FairnessReport;
-use fairgrid_protocol::market::instance::{Instance, InstanceFile, JobSection, PolicySection, WindowSection};
+use fairgrid_protocol::market::instance::{
+    Instance, InstanceFile, JobSection, PolicySection, WindowSection,
+};
 use fairgrid_protocol::market::{self, MarketJob, PPM};
 use fairgrid_protocol::messages::ModelArch;
 use fairgrid_protocol::{NodeId, OwnerId, Signed};
@@ -181,8 +183,11 @@ pub fn explain(shared: &Shared, job: &CoordJob) -> Option<Result<String, String>
         .filter(|b| valid.contains(&b.id()))
         .cloned()
         .collect();
-    let node_names: BTreeMap<NodeId, String> =
-        checked.valid.iter().map(|b| (b.node, b.node.to_string())).collect();
+    let node_names: BTreeMap<NodeId, String> = checked
+        .valid
+        .iter()
+        .map(|b| (b.node, b.node.to_string()))
+        .collect();
     let owner_names: BTreeMap<OwnerId, String> = checked
         .valid
         .iter()

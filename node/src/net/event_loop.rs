@@ -456,7 +456,7 @@ impl EventLoop {
                             .swarm
                             .behaviour_mut()
                             .reqres
-                            .send_response(channel, Response::refused("rate limited"));
+                            .send_response(channel, Response::Busy);
                         return;
                     }
                     self.emit(NetEvent::Request {

@@ -108,6 +108,9 @@ pub enum Response {
     Receipt(Signed<Receipt>),
     /// Ledger entries of a job.
     JobLedger(Vec<Signed<LedgerEntry>>),
+    /// The sender is over its request rate: try again shortly. Distinct
+    /// from `Refused` so that a busy peer is not taken for an unwilling one.
+    Busy,
 }
 
 impl WireEnum for Response {
@@ -120,6 +123,7 @@ impl WireEnum for Response {
         ("shards", MAX_SHARD_BATCH_BYTES + 16 * MAX_SHARD_BATCH),
         ("receipt", 8192),
         ("job-ledger", MAX_LEDGER_BATCH_BYTES + MIB),
+        ("busy", 16),
     ];
 }
 
@@ -132,7 +136,8 @@ pub struct Hello {
 impl Response {
     pub fn refused(reason: impl Into<String>) -> Response {
         let mut reason: String = reason.into();
-        reason.truncate(900);
+        // At a char boundary: truncating inside a character would panic.
+        reason.truncate(reason.floor_char_boundary(900));
         Response::Refused { reason }
     }
 }
@@ -280,6 +285,7 @@ mod tests {
                 },
             )),
             Response::JobLedger(vec![entry()]),
+            Response::Busy,
         ]
     }
 
@@ -308,6 +314,7 @@ mod tests {
             Response::Shards(_) => 4,
             Response::Receipt(_) => 5,
             Response::JobLedger(_) => 6,
+            Response::Busy => 7,
         }
     }
 
@@ -348,5 +355,15 @@ mod tests {
         // A notice with as many bids as a job keeps.
         let notice = Request::LIMITS[3].1;
         assert!(notice >= Allocation::MAX_BYTES + 256 + MAX_NOTICE_BIDS * (Bid::MAX_BYTES + 256));
+    }
+
+    #[test]
+    fn refusal_reasons_are_clipped_at_a_character_boundary() {
+        // 899 ASCII bytes then a 4-byte character straddling byte 900.
+        let reason = format!("{}{}", "a".repeat(899), "\u{1F600}".repeat(10));
+        let Response::Refused { reason } = Response::refused(reason) else {
+            unreachable!()
+        };
+        assert_eq!(reason, "a".repeat(899));
     }
 }

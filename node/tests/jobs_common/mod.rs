@@ -74,7 +74,12 @@ impl JobsApi {
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> T {
         let (status, body) = self.raw(path).await;
-        assert_eq!(status, 200, "GET {path}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(
+            status,
+            200,
+            "GET {path}: {}",
+            String::from_utf8_lossy(&body)
+        );
         serde_json::from_slice(&body).unwrap()
     }
 
@@ -91,8 +96,10 @@ impl JobsApi {
     }
 
     pub async fn events(&self, id: &str, after: u64, wait: u64) -> JobEvents {
-        self.get(&format!("/v1/jobs/{id}/events?after={after}&wait_secs={wait}"))
-            .await
+        self.get(&format!(
+            "/v1/jobs/{id}/events?after={after}&wait_secs={wait}"
+        ))
+        .await
     }
 
     /// Follows the job's events (long poll) until it finishes or fails;

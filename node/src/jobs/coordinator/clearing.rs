@@ -113,7 +113,11 @@ fn no_supply_message(spec: &JobSpec, valid_bids: usize, cheapest: Option<(u64, N
 
 /// Clears the job over the bids of the nodes still in it, records and
 /// pushes the allocation, and repeats without the winners that refuse it.
-pub async fn clear_and_publish(shared: &Arc<Shared>, job: &Arc<CoordJob>, mut reason: String) -> Cleared {
+pub async fn clear_and_publish(
+    shared: &Arc<Shared>,
+    job: &Arc<CoordJob>,
+    mut reason: String,
+) -> Cleared {
     let spec = &job.spec;
     for _ in 0..MAX_CLEARINGS {
         let now = now_ms();
@@ -133,7 +137,12 @@ pub async fn clear_and_publish(shared: &Arc<Shared>, job: &Arc<CoordJob>, mut re
                 attempt: st.allocations.len() as u32,
                 prev_allocation: st.current().map_or(Hash32::ZERO, |a| a.allocation.hash()),
             };
-            (market_job, bids, st.phase == JobState::Training, st.cheapest_ask)
+            (
+                market_job,
+                bids,
+                st.phase == JobState::Training,
+                st.cheapest_ask,
+            )
         };
         let window_shared = Arc::clone(shared);
         let id = job.id;
@@ -224,7 +233,9 @@ pub async fn clear_and_publish(shared: &Arc<Shared>, job: &Arc<CoordJob>, mut re
         }
         reason = format!("winners left out: {}", names.join("; "));
     }
-    Cleared::Failed(format!("no allocation was accepted after {MAX_CLEARINGS} clearings"))
+    Cleared::Failed(format!(
+        "no allocation was accepted after {MAX_CLEARINGS} clearings"
+    ))
 }
 
 /// Sends the allocation and its bids to every winner; returns those that
@@ -267,7 +278,11 @@ async fn push(
 
 /// The owner of each winner of an allocation, for orders and credits.
 pub fn owners_of(allocation: &Allocation) -> BTreeMap<NodeId, OwnerId> {
-    allocation.assignments.iter().map(|a| (a.node, a.owner)).collect()
+    allocation
+        .assignments
+        .iter()
+        .map(|a| (a.node, a.owner))
+        .collect()
 }
 
 #[cfg(test)]

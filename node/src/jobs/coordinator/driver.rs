@@ -147,7 +147,11 @@ async fn run_round(shared: &Arc<Shared>, job: &Arc<CoordJob>, stop: &mut watch::
             job.fail("training without an allocation".into());
             return;
         };
-        (st.next_round, st.allocations.len() - 1, current.allocation.clone())
+        (
+            st.next_round,
+            st.allocations.len() - 1,
+            current.allocation.clone(),
+        )
     };
     let params = job.params.lock().expect("params lock").clone();
     let params_bytes = Arc::new(model::params_to_bytes(&params));
@@ -319,10 +323,8 @@ async fn complete_round(
     params: Arc<Vec<f32>>,
 ) {
     let round = finished.round;
-    let accepted: Vec<(NodeId, AcceptedUpdate)> = finished
-        .accepted()
-        .map(|(n, u)| (*n, u.clone()))
-        .collect();
+    let accepted: Vec<(NodeId, AcceptedUpdate)> =
+        finished.accepted().map(|(n, u)| (*n, u.clone())).collect();
     let dropped: Vec<(NodeId, String)> = finished
         .outcomes
         .iter()
@@ -336,8 +338,16 @@ async fn complete_round(
         for (node, _) in &dropped {
             st.missing.insert(*node);
         }
-        if !dropped.is_empty() || finished.outcomes.values().any(|o| matches!(o, Outcome::Rejected(_))) {
-            let names: Vec<String> = dropped.iter().map(|(n, why)| format!("{n} {why}")).collect();
+        if !dropped.is_empty()
+            || finished
+                .outcomes
+                .values()
+                .any(|o| matches!(o, Outcome::Rejected(_)))
+        {
+            let names: Vec<String> = dropped
+                .iter()
+                .map(|(n, why)| format!("{n} {why}"))
+                .collect();
             st.needs_reclear = Some(if names.is_empty() {
                 format!("an update was rejected in round {round}")
             } else {
@@ -353,7 +363,9 @@ async fn complete_round(
         };
         warn!(target: TARGET, job = %job.id, round, "round ended without an accepted update");
         if empty >= MAX_EMPTY_ROUNDS {
-            job.fail(format!("{empty} rounds in a row ended without an accepted update"));
+            job.fail(format!(
+                "{empty} rounds in a row ended without an accepted update"
+            ));
         }
         checkpoint(shared, job).await;
         return;
@@ -372,10 +384,14 @@ async fn complete_round(
         let next = aggregate(&params, &refs, hyper.outer_lr)?;
         let mut slot = evaluator.lock().expect("evaluator lock");
         if slot.is_none() {
-            *slot = Some(model::trainer(&spec, &hyper, eval_batch, threads).map_err(|e| e.to_string())?);
+            *slot = Some(
+                model::trainer(&spec, &hyper, eval_batch, threads).map_err(|e| e.to_string())?,
+            );
         }
         let trainer = slot.as_mut().expect("built above");
-        trainer.set_params_flat(&next.params).map_err(|e| e.to_string())?;
+        trainer
+            .set_params_flat(&next.params)
+            .map_err(|e| e.to_string())?;
         let metrics = trainer.evaluate(&data.test).map_err(|e| e.to_string())?;
         Ok::<_, String>((next, metrics.accuracy as f32))
     })
@@ -417,7 +433,13 @@ async fn complete_round(
         allocation: finished.allocation,
         accepted: accepted
             .iter()
-            .map(|(n, _)| (*n, finished.orders[n].owner, finished.orders[n].shards.len() as u32))
+            .map(|(n, _)| {
+                (
+                    *n,
+                    finished.orders[n].owner,
+                    finished.orders[n].shards.len() as u32,
+                )
+            })
             .collect(),
         train_loss: next.train_loss,
         test_accuracy: Some(accuracy),

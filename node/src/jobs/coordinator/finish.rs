@@ -23,7 +23,11 @@ const TARGET: &str = "fairgrid::jobs";
 /// Accepted shards per owner in each completed round.
 pub fn round_work(job: &CoordJob) -> (Vec<Allocation>, Vec<RoundWork>) {
     let st = job.state();
-    let allocations = st.allocations.iter().map(|a| a.allocation.clone()).collect();
+    let allocations = st
+        .allocations
+        .iter()
+        .map(|a| a.allocation.clone())
+        .collect();
     let work = st
         .rounds
         .iter()
@@ -47,8 +51,11 @@ pub async fn finish(shared: &Arc<Shared>, job: &Arc<CoordJob>) {
     let path = shared.jobs.store.result_path(&job.id);
     let written = tokio::task::spawn_blocking(move || {
         let mut trainer = model::trainer(&spec, &hyper, 1, 1).map_err(|e| e.to_string())?;
-        trainer.set_params_flat(&params).map_err(|e| e.to_string())?;
-        let file = save_safetensors(trainer.model(), trainer.backend()).map_err(|e| e.to_string())?;
+        trainer
+            .set_params_flat(&params)
+            .map_err(|e| e.to_string())?;
+        let file =
+            save_safetensors(trainer.model(), trainer.backend()).map_err(|e| e.to_string())?;
         crate::datadir::write_atomic(&path, &file).map_err(|e| e.to_string())?;
         Ok::<_, String>(Hash32::of(&file))
     })
@@ -77,7 +84,10 @@ pub async fn finish(shared: &Arc<Shared>, job: &Arc<CoordJob>) {
         let st = job.state();
         (
             st.rounds.len() as u32,
-            st.rounds.last().and_then(|r| r.test_accuracy).unwrap_or(0.0),
+            st.rounds
+                .last()
+                .and_then(|r| r.test_accuracy)
+                .unwrap_or(0.0),
             st.bytes_up + st.bytes_down,
         )
     };

@@ -52,7 +52,12 @@ pub async fn on_bid(shared: &Arc<Shared>, from: NodeId, signed: Signed<Bid>) -> 
         attempt: 0,
         prev_allocation: Hash32::ZERO,
     };
-    let checked = market::validate_bids(&market_job, std::slice::from_ref(&signed), &shared.trust, now);
+    let checked = market::validate_bids(
+        &market_job,
+        std::slice::from_ref(&signed),
+        &shared.trust,
+        now,
+    );
     if let Some(rejected) = checked.rejected.first() {
         if let MarketError::AskAboveLimit { ask, .. } = rejected {
             let mut st = job.state();
@@ -83,11 +88,14 @@ pub async fn on_bid(shared: &Arc<Shared>, from: NodeId, signed: Signed<Bid>) -> 
         {
             return Response::refused(format!("nonce {} is not above {}", bid.nonce, old.nonce));
         }
-        if !st.bids.contains_key(&from) && st.bids.len() >= shared.config.jobs.max_bids_per_job as usize {
+        if !st.bids.contains_key(&from)
+            && st.bids.len() >= shared.config.jobs.max_bids_per_job as usize
+        {
             return Response::refused("this job's bid book is full");
         }
         st.bids.insert(from, signed);
-        st.owners.insert(from, (ownership.owner, ownership.label.clone()));
+        st.owners
+            .insert(from, (ownership.owner, ownership.label.clone()));
         if st.cheapest_ask.is_none_or(|(c, _)| bid.ask < c) {
             st.cheapest_ask = Some((bid.ask, from));
         }
@@ -140,7 +148,12 @@ fn resend_start(shared: &Arc<Shared>, job: &Arc<CoordJob>, node: NodeId) {
     }
 }
 
-pub fn on_fetch_shards(shared: &Shared, from: NodeId, job_id: Hash32, indices: Vec<u32>) -> Response {
+pub fn on_fetch_shards(
+    shared: &Shared,
+    from: NodeId,
+    job_id: Hash32,
+    indices: Vec<u32>,
+) -> Response {
     let job = match job_of(shared, &job_id) {
         Ok(j) => j,
         Err(r) => return r,
@@ -174,11 +187,18 @@ pub fn on_fetch_shards(shared: &Shared, from: NodeId, job_id: Hash32, indices: V
     Response::Shards(out)
 }
 
-fn receipt(shared: &Shared, job_id: Hash32, round: u32, worker: NodeId, update_hash: Hash32, result: Result<(), String>) -> Response {
+fn receipt(
+    shared: &Shared,
+    job_id: Hash32,
+    round: u32,
+    worker: NodeId,
+    update_hash: Hash32,
+    result: Result<(), String>,
+) -> Response {
     let (accepted, reason) = match result {
         Ok(()) => (true, String::new()),
         Err(mut r) => {
-            r.truncate(900);
+            r.truncate(r.floor_char_boundary(900));
             (false, r)
         }
     };
@@ -196,10 +216,19 @@ fn receipt(shared: &Shared, job_id: Hash32, round: u32, worker: NodeId, update_h
     ))
 }
 
-pub async fn on_update(shared: &Arc<Shared>, from: NodeId, signed: Signed<RoundUpdate>, bytes: Vec<u8>) -> Response {
+pub async fn on_update(
+    shared: &Arc<Shared>,
+    from: NodeId,
+    signed: Signed<RoundUpdate>,
+    bytes: Vec<u8>,
+) -> Response {
     // The job and round are read from the payload before anything else is
     // trusted; the checks below verify the signature.
-    let Ok(claimed) = fairgrid_protocol::codec::decode_exact::<RoundUpdate>("round-update", &signed.payload, 256 * 1024) else {
+    let Ok(claimed) = fairgrid_protocol::codec::decode_exact::<RoundUpdate>(
+        "round-update",
+        &signed.payload,
+        256 * 1024,
+    ) else {
         return Response::refused("update payload does not decode");
     };
     let job = match job_of(shared, &claimed.job_id) {
@@ -223,7 +252,8 @@ pub async fn on_update(shared: &Arc<Shared>, from: NodeId, signed: Signed<RoundU
         Err(rejection) => return reject(shared, &job, from, &claimed, rejection),
     };
     let len = bytes.len() as u64;
-    let decoded = tokio::task::spawn_blocking(move || RoundInProgress::decode(&bytes, param_count)).await;
+    let decoded =
+        tokio::task::spawn_blocking(move || RoundInProgress::decode(&bytes, param_count)).await;
     let delta = match decoded {
         Ok(Ok(d)) => d,
         Ok(Err(rejection)) => return reject(shared, &job, from, &claimed, rejection),
@@ -248,17 +278,37 @@ pub async fn on_update(shared: &Arc<Shared>, from: NodeId, signed: Signed<RoundU
             )
         });
     if !settled {
-        return receipt(shared, job.id, update.round, from, update.update_hash, Err("the round closed before the update was taken".into()));
+        return receipt(
+            shared,
+            job.id,
+            update.round,
+            from,
+            update.update_hash,
+            Err("the round closed before the update was taken".into()),
+        );
     }
     job.wake.notify_one();
     debug!(target: TARGET, job = %job.id, round = update.round, worker = %from, bytes = len, "update accepted");
-    receipt(shared, job.id, update.round, from, update.update_hash, Ok(()))
+    receipt(
+        shared,
+        job.id,
+        update.round,
+        from,
+        update.update_hash,
+        Ok(()),
+    )
 }
 
 /// Refuses an update. Misbehaviour (bad signature, hash, size, values)
 /// also settles the worker's order as rejected, puts it out of the job,
 /// and is recorded as a failed `Verification`.
-fn reject(shared: &Arc<Shared>, job: &Arc<CoordJob>, from: NodeId, claimed: &RoundUpdate, rejection: Rejection) -> Response {
+fn reject(
+    shared: &Arc<Shared>,
+    job: &Arc<CoordJob>,
+    from: NodeId,
+    claimed: &RoundUpdate,
+    rejection: Rejection,
+) -> Response {
     if rejection.misbehaved {
         warn!(target: TARGET, job = %job.id, round = claimed.round, node = %from, reason = %rejection.reason, "update rejected");
         let settled = job
@@ -291,7 +341,14 @@ fn reject(shared: &Arc<Shared>, job: &Arc<CoordJob>, from: NodeId, claimed: &Rou
     } else {
         debug!(target: TARGET, job = %job.id, round = claimed.round, node = %from, reason = %rejection.reason, "update refused");
     }
-    receipt(shared, job.id, claimed.round, from, claimed.update_hash, Err(rejection.reason))
+    receipt(
+        shared,
+        job.id,
+        claimed.round,
+        from,
+        claimed.update_hash,
+        Err(rejection.reason),
+    )
 }
 
 /// A worker that cannot take part (e.g. its shards failed their hash
@@ -305,11 +362,19 @@ pub fn on_decline(shared: &Shared, from: NodeId, job_id: Hash32, reason: String)
     {
         let mut st = job.state();
         st.banned.insert(from);
-        if st.current().is_some_and(|a| !a.allocation.shards_of(&from).is_empty()) {
+        if st
+            .current()
+            .is_some_and(|a| !a.allocation.shards_of(&from).is_empty())
+        {
             st.needs_reclear = Some(format!("{from} withdrew: {reason}"));
         }
     }
-    let round = job.round.lock().expect("round lock").as_ref().map(|r| r.round);
+    let round = job
+        .round
+        .lock()
+        .expect("round lock")
+        .as_ref()
+        .map(|r| r.round);
     if let Some(round) = round {
         driver::settle_missed(&job, from, round, format!("withdrew: {reason}"));
     }

@@ -97,7 +97,8 @@ impl RoundInProgress {
     pub fn close(&mut self, reason: &str) -> Vec<NodeId> {
         let open = self.open();
         for node in &open {
-            self.outcomes.insert(*node, Outcome::Missed(reason.to_string()));
+            self.outcomes
+                .insert(*node, Outcome::Missed(reason.to_string()));
         }
         open
     }
@@ -133,7 +134,10 @@ impl RoundInProgress {
             ));
         }
         if update.job_id != self.job_id {
-            return refused(format!("update for job {}, not {}", update.job_id, self.job_id));
+            return refused(format!(
+                "update for job {}, not {}",
+                update.job_id, self.job_id
+            ));
         }
         if update.round != self.round {
             return refused(format!(
@@ -173,7 +177,8 @@ impl RoundInProgress {
                 update.compression, spec.hyper.compression
             ));
         }
-        let expected_len = kernels_compression(spec.hyper.compression).encoded_len(self.param_count);
+        let expected_len =
+            kernels_compression(spec.hyper.compression).encoded_len(self.param_count);
         if update.update_len != bytes.len() as u64 || bytes.len() != expected_len {
             return misbehaved(format!(
                 "update is {} bytes (claims {}), an encoded update of this model is {expected_len}",
@@ -198,7 +203,8 @@ impl RoundInProgress {
 
     /// Decodes checked bytes (CPU work: call it off the async threads).
     pub fn decode(bytes: &[u8], param_count: usize) -> Result<Vec<f32>, Rejection> {
-        decode_update(bytes, param_count).or_else(|e| misbehaved(format!("update does not decode: {e}")))
+        decode_update(bytes, param_count)
+            .or_else(|e| misbehaved(format!("update does not decode: {e}")))
     }
 
     /// Accepted updates, by worker.
@@ -226,12 +232,23 @@ pub fn aggregate(
     updates: &[&AcceptedUpdate],
     outer_lr: f32,
 ) -> Result<Aggregate, String> {
-    let deltas: Vec<(&[f32], u64)> = updates.iter().map(|u| (u.delta.as_slice(), u.samples)).collect();
+    let deltas: Vec<(&[f32], u64)> = updates
+        .iter()
+        .map(|u| (u.delta.as_slice(), u.samples))
+        .collect();
     let mean = weighted_mean(&deltas).map_err(|e| e.to_string())?;
     if mean.len() != params.len() {
-        return Err(format!("{} deltas for {} parameters", mean.len(), params.len()));
+        return Err(format!(
+            "{} deltas for {} parameters",
+            mean.len(),
+            params.len()
+        ));
     }
-    let new: Vec<f32> = params.iter().zip(&mean).map(|(p, d)| p + outer_lr * d).collect();
+    let new: Vec<f32> = params
+        .iter()
+        .zip(&mean)
+        .map(|(p, d)| p + outer_lr * d)
+        .collect();
     if let Some(i) = new.iter().position(|v| !v.is_finite()) {
         return Err(format!("aggregated parameter {i} is not finite"));
     }

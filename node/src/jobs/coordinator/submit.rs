@@ -48,7 +48,12 @@ pub async fn submit(shared: &Arc<Shared>, request: JobRequest) -> Result<JobAcce
     let mut nonce = [0u8; 8];
     getrandom::fill(&mut nonce).map_err(|e| JobsError::Internal(format!("random nonce: {e}")))?;
     let spec = plan
-        .spec(shared.node_id, u64::from_le_bytes(nonce), now, &data.facts())
+        .spec(
+            shared.node_id,
+            u64::from_le_bytes(nonce),
+            now,
+            &data.facts(),
+        )
         .map_err(JobsError::BadRequest)?;
     let (spec_for_init, hyper) = (spec.model.clone(), spec.hyper.clone());
     let params = blocking(move || {
@@ -93,7 +98,11 @@ pub async fn submit(shared: &Arc<Shared>, request: JobRequest) -> Result<JobAcce
     info!(target: TARGET, job = %id, name = %job.plan.name, shards = job.spec.shard_count(), "job submitted");
     publish_spec(shared, &job);
     // Gossip does not come back to its sender: bid on our own job directly.
-    let (s, signed, spec) = (Arc::clone(shared), job.signed_spec.clone(), job.spec.clone());
+    let (s, signed, spec) = (
+        Arc::clone(shared),
+        job.signed_spec.clone(),
+        job.spec.clone(),
+    );
     tokio::spawn(async move { crate::jobs::worker::bid(&s, signed, spec).await });
     tokio::spawn(super::driver::run(Arc::clone(shared), Arc::clone(&job)));
     Ok(JobAccepted {

@@ -22,10 +22,14 @@ const TARGET: &str = "fairgrid::jobs";
 
 fn own_job(shared: &Shared, from: NodeId, job: &Hash32) -> Result<Arc<WorkerJob>, Response> {
     let Some(worker) = shared.jobs.worker(job) else {
-        return Err(Response::refused(format!("this node did not bid on job {job}")));
+        return Err(Response::refused(format!(
+            "this node did not bid on job {job}"
+        )));
     };
     if worker.coordinator != from {
-        return Err(Response::refused("only the job's coordinator sends its allocations and rounds"));
+        return Err(Response::refused(
+            "only the job's coordinator sends its allocations and rounds",
+        ));
     }
     if worker.is_finished() {
         return Err(Response::refused("this node's part in the job has ended"));
@@ -168,13 +172,20 @@ pub async fn on_round_start(
         return Response::refused("round start not signed by the coordinator");
     }
     let Some(mine) = job.shards_in(&start.allocation) else {
-        return Response::refused(format!("allocation {} is not one this node verified", start.allocation));
+        return Response::refused(format!(
+            "allocation {} is not one this node verified",
+            start.allocation
+        ));
     };
     let order = start.orders.iter().find(|o| o.node == shared.node_id);
     if order.map(|o| &o.shards) != Some(&mine) || mine.is_empty() {
-        return Response::refused("the round's order for this node differs from the verified allocation");
+        return Response::refused(
+            "the round's order for this node differs from the verified allocation",
+        );
     }
-    if params.len() as u64 != start.params_len.saturating_mul(4) || Hash32::of(&params) != start.params_hash {
+    if params.len() as u64 != start.params_len.saturating_mul(4)
+        || Hash32::of(&params) != start.params_hash
+    {
         return Response::refused("parameters do not match the round's params_hash");
     }
     let Some(values) = model::params_from_bytes(&params) else {
@@ -200,7 +211,13 @@ pub async fn on_round_start(
 
 /// Loads the shards, trains on a blocking thread, sends the update and
 /// reads the receipt.
-async fn work_round(shared: &Arc<Shared>, job: &Arc<WorkerJob>, start: RoundStart, params: Vec<f32>, mine: Vec<u32>) {
+async fn work_round(
+    shared: &Arc<Shared>,
+    job: &Arc<WorkerJob>,
+    start: RoundStart,
+    params: Vec<f32>,
+    mine: Vec<u32>,
+) {
     let loaded = match shards::ensure(shared, job, &mine).await {
         Ok(l) => l,
         Err(ShardError::Corrupt(reason)) => return decline(shared, job, reason).await,
@@ -249,13 +266,17 @@ async fn work_round(shared: &Arc<Shared>, job: &Arc<WorkerJob>, start: RoundStar
             debug!(target: TARGET, job = %job.id, round = start.round, %reason, "update refused")
         }
         Ok(_) => warn!(target: TARGET, job = %job.id, "unexpected answer to an update"),
-        Err(e) => warn!(target: TARGET, job = %job.id, round = start.round, error = %e, "update not delivered"),
+        Err(e) => {
+            warn!(target: TARGET, job = %job.id, round = start.round, error = %e, "update not delivered")
+        }
     }
 }
 
 async fn read_receipt(job: &Arc<WorkerJob>, receipt: &Signed<Receipt>, round: u32) {
     match receipt.verify_and_decode() {
-        Ok((signer, r)) if signer == job.coordinator.0 && r.job_id == job.id && r.round == round => {
+        Ok((signer, r))
+            if signer == job.coordinator.0 && r.job_id == job.id && r.round == round =>
+        {
             if r.accepted {
                 debug!(target: TARGET, job = %job.id, round, "update accepted");
             } else {

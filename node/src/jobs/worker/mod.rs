@@ -152,7 +152,9 @@ pub async fn bid(shared: &Arc<Shared>, signed: Signed<JobSpec>, spec: JobSpec) {
         let publisher = shared.publisher.lock().expect("publisher lock");
         (
             publisher.offered(now),
-            publisher.current().map_or(shared.config.offer.price_floor, |a| a.price_floor),
+            publisher
+                .current()
+                .map_or(shared.config.offer.price_floor, |a| a.price_floor),
         )
     };
     let terms = match policy::decide(
@@ -236,7 +238,9 @@ pub async fn rejoin(shared: &Arc<Shared>, job: &Arc<WorkerJob>) {
         let publisher = shared.publisher.lock().expect("publisher lock");
         (
             publisher.offered(now),
-            publisher.current().map_or(shared.config.offer.price_floor, |a| a.price_floor),
+            publisher
+                .current()
+                .map_or(shared.config.offer.price_floor, |a| a.price_floor),
         )
     };
     let ask = if shared.config.worker.ask > 0 {
@@ -253,8 +257,12 @@ pub async fn rejoin(shared: &Arc<Shared>, job: &Arc<WorkerJob>) {
             }
             Err(BidError::Refused(reason)) if reason.contains(JOB_ENDED) => {
                 match ledger_sync::exchange(shared, job.coordinator, job.id).await {
-                    Ok(_) => info!(target: TARGET, job = %job.id, "job had ended; ledger entries exchanged"),
-                    Err(e) => warn!(target: TARGET, job = %job.id, error = %e, "job had ended; ledger exchange failed"),
+                    Ok(_) => {
+                        info!(target: TARGET, job = %job.id, "job had ended; ledger entries exchanged")
+                    }
+                    Err(e) => {
+                        warn!(target: TARGET, job = %job.id, error = %e, "job had ended; ledger exchange failed")
+                    }
                 }
                 finished(shared, job).await;
                 return;

@@ -35,7 +35,11 @@ pub fn decide(
             "already working on {active_jobs} jobs (worker.max_jobs)"
         ));
     }
-    let ask = if config.ask > 0 { config.ask } else { price_floor };
+    let ask = if config.ask > 0 {
+        config.ask
+    } else {
+        price_floor
+    };
     if ask > spec.limit_price {
         return Err(format!(
             "ask {ask} is above the job's limit price {}",
@@ -84,7 +88,10 @@ mod tests {
             ask: 70,
             ..WorkerConfig::default()
         };
-        assert_eq!(decide(&config, offer(), 30, 0, false, &spec).unwrap().ask, 70);
+        assert_eq!(
+            decide(&config, offer(), 30, 0, false, &spec).unwrap().ask,
+            70
+        );
     }
 
     #[test]
@@ -109,6 +116,10 @@ mod tests {
             cpu_milli: 50,
             ..offer()
         };
-        assert!(decide(&d, tiny, 0, 0, false, &spec).unwrap_err().contains("cannot hold"));
+        assert!(
+            decide(&d, tiny, 0, 0, false, &spec)
+                .unwrap_err()
+                .contains("cannot hold")
+        );
     }
 }

@@ -37,7 +37,11 @@ pub enum ShardError {
 }
 
 /// Makes sure every shard in `indices` is loaded, fetching what is missing.
-pub async fn ensure(shared: &Arc<Shared>, job: &Arc<WorkerJob>, indices: &[u32]) -> Result<Vec<Arc<Shard>>, ShardError> {
+pub async fn ensure(
+    shared: &Arc<Shared>,
+    job: &Arc<WorkerJob>,
+    indices: &[u32],
+) -> Result<Vec<Arc<Shard>>, ShardError> {
     let _one_at_a_time = job.fetching.lock().await;
     let mut missing = Vec::new();
     for &i in indices {
@@ -48,10 +52,17 @@ pub async fn ensure(shared: &Arc<Shared>, job: &Arc<WorkerJob>, indices: &[u32])
             continue;
         }
         let hash = job.spec.dataset.shards[i as usize].hash;
-        let cached = shared.jobs.shards.get(&hash).and_then(|b| Shard::from_bytes(&b).ok());
+        let cached = shared
+            .jobs
+            .shards
+            .get(&hash)
+            .and_then(|b| Shard::from_bytes(&b).ok());
         match cached {
             Some(shard) => {
-                job.shards.lock().expect("shards lock").insert(i, Arc::new(shard));
+                job.shards
+                    .lock()
+                    .expect("shards lock")
+                    .insert(i, Arc::new(shard));
             }
             None => missing.push(i),
         }
@@ -115,7 +126,11 @@ fn batches(job: &WorkerJob, indices: &[u32]) -> Vec<Vec<u32>> {
     out
 }
 
-async fn fetch(shared: &Arc<Shared>, job: &WorkerJob, indices: &[u32]) -> Result<Vec<Vec<u8>>, ShardError> {
+async fn fetch(
+    shared: &Arc<Shared>,
+    job: &WorkerJob,
+    indices: &[u32],
+) -> Result<Vec<Vec<u8>>, ShardError> {
     let request = Request::FetchShards {
         job_id: job.id,
         indices: indices.to_vec(),
@@ -131,7 +146,9 @@ async fn fetch(shared: &Arc<Shared>, job: &WorkerJob, indices: &[u32]) -> Result
             list.len()
         ))),
         Ok(Response::Refused { reason }) => Err(ShardError::Unavailable(reason)),
-        Ok(_) => Err(ShardError::Unavailable("unexpected answer to a shard fetch".into())),
+        Ok(_) => Err(ShardError::Unavailable(
+            "unexpected answer to a shard fetch".into(),
+        )),
         Err(e) => Err(ShardError::Unavailable(e.to_string())),
     }
 }
@@ -140,7 +157,11 @@ async fn fetch(shared: &Arc<Shared>, job: &WorkerJob, indices: &[u32]) -> Result
 fn accept(shared: &Shared, job: &WorkerJob, index: u32, bytes: &[u8]) -> Result<(), String> {
     let info = &job.spec.dataset.shards[index as usize];
     if bytes.len() != shard_len(job, index) {
-        return Err(format!("{} bytes, expected {}", bytes.len(), shard_len(job, index)));
+        return Err(format!(
+            "{} bytes, expected {}",
+            bytes.len(),
+            shard_len(job, index)
+        ));
     }
     let hash = Hash32(Shard::hash_bytes(bytes));
     if hash != info.hash {
@@ -153,6 +174,9 @@ fn accept(shared: &Shared, job: &WorkerJob, index: u32, bytes: &[u8]) -> Result<
     if let Err(e) = shared.jobs.shards.put(&hash, bytes) {
         warn!(target: TARGET, job = %job.id, error = %e, "shard not cached");
     }
-    job.shards.lock().expect("shards lock").insert(index, Arc::new(shard));
+    job.shards
+        .lock()
+        .expect("shards lock")
+        .insert(index, Arc::new(shard));
     Ok(())
 }

@@ -63,14 +63,18 @@ pub fn train_round(engine: &mut Option<Engine>, input: RoundInput) -> Result<Tra
         *engine = Some(Engine::new(&input.spec, input.threads)?);
     }
     let engine = engine.as_mut().expect("built above");
-    let set = ShardSet::new(input.loaded.iter().map(Arc::as_ref).collect()).map_err(|e| e.to_string())?;
+    let set =
+        ShardSet::new(input.loaded.iter().map(Arc::as_ref).collect()).map_err(|e| e.to_string())?;
     let hyper = &input.spec.hyper;
     let seed = model::round_seed(hyper.seed, &input.job_id, input.round, &input.worker);
     let local = engine
         .trainer
         .train_local(&input.params, &set, hyper.local_steps, hyper.lr, seed)
         .map_err(|e| e.to_string())?;
-    let mut bytes = engine.compressor.encode(&local.delta).map_err(|e| e.to_string())?;
+    let mut bytes = engine
+        .compressor
+        .encode(&local.delta)
+        .map_err(|e| e.to_string())?;
     if input.fault == TestFault::CorruptUpdate && bytes.len() >= 24 {
         // The first value (fp32) or block scale (int8) becomes NaN; the
         // update is otherwise well formed, hashed and signed.

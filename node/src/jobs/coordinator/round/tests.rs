@@ -1,6 +1,6 @@
 use super::*;
 use crate::jobs::testing::spec_with;
-use fairgrid_kernels::{Compressor, Compression as KCompression};
+use fairgrid_kernels::{Compression as KCompression, Compressor};
 use fairgrid_protocol::Keypair;
 use fairgrid_protocol::messages::Compression;
 
@@ -107,7 +107,9 @@ fn tampering_is_misbehaviour_and_lateness_is_not() {
     let bytes = encoded(c, 0.01);
     let from = f.worker.node_id();
     let check = |signed: &Signed<RoundUpdate>, bytes: &[u8], now: u64| {
-        f.round.check(from, signed, bytes, &f.spec, now).unwrap_err()
+        f.round
+            .check(from, signed, bytes, &f.spec, now)
+            .unwrap_err()
     };
 
     // Bytes changed after signing: the hash no longer matches.
@@ -147,14 +149,27 @@ fn tampering_is_misbehaviour_and_lateness_is_not() {
     // Late, stale, wrong round, unknown sender: refused, not misbehaviour.
     let r = check(&update(&f, &bytes, |_| {}), &bytes, 2001);
     assert!(!r.misbehaved && r.reason.contains("deadline"), "{r:?}");
-    assert!(!check(&update(&f, &bytes, |u| u.base_params = Hash32::ZERO), &bytes, 1500).misbehaved);
+    assert!(
+        !check(
+            &update(&f, &bytes, |u| u.base_params = Hash32::ZERO),
+            &bytes,
+            1500
+        )
+        .misbehaved
+    );
     assert!(!check(&update(&f, &bytes, |u| u.round = 3), &bytes, 1500).misbehaved);
     let outsider = Keypair::from_seed(b"outsider");
     let mut u = update(&f, &bytes, |_| {}).verify_and_decode().unwrap().1;
     u.worker = outsider.node_id();
     let r = f
         .round
-        .check(outsider.node_id(), &Signed::sign(&outsider, &u), &bytes, &f.spec, 1500)
+        .check(
+            outsider.node_id(),
+            &Signed::sign(&outsider, &u),
+            &bytes,
+            &f.spec,
+            1500,
+        )
         .unwrap_err();
     assert!(!r.misbehaved && r.reason.contains("no order"), "{r:?}");
 }
@@ -178,9 +193,15 @@ fn outcomes_settle_once_and_close_marks_the_rest_missed() {
     let mut f = fixture(Compression::Fp32);
     let worker = f.worker.node_id();
     assert!(!f.round.complete());
-    assert!(f.round.settle(worker, Outcome::Missed("disconnected".into())));
+    assert!(
+        f.round
+            .settle(worker, Outcome::Missed("disconnected".into()))
+    );
     assert!(!f.round.settle(worker, Outcome::Rejected("again".into())));
-    assert!(!f.round.settle(f.coordinator.node_id(), Outcome::Missed("x".into())));
+    assert!(
+        !f.round
+            .settle(f.coordinator.node_id(), Outcome::Missed("x".into()))
+    );
     let closed = f.round.close("deadline");
     assert_eq!(closed.len(), 1);
     assert!(f.round.complete());
@@ -207,5 +228,8 @@ fn aggregation_weights_by_samples_and_applies_the_outer_step() {
     assert!((out.train_loss - 1.25).abs() < 1e-6);
     assert_eq!(out.samples, 40);
     assert!(aggregate(&[1.0], &[&a], 1.0).is_err(), "length mismatch");
-    assert!(aggregate(&[1.0, 1.0], &[], 1.0).is_err(), "nothing to average");
+    assert!(
+        aggregate(&[1.0, 1.0], &[], 1.0).is_err(),
+        "nothing to average"
+    );
 }
