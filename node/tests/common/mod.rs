@@ -74,7 +74,13 @@ impl NodeProc {
     /// Starts `fairgrid run` in `dir` (already initialised) and waits for
     /// its API address.
     pub fn start(dir: &Path, bootstrap: &[String], env: &[(String, String)]) -> NodeProc {
-        let log = std::fs::File::create(dir.join("node.log")).unwrap();
+        // A node killed earlier left its run files behind: wait for new ones.
+        let _ = std::fs::remove_file(dir.join("run/api.addr"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("node.log"))
+            .unwrap();
         let mut cmd = Command::new(bin());
         cmd.args(["run", "--data-dir", dir.to_str().unwrap(), "--no-mdns"]);
         for b in bootstrap {
@@ -136,6 +142,14 @@ impl NodeProc {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: the node gets no chance to flush or say goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// SIGTERM, then wait (bounded) for a clean exit; returns whether the

@@ -1,0 +1,199 @@
+//! Churn and misbehaviour with real node processes on 127.0.0.1: a worker
+//! killed (SIGKILL) mid-job loses its shards to the others and the job
+//! completes; a coordinator killed mid-job resumes from its checkpoint;
+//! workers that send a corrupted or wrongly signed update are rejected
+//! and earn nothing.
+
+mod common;
+mod jobs_common;
+
+use std::time::Duration;
+
+use common::{NodeProc, fairgrid, wait_for};
+use fairgrid_sdk::jobs::{JobEventKind, JobState};
+use jobs_common::{JobsApi, jobs_env, small_job, start_cluster, wait_mesh};
+
+fn cluster(
+    root: &std::path::Path,
+    n: usize,
+    fault: impl Fn(usize) -> &'static str,
+) -> Vec<NodeProc> {
+    start_cluster(
+        root,
+        n,
+        |i| match fault(i) {
+            "" => jobs_env(&[]),
+            f => jobs_env(&[("FAIRGRID_WORKER_TEST_FAULT_INJECTION", f)]),
+        },
+        |_, _, _| {},
+    )
+}
+
+/// A job whose rounds take long enough (an MLP, 100 local steps: some
+/// 100 ms of work per worker) that a node can be killed mid-job; the
+/// round timeout leaves a wide margin on a loaded machine.
+fn slow_job(name: &str, rounds: u32, alpha: f64) -> fairgrid_sdk::jobs::JobRequest {
+    let mut request = small_job(name, rounds, alpha);
+    request.model.arch = "mlp".into();
+    request.training.local_steps = 100;
+    request.market.round_timeout_secs = 5;
+    request
+}
+
+fn ledger_ok(node: &mut NodeProc) {
+    node.stop();
+    let out = fairgrid(&["ledger", "verify", "--data-dir", node.dir.to_str().unwrap()]);
+    assert!(out.starts_with("ledger OK"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_loses_its_shards_and_the_job_completes() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(root.path(), 4, |_| "");
+    wait_mesh(&nodes).await;
+    let api = JobsApi::of(&nodes[0]);
+    // alpha 0.5: three nodes (each its own owner) can still hold 16 shards.
+    let request = slow_job("churn", 12, 0.5);
+    let id = api.submit(&request).await.unwrap().job_id;
+    let victim = nodes[3].peer_id.clone();
+    let seen = api
+        .follow_until(
+            &id,
+            Duration::from_secs(120),
+            |e| matches!(e.kind, JobEventKind::RoundCompleted { round, .. } if round >= 2),
+        )
+        .await;
+    assert!(
+        seen.iter()
+            .any(|e| matches!(&e.kind, JobEventKind::Cleared { winners: 4, .. })),
+        "every node won shards: {seen:#?}"
+    );
+    let before = api.allocation(&id).await;
+    let victim_shards = before
+        .nodes
+        .iter()
+        .find(|n| n.node == victim)
+        .unwrap()
+        .shards;
+    assert!(victim_shards > 0);
+    nodes[3].kill();
+
+    let events = api.follow(&id, Duration::from_secs(120)).await;
+    let report = api.report(&id).await;
+    assert_eq!(report.state, JobState::Finished, "{events:#?}");
+    assert_eq!(report.rounds.len(), 12);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(&e.kind, JobEventKind::WorkerMissed { node, .. } if *node == victim)),
+        "{events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e.kind, JobEventKind::Reallocated { .. })),
+        "{events:#?}"
+    );
+    // The last allocation gives the victim's shards to the others, caps
+    // still holding.
+    let after = api.allocation(&id).await;
+    assert!(after.attempt > before.attempt);
+    assert_eq!(after.shortfall, 0);
+    assert!(
+        after
+            .nodes
+            .iter()
+            .all(|n| n.node != victim || n.shards == 0)
+    );
+    assert_eq!(after.nodes.iter().map(|n| n.shards).sum::<u32>(), 16);
+    assert!(after.owners.iter().all(|o| o.shards <= after.owner_cap));
+    let last = report.rounds.last().unwrap();
+    assert_eq!(last.participants, 3);
+    // Recovery: at most two rounds ran short-handed.
+    let short = report.rounds.iter().filter(|r| r.participants == 3).count();
+    let full = report.rounds.iter().filter(|r| r.participants == 4).count();
+    assert!(full >= 3 && short + full >= 11, "{:?}", report.rounds);
+    for node in nodes.iter_mut().take(3) {
+        ledger_ok(node);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_coordinator_resumes_the_job_from_its_checkpoint() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(root.path(), 3, |_| "");
+    wait_mesh(&nodes).await;
+    let api = JobsApi::of(&nodes[0]);
+    let request = slow_job("resume", 10, 1.0);
+    let id = api.submit(&request).await.unwrap().job_id;
+    api.follow_until(
+        &id,
+        Duration::from_secs(120),
+        |e| matches!(e.kind, JobEventKind::RoundCompleted { round, .. } if round >= 3),
+    )
+    .await;
+    nodes[0].kill();
+    let listen = nodes[1].listen.clone();
+    nodes[0] = NodeProc::start(&nodes[0].dir.clone(), &listen, &jobs_env(&[]));
+    let api = JobsApi::of(&nodes[0]);
+    // The job is back once its checkpoint and data are loaded.
+    wait_for(Duration::from_secs(30), "the resumed job", || {
+        let api = api.clone();
+        let path = format!("/v1/jobs/{id}");
+        async move { (api.raw(&path).await.0 == 200).then_some(()) }
+    })
+    .await;
+    let events = api.follow(&id, Duration::from_secs(120)).await;
+    let report = api.report(&id).await;
+    assert_eq!(
+        report.state,
+        JobState::Finished,
+        "{events:#?}\n{}",
+        nodes[0].log()
+    );
+    let rounds: Vec<u32> = report.rounds.iter().map(|r| r.round).collect();
+    assert_eq!(rounds, (0..10).collect::<Vec<_>>(), "each round once");
+    for node in &mut nodes {
+        ledger_ok(node);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_and_wrongly_signed_updates_are_rejected_without_credit() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(root.path(), 3, |i| match i {
+        1 => "corrupt_update",
+        2 => "wrong_signer",
+        _ => "",
+    });
+    wait_mesh(&nodes).await;
+    let api = JobsApi::of(&nodes[0]);
+    let mut request = small_job("liars", 4, 1.0);
+    request.market.round_timeout_secs = 4;
+    let id = api.submit(&request).await.unwrap().job_id;
+    let events = api.follow(&id, Duration::from_secs(120)).await;
+    let report = api.report(&id).await;
+    assert_eq!(report.state, JobState::Finished, "{events:#?}");
+    for liar in [&nodes[1].peer_id, &nodes[2].peer_id] {
+        let rejected: Vec<&String> = events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                JobEventKind::UpdateRejected { node, reason, .. } if node == liar => Some(reason),
+                _ => None,
+            })
+            .collect();
+        assert!(!rejected.is_empty(), "{liar} was not rejected: {events:#?}");
+    }
+    // Only the honest node (the coordinator, its own owner) is credited,
+    // and every round counted its update alone.
+    assert_eq!(report.credits.len(), 1, "{:?}", report.credits);
+    assert!(report.credits[0].amount > 0);
+    assert!(
+        report.rounds.iter().all(|r| r.participants == 1),
+        "{:?}",
+        report.rounds
+    );
+    for node in &mut nodes {
+        ledger_ok(node);
+    }
+}
