@@ -2,11 +2,11 @@
 //! `JobFinished`, and the exchange of the job's ledger entries with every
 //! participant.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use fairgrid_kernels::model::save_safetensors;
-use fairgrid_protocol::Hash32;
+use fairgrid_protocol::{Hash32, OwnerId};
 use fairgrid_protocol::ledger::EntryBody;
 use fairgrid_protocol::messages::Allocation;
 use fairgrid_sdk::jobs::{JobEventKind, JobState};
@@ -45,6 +45,29 @@ pub fn round_work(job: &CoordJob) -> (Vec<Allocation>, Vec<RoundWork>) {
     (allocations, work)
 }
 
+/// The owners this node already credited for `job`, and whether it
+/// already recorded the job's end.
+fn recorded_end(
+    shared: &Shared,
+    job: &Hash32,
+) -> crate::error::Result<(BTreeSet<OwnerId>, bool)> {
+    let mut paid = BTreeSet::new();
+    let mut finished = false;
+    for stored in shared.ledger.store().entries_for_job(job)? {
+        if !stored.own {
+            continue;
+        }
+        match stored.entry()?.body {
+            EntryBody::Credit { owner, .. } => {
+                paid.insert(owner);
+            }
+            EntryBody::JobFinished { .. } => finished = true,
+            _ => {}
+        }
+    }
+    Ok((paid, finished))
+}
+
 pub async fn finish(shared: &Arc<Shared>, job: &Arc<CoordJob>) {
     let params = job.params.lock().expect("params lock").clone();
     let (spec, hyper) = (job.spec.model.clone(), job.spec.hyper.clone());
@@ -67,7 +90,13 @@ pub async fn finish(shared: &Arc<Shared>, job: &Arc<CoordJob>) {
     };
     let (allocations, work) = round_work(job);
     let owed = credits::credits(&allocations, &work, job.spec.hyper.rounds);
-    for credit in &owed {
+    // A coordinator that crashed part-way through this step and resumed
+    // must not pay twice: skip what its ledger already holds.
+    let (paid, finish_recorded) = match recorded_end(shared, &job.id) {
+        Ok(recorded) => recorded,
+        Err(e) => return job.fail(format!("reading the job's ledger entries: {e}")),
+    };
+    for credit in owed.iter().filter(|c| !paid.contains(&c.owner)) {
         let entry = EntryBody::Credit {
             job_id: job.id,
             owner: credit.owner,
@@ -98,7 +127,7 @@ pub async fn finish(shared: &Arc<Shared>, job: &Arc<CoordJob>) {
         test_accuracy_ppm: (f64::from(accuracy) * 1e6).round() as u32,
         bytes_moved: bytes,
     };
-    if let Err(e) = shared.ledger.append(entry).await {
+    if !finish_recorded && let Err(e) = shared.ledger.append(entry).await {
         return job.fail(format!("recording the end of the job: {e}"));
     }
     {
