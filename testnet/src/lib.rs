@@ -6,6 +6,7 @@
 //! - [`demo`]: a cluster of owners and nodes, one job, its allocation
 //!   against the caps, the rounds, the model, the ledgers;
 //! - [`chaos`]: the same with workers killed mid-job;
+//! - [`bench`]: the job benchmarks (overhead, bytes, recovery, accuracy);
 //! - [`up`]: a cluster that stays up for trying the CLI by hand.
 //!
 //! [`cluster::Cluster`] starts the processes (fresh data dirs, owner keys
@@ -15,6 +16,7 @@
 //! doubles as the node binary ([`launcher`]), so `cargo run -p
 //! fairgrid-testnet` needs nothing else built.
 
+pub mod bench;
 pub mod chaos;
 pub mod cluster;
 pub mod demo;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fairgrid_testnet::launcher::{Launcher, NODE_SUBCOMMAND};
-use fairgrid_testnet::{chaos, demo, scenario, up};
+use fairgrid_testnet::{bench, chaos, demo, scenario, up};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Launch fairgrid nodes on 127.0.0.1 and run scenarios.
@@ -27,6 +27,9 @@ enum Command {
     Demo(scenario::ScenarioArgs),
     /// The demo with workers killed (SIGKILL) mid-job.
     Chaos(chaos::ChaosArgs),
+    /// The job benchmarks: communication overhead, bytes per round,
+    /// recovery after a kill, or (--accuracy) parity with one node.
+    Bench(bench::BenchArgs),
     /// Start a cluster and keep it up until Ctrl-C.
     Up(up::UpArgs),
 }
@@ -77,6 +80,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     o.result_line()
                 })
                 .await
+            }
+            Command::Bench(args) => {
+                let timeout = args.scenario.timeout_secs;
+                interruptible(Some(timeout), bench::run(launcher, &args), |line| line).await
             }
             Command::Up(args) => {
                 interruptible(None, up::run(launcher, &args), |()| "stopped".to_string()).await

@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use fairgrid_kernels::model::save_safetensors;
-use fairgrid_protocol::{Hash32, OwnerId};
 use fairgrid_protocol::ledger::EntryBody;
 use fairgrid_protocol::messages::Allocation;
+use fairgrid_protocol::{Hash32, OwnerId};
 use fairgrid_sdk::jobs::{JobEventKind, JobState};
 use tracing::info;
 
@@ -47,10 +47,7 @@ pub fn round_work(job: &CoordJob) -> (Vec<Allocation>, Vec<RoundWork>) {
 
 /// The owners this node already credited for `job`, and whether it
 /// already recorded the job's end.
-fn recorded_end(
-    shared: &Shared,
-    job: &Hash32,
-) -> crate::error::Result<(BTreeSet<OwnerId>, bool)> {
+fn recorded_end(shared: &Shared, job: &Hash32) -> crate::error::Result<(BTreeSet<OwnerId>, bool)> {
     let mut paid = BTreeSet::new();
     let mut finished = false;
     for stored in shared.ledger.store().entries_for_job(job)? {
