@@ -22,6 +22,8 @@ pub struct ClusterSpec {
     pub owners: OwnerPlan,
     /// Extra `FAIRGRID_*` variables for every node.
     pub env: Vec<(String, String)>,
+    /// Training and evaluation threads per node.
+    pub node_threads: usize,
     /// Where the data dirs go (default: a fresh temp dir, removed on drop).
     pub root: Option<PathBuf>,
     /// How long to wait for the nodes to start and see each other.
@@ -34,6 +36,7 @@ impl ClusterSpec {
             nodes,
             owners: OwnerPlan::new(nodes, owners)?,
             env: Vec::new(),
+            node_threads: 1,
             root: None,
             ready_timeout: Duration::from_secs(60),
         })
@@ -173,7 +176,7 @@ impl Cluster {
         for (index, dir, peer_id, owner) in prepared {
             let mut env = spec.env.clone();
             env.extend(spec.owners.node_env(owner));
-            env.extend(thread_env(&dir)?);
+            env.extend(thread_env(&dir, spec.node_threads)?);
             let mut args: Vec<String> = vec![
                 "run".into(),
                 "--data-dir".into(),
@@ -358,11 +361,12 @@ fn read_token(dir: &Path) -> anyhow::Result<String> {
         .to_string())
 }
 
-/// One training thread per node: the nodes share the machine's cores.
+/// `threads` training threads per node (one by default: the nodes share
+/// the machine's cores).
 /// The setting's name is whatever the node's documented config calls a
 /// `*threads*` field, so this follows the node without a second copy of
 /// its config schema.
-fn thread_env(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
+fn thread_env(dir: &Path, threads: usize) -> anyhow::Result<Vec<(String, String)>> {
     let path = dir.join("config.toml");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -377,7 +381,7 @@ fn thread_env(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
             if field.contains("threads") && value.is_integer() {
                 env.push((
                     format!("FAIRGRID_{section}_{field}").to_uppercase(),
-                    "1".to_string(),
+                    threads.max(1).to_string(),
                 ));
             }
         }

@@ -26,6 +26,9 @@ pub struct ScenarioArgs {
     pub owners: usize,
     #[arg(long, value_enum, default_value_t = Model::Cnn)]
     pub model: Model,
+    /// Training and evaluation threads per node.
+    #[arg(long, default_value_t = 1)]
+    pub node_threads: usize,
     /// "builtin" (compiled in), "system" (/usr/share/datasets/fashion-mnist)
     /// or a directory of Fashion-MNIST IDX files.
     #[arg(long, default_value = "builtin")]
@@ -50,6 +53,7 @@ pub struct Prepared {
 pub async fn prepare(launcher: Launcher, args: &ScenarioArgs) -> anyhow::Result<Prepared> {
     let mut spec = ClusterSpec::new(args.nodes, args.owners)?;
     spec.root = args.keep.clone();
+    spec.node_threads = args.node_threads;
     let data = match args.data.as_str() {
         "builtin" | "system" => args.data.clone(),
         dir => std::path::absolute(dir)
