@@ -202,9 +202,18 @@ impl RoundInProgress {
     }
 
     /// Decodes checked bytes (CPU work: call it off the async threads).
+    /// A delta value beyond [`MAX_DELTA_ABS`] is misbehaviour: finite but
+    /// huge values would overflow the aggregate and fail the job for all.
     pub fn decode(bytes: &[u8], param_count: usize) -> Result<Vec<f32>, Rejection> {
-        decode_update(bytes, param_count)
-            .or_else(|e| misbehaved(format!("update does not decode: {e}")))
+        let delta = decode_update(bytes, param_count)
+            .or_else(|e| misbehaved(format!("update does not decode: {e}")))?;
+        if let Some(i) = delta.iter().position(|v| v.abs() > MAX_DELTA_ABS) {
+            return misbehaved(format!(
+                "update value {i} is {}, beyond the bound {MAX_DELTA_ABS}",
+                delta[i]
+            ));
+        }
+        Ok(delta)
     }
 
     /// Accepted updates, by worker.
@@ -215,6 +224,11 @@ impl RoundInProgress {
         })
     }
 }
+
+/// The largest magnitude a delta value may have. Local SGD moves weights
+/// by far less than this; the bound keeps the sum of a few thousand
+/// updates well inside f32.
+pub const MAX_DELTA_ABS: f32 = 1.0e4;
 
 /// What the coordinator's aggregation produced.
 #[derive(Debug, Clone, PartialEq)]

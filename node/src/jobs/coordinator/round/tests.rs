@@ -189,6 +189,15 @@ fn non_finite_values_fail_to_decode_even_when_correctly_signed() {
 }
 
 #[test]
+fn huge_finite_values_are_misbehaviour() {
+    let c = Compression::Fp32;
+    let mut bytes = encoded(c, 0.01);
+    bytes[20..24].copy_from_slice(&3.0e38f32.to_le_bytes());
+    let r = RoundInProgress::decode(&bytes, PARAMS).unwrap_err();
+    assert!(r.misbehaved && r.reason.contains("beyond the bound"), "{r:?}");
+}
+
+#[test]
 fn outcomes_settle_once_and_close_marks_the_rest_missed() {
     let mut f = fixture(Compression::Fp32);
     let worker = f.worker.node_id();
