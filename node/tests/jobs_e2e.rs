@@ -21,8 +21,11 @@ use jobs_common::{
     JobsApi, jobs_env, signed_entry, small_job, start_cluster, verified_allocations, wait_mesh,
 };
 
+/// An edit that spoils a good request.
+type Spoil = Box<dyn Fn(&mut JobRequest)>;
+
 async fn bad_requests_get_specific_errors(api: &JobsApi) {
-    let cases: Vec<(Box<dyn Fn(&mut JobRequest)>, &str)> = vec![
+    let cases: Vec<(Spoil, &str)> = vec![
         (
             Box::new(|r| r.model.arch = "transformer".into()),
             "model.arch",

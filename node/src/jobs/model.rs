@@ -78,7 +78,7 @@ pub fn params_to_bytes(params: &[f32]) -> Vec<u8> {
 /// The inverse of [`params_to_bytes`]; `None` if the length is not a
 /// multiple of 4 or a value is not finite.
 pub fn params_from_bytes(bytes: &[u8]) -> Option<Vec<f32>> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return None;
     }
     let params: Vec<f32> = bytes

@@ -313,8 +313,7 @@ impl JobPlan {
             submitted_at: now,
         };
         spec.validate().or_else(|e| field(&request_field(&e), e))?;
-        let end = spec.dataset.name.floor_char_boundary(256);
-        spec.dataset.name.truncate(end);
+        crate::net::wire::clip(&mut spec.dataset.name, 256);
         Ok(spec)
     }
 

@@ -31,6 +31,9 @@ pub struct JobStore {
     root: PathBuf,
 }
 
+/// A stored job: its id, its record, and its parameters if any.
+pub type Stored<T> = (Hash32, T, Option<Vec<u8>>);
+
 impl JobStore {
     pub fn open(root: &Path) -> Result<JobStore> {
         for dir in ["shards", "results"] {
@@ -95,9 +98,7 @@ impl JobStore {
 
     /// Every coordinator checkpoint that decodes, with its parameters;
     /// the others are returned as errors naming the job.
-    pub fn coordinators<T: DeserializeOwned>(
-        &self,
-    ) -> Vec<std::result::Result<(Hash32, T, Option<Vec<u8>>), String>> {
+    pub fn coordinators<T: DeserializeOwned>(&self) -> Vec<std::result::Result<Stored<T>, String>> {
         self.coordinator
             .iter()
             .map(|item| {

@@ -133,11 +133,22 @@ pub struct Hello {
     pub certificate: Option<Signed<OwnerCertificate>>,
 }
 
+/// Shortens `text` to at most `max` bytes, at a character boundary
+/// (`String::truncate` inside a character would panic).
+pub fn clip(text: &mut String, max: usize) {
+    if text.len() > max {
+        let end = (0..=max)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(end);
+    }
+}
+
 impl Response {
     pub fn refused(reason: impl Into<String>) -> Response {
         let mut reason: String = reason.into();
-        // At a char boundary: truncating inside a character would panic.
-        reason.truncate(reason.floor_char_boundary(900));
+        clip(&mut reason, 900);
         Response::Refused { reason }
     }
 }

@@ -24,6 +24,8 @@ const TARGET: &str = "fairgrid::jobs";
 /// it exchanges the job's ledger entries instead.
 pub const JOB_ENDED: &str = "job ended";
 
+// The error is the answer to send back as it is: boxing it buys nothing.
+#[allow(clippy::result_large_err)]
 fn job_of(shared: &Shared, id: &Hash32) -> Result<Arc<CoordJob>, Response> {
     shared
         .jobs
@@ -198,7 +200,7 @@ fn receipt(
     let (accepted, reason) = match result {
         Ok(()) => (true, String::new()),
         Err(mut r) => {
-            r.truncate(r.floor_char_boundary(900));
+            crate::net::wire::clip(&mut r, 900);
             (false, r)
         }
     };

@@ -20,6 +20,8 @@ use crate::net::{Request, Response};
 
 const TARGET: &str = "fairgrid::jobs";
 
+// The error is the answer to send back as it is: boxing it buys nothing.
+#[allow(clippy::result_large_err)]
 fn own_job(shared: &Shared, from: NodeId, job: &Hash32) -> Result<Arc<WorkerJob>, Response> {
     let Some(worker) = shared.jobs.worker(job) else {
         return Err(Response::refused(format!(

@@ -194,7 +194,10 @@ fn huge_finite_values_are_misbehaviour() {
     let mut bytes = encoded(c, 0.01);
     bytes[20..24].copy_from_slice(&3.0e38f32.to_le_bytes());
     let r = RoundInProgress::decode(&bytes, PARAMS).unwrap_err();
-    assert!(r.misbehaved && r.reason.contains("beyond the bound"), "{r:?}");
+    assert!(
+        r.misbehaved && r.reason.contains("beyond the bound"),
+        "{r:?}"
+    );
 }
 
 #[test]
