@@ -308,6 +308,12 @@ fn check_training(t: &TrainingChoice) -> Check {
             format!("{} is not in [0, 1)", t.momentum),
         ));
     }
+    if !matches!(t.schedule.as_str(), "constant" | "cosine") {
+        return Err((
+            "training.schedule",
+            format!("{:?} is not constant or cosine", t.schedule),
+        ));
+    }
     match t.compression.as_str() {
         "int8" => range("training.int8_block", t.int8_block.into(), 1, 1 << 20),
         "topk" => range("training.topk_permille", t.topk_permille.into(), 1, 1000),

@@ -66,6 +66,9 @@ pub struct TrainingChoice {
     pub int8_block: u32,
     pub topk_permille: u32,
     pub seed: u64,
+    /// The workers' learning rate over the rounds: "constant" (default)
+    /// or "cosine" (decays towards 0 by the last round).
+    pub schedule: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -301,6 +304,7 @@ impl Default for TrainingChoice {
             int8_block: 256,
             topk_permille: 10,
             seed: 1,
+            schedule: "constant".into(),
         }
     }
 }

@@ -22,6 +22,7 @@ use fairgrid_kernels::{
     ShardSet, Trainer, decode_update, weighted_mean,
 };
 use fairgrid_node::cli::job::follow_with_progress;
+use fairgrid_protocol::messages::{self, HyperParams, LrSchedule, OptimizerKind};
 use fairgrid_sdk::Client;
 use fairgrid_sdk::jobs::{JobEventKind, JobRequest, JobState, TrainingReport};
 
@@ -231,7 +232,13 @@ fn local_rounds(request: &JobRequest, per_node: &[u32]) -> anyhow::Result<f64> {
                     scope.spawn(move || -> anyhow::Result<(Vec<f32>, u64)> {
                         let set = ShardSet::new(shards.iter().collect())?;
                         let seed = t.seed ^ (u64::from(round) << 8) ^ i as u64;
-                        let local = trainer.train_local(params, &set, t.local_steps, t.lr, seed)?;
+                        let local = trainer.train_local(
+                            params,
+                            &set,
+                            t.local_steps,
+                            lr_at(t, round),
+                            seed,
+                        )?;
                         let bytes = compressor.encode(&local.delta)?;
                         Ok((decode_update(&bytes, params.len())?, local.samples))
                     })
@@ -339,6 +346,26 @@ fn prepared_workers(events: &[fairgrid_sdk::jobs::JobEvent], seq: u64) -> u32 {
         .unwrap_or(0)
 }
 
+/// The job's learning rate in `round`, as the workers compute it.
+fn lr_at(t: &fairgrid_sdk::jobs::TrainingChoice, round: u32) -> f32 {
+    let hyper = HyperParams {
+        rounds: t.rounds,
+        local_steps: t.local_steps,
+        batch_size: t.batch_size,
+        optimizer: OptimizerKind::Sgd,
+        lr: t.lr,
+        momentum: t.momentum,
+        outer_lr: t.outer_lr,
+        compression: messages::Compression::Fp32,
+        seed: t.seed,
+        schedule: match t.schedule.as_str() {
+            "cosine" => LrSchedule::Cosine,
+            _ => LrSchedule::Constant,
+        },
+    };
+    hyper.lr_at(round)
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -394,8 +421,13 @@ fn single_node(request: &JobRequest, workers: usize) -> anyhow::Result<f32> {
     let set = ShardSet::new(all.iter().collect())?;
     let mut params = trainer.params_flat()?;
     for round in 0..t.rounds {
-        let update =
-            trainer.train_local(&params, &set, t.local_steps, t.lr, 1000 + u64::from(round))?;
+        let update = trainer.train_local(
+            &params,
+            &set,
+            t.local_steps,
+            lr_at(t, round),
+            1000 + u64::from(round),
+        )?;
         for (p, d) in params.iter_mut().zip(&update.delta) {
             *p += t.outer_lr * d;
         }

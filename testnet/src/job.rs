@@ -58,6 +58,10 @@ pub struct Tuning {
     /// Seconds a worker has per round before it is dropped (default 20).
     #[arg(long)]
     pub round_timeout_secs: Option<u64>,
+    /// The workers' learning rate over the rounds: constant or cosine
+    /// (default).
+    #[arg(long)]
+    pub schedule: Option<String>,
     /// Seconds nodes have to bid (default 3).
     #[arg(long)]
     pub bid_window_secs: Option<u64>,
@@ -104,6 +108,7 @@ pub fn demo_request(
             local_steps: tuning.local_steps.unwrap_or(local_steps),
             batch_size: tuning.batch.unwrap_or(32),
             lr: tuning.lr.unwrap_or(lr),
+            schedule: tuning.schedule.clone().unwrap_or_else(|| "cosine".into()),
             ..TrainingChoice::default()
         },
         market: MarketChoice {

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use fairgrid_protocol::market::PPM;
 use fairgrid_protocol::messages::{
-    Compression, DatasetDescriptor, HyperParams, InputShape, JobSpec, ModelArch, ModelSpec,
-    OptimizerKind, ShortfallPolicy,
+    Compression, DatasetDescriptor, HyperParams, InputShape, JobSpec, LrSchedule, ModelArch,
+    ModelSpec, OptimizerKind, ShortfallPolicy,
 };
 use fairgrid_protocol::{NodeId, PublicKey, ResourceVec};
 use fairgrid_sdk::jobs::JobRequest;
@@ -147,6 +147,16 @@ pub fn plan(request: &JobRequest) -> Result<JobPlan, String> {
             );
         }
     };
+    let schedule = match t.schedule.as_str() {
+        "constant" => LrSchedule::Constant,
+        "cosine" => LrSchedule::Cosine,
+        other => {
+            return field(
+                "training.schedule",
+                format!("unknown schedule {other:?} (constant or cosine)"),
+            );
+        }
+    };
     let hyper = HyperParams {
         rounds: t.rounds,
         local_steps: t.local_steps,
@@ -157,6 +167,7 @@ pub fn plan(request: &JobRequest) -> Result<JobPlan, String> {
         outer_lr: t.outer_lr,
         compression,
         seed: t.seed,
+        schedule,
     };
     let m = &request.market;
     if !(m.alpha > 0.0 && m.alpha <= 1.0) {

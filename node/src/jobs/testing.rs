@@ -1,8 +1,8 @@
 //! Samples for unit tests.
 
 use fairgrid_protocol::messages::{
-    Compression, DatasetDescriptor, HyperParams, InputShape, JobSpec, ModelArch, ModelSpec,
-    OptimizerKind, ShardInfo, ShortfallPolicy,
+    Compression, DatasetDescriptor, HyperParams, InputShape, JobSpec, LrSchedule, ModelArch,
+    ModelSpec, OptimizerKind, ShardInfo, ShortfallPolicy,
 };
 use fairgrid_protocol::{Hash32, Keypair, ResourceVec};
 
@@ -41,6 +41,7 @@ pub fn spec_with(key: &Keypair, shards: usize, compression: Compression) -> JobS
             outer_lr: 1.0,
             compression,
             seed: 1,
+            schedule: LrSchedule::Constant,
         },
         demand_per_shard: ResourceVec {
             cpu_milli: 100,

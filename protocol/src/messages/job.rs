@@ -85,6 +85,33 @@ pub struct HyperParams {
     pub outer_lr: f32,
     pub compression: Compression,
     pub seed: u64,
+    /// How the workers' learning rate changes over the rounds.
+    pub schedule: LrSchedule,
+}
+
+/// The workers' learning rate over the rounds of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LrSchedule {
+    /// `lr` in every round.
+    #[default]
+    Constant,
+    /// `lr * (1 + cos(pi * round / rounds)) / 2`: from `lr` in round 0
+    /// towards 0 in the last round.
+    Cosine,
+}
+
+impl HyperParams {
+    /// The workers' learning rate in `round`.
+    pub fn lr_at(&self, round: u32) -> f32 {
+        match self.schedule {
+            LrSchedule::Constant => self.lr,
+            LrSchedule::Cosine => {
+                let progress = f64::from(round.min(self.rounds)) / f64::from(self.rounds.max(1));
+                (f64::from(self.lr) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())) as f32
+            }
+        }
+    }
 }
 
 /// What to do when the market cannot place every shard within the caps.
@@ -230,5 +257,36 @@ impl JobSpec {
 
     pub fn shard_count(&self) -> u32 {
         self.dataset.shards.len() as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hyper(schedule: LrSchedule) -> HyperParams {
+        HyperParams {
+            rounds: 10,
+            local_steps: 1,
+            batch_size: 1,
+            optimizer: OptimizerKind::Sgd,
+            lr: 0.1,
+            momentum: 0.0,
+            outer_lr: 1.0,
+            compression: Compression::Fp32,
+            seed: 0,
+            schedule,
+        }
+    }
+
+    #[test]
+    fn cosine_decays_from_lr_to_zero_and_constant_stays() {
+        let cosine = hyper(LrSchedule::Cosine);
+        assert_eq!(cosine.lr_at(0), 0.1);
+        assert!((cosine.lr_at(5) - 0.05).abs() < 1e-7);
+        assert!(cosine.lr_at(9) > 0.0 && cosine.lr_at(9) < 0.003);
+        assert!(cosine.lr_at(10) < 1e-9);
+        assert!((1..10).all(|r| cosine.lr_at(r) < cosine.lr_at(r - 1)));
+        assert_eq!(hyper(LrSchedule::Constant).lr_at(7), 0.1);
     }
 }

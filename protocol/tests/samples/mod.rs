@@ -161,6 +161,7 @@ impl Gen {
                 outer_lr: self.f32(),
                 compression: self.compression(),
                 seed: self.u64(),
+                schedule: [LrSchedule::Constant, LrSchedule::Cosine][self.small(2)],
             },
             demand_per_shard: self.resources(),
             limit_price: self.u64(),

@@ -221,6 +221,7 @@ fn nonsense_values_are_refused_by_name() {
         ("[training]\nouter_lr = inf\n", "training.outer_lr"),
         ("[training]\nmomentum = 1.0\n", "training.momentum"),
         ("[training]\noptimizer = \"lbfgs\"\n", "training.optimizer"),
+        ("[training]\nschedule = \"step\"\n", "training.schedule"),
         (
             "[training]\ncompression = \"zip\"\n",
             "training.compression",

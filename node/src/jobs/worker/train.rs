@@ -69,7 +69,13 @@ pub fn train_round(engine: &mut Option<Engine>, input: RoundInput) -> Result<Tra
     let seed = model::round_seed(hyper.seed, &input.job_id, input.round, &input.worker);
     let local = engine
         .trainer
-        .train_local(&input.params, &set, hyper.local_steps, hyper.lr, seed)
+        .train_local(
+            &input.params,
+            &set,
+            hyper.local_steps,
+            hyper.lr_at(input.round),
+            seed,
+        )
         .map_err(|e| e.to_string())?;
     let mut bytes = engine
         .compressor
