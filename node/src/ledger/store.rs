@@ -7,9 +7,16 @@
 //! index/owner           owner(32) ++ seq             -> ()
 //! foreign               author(32) ++ seq            -> signed entry bytes (others' entries)
 //! foreign/job           job(32) ++ author(32) ++ seq -> ()
+//! meta                  "format" -> [2]; "indexed" -> seq(be u64)
 //! ```
-//! Every append touches these trees in one sled transaction, so after a
-//! crash either all of an entry's rows exist or none do.
+//! The chain is the source of truth; the kind, job and owner trees are
+//! indexes derived from it (keys only). Each group commit writes the chain
+//! rows first (one atomic sled batch), then the index rows, then the
+//! `indexed` watermark, then flushes once. sled recovers a prefix of its
+//! log, so after a crash the indexes can only lag the chain, never lead
+//! it; [`catch_up_indexes`](super::index::catch_up_indexes) (run when the
+//! node opens its ledger) re-derives what is missing. A foreign entry and
+//! its index row are written in one transaction.
 
 use std::path::Path;
 
@@ -27,7 +34,15 @@ pub struct Trees {
     pub by_owner: sled::Tree,
     pub foreign: sled::Tree,
     pub foreign_by_job: sled::Tree,
+    pub meta: sled::Tree,
 }
+
+/// The layout version, in `meta/format`. Format 1 (no marker) linked each
+/// entry to the previous envelope's id; those ledgers do not verify now.
+pub const FORMAT: u8 = 2;
+pub const META_FORMAT: &[u8] = b"format";
+/// Seq of the last own entry whose index rows are written.
+pub const META_INDEXED: &[u8] = b"indexed";
 
 impl Trees {
     fn open(db: &sled::Db) -> Result<Trees> {
@@ -42,20 +57,8 @@ impl Trees {
             by_owner: db.open_tree("index/owner")?,
             foreign: db.open_tree("foreign")?,
             foreign_by_job: db.open_tree("foreign/job")?,
+            meta: db.open_tree("meta")?,
         })
-    }
-
-    /// Every tree in a fixed order, for multi-tree transactions.
-    pub fn all(&self) -> Vec<sled::Tree> {
-        let mut all = vec![self.chain.clone()];
-        all.extend(self.kinds.iter().map(|(_, t)| t.clone()));
-        all.extend([
-            self.by_job.clone(),
-            self.by_owner.clone(),
-            self.foreign.clone(),
-            self.foreign_by_job.clone(),
-        ]);
-        all
     }
 
     pub fn kind_tree(&self, kind: EntryKind) -> &sled::Tree {
@@ -76,12 +79,21 @@ pub fn concat_key(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }
 
-fn seq_of(key: &[u8]) -> Result<u64> {
+pub(crate) fn seq_of(key: &[u8]) -> Result<u64> {
     let tail: [u8; 8] = key
         .get(key.len().saturating_sub(8)..)
         .and_then(|s| s.try_into().ok())
         .ok_or_else(|| NodeError::Ledger(format!("index key of {} bytes", key.len())))?;
     Ok(u64::from_be_bytes(tail))
+}
+
+/// The last own entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tip {
+    pub seq: u64,
+    pub id: Hash32,
+    pub link: Hash32,
+    pub author: NodeId,
 }
 
 /// A stored entry with where it lives.
@@ -95,7 +107,7 @@ pub struct StoredEntry {
 }
 
 impl StoredEntry {
-    fn decode(seq: u64, bytes: &[u8], own: bool) -> Result<StoredEntry> {
+    pub(crate) fn decode(seq: u64, bytes: &[u8], own: bool) -> Result<StoredEntry> {
         let signed = Signed::<LedgerEntry>::from_bytes(bytes)
             .map_err(|e| NodeError::Ledger(format!("stored entry {seq} does not decode: {e}")))?;
         Ok(StoredEntry {
@@ -104,6 +116,11 @@ impl StoredEntry {
             signed,
             own,
         })
+    }
+
+    /// What the next entry of its chain links to.
+    pub fn link(&self) -> Hash32 {
+        LedgerEntry::link_of(&self.signed)
     }
 
     /// The entry's content, decoded (the signature is not re-checked).
@@ -142,11 +159,27 @@ impl LedgerStore {
                 other => NodeError::Ledger(format!("opening {}: {other}", path.display())),
             })?;
         let trees = Trees::open(&db)?;
+        let format = trees.meta.get(META_FORMAT)?;
+        if format.as_deref() != Some(&[FORMAT][..]) && !trees.chain.is_empty() {
+            return Err(NodeError::Ledger(format!(
+                "{} holds a ledger in format {} but this fairgrid reads format {FORMAT} \
+                 (entries now link the hash of the previous entry's content); \
+                 keep its export and start a new data dir",
+                path.display(),
+                format.map_or("1".to_string(), |f| format!("{f:?}")),
+            )));
+        }
         Ok(LedgerStore { db, trees })
     }
 
-    /// `(seq, id)` of the last own entry, and its author.
-    pub fn head(&self) -> Result<Option<(u64, Hash32, NodeId)>> {
+    /// Marks an empty ledger as this format (the writer does, on open).
+    pub(crate) fn mark_format(&self) -> Result<()> {
+        self.trees.meta.insert(META_FORMAT, &[FORMAT])?;
+        Ok(())
+    }
+
+    /// The last own entry: where the next append continues.
+    pub(crate) fn tip(&self) -> Result<Option<Tip>> {
         let Some((key, value)) = self.trees.chain.last()? else {
             return Ok(None);
         };
@@ -159,7 +192,17 @@ impl LedgerStore {
                 entry.seq
             )));
         }
-        Ok(Some((seq, stored.id, entry.author)))
+        Ok(Some(Tip {
+            seq,
+            id: stored.id,
+            link: stored.link(),
+            author: entry.author,
+        }))
+    }
+
+    /// `(seq, id)` of the last own entry, and its author.
+    pub fn head(&self) -> Result<Option<(u64, Hash32, NodeId)>> {
+        Ok(self.tip()?.map(|t| (t.seq, t.id, t.author)))
     }
 
     /// Number of own entries (the head's seq + 1).

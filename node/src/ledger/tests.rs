@@ -157,3 +157,105 @@ async fn verify_names_the_first_tampered_or_missing_entry() {
         "a gap is found"
     );
 }
+
+#[tokio::test]
+async fn indexes_that_lag_the_chain_are_caught_up_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = Keypair::from_seed(b"lagging");
+    let ledger = Ledger::open(dir.path(), key.clone()).unwrap();
+    for i in 0..40 {
+        ledger.append(credit((i % 4) as u8, i)).await.unwrap();
+    }
+    // What a crash between a group's chain rows and its index rows leaves:
+    // the last 15 entries' index rows and the watermark are missing.
+    let trees = ledger.store().trees.clone();
+    for seq in 25..40u64 {
+        let key = store::seq_key(seq);
+        let entry = ledger.store().get(seq).unwrap().unwrap().entry().unwrap();
+        trees.kind_tree(EntryKind::Credit).remove(key).unwrap();
+        let job = entry.body.job_id().unwrap();
+        trees
+            .by_job
+            .remove(store::concat_key(&[&job.0, &key]))
+            .unwrap();
+        for owner in entry.body.owners() {
+            trees
+                .by_owner
+                .remove(store::concat_key(&[&owner.0.0, &key]))
+                .unwrap();
+        }
+    }
+    trees
+        .meta
+        .insert(store::META_INDEXED, &store::seq_key(24))
+        .unwrap();
+    let credits = |l: &Ledger| {
+        l.store()
+            .seqs_of_kind(EntryKind::Credit, None, 1000)
+            .unwrap()
+            .len()
+    };
+    assert_eq!(credits(&ledger), 25);
+    ledger.close_async().await.unwrap();
+    // The trees hold the database open (and locked) too.
+    drop(trees);
+    drop(ledger);
+
+    let reopened = Ledger::open(dir.path(), key.clone()).unwrap();
+    assert_eq!(credits(&reopened), 40);
+    let job = Hash32::of(&[1]);
+    assert_eq!(reopened.store().entries_for_job(&job).unwrap().len(), 10);
+    let owner = Keypair::from_seed(&[3]).owner_id();
+    assert_eq!(reopened.store().entries_for_owner(&owner).unwrap().len(), 10);
+
+    // A watermark past the chain (which sled should never produce) makes
+    // the indexes be rebuilt from scratch rather than trusted.
+    reopened
+        .store()
+        .trees
+        .meta
+        .insert(store::META_INDEXED, &store::seq_key(99))
+        .unwrap();
+    reopened
+        .store()
+        .trees
+        .kind_tree(EntryKind::Verification)
+        .insert(store::seq_key(77), &[])
+        .unwrap();
+    reopened.close_async().await.unwrap();
+    drop(reopened);
+    let rebuilt = Ledger::open(dir.path(), key).unwrap();
+    assert_eq!(credits(&rebuilt), 40);
+    assert!(
+        rebuilt
+            .store()
+            .seqs_of_kind(EntryKind::Verification, None, 10)
+            .unwrap()
+            .is_empty()
+    );
+    rebuilt.close_async().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_ledger_in_the_old_format_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = Keypair::from_seed(b"old");
+    let ledger = Ledger::open(dir.path(), key.clone()).unwrap();
+    ledger.append(credit(1, 1)).await.unwrap();
+    // Format 1 had no marker.
+    ledger
+        .store()
+        .trees
+        .meta
+        .remove(store::META_FORMAT)
+        .unwrap();
+    ledger.close_async().await.unwrap();
+    drop(ledger);
+    for err in [
+        Ledger::open(dir.path(), key.clone()).err().unwrap(),
+        LedgerStore::open(dir.path()).err().unwrap(),
+    ] {
+        let text = err.to_string();
+        assert!(text.contains("format 1"), "{text}");
+    }
+}
