@@ -111,7 +111,14 @@ fn group_commit(n: u64, appenders: u64) -> Run {
     let done = append_many(&runtime, &ledger, n, appenders);
     let rate = done as f64 / start.elapsed().as_secs_f64();
     let commits = ledger.group_commits() - commits_before;
-    let size = ledger.store().get(0).unwrap().unwrap().signed.to_bytes().len();
+    let size = ledger
+        .store()
+        .get(0)
+        .unwrap()
+        .unwrap()
+        .signed
+        .to_bytes()
+        .len();
     runtime.block_on(ledger.close_async()).unwrap();
     Run {
         rate,
@@ -176,7 +183,10 @@ fn best_median(values: &mut [f64], higher_is_better: bool) -> (f64, f64) {
 }
 
 fn appends(runs: usize, n: u64) {
-    println!("## ledger appends ({n} entries per row, {runs} runs, load {})", load());
+    println!(
+        "## ledger appends ({n} entries per row, {runs} runs, load {})",
+        load()
+    );
     let serial = signing_only(n.min(50_000), false);
     let parallel = signing_only(n.min(50_000), true);
     println!("| sign only (no storage) | entries/s |");
@@ -187,7 +197,9 @@ fn appends(runs: usize, n: u64) {
         rayon::current_num_threads()
     );
     println!();
-    println!("| run | ledger, 256 appenders | mean group | raw sled, batch 256 | ratio | ledger, 1024 appenders | mean group | raw sled, batch 1024 | ratio | load |");
+    println!(
+        "| run | ledger, 256 appenders | mean group | raw sled, batch 256 | ratio | ledger, 1024 appenders | mean group | raw sled, batch 1024 | ratio | load |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     let mut rows: Vec<[f64; 4]> = Vec::new();
     let mut size = 0;
@@ -232,7 +244,10 @@ fn appends(runs: usize, n: u64) {
 }
 
 fn verification(runs: usize, total: u64) {
-    println!("\n## verifying a {total}-entry ledger ({runs} runs, load {})", load());
+    println!(
+        "\n## verifying a {total}-entry ledger ({runs} runs, load {})",
+        load()
+    );
     let dir = tempfile::tempdir().unwrap();
     {
         let runtime = runtime();
@@ -279,7 +294,9 @@ fn verification(runs: usize, total: u64) {
     }
     let (best, median) = best_median(&mut walls, false);
     let (cpu_best, cpu_median) = best_median(&mut cpus, false);
-    println!("| verify_store best / median | | {best:.2} / {median:.2} | {cpu_best:.2} / {cpu_median:.2} | |");
+    println!(
+        "| verify_store best / median | | {best:.2} / {median:.2} | {cpu_best:.2} / {cpu_median:.2} | |"
+    );
 
     // The signature check alone, one thread, on the first 100k entries.
     let sample: Vec<Signed<LedgerEntry>> = store

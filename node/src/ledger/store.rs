@@ -2,15 +2,18 @@
 //!
 //! ```text
 //! chain                 seq(be u64)                  -> signed entry bytes (own chain)
-//! kind/<name>           seq                          -> ()  (one tree per kind)
-//! index/job             job(32) ++ seq               -> ()
-//! index/owner           owner(32) ++ seq             -> ()
+//! kind/<name>           first seq                    -> seqs (one tree per kind)
+//! index/job             job(32) ++ first seq         -> seqs
+//! index/owner           owner(32) ++ first seq       -> seqs
 //! foreign               author(32) ++ seq            -> signed entry bytes (others' entries)
 //! foreign/job           job(32) ++ author(32) ++ seq -> ()
 //! meta                  "format" -> [2]; "indexed" -> seq(be u64)
 //! ```
 //! The chain is the source of truth; the kind, job and owner trees are
-//! indexes derived from it (keys only). Each group commit writes the chain
+//! indexes derived from it: one row per tree and key prefix per group
+//! commit, listing the group's seqs (be u64 each) under that prefix, so
+//! an index costs sled one log record per group, not one per entry (see
+//! `index.rs`). Each group commit writes the chain
 //! rows first (one atomic sled batch), then the index rows, then the
 //! `indexed` watermark, then flushes once. sled recovers a prefix of its
 //! log, so after a crash the indexes can only lag the chain, never lead
@@ -18,6 +21,7 @@
 //! node opens its ledger) re-derives what is missing. A foreign entry and
 //! its index row are written in one transaction.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use fairgrid_protocol::ledger::{EntryKind, LedgerEntry};
@@ -264,23 +268,47 @@ impl LedgerStore {
         limit: usize,
     ) -> Result<Vec<u64>> {
         let start = after.map_or(0, |a| a.saturating_add(1));
+        let tree = self.trees.kind_tree(kind);
+        // A row is keyed by its first seq: the row before `start` may list
+        // seqs from `start` on.
+        let rows = tree
+            .range(..seq_key(start))
+            .next_back()
+            .into_iter()
+            .chain(tree.range(seq_key(start)..));
         let mut out = Vec::new();
-        for item in self
-            .trees
-            .kind_tree(kind)
-            .range(seq_key(start)..)
-            .take(limit)
-        {
-            out.push(seq_of(&item?.0)?);
+        let mut last = None;
+        for row in rows {
+            let (key, value) = row?;
+            for seq in super::index::seqs_in_row(&key, &value)? {
+                if seq < start || last.is_some_and(|l| seq <= l) {
+                    continue;
+                }
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+                out.push(seq);
+                last = Some(seq);
+            }
         }
         Ok(out)
+    }
+
+    /// Seqs of own entries listed under `prefix` in an index tree, in
+    /// order, each once.
+    fn indexed_seqs(tree: &sled::Tree, prefix: &[u8]) -> Result<BTreeSet<u64>> {
+        let mut seqs = BTreeSet::new();
+        for row in tree.scan_prefix(prefix) {
+            let (key, value) = row?;
+            seqs.extend(super::index::seqs_in_row(&key, &value)?);
+        }
+        Ok(seqs)
     }
 
     /// Own and foreign entries that belong to `job`, own first.
     pub fn entries_for_job(&self, job: &Hash32) -> Result<Vec<StoredEntry>> {
         let mut out = Vec::new();
-        for item in self.trees.by_job.scan_prefix(job.0) {
-            let seq = seq_of(&item?.0)?;
+        for seq in Self::indexed_seqs(&self.trees.by_job, &job.0)? {
             if let Some(entry) = self.get(seq)? {
                 out.push(entry);
             }
@@ -308,8 +336,7 @@ impl LedgerStore {
     /// Own entries that concern `owner`.
     pub fn entries_for_owner(&self, owner: &OwnerId) -> Result<Vec<StoredEntry>> {
         let mut out = Vec::new();
-        for item in self.trees.by_owner.scan_prefix(owner.0.0) {
-            let seq = seq_of(&item?.0)?;
+        for seq in Self::indexed_seqs(&self.trees.by_owner, &owner.0.0)? {
             if let Some(entry) = self.get(seq)? {
                 out.push(entry);
             }
@@ -317,12 +344,20 @@ impl LedgerStore {
         Ok(out)
     }
 
-    /// Number of rows in each kind tree.
+    /// Number of own entries of each kind (as the kind trees list them;
+    /// a row that does not read is not counted).
     pub fn kind_counts(&self) -> Vec<(EntryKind, usize)> {
         self.trees
             .kinds
             .iter()
-            .map(|(kind, tree)| (*kind, tree.len()))
+            .map(|(kind, tree)| {
+                let listed = tree
+                    .iter()
+                    .filter_map(std::result::Result::ok)
+                    .map(|(_, value)| value.len() / 8)
+                    .sum();
+                (*kind, listed)
+            })
             .collect()
     }
 

@@ -206,7 +206,7 @@ impl Writer {
                         ack,
                     } => {
                         let seq = head.map_or(0, |(s, _)| s + 1);
-                        let rows = IndexRows::of(seq, &body);
+                        let rows = IndexRows::of(&body);
                         let entry = LedgerEntry::prepare_next(author, head, timestamp, body);
                         head = Some((entry.seq(), entry.link()));
                         unsigned.push(entry);

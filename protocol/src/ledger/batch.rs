@@ -144,6 +144,9 @@ mod tests {
 
     const PREFIX: &[u8] = b"prefix/";
 
+    /// Changes a batch of `(message, signature)` items.
+    type Damage = dyn Fn(&mut Vec<(Vec<u8>, SignatureBytes)>);
+
     fn signed(key: &Keypair, n: usize) -> Vec<(Vec<u8>, SignatureBytes)> {
         (0..n)
             .map(|i| {
@@ -181,7 +184,7 @@ mod tests {
         assert!(check(&key, &good));
         assert!(check(&key, &good[..1]));
 
-        let damage: Vec<(&str, Box<dyn Fn(&mut Vec<(Vec<u8>, SignatureBytes)>)>)> = vec![
+        let damage: Vec<(&str, Box<Damage>)> = vec![
             ("flipped bit in s", Box::new(|b| b[123].1.0[40] ^= 1)),
             ("flipped bit in R", Box::new(|b| b[7].1.0[3] ^= 1)),
             ("changed message", Box::new(|b| b[299].0.push(0))),
