@@ -54,3 +54,107 @@ fn init_creates_a_private_key_a_documented_config_and_a_token() {
     assert!(!status.status.success());
     assert!(String::from_utf8_lossy(&status.stderr).contains("is the node running"));
 }
+
+/// `fairgrid ledger verify` on a stopped node's data dir: a clean chain
+/// passes; a tampered entry, a broken link and a bad signature each fail
+/// with an error that names the entry and what is wrong with it.
+#[test]
+fn offline_ledger_verify_names_each_kind_of_damage() {
+    use fairgrid_node::ledger::Ledger;
+    use fairgrid_protocol::ledger::{EntryBody, LedgerEntry};
+    use fairgrid_protocol::{Hash32, Signed};
+
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("node");
+    init_dir(&dir);
+    let key = fairgrid_node::datadir::read_secret_key(&dir.join("node.key")).unwrap();
+    let ledger_dir = dir.join("ledger");
+    let body = |i: u64| EntryBody::Credit {
+        job_id: Hash32::of(&i.to_le_bytes()),
+        owner: key.owner_id(),
+        amount: i,
+        shards: 1,
+        clearing_price: 2,
+        allocation: Hash32::ZERO,
+    };
+    {
+        let ledger = Ledger::open(&ledger_dir, key.clone()).unwrap();
+        for i in 0..30 {
+            ledger.append_blocking(body(i)).unwrap();
+        }
+        ledger.close().unwrap();
+    }
+    let verify = || {
+        let out = Command::new(bin())
+            .args(["ledger", "verify", "--data-dir", dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, text) = verify();
+    assert!(ok, "{text}");
+    assert!(text.contains("ledger OK: 30 own entries"), "{text}");
+
+    let seq_key = 17u64.to_be_bytes();
+    // Rewrites entry 17 in the stopped node's database, runs verify, and
+    // puts the original back.
+    let with_entry_17 = |change: &dyn Fn(Signed<LedgerEntry>) -> Signed<LedgerEntry>| {
+        let original = {
+            let db = sled::open(&ledger_dir).unwrap();
+            let chain = db.open_tree("chain").unwrap();
+            let original = chain.get(seq_key).unwrap().unwrap().to_vec();
+            let changed = change(Signed::from_bytes(&original).unwrap());
+            chain.insert(seq_key, changed.to_bytes()).unwrap();
+            db.flush().unwrap();
+            original
+        };
+        let result = verify();
+        let db = sled::open(&ledger_dir).unwrap();
+        db.open_tree("chain")
+            .unwrap()
+            .insert(seq_key, original)
+            .unwrap();
+        db.flush().unwrap();
+        result
+    };
+
+    // Content changed after signing (the amount, the payload's last byte).
+    let (ok, text) = with_entry_17(&|mut signed| {
+        let last = signed.payload.len() - 1;
+        signed.payload[last] ^= 1;
+        signed
+    });
+    assert!(!ok);
+    assert!(text.contains("seq 17"), "{text}");
+    assert!(text.contains("signature does not verify"), "{text}");
+
+    // Validly signed by the node's own key, but linked to the wrong entry.
+    let (ok, text) = with_entry_17(&|signed| {
+        let entry = signed.verify_and_decode().unwrap().1;
+        LedgerEntry::sign_next(
+            &key,
+            Some((16, Hash32::of(b"not entry 16"))),
+            entry.timestamp,
+            entry.body,
+        )
+    });
+    assert!(!ok);
+    assert!(text.contains("seq 17"), "{text}");
+    assert!(text.contains("links to"), "{text}");
+
+    // A flipped bit in the signature itself.
+    let (ok, text) = with_entry_17(&|mut signed| {
+        signed.signature.0[10] ^= 1;
+        signed
+    });
+    assert!(!ok);
+    assert!(text.contains("seq 17"), "{text}");
+    assert!(text.contains("signature does not verify"), "{text}");
+
+    let (ok, text) = verify();
+    assert!(ok, "restored: {text}");
+}

@@ -60,6 +60,20 @@ impl<T: SignedMessage> Signed<T> {
         }
     }
 
+    /// Signs bytes that are already the canonical encoding of a `T`, so a
+    /// caller can encode (cheap, in order) apart from signing (costly, on
+    /// any thread). The ledger's writer signs a batch of entries this way.
+    pub(crate) fn sign_encoded(keypair: &Keypair, payload: Vec<u8>) -> Self {
+        let signature = keypair.sign(&signing_input(T::KIND, PROTOCOL_VERSION, &payload));
+        Signed {
+            version: PROTOCOL_VERSION,
+            signer: keypair.public(),
+            payload,
+            signature,
+            marker: PhantomData,
+        }
+    }
+
     /// Checks the version, the size, the signature under `T`'s domain tag,
     /// and decodes the payload exactly. Nothing is returned unless all pass.
     pub fn verify_and_decode(&self) -> Result<(PublicKey, T)> {

@@ -10,13 +10,16 @@
 //!
 //! Adding an entry kind is a protocol change (`EntryBody` and `EntryKind`);
 //! the store opens one tree per `EntryKind::ALL` and indexes by
-//! `EntryBody::job_id` and `EntryBody::owners` without further changes here.
+//! `EntryBody::job_id` and `EntryBody::owners` without further changes here
+//! (see `index.rs`).
 
+mod index;
 mod store;
 pub mod verify;
 mod writer;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -47,6 +50,7 @@ pub struct Ledger {
     author: NodeId,
     tx: mpsc::Sender<writer::WriteOp>,
     thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    commits: Arc<AtomicU64>,
 }
 
 impl Ledger {
@@ -55,24 +59,32 @@ impl Ledger {
     pub fn open(path: &Path, key: Keypair) -> Result<Ledger> {
         let store = LedgerStore::open(path)?;
         let author = key.node_id();
-        let head = match store.head()? {
-            Some((seq, id, stored_author)) => {
-                if stored_author != author {
+        let head = match store.tip()? {
+            Some(tip) => {
+                if tip.author != author {
                     return Err(NodeError::Ledger(format!(
-                        "{} belongs to node {stored_author}, not {author}",
-                        path.display()
+                        "{} belongs to node {}, not {author}",
+                        path.display(),
+                        tip.author
                     )));
                 }
-                Some((seq, id))
+                Some((tip.seq, tip.link))
             }
-            None => None,
+            None => {
+                store.mark_format()?;
+                None
+            }
         };
+        index::catch_up_indexes(&store.trees)?;
+        store.flush()?;
         let (tx, rx) = mpsc::channel(QUEUE);
+        let commits = Arc::new(AtomicU64::new(0));
         let writer = writer::Writer {
             key,
             trees: store.trees.clone(),
             db: store.db.clone(),
             head,
+            commits: Arc::clone(&commits),
         };
         let thread = std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -83,7 +95,14 @@ impl Ledger {
             author,
             tx,
             thread: Arc::new(Mutex::new(Some(thread))),
+            commits,
         })
+    }
+
+    /// Group commits (flushes that made appends or foreign entries
+    /// durable) since this ledger was opened.
+    pub fn group_commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     pub fn store(&self) -> &LedgerStore {

@@ -2,15 +2,26 @@
 //!
 //! ```text
 //! chain                 seq(be u64)                  -> signed entry bytes (own chain)
-//! kind/<name>           seq                          -> ()  (one tree per kind)
-//! index/job             job(32) ++ seq               -> ()
-//! index/owner           owner(32) ++ seq             -> ()
+//! kind/<name>           first seq                    -> seqs (one tree per kind)
+//! index/job             job(32) ++ first seq         -> seqs
+//! index/owner           owner(32) ++ first seq       -> seqs
 //! foreign               author(32) ++ seq            -> signed entry bytes (others' entries)
 //! foreign/job           job(32) ++ author(32) ++ seq -> ()
+//! meta                  "format" -> [2]; "indexed" -> seq(be u64)
 //! ```
-//! Every append touches these trees in one sled transaction, so after a
-//! crash either all of an entry's rows exist or none do.
+//! The chain is the source of truth; the kind, job and owner trees are
+//! indexes derived from it: one row per tree and key prefix per group
+//! commit, listing the group's seqs (be u64 each) under that prefix, so
+//! an index costs sled one log record per group, not one per entry (see
+//! `index.rs`). Each group commit writes the chain
+//! rows first (one atomic sled batch), then the index rows, then the
+//! `indexed` watermark, then flushes once. sled recovers a prefix of its
+//! log, so after a crash the indexes can only lag the chain, never lead
+//! it; [`catch_up_indexes`](super::index::catch_up_indexes) (run when the
+//! node opens its ledger) re-derives what is missing. A foreign entry and
+//! its index row are written in one transaction.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use fairgrid_protocol::ledger::{EntryKind, LedgerEntry};
@@ -27,7 +38,15 @@ pub struct Trees {
     pub by_owner: sled::Tree,
     pub foreign: sled::Tree,
     pub foreign_by_job: sled::Tree,
+    pub meta: sled::Tree,
 }
+
+/// The layout version, in `meta/format`. Format 1 (no marker) linked each
+/// entry to the previous envelope's id; those ledgers do not verify now.
+pub const FORMAT: u8 = 2;
+pub const META_FORMAT: &[u8] = b"format";
+/// Seq of the last own entry whose index rows are written.
+pub const META_INDEXED: &[u8] = b"indexed";
 
 impl Trees {
     fn open(db: &sled::Db) -> Result<Trees> {
@@ -42,20 +61,8 @@ impl Trees {
             by_owner: db.open_tree("index/owner")?,
             foreign: db.open_tree("foreign")?,
             foreign_by_job: db.open_tree("foreign/job")?,
+            meta: db.open_tree("meta")?,
         })
-    }
-
-    /// Every tree in a fixed order, for multi-tree transactions.
-    pub fn all(&self) -> Vec<sled::Tree> {
-        let mut all = vec![self.chain.clone()];
-        all.extend(self.kinds.iter().map(|(_, t)| t.clone()));
-        all.extend([
-            self.by_job.clone(),
-            self.by_owner.clone(),
-            self.foreign.clone(),
-            self.foreign_by_job.clone(),
-        ]);
-        all
     }
 
     pub fn kind_tree(&self, kind: EntryKind) -> &sled::Tree {
@@ -76,12 +83,21 @@ pub fn concat_key(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }
 
-fn seq_of(key: &[u8]) -> Result<u64> {
+pub(crate) fn seq_of(key: &[u8]) -> Result<u64> {
     let tail: [u8; 8] = key
         .get(key.len().saturating_sub(8)..)
         .and_then(|s| s.try_into().ok())
         .ok_or_else(|| NodeError::Ledger(format!("index key of {} bytes", key.len())))?;
     Ok(u64::from_be_bytes(tail))
+}
+
+/// The last own entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tip {
+    pub seq: u64,
+    pub id: Hash32,
+    pub link: Hash32,
+    pub author: NodeId,
 }
 
 /// A stored entry with where it lives.
@@ -95,7 +111,7 @@ pub struct StoredEntry {
 }
 
 impl StoredEntry {
-    fn decode(seq: u64, bytes: &[u8], own: bool) -> Result<StoredEntry> {
+    pub(crate) fn decode(seq: u64, bytes: &[u8], own: bool) -> Result<StoredEntry> {
         let signed = Signed::<LedgerEntry>::from_bytes(bytes)
             .map_err(|e| NodeError::Ledger(format!("stored entry {seq} does not decode: {e}")))?;
         Ok(StoredEntry {
@@ -104,6 +120,11 @@ impl StoredEntry {
             signed,
             own,
         })
+    }
+
+    /// What the next entry of its chain links to.
+    pub fn link(&self) -> Hash32 {
+        LedgerEntry::link_of(&self.signed)
     }
 
     /// The entry's content, decoded (the signature is not re-checked).
@@ -142,11 +163,27 @@ impl LedgerStore {
                 other => NodeError::Ledger(format!("opening {}: {other}", path.display())),
             })?;
         let trees = Trees::open(&db)?;
+        let format = trees.meta.get(META_FORMAT)?;
+        if format.as_deref() != Some(&[FORMAT][..]) && !trees.chain.is_empty() {
+            return Err(NodeError::Ledger(format!(
+                "{} holds a ledger in format {} but this fairgrid reads format {FORMAT} \
+                 (entries now link the hash of the previous entry's content); \
+                 keep its export and start a new data dir",
+                path.display(),
+                format.map_or("1".to_string(), |f| format!("{f:?}")),
+            )));
+        }
         Ok(LedgerStore { db, trees })
     }
 
-    /// `(seq, id)` of the last own entry, and its author.
-    pub fn head(&self) -> Result<Option<(u64, Hash32, NodeId)>> {
+    /// Marks an empty ledger as this format (the writer does, on open).
+    pub(crate) fn mark_format(&self) -> Result<()> {
+        self.trees.meta.insert(META_FORMAT, &[FORMAT])?;
+        Ok(())
+    }
+
+    /// The last own entry: where the next append continues.
+    pub(crate) fn tip(&self) -> Result<Option<Tip>> {
         let Some((key, value)) = self.trees.chain.last()? else {
             return Ok(None);
         };
@@ -159,7 +196,17 @@ impl LedgerStore {
                 entry.seq
             )));
         }
-        Ok(Some((seq, stored.id, entry.author)))
+        Ok(Some(Tip {
+            seq,
+            id: stored.id,
+            link: stored.link(),
+            author: entry.author,
+        }))
+    }
+
+    /// `(seq, id)` of the last own entry, and its author.
+    pub fn head(&self) -> Result<Option<(u64, Hash32, NodeId)>> {
+        Ok(self.tip()?.map(|t| (t.seq, t.id, t.author)))
     }
 
     /// Number of own entries (the head's seq + 1).
@@ -221,23 +268,47 @@ impl LedgerStore {
         limit: usize,
     ) -> Result<Vec<u64>> {
         let start = after.map_or(0, |a| a.saturating_add(1));
+        let tree = self.trees.kind_tree(kind);
+        // A row is keyed by its first seq: the row before `start` may list
+        // seqs from `start` on.
+        let rows = tree
+            .range(..seq_key(start))
+            .next_back()
+            .into_iter()
+            .chain(tree.range(seq_key(start)..));
         let mut out = Vec::new();
-        for item in self
-            .trees
-            .kind_tree(kind)
-            .range(seq_key(start)..)
-            .take(limit)
-        {
-            out.push(seq_of(&item?.0)?);
+        let mut last = None;
+        for row in rows {
+            let (key, value) = row?;
+            for seq in super::index::seqs_in_row(&key, &value)? {
+                if seq < start || last.is_some_and(|l| seq <= l) {
+                    continue;
+                }
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+                out.push(seq);
+                last = Some(seq);
+            }
         }
         Ok(out)
+    }
+
+    /// Seqs of own entries listed under `prefix` in an index tree, in
+    /// order, each once.
+    fn indexed_seqs(tree: &sled::Tree, prefix: &[u8]) -> Result<BTreeSet<u64>> {
+        let mut seqs = BTreeSet::new();
+        for row in tree.scan_prefix(prefix) {
+            let (key, value) = row?;
+            seqs.extend(super::index::seqs_in_row(&key, &value)?);
+        }
+        Ok(seqs)
     }
 
     /// Own and foreign entries that belong to `job`, own first.
     pub fn entries_for_job(&self, job: &Hash32) -> Result<Vec<StoredEntry>> {
         let mut out = Vec::new();
-        for item in self.trees.by_job.scan_prefix(job.0) {
-            let seq = seq_of(&item?.0)?;
+        for seq in Self::indexed_seqs(&self.trees.by_job, &job.0)? {
             if let Some(entry) = self.get(seq)? {
                 out.push(entry);
             }
@@ -265,8 +336,7 @@ impl LedgerStore {
     /// Own entries that concern `owner`.
     pub fn entries_for_owner(&self, owner: &OwnerId) -> Result<Vec<StoredEntry>> {
         let mut out = Vec::new();
-        for item in self.trees.by_owner.scan_prefix(owner.0.0) {
-            let seq = seq_of(&item?.0)?;
+        for seq in Self::indexed_seqs(&self.trees.by_owner, &owner.0.0)? {
             if let Some(entry) = self.get(seq)? {
                 out.push(entry);
             }
@@ -274,12 +344,20 @@ impl LedgerStore {
         Ok(out)
     }
 
-    /// Number of rows in each kind tree.
+    /// Number of own entries of each kind (as the kind trees list them;
+    /// a row that does not read is not counted).
     pub fn kind_counts(&self) -> Vec<(EntryKind, usize)> {
         self.trees
             .kinds
             .iter()
-            .map(|(kind, tree)| (*kind, tree.len()))
+            .map(|(kind, tree)| {
+                let listed = tree
+                    .iter()
+                    .filter_map(std::result::Result::ok)
+                    .map(|(_, value)| value.len() / 8)
+                    .sum();
+                (*kind, listed)
+            })
             .collect()
     }
 

@@ -2,6 +2,9 @@
 //! (in parallel chunks, each batch-verified) and every foreign entry's
 //! signature.
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use fairgrid_protocol::ledger::{ChainSummary, ChainVerifier};
 use fairgrid_protocol::{Hash32, NodeId};
 
@@ -13,12 +16,16 @@ use crate::error::{NodeError, Result};
 pub struct VerifyReport {
     pub author: Option<NodeId>,
     pub own_entries: u64,
+    /// Message id of the last own entry (ZERO when there is none).
     pub head: Hash32,
     pub foreign_entries: u64,
 }
 
 /// Chunks below this size are not worth a thread.
-const MIN_CHUNK: u64 = 20_000;
+const MIN_CHUNK: u64 = 16_384;
+/// Chunks per thread: a thread slowed by other work on the machine leaves
+/// its share to the others instead of finishing last.
+const CHUNKS_PER_THREAD: u64 = 8;
 
 /// Verifies the whole ledger; the first fault is returned as an error
 /// naming its seq.
@@ -28,23 +35,11 @@ pub fn verify_store(store: &LedgerStore) -> Result<VerifyReport> {
         .map(|n| n.get() as u64)
         .unwrap_or(1)
         .clamp(1, 16);
-    let chunks = (len / MIN_CHUNK).clamp(1, threads);
+    let chunks = (len / MIN_CHUNK).clamp(1, threads * CHUNKS_PER_THREAD);
     let bounds: Vec<(u64, u64)> = (0..chunks)
         .map(|c| (len * c / chunks, len * (c + 1) / chunks))
         .collect();
-    let results: Vec<Result<ChainSummary>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = bounds
-            .iter()
-            .map(|&(start, end)| scope.spawn(move || verify_range(store, start, end)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(NodeError::Ledger("verifier thread panicked".into())))
-            })
-            .collect()
-    });
+    let results = verify_chunks(store, &bounds, threads.min(chunks) as usize);
     let mut summary = ChainSummary::default();
     for result in results {
         summary = result?;
@@ -72,16 +67,66 @@ pub fn verify_store(store: &LedgerStore) -> Result<VerifyReport> {
         }
         foreign += 1;
     }
+    let head = match len.checked_sub(1) {
+        Some(last) => {
+            store
+                .get(last)?
+                .ok_or_else(|| NodeError::Ledger(format!("chain has no entry {last}")))?
+                .id
+        }
+        None => Hash32::ZERO,
+    };
     Ok(VerifyReport {
         author: summary.author,
         own_entries: summary.entries,
-        head: summary.head,
+        head,
         foreign_entries: foreign,
     })
 }
 
-/// Verifies entries `start..end`, trusting only that entry `start - 1`
-/// (verified by the previous chunk) is what its id says.
+/// Verifies every chunk on `threads` threads, each taking the next chunk
+/// not yet taken. Returns one result per chunk, in order; once a chunk
+/// fails, later chunks are skipped (the earliest fault is what counts).
+fn verify_chunks(
+    store: &LedgerStore,
+    bounds: &[(u64, u64)],
+    threads: usize,
+) -> Vec<Result<ChainSummary>> {
+    let next = AtomicUsize::new(0);
+    let first_failed = AtomicUsize::new(usize::MAX);
+    let results: Vec<Mutex<Option<Result<ChainSummary>>>> =
+        bounds.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let c = next.fetch_add(1, Ordering::Relaxed);
+                    if c >= bounds.len() || c > first_failed.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let (start, end) = bounds[c];
+                    let result = verify_range(store, start, end);
+                    if result.is_err() {
+                        first_failed.fetch_min(c, Ordering::Relaxed);
+                    }
+                    *results[c].lock().expect("result slot") = Some(result);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner()
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| Err(NodeError::Ledger("a verifier thread stopped".into())))
+        })
+        .collect()
+}
+
+/// Verifies entries `start..end`, starting from the link of entry
+/// `start - 1` (which the previous chunk verifies).
 fn verify_range(store: &LedgerStore, start: u64, end: u64) -> Result<ChainSummary> {
     let mut verifier = if start == 0 {
         ChainVerifier::new()
@@ -93,7 +138,7 @@ fn verify_range(store: &LedgerStore, start: u64, end: u64) -> Result<ChainSummar
         ChainVerifier::resume(ChainSummary {
             author: Some(entry.author),
             entries: start,
-            head: before.id,
+            head_link: before.link(),
         })
     };
     if start == end {

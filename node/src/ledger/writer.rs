@@ -1,34 +1,44 @@
 //! The ledger's writer: a two-stage pipeline that batches appends (group
 //! commit).
 //!
-//! - The *signer* thread drains queued operations into a batch, signs each
-//!   append as the next link of the chain, and stages its rows.
-//! - The *committer* thread writes each staged batch in one multi-tree
-//!   sled transaction, flushes once, and only then acknowledges every
+//! - The *batcher* thread drains queued operations into a batch and builds
+//!   each append as the next link of the chain (encode and hash, in order;
+//!   cheap). Each entry links the hash of the previous entry's content, not
+//!   its signature, so the batch is then signed in parallel on the ledger's
+//!   signing pool (one thread per core) before its rows are staged.
+//! - The *committer* thread writes each staged batch (the chain rows as one
+//!   atomic sled batch, then the index rows and their watermark; see
+//!   [`super::store`]), flushes once, and only then acknowledges every
 //!   operation in it.
 //!
-//! The two overlap (batch k+1 is signed while batch k is flushed). If a
-//! commit fails, nothing in it is acknowledged, the committer re-reads the
-//! durable head and bumps an epoch; batches signed on top of the failed one
-//! carry the old epoch and are refused too, and the signer continues from
-//! the durable head. So what is on disk is always one unbroken chain.
+//! The two overlap (batch k+1 is built and signed while batch k is
+//! flushed). If a commit fails, nothing in it is acknowledged, the
+//! committer re-reads the head and bumps an epoch; batches built on top of
+//! the failed one carry the old epoch and are refused too, and the batcher
+//! continues from that head. So what is on disk is always one unbroken
+//! chain.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use fairgrid_protocol::ledger::{EntryBody, LedgerEntry};
+use fairgrid_protocol::ledger::{EntryBody, LedgerEntry, UnsignedEntry};
 use fairgrid_protocol::{Hash32, Keypair, NodeId, Signed};
+use rayon::prelude::*;
 use sled::Transactional;
 use tokio::sync::{mpsc, oneshot};
 
-use super::store::{Trees, concat_key, seq_key};
+use super::index::{IndexBatches, IndexRows, catch_up_indexes};
+use super::store::{StoredEntry, Trees, concat_key, seq_key, seq_of};
 use crate::error::{NodeError, Result};
 
 /// Most operations committed by one flush.
 pub const MAX_BATCH: usize = 4096;
 /// Staged batches waiting for the committer.
 const IN_FLIGHT: usize = 2;
+/// Batches smaller than this are signed on the batcher thread: handing
+/// them to the pool would cost more than it saves.
+const PARALLEL_FROM: usize = 8;
 
 /// An own entry, durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,59 +104,43 @@ impl Outcome {
     }
 }
 
+/// A foreign entry's rows: its key, its bytes, its by-job index key.
+type ForeignRows = (Vec<u8>, Vec<u8>, Option<Vec<u8>>);
+
 /// A signed, staged batch on its way to the committer.
 struct Staged {
     epoch: u64,
-    /// Per tree (in `Trees::all` order): the rows to insert.
-    rows: Vec<Vec<(Vec<u8>, Vec<u8>)>>,
+    chain: sled::Batch,
+    appended: usize,
+    indexes: IndexBatches,
+    foreign: Vec<ForeignRows>,
     outcomes: Vec<Outcome>,
     close: Option<oneshot::Sender<()>>,
 }
 
-/// What the committer tells the signer after a failed commit.
+/// What the committer tells the batcher after a failed commit.
 #[derive(Default)]
 struct Recovery {
     epoch: AtomicU64,
+    /// `(seq, link)` of the chain's last entry.
     head: Mutex<Option<(u64, Hash32)>>,
+}
+
+/// An append waiting for its signature.
+struct Pending {
+    seq: u64,
+    rows: IndexRows,
+    ack: oneshot::Sender<Result<Appended>>,
 }
 
 pub(crate) struct Writer {
     pub key: Keypair,
     pub trees: Trees,
     pub db: sled::Db,
+    /// `(seq, link)` of the last entry.
     pub head: Option<(u64, Hash32)>,
-}
-
-/// Row positions in `Trees::all` order.
-struct Layout {
-    kinds: Vec<fairgrid_protocol::ledger::EntryKind>,
-    by_job: usize,
-    by_owner: usize,
-    foreign: usize,
-    foreign_by_job: usize,
-    trees: usize,
-}
-
-impl Layout {
-    fn of(trees: &Trees) -> Layout {
-        let n = trees.kinds.len();
-        Layout {
-            kinds: trees.kinds.iter().map(|(k, _)| *k).collect(),
-            by_job: 1 + n,
-            by_owner: 2 + n,
-            foreign: 3 + n,
-            foreign_by_job: 4 + n,
-            trees: 5 + n,
-        }
-    }
-
-    fn kind(&self, kind: fairgrid_protocol::ledger::EntryKind) -> usize {
-        1 + self
-            .kinds
-            .iter()
-            .position(|k| *k == kind)
-            .expect("a tree per kind")
-    }
+    /// Counts successful group commits.
+    pub commits: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -155,16 +149,23 @@ impl Writer {
         let recovery = Arc::new(Recovery::default());
         let (to_committer, from_signer) = std::sync::mpsc::sync_channel::<Staged>(IN_FLIGHT);
         let committer = {
-            let all = self.trees.all();
+            let trees = self.trees.clone();
             let db = self.db.clone();
-            let chain = self.trees.chain.clone();
             let recovery = Arc::clone(&recovery);
+            let commits = Arc::clone(&self.commits);
             std::thread::Builder::new()
                 .name("ledger-commit".into())
-                .spawn(move || commit_loop(&all, &db, &chain, from_signer, &recovery))
+                .spawn(move || commit_loop(&trees, &db, from_signer, &recovery, &commits))
                 .expect("spawning the ledger committer")
         };
-        let layout = Layout::of(&self.trees);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("ledger-sign-{i}"))
+            .build()
+            .map_err(|e| tracing::warn!(target: "fairgrid::ledger", error = %e, "no signing pool; signing on one thread"))
+            .ok();
+        let author = self.key.node_id();
         let mut head = self.head;
         let mut epoch = 0;
         // Foreign rows staged in batches that may not be committed yet.
@@ -186,10 +187,15 @@ impl Writer {
             }
             let mut staged = Staged {
                 epoch,
-                rows: vec![Vec::new(); layout.trees],
+                chain: sled::Batch::default(),
+                appended: 0,
+                indexes: IndexBatches::new(),
+                foreign: Vec::new(),
                 outcomes: Vec::with_capacity(ops.len()),
                 close: None,
             };
+            let mut unsigned = Vec::new();
+            let mut pending = Vec::new();
             let mut batch_foreign = HashMap::new();
             for op in ops.drain(..) {
                 match op {
@@ -199,14 +205,15 @@ impl Writer {
                         timestamp,
                         ack,
                     } => {
-                        let appended =
-                            self.stage_append(&layout, &mut staged, head, body, timestamp);
-                        head = Some((appended.seq, appended.id));
-                        staged.outcomes.push(Outcome::Appended(ack, appended));
+                        let seq = head.map_or(0, |(s, _)| s + 1);
+                        let rows = IndexRows::of(&body);
+                        let entry = LedgerEntry::prepare_next(author, head, timestamp, body);
+                        head = Some((entry.seq(), entry.link()));
+                        unsigned.push(entry);
+                        pending.push(Pending { seq, rows, ack });
                     }
                     WriteOp::Foreign { signed, entry, ack } => {
                         let result = self.stage_foreign(
-                            &layout,
                             &mut staged,
                             &recent_foreign,
                             &mut batch_foreign,
@@ -216,6 +223,14 @@ impl Writer {
                         staged.outcomes.push(Outcome::Foreign(ack, result));
                     }
                 }
+            }
+            let signed = sign_all(&self.key, pool.as_ref(), unsigned);
+            for (p, (bytes, id)) in pending.into_iter().zip(signed) {
+                staged.chain.insert(&seq_key(p.seq), bytes);
+                staged.indexes.add(p.seq, p.rows);
+                staged.appended += 1;
+                let appended = Appended { seq: p.seq, id };
+                staged.outcomes.push(Outcome::Appended(p.ack, appended));
             }
             recent_foreign.push_back(batch_foreign);
             if recent_foreign.len() > IN_FLIGHT + 2 {
@@ -238,37 +253,8 @@ impl Writer {
         let _ = committer.join();
     }
 
-    fn stage_append(
-        &self,
-        layout: &Layout,
-        staged: &mut Staged,
-        head: Option<(u64, Hash32)>,
-        body: EntryBody,
-        timestamp: u64,
-    ) -> Appended {
-        let kind = body.kind();
-        let job = body.job_id();
-        let owners = body.owners();
-        let signed = LedgerEntry::sign_next(&self.key, head, timestamp, body);
-        let bytes = signed.to_bytes();
-        let id = Hash32::of(&bytes);
-        let seq = head.map_or(0, |(s, _)| s + 1);
-        let key = seq_key(seq);
-        staged.rows[0].push((key.to_vec(), bytes));
-        // Index rows are keys only: smaller sled nodes, cheaper commits.
-        staged.rows[layout.kind(kind)].push((key.to_vec(), Vec::new()));
-        if let Some(job) = job {
-            staged.rows[layout.by_job].push((concat_key(&[&job.0, &key]), Vec::new()));
-        }
-        for owner in owners {
-            staged.rows[layout.by_owner].push((concat_key(&[&owner.0.0, &key]), Vec::new()));
-        }
-        Appended { seq, id }
-    }
-
     fn stage_foreign(
         &self,
-        layout: &Layout,
         staged: &mut Staged,
         recent: &VecDeque<HashMap<Vec<u8>, Hash32>>,
         batch: &mut HashMap<Vec<u8>, Hash32>,
@@ -299,11 +285,8 @@ impl Writer {
                 seq: entry.seq,
             }),
             None => {
-                staged.rows[layout.foreign].push((key.clone(), bytes));
-                if let Some(job) = entry.body.job_id() {
-                    staged.rows[layout.foreign_by_job]
-                        .push((concat_key(&[&job.0, &key]), Vec::new()));
-                }
+                let job_key = entry.body.job_id().map(|job| concat_key(&[&job.0, &key]));
+                staged.foreign.push((key.clone(), bytes, job_key));
                 batch.insert(key, id);
                 Ok(stored(false))
             }
@@ -311,34 +294,69 @@ impl Writer {
     }
 }
 
+/// Signs every entry (in parallel when there are enough) and returns each
+/// one's envelope bytes and message id, in order.
+fn sign_all(
+    key: &Keypair,
+    pool: Option<&rayon::ThreadPool>,
+    unsigned: Vec<UnsignedEntry>,
+) -> Vec<(Vec<u8>, Hash32)> {
+    let sign = |entry: UnsignedEntry| {
+        let bytes = entry.sign(key).to_bytes();
+        let id = Hash32::of(&bytes);
+        (bytes, id)
+    };
+    match pool {
+        Some(pool) if unsigned.len() >= PARALLEL_FROM => pool.install(|| {
+            unsigned
+                .into_par_iter()
+                .with_min_len(PARALLEL_FROM / 2)
+                .map(sign)
+                .collect()
+        }),
+        _ => unsigned.into_iter().map(sign).collect(),
+    }
+}
+
 fn commit_loop(
-    all: &[sled::Tree],
+    trees: &Trees,
     db: &sled::Db,
-    chain: &sled::Tree,
     batches: std::sync::mpsc::Receiver<Staged>,
     recovery: &Recovery,
+    commits: &AtomicU64,
 ) {
     let mut epoch = 0;
+    // Set after a failed commit, which may have left index rows unwritten.
+    let mut indexes_behind = false;
     for staged in batches {
         if staged.epoch != epoch {
             for outcome in staged.outcomes {
                 outcome.fail("an earlier batch failed to commit; nothing in this one was written");
             }
         } else {
-            match commit(all, db, &staged.rows) {
-                Ok(()) => staged.outcomes.into_iter().for_each(Outcome::succeed),
+            let Staged {
+                chain,
+                appended,
+                indexes,
+                foreign,
+                outcomes,
+                ..
+            } = staged;
+            match commit(trees, db, chain, appended, indexes, foreign, indexes_behind) {
+                Ok(()) => {
+                    indexes_behind = false;
+                    commits.fetch_add(1, Ordering::Relaxed);
+                    outcomes.into_iter().for_each(Outcome::succeed);
+                }
                 Err(e) => {
                     tracing::error!(target: "fairgrid::ledger", error = %e, "ledger batch failed; nothing in it was acknowledged");
                     let reason = format!("batch commit failed: {e}");
-                    for outcome in staged.outcomes {
+                    for outcome in outcomes {
                         outcome.fail(&reason);
                     }
-                    // Continue from what is durable.
-                    let durable = chain.last().ok().flatten().and_then(|(key, value)| {
-                        let k = <[u8; 8]>::try_from(key.as_ref()).ok()?;
-                        Some((u64::from_be_bytes(k), Hash32::of(&value)))
-                    });
-                    *recovery.head.lock().expect("recovery lock") = durable;
+                    indexes_behind = true;
+                    // Continue from what the chain holds.
+                    *recovery.head.lock().expect("recovery lock") = chain_head(trees);
                     epoch += 1;
                     recovery.epoch.store(epoch, Ordering::Release);
                 }
@@ -356,29 +374,48 @@ fn commit_loop(
     }
 }
 
-/// One transaction over every tree, then one flush.
-fn commit(all: &[sled::Tree], db: &sled::Db, rows: &[Vec<(Vec<u8>, Vec<u8>)>]) -> Result<()> {
-    if rows.iter().all(Vec::is_empty) {
-        return Ok(());
+/// `(seq, link)` of the chain's last entry, as the tree holds it now.
+fn chain_head(trees: &Trees) -> Option<(u64, Hash32)> {
+    let (key, value) = trees.chain.last().ok()??;
+    let seq = seq_of(&key).ok()?;
+    Some((seq, StoredEntry::decode(seq, &value, true).ok()?.link()))
+}
+
+/// The chain rows, then the index rows and watermark, then the foreign
+/// rows, then one flush.
+fn commit(
+    trees: &Trees,
+    db: &sled::Db,
+    chain: sled::Batch,
+    appended: usize,
+    indexes: IndexBatches,
+    foreign: Vec<ForeignRows>,
+    indexes_behind: bool,
+) -> Result<()> {
+    if appended > 0 {
+        trees.chain.apply_batch(chain)?;
     }
-    let batches: Vec<sled::Batch> = rows
-        .iter()
-        .map(|rows| {
-            let mut batch = sled::Batch::default();
-            for (k, v) in rows {
-                batch.insert(k.as_slice(), v.as_slice());
-            }
-            batch
-        })
-        .collect();
-    all.transaction(|trees| {
-        for (tree, batch) in trees.iter().zip(&batches) {
-            tree.apply_batch(batch)?;
-        }
-        Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-    })
-    .map_err(|e| NodeError::Ledger(format!("transaction: {e:?}")))?;
-    db.flush()?;
+    if indexes_behind {
+        catch_up_indexes(trees)?;
+    } else {
+        indexes.apply(trees)?;
+    }
+    if !foreign.is_empty() {
+        (&trees.foreign, &trees.foreign_by_job)
+            .transaction(|(rows, by_job)| {
+                for (key, bytes, job_key) in &foreign {
+                    rows.insert(key.as_slice(), bytes.as_slice())?;
+                    if let Some(job_key) = job_key {
+                        by_job.insert(job_key.as_slice(), &[][..])?;
+                    }
+                }
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| NodeError::Ledger(format!("foreign entry transaction: {e:?}")))?;
+    }
+    if appended > 0 || !foreign.is_empty() || indexes_behind {
+        db.flush()?;
+    }
     Ok(())
 }
 
