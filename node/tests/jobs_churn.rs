@@ -197,3 +197,31 @@ async fn corrupted_and_wrongly_signed_updates_are_rejected_without_credit() {
         ledger_ok(node);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_price_no_bid_meets_fails_naming_the_cheapest_ask() {
+    let root = tempfile::tempdir().unwrap();
+    let floors = ["300", "250"];
+    let mut nodes = start_cluster(
+        root.path(),
+        2,
+        |i| jobs_env(&[("FAIRGRID_OFFER_PRICE_FLOOR", floors[i])]),
+        |_, _, _| {},
+    );
+    wait_mesh(&nodes).await;
+    let api = JobsApi::of(&nodes[0]);
+    let mut request = small_job("cheap", 2, 1.0);
+    request.market.limit_price = 100;
+    let id = api.submit(&request).await.unwrap().job_id;
+    let events = api.follow(&id, Duration::from_secs(60)).await;
+    let status = api.status(&id).await;
+    assert_eq!(status.state, JobState::Failed, "{events:#?}");
+    let error = status.error.unwrap_or_default();
+    assert!(
+        error.contains("limit price 100") && error.contains("cheapest ask seen: 250"),
+        "{error}"
+    );
+    for node in &mut nodes {
+        ledger_ok(node);
+    }
+}

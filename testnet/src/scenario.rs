@@ -235,19 +235,29 @@ pub async fn finish(
         render::short(&got.blake3)
     );
     let verified = check_ledgers(&mut prepared.cluster, job_id).await;
+    // The cap is a share of the job's shards (alpha x M), whether or not
+    // every shard was placed: after a kill with a shortfall, an owner may
+    // hold more of what was placed while still within its cap.
+    let largest = allocation
+        .owners
+        .iter()
+        .map(|o| o.shards)
+        .max()
+        .unwrap_or(0);
     let outcome = Outcome {
         test_accuracy: accuracy,
         rounds: report.rounds.len() as u32,
-        max_owner_share: allocation.max_owner_share,
+        max_owner_share: f64::from(largest) / f64::from(allocation.shards.max(1)),
         cap: prepared.request.market.alpha,
         verified,
         nodes: prepared.cluster.nodes.len(),
     };
-    if allocation.max_owner_share > outcome.cap + 1e-9 {
+    if let Some(over) = allocation.owners.iter().find(|o| o.shards > o.cap) {
         bail!(
-            "an owner holds {} of the job, above the cap {}",
-            allocation.max_owner_share,
-            outcome.cap
+            "owner {} holds {} shards, above its cap of {}",
+            over.label,
+            over.shards,
+            over.cap
         );
     }
     Ok((outcome, report))

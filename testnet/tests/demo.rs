@@ -32,7 +32,6 @@ fn run(args: &[&str], limit: Duration) -> String {
 }
 
 #[test]
-#[ignore = "needs the node jobs server (J1); the lead enables it at merge"]
 fn demo_runs_a_job_to_the_end_within_the_caps() {
     let last = run(
         &[
@@ -66,7 +65,6 @@ fn demo_runs_a_job_to_the_end_within_the_caps() {
 }
 
 #[test]
-#[ignore = "needs the node jobs server (J1); the lead enables it at merge"]
 fn chaos_kills_a_worker_and_the_job_still_completes() {
     let last = run(
         &[
