@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{NodeProc, fairgrid, init_dir, test_env, wait_for};
+use common::{NodeProc, fairgrid, init_dir, test_env, wait_for, wait_for_adverts, wait_for_peers};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_nodes_discover_each_other_and_forget_a_stopped_one() {
@@ -28,39 +28,10 @@ async fn five_nodes_discover_each_other_and_forget_a_stopped_one() {
     // configured), and holds every node's advert.
     for node in &nodes {
         let client = node.client();
-        let expected = ids.clone();
-        let own = node.peer_id.clone();
-        wait_for(Duration::from_secs(45), "a full mesh of peers", || {
-            let client = client.clone();
-            let mut others = expected.clone();
-            others.remove(&own);
-            async move {
-                let peers: BTreeSet<String> = client
-                    .peers()
-                    .await
-                    .ok()?
-                    .into_iter()
-                    .map(|p| p.peer_id)
-                    .collect();
-                others.is_subset(&peers).then_some(())
-            }
-        })
-        .await;
-        wait_for(Duration::from_secs(30), "every advert", || {
-            let client = client.clone();
-            let expected = expected.clone();
-            async move {
-                let seen: BTreeSet<String> = client
-                    .adverts()
-                    .await
-                    .ok()?
-                    .into_iter()
-                    .map(|a| a.node_id)
-                    .collect();
-                (seen == expected).then_some(())
-            }
-        })
-        .await;
+        let mut others = ids.clone();
+        others.remove(&node.peer_id);
+        wait_for_peers(&client, &others).await;
+        wait_for_adverts(&client, &ids, "every advert").await;
     }
     let status = nodes[2].client().status().await.unwrap();
     assert_eq!(status.live_adverts, 5);

@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{NodeProc, fairgrid, init_dir, test_env, wait_for};
+use common::{NodeProc, fairgrid, init_dir, test_env, wait_for, wait_for_adverts};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consortium_refuses_an_uncertified_node() {
@@ -58,22 +58,7 @@ async fn consortium_refuses_an_uncertified_node() {
     let member_ids: BTreeSet<String> = members.iter().map(|m| m.peer_id.clone()).collect();
     for m in &members {
         let c = m.client();
-        let ids = member_ids.clone();
-        wait_for(Duration::from_secs(30), "both members' adverts", || {
-            let c = c.clone();
-            let ids = ids.clone();
-            async move {
-                let seen: BTreeSet<String> = c
-                    .adverts()
-                    .await
-                    .ok()?
-                    .into_iter()
-                    .map(|a| a.node_id)
-                    .collect();
-                (seen == ids).then_some(())
-            }
-        })
-        .await;
+        wait_for_adverts(&c, &member_ids, "both members' adverts").await;
         let status = c.status().await.unwrap();
         assert!(status.consortium && status.certified);
         assert_eq!(status.owner, owner_id);

@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{NodeProc, init_dir, test_env, wait_for};
+use common::{NodeProc, init_dir, test_env, wait_for, wait_for_adverts};
 use fairgrid_node::adverts::forge::{self, Forgery};
 use fairgrid_node::datadir::signed_hex_text;
 use fairgrid_node::ledger::now_ms;
@@ -122,22 +122,7 @@ async fn bad_adverts_are_rejected_logged_and_never_forwarded() {
     let honest: BTreeSet<String> = [a.peer_id.clone(), b.peer_id.clone()].into();
     for node in [&a, &b] {
         let client = node.client();
-        let honest = honest.clone();
-        wait_for(Duration::from_secs(30), "the honest adverts", || {
-            let client = client.clone();
-            let honest = honest.clone();
-            async move {
-                let seen: BTreeSet<String> = client
-                    .adverts()
-                    .await
-                    .ok()?
-                    .into_iter()
-                    .map(|x| x.node_id)
-                    .collect();
-                (seen == honest).then_some(())
-            }
-        })
-        .await;
+        wait_for_adverts(&client, &honest, "the honest adverts").await;
     }
 
     // One hostile peer per kind of forgery, plus a revoked certificate and

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -200,4 +201,34 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits until `client`'s node holds adverts from exactly `expected`.
+pub async fn wait_for_adverts(client: &Client, expected: &BTreeSet<String>, what: &str) {
+    wait_for(Duration::from_secs(45), what, || async {
+        let seen: BTreeSet<String> = client
+            .adverts()
+            .await
+            .ok()?
+            .into_iter()
+            .map(|a| a.node_id)
+            .collect();
+        (&seen == expected).then_some(())
+    })
+    .await;
+}
+
+/// Waits until `client`'s node is connected to every peer in `others`.
+pub async fn wait_for_peers(client: &Client, others: &BTreeSet<String>) {
+    wait_for(Duration::from_secs(45), "a full mesh of peers", || async {
+        let peers: BTreeSet<String> = client
+            .peers()
+            .await
+            .ok()?
+            .into_iter()
+            .map(|p| p.peer_id)
+            .collect();
+        others.is_subset(&peers).then_some(())
+    })
+    .await;
 }

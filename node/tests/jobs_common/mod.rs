@@ -19,7 +19,7 @@ use fairgrid_sdk::jobs::{
 use fairgrid_sdk::{Client, LedgerEntryView};
 use serde::de::DeserializeOwned;
 
-use super::common::{NodeProc, init_dir, test_env, wait_for};
+use super::common::{NodeProc, init_dir, test_env, wait_for_adverts, wait_for_peers};
 
 /// The jobs API of one node.
 #[derive(Clone)]
@@ -215,29 +215,8 @@ pub async fn wait_mesh(nodes: &[NodeProc]) {
         let client = node.client();
         let mut others = ids.clone();
         others.remove(&node.peer_id);
-        wait_for(Duration::from_secs(45), "a full mesh", || {
-            let client = client.clone();
-            let others = others.clone();
-            let ids = ids.clone();
-            async move {
-                let peers: BTreeSet<String> = client
-                    .peers()
-                    .await
-                    .ok()?
-                    .into_iter()
-                    .map(|p| p.peer_id)
-                    .collect();
-                let adverts: BTreeSet<String> = client
-                    .adverts()
-                    .await
-                    .ok()?
-                    .into_iter()
-                    .map(|a| a.node_id)
-                    .collect();
-                (others.is_subset(&peers) && adverts == ids).then_some(())
-            }
-        })
-        .await;
+        wait_for_peers(&client, &others).await;
+        wait_for_adverts(&client, &ids, "every node's advert").await;
     }
 }
 
