@@ -1,10 +1,10 @@
 //! What this machine has: CPU cores and memory (sysinfo), a measured CPU
-//! GFLOP/s figure (the kernels' probe), and GPUs once the CUDA backend
-//! reports them.
+//! GFLOP/s figure, and the GPUs the CUDA backend can use with their
+//! measured SGEMM GFLOP/s (the kernels' probe; none without CUDA).
 
 use std::time::Duration;
 
-use fairgrid_protocol::messages::Hardware;
+use fairgrid_protocol::messages::{GpuInfo, Hardware};
 
 /// Probes the hardware, running the CPU benchmark for about `probe`.
 pub fn probe_hardware(probe: Duration) -> Hardware {
@@ -30,6 +30,30 @@ pub fn probe_hardware(probe: Duration) -> Hardware {
             0
         },
         mem_mib,
-        gpus: Vec::new(),
+        gpus: probe_gpus(probe),
     }
 }
+
+/// Usable GPUs, each with a short SGEMM measurement. Without the CUDA
+/// libraries (or with the `cuda` feature off) this is empty and cheap:
+/// the probe checks that the libraries load before calling into them.
+fn probe_gpus(probe: Duration) -> Vec<GpuInfo> {
+    match fairgrid_kernels::probe::gpus(GPU_GEMM_SIZE, probe) {
+        Ok((_, gpus)) => gpus
+            .into_iter()
+            .filter(|g| g.error.is_none())
+            .map(|g| GpuInfo {
+                model: g.name,
+                mem_mib: g.memory_bytes / (1024 * 1024),
+                gflops: g.sgemm_gflops.map_or(0, |f| f.round() as u32),
+            })
+            .collect(),
+        Err(why) => {
+            tracing::debug!(target: "fairgrid::adverts", %why, "no GPU to advertise");
+            Vec::new()
+        }
+    }
+}
+
+/// Side of the square SGEMM each GPU is measured with.
+const GPU_GEMM_SIZE: usize = 2048;
