@@ -48,4 +48,4 @@ pub use error::{IdxFault, KernelError, Result};
 pub use model::{Arch, InputShape, Model, ModelSpec, load_safetensors, save_safetensors};
 pub use optim::{Optimizer, OptimizerConfig};
 pub use tensor::{Shape, Tensor};
-pub use train::{LocalUpdate, Metrics, Trainer};
+pub use train::{LocalUpdate, MAX_TRAINING_BYTES, Metrics, Trainer};

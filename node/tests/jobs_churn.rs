@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{NodeProc, fairgrid, wait_for};
 use fairgrid_sdk::jobs::{JobEventKind, JobState};
-use jobs_common::{JobsApi, jobs_env, small_job, start_cluster, wait_mesh};
+use jobs_common::{JobsApi, job_entry_kinds, jobs_env, small_job, start_cluster, wait_mesh};
 
 fn cluster(
     root: &std::path::Path,
@@ -118,20 +118,38 @@ async fn a_killed_worker_loses_its_shards_and_the_job_completes() {
     }
 }
 
+/// The coordinator (which also works on its own job) is killed while every
+/// worker is training a round and restarted at once: the job resumes from
+/// its checkpoint, the workers still training deliver to the restarted
+/// coordinator, and nobody is dropped for the coordinator's crash.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_coordinator_resumes_the_job_from_its_checkpoint() {
+async fn a_restarted_coordinator_resumes_the_job_and_keeps_every_worker() {
     let root = tempfile::tempdir().unwrap();
     let mut nodes = cluster(root.path(), 3, |_| "");
     wait_mesh(&nodes).await;
     let api = JobsApi::of(&nodes[0]);
-    let request = slow_job("resume", 10, 1.0);
+    let rounds = 6;
+    let mut request = slow_job("resume", rounds, 1.0);
+    // Rounds of a few seconds, so the workers are mid-round when the
+    // coordinator comes back; a deadline far beyond that.
+    request.training.local_steps = 2500;
+    request.market.round_timeout_secs = 90;
     let id = api.submit(&request).await.unwrap().job_id;
-    api.follow_until(
-        &id,
-        Duration::from_secs(120),
-        |e| matches!(e.kind, JobEventKind::RoundCompleted { round, .. } if round >= 3),
-    )
-    .await;
+    let seen = api
+        .follow_until(
+            &id,
+            Duration::from_secs(180),
+            |e| matches!(e.kind, JobEventKind::RoundStarted { round, .. } if round >= 2),
+        )
+        .await;
+    let winners = seen
+        .iter()
+        .find_map(|e| match e.kind {
+            JobEventKind::Cleared { winners, .. } => Some(winners),
+            _ => None,
+        })
+        .expect("cleared");
+    assert_eq!(winners, 3, "every node won shards: {seen:#?}");
     nodes[0].kill();
     let listen = nodes[1].listen.clone();
     nodes[0] = NodeProc::start(&nodes[0].dir.clone(), &listen, &jobs_env(&[]));
@@ -143,7 +161,7 @@ async fn a_restarted_coordinator_resumes_the_job_from_its_checkpoint() {
         async move { (api.raw(&path).await.0 == 200).then_some(()) }
     })
     .await;
-    let events = api.follow(&id, Duration::from_secs(120)).await;
+    let events = api.follow(&id, Duration::from_secs(300)).await;
     let report = api.report(&id).await;
     assert_eq!(
         report.state,
@@ -151,8 +169,32 @@ async fn a_restarted_coordinator_resumes_the_job_from_its_checkpoint() {
         "{events:#?}\n{}",
         nodes[0].log()
     );
-    let rounds: Vec<u32> = report.rounds.iter().map(|r| r.round).collect();
-    assert_eq!(rounds, (0..10).collect::<Vec<_>>(), "each round once");
+    let rounds_done: Vec<u32> = report.rounds.iter().map(|r| r.round).collect();
+    assert_eq!(
+        rounds_done,
+        (0..rounds).collect::<Vec<_>>(),
+        "each round once"
+    );
+    let participants: Vec<u32> = report.rounds.iter().map(|r| r.participants).collect();
+    eprintln!("participants per round: {participants:?}");
+    assert!(
+        participants.iter().all(|&p| p == winners),
+        "a worker was dropped: participants per round {participants:?}\n{events:#?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e.kind, JobEventKind::WorkerMissed { .. })),
+        "{events:#?}"
+    );
+    // Each round is in the coordinator's ledger exactly once.
+    let coordinator = nodes[0].peer_id.clone();
+    let recorded = job_entry_kinds(&nodes[0].client(), &id)
+        .await
+        .into_iter()
+        .filter(|(author, kind)| *author == coordinator && kind == "round_completed")
+        .count();
+    assert_eq!(recorded, rounds as usize);
     for node in &mut nodes {
         ledger_ok(node);
     }
@@ -221,6 +263,22 @@ async fn a_limit_price_no_bid_meets_fails_naming_the_cheapest_ask() {
         error.contains("limit price 100") && error.contains("cheapest ask seen: 250"),
         "{error}"
     );
+    // The failure is in the coordinator's ledger, once.
+    let coordinator = nodes[0].peer_id.clone();
+    let client = nodes[0].client();
+    let failed = wait_for(Duration::from_secs(20), "the JobFailed entry", || {
+        let (client, id, coordinator) = (client.clone(), id.clone(), coordinator.clone());
+        async move {
+            let n = job_entry_kinds(&client, &id)
+                .await
+                .into_iter()
+                .filter(|(author, kind)| *author == coordinator && kind == "job_failed")
+                .count();
+            (n > 0).then_some(n)
+        }
+    })
+    .await;
+    assert_eq!(failed, 1);
     for node in &mut nodes {
         ledger_ok(node);
     }

@@ -136,6 +136,49 @@ impl ModelSpec {
         }
     }
 
+    /// Values each layer's input holds for one sample, in layer order:
+    /// what [`Model::training_bytes`](crate::model::Model::training_bytes)
+    /// counts, computed from the spec alone so a worker can tell before it
+    /// bids (and before anything is allocated) whether a job fits.
+    pub fn layer_inputs_per_sample(&self) -> Vec<u128> {
+        let numel = self.input.numel() as u128;
+        let mut inputs = Vec::new();
+        match &self.arch {
+            Arch::LogReg => inputs.extend([numel, numel]),
+            Arch::Mlp { hidden } => {
+                inputs.push(numel);
+                let mut width = numel;
+                for &h in hidden {
+                    inputs.extend([width, h as u128]);
+                    width = h as u128;
+                }
+                inputs.push(width);
+            }
+            Arch::Cnn => {
+                let (mut c, mut h, mut w) = (
+                    self.input.channels as u128,
+                    self.input.height as u128,
+                    self.input.width as u128,
+                );
+                for out in CNN_CHANNELS {
+                    let out = out as u128;
+                    inputs.extend([c * h * w, out * h * w, out * (h / 2) * (w / 2)]);
+                    (c, h, w) = (out, h / 2, w / 2);
+                }
+                inputs.extend([c * h * w, c * h * w, CNN_FC as u128, CNN_FC as u128]);
+            }
+        }
+        inputs
+    }
+
+    /// Bytes a trainer of this model plans to use at `batch` (see
+    /// [`Model::training_bytes`](crate::model::Model::training_bytes)).
+    pub fn training_bytes(&self, batch: usize) -> u128 {
+        let per_item: u128 = self.layer_inputs_per_sample().iter().sum::<u128>() * 2;
+        let logits = self.classes as u128 * 2;
+        4 * ((per_item + logits) * batch as u128 + 4 * self.param_count())
+    }
+
     /// Spatial size after the CNN's three poolings (each rounds down).
     pub fn cnn_final_hw(&self) -> (usize, usize) {
         (self.input.height / 8, self.input.width / 8)
@@ -221,6 +264,43 @@ mod tests {
     use super::*;
     use crate::model::Model;
     use crate::test_utils::cpu_backend;
+
+    #[test]
+    fn training_bytes_from_the_spec_match_the_built_model() {
+        let inputs = [
+            MNIST,
+            CIFAR,
+            InputShape {
+                channels: 2,
+                height: 13,
+                width: 9,
+            },
+        ];
+        let archs = [
+            Arch::LogReg,
+            Arch::Mlp {
+                hidden: vec![64, 32, 16],
+            },
+            Arch::Cnn,
+        ];
+        for input in inputs {
+            for arch in archs.clone() {
+                let spec = ModelSpec {
+                    arch,
+                    input,
+                    classes: 7,
+                };
+                let model = Model::new(&cpu_backend(), &spec, 1).unwrap();
+                for batch in [1, 32, 100] {
+                    assert_eq!(
+                        spec.training_bytes(batch),
+                        model.training_bytes(batch),
+                        "{spec:?} batch {batch}"
+                    );
+                }
+            }
+        }
+    }
 
     fn count(arch: Arch, input: InputShape) -> usize {
         let spec = ModelSpec {

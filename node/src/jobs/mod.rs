@@ -190,18 +190,31 @@ impl Jobs {
     }
 }
 
-/// Resumes coordinated jobs from their checkpoints, then rejoins the jobs
+/// Resumes coordinated jobs from their checkpoints and rejoins the jobs
 /// this node was working on.
 pub async fn resume(shared: Arc<Shared>) {
+    // The worker side is loaded first and rejoins last: a resumed round
+    // that reaches this node's own worker finds it, and its rejoining bid
+    // finds the coordinated job.
+    let rejoining = worker::load(&shared);
     for item in shared.jobs.store.coordinators::<coordinator::Checkpoint>() {
         match item {
-            Ok((_, checkpoint, params)) => {
-                coordinator::submit::resume(&shared, checkpoint, params).await
+            Ok(stored) => {
+                coordinator::submit::resume(
+                    &shared,
+                    stored.record,
+                    stored.params,
+                    stored.unrecorded,
+                )
+                .await
             }
             Err(e) => warn!(target: TARGET, error = %e, "skipping a checkpoint"),
         }
     }
-    worker::resume(&shared).await;
+    for job in rejoining {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move { worker::rejoin(&shared, &job).await });
+    }
 }
 
 /// Dispatches a job request (from a peer, or from this node itself).
@@ -217,6 +230,9 @@ pub async fn handle(shared: Arc<Shared>, from: NodeId, request: Request) -> Resp
         }
         Request::JobDecline { job_id, reason } => {
             coordinator::inbound::on_decline(shared, from, job_id, reason)
+        }
+        Request::RoundRefusal(refusal) => {
+            coordinator::inbound::on_round_refusal(shared, from, refusal)
         }
         Request::JobAllocation { allocation, bids } => {
             worker::inbound::on_allocation(shared, from, allocation, bids).await

@@ -1,19 +1,22 @@
 //! What the jobs work keeps on disk, under `<data dir>/jobs/`:
 //!
 //! ```text
-//! jobs/db/        sled: coordinator checkpoints, their parameters, worker records
+//! jobs/db/        sled: coordinator checkpoints, their parameters and the
+//!                 ledger entries they hold as not yet recorded, worker records
 //! jobs/shards/    fetched shards, named by their BLAKE3 hash (a bounded cache)
 //! jobs/results/   finished jobs' models (<job id>.safetensors)
 //! ```
 //!
 //! Every write is flushed before the caller goes on, so a checkpoint that
-//! was reported is on disk. Records are bincode; a record that does not
+//! was reported is on disk. The flush is sled's blocking one on a blocking
+//! thread: its `flush_async` can deadlock (sled issues 1308 and 1412). Records are bincode; a record that does not
 //! decode is reported and skipped, never half-applied.
 
 use std::path::{Path, PathBuf};
 
 use fairgrid_protocol::Hash32;
 use fairgrid_protocol::codec::{decode_exact, encode};
+use fairgrid_protocol::ledger::EntryBody;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -27,12 +30,24 @@ pub struct JobStore {
     db: sled::Db,
     coordinator: sled::Tree,
     params: sled::Tree,
+    unrecorded: sled::Tree,
     worker: sled::Tree,
     root: PathBuf,
 }
 
-/// A stored job: its id, its record, and its parameters if any.
-pub type Stored<T> = (Hash32, T, Option<Vec<u8>>);
+/// A stored coordinator checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredCheckpoint<T> {
+    pub job: Hash32,
+    pub record: T,
+    pub params: Option<Vec<u8>>,
+    /// Ledger entries the checkpoint's state implies that may not be in
+    /// the ledger yet (written ahead of the append).
+    pub unrecorded: Vec<EntryBody>,
+}
+
+/// Largest list of not yet recorded entries of one job.
+const MAX_UNRECORDED: usize = 64 * 1024 * 1024;
 
 impl JobStore {
     pub fn open(root: &Path) -> Result<JobStore> {
@@ -49,6 +64,7 @@ impl JobStore {
         Ok(JobStore {
             coordinator: db.open_tree("coordinator")?,
             params: db.open_tree("params")?,
+            unrecorded: db.open_tree("unrecorded")?,
             worker: db.open_tree("worker")?,
             db,
             root: root.to_path_buf(),
@@ -66,28 +82,31 @@ impl JobStore {
     }
 
     async fn flush(&self) -> Result<()> {
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| NodeError::Ledger(format!("flush thread: {e}")))??;
         Ok(())
     }
 
-    /// Stores a coordinator checkpoint and the parameters it goes with.
+    /// Stores a coordinator checkpoint, the parameters it goes with and
+    /// the entries it holds as not yet recorded, all or nothing.
     pub async fn put_coordinator<T: Serialize>(
         &self,
         job: &Hash32,
         record: &T,
         params: Option<&[u8]>,
+        unrecorded: &[EntryBody],
     ) -> Result<()> {
-        let mut batch_params = None;
-        if let Some(params) = params {
-            batch_params = Some(params.to_vec());
-        }
         let record = encode(record);
-        (&self.coordinator, &self.params)
-            .transaction(|(c, p)| {
+        let unrecorded = encode(&unrecorded);
+        (&self.coordinator, &self.params, &self.unrecorded)
+            .transaction(|(c, p, u)| {
                 c.insert(&job.0, record.as_slice())?;
-                if let Some(params) = &batch_params {
-                    p.insert(&job.0, params.as_slice())?;
+                if let Some(params) = params {
+                    p.insert(&job.0, params)?;
                 }
+                u.insert(&job.0, unrecorded.as_slice())?;
                 Ok(())
             })
             .map_err(|e: sled::transaction::TransactionError<()>| {
@@ -96,9 +115,19 @@ impl JobStore {
         self.flush().await
     }
 
+    /// Forgets a coordinator checkpoint (a job whose acceptance failed).
+    pub async fn remove_coordinator(&self, job: &Hash32) -> Result<()> {
+        self.coordinator.remove(job.0)?;
+        self.params.remove(job.0)?;
+        self.unrecorded.remove(job.0)?;
+        self.flush().await
+    }
+
     /// Every coordinator checkpoint that decodes, with its parameters;
     /// the others are returned as errors naming the job.
-    pub fn coordinators<T: DeserializeOwned>(&self) -> Vec<std::result::Result<Stored<T>, String>> {
+    pub fn coordinators<T: DeserializeOwned>(
+        &self,
+    ) -> Vec<std::result::Result<StoredCheckpoint<T>, String>> {
         self.coordinator
             .iter()
             .map(|item| {
@@ -115,7 +144,17 @@ impl JobStore {
                     .get(job.0)
                     .map_err(|e| e.to_string())?
                     .map(|v| v.to_vec());
-                Ok((job, record, params))
+                let unrecorded = match self.unrecorded.get(job.0).map_err(|e| e.to_string())? {
+                    Some(bytes) => decode_exact("unrecorded entries", &bytes, MAX_UNRECORDED)
+                        .map_err(|e| format!("unrecorded entries of job {job}: {e}"))?,
+                    None => Vec::new(),
+                };
+                Ok(StoredCheckpoint {
+                    job,
+                    record,
+                    params,
+                    unrecorded,
+                })
             })
             .collect()
     }
@@ -253,17 +292,45 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = JobStore::open(dir.path()).unwrap();
         let job = Hash32::of(b"j");
+        let entry = EntryBody::JobSubmitted {
+            job_id: job,
+            submitter: fairgrid_protocol::Keypair::from_seed(b"s").node_id(),
+            shards: 3,
+            limit_price: 10,
+            alpha_ppm: 500_000,
+        };
         store
-            .put_coordinator(&job, &(7u32, "x".to_string()), Some(&[1, 2, 3]))
+            .put_coordinator(
+                &job,
+                &(7u32, "x".to_string()),
+                Some(&[1, 2, 3]),
+                std::slice::from_ref(&entry),
+            )
             .await
             .unwrap();
         let all = store.coordinators::<(u32, String)>();
         assert_eq!(all.len(), 1);
-        let (id, rec, params) = all[0].clone().unwrap();
         assert_eq!(
-            (id, rec, params),
-            (job, (7, "x".into()), Some(vec![1, 2, 3]))
+            all[0].clone().unwrap(),
+            StoredCheckpoint {
+                job,
+                record: (7, "x".into()),
+                params: Some(vec![1, 2, 3]),
+                unrecorded: vec![entry],
+            }
         );
+        // A later checkpoint without parameters keeps the stored ones and
+        // replaces the unrecorded list.
+        store
+            .put_coordinator(&job, &(8u32, "y".to_string()), None, &[])
+            .await
+            .unwrap();
+        let again = store.coordinators::<(u32, String)>()[0].clone().unwrap();
+        assert_eq!(again.record, (8, "y".into()));
+        assert_eq!(again.params, Some(vec![1, 2, 3]));
+        assert!(again.unrecorded.is_empty());
+        store.remove_coordinator(&job).await.unwrap();
+        assert!(store.coordinators::<(u32, String)>().is_empty());
         store
             .coordinator
             .insert(Hash32::of(b"k").0, &[0xff, 0xff][..])

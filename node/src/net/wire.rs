@@ -7,7 +7,9 @@
 //! index; the tests check the two stay in step.
 
 use fairgrid_protocol::ledger::LedgerEntry;
-use fairgrid_protocol::messages::{Allocation, Bid, Receipt, RoundStart, RoundUpdate};
+use fairgrid_protocol::messages::{
+    Allocation, Bid, Receipt, RoundRefusal, RoundStart, RoundUpdate,
+};
 use fairgrid_protocol::{Hash32, OwnerCertificate, Signed};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -72,6 +74,9 @@ pub enum Request {
         job_id: Hash32,
         entries: Vec<Signed<LedgerEntry>>,
     },
+    /// A worker will not deliver an update for a round it was given, and
+    /// says why (signed, for the coordinator's records).
+    RoundRefusal(Signed<RoundRefusal>),
 }
 
 const MIB: usize = 1024 * 1024;
@@ -88,6 +93,7 @@ impl WireEnum for Request {
         ("round-update", 512 * 1024 + MAX_PARAM_BYTES),
         ("job-decline", 1024),
         ("job-ledger", MAX_LEDGER_BATCH_BYTES + MIB),
+        ("round-refusal", 4096 + 256),
     ];
 }
 
@@ -269,6 +275,17 @@ mod tests {
                 job_id,
                 entries: vec![entry()],
             },
+            Request::RoundRefusal(Signed::sign(
+                &key,
+                &RoundRefusal {
+                    job_id,
+                    round: 0,
+                    worker: key.node_id(),
+                    base_params: Hash32::ZERO,
+                    reason: "x".repeat(900),
+                    issued_at: 0,
+                },
+            )),
         ]
     }
 
@@ -313,6 +330,7 @@ mod tests {
             Request::RoundUpdate { .. } => 6,
             Request::JobDecline { .. } => 7,
             Request::JobLedger { .. } => 8,
+            Request::RoundRefusal(_) => 9,
         }
     }
 

@@ -116,6 +116,12 @@ pub enum EntryBody {
         test_accuracy_ppm: u32,
         bytes_moved: u64,
     },
+    /// A job ended without finishing, and why (its coordinator records it).
+    JobFailed {
+        job_id: Hash32,
+        rounds: u32,
+        reason: String,
+    },
 }
 
 /// The kinds of entry, one sled tree each.
@@ -129,10 +135,11 @@ pub enum EntryKind {
     Credit,
     Verification,
     JobFinished,
+    JobFailed,
 }
 
 impl EntryKind {
-    pub const ALL: [EntryKind; 8] = [
+    pub const ALL: [EntryKind; 9] = [
         EntryKind::AdvertSeen,
         EntryKind::CertificateUsed,
         EntryKind::JobSubmitted,
@@ -141,6 +148,7 @@ impl EntryKind {
         EntryKind::Credit,
         EntryKind::Verification,
         EntryKind::JobFinished,
+        EntryKind::JobFailed,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -153,6 +161,7 @@ impl EntryKind {
             EntryKind::Credit => "credit",
             EntryKind::Verification => "verification",
             EntryKind::JobFinished => "job_finished",
+            EntryKind::JobFailed => "job_failed",
         }
     }
 }
@@ -168,6 +177,7 @@ impl EntryBody {
             EntryBody::Credit { .. } => EntryKind::Credit,
             EntryBody::Verification { .. } => EntryKind::Verification,
             EntryBody::JobFinished { .. } => EntryKind::JobFinished,
+            EntryBody::JobFailed { .. } => EntryKind::JobFailed,
         }
     }
 
@@ -179,7 +189,8 @@ impl EntryBody {
             | EntryBody::RoundCompleted { job_id, .. }
             | EntryBody::Credit { job_id, .. }
             | EntryBody::Verification { job_id, .. }
-            | EntryBody::JobFinished { job_id, .. } => Some(*job_id),
+            | EntryBody::JobFinished { job_id, .. }
+            | EntryBody::JobFailed { job_id, .. } => Some(*job_id),
             EntryBody::AdvertSeen { .. } | EntryBody::CertificateUsed { .. } => None,
         }
     }

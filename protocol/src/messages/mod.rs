@@ -14,4 +14,4 @@ pub use job::{
     Compression, DatasetDescriptor, HyperParams, InputShape, JobSpec, LrSchedule, ModelArch,
     ModelSpec, OptimizerKind, ShardInfo, ShortfallPolicy,
 };
-pub use round::{Receipt, RoundStart, RoundUpdate, WorkOrder};
+pub use round::{Receipt, RoundRefusal, RoundStart, RoundUpdate, WorkOrder};

@@ -74,3 +74,22 @@ impl SignedMessage for Receipt {
     const KIND: &'static str = "receipt";
     const MAX_BYTES: usize = 4096;
 }
+
+/// A worker says it will not deliver an update for a round it was given
+/// (its shards could not be had, training failed), so the coordinator
+/// settles its order at once instead of waiting for the deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundRefusal {
+    pub job_id: Hash32,
+    pub round: u32,
+    pub worker: NodeId,
+    /// The parameters of the round refused (ties it to one round start).
+    pub base_params: Hash32,
+    pub reason: String,
+    pub issued_at: u64,
+}
+
+impl SignedMessage for RoundRefusal {
+    const KIND: &'static str = "round-refusal";
+    const MAX_BYTES: usize = 4096;
+}

@@ -285,7 +285,7 @@ impl Gen {
     }
 
     pub fn ledger_entry(&mut self) -> LedgerEntry {
-        let body = match self.small(8) {
+        let body = match self.small(9) {
             0 => EntryBody::AdvertSeen {
                 advert_id: self.hash(),
                 node: self.node(),
@@ -349,12 +349,17 @@ impl Gen {
                 passed: self.small(2) == 0,
                 detail: self.text(),
             },
-            _ => EntryBody::JobFinished {
+            7 => EntryBody::JobFinished {
                 job_id: self.hash(),
                 rounds: self.u32(),
                 model_hash: self.hash(),
                 test_accuracy_ppm: self.u32(),
                 bytes_moved: self.u64(),
+            },
+            _ => EntryBody::JobFailed {
+                job_id: self.hash(),
+                rounds: self.u32(),
+                reason: self.text(),
             },
         };
         LedgerEntry {

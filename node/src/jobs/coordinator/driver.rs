@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::clearing::{self, Cleared};
+use super::persist::{self, checkpoint};
 use super::round::{AcceptedUpdate, Order, Outcome, RoundInProgress, aggregate};
 use super::{CoordJob, RoundRecord};
 use crate::app::Shared;
@@ -27,19 +28,30 @@ const TARGET: &str = "fairgrid::jobs";
 /// Rounds in a row without an accepted update before the job fails.
 const MAX_EMPTY_ROUNDS: u32 = 3;
 
-/// Writes the job's checkpoint (state, events, parameters); failures are
-/// logged, the job goes on (the previous checkpoint stays valid).
-pub async fn checkpoint(shared: &Shared, job: &CoordJob) {
-    let record = job.checkpoint();
-    let params = model::params_to_bytes(&job.params.lock().expect("params lock"));
-    if let Err(e) = shared
-        .jobs
-        .store
-        .put_coordinator(&job.id, &record, Some(&params))
-        .await
-    {
-        warn!(target: TARGET, job = %job.id, error = %e, "checkpoint failed");
+/// Runs the job's driver under supervision: a driver that panics fails
+/// the job (an event and a `JobFailed` entry) instead of leaving it in
+/// its phase with nobody moving it on.
+pub async fn supervise(shared: Arc<Shared>, job: Arc<CoordJob>) {
+    let driver = tokio::spawn(run(Arc::clone(&shared), Arc::clone(&job)));
+    let Err(e) = driver.await else { return };
+    let what = if e.is_panic() {
+        let panic = e.into_panic();
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        format!("the job's driver panicked: {message}")
+    } else {
+        "the job's driver was cancelled".to_string()
+    };
+    tracing::error!(target: TARGET, job = %job.id, %what, "job driver stopped");
+    job.fail(what);
+    checkpoint(&shared, &job).await;
+    if let Err(e) = persist::record(&shared, &job, false).await {
+        warn!(target: TARGET, job = %job.id, error = %e, "recording the job's failure failed; retried on the next start");
     }
+    checkpoint(&shared, &job).await;
 }
 
 pub async fn run(shared: Arc<Shared>, job: Arc<CoordJob>) {
@@ -91,6 +103,11 @@ pub async fn run(shared: Arc<Shared>, job: Arc<CoordJob>) {
             },
             JobState::Finished | JobState::Failed => {
                 checkpoint(&shared, &job).await;
+                if let Err(e) = persist::record(&shared, &job, false).await {
+                    warn!(target: TARGET, job = %job.id, error = %e, "recording the job's end failed; retried on the next start");
+                } else {
+                    checkpoint(&shared, &job).await;
+                }
                 job.data.lock().expect("job data lock").take();
                 info!(target: TARGET, job = %job.id, state = ?phase, "job ended");
                 return;
@@ -424,9 +441,6 @@ async fn complete_round(
         train_loss_micro: (f64::from(next.train_loss) * 1e6) as u64,
         test_accuracy_ppm: Some((f64::from(accuracy) * 1e6).round() as u32),
     };
-    if let Err(e) = shared.ledger.append(entry).await {
-        return job.fail(format!("recording round {round}: {e}"));
-    }
     let duration_ms = now_ms().saturating_sub(finished.started_ms);
     let record = RoundRecord {
         round,
@@ -457,6 +471,16 @@ async fn complete_round(
         st.updated_at = now_ms();
         st.rounds.push(record);
     }
+    job.unrecorded.lock().expect("unrecorded lock").push(entry);
+    // The round is checkpointed with its entry before the entry is
+    // appended: a crash in between appends it on resume, exactly once.
+    if let Err(e) = persist::save(shared, job).await {
+        return job.fail(format!("checkpointing round {round}: {e}"));
+    }
+    if let Err(e) = persist::record(shared, job, false).await {
+        return job.fail(format!("recording round {round}: {e}"));
+    }
+    // Announced once the ledger holds it (the next checkpoint keeps the event).
     job.event(JobEventKind::RoundCompleted {
         round,
         train_loss: next.train_loss,
@@ -467,5 +491,4 @@ async fn complete_round(
         duration_ms,
     });
     info!(target: TARGET, job = %job.id, round, loss = next.train_loss, accuracy, accepted = accepted.len(), duration_ms, "round completed");
-    checkpoint(shared, job).await;
 }

@@ -149,7 +149,7 @@ pub async fn finish(shared: &Arc<Shared>, job: &Arc<CoordJob>) {
         rounds,
     });
     info!(target: TARGET, job = %job.id, rounds, accuracy, credits = owed.len(), "job finished");
-    super::driver::checkpoint(shared, job).await;
+    super::persist::checkpoint(shared, job).await;
     let participants = job.state().participants();
     tokio::spawn(ledger_sync::push_to_participants(
         Arc::clone(shared),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use fairgrid_protocol::ledger::EntryBody;
 use fairgrid_protocol::market::{self, MarketError, MarketJob};
-use fairgrid_protocol::messages::{Bid, Receipt, RoundUpdate};
+use fairgrid_protocol::messages::{Bid, Receipt, RoundRefusal, RoundUpdate};
 use fairgrid_protocol::{Hash32, NodeId, Signed};
 use fairgrid_sdk::jobs::{JobEventKind, JobState};
 use tracing::{debug, info, warn};
@@ -124,7 +124,7 @@ pub async fn on_bid(shared: &Arc<Shared>, from: NodeId, signed: Signed<Bid>) -> 
         resend_start(shared, &job, from);
     }
     let (s, j) = (Arc::clone(shared), Arc::clone(&job));
-    tokio::spawn(async move { driver::checkpoint(&s, &j).await });
+    tokio::spawn(async move { super::persist::checkpoint(&s, &j).await });
     Response::Accepted
 }
 
@@ -380,5 +380,48 @@ pub fn on_decline(shared: &Shared, from: NodeId, job_id: Hash32, reason: String)
     if let Some(round) = round {
         driver::settle_missed(&job, from, round, format!("withdrew: {reason}"));
     }
+    Response::Accepted
+}
+
+/// A worker will not deliver this round (its shards could not be had, or
+/// training failed): its order is settled as missed now, so the round
+/// does not wait for the deadline, and its shards go to others at the
+/// next clearing. A new bid brings it back.
+pub fn on_round_refusal(shared: &Shared, from: NodeId, signed: Signed<RoundRefusal>) -> Response {
+    let (signer, refusal) = match signed.verify_and_decode() {
+        Ok(v) => v,
+        Err(e) => return Response::refused(format!("round refusal: {e}")),
+    };
+    if signer != from.0 || refusal.worker != from {
+        return Response::refused("a round refusal must be signed and sent by the worker it names");
+    }
+    let job = match job_of(shared, &refusal.job_id) {
+        Ok(j) => j,
+        Err(r) => return r,
+    };
+    let open = job
+        .round
+        .lock()
+        .expect("round lock")
+        .as_ref()
+        .is_some_and(|r| {
+            r.round == refusal.round
+                && r.params_hash == refusal.base_params
+                && r.orders.contains_key(&from)
+                && !r.outcomes.contains_key(&from)
+        });
+    if !open {
+        return Response::refused(format!(
+            "{from} owes no update in an open round {}",
+            refusal.round
+        ));
+    }
+    warn!(target: TARGET, job = %job.id, round = refusal.round, node = %from, reason = %refusal.reason, "worker refused the round");
+    driver::settle_missed(
+        &job,
+        from,
+        refusal.round,
+        format!("refused the round: {}", refusal.reason),
+    );
     Response::Accepted
 }

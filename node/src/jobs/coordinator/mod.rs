@@ -9,12 +9,14 @@
 //! - [`driver`]: the task that moves a job through its phases.
 //! - [`inbound`]: bids, updates, shard fetches and declines from workers.
 //! - [`finish`]: the model file, credits and the final ledger entries.
+//! - [`persist`]: checkpoints, and ledger entries written ahead into them.
 //! - [`submit`]: a new job from the API, and resuming after a restart.
 
 pub mod clearing;
 pub mod driver;
 pub mod finish;
 pub mod inbound;
+pub mod persist;
 pub mod round;
 pub mod submit;
 
@@ -22,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use fairgrid_kernels::{CpuBackend, Trainer};
+use fairgrid_protocol::ledger::EntryBody;
 use fairgrid_protocol::messages::{Allocation, Bid, JobSpec};
 use fairgrid_protocol::{Hash32, NodeId, OwnerId, Signed};
 use fairgrid_sdk::jobs::{JobEventKind, JobState};
@@ -178,6 +181,13 @@ pub struct CoordJob {
     pub wake: Notify,
     /// The coordinator's evaluator (built on first use, blocking threads only).
     pub evaluator: Arc<Mutex<Option<Trainer<CpuBackend>>>>,
+    /// Ledger entries the job's state implies but the ledger may not hold
+    /// yet. They go into the checkpoint before they are appended, so a
+    /// crash between the two neither loses nor doubles them.
+    pub unrecorded: Mutex<Vec<EntryBody>>,
+    /// Checkpoints are written one at a time, each from the state as it is
+    /// when its turn comes, so an older one never lands after a newer one.
+    pub persisting: tokio::sync::Mutex<()>,
 }
 
 impl CoordJob {
@@ -202,7 +212,8 @@ impl CoordJob {
         }
     }
 
-    /// Moves the job to Failed with `reason` (once).
+    /// Moves the job to Failed with `reason` (once). The `JobFailed`
+    /// entry is written ahead; the driver checkpoints and records it.
     pub fn fail(&self, reason: String) {
         let mut state = self.state();
         if state.is_terminal() {
@@ -211,7 +222,18 @@ impl CoordJob {
         state.phase = JobState::Failed;
         state.error = Some(reason.clone());
         state.updated_at = now_ms();
+        let rounds = state.rounds.len() as u32;
         drop(state);
+        let mut clipped = reason.clone();
+        crate::net::wire::clip(&mut clipped, 900);
+        self.unrecorded
+            .lock()
+            .expect("unrecorded lock")
+            .push(EntryBody::JobFailed {
+                job_id: self.id,
+                rounds,
+                reason: clipped,
+            });
         self.event(JobEventKind::Failed { reason });
     }
 }

@@ -10,7 +10,7 @@ use fairgrid_sdk::jobs::{JobAccepted, JobEventKind, JobRequest, JobState};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use super::{Checkpoint, CoordJob, CoordState};
+use super::{Checkpoint, CoordJob, CoordState, persist};
 use crate::app::Shared;
 use crate::jobs::JobsError;
 use crate::jobs::data::{self, JobData};
@@ -63,17 +63,6 @@ pub async fn submit(shared: &Arc<Shared>, request: JobRequest) -> Result<JobAcce
     .map_err(JobsError::BadRequest)?;
     let signed = Signed::sign(&shared.key, &spec);
     let id = signed.id();
-    shared
-        .ledger
-        .append(EntryBody::JobSubmitted {
-            job_id: id,
-            submitter: shared.node_id,
-            shards: spec.shard_count(),
-            limit_price: spec.limit_price,
-            alpha_ppm: spec.alpha_ppm,
-        })
-        .await
-        .map_err(|e| JobsError::Internal(format!("recording the job: {e}")))?;
     let job = Arc::new(new_job(
         id,
         plan,
@@ -90,11 +79,35 @@ pub async fn submit(shared: &Arc<Shared>, request: JobRequest) -> Result<JobAcce
         // Adverts tell us the cheapest asks even of nodes that will not bid.
         state.cheapest_ask = super::clearing::cheapest_advert(shared, &job.spec);
     }
+    job.unrecorded
+        .lock()
+        .expect("unrecorded lock")
+        .push(EntryBody::JobSubmitted {
+            job_id: id,
+            submitter: shared.node_id,
+            shards: job.spec.shard_count(),
+            limit_price: job.spec.limit_price,
+            alpha_ppm: job.spec.alpha_ppm,
+        });
     job.event(JobEventKind::Submitted {
         shards: job.spec.shard_count(),
     });
+    // Accepted only once the job survives a crash: its checkpoint (with
+    // `JobSubmitted` written ahead) is on disk, then the entry is recorded.
+    if let Err(e) = persist::save(shared, &job).await {
+        let _ = shared.jobs.store.remove_coordinator(&id).await;
+        return Err(JobsError::Internal(format!(
+            "storing the job failed, so it was not accepted: {e}"
+        )));
+    }
+    if let Err(e) = persist::record(shared, &job, false).await {
+        let _ = shared.jobs.store.remove_coordinator(&id).await;
+        return Err(JobsError::Internal(format!(
+            "recording the job in the ledger failed, so it was not accepted: {e}"
+        )));
+    }
     shared.jobs.insert_coordinated(Arc::clone(&job));
-    super::driver::checkpoint(shared, &job).await;
+    persist::checkpoint(shared, &job).await;
     info!(target: TARGET, job = %id, name = %job.plan.name, shards = job.spec.shard_count(), "job submitted");
     publish_spec(shared, &job);
     // Gossip does not come back to its sender: bid on our own job directly.
@@ -104,7 +117,10 @@ pub async fn submit(shared: &Arc<Shared>, request: JobRequest) -> Result<JobAcce
         job.spec.clone(),
     );
     tokio::spawn(async move { crate::jobs::worker::bid(&s, signed, spec).await });
-    tokio::spawn(super::driver::run(Arc::clone(shared), Arc::clone(&job)));
+    tokio::spawn(super::driver::supervise(
+        Arc::clone(shared),
+        Arc::clone(&job),
+    ));
     Ok(JobAccepted {
         job_id: id.to_hex(),
         coordinator: shared.node_id.to_string(),
@@ -137,6 +153,8 @@ fn new_job(
         events,
         wake: Notify::new(),
         evaluator: Arc::new(Mutex::new(None)),
+        unrecorded: Mutex::new(Vec::new()),
+        persisting: tokio::sync::Mutex::new(()),
     }
 }
 
@@ -167,13 +185,19 @@ pub fn publish_spec(shared: &Arc<Shared>, job: &Arc<CoordJob>) {
     });
 }
 
-/// Resumes a checkpointed job: re-cuts its data (checked against the
-/// spec's hashes) unless it has ended, and restarts its driver.
-pub async fn resume(shared: &Arc<Shared>, checkpoint: Checkpoint, params: Option<Vec<u8>>) {
+/// Resumes a checkpointed job: records the entries its checkpoint holds
+/// as unrecorded (unless the ledger has them), re-cuts its data (checked
+/// against the spec's hashes) unless it has ended, and restarts its driver.
+pub async fn resume(
+    shared: &Arc<Shared>,
+    checkpoint: Checkpoint,
+    params: Option<Vec<u8>>,
+    unrecorded: Vec<EntryBody>,
+) {
     let Checkpoint {
         plan,
         spec: signed,
-        mut state,
+        state,
         events,
     } = checkpoint;
     let id = signed.id();
@@ -190,23 +214,17 @@ pub async fn resume(shared: &Arc<Shared>, checkpoint: Checkpoint, params: Option
         return;
     };
     let mut data = None;
+    let mut cannot_resume = None;
     if !state.is_terminal() {
         let loading = plan.clone();
         match blocking(move || data::load(&loading)).await {
             Ok(loaded) => match loaded.matches(&spec) {
                 Ok(()) => data = Some(Arc::new(loaded)),
-                Err(e) => {
-                    state.phase = JobState::Failed;
-                    state.error = Some(format!("cannot resume: {e}"));
-                }
+                Err(e) => cannot_resume = Some(format!("cannot resume: {e}")),
             },
-            Err(e) => {
-                state.phase = JobState::Failed;
-                state.error = Some(format!("cannot resume: {e}"));
-            }
+            Err(e) => cannot_resume = Some(format!("cannot resume: {e}")),
         }
     }
-    let terminal = state.is_terminal();
     let job = Arc::new(new_job(
         id,
         plan,
@@ -217,6 +235,14 @@ pub async fn resume(shared: &Arc<Shared>, checkpoint: Checkpoint, params: Option
         EventLog::restore(events),
         params,
     ));
+    *job.unrecorded.lock().expect("unrecorded lock") = unrecorded;
+    if let Err(e) = persist::record(shared, &job, true).await {
+        job.fail(format!("cannot resume: recording its entries: {e}"));
+    }
+    if let Some(reason) = cannot_resume {
+        job.fail(reason);
+    }
+    let terminal = job.state().is_terminal();
     if !terminal {
         let mut st = job.state();
         info!(target: TARGET, job = %id, round = st.next_round, phase = ?st.phase, "resuming job from its checkpoint");
@@ -226,5 +252,5 @@ pub async fn resume(shared: &Arc<Shared>, checkpoint: Checkpoint, params: Option
         }
     }
     shared.jobs.insert_coordinated(Arc::clone(&job));
-    tokio::spawn(super::driver::run(Arc::clone(shared), job));
+    tokio::spawn(super::driver::supervise(Arc::clone(shared), job));
 }

@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use fairgrid_protocol::ledger::EntryBody;
 use fairgrid_protocol::market::{self, MarketJob};
-use fairgrid_protocol::messages::{Allocation, Bid, Receipt, RoundStart};
+use fairgrid_protocol::messages::{Allocation, Bid, Receipt, RoundRefusal, RoundStart};
 use fairgrid_protocol::{Hash32, NodeId, Signed};
 use tracing::{debug, info, warn};
 
+use super::gate::{Admit, RoundKey, admit};
 use super::shards::{self, ShardError};
 use super::train::{self, RoundInput};
 use super::{WorkerJob, save};
@@ -196,36 +197,87 @@ pub async fn on_round_start(
     if now_ms() > start.deadline {
         return Response::refused("the round's deadline has passed");
     }
-    {
+    let key = RoundKey {
+        round: start.round,
+        allocation: start.allocation,
+        params_hash: start.params_hash,
+    };
+    let admitted = {
         let mut training = job.training.lock().expect("training lock");
-        if let Some(r) = *training {
-            return Response::refused(format!("still training round {r}"));
+        let trained = job.trained.lock().expect("trained lock");
+        match admit(*training, trained.as_ref().map(|(k, _)| *k), key) {
+            Admit::Resend => Ok(trained.as_ref().map(|(_, t)| Arc::clone(t))),
+            Admit::Train => {
+                *training = Some(key);
+                Ok(None)
+            }
+            Admit::AlreadyTraining => Err(None),
+            Admit::Refuse(reason) => Err(Some(reason)),
         }
-        *training = Some(start.round);
+    };
+    match admitted {
+        Err(Some(reason)) => Response::refused(reason),
+        Err(None) => {
+            debug!(target: TARGET, job = %job.id, round = start.round, "round sent again while training it; the update follows");
+            Response::Accepted
+        }
+        Ok(Some(trained)) => {
+            debug!(target: TARGET, job = %job.id, round = start.round, "round sent again after training it; sending the update again");
+            let (s, j) = (Arc::clone(shared), Arc::clone(&job));
+            tokio::spawn(async move { deliver(&s, &j, start.round, &trained).await });
+            Response::Accepted
+        }
+        Ok(None) => {
+            let (s, j) = (Arc::clone(shared), Arc::clone(&job));
+            tokio::spawn(async move {
+                let round = start.round;
+                let base_params = start.params_hash;
+                let outcome = work_round(&s, &j, start, values, mine).await;
+                if let Ok(trained) = &outcome {
+                    // Kept before `training` clears, so a start sent again
+                    // in between finds one or the other.
+                    *j.trained.lock().expect("trained lock") = Some((key, Arc::clone(trained)));
+                }
+                *j.training.lock().expect("training lock") = None;
+                match outcome {
+                    Ok(trained) => deliver(&s, &j, round, &trained).await,
+                    Err(RoundFailure::Declined) => {}
+                    Err(RoundFailure::Refuse(reason)) => {
+                        refuse_round(&s, &j, round, base_params, reason).await
+                    }
+                }
+            });
+            Response::Accepted
+        }
     }
-    let (s, j) = (Arc::clone(shared), Arc::clone(&job));
-    tokio::spawn(async move {
-        work_round(&s, &j, start, values, mine).await;
-        *j.training.lock().expect("training lock") = None;
-    });
-    Response::Accepted
 }
 
-/// Loads the shards, trains on a blocking thread, sends the update and
-/// reads the receipt.
+/// Why a round produced no update.
+enum RoundFailure {
+    /// The worker withdrew from the job (already told the coordinator).
+    Declined,
+    /// This round cannot be done: the coordinator is told at once.
+    Refuse(String),
+}
+
+/// Loads the shards and trains on a blocking thread.
 async fn work_round(
     shared: &Arc<Shared>,
     job: &Arc<WorkerJob>,
     start: RoundStart,
     params: Vec<f32>,
     mine: Vec<u32>,
-) {
+) -> Result<Arc<train::Trained>, RoundFailure> {
     let loaded = match shards::ensure(shared, job, &mine).await {
         Ok(l) => l,
-        Err(ShardError::Corrupt(reason)) => return decline(shared, job, reason).await,
+        Err(ShardError::Corrupt(reason)) => {
+            decline(shared, job, reason).await;
+            return Err(RoundFailure::Declined);
+        }
         Err(ShardError::Unavailable(reason)) => {
-            warn!(target: TARGET, job = %job.id, round = start.round, %reason, "shards unavailable; skipping the round");
-            return;
+            return Err(RoundFailure::Refuse(format!(
+                "shards unavailable: {reason}"
+            )));
         }
     };
     let input = RoundInput {
@@ -247,29 +299,59 @@ async fn work_round(
         train::train_round(&mut engine, input)
     })
     .await;
-    let trained = match trained {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => {
-            warn!(target: TARGET, job = %job.id, round = start.round, error = %e, "training failed");
-            return;
-        }
-        Err(e) => {
-            warn!(target: TARGET, job = %job.id, error = %e, "training thread failed");
-            return;
-        }
-    };
+    match trained {
+        Ok(Ok(t)) => Ok(Arc::new(t)),
+        Ok(Err(e)) => Err(RoundFailure::Refuse(format!("training failed: {e}"))),
+        Err(e) => Err(RoundFailure::Refuse(format!("training thread failed: {e}"))),
+    }
+}
+
+/// Sends an update and reads the receipt.
+async fn deliver(shared: &Arc<Shared>, job: &Arc<WorkerJob>, round: u32, trained: &train::Trained) {
     let request = Request::RoundUpdate {
-        update: trained.update,
-        bytes: trained.bytes,
+        update: trained.update.clone(),
+        bytes: trained.bytes.clone(),
     };
     match transport::call(shared, job.coordinator, request).await {
-        Ok(Response::Receipt(receipt)) => read_receipt(job, &receipt, start.round).await,
+        Ok(Response::Receipt(receipt)) => read_receipt(job, &receipt, round).await,
         Ok(Response::Refused { reason }) => {
-            debug!(target: TARGET, job = %job.id, round = start.round, %reason, "update refused")
+            debug!(target: TARGET, job = %job.id, round, %reason, "update refused")
         }
         Ok(_) => warn!(target: TARGET, job = %job.id, "unexpected answer to an update"),
         Err(e) => {
-            warn!(target: TARGET, job = %job.id, round = start.round, error = %e, "update not delivered")
+            warn!(target: TARGET, job = %job.id, round, error = %e, "update not delivered")
+        }
+    }
+}
+
+/// Tells the coordinator, signed, that this round will bring no update.
+async fn refuse_round(
+    shared: &Arc<Shared>,
+    job: &Arc<WorkerJob>,
+    round: u32,
+    base_params: Hash32,
+    mut reason: String,
+) {
+    warn!(target: TARGET, job = %job.id, round, %reason, "refusing the round");
+    crate::net::wire::clip(&mut reason, 900);
+    let refusal = Signed::sign(
+        &shared.key,
+        &RoundRefusal {
+            job_id: job.id,
+            round,
+            worker: shared.node_id,
+            base_params,
+            reason,
+            issued_at: now_ms(),
+        },
+    );
+    match transport::call(shared, job.coordinator, Request::RoundRefusal(refusal)).await {
+        Ok(Response::Accepted) => {}
+        Ok(other) => {
+            debug!(target: TARGET, job = %job.id, round, answer = ?other, "round refusal not taken")
+        }
+        Err(e) => {
+            debug!(target: TARGET, job = %job.id, round, error = %e, "round refusal not delivered")
         }
     }
 }

@@ -12,6 +12,7 @@
 //! verified) is kept on disk, so a restarted worker rejoins its jobs by
 //! bidding again.
 
+pub mod gate;
 pub mod inbound;
 pub mod policy;
 pub mod shards;
@@ -54,7 +55,10 @@ pub struct WorkerJob {
     pub coordinator: NodeId,
     pub record: Mutex<WorkerRecord>,
     /// The round being trained, if any.
-    pub training: Mutex<Option<u32>>,
+    pub training: Mutex<Option<gate::RoundKey>>,
+    /// The last round trained and its update, kept so that a re-sent
+    /// start of that round (a restarted coordinator) gets it again.
+    pub trained: Mutex<Option<(gate::RoundKey, Arc<train::Trained>)>>,
     pub engine: Arc<Mutex<Option<train::Engine>>>,
     /// Shards loaded for training, by index.
     pub shards: Mutex<BTreeMap<u32, Arc<Shard>>>,
@@ -71,6 +75,7 @@ impl WorkerJob {
             spec,
             record: Mutex::new(record),
             training: Mutex::new(None),
+            trained: Mutex::new(None),
             engine: Arc::new(Mutex::new(None)),
             shards: Mutex::new(BTreeMap::new()),
             fetching: tokio::sync::Mutex::new(()),
@@ -286,13 +291,15 @@ pub async fn rejoin(shared: &Arc<Shared>, job: &Arc<WorkerJob>) {
 pub async fn finished(shared: &Shared, job: &WorkerJob) {
     job.record().finished = true;
     job.engine.lock().expect("engine lock").take();
+    job.trained.lock().expect("trained lock").take();
     job.shards.lock().expect("shards lock").clear();
     save(shared, job).await;
 }
 
-/// Loads the worker records of a restarted node and rejoins the jobs that
-/// have not ended.
-pub async fn resume(shared: &Arc<Shared>) {
+/// Loads the worker records of a restarted node; returns the jobs that
+/// have not ended, to rejoin.
+pub fn load(shared: &Arc<Shared>) -> Vec<Arc<WorkerJob>> {
+    let mut rejoining = Vec::new();
     for item in shared.jobs.store.workers::<WorkerRecord>() {
         let (id, record) = match item {
             Ok(v) => v,
@@ -314,8 +321,8 @@ pub async fn resume(shared: &Arc<Shared>) {
         }
         let job = Arc::new(WorkerJob::new(record, spec));
         if shared.jobs.insert_worker(Arc::clone(&job)) {
-            let shared = Arc::clone(shared);
-            tokio::spawn(async move { rejoin(&shared, &job).await });
+            rejoining.push(job);
         }
     }
+    rejoining
 }

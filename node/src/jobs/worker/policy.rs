@@ -1,6 +1,7 @@
 //! Whether this node bids on a job it heard of, and with what (step 2).
 //! A pure function of the configuration, what the node offers and the job.
 
+use fairgrid_kernels::MAX_TRAINING_BYTES;
 use fairgrid_protocol::ResourceVec;
 use fairgrid_protocol::messages::JobSpec;
 
@@ -55,6 +56,17 @@ pub fn decide(
     let model = kernels_spec(&spec.model);
     if model.validate().is_err() || model.param_count() * 4 > MAX_PARAM_BYTES as u128 {
         return Err("the job's model is not one this node trains".into());
+    }
+    // Refused now, so that it never wins shards it cannot train.
+    let needed = model.training_bytes(spec.hyper.batch_size as usize);
+    let limit = u128::from(offered.mem_mib) << 20;
+    if needed > limit.min(MAX_TRAINING_BYTES) {
+        return Err(format!(
+            "training the job's model at batch {} needs {} MiB, more than the {} MiB this node offers",
+            spec.hyper.batch_size,
+            needed.div_ceil(1 << 20),
+            (limit.min(MAX_TRAINING_BYTES)) >> 20
+        ));
     }
     Ok(Terms {
         ask,
@@ -120,6 +132,29 @@ mod tests {
             decide(&d, tiny, 0, 0, false, &spec)
                 .unwrap_err()
                 .contains("cannot hold")
+        );
+    }
+
+    #[test]
+    fn declines_a_model_that_needs_more_memory_than_it_offers() {
+        let mut spec = sample_spec(&Keypair::from_seed(b"c"));
+        spec.hyper.batch_size = 4096;
+        spec.demand_per_shard.mem_mib = 1;
+        let needed = kernels_spec(&spec.model).training_bytes(4096);
+        let enough = ResourceVec {
+            mem_mib: (needed >> 20) as u64 + 1,
+            ..offer()
+        };
+        let short = ResourceVec {
+            mem_mib: (needed >> 20) as u64 - 1,
+            ..offer()
+        };
+        let config = WorkerConfig::default();
+        assert!(decide(&config, enough, 0, 0, false, &spec).is_ok());
+        let why = decide(&config, short, 0, 0, false, &spec).unwrap_err();
+        assert!(
+            why.contains("at batch 4096") && why.contains("MiB this node offers"),
+            "{why}"
         );
     }
 }
