@@ -1,7 +1,7 @@
 //! Finite-difference gradient checks: every layer, the loss and a whole
 //! model, against f64 reference implementations, on every backend.
 
-mod common;
+use crate::common;
 
 use common::*;
 use fairgrid_kernels::backend::Backend;

@@ -4,8 +4,8 @@
 //! workers that send a corrupted or wrongly signed update are rejected
 //! and earn nothing.
 
-mod common;
-mod jobs_common;
+use crate::common;
+use crate::jobs_common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! inputs and length prefixes claiming 2^32 elements return errors; nothing
 //! panics and memory stays bounded.
 
-mod samples;
+use crate::samples;
 
 use fairgrid_protocol::codec::{decode_exact, encode};
 use fairgrid_protocol::{ProtocolError, Signed, SignedMessage};

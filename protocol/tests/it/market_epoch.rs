@@ -1,7 +1,7 @@
 //! Several jobs in one epoch: weighted-DRF admission order, shared node
 //! capacity, determinism and verification.
 
-mod common;
+use crate::common;
 
 use common::{bid, job, node};
 use fairgrid_protocol::Hash32;

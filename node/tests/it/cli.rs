@@ -1,6 +1,6 @@
 //! `fairgrid init` and the offline commands, as a user runs them.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;

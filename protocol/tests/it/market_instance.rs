@@ -7,7 +7,7 @@ use fairgrid_protocol::market::instance::Instance;
 use fairgrid_protocol::market::report::Binding;
 use fairgrid_protocol::market::verify;
 
-const EXAMPLE: &str = include_str!("../../docs/examples/market-instance.json");
+const EXAMPLE: &str = include_str!("../../../docs/examples/market-instance.json");
 
 fn field_of(text: &str) -> String {
     match Instance::from_json(text) {

@@ -3,8 +3,7 @@
 //! sent, following to the end, the node's own error for a limit price no
 //! bid meets, and the model download.
 
-#[path = "../../sdk/tests/mock/mod.rs"]
-mod mock;
+use crate::mock;
 
 use std::path::Path;
 use std::process::{Command, Output};

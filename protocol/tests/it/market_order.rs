@@ -4,7 +4,7 @@
 //! asks spread over the whole u64 range, duplicate bid ids and crafted
 //! tie keys that collide in their top bits.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -1,6 +1,6 @@
 //! Property tests of the clearing rules over random small instances.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

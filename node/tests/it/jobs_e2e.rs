@@ -6,8 +6,8 @@
 //! single-node training on the same total samples and steps. Bad job
 //! requests get specific errors.
 
-mod common;
-mod jobs_common;
+use crate::common;
+use crate::jobs_common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -80,7 +80,7 @@ fn acknowledged_entries_survive_sigkill_and_the_chain_never_breaks() {
     for round in 0..KILLS {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
-                "acknowledged_entries_survive_sigkill_and_the_chain_never_breaks",
+                "ledger_crash::acknowledged_entries_survive_sigkill_and_the_chain_never_breaks",
                 "--exact",
                 "--nocapture",
                 "--test-threads=1",

@@ -4,7 +4,7 @@
 //! reason and the sender, the senders' gossip scores drop, and the honest
 //! nodes keep exchanging adverts.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

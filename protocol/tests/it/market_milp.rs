@@ -6,7 +6,7 @@
 //!              sum_{i of owner o} x_i <= C_o          for every owner o
 //!              0 <= x_i <= k_i, x_i integer, r >= 0   (r: the reserve)
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

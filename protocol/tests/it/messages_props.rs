@@ -2,7 +2,7 @@
 //! `Signed` sign/verify; a tampered signature, payload, signer, version or
 //! domain tag is rejected.
 
-mod samples;
+use crate::samples;
 
 use std::fmt::Debug;
 

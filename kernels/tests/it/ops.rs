@@ -2,7 +2,7 @@
 //! are poisoned with NaN first, so an element an op forgets to write
 //! fails the test. A new backend passes these before it is trusted.
 
-mod common;
+use crate::common;
 
 use common::*;
 use fairgrid_kernels::backend::{

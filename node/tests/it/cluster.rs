@@ -3,7 +3,7 @@
 //! once its advert expires. The stopped node's ledger then verifies
 //! offline and exports as JSON lines.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

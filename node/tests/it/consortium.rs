@@ -3,7 +3,7 @@
 //! bootstraps from them is refused, disconnected, and its advert is never
 //! accepted.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
