@@ -19,7 +19,7 @@ cp target/release/fairgrid "$DEST/bin/fairgrid"
 python3 - "$DEST/bin" /tmp/fairgrid-test-build.json <<'PY'
 import json, shutil, sys
 dest, log = sys.argv[1], sys.argv[2]
-wanted = {"parity": "parity", "ops": "ops", "gradcheck": "gradcheck", "fairgrid_kernels": "kernels-lib"}
+wanted = {"it": "kernels-it", "fairgrid_kernels": "kernels-lib"}
 found = {}
 for line in open(log):
     try:

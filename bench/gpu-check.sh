@@ -5,7 +5,7 @@
 # laid out by bench/gpu-carry.sh:
 #
 #   CARRY/bin/fairgrid                release `fairgrid`
-#   CARRY/bin/{parity,ops,gradcheck,kernels-lib}
+#   CARRY/bin/{kernels-it,kernels-lib}
 #                                     kernels test binaries (`cargo test --no-run`)
 #   CARRY/bench/{gpu-check.sh,find-cuda-libs.sh,torch_gpu.py}
 #   CARRY/data/                       Fashion-MNIST IDX files (the full set,
@@ -66,16 +66,20 @@ FG_SGEMM=$(grep '^gpu0' "$LOGS/devices.log" | field sgemm_gflops)
 stage "parity and gradient tests on the GPU"
 export FAIRGRID_PARITY_SEED=${FAIRGRID_PARITY_SEED:-$(( (RANDOM << 15) | RANDOM ))}
 echo "FAIRGRID_PARITY_SEED=$FAIRGRID_PARITY_SEED"
-for t in parity:"" ops:cuda gradcheck:cuda kernels-lib:""; do
+# name:binary:filter (the kernels' integration tests are one binary, `it`,
+# with a module per former test file).
+for t in parity:kernels-it:parity:: ops-gradcheck:kernels-it:::cuda kernels-lib:kernels-lib:""; do
     name=${t%%:*}
-    filter=${t#*:}
-    if [ ! -x "$BIN/$name" ]; then
-        fail "test binary $name missing"
+    rest=${t#*:}
+    binary=${rest%%:*}
+    filter=${rest#*:}
+    if [ ! -x "$BIN/$binary" ]; then
+        fail "test binary $binary missing"
         continue
     fi
     # shellcheck disable=SC2086
     # --nocapture: a skipped CUDA case says so on stderr, and that must show.
-    "$BIN/$name" $filter --test-threads=4 --nocapture >"$LOGS/test-$name.log" 2>&1
+    "$BIN/$binary" $filter --test-threads=4 --nocapture >"$LOGS/test-$name.log" 2>&1
     rc=$?
     grep -E '^test result|skipping|^test .* FAILED|panicked' "$LOGS/test-$name.log" | head -20
     grep -E '^TF32|TF32 ' "$LOGS/test-$name.log" | head -10
