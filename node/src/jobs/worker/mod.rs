@@ -186,17 +186,36 @@ pub async fn bid(shared: &Arc<Shared>, signed: Signed<JobSpec>, spec: JobSpec) {
     if !shared.jobs.insert_worker(Arc::clone(&job)) {
         return;
     }
-    match send_bid(shared, &job, terms.ask, terms.capacity).await {
-        Ok(()) => {
-            info!(target: TARGET, job = %id, ask = terms.ask, "bid sent");
-            save(shared, &job).await;
+    // A coordinator that cannot be reached may be restarting: it resumes
+    // with a fresh bid window, so the bid is tried again for a while.
+    let mut last = String::new();
+    for attempt in 0..BID_TRIES {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
-        Err(BidError::Refused(reason) | BidError::Unreachable(reason)) => {
-            info!(target: TARGET, job = %id, %reason, "bid not taken");
-            shared.jobs.remove_worker(&id);
+        match send_bid(shared, &job, terms.ask, terms.capacity).await {
+            Ok(()) => {
+                info!(target: TARGET, job = %id, ask = terms.ask, "bid sent");
+                save(shared, &job).await;
+                return;
+            }
+            Err(BidError::Refused(reason)) => {
+                info!(target: TARGET, job = %id, %reason, "bid not taken");
+                shared.jobs.remove_worker(&id);
+                return;
+            }
+            Err(BidError::Unreachable(reason)) => {
+                debug!(target: TARGET, job = %id, attempt, %reason, "coordinator not reachable; bidding again shortly");
+                last = reason;
+            }
         }
     }
+    info!(target: TARGET, job = %id, reason = %last, "bid not delivered");
+    shared.jobs.remove_worker(&id);
 }
+
+/// Tries of a bid whose coordinator cannot be reached, 1 s apart.
+const BID_TRIES: u32 = 15;
 
 enum BidError {
     Refused(String),
