@@ -90,6 +90,7 @@ fn single_node_accuracy(request: &JobRequest, workers: usize) -> f32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_nodes_train_within_the_caps_and_agree_on_the_ledger() {
+    let _machine = common::whole_machine().await;
     let root = tempfile::tempdir().unwrap();
     let owner_dir = root.path().join("owner-a");
     let owner_dir_s = owner_dir.to_str().unwrap().to_string();
