@@ -12,7 +12,6 @@ use common::{NodeProc, fairgrid, init_dir, test_env, wait_for, wait_for_adverts,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_nodes_discover_each_other_and_forget_a_stopped_one() {
-    let _machine = common::cluster_slot().await;
     let root = tempfile::tempdir().unwrap();
     let env = test_env(4);
     let mut nodes: Vec<NodeProc> = Vec::new();

@@ -12,7 +12,6 @@ use common::{NodeProc, fairgrid, init_dir, test_env, wait_for, wait_for_adverts}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consortium_refuses_an_uncertified_node() {
-    let _machine = common::cluster_slot().await;
     let root = tempfile::tempdir().unwrap();
     let owner_dir = root.path().join("owner");
     let owner_dir_s = owner_dir.to_str().unwrap().to_string();

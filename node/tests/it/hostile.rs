@@ -69,7 +69,6 @@ async fn publish(client: &NetworkClient, data: Vec<u8>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_adverts_are_rejected_logged_and_never_forwarded() {
-    let _machine = common::cluster_slot().await;
     let root = tempfile::tempdir().unwrap();
 
     // An owner whose certificate serial 9 is revoked.

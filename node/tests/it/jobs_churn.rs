@@ -48,7 +48,6 @@ fn ledger_ok(node: &mut NodeProc) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_loses_its_shards_and_the_job_completes() {
-    let _machine = common::cluster_slot().await;
     let root = tempfile::tempdir().unwrap();
     let mut nodes = cluster(root.path(), 4, |_| "");
     wait_mesh(&nodes).await;
@@ -150,7 +149,6 @@ impl KillAt {
 /// coordinator's crash) and each round in the ledger once. Returns the
 /// participants of each round.
 async fn restart_coordinator(at: KillAt) -> Vec<u32> {
-    let _machine = common::cluster_slot().await;
     let root = tempfile::tempdir().unwrap();
     let mut nodes = cluster(root.path(), 3, |_| "");
     wait_mesh(&nodes).await;
@@ -251,7 +249,6 @@ async fn a_coordinator_restarted_at_every_other_moment_keeps_every_worker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupted_and_wrongly_signed_updates_are_rejected_without_credit() {
-    let _machine = common::cluster_slot().await;
     let root = tempfile::tempdir().unwrap();
     let mut nodes = cluster(root.path(), 3, |i| match i {
         1 => "corrupt_update",
@@ -292,7 +289,6 @@ async fn corrupted_and_wrongly_signed_updates_are_rejected_without_credit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_limit_price_no_bid_meets_fails_naming_the_cheapest_ask() {
-    let _machine = common::cluster_slot().await;
     let root = tempfile::tempdir().unwrap();
     let floors = ["300", "250"];
     let mut nodes = start_cluster(

