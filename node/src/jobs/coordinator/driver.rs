@@ -47,11 +47,7 @@ pub async fn supervise(shared: Arc<Shared>, job: Arc<CoordJob>) {
     };
     tracing::error!(target: TARGET, job = %job.id, %what, "job driver stopped");
     job.fail(what);
-    checkpoint(&shared, &job).await;
-    if let Err(e) = persist::record(&shared, &job, false).await {
-        warn!(target: TARGET, job = %job.id, error = %e, "recording the job's failure failed; retried on the next start");
-    }
-    checkpoint(&shared, &job).await;
+    persist::record_end(&shared, &job).await;
 }
 
 pub async fn run(shared: Arc<Shared>, job: Arc<CoordJob>) {
@@ -102,12 +98,7 @@ pub async fn run(shared: Arc<Shared>, job: Arc<CoordJob>) {
                 None => run_round(&shared, &job, &mut stop).await,
             },
             JobState::Finished | JobState::Failed => {
-                checkpoint(&shared, &job).await;
-                if let Err(e) = persist::record(&shared, &job, false).await {
-                    warn!(target: TARGET, job = %job.id, error = %e, "recording the job's end failed; retried on the next start");
-                } else {
-                    checkpoint(&shared, &job).await;
-                }
+                persist::record_end(&shared, &job).await;
                 job.data.lock().expect("job data lock").take();
                 info!(target: TARGET, job = %job.id, state = ?phase, "job ended");
                 return;

@@ -38,6 +38,20 @@ pub async fn checkpoint(shared: &Shared, job: &CoordJob) {
     }
 }
 
+/// A job that ended: checkpointed, its last entries (`JobFinished` is
+/// recorded by the finish step, `JobFailed` here) appended, and
+/// checkpointed again without them. An append that fails is retried on
+/// the next start (the entries stay in the checkpoint).
+pub async fn record_end(shared: &Shared, job: &CoordJob) {
+    checkpoint(shared, job).await;
+    match record(shared, job, false).await {
+        Ok(()) => checkpoint(shared, job).await,
+        Err(e) => {
+            warn!(target: TARGET, job = %job.id, error = %e, "recording the job's end failed; retried on the next start")
+        }
+    }
+}
+
 /// Appends the entries held as unrecorded, in order, forgetting each once
 /// it is in the ledger (the next checkpoint stores the shorter list). With
 /// `check_ledger` (after a restart) an entry the ledger already holds is
