@@ -32,5 +32,6 @@ pub mod ledger;
 pub mod logging;
 pub mod metrics;
 pub mod net;
+pub mod text;
 
 pub use error::{NodeError, Result};

@@ -277,14 +277,8 @@ pub fn on_disconnected(shared: &Shared, peer: &PeerId) {
         return;
     };
     for job in shared.jobs.all_coordinated() {
-        let round = job
-            .round
-            .lock()
-            .expect("round lock")
-            .as_ref()
-            .map(|r| r.round);
-        if let Some(round) = round {
-            coordinator::driver::settle_missed(&job, node, round, "disconnected".into());
+        if job.machine().open_round().is_some() {
+            let _ = job.handle(coordinator::machine::Input::PeerLost { node });
         }
     }
 }

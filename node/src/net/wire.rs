@@ -139,17 +139,7 @@ pub struct Hello {
     pub certificate: Option<Signed<OwnerCertificate>>,
 }
 
-/// Shortens `text` to at most `max` bytes, at a character boundary
-/// (`String::truncate` inside a character would panic).
-pub fn clip(text: &mut String, max: usize) {
-    if text.len() > max {
-        let end = (0..=max)
-            .rev()
-            .find(|&i| text.is_char_boundary(i))
-            .unwrap_or(0);
-        text.truncate(end);
-    }
-}
+pub use crate::text::clip;
 
 impl Response {
     pub fn refused(reason: impl Into<String>) -> Response {

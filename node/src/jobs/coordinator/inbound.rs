@@ -4,15 +4,14 @@
 
 use std::sync::Arc;
 
-use fairgrid_protocol::ledger::EntryBody;
 use fairgrid_protocol::market::{self, MarketError, MarketJob};
 use fairgrid_protocol::messages::{Bid, Receipt, RoundRefusal, RoundUpdate};
 use fairgrid_protocol::{Hash32, NodeId, Signed};
-use fairgrid_sdk::jobs::{JobEventKind, JobState};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-use super::round::{AcceptedUpdate, Outcome, Rejection, RoundInProgress};
-use super::{CoordJob, driver};
+use super::CoordJob;
+use super::machine::Input;
+use super::round::{AcceptedUpdate, Rejection, RoundInProgress};
 use crate::app::Shared;
 use crate::ledger::now_ms;
 use crate::net::Response;
@@ -20,9 +19,7 @@ use crate::net::wire::{MAX_SHARD_BATCH, MAX_SHARD_BATCH_BYTES};
 
 const TARGET: &str = "fairgrid::jobs";
 
-/// Prefix of the refusal a bid for an ended job gets; a worker that sees
-/// it exchanges the job's ledger entries instead.
-pub const JOB_ENDED: &str = "job ended";
+pub use super::machine::JOB_ENDED;
 
 // The error is the answer to send back as it is: boxing it buys nothing.
 #[allow(clippy::result_large_err)]
@@ -62,10 +59,7 @@ pub async fn on_bid(shared: &Arc<Shared>, from: NodeId, signed: Signed<Bid>) -> 
     );
     if let Some(rejected) = checked.rejected.first() {
         if let MarketError::AskAboveLimit { ask, .. } = rejected {
-            let mut st = job.state();
-            if st.cheapest_ask.is_none_or(|(c, _)| *ask < c) {
-                st.cheapest_ask = Some((*ask, from));
-            }
+            let _ = job.handle(Input::AskAboveLimit { from, ask: *ask });
         }
         return Response::refused(format!("bid refused: {rejected}"));
     }
@@ -76,77 +70,16 @@ pub async fn on_bid(shared: &Arc<Shared>, from: NodeId, signed: Signed<Bid>) -> 
         Ok(o) => o,
         Err(e) => return Response::refused(format!("bid certificate: {e}")),
     };
-    let resend = {
-        let mut st = job.state();
-        if st.is_terminal() {
-            return Response::refused(format!("{JOB_ENDED}: {:?}", st.phase));
-        }
-        if st.banned.contains(&from) {
-            return Response::refused("excluded from this job");
-        }
-        if let Some(old) = st.bids.get(&from)
-            && let Ok((_, old)) = old.verify_and_decode()
-            && old.nonce >= bid.nonce
-        {
-            return Response::refused(format!("nonce {} is not above {}", bid.nonce, old.nonce));
-        }
-        if !st.bids.contains_key(&from)
-            && st.bids.len() >= shared.config.jobs.max_bids_per_job as usize
-        {
-            return Response::refused("this job's bid book is full");
-        }
-        st.bids.insert(from, signed);
-        st.owners
-            .insert(from, (ownership.owner, ownership.label.clone()));
-        if st.cheapest_ask.is_none_or(|(c, _)| bid.ask < c) {
-            st.cheapest_ask = Some((bid.ask, from));
-        }
-        let mut resend = false;
-        if matches!(st.phase, JobState::Training | JobState::Waiting) {
-            if st.missing.remove(&from) {
-                info!(target: TARGET, job = %job.id, node = %from, "worker rejoins the job");
-                st.needs_reclear = Some(format!("{from} rejoined"));
-                if st.phase == JobState::Waiting {
-                    st.bidding_until = st.bidding_until.min(now);
-                }
-            } else {
-                resend = true;
-            }
-        }
-        resend
+    let input = Input::Bid {
+        from,
+        signed,
+        bid,
+        owner: ownership.owner,
+        label: ownership.label,
     };
-    job.event(JobEventKind::BidReceived {
-        node: from.to_string(),
-        owner: ownership.owner.to_string(),
-        ask: bid.ask,
-    });
-    if resend {
-        resend_start(shared, &job, from);
-    }
-    let (s, j) = (Arc::clone(shared), Arc::clone(&job));
-    tokio::spawn(async move { super::persist::checkpoint(&s, &j).await });
-    Response::Accepted
-}
-
-/// A worker in the round that bids again has restarted: send it the
-/// round's start again if it still owes an update.
-fn resend_start(shared: &Arc<Shared>, job: &Arc<CoordJob>, node: NodeId) {
-    let pending = job
-        .round
-        .lock()
-        .expect("round lock")
-        .as_ref()
-        .filter(|r| r.orders.contains_key(&node) && !r.outcomes.contains_key(&node))
-        .and_then(|r| r.start.clone());
-    if let Some((start, params)) = pending {
-        debug!(target: TARGET, job = %job.id, %node, "sending the open round to a restarted worker");
-        tokio::spawn(driver::send_start(
-            Arc::clone(shared),
-            Arc::clone(job),
-            node,
-            start,
-            params,
-        ));
+    match job.handle(input) {
+        Ok(()) => Response::Accepted,
+        Err(reason) => Response::refused(reason),
     }
 }
 
@@ -237,18 +170,9 @@ pub async fn on_update(
         Ok(j) => j,
         Err(r) => return r,
     };
-    let checked = {
-        let guard = job.round.lock().expect("round lock");
-        match guard.as_ref() {
-            None => Err(Rejection {
-                reason: "no round is open".into(),
-                misbehaved: false,
-            }),
-            Some(round) => round
-                .check(from, &signed, &bytes, &job.spec, now_ms())
-                .map(|u| (u, round.param_count)),
-        }
-    };
+    let checked = job
+        .machine()
+        .check_update(from, &signed, &bytes, now_ms());
     let (update, param_count) = match checked {
         Ok(v) => v,
         Err(rejection) => return reject(shared, &job, from, &claimed, rejection),
@@ -261,44 +185,22 @@ pub async fn on_update(
         Ok(Err(rejection)) => return reject(shared, &job, from, &claimed, rejection),
         Err(e) => return Response::refused(format!("decoding thread: {e}")),
     };
-    let settled = job
-        .round
-        .lock()
-        .expect("round lock")
-        .as_mut()
-        .filter(|r| r.round == update.round)
-        .is_some_and(|r| {
-            r.settle(
-                from,
-                Outcome::Accepted(AcceptedUpdate {
-                    delta,
-                    samples: update.samples,
-                    loss: update.loss,
-                    update_hash: update.update_hash,
-                    bytes: len,
-                }),
-            )
-        });
-    if !settled {
-        return receipt(
-            shared,
-            job.id,
-            update.round,
-            from,
-            update.update_hash,
-            Err("the round closed before the update was taken".into()),
-        );
-    }
-    job.wake.notify_one();
-    debug!(target: TARGET, job = %job.id, round = update.round, worker = %from, bytes = len, "update accepted");
-    receipt(
-        shared,
-        job.id,
-        update.round,
+    let accepted = AcceptedUpdate {
+        delta,
+        samples: update.samples,
+        loss: update.loss,
+        update_hash: update.update_hash,
+        bytes: len,
+    };
+    let taken = job.handle(Input::Update {
         from,
-        update.update_hash,
-        Ok(()),
-    )
+        round: update.round,
+        accepted,
+    });
+    if taken.is_ok() {
+        debug!(target: TARGET, job = %job.id, round = update.round, worker = %from, bytes = len, "update accepted");
+    }
+    receipt(shared, job.id, update.round, from, update.update_hash, taken)
 }
 
 /// Refuses an update. Misbehaviour (bad signature, hash, size, values)
@@ -313,36 +215,14 @@ fn reject(
 ) -> Response {
     if rejection.misbehaved {
         warn!(target: TARGET, job = %job.id, round = claimed.round, node = %from, reason = %rejection.reason, "update rejected");
-        let settled = job
-            .round
-            .lock()
-            .expect("round lock")
-            .as_mut()
-            .filter(|r| r.round == claimed.round)
-            .is_some_and(|r| r.settle(from, Outcome::Rejected(rejection.reason.clone())));
-        {
-            let mut st = job.state();
-            st.banned.insert(from);
-            st.needs_reclear = Some(format!("{from} sent a bad update: {}", rejection.reason));
-        }
-        job.event(JobEventKind::UpdateRejected {
-            round: claimed.round,
-            node: from.to_string(),
-            reason: rejection.reason.clone(),
-        });
-        shared.record(EntryBody::Verification {
-            job_id: job.id,
-            round: claimed.round,
-            node: from,
-            passed: false,
-            detail: format!("update rejected: {}", rejection.reason),
-        });
-        if settled {
-            job.wake.notify_one();
-        }
     } else {
         debug!(target: TARGET, job = %job.id, round = claimed.round, node = %from, reason = %rejection.reason, "update refused");
     }
+    let _ = job.handle(Input::UpdateRejected {
+        from,
+        round: claimed.round,
+        rejection: rejection.clone(),
+    });
     receipt(
         shared,
         job.id,
@@ -361,25 +241,7 @@ pub fn on_decline(shared: &Shared, from: NodeId, job_id: Hash32, reason: String)
         Err(r) => return r,
     };
     warn!(target: TARGET, job = %job_id, node = %from, %reason, "worker withdrew");
-    {
-        let mut st = job.state();
-        st.banned.insert(from);
-        if st
-            .current()
-            .is_some_and(|a| !a.allocation.shards_of(&from).is_empty())
-        {
-            st.needs_reclear = Some(format!("{from} withdrew: {reason}"));
-        }
-    }
-    let round = job
-        .round
-        .lock()
-        .expect("round lock")
-        .as_ref()
-        .map(|r| r.round);
-    if let Some(round) = round {
-        driver::settle_missed(&job, from, round, format!("withdrew: {reason}"));
-    }
+    let _ = job.handle(Input::Declined { from, reason });
     Response::Accepted
 }
 
@@ -399,29 +261,11 @@ pub fn on_round_refusal(shared: &Shared, from: NodeId, signed: Signed<RoundRefus
         Ok(j) => j,
         Err(r) => return r,
     };
-    let open = job
-        .round
-        .lock()
-        .expect("round lock")
-        .as_ref()
-        .is_some_and(|r| {
-            r.round == refusal.round
-                && r.params_hash == refusal.base_params
-                && r.orders.contains_key(&from)
-                && !r.outcomes.contains_key(&from)
-        });
-    if !open {
-        return Response::refused(format!(
-            "{from} owes no update in an open round {}",
-            refusal.round
-        ));
+    match job.handle(Input::RoundRefused { from, refusal }) {
+        Ok(()) => {
+            warn!(target: TARGET, job = %job.id, node = %from, "worker refused the round");
+            Response::Accepted
+        }
+        Err(reason) => Response::refused(reason),
     }
-    warn!(target: TARGET, job = %job.id, round = refusal.round, node = %from, reason = %refusal.reason, "worker refused the round");
-    driver::settle_missed(
-        &job,
-        from,
-        refusal.round,
-        format!("refused the round: {}", refusal.reason),
-    );
-    Response::Accepted
 }

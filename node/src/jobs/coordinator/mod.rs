@@ -2,13 +2,15 @@
 //! the spec, collects bids, clears and publishes allocations, runs the
 //! rounds, handles churn, checkpoints, and pays at the end.
 //!
-//! - [`CoordJob`] is one job's runtime state; [`CoordState`] its
-//!   checkpointed part.
+//! - [`machine`]: the job's logic as a pure state machine; everything
+//!   else here is its shell.
+//! - [`CoordJob`] holds one job's machine; [`CoordState`] is its
+//!   checkpointed state.
 //! - [`round`]: one round's orders and the pure checks on updates.
-//! - [`clearing`]: market inputs, clearing and publishing allocations.
-//! - [`driver`]: the task that moves a job through its phases.
+//! - [`driver`]: the task that executes a job's outputs in order.
+//! - [`clearing`]: the market clearing, and publishing allocations.
 //! - [`inbound`]: bids, updates, shard fetches and declines from workers.
-//! - [`finish`]: the model file, credits and the final ledger entries.
+//! - [`finish`]: aggregation, evaluation and the model file.
 //! - [`persist`]: checkpoints, and ledger entries written ahead into them.
 //! - [`submit`]: a new job from the API, and resuming after a restart.
 
@@ -16,26 +18,28 @@ pub mod clearing;
 pub mod driver;
 pub mod finish;
 pub mod inbound;
+pub mod machine;
 pub mod persist;
 pub mod round;
 pub mod submit;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use fairgrid_kernels::{CpuBackend, Trainer};
 use fairgrid_protocol::ledger::EntryBody;
 use fairgrid_protocol::messages::{Allocation, Bid, JobSpec};
 use fairgrid_protocol::{Hash32, NodeId, OwnerId, Signed};
-use fairgrid_sdk::jobs::{JobEventKind, JobState};
+use fairgrid_sdk::jobs::JobState;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
+use tokio::sync::mpsc;
 
 use super::data::JobData;
 use super::events::{EventLog, EventRecord};
 use super::request::JobPlan;
 use crate::ledger::now_ms;
-use round::RoundInProgress;
+use machine::{Coordinator, Input, Output};
 
 /// An allocation as recorded, with the bids it was cleared from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -164,7 +168,9 @@ pub struct Checkpoint {
     pub events: EventRecord,
 }
 
-/// One coordinated job at run time.
+/// One coordinated job at run time: the state machine behind a lock that
+/// is held only to hand it one input, and the queue of its outputs, which
+/// the job's task (`driver`) executes in order.
 pub struct CoordJob {
     pub id: Hash32,
     pub plan: JobPlan,
@@ -173,67 +179,91 @@ pub struct CoordJob {
     pub param_count: usize,
     /// The shards and test set; dropped once the job ends.
     pub data: Mutex<Option<Arc<JobData>>>,
-    pub state: Mutex<CoordState>,
-    pub params: Mutex<Arc<Vec<f32>>>,
-    pub round: Mutex<Option<RoundInProgress>>,
+    machine: Mutex<Coordinator>,
+    outputs: mpsc::UnboundedSender<Output>,
+    /// Taken by the job's task for as long as it runs.
+    pub(crate) inbox: tokio::sync::Mutex<mpsc::UnboundedReceiver<Output>>,
     pub events: EventLog,
-    /// Wakes the driver when an update or a disconnect settles an order.
-    pub wake: Notify,
     /// The coordinator's evaluator (built on first use, blocking threads only).
     pub evaluator: Arc<Mutex<Option<Trainer<CpuBackend>>>>,
-    /// Ledger entries the job's state implies but the ledger may not hold
-    /// yet. They go into the checkpoint before they are appended, so a
-    /// crash between the two neither loses nor doubles them.
-    pub unrecorded: Mutex<Vec<EntryBody>>,
-    /// Checkpoints are written one at a time, each from the state as it is
-    /// when its turn comes, so an older one never lands after a newer one.
-    pub persisting: tokio::sync::Mutex<()>,
+}
+
+/// Read access to a job's state (the machine's lock is held meanwhile).
+pub struct StateGuard<'a>(MutexGuard<'a, Coordinator>);
+
+impl Deref for StateGuard<'_> {
+    type Target = CoordState;
+    fn deref(&self) -> &CoordState {
+        self.0.state()
+    }
 }
 
 impl CoordJob {
-    pub fn state(&self) -> std::sync::MutexGuard<'_, CoordState> {
-        self.state.lock().expect("job state lock")
+    pub fn new(
+        plan: JobPlan,
+        signed_spec: Signed<JobSpec>,
+        data: Option<Arc<JobData>>,
+        events: EventLog,
+        machine: Coordinator,
+    ) -> CoordJob {
+        let (outputs, inbox) = mpsc::unbounded_channel();
+        CoordJob {
+            id: machine.id(),
+            plan,
+            signed_spec,
+            spec: machine.spec().clone(),
+            param_count: machine.params().len(),
+            data: Mutex::new(data),
+            machine: Mutex::new(machine),
+            outputs,
+            inbox: tokio::sync::Mutex::new(inbox),
+            events,
+            evaluator: Arc::new(Mutex::new(None)),
+        }
     }
 
-    pub fn event(&self, kind: JobEventKind) {
-        self.events.push(now_ms(), kind);
+    /// The machine. A panic while it was held does not make it unusable:
+    /// the supervisor still has to fail the job through it.
+    pub fn machine(&self) -> MutexGuard<'_, Coordinator> {
+        self.machine.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn state(&self) -> StateGuard<'_> {
+        StateGuard(self.machine())
+    }
+
+    /// Hands the machine one input now and queues its outputs for the
+    /// job's task (under the lock, so they queue in the machine's order);
+    /// returns the answer for the peer that sent it.
+    pub fn handle(&self, input: Input) -> Result<(), String> {
+        let mut machine = self.machine();
+        let handled = machine.handle(now_ms(), input);
+        self.queue(handled.outputs);
+        handled.reply
+    }
+
+    /// Queues outputs for the job's task. Once the task has stopped they
+    /// are dropped: the job has ended, or the node is stopping.
+    pub fn queue(&self, outputs: Vec<Output>) {
+        for output in outputs {
+            let _ = self.outputs.send(output);
+        }
     }
 
     pub fn data(&self) -> Option<Arc<JobData>> {
         self.data.lock().expect("job data lock").clone()
     }
 
-    pub fn checkpoint(&self) -> Checkpoint {
-        Checkpoint {
+    /// The checkpoint of the machine as it stands, with the parameters
+    /// and the entries not yet recorded.
+    pub fn checkpoint(&self) -> (Checkpoint, Arc<Vec<f32>>, Vec<EntryBody>) {
+        let snapshot = self.machine().snapshot();
+        let checkpoint = Checkpoint {
             plan: self.plan.clone(),
             spec: self.signed_spec.clone(),
-            state: self.state().clone(),
+            state: snapshot.state,
             events: self.events.record(),
-        }
-    }
-
-    /// Moves the job to Failed with `reason` (once). The `JobFailed`
-    /// entry is written ahead; the driver checkpoints and records it.
-    pub fn fail(&self, reason: String) {
-        let mut state = self.state();
-        if state.is_terminal() {
-            return;
-        }
-        state.phase = JobState::Failed;
-        state.error = Some(reason.clone());
-        state.updated_at = now_ms();
-        let rounds = state.rounds.len() as u32;
-        drop(state);
-        let mut clipped = reason.clone();
-        crate::net::wire::clip(&mut clipped, 900);
-        self.unrecorded
-            .lock()
-            .expect("unrecorded lock")
-            .push(EntryBody::JobFailed {
-                job_id: self.id,
-                rounds,
-                reason: clipped,
-            });
-        self.event(JobEventKind::Failed { reason });
+        };
+        (checkpoint, snapshot.params, snapshot.unrecorded)
     }
 }

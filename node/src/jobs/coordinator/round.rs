@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use fairgrid_kernels::{decode_update, weighted_mean};
-use fairgrid_protocol::messages::{JobSpec, RoundStart, RoundUpdate};
+use fairgrid_protocol::messages::{JobSpec, RoundUpdate};
 use fairgrid_protocol::{Hash32, NodeId, OwnerId, Signed};
 
 use super::super::model::kernels_compression;
@@ -62,6 +62,7 @@ fn refused<T>(reason: String) -> Result<T, Rejection> {
     })
 }
 
+#[derive(Debug, Clone)]
 pub struct RoundInProgress {
     pub job_id: Hash32,
     pub round: u32,
@@ -74,8 +75,6 @@ pub struct RoundInProgress {
     pub orders: BTreeMap<NodeId, Order>,
     pub outcomes: BTreeMap<NodeId, Outcome>,
     pub bytes_down: u64,
-    /// What was sent, for a worker that asks again after a restart.
-    pub start: Option<(Signed<RoundStart>, std::sync::Arc<Vec<u8>>)>,
 }
 
 impl RoundInProgress {

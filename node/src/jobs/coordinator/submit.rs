@@ -1,22 +1,21 @@
 //! A new job from the API (step 1: submit), and coordinated jobs resumed
 //! from their checkpoints after a restart.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use fairgrid_protocol::Signed;
 use fairgrid_protocol::ledger::EntryBody;
-use fairgrid_protocol::messages::JobSpec;
-use fairgrid_protocol::{Hash32, Signed};
-use fairgrid_sdk::jobs::{JobAccepted, JobEventKind, JobRequest, JobState};
-use tokio::sync::Notify;
+use fairgrid_sdk::jobs::{JobAccepted, JobRequest};
 use tracing::{info, warn};
 
-use super::{Checkpoint, CoordJob, CoordState, persist};
+use super::machine::{Coordinator, Input, Output, Stored};
+use super::{Checkpoint, CoordJob, persist};
 use crate::app::Shared;
 use crate::jobs::JobsError;
-use crate::jobs::data::{self, JobData};
+use crate::jobs::data;
 use crate::jobs::events::EventLog;
 use crate::jobs::model;
-use crate::jobs::request::{self, JobPlan};
+use crate::jobs::request;
 use crate::ledger::now_ms;
 use crate::net::Topic;
 
@@ -63,51 +62,41 @@ pub async fn submit(shared: &Arc<Shared>, request: JobRequest) -> Result<JobAcce
     .map_err(JobsError::BadRequest)?;
     let signed = Signed::sign(&shared.key, &spec);
     let id = signed.id();
-    let job = Arc::new(new_job(
-        id,
+    // Adverts tell us the cheapest asks even of nodes that will not bid.
+    let cheapest = super::clearing::cheapest_advert(shared, &spec);
+    let max_bids = shared.config.jobs.max_bids_per_job as usize;
+    let (machine, outputs) = Coordinator::submit(id, spec, params, now, cheapest, max_bids);
+    let job = Arc::new(CoordJob::new(
         plan,
         signed,
-        spec,
         Some(Arc::new(data)),
-        CoordState::new(now, 0),
         EventLog::new(),
-        params,
+        machine,
     ));
-    {
-        let mut state = job.state();
-        state.bidding_until = now + job.spec.bid_window_ms;
-        // Adverts tell us the cheapest asks even of nodes that will not bid.
-        state.cheapest_ask = super::clearing::cheapest_advert(shared, &job.spec);
-    }
-    job.unrecorded
-        .lock()
-        .expect("unrecorded lock")
-        .push(EntryBody::JobSubmitted {
-            job_id: id,
-            submitter: shared.node_id,
-            shards: job.spec.shard_count(),
-            limit_price: job.spec.limit_price,
-            alpha_ppm: job.spec.alpha_ppm,
-        });
-    job.event(JobEventKind::Submitted {
-        shards: job.spec.shard_count(),
-    });
     // Accepted only once the job survives a crash: its checkpoint (with
-    // `JobSubmitted` written ahead) is on disk, then the entry is recorded.
-    if let Err(e) = persist::save(shared, &job).await {
-        let _ = shared.jobs.store.remove_coordinator(&id).await;
-        return Err(JobsError::Internal(format!(
-            "storing the job failed, so it was not accepted: {e}"
-        )));
-    }
-    if let Err(e) = persist::record(shared, &job, false).await {
-        let _ = shared.jobs.store.remove_coordinator(&id).await;
-        return Err(JobsError::Internal(format!(
-            "recording the job in the ledger failed, so it was not accepted: {e}"
-        )));
+    // `JobSubmitted` written ahead) is on disk, and the entry is recorded.
+    for output in outputs {
+        match output {
+            Output::Event(kind) => {
+                job.events.push(now, kind);
+            }
+            Output::WriteAhead {
+                entries,
+                check_ledger,
+            } => {
+                let done = persist::write_ahead(shared, &job, entries, check_ledger).await;
+                if let Input::WriteAheadDone { error: Some(e), .. } = &done {
+                    let _ = shared.jobs.store.remove_coordinator(&id).await;
+                    return Err(JobsError::Internal(format!(
+                        "storing the job failed, so it was not accepted: {e}"
+                    )));
+                }
+                let _ = job.handle(done);
+            }
+            other => job.queue(vec![other]),
+        }
     }
     shared.jobs.insert_coordinated(Arc::clone(&job));
-    persist::checkpoint(shared, &job).await;
     info!(target: TARGET, job = %id, name = %job.plan.name, shards = job.spec.shard_count(), "job submitted");
     publish_spec(shared, &job);
     // Gossip does not come back to its sender: bid on our own job directly.
@@ -127,35 +116,6 @@ pub async fn submit(shared: &Arc<Shared>, request: JobRequest) -> Result<JobAcce
         shards: job.spec.shard_count(),
         dataset: job.spec.dataset.name.clone(),
     })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn new_job(
-    id: Hash32,
-    plan: JobPlan,
-    signed_spec: Signed<JobSpec>,
-    spec: JobSpec,
-    data: Option<Arc<JobData>>,
-    state: CoordState,
-    events: EventLog,
-    params: Vec<f32>,
-) -> CoordJob {
-    CoordJob {
-        id,
-        param_count: params.len(),
-        plan,
-        signed_spec,
-        spec,
-        data: Mutex::new(data),
-        state: Mutex::new(state),
-        params: Mutex::new(Arc::new(params)),
-        round: Mutex::new(None),
-        events,
-        wake: Notify::new(),
-        evaluator: Arc::new(Mutex::new(None)),
-        unrecorded: Mutex::new(Vec::new()),
-        persisting: tokio::sync::Mutex::new(()),
-    }
 }
 
 /// Gossips the signed spec on the jobs topic, retrying while no peer has
@@ -225,32 +185,29 @@ pub async fn resume(
             Err(e) => cannot_resume = Some(format!("cannot resume: {e}")),
         }
     }
-    let job = Arc::new(new_job(
-        id,
+    let stored = Stored {
+        state,
+        params,
+        unrecorded,
+    };
+    let max_bids = shared.config.jobs.max_bids_per_job as usize;
+    let (machine, outputs) =
+        Coordinator::resume(id, spec, stored, now_ms(), max_bids, cannot_resume);
+    let state = machine.state();
+    if !state.is_terminal() {
+        info!(target: TARGET, job = %id, round = state.next_round, phase = ?state.phase, "resuming job from its checkpoint");
+    }
+    let ended = machine.has_ended();
+    let job = Arc::new(CoordJob::new(
         plan,
         signed,
-        spec,
         data,
-        state,
         EventLog::restore(events),
-        params,
+        machine,
     ));
-    *job.unrecorded.lock().expect("unrecorded lock") = unrecorded;
-    if let Err(e) = persist::record(shared, &job, true).await {
-        job.fail(format!("cannot resume: recording its entries: {e}"));
-    }
-    if let Some(reason) = cannot_resume {
-        job.fail(reason);
-    }
-    let terminal = job.state().is_terminal();
-    if !terminal {
-        let mut st = job.state();
-        info!(target: TARGET, job = %id, round = st.next_round, phase = ?st.phase, "resuming job from its checkpoint");
-        // A bid window cut short by the restart gets its full length again.
-        if matches!(st.phase, JobState::Bidding | JobState::Waiting) {
-            st.bidding_until = st.bidding_until.max(now_ms() + job.spec.bid_window_ms);
-        }
-    }
+    job.queue(outputs);
     shared.jobs.insert_coordinated(Arc::clone(&job));
-    tokio::spawn(super::driver::supervise(Arc::clone(shared), job));
+    if !ended {
+        tokio::spawn(super::driver::supervise(Arc::clone(shared), job));
+    }
 }

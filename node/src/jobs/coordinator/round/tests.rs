@@ -45,7 +45,6 @@ fn fixture(compression: Compression) -> Fixture {
         orders,
         outcomes: BTreeMap::new(),
         bytes_down: 0,
-        start: None,
     };
     Fixture {
         coordinator,

@@ -1,0 +1,194 @@
+//! Step 3 as decisions: which bids a clearing covers, and what to make of
+//! its result (wait for more supply, fail, or publish), and of the
+//! winners' answers (train, or clear again without those who refused).
+//!
+//! Every clearing covers all of the job's shards over the bids of the
+//! nodes still in the job, so the caps hold for the job as a whole after
+//! churn too, and each re-clearing links the previous allocation
+//! (`attempt + 1`).
+
+use fairgrid_protocol::market::MarketJob;
+use fairgrid_protocol::messages::{Allocation, JobSpec, ShortfallPolicy};
+use fairgrid_protocol::{Hash32, NodeId, Signed};
+use fairgrid_sdk::jobs::{JobEventKind, JobState};
+
+use super::super::AllocationRecord;
+use super::{Busy, Clearing, Coordinator, MAX_CLEARINGS, Output};
+
+/// Why nothing could be placed: no acceptable bid (with the cheapest ask
+/// seen), or bids that cannot hold a shard within the caps.
+pub fn no_supply_message(
+    spec: &JobSpec,
+    valid_bids: usize,
+    cheapest: Option<(u64, NodeId)>,
+) -> String {
+    if valid_bids == 0 {
+        let cheapest = match cheapest {
+            Some((ask, node)) => format!("{ask} (node {node})"),
+            None => "none".to_string(),
+        };
+        format!(
+            "no bid at or below the limit price {}; cheapest ask seen: {cheapest}",
+            spec.limit_price
+        )
+    } else {
+        format!(
+            "{valid_bids} bid(s), but no node can hold a shard (demand {:?}) within the owner caps",
+            spec.demand_per_shard
+        )
+    }
+}
+
+impl Coordinator {
+    /// Asks the shell to clear over the bids of the nodes still in the job.
+    pub(super) fn start_clearing(
+        &mut self,
+        reason: String,
+        first: bool,
+        attempt: u32,
+        out: &mut Vec<Output>,
+    ) {
+        let st = &self.state;
+        let bids: Vec<_> = st
+            .bids
+            .iter()
+            .filter(|(n, _)| !st.missing.contains(n) && !st.banned.contains(n))
+            .map(|(_, b)| b.clone())
+            .collect();
+        let market_job = MarketJob {
+            job_id: self.id,
+            shards: (0..self.spec.shard_count()).collect(),
+            demand_per_shard: self.spec.demand_per_shard,
+            limit_price: self.spec.limit_price,
+            attempt: st.allocations.len() as u32,
+            prev_allocation: st.current().map_or(Hash32::ZERO, |a| a.allocation.hash()),
+        };
+        out.push(Output::Clear {
+            market_job,
+            bids: bids.clone(),
+        });
+        self.busy = Some(Busy::Clearing(Clearing {
+            reason,
+            first,
+            attempt,
+            bids,
+        }));
+    }
+
+    pub(super) fn on_cleared(
+        &mut self,
+        now: u64,
+        allocation: Allocation,
+        valid_bids: usize,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(Busy::Clearing(clearing)) = self.busy.take() else {
+            return;
+        };
+        if allocation.assigned_shards() == 0 {
+            let message = no_supply_message(&self.spec, valid_bids, self.state.cheapest_ask);
+            return self.wait_for_bids(now, message, clearing.first, out);
+        }
+        let training = self.state.phase == JobState::Training;
+        if allocation.shortfall > 0 && !training && self.spec.on_shortfall == ShortfallPolicy::Wait
+        {
+            let message = format!(
+                "{} of {} shards could not be placed within the caps; waiting (on_shortfall = wait)",
+                allocation.shortfall,
+                self.spec.shard_count()
+            );
+            return self.wait_for_bids(now, message, clearing.first, out);
+        }
+        out.push(Output::Publish {
+            allocation,
+            bids: clearing.bids.clone(),
+        });
+        self.busy = Some(Busy::Publishing(clearing));
+    }
+
+    /// Nothing (or not enough) could be placed: try again when the next
+    /// bid window closes. A job that no bid could serve at its first
+    /// clearing fails unless it asked to wait.
+    fn wait_for_bids(&mut self, now: u64, message: String, first: bool, out: &mut Vec<Output>) {
+        if first
+            && self.state.allocations.is_empty()
+            && self.spec.on_shortfall == ShortfallPolicy::RunWithFewer
+        {
+            return self.fail(now, message, out);
+        }
+        let st = &mut self.state;
+        st.phase = JobState::Waiting;
+        st.error = Some(message);
+        st.bidding_until = now + self.spec.bid_window_ms;
+        st.needs_reclear = None;
+        st.updated_at = now;
+        self.persist(out);
+    }
+
+    pub(super) fn on_published(
+        &mut self,
+        now: u64,
+        signed: Signed<Allocation>,
+        refusals: Vec<(NodeId, String, bool)>,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(Busy::Publishing(clearing)) = self.busy.take() else {
+            return;
+        };
+        let Ok((_, allocation)) = signed.verify_and_decode() else {
+            return self.fail(now, "the shell published an allocation that does not verify".into(), out);
+        };
+        if allocation.attempt > 0 {
+            out.push(Output::Event(JobEventKind::Reallocated {
+                attempt: allocation.attempt,
+                reason: clearing.reason.clone(),
+            }));
+        }
+        out.push(Output::Event(JobEventKind::Cleared {
+            attempt: allocation.attempt,
+            winners: allocation.assignments.len() as u32,
+            assigned: allocation.assigned_shards(),
+            shortfall: allocation.shortfall,
+        }));
+        let st = &mut self.state;
+        // A winner that withdrew or misbehaved while the market cleared
+        // holds shards it will not train: clear again before any round.
+        let gone: Vec<String> = allocation
+            .assignments
+            .iter()
+            .filter(|a| st.banned.contains(&a.node))
+            .map(|a| a.node.to_string())
+            .collect();
+        st.allocations.push(AllocationRecord {
+            signed,
+            allocation,
+            bids: clearing.bids,
+            reason: clearing.reason,
+        });
+        st.updated_at = now;
+        if refusals.is_empty() {
+            st.phase = JobState::Training;
+            st.error = None;
+            st.needs_reclear = (!gone.is_empty())
+                .then(|| format!("left the job while it was cleared: {}", gone.join(", ")));
+            return self.persist(out);
+        }
+        let mut names = Vec::new();
+        for (node, why, unreachable) in refusals {
+            if unreachable {
+                st.missing.insert(node);
+            } else {
+                st.banned.insert(node);
+            }
+            names.push(format!("{node}: {why}"));
+        }
+        let attempt = clearing.attempt + 1;
+        if attempt >= MAX_CLEARINGS {
+            let reason = format!("no allocation was accepted after {MAX_CLEARINGS} clearings");
+            return self.fail(now, reason, out);
+        }
+        self.persist(out);
+        let reason = format!("winners left out: {}", names.join("; "));
+        self.start_clearing(reason, clearing.first, attempt, out);
+    }
+}
