@@ -98,8 +98,13 @@ pub async fn clear(
     };
     let trust = shared.trust.clone();
     let cleared = tokio::task::spawn_blocking(move || {
-        let valid = market::validate_bids(&market_job, &bids, &trust, now).valid.len();
-        (market::clear(&market_job, &bids, &trust, &policy, now), valid)
+        let valid = market::validate_bids(&market_job, &bids, &trust, now)
+            .valid
+            .len();
+        (
+            market::clear(&market_job, &bids, &trust, &policy, now),
+            valid,
+        )
     })
     .await;
     let input = match cleared {

@@ -74,11 +74,9 @@ async fn run(shared: Arc<Shared>, job: Arc<CoordJob>) {
         let output = match shell.pending.pop_front() {
             Some(output) => output,
             None => {
-                let sleep = shell
-                    .wake_at
-                    .map_or(Duration::from_secs(3600), |at| {
-                        Duration::from_millis(at.saturating_sub(now_ms()))
-                    });
+                let sleep = shell.wake_at.map_or(Duration::from_secs(3600), |at| {
+                    Duration::from_millis(at.saturating_sub(now_ms()))
+                });
                 tokio::select! {
                     output = inbox.recv() => match output {
                         Some(output) => output,
@@ -154,7 +152,9 @@ async fn execute(
         }
         Output::SendStart { node, round } => {
             if let Some((signed, params)) = &shell.last_start
-                && signed.verify_and_decode().is_ok_and(|(_, s)| s.round == round)
+                && signed
+                    .verify_and_decode()
+                    .is_ok_and(|(_, s)| s.round == round)
             {
                 debug!(target: TARGET, job = %job.id, %node, "sending the open round to a restarted worker");
                 spawn_send_start(shared, job, node, signed, params);

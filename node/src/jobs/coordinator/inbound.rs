@@ -170,9 +170,7 @@ pub async fn on_update(
         Ok(j) => j,
         Err(r) => return r,
     };
-    let checked = job
-        .machine()
-        .check_update(from, &signed, &bytes, now_ms());
+    let checked = job.machine().check_update(from, &signed, &bytes, now_ms());
     let (update, param_count) = match checked {
         Ok(v) => v,
         Err(rejection) => return reject(shared, &job, from, &claimed, rejection),
@@ -185,13 +183,7 @@ pub async fn on_update(
         Ok(Err(rejection)) => return reject(shared, &job, from, &claimed, rejection),
         Err(e) => return Response::refused(format!("decoding thread: {e}")),
     };
-    let accepted = AcceptedUpdate {
-        delta,
-        samples: update.samples,
-        loss: update.loss,
-        update_hash: update.update_hash,
-        bytes: len,
-    };
+    let accepted = AcceptedUpdate::new(&update, delta, len);
     let taken = job.handle(Input::Update {
         from,
         round: update.round,
@@ -200,7 +192,14 @@ pub async fn on_update(
     if taken.is_ok() {
         debug!(target: TARGET, job = %job.id, round = update.round, worker = %from, bytes = len, "update accepted");
     }
-    receipt(shared, job.id, update.round, from, update.update_hash, taken)
+    receipt(
+        shared,
+        job.id,
+        update.round,
+        from,
+        update.update_hash,
+        taken,
+    )
 }
 
 /// Refuses an update. Misbehaviour (bad signature, hash, size, values)

@@ -30,6 +30,19 @@ pub struct AcceptedUpdate {
     pub bytes: u64,
 }
 
+impl AcceptedUpdate {
+    /// A checked update with its decoded delta; `bytes` is its encoded size.
+    pub fn new(update: &RoundUpdate, delta: Vec<f32>, bytes: u64) -> AcceptedUpdate {
+        AcceptedUpdate {
+            delta,
+            samples: update.samples,
+            loss: update.loss,
+            update_hash: update.update_hash,
+            bytes,
+        }
+    }
+}
+
 /// What became of one worker's order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {

@@ -136,7 +136,11 @@ impl Coordinator {
             return;
         };
         let Ok((_, allocation)) = signed.verify_and_decode() else {
-            return self.fail(now, "the shell published an allocation that does not verify".into(), out);
+            return self.fail(
+                now,
+                "the shell published an allocation that does not verify".into(),
+                out,
+            );
         };
         if allocation.attempt > 0 {
             out.push(Output::Event(JobEventKind::Reallocated {

@@ -30,7 +30,9 @@ use std::sync::Arc;
 
 use fairgrid_protocol::ledger::EntryBody;
 use fairgrid_protocol::market::MarketJob;
-use fairgrid_protocol::messages::{Allocation, Bid, JobSpec, RoundRefusal, RoundStart, RoundUpdate};
+use fairgrid_protocol::messages::{
+    Allocation, Bid, JobSpec, RoundRefusal, RoundStart, RoundUpdate,
+};
 use fairgrid_protocol::{Hash32, NodeId, OwnerId, Signed};
 use fairgrid_sdk::jobs::{JobEventKind, JobState};
 
@@ -61,13 +63,18 @@ pub enum Input {
     },
     /// A bid refused for asking more than the limit: remembered for the
     /// message a job with no supply fails with.
-    AskAboveLimit { from: NodeId, ask: u64 },
+    AskAboveLimit {
+        from: NodeId,
+        ask: u64,
+    },
     /// The market's answer to [`Output::Clear`].
     Cleared {
         allocation: Allocation,
         valid_bids: usize,
     },
-    ClearingFailed { reason: String },
+    ClearingFailed {
+        reason: String,
+    },
     /// [`Output::Publish`] done: the allocation is signed, recorded as
     /// `AllocationMade`, and pushed; `refusals` are the winners that did
     /// not take it, with their reason and whether they were unreachable.
@@ -75,11 +82,21 @@ pub enum Input {
         signed: Signed<Allocation>,
         refusals: Vec<(NodeId, String, bool)>,
     },
-    PublishFailed { reason: String },
+    PublishFailed {
+        reason: String,
+    },
     /// A round start reached a worker, who took it.
-    StartDelivered { node: NodeId, round: u32, bytes: u64 },
+    StartDelivered {
+        node: NodeId,
+        round: u32,
+        bytes: u64,
+    },
     /// A worker answered a round start with a refusal (or nonsense).
-    StartRefused { node: NodeId, round: u32, reason: String },
+    StartRefused {
+        node: NodeId,
+        round: u32,
+        reason: String,
+    },
     /// An update that passed [`Coordinator::check_update`] and decoded.
     Update {
         from: NodeId,
@@ -93,18 +110,28 @@ pub enum Input {
         rejection: Rejection,
     },
     /// A signed refusal to train a round, verified by the shell.
-    RoundRefused { from: NodeId, refusal: RoundRefusal },
+    RoundRefused {
+        from: NodeId,
+        refusal: RoundRefusal,
+    },
     /// A worker withdrew from the job.
-    Declined { from: NodeId, reason: String },
+    Declined {
+        from: NodeId,
+        reason: String,
+    },
     /// The connection to a peer closed.
-    PeerLost { node: NodeId },
+    PeerLost {
+        node: NodeId,
+    },
     /// The answer to [`Output::Aggregate`].
     Aggregated {
         round: u32,
         result: Result<(Aggregate, f32), String>,
     },
     /// The answer to [`Output::WriteModel`]: the model file's hash.
-    ModelWritten { result: Result<Hash32, String> },
+    ModelWritten {
+        result: Result<Hash32, String>,
+    },
     /// The answer to [`Output::WriteAhead`]: the entries appended, in
     /// order, and the error that stopped it, if any.
     WriteAheadDone {
@@ -112,7 +139,9 @@ pub enum Input {
         error: Option<String>,
     },
     /// Something in the shell broke (a panic, a lost thread): the job fails.
-    Fail { reason: String },
+    Fail {
+        reason: String,
+    },
 }
 
 /// What the shell must do, in order.
@@ -149,7 +178,10 @@ pub enum Output {
         params: Arc<Vec<u8>>,
     },
     /// Send the open round's start again to one worker (it restarted).
-    SendStart { node: NodeId, round: u32 },
+    SendStart {
+        node: NodeId,
+        round: u32,
+    },
     /// Aggregate and evaluate; answer with [`Input::Aggregated`].
     Aggregate {
         round: u32,
@@ -157,11 +189,17 @@ pub enum Output {
         updates: Vec<AcceptedUpdate>,
     },
     /// Write the trained model; answer with [`Input::ModelWritten`].
-    WriteModel { params: Arc<Vec<f32>> },
+    WriteModel {
+        params: Arc<Vec<f32>>,
+    },
     /// Exchange the job's ledger entries with these participants.
-    SyncLedger { participants: BTreeSet<NodeId> },
+    SyncLedger {
+        participants: BTreeSet<NodeId>,
+    },
     /// Send [`Input::Tick`] at this time (replaces the previous request).
-    Wake { at: u64 },
+    Wake {
+        at: u64,
+    },
     /// The job is over and its last checkpoint is written: stop.
     Ended,
 }
@@ -540,6 +578,9 @@ impl Coordinator {
                 self.start_clearing(reason.to_string(), first, 0, out);
                 Step::Again
             }
+            // The next round starts once the last one is in the ledger,
+            // so its announcement comes first.
+            JobState::Training if self.recording > 0 => Step::WaitUntil(u64::MAX),
             JobState::Training => match &self.round {
                 Some(r) if !r.complete() && now < r.deadline => Step::WaitUntil(r.deadline),
                 Some(_) => {

@@ -1,2 +1,482 @@
 //! Unit tests of the coordinator machine: one behaviour each, driven by
 //! hand. The random interleavings are in `sim`.
+
+use fairgrid_protocol::ledger::EntryBody;
+use fairgrid_protocol::market::{self, MarketPolicy};
+use fairgrid_protocol::messages::{
+    Bid, Compression, InputShape, JobSpec, RoundRefusal, RoundStart, RoundUpdate,
+};
+use fairgrid_protocol::{Hash32, Keypair, NodeId, ResourceVec, Signed, TrustPolicy};
+use fairgrid_sdk::jobs::{JobEventKind, JobState};
+
+use super::super::round::{AcceptedUpdate, Aggregate};
+use super::rounds::order_samples;
+use super::*;
+
+const T0: u64 = 1_000;
+const PARAMS: usize = 50;
+
+struct Fixture {
+    coordinator: Keypair,
+    workers: Vec<Keypair>,
+    spec: JobSpec,
+    id: Hash32,
+}
+
+fn fixture(workers: u8) -> Fixture {
+    let coordinator = Keypair::from_seed(b"coordinator");
+    let mut spec = crate::jobs::testing::spec_with(&coordinator, 4, Compression::Fp32);
+    spec.model.input = InputShape {
+        channels: 1,
+        height: 2,
+        width: 2,
+    };
+    spec.alpha_ppm = 1_000_000;
+    spec.submitted_at = T0;
+    spec.deadline = T0 + 60_000;
+    Fixture {
+        coordinator,
+        workers: (0..workers)
+            .map(|i| Keypair::from_seed(&[b'w', i]))
+            .collect(),
+        spec,
+        id: Hash32::of(b"job"),
+    }
+}
+
+impl Fixture {
+    fn node(&self, w: usize) -> NodeId {
+        self.workers[w].node_id()
+    }
+
+    /// A submitted job whose `JobSubmitted` is recorded.
+    fn submitted(&self) -> Coordinator {
+        let params = vec![0.0; PARAMS];
+        let (mut m, out) = Coordinator::submit(self.id, self.spec.clone(), params, T0, None, 16);
+        let entries = write_ahead_of(&out).expect("a write-ahead");
+        m.handle(T0, done(entries));
+        m
+    }
+
+    fn bid(&self, m: &mut Coordinator, w: usize, now: u64) -> Handled {
+        let bid = Bid {
+            job_id: self.id,
+            node: self.node(w),
+            owner_cert: None,
+            ask: 10,
+            capacity: ResourceVec {
+                cpu_milli: 400,
+                mem_mib: 64,
+                gpu_milli: 0,
+                gpu_mem_mib: 0,
+            },
+            nonce: now,
+            issued_at: now,
+        };
+        let input = Input::Bid {
+            from: self.node(w),
+            signed: Signed::sign(&self.workers[w], &bid),
+            bid,
+            owner: self.node(w).as_self_owner(),
+            label: String::new(),
+        };
+        m.handle(now, input)
+    }
+
+    /// Clears as the shell would and publishes; every winner takes it.
+    fn clear_and_publish(&self, m: &mut Coordinator, out: &[Output], now: u64) -> Vec<Output> {
+        let (market_job, bids) = out
+            .iter()
+            .find_map(|o| match o {
+                Output::Clear { market_job, bids } => Some((market_job.clone(), bids.clone())),
+                _ => None,
+            })
+            .expect("a clearing");
+        let policy = MarketPolicy {
+            alpha_ppm: self.spec.alpha_ppm,
+            beta_ppm: 1_000_000,
+            window: Default::default(),
+        };
+        let allocation =
+            market::clear(&market_job, &bids, &TrustPolicy::default(), &policy, now).unwrap();
+        let valid_bids = bids.len();
+        let published = m.handle(
+            now,
+            Input::Cleared {
+                allocation,
+                valid_bids,
+            },
+        );
+        let allocation = published
+            .outputs
+            .iter()
+            .find_map(|o| match o {
+                Output::Publish { allocation, .. } => Some(allocation.clone()),
+                _ => None,
+            })
+            .expect("a publish");
+        let signed = Signed::sign(&self.coordinator, &allocation);
+        let refusals = Vec::new();
+        m.handle(now, Input::Published { signed, refusals }).outputs
+    }
+
+    /// A job training its first round with every worker; returns the start.
+    fn training(&self, workers: usize) -> (Coordinator, RoundStart) {
+        let mut m = self.submitted();
+        for w in 0..workers {
+            self.bid(&mut m, w, T0 + 10);
+        }
+        let until = m.state().bidding_until;
+        let out = m.handle(until, Input::Tick).outputs;
+        let out = self.clear_and_publish(&mut m, &out, until);
+        (m, start_of(&out).expect("a round start"))
+    }
+
+    fn update(&self, w: usize, start: &RoundStart) -> (Signed<RoundUpdate>, Vec<u8>) {
+        let order = start
+            .orders
+            .iter()
+            .find(|o| o.node == self.node(w))
+            .unwrap();
+        let bytes = fairgrid_kernels::Compressor::new(fairgrid_kernels::Compression::Fp32)
+            .unwrap()
+            .encode(&[0.01f32; PARAMS])
+            .unwrap();
+        let update = RoundUpdate {
+            job_id: self.id,
+            round: start.round,
+            worker: self.node(w),
+            base_params: start.params_hash,
+            shards: order.shards.clone(),
+            samples: order_samples(&self.spec, &order.shards),
+            loss: 0.5,
+            compression: Compression::Fp32,
+            update_hash: Hash32::of(&bytes),
+            update_len: bytes.len() as u64,
+        };
+        (Signed::sign(&self.workers[w], &update), bytes)
+    }
+
+    /// Sends `w`'s update for `start` as the shell does; the reply.
+    fn deliver(
+        &self,
+        m: &mut Coordinator,
+        w: usize,
+        start: &RoundStart,
+        now: u64,
+    ) -> Result<Handled, String> {
+        let (signed, bytes) = self.update(w, start);
+        let (update, count) = m
+            .check_update(self.node(w), &signed, &bytes, now)
+            .map_err(|r| r.reason)?;
+        let delta = super::super::round::RoundInProgress::decode(&bytes, count).unwrap();
+        let accepted = AcceptedUpdate::new(&update, delta, bytes.len() as u64);
+        let input = Input::Update {
+            from: self.node(w),
+            round: update.round,
+            accepted,
+        };
+        let handled = m.handle(now, input);
+        handled.reply.clone()?;
+        Ok(handled)
+    }
+}
+
+fn done(recorded: Vec<EntryBody>) -> Input {
+    Input::WriteAheadDone {
+        recorded,
+        error: None,
+    }
+}
+
+fn write_ahead_of(out: &[Output]) -> Option<Vec<EntryBody>> {
+    out.iter().find_map(|o| match o {
+        Output::WriteAhead { entries, .. } => Some(entries.clone()),
+        _ => None,
+    })
+}
+
+fn start_of(out: &[Output]) -> Option<RoundStart> {
+    out.iter().find_map(|o| match o {
+        Output::StartRound { start, .. } => Some(start.clone()),
+        _ => None,
+    })
+}
+
+fn wake_of(out: &[Output]) -> Option<u64> {
+    out.iter().rev().find_map(|o| match o {
+        Output::Wake { at } => Some(*at),
+        _ => None,
+    })
+}
+
+fn events(out: &[Output]) -> Vec<&JobEventKind> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Event(e) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+fn aggregated(round: u32) -> Input {
+    let aggregate = Aggregate {
+        params: vec![0.1; PARAMS],
+        train_loss: 0.4,
+        samples: 10,
+    };
+    Input::Aggregated {
+        round,
+        result: Ok((aggregate, 0.75)),
+    }
+}
+
+#[test]
+fn a_submission_is_written_ahead_and_the_job_then_waits_for_its_bid_window() {
+    let f = fixture(1);
+    let (mut m, out) = Coordinator::submit(f.id, f.spec.clone(), vec![0.0; PARAMS], T0, None, 16);
+    assert!(matches!(
+        out[0],
+        Output::Event(JobEventKind::Submitted { shards: 4 })
+    ));
+    let entries = write_ahead_of(&out).unwrap();
+    assert!(matches!(
+        entries[..],
+        [EntryBody::JobSubmitted { shards: 4, .. }]
+    ));
+    assert_eq!(m.snapshot().unrecorded, entries, "held until recorded");
+    let out = m.handle(T0, done(entries)).outputs;
+    assert!(m.snapshot().unrecorded.is_empty());
+    assert_eq!(wake_of(&out), Some(T0 + f.spec.bid_window_ms));
+}
+
+#[test]
+fn the_clearing_leaves_out_a_worker_that_withdrew() {
+    let f = fixture(2);
+    let mut m = f.submitted();
+    f.bid(&mut m, 0, T0 + 1);
+    f.bid(&mut m, 1, T0 + 2);
+    let reason = "no shards".to_string();
+    m.handle(
+        T0 + 3,
+        Input::Declined {
+            from: f.node(1),
+            reason,
+        },
+    );
+    let out = m.handle(T0 + f.spec.bid_window_ms, Input::Tick).outputs;
+    let bids = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Clear { bids, .. } => Some(bids.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(bids.len(), 1);
+    assert_eq!(bids[0].verify_and_decode().unwrap().1.node, f.node(0));
+    let refused = f.bid(&mut m, 1, T0 + 1_500).reply.unwrap_err();
+    assert_eq!(refused, "excluded from this job");
+}
+
+#[test]
+fn a_restarted_coordinator_reopens_the_same_round_and_takes_updates_made_for_it() {
+    let f = fixture(2);
+    let (m, before) = f.training(2);
+    let snapshot = m.snapshot();
+    let stored = Stored {
+        state: snapshot.state,
+        params: snapshot.params.to_vec(),
+        unrecorded: snapshot.unrecorded,
+    };
+    let now = before.issued_at + 2_000;
+    let (mut resumed, out) = Coordinator::resume(f.id, f.spec.clone(), stored, now, 16, None);
+    let after = start_of(&out).expect("the round is opened again");
+    assert_eq!(
+        (after.round, after.allocation, after.params_hash),
+        (before.round, before.allocation, before.params_hash)
+    );
+    assert_eq!(after.orders, before.orders);
+    // Workers kept training the round they had: their updates count.
+    f.deliver(&mut resumed, 0, &before, now + 10).unwrap();
+    let last = f.deliver(&mut resumed, 1, &before, now + 20).unwrap();
+    assert!(
+        last.outputs.iter().any(
+            |o| matches!(o, Output::Aggregate { round: 0, updates, .. } if updates.len() == 2)
+        ),
+        "the round closes with both updates"
+    );
+}
+
+#[test]
+fn a_refusal_settles_the_order_at_once_and_the_worker_is_left_out_of_the_next_clearing() {
+    let f = fixture(2);
+    let (mut m, start) = f.training(2);
+    let refusal = RoundRefusal {
+        job_id: f.id,
+        round: 0,
+        worker: f.node(1),
+        base_params: start.params_hash,
+        reason: "needs more memory".into(),
+        issued_at: start.issued_at,
+    };
+    let now = start.issued_at + 5;
+    let out = m
+        .handle(
+            now,
+            Input::RoundRefused {
+                from: f.node(1),
+                refusal: refusal.clone(),
+            },
+        )
+        .outputs;
+    assert!(matches!(
+        events(&out)[..],
+        [JobEventKind::WorkerMissed { round: 0, .. }]
+    ));
+    let again = m.handle(
+        now,
+        Input::RoundRefused {
+            from: f.node(1),
+            refusal,
+        },
+    );
+    assert!(again.reply.is_err(), "a second refusal is not news");
+    // The round does not wait for its deadline once the other delivers.
+    let out = f.deliver(&mut m, 0, &start, now + 1).unwrap().outputs;
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Aggregate { round: 0, .. }))
+    );
+    let out = m.handle(now + 2, aggregated(0)).outputs;
+    let entries = write_ahead_of(&out).unwrap();
+    let out = m.handle(now + 3, done(entries)).outputs;
+    let bids = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Clear { bids, .. } => Some(bids.clone()),
+            _ => None,
+        })
+        .expect("the shards are cleared again");
+    assert_eq!(bids.len(), 1);
+    assert!(m.state().missing.contains(&f.node(1)));
+}
+
+#[test]
+fn a_round_is_recorded_once_and_announced_only_once_the_ledger_holds_it() {
+    let f = fixture(1);
+    let (mut m, start) = f.training(1);
+    let now = start.issued_at + 10;
+    f.deliver(&mut m, 0, &start, now).unwrap();
+    let out = m.handle(now + 1, aggregated(0)).outputs;
+    let entries = write_ahead_of(&out).unwrap();
+    assert!(matches!(
+        entries[..],
+        [EntryBody::RoundCompleted { round: 0, .. }]
+    ));
+    assert!(
+        events(&out).is_empty(),
+        "not announced before it is recorded"
+    );
+    assert_eq!(m.state().next_round, 1);
+    // A late second answer for the same round changes nothing.
+    assert!(
+        m.handle(now + 2, aggregated(0))
+            .outputs
+            .iter()
+            .all(|o| !matches!(o, Output::WriteAhead { .. }))
+    );
+    let out = m.handle(now + 3, done(entries)).outputs;
+    assert!(matches!(
+        events(&out)[..],
+        [
+            JobEventKind::RoundCompleted { round: 0, .. },
+            JobEventKind::RoundStarted { round: 1, .. }
+        ]
+    ));
+}
+
+#[test]
+fn the_deadline_fails_the_job_and_it_ends_once_its_entry_is_recorded() {
+    let f = fixture(1);
+    let mut m = f.submitted();
+    let late = f.spec.deadline + 1;
+    let out = m.handle(late, Input::Tick).outputs;
+    assert_eq!(m.state().phase, JobState::Failed);
+    let entries = write_ahead_of(&out).unwrap();
+    assert!(
+        matches!(&entries[..], [EntryBody::JobFailed { reason, .. }] if reason.contains("deadline"))
+    );
+    assert!(!out.iter().any(|o| matches!(o, Output::Ended)));
+    let out = m.handle(late, done(entries)).outputs;
+    assert!(matches!(out[..], [Output::Persist, Output::Ended]));
+    assert!(m.has_ended());
+}
+
+#[test]
+fn an_answer_that_arrives_after_the_deadline_does_not_finish_the_job() {
+    let f = fixture(1);
+    let mut f = f;
+    f.spec.hyper.rounds = 1;
+    let (mut m, start) = f.training(1);
+    f.deliver(&mut m, 0, &start, start.issued_at + 1).unwrap();
+    let out = m.handle(start.issued_at + 2, aggregated(0)).outputs;
+    let out = m
+        .handle(start.issued_at + 3, done(write_ahead_of(&out).unwrap()))
+        .outputs;
+    assert!(out.iter().any(|o| matches!(o, Output::WriteModel { .. })));
+    let result = Ok(Hash32::of(b"model"));
+    m.handle(f.spec.deadline + 5, Input::ModelWritten { result });
+    assert_eq!(m.state().phase, JobState::Failed);
+}
+
+#[test]
+fn a_finished_job_writes_its_credits_and_end_ahead_and_shares_its_entries() {
+    let mut f = fixture(2);
+    f.spec.hyper.rounds = 1;
+    let (mut m, start) = f.training(2);
+    f.deliver(&mut m, 0, &start, start.issued_at + 1).unwrap();
+    f.deliver(&mut m, 1, &start, start.issued_at + 2).unwrap();
+    let out = m.handle(start.issued_at + 3, aggregated(0)).outputs;
+    m.handle(start.issued_at + 4, done(write_ahead_of(&out).unwrap()));
+    let out = m
+        .handle(
+            start.issued_at + 5,
+            Input::ModelWritten {
+                result: Ok(Hash32::of(b"m")),
+            },
+        )
+        .outputs;
+    let entries = write_ahead_of(&out).unwrap();
+    let credits = entries
+        .iter()
+        .filter(|e| matches!(e, EntryBody::Credit { .. }))
+        .count();
+    assert_eq!(credits, 2);
+    assert!(matches!(
+        entries.last(),
+        Some(EntryBody::JobFinished { rounds: 1, .. })
+    ));
+    assert_eq!(m.state().phase, JobState::Finished);
+    let out = m.handle(start.issued_at + 6, done(entries)).outputs;
+    assert!(matches!(
+        &out[..],
+        [Output::Persist, Output::SyncLedger { participants }, Output::Ended] if participants.len() == 2
+    ));
+}
+
+#[test]
+fn a_resumed_job_appends_what_its_checkpoint_held_unless_the_ledger_has_it() {
+    let f = fixture(1);
+    let (m, _) = Coordinator::submit(f.id, f.spec.clone(), vec![0.0; PARAMS], T0, None, 16);
+    let snapshot = m.snapshot();
+    let stored = Stored {
+        state: snapshot.state,
+        params: snapshot.params.to_vec(),
+        unrecorded: snapshot.unrecorded.clone(),
+    };
+    let (_, out) = Coordinator::resume(f.id, f.spec.clone(), stored, T0 + 5, 16, None);
+    assert!(matches!(
+        &out[0],
+        Output::WriteAhead { entries, check_ledger: true } if *entries == snapshot.unrecorded
+    ));
+}

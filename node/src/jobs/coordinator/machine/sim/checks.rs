@@ -81,7 +81,11 @@ impl Checks {
             .collect();
         assert_eq!(orders, assigned, "orders differ from the allocation");
         for o in &start.orders {
-            assert!(!st.banned.contains(&o.node), "an order went to {}, who is out", o.node);
+            assert!(
+                !st.banned.contains(&o.node),
+                "an order went to {}, who is out",
+                o.node
+            );
         }
     }
 
@@ -101,7 +105,11 @@ impl Checks {
                         .published
                         .iter()
                         .any(|a| a.shards_of(&p.node) == p.shards.as_slice());
-                    assert!(ordered, "{} credited for shards it was never allocated", p.node);
+                    assert!(
+                        ordered,
+                        "{} credited for shards it was never allocated",
+                        p.node
+                    );
                 }
             }
         }
@@ -128,7 +136,10 @@ fn recorded_once(ledger: &[EntryBody]) {
         }
     }
     assert!(submitted <= 1, "JobSubmitted {submitted} times");
-    assert!(finished + failed <= 1, "{finished} JobFinished and {failed} JobFailed");
+    assert!(
+        finished + failed <= 1,
+        "{finished} JobFinished and {failed} JobFailed"
+    );
     if finished == 0 {
         assert!(credited.is_empty(), "credits without JobFinished");
     }
@@ -149,7 +160,10 @@ pub fn ended_in_time(world: &World) {
     );
     match st.phase {
         JobState::Failed => {
-            assert!(st.error.as_deref().is_some_and(|e| !e.is_empty()), "failed without a reason")
+            assert!(
+                st.error.as_deref().is_some_and(|e| !e.is_empty()),
+                "failed without a reason"
+            )
         }
         JobState::Finished => assert_eq!(st.next_round, spec.hyper.rounds),
         _ => unreachable!(),
@@ -158,7 +172,12 @@ pub fn ended_in_time(world: &World) {
         let ends = world
             .ledger
             .iter()
-            .filter(|e| matches!(e, EntryBody::JobFinished { .. } | EntryBody::JobFailed { .. }))
+            .filter(|e| {
+                matches!(
+                    e,
+                    EntryBody::JobFinished { .. } | EntryBody::JobFailed { .. }
+                )
+            })
             .count();
         assert_eq!(ends, 1, "the ledger holds {ends} ends of the job");
     }

@@ -32,7 +32,7 @@ const MAX_BIDS: usize = 64;
 #[derive(Debug, Clone)]
 enum Pending {
     /// A shell task's answer (clearing, publishing, aggregating, ...).
-    Answer(Input),
+    Answer(Box<Input>),
     /// A round start on its way to worker `w`.
     Start(usize, RoundStart),
     /// A worker's message on its way to the coordinator.
@@ -92,6 +92,12 @@ fn sim_spec(key: &Keypair, rng: &mut ChaCha8Rng) -> JobSpec {
     spec
 }
 
+impl Pending {
+    fn answer(input: Input) -> Pending {
+        Pending::Answer(Box::new(input))
+    }
+}
+
 impl World {
     fn new(seed: u64) -> World {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -101,7 +107,12 @@ impl World {
         let param_count = (4 + 1) * 10;
         let params = vec![0.0f32; param_count];
         let now = spec.submitted_at;
-        let tempers = [Temper::Honest, Temper::Silent, Temper::Refuser, Temper::Corrupt];
+        let tempers = [
+            Temper::Honest,
+            Temper::Silent,
+            Temper::Refuser,
+            Temper::Corrupt,
+        ];
         let workers = (0..rng.random_range(1..=5u8))
             .map(|i| SimWorker {
                 key: Keypair::from_seed(&[b'w', i]),
@@ -113,8 +124,7 @@ impl World {
                 nonce: 0,
             })
             .collect();
-        let (machine, outputs) =
-            Coordinator::submit(id, spec.clone(), params, now, None, MAX_BIDS);
+        let (machine, outputs) = Coordinator::submit(id, spec.clone(), params, now, None, MAX_BIDS);
         let disk = Stored {
             state: machine.state.clone(),
             params: machine.params.to_vec(),
@@ -207,7 +217,7 @@ impl World {
                         reason: e.to_string(),
                     },
                 };
-                self.pending.push(Pending::Answer(answer));
+                self.pending.push(Pending::answer(answer));
             }
             Output::Publish { allocation, .. } => self.publish(allocation),
             Output::StartRound { start, .. } => {
@@ -234,12 +244,12 @@ impl World {
                 let refs: Vec<&AcceptedUpdate> = updates.iter().collect();
                 let result = aggregate(&params, &refs, self.spec.hyper.outer_lr).map(|a| (a, 0.5));
                 self.pending
-                    .push(Pending::Answer(Input::Aggregated { round, result }));
+                    .push(Pending::answer(Input::Aggregated { round, result }));
             }
             Output::WriteModel { params } => {
                 let result = Ok(Hash32::of(&crate::jobs::model::params_to_bytes(&params)));
                 self.pending
-                    .push(Pending::Answer(Input::ModelWritten { result }));
+                    .push(Pending::answer(Input::ModelWritten { result }));
             }
             Output::SyncLedger { .. } => {}
             Output::Wake { at } => self.wake = Some(at),
@@ -300,7 +310,7 @@ impl World {
             }
         }
         self.pending
-            .push(Pending::Answer(Input::Published { signed, refusals }));
+            .push(Pending::answer(Input::Published { signed, refusals }));
     }
 
     /// Delivers one pending item, picked at random.
@@ -312,7 +322,7 @@ impl World {
         let item = self.pending.swap_remove(i);
         match item {
             Pending::Answer(input) => {
-                let _ = self.handle(input);
+                let _ = self.handle(*input);
             }
             Pending::Start(w, start) => {
                 let node = self.workers[w].node();
@@ -356,13 +366,7 @@ impl World {
                 });
                 match decoded {
                     Ok((update, delta)) => {
-                        let accepted = AcceptedUpdate {
-                            delta,
-                            samples: update.samples,
-                            loss: update.loss,
-                            update_hash: update.update_hash,
-                            bytes: bytes.len() as u64,
-                        };
+                        let accepted = AcceptedUpdate::new(&update, delta, bytes.len() as u64);
                         let _ = self.handle(Input::Update {
                             from,
                             round: update.round,
@@ -481,14 +485,12 @@ impl World {
                     self.pending.push(Pending::Message(forged));
                 }
             }
-            92..94 => {
-                // A replay of an old start's answer (late or duplicate).
-                if !self.starts.is_empty() {
-                    let start = self.starts[self.rng.random_range(0..self.starts.len())].clone();
-                    let w = self.rng.random_range(0..n);
-                    if let Some(message) = self.react(w, &start) {
-                        self.pending.push(Pending::Message(message));
-                    }
+            // A replay of an old start's answer (late or duplicate).
+            92..94 if !self.starts.is_empty() => {
+                let start = self.starts[self.rng.random_range(0..self.starts.len())].clone();
+                let w = self.rng.random_range(0..n);
+                if let Some(message) = self.react(w, &start) {
+                    self.pending.push(Pending::Message(message));
                 }
             }
             94..96 => {
@@ -594,6 +596,9 @@ fn every_interleaving_keeps_the_invariants() {
     assert!(coverage.failed > runs / 10, "{coverage:?}");
     assert!(coverage.rounds_recorded > runs / 2, "{coverage:?}");
     assert!(coverage.restarts_mid_round > runs / 20, "{coverage:?}");
-    assert!(coverage.rounds_after_restart_mid_round > runs / 40, "{coverage:?}");
+    assert!(
+        coverage.rounds_after_restart_mid_round > runs / 40,
+        "{coverage:?}"
+    );
     assert!(coverage.updates_rejected > runs / 20, "{coverage:?}");
 }
