@@ -7,6 +7,7 @@
 //! - [`Signed<T>`]: payloads signed under a per-kind domain tag, decoded with
 //!   a byte limit and no trailing bytes ([`codec`]);
 //! - the [`messages`]: capacity adverts, jobs, bids, allocations, rounds;
+//! - [`request`]: the job request developers send, and its checks;
 //! - [`market`]: the deterministic clearing function and its verifier;
 //! - [`fairness`]: concentration metrics over allocations;
 //! - [`ledger`]: entry types and hash-chain verification.
@@ -25,6 +26,7 @@ mod identity;
 pub mod ledger;
 pub mod market;
 pub mod messages;
+pub mod request;
 mod resources;
 mod signed;
 

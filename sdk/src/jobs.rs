@@ -7,95 +7,13 @@
 
 use serde::{Deserialize, Serialize};
 
-/// `POST /v1/jobs`: what a developer asks for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JobRequest {
-    /// A label for humans ("fmnist-cnn-demo").
-    pub name: String,
-    pub model: ModelChoice,
-    pub data: DataChoice,
-    #[serde(default)]
-    pub training: TrainingChoice,
-    #[serde(default)]
-    pub market: MarketChoice,
-}
-
-/// A model from the built-in zoo.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelChoice {
-    /// "cnn", "mlp" or "logreg".
-    pub arch: String,
-    /// Hidden widths, for "mlp" only (default [256, 128]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hidden: Option<Vec<u32>>,
-}
-
-/// Where the coordinator (the node the job is submitted to) reads the data.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DataChoice {
-    /// "builtin" (the subset shipped in the repo), "system" (the Debian
-    /// package's full Fashion-MNIST) or a directory of IDX files on the
-    /// coordinator's machine.
-    pub source: String,
-    /// Samples per shard.
-    #[serde(default = "defaults::shard_size")]
-    pub shard_size: u32,
-    /// Use at most this many training samples (all if absent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_train_samples: Option<u32>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TrainingChoice {
-    pub rounds: u32,
-    /// Local steps per round (H); 1 is synchronous data-parallel SGD.
-    pub local_steps: u32,
-    pub batch_size: u32,
-    /// "sgd", "nesterov" or "adam".
-    pub optimizer: String,
-    pub lr: f32,
-    pub momentum: f32,
-    /// Step size of the coordinator's outer update (1.0 = plain averaging).
-    pub outer_lr: f32,
-    /// "int8" (default, with error feedback), "fp32" or "topk".
-    pub compression: String,
-    pub int8_block: u32,
-    pub topk_permille: u32,
-    pub seed: u64,
-    /// The workers' learning rate over the rounds: "constant" (default)
-    /// or "cosine" (decays towards 0 by the last round).
-    pub schedule: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MarketChoice {
-    /// Highest price per shard, in milli-credits.
-    pub limit_price: u64,
-    /// Most of the job's shards one owner may take (0 < alpha <= 1).
-    pub alpha: f64,
-    /// What one shard needs from a node.
-    pub demand_per_shard: ShardDemand,
-    pub bid_window_secs: u64,
-    pub round_timeout_secs: u64,
-    /// The job is abandoned after this long.
-    pub deadline_secs: u64,
-    /// "run_with_fewer" or "wait".
-    pub on_shortfall: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ShardDemand {
-    pub cpu_milli: u64,
-    pub mem_mib: u64,
-    pub gpu_milli: u64,
-    pub gpu_mem_mib: u64,
-}
+pub use fairgrid_protocol::messages::{LrSchedule, OptimizerKind, ShortfallPolicy};
+/// The job request is the protocol's: one type, checked once
+/// ([`JobRequest::check`]), for the SDK, the CLI, the node and the testnet.
+pub use fairgrid_protocol::request::{
+    ArchName, CompressionName, DataChoice, JobRequest, MarketChoice, ModelChoice, ShardDemand,
+    TrainingChoice,
+};
 
 /// `POST /v1/jobs` answer (202 Accepted).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -281,55 +199,4 @@ pub struct CreditView {
     pub label: String,
     pub amount: u64,
     pub shards: u32,
-}
-
-/// Defaults shared by the serde attributes and `Default` impls.
-pub mod defaults {
-    pub fn shard_size() -> u32 {
-        250
-    }
-}
-
-impl Default for TrainingChoice {
-    fn default() -> Self {
-        TrainingChoice {
-            rounds: 20,
-            local_steps: 4,
-            batch_size: 64,
-            optimizer: "sgd".into(),
-            lr: 0.05,
-            momentum: 0.9,
-            outer_lr: 1.0,
-            compression: "int8".into(),
-            int8_block: 256,
-            topk_permille: 10,
-            seed: 1,
-            schedule: "constant".into(),
-        }
-    }
-}
-
-impl Default for MarketChoice {
-    fn default() -> Self {
-        MarketChoice {
-            limit_price: 1000,
-            alpha: 0.34,
-            demand_per_shard: ShardDemand::default(),
-            bid_window_secs: 3,
-            round_timeout_secs: 30,
-            deadline_secs: 3600,
-            on_shortfall: "run_with_fewer".into(),
-        }
-    }
-}
-
-impl Default for ShardDemand {
-    fn default() -> Self {
-        ShardDemand {
-            cpu_milli: 100,
-            mem_mib: 16,
-            gpu_milli: 0,
-            gpu_mem_mib: 0,
-        }
-    }
 }

@@ -22,9 +22,9 @@ use fairgrid_kernels::{
     ShardSet, Trainer, decode_update, weighted_mean,
 };
 use fairgrid_node::cli::job::follow_with_progress;
-use fairgrid_protocol::messages::{self, HyperParams, LrSchedule, OptimizerKind};
+use fairgrid_protocol::messages::{self, HyperParams, ModelArch, OptimizerKind};
 use fairgrid_sdk::Client;
-use fairgrid_sdk::jobs::{JobEventKind, JobRequest, JobState, TrainingReport};
+use fairgrid_sdk::jobs::{CompressionName, JobEventKind, JobRequest, JobState, TrainingReport};
 
 use crate::launcher::Launcher;
 use crate::scenario::{self, ScenarioArgs};
@@ -107,7 +107,7 @@ async fn timings(
     // 3. Bytes per round, int8 against fp32.
     let mut fp32_request = request.clone();
     fp32_request.name = format!("{}-fp32", request.name);
-    fp32_request.training.compression = "fp32".into();
+    fp32_request.training.compression = CompressionName::Fp32;
     fp32_request.training.rounds = 3;
     let fp32 = run_job(client, &fp32_request).await?;
     let per_round = |r: &TrainingReport| {
@@ -160,17 +160,12 @@ fn load(source: &str) -> anyhow::Result<FashionMnist> {
 }
 
 fn arch(request: &JobRequest) -> anyhow::Result<ModelSpec> {
-    let arch = match request.model.arch.as_str() {
-        "cnn" => Arch::Cnn,
-        "mlp" => Arch::Mlp {
-            hidden: request
-                .model
-                .hidden
-                .as_ref()
-                .map_or(vec![256, 128], |h| h.iter().map(|&w| w as usize).collect()),
+    let arch = match request.check()?.arch {
+        ModelArch::Cnn => Arch::Cnn,
+        ModelArch::Mlp { hidden } => Arch::Mlp {
+            hidden: hidden.iter().map(|&w| w as usize).collect(),
         },
-        "logreg" => Arch::LogReg,
-        other => bail!("the bench knows no model {other:?}"),
+        ModelArch::LogReg => Arch::LogReg,
     };
     Ok(ModelSpec::fashion_mnist(arch))
 }
@@ -358,10 +353,7 @@ fn lr_at(t: &fairgrid_sdk::jobs::TrainingChoice, round: u32) -> f32 {
         outer_lr: t.outer_lr,
         compression: messages::Compression::Fp32,
         seed: t.seed,
-        schedule: match t.schedule.as_str() {
-            "cosine" => LrSchedule::Cosine,
-            _ => LrSchedule::Constant,
-        },
+        schedule: t.schedule,
     };
     hyper.lr_at(round)
 }

@@ -13,7 +13,8 @@ use anyhow::Context;
 use clap::ValueEnum;
 use fairgrid_sdk::jobfile::{DataCheck, dataset_facts};
 use fairgrid_sdk::jobs::{
-    DataChoice, JobRequest, MarketChoice, ModelChoice, ShardDemand, TrainingChoice,
+    ArchName, DataChoice, JobRequest, LrSchedule, MarketChoice, ModelChoice, ShardDemand,
+    TrainingChoice,
 };
 
 /// Shards per owner the demo aims for.
@@ -30,6 +31,13 @@ impl Model {
         match self {
             Model::Cnn => "cnn",
             Model::Mlp => "mlp",
+        }
+    }
+
+    pub fn arch(self) -> ArchName {
+        match self {
+            Model::Cnn => ArchName::Cnn,
+            Model::Mlp => ArchName::Mlp,
         }
     }
 }
@@ -61,7 +69,7 @@ pub struct Tuning {
     /// The workers' learning rate over the rounds: constant or cosine
     /// (default).
     #[arg(long)]
-    pub schedule: Option<String>,
+    pub schedule: Option<LrSchedule>,
     /// Seconds nodes have to bid (default 3).
     #[arg(long)]
     pub bid_window_secs: Option<u64>,
@@ -95,7 +103,7 @@ pub fn demo_request(
     Ok(JobRequest {
         name: format!("testnet-demo-{}", model.name()),
         model: ModelChoice {
-            arch: model.name().into(),
+            arch: model.arch(),
             hidden: None,
         },
         data: DataChoice {
@@ -108,7 +116,7 @@ pub fn demo_request(
             local_steps: tuning.local_steps.unwrap_or(local_steps),
             batch_size: tuning.batch.unwrap_or(32),
             lr: tuning.lr.unwrap_or(lr),
-            schedule: tuning.schedule.clone().unwrap_or_else(|| "cosine".into()),
+            schedule: tuning.schedule.unwrap_or(LrSchedule::Cosine),
             ..TrainingChoice::default()
         },
         market: MarketChoice {

@@ -102,14 +102,14 @@ pub fn load(plan: &JobPlan) -> Result<JobData, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fairgrid_sdk::jobs::{DataChoice, JobRequest, MarketChoice, ModelChoice};
+    use fairgrid_sdk::jobs::{ArchName, DataChoice, JobRequest, MarketChoice, ModelChoice};
 
     #[test]
     fn builtin_cuts_the_same_shards_twice() {
         let request = JobRequest {
             name: "t".into(),
             model: ModelChoice {
-                arch: "logreg".into(),
+                arch: ArchName::Logreg,
                 hidden: None,
             },
             data: DataChoice {

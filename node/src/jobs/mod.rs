@@ -35,6 +35,7 @@ pub mod worker;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fairgrid_protocol::{Hash32, NodeId};
@@ -74,6 +75,8 @@ pub struct Jobs {
     max_workers: usize,
     stop: watch::Sender<bool>,
     inbound: Arc<Semaphore>,
+    /// Every checkpointed job is back (see [`resume`]).
+    resumed: AtomicBool,
 }
 
 impl Jobs {
@@ -90,7 +93,14 @@ impl Jobs {
             max_workers: config.worker.max_jobs as usize,
             stop: watch::channel(false).0,
             inbound: Arc::new(Semaphore::new(MAX_INBOUND)),
+            resumed: AtomicBool::new(false),
         })
+    }
+
+    /// Whether the jobs checkpointed before the last stop are loaded: until
+    /// then a request for an unknown job may be for one still loading.
+    pub fn resumed(&self) -> bool {
+        self.resumed.load(Ordering::SeqCst)
     }
 
     pub fn stop_signal(&self) -> watch::Receiver<bool> {
@@ -211,6 +221,7 @@ pub async fn resume(shared: Arc<Shared>) {
             Err(e) => warn!(target: TARGET, error = %e, "skipping a checkpoint"),
         }
     }
+    shared.jobs.resumed.store(true, Ordering::SeqCst);
     for job in rejoining {
         let shared = Arc::clone(&shared);
         tokio::spawn(async move { worker::rejoin(&shared, &job).await });

@@ -7,11 +7,10 @@ use std::path::PathBuf;
 
 use fairgrid_protocol::market::PPM;
 use fairgrid_protocol::messages::{
-    Compression, DatasetDescriptor, HyperParams, InputShape, JobSpec, LrSchedule, ModelArch,
-    ModelSpec, OptimizerKind, ShortfallPolicy,
+    DatasetDescriptor, HyperParams, InputShape, JobSpec, ModelArch, ModelSpec, ShortfallPolicy,
 };
+use fairgrid_protocol::request::{JobRequest, owner_cap};
 use fairgrid_protocol::{NodeId, PublicKey, ResourceVec};
-use fairgrid_sdk::jobs::JobRequest;
 
 use crate::net::wire::MAX_PARAM_BYTES;
 
@@ -51,50 +50,17 @@ pub struct JobPlan {
     pub on_shortfall: ShortfallPolicy,
 }
 
-/// Longest job name.
-pub const MAX_NAME: usize = 128;
-const MAX_WINDOW_SECS: u64 = 3600;
-const MAX_TIMEOUT_SECS: u64 = 24 * 3600;
-const MAX_DEADLINE_SECS: u64 = 30 * 24 * 3600;
-
 fn field<T>(name: &str, reason: impl std::fmt::Display) -> Result<T, String> {
     Err(format!("{name}: {reason}"))
 }
 
-/// Checks every field that can be checked without the data.
+/// Checks the request with the protocol's rules, and where its data is
+/// on this node.
 pub fn plan(request: &JobRequest) -> Result<JobPlan, String> {
-    let name = request.name.trim();
-    if name.is_empty() || name.len() > MAX_NAME {
-        return field("name", format!("must be 1..={MAX_NAME} bytes"));
-    }
-    let arch = match (request.model.arch.as_str(), &request.model.hidden) {
-        ("logreg", None) => ModelArch::LogReg,
-        ("cnn", None) => ModelArch::Cnn,
-        ("mlp", hidden) => {
-            let hidden = hidden.clone().unwrap_or_else(|| vec![256, 128]);
-            if hidden.is_empty() || hidden.len() > 8 || hidden.iter().any(|&w| w == 0 || w > 8192) {
-                return field(
-                    "model.hidden",
-                    format!("{hidden:?}: need 1..=8 widths of 1..=8192"),
-                );
-            }
-            ModelArch::Mlp { hidden }
-        }
-        ("logreg" | "cnn", Some(_)) => {
-            return field("model.hidden", "only the mlp takes hidden widths");
-        }
-        (other, _) => {
-            return field(
-                "model.arch",
-                format!("unknown model {other:?}; the zoo has \"cnn\", \"mlp\" and \"logreg\""),
-            );
-        }
-    };
-    let data = &request.data;
-    let source = match data.source.as_str() {
+    let checked = request.check().map_err(|e| e.to_string())?;
+    let source = match checked.source.as_str() {
         "builtin" => DataSource::Builtin,
         "system" => DataSource::System,
-        "" => return field("data.source", "is empty"),
         dir => {
             let path = PathBuf::from(dir);
             if !path.is_dir() {
@@ -106,135 +72,23 @@ pub fn plan(request: &JobRequest) -> Result<JobPlan, String> {
             DataSource::Dir(path)
         }
     };
-    if data.shard_size == 0 || data.shard_size as usize > fairgrid_kernels::data::MAX_SHARD_SAMPLES
-    {
-        return field(
-            "data.shard_size",
-            format!(
-                "{} is not in 1..={}",
-                data.shard_size,
-                fairgrid_kernels::data::MAX_SHARD_SAMPLES
-            ),
-        );
-    }
-    if data.max_train_samples == Some(0) {
-        return field("data.max_train_samples", "is 0");
-    }
-    let t = &request.training;
-    let optimizer = match t.optimizer.as_str() {
-        "sgd" => OptimizerKind::Sgd,
-        "nesterov" => OptimizerKind::Nesterov,
-        "adam" => OptimizerKind::Adam,
-        other => {
-            return field(
-                "training.optimizer",
-                format!("unknown optimizer {other:?} (sgd, nesterov or adam)"),
-            );
-        }
-    };
-    let compression = match t.compression.as_str() {
-        "int8" => Compression::Int8 {
-            block: t.int8_block,
-        },
-        "fp32" => Compression::Fp32,
-        "topk" => Compression::TopK {
-            permille: t.topk_permille,
-        },
-        other => {
-            return field(
-                "training.compression",
-                format!("unknown compression {other:?} (int8, fp32 or topk)"),
-            );
-        }
-    };
-    let schedule = match t.schedule.as_str() {
-        "constant" => LrSchedule::Constant,
-        "cosine" => LrSchedule::Cosine,
-        other => {
-            return field(
-                "training.schedule",
-                format!("unknown schedule {other:?} (constant or cosine)"),
-            );
-        }
-    };
-    let hyper = HyperParams {
-        rounds: t.rounds,
-        local_steps: t.local_steps,
-        batch_size: t.batch_size,
-        optimizer,
-        lr: t.lr,
-        momentum: t.momentum,
-        outer_lr: t.outer_lr,
-        compression,
-        seed: t.seed,
-        schedule,
-    };
-    let m = &request.market;
-    if !(m.alpha > 0.0 && m.alpha <= 1.0) {
-        return field("market.alpha", format!("{} is not in (0, 1]", m.alpha));
-    }
-    let alpha_ppm = (m.alpha * PPM as f64).round() as u32;
-    if alpha_ppm == 0 {
-        return field("market.alpha", format!("{} rounds to 0 ppm", m.alpha));
-    }
-    let d = &m.demand_per_shard;
-    let demand = ResourceVec {
-        cpu_milli: d.cpu_milli,
-        mem_mib: d.mem_mib,
-        gpu_milli: d.gpu_milli,
-        gpu_mem_mib: d.gpu_mem_mib,
-    };
-    if demand.is_zero() {
-        return field("market.demand_per_shard", "is all zero");
-    }
-    if m.bid_window_secs == 0 || m.bid_window_secs > MAX_WINDOW_SECS {
-        return field(
-            "market.bid_window_secs",
-            format!("{} is not in 1..={MAX_WINDOW_SECS}", m.bid_window_secs),
-        );
-    }
-    if m.round_timeout_secs == 0 || m.round_timeout_secs > MAX_TIMEOUT_SECS {
-        return field(
-            "market.round_timeout_secs",
-            format!("{} is not in 1..={MAX_TIMEOUT_SECS}", m.round_timeout_secs),
-        );
-    }
-    if m.deadline_secs <= m.bid_window_secs || m.deadline_secs > MAX_DEADLINE_SECS {
-        return field(
-            "market.deadline_secs",
-            format!(
-                "{} must exceed the bid window and be at most {MAX_DEADLINE_SECS}",
-                m.deadline_secs
-            ),
-        );
-    }
-    let on_shortfall = match m.on_shortfall.as_str() {
-        "run_with_fewer" => ShortfallPolicy::RunWithFewer,
-        "wait" => ShortfallPolicy::Wait,
-        other => {
-            return field(
-                "market.on_shortfall",
-                format!("{other:?} is not \"run_with_fewer\" or \"wait\""),
-            );
-        }
-    };
     let plan = JobPlan {
-        name: name.to_string(),
+        name: checked.name,
         source,
-        shard_size: data.shard_size,
-        max_train_samples: data.max_train_samples,
-        arch,
-        hyper,
-        demand,
-        limit_price: m.limit_price,
-        alpha_ppm,
-        bid_window_ms: m.bid_window_secs * 1000,
-        round_timeout_ms: m.round_timeout_secs * 1000,
-        deadline_ms: m.deadline_secs * 1000,
-        on_shortfall,
+        shard_size: checked.shard_size,
+        max_train_samples: checked.max_train_samples,
+        arch: checked.arch,
+        hyper: checked.hyper,
+        demand: checked.demand,
+        limit_price: checked.limit_price,
+        alpha_ppm: checked.alpha_ppm,
+        bid_window_ms: checked.bid_window_ms,
+        round_timeout_ms: checked.round_timeout_ms,
+        deadline_ms: checked.deadline_ms,
+        on_shortfall: checked.on_shortfall,
     };
     // Everything the spec's own validation checks that does not depend on
-    // the data, reported with the request's field names.
+    // the data (the model's size), reported with the request's field names.
     plan.check_without_data().map(|_| plan.clone())
 }
 
@@ -270,16 +124,7 @@ impl JobPlan {
         if m == 0 {
             return field("data", "the dataset has no training samples");
         }
-        let cap = self.alpha_ppm as u64 * m / PPM as u64;
-        if cap == 0 {
-            return field(
-                "market.alpha",
-                format!(
-                    "an owner may take floor({} x {m} shards) = 0 shards: no owner could take any",
-                    self.alpha_ppm as f64 / PPM as f64
-                ),
-            );
-        }
+        owner_cap(self.alpha_ppm, m).map_err(|e| e.to_string())?;
         if self.limit_price.checked_mul(m).is_none() {
             return field(
                 "market.limit_price",
@@ -383,13 +228,16 @@ fn request_field(e: &fairgrid_protocol::ProtocolError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fairgrid_sdk::jobs::{DataChoice, MarketChoice, ModelChoice, TrainingChoice};
+    use fairgrid_protocol::messages::Compression;
+    use fairgrid_protocol::request::{
+        ArchName, DataChoice, MarketChoice, ModelChoice, TrainingChoice,
+    };
 
     fn request() -> JobRequest {
         JobRequest {
             name: "t".into(),
             model: ModelChoice {
-                arch: "logreg".into(),
+                arch: ArchName::Logreg,
                 hidden: None,
             },
             data: DataChoice {
@@ -416,37 +264,16 @@ mod tests {
     }
 
     #[test]
-    fn each_bad_field_is_named() {
-        assert!(err(|r| r.model.arch = "gpt".into()).starts_with("model.arch: unknown model"));
-        assert!(err(|r| r.model.hidden = Some(vec![8])).starts_with("model.hidden: only the mlp"));
-        assert!(err(|r| r.market.alpha = 0.0).starts_with("market.alpha:"));
+    fn the_protocol_s_checks_name_the_field_and_the_node_checks_its_data_dir() {
         assert!(err(|r| r.market.alpha = 1.5).starts_with("market.alpha:"));
-        assert!(err(|r| r.market.alpha = f64::NAN).starts_with("market.alpha:"));
-        assert!(err(|r| r.data.shard_size = 0).starts_with("data.shard_size:"));
         assert!(err(|r| r.data.source = "/definitely/not/here".into()).starts_with("data.source:"));
-        assert!(err(|r| r.training.optimizer = "lion".into()).starts_with("training.optimizer:"));
-        assert!(
-            err(|r| r.training.compression = "zip".into()).starts_with("training.compression:")
-        );
-        assert!(err(|r| r.training.rounds = 0).starts_with("training.rounds:"));
-        assert!(err(|r| r.training.lr = -1.0).starts_with("training.lr:"));
-        assert!(err(|r| r.training.int8_block = 0).starts_with("training.compression:"));
-        assert!(
-            err(|r| r.market.on_shortfall = "panic".into()).starts_with("market.on_shortfall:")
-        );
-        assert!(
-            err(|r| {
-                r.market.demand_per_shard = fairgrid_sdk::jobs::ShardDemand {
-                    cpu_milli: 0,
-                    mem_mib: 0,
-                    gpu_milli: 0,
-                    gpu_mem_mib: 0,
-                }
-            })
-            .starts_with("market.demand_per_shard:")
-        );
-        assert!(err(|r| r.market.bid_window_secs = 0).starts_with("market.bid_window_secs:"));
-        assert!(err(|r| r.name = " ".into()).starts_with("name:"));
+        assert!(err(|r| r.name = "a\nb".into()).starts_with("name:"));
+        // Too big for the wire: the model check needs no data either.
+        let big = err(|r| {
+            r.model.arch = ArchName::Mlp;
+            r.model.hidden = Some(vec![8192; 8]);
+        });
+        assert!(big.starts_with("model:"), "{big}");
     }
 
     #[test]
@@ -476,7 +303,7 @@ mod tests {
         let e = p
             .spec(NodeId(PublicKey([1; 32])), 0, 10, &facts)
             .unwrap_err();
-        assert!(e.starts_with("market.alpha: an owner may take"), "{e}");
+        assert!(e.starts_with("market.alpha: impossible cap"), "{e}");
         r.market.alpha = 0.05;
         let spec = plan(&r)
             .unwrap()

@@ -136,7 +136,10 @@ async fn bad_job_files_and_ids_fail_before_any_request() {
             JOB.replace("\"builtin\"", "\"/nonexistent/data\""),
             "does not exist",
         ),
-        (JOB.replace("\"mlp\"", "\"gpt\""), "unknown model"),
+        (
+            JOB.replace("\"mlp\"", "\"gpt\""),
+            "model.arch: unknown variant `gpt`",
+        ),
         (format!("{JOB}[market]\nalpha = 0.01\n"), "impossible cap"),
     ] {
         let file = write_job(dir.path(), &body);

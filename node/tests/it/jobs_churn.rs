@@ -34,7 +34,7 @@ fn cluster(
 /// round timeout leaves a wide margin on a loaded machine.
 fn slow_job(name: &str, rounds: u32, alpha: f64) -> fairgrid_sdk::jobs::JobRequest {
     let mut request = small_job(name, rounds, alpha);
-    request.model.arch = "mlp".into();
+    request.model.arch = fairgrid_sdk::jobs::ArchName::Mlp;
     request.training.local_steps = 100;
     request.market.round_timeout_secs = 5;
     request
@@ -202,7 +202,14 @@ async fn restart_coordinator(at: KillAt) -> Vec<u32> {
         .iter()
         .filter(|n| n.shards > 0)
         .count() as u32;
-    assert_eq!(winners, 3, "every node holds shards: {events:#?}");
+    assert_eq!(
+        winners,
+        3,
+        "every node holds shards: {events:#?}\n{}\n{}\n{}",
+        nodes[0].log(),
+        nodes[1].log(),
+        nodes[2].log()
+    );
     let participants: Vec<u32> = report.rounds.iter().map(|r| r.participants).collect();
     eprintln!("{at:?}: participants per round: {participants:?}");
     assert!(

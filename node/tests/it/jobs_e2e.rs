@@ -26,14 +26,11 @@ type Spoil = Box<dyn Fn(&mut JobRequest)>;
 
 async fn bad_requests_get_specific_errors(api: &JobsApi) {
     let cases: Vec<(Spoil, &str)> = vec![
-        (
-            Box::new(|r| r.model.arch = "transformer".into()),
-            "model.arch",
-        ),
+        (Box::new(|r| r.model.hidden = Some(vec![8])), "model.hidden"),
         (Box::new(|r| r.market.alpha = 0.0), "market.alpha"),
         (
             Box::new(|r| r.market.alpha = 0.01),
-            "no owner could take any",
+            "market.alpha: impossible cap",
         ),
         (Box::new(|r| r.data.shard_size = 0), "data.shard_size"),
         (

@@ -114,6 +114,17 @@ impl HyperParams {
     }
 }
 
+impl std::str::FromStr for LrSchedule {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "constant" => Ok(LrSchedule::Constant),
+            "cosine" => Ok(LrSchedule::Cosine),
+            other => Err(format!("{other:?} is not constant or cosine")),
+        }
+    }
+}
+
 /// What to do when the market cannot place every shard within the caps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -11,7 +11,7 @@ pub use advert::{CapacityAdvert, GpuInfo, Hardware, MAX_ADVERT_LIFETIME_MS, MAX_
 pub use allocation::{ALGO_VERSION, Allocation, Assignment, OwnerPayment};
 pub use bid::Bid;
 pub use job::{
-    Compression, DatasetDescriptor, HyperParams, InputShape, JobSpec, LrSchedule, ModelArch,
-    ModelSpec, OptimizerKind, ShardInfo, ShortfallPolicy,
+    Compression, DatasetDescriptor, HyperParams, InputShape, JobSpec, LrSchedule, MAX_ROUNDS,
+    MAX_SHARDS, ModelArch, ModelSpec, OptimizerKind, PPM, ShardInfo, ShortfallPolicy,
 };
 pub use round::{Receipt, RoundRefusal, RoundStart, RoundUpdate, WorkOrder};

@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::Path;
 
 use super::*;
+use crate::jobs::{MarketChoice, TrainingChoice};
 
 const MINIMAL: &str = r#"
 name = "t"
@@ -27,6 +28,14 @@ fn invalid_field(text: &str) -> (String, String) {
     match check(text) {
         Err(SdkError::InvalidJob { field, reason, .. }) => (field, reason),
         other => panic!("expected InvalidJob, got {other:?}"),
+    }
+}
+
+/// The message of a `JobFileSyntax` error, or a panic with the error.
+fn syntax_error(text: &str) -> String {
+    match check(text) {
+        Err(SdkError::JobFileSyntax { message, .. }) => message,
+        other => panic!("expected JobFileSyntax, got {other:?}"),
     }
 }
 
@@ -152,9 +161,15 @@ fn a_cap_below_one_shard_is_impossible() {
 
 #[test]
 fn models_outside_the_zoo_are_refused() {
-    let (field, reason) = invalid_field(&MINIMAL.replace("\"cnn\"", "\"resnet50\""));
-    assert_eq!(field, "model.arch");
-    assert!(reason.contains("cnn, mlp, logreg"), "{reason}");
+    let message = syntax_error(&MINIMAL.replace("\"cnn\"", "\"resnet50\""));
+    assert!(
+        message.starts_with("model.arch: unknown variant `resnet50`"),
+        "{message}"
+    );
+    assert!(
+        message.contains("`cnn`, `mlp`, `logreg` (line 4)"),
+        "{message}"
+    );
     let (field, _) =
         invalid_field(&MINIMAL.replace("arch = \"cnn\"", "arch = \"cnn\"\nhidden = [8]"));
     assert_eq!(field, "model.hidden");
@@ -220,6 +235,13 @@ fn nonsense_values_are_refused_by_name() {
         ("[training]\nlr = -1.0\n", "training.lr"),
         ("[training]\nouter_lr = inf\n", "training.outer_lr"),
         ("[training]\nmomentum = 1.0\n", "training.momentum"),
+        ("[market]\ndeadline_secs = 3\n", "market.deadline_secs"),
+    ] {
+        let (got, reason) = invalid_field(&with(extra));
+        assert_eq!(got, field, "{extra}: {reason}");
+    }
+    // Names outside their lists are refused by the parser, with the path.
+    for (extra, field) in [
         ("[training]\noptimizer = \"lbfgs\"\n", "training.optimizer"),
         ("[training]\nschedule = \"step\"\n", "training.schedule"),
         (
@@ -230,12 +252,14 @@ fn nonsense_values_are_refused_by_name() {
             "[market]\non_shortfall = \"panic\"\n",
             "market.on_shortfall",
         ),
-        ("[market]\ndeadline_secs = 3\n", "market.deadline_secs"),
     ] {
-        let (got, reason) = invalid_field(&with(extra));
-        assert_eq!(got, field, "{extra}: {reason}");
+        let message = syntax_error(&with(extra));
+        assert!(
+            message.starts_with(&format!("{field}: unknown variant")),
+            "{message}"
+        );
     }
-    for name in ["", "   ", "tab\there", &"x".repeat(65)] {
+    for name in ["", "   ", "tab\there", &"x".repeat(129)] {
         let text = MINIMAL.replace("name = \"t\"", &format!("name = {name:?}"));
         assert_eq!(invalid_field(&text).0, "name", "{name:?}");
     }

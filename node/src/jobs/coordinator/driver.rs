@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fairgrid_protocol::messages::RoundStart;
@@ -61,6 +62,21 @@ struct Shell {
     pending: VecDeque<Output>,
 }
 
+/// The checkpoint just taken is on disk, and so are the earlier ones
+/// merged into it.
+fn written(job: &CoordJob, number: u64) {
+    job.checkpoints_written.send_if_modified(|n| {
+        let was = *n;
+        *n = (*n).max(number);
+        *n != was
+    });
+}
+
+/// Numbers a checkpoint output as the task takes it.
+fn take_checkpoint(job: &CoordJob) -> u64 {
+    job.checkpoints_taken.fetch_add(1, Ordering::SeqCst) + 1
+}
+
 async fn run(shared: Arc<Shared>, job: Arc<CoordJob>) {
     let mut inbox = job.inbox.lock().await;
     let mut stop = shared.jobs.stop_signal();
@@ -107,6 +123,7 @@ async fn execute(
 ) -> bool {
     match output {
         Output::Persist => {
+            let number = take_checkpoint(job);
             // A checkpoint queued behind this one writes a newer state.
             while let Ok(next) = inbox.try_recv() {
                 shell.pending.push_back(next);
@@ -115,17 +132,24 @@ async fn execute(
                 .pending
                 .iter()
                 .any(|o| matches!(o, Output::Persist | Output::WriteAhead { .. }));
-            if !superseded && let Err(e) = persist::save(shared, job).await {
-                warn!(target: TARGET, job = %job.id, error = %e, "checkpoint failed");
+            if !superseded {
+                match persist::save(shared, job).await {
+                    Ok(()) => written(job, number),
+                    Err(e) => warn!(target: TARGET, job = %job.id, error = %e, "checkpoint failed"),
+                }
             }
         }
         Output::WriteAhead {
             entries,
             check_ledger,
         } => {
+            let number = take_checkpoint(job);
             let done = persist::write_ahead(shared, job, entries, check_ledger).await;
-            if let Input::WriteAheadDone { error: Some(e), .. } = &done {
-                warn!(target: TARGET, job = %job.id, error = %e, "recording the job's entries failed");
+            match &done {
+                Input::WriteAheadDone { error: Some(e), .. } => {
+                    warn!(target: TARGET, job = %job.id, error = %e, "recording the job's entries failed");
+                }
+                _ => written(job, number),
             }
             let _ = job.handle(done);
         }

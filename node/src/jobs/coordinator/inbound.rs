@@ -13,6 +13,7 @@ use super::CoordJob;
 use super::machine::Input;
 use super::round::{AcceptedUpdate, Rejection, RoundInProgress};
 use crate::app::Shared;
+use crate::jobs::worker::BUSY;
 use crate::ledger::now_ms;
 use crate::net::Response;
 use crate::net::wire::{MAX_SHARD_BATCH, MAX_SHARD_BATCH_BYTES};
@@ -21,13 +22,22 @@ const TARGET: &str = "fairgrid::jobs";
 
 pub use super::machine::JOB_ENDED;
 
+/// How long a bid waits for the checkpoint that stores it.
+const BID_STORE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 // The error is the answer to send back as it is: boxing it buys nothing.
 #[allow(clippy::result_large_err)]
 fn job_of(shared: &Shared, id: &Hash32) -> Result<Arc<CoordJob>, Response> {
-    shared
-        .jobs
-        .coordinated(id)
-        .ok_or_else(|| Response::refused(format!("this node coordinates no job {id}")))
+    match shared.jobs.coordinated(id) {
+        Some(job) => Ok(job),
+        // A worker asking a restarted coordinator tries again shortly.
+        None if !shared.jobs.resumed() => Err(Response::refused(format!(
+            "{BUSY}: this node is still loading its jobs"
+        ))),
+        None => Err(Response::refused(format!(
+            "this node coordinates no job {id}"
+        ))),
+    }
 }
 
 pub async fn on_bid(shared: &Arc<Shared>, from: NodeId, signed: Signed<Bid>) -> Response {
@@ -77,9 +87,17 @@ pub async fn on_bid(shared: &Arc<Shared>, from: NodeId, signed: Signed<Bid>) -> 
         owner: ownership.owner,
         label: ownership.label,
     };
-    match job.handle(input) {
-        Ok(()) => Response::Accepted,
-        Err(reason) => Response::refused(reason),
+    // A bid is acknowledged once the checkpoint that holds it is on disk:
+    // a worker told "accepted" does not bid again after a crash.
+    match job.handle_durably(input) {
+        (Err(reason), _) => Response::refused(reason),
+        (Ok(()), None) => Response::Accepted,
+        (Ok(()), Some(ticket)) if job.checkpointed(ticket, BID_STORE_LIMIT).await => {
+            Response::Accepted
+        }
+        (Ok(()), Some(_)) => {
+            Response::refused(format!("{BUSY}: the bid could not be stored in time"))
+        }
     }
 }
 

@@ -25,7 +25,9 @@ pub mod submit;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use fairgrid_kernels::{CpuBackend, Trainer};
 use fairgrid_protocol::ledger::EntryBody;
@@ -33,7 +35,7 @@ use fairgrid_protocol::messages::{Allocation, Bid, JobSpec};
 use fairgrid_protocol::{Hash32, NodeId, OwnerId, Signed};
 use fairgrid_sdk::jobs::JobState;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::data::JobData;
 use super::events::{EventLog, EventRecord};
@@ -181,6 +183,14 @@ pub struct CoordJob {
     pub data: Mutex<Option<Arc<JobData>>>,
     machine: Mutex<Coordinator>,
     outputs: mpsc::UnboundedSender<Output>,
+    /// Checkpoints queued so far (each `Persist` or `WriteAhead` output),
+    /// and the number of the last one on disk: a request is answered only
+    /// once the checkpoint that holds it is written.
+    checkpoints_queued: AtomicU64,
+    /// Checkpoint outputs the job's task has taken from the queue (they
+    /// are taken in the order they were numbered).
+    pub(crate) checkpoints_taken: AtomicU64,
+    pub(crate) checkpoints_written: watch::Sender<u64>,
     /// Taken by the job's task for as long as it runs.
     pub(crate) inbox: tokio::sync::Mutex<mpsc::UnboundedReceiver<Output>>,
     pub events: EventLog,
@@ -216,6 +226,9 @@ impl CoordJob {
             data: Mutex::new(data),
             machine: Mutex::new(machine),
             outputs,
+            checkpoints_queued: AtomicU64::new(0),
+            checkpoints_taken: AtomicU64::new(0),
+            checkpoints_written: watch::channel(0).0,
             inbox: tokio::sync::Mutex::new(inbox),
             events,
             evaluator: Arc::new(Mutex::new(None)),
@@ -236,18 +249,40 @@ impl CoordJob {
     /// job's task (under the lock, so they queue in the machine's order);
     /// returns the answer for the peer that sent it.
     pub fn handle(&self, input: Input) -> Result<(), String> {
-        let mut machine = self.machine();
-        let handled = machine.handle(now_ms(), input);
-        self.queue(handled.outputs);
-        handled.reply
+        self.handle_durably(input).0
     }
 
-    /// Queues outputs for the job's task. Once the task has stopped they
-    /// are dropped: the job has ended, or the node is stopping.
-    pub fn queue(&self, outputs: Vec<Output>) {
+    /// [`CoordJob::handle`], also giving the number of the checkpoint
+    /// that holds the input's effect, if it queued one (see
+    /// [`CoordJob::checkpointed`]).
+    pub fn handle_durably(&self, input: Input) -> (Result<(), String>, Option<u64>) {
+        let mut machine = self.machine();
+        let handled = machine.handle(now_ms(), input);
+        let ticket = self.queue(handled.outputs);
+        (handled.reply, ticket)
+    }
+
+    /// Queues outputs for the job's task; returns the number of the last
+    /// checkpoint among them. Once the task has stopped they are dropped:
+    /// the job has ended, or the node is stopping.
+    pub fn queue(&self, outputs: Vec<Output>) -> Option<u64> {
+        let mut ticket = None;
         for output in outputs {
+            if matches!(output, Output::Persist | Output::WriteAhead { .. }) {
+                ticket = Some(self.checkpoints_queued.fetch_add(1, Ordering::SeqCst) + 1);
+            }
             let _ = self.outputs.send(output);
         }
+        ticket
+    }
+
+    /// Waits until checkpoint `ticket` (or a later one) is on disk;
+    /// false if that takes longer than `limit`.
+    pub async fn checkpointed(&self, ticket: u64, limit: Duration) -> bool {
+        let mut written = self.checkpoints_written.subscribe();
+        tokio::time::timeout(limit, written.wait_for(|&n| n >= ticket))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     pub fn data(&self) -> Option<Arc<JobData>> {

@@ -93,19 +93,15 @@ pub async fn submit(shared: &Arc<Shared>, request: JobRequest) -> Result<JobAcce
                 }
                 let _ = job.handle(done);
             }
-            other => job.queue(vec![other]),
+            other => {
+                job.queue(vec![other]);
+            }
         }
     }
     shared.jobs.insert_coordinated(Arc::clone(&job));
     info!(target: TARGET, job = %id, name = %job.plan.name, shards = job.spec.shard_count(), "job submitted");
     publish_spec(shared, &job);
-    // Gossip does not come back to its sender: bid on our own job directly.
-    let (s, signed, spec) = (
-        Arc::clone(shared),
-        job.signed_spec.clone(),
-        job.spec.clone(),
-    );
-    tokio::spawn(async move { crate::jobs::worker::bid(&s, signed, spec).await });
+    bid_on_own_job(shared, &job);
     tokio::spawn(super::driver::supervise(
         Arc::clone(shared),
         Arc::clone(&job),
@@ -208,6 +204,19 @@ pub async fn resume(
     job.queue(outputs);
     shared.jobs.insert_coordinated(Arc::clone(&job));
     if !ended {
+        bid_on_own_job(shared, &job);
         tokio::spawn(super::driver::supervise(Arc::clone(shared), job));
     }
+}
+
+/// Gossip does not come back to its sender: this node's own worker bids
+/// on the job directly (unless it already works on it: a resumed worker
+/// record rejoins by itself).
+fn bid_on_own_job(shared: &Arc<Shared>, job: &CoordJob) {
+    let (s, signed, spec) = (
+        Arc::clone(shared),
+        job.signed_spec.clone(),
+        job.spec.clone(),
+    );
+    tokio::spawn(async move { crate::jobs::worker::bid(&s, signed, spec).await });
 }

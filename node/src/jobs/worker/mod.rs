@@ -204,8 +204,8 @@ pub async fn bid(shared: &Arc<Shared>, signed: Signed<JobSpec>, spec: JobSpec) {
                 shared.jobs.remove_worker(&id);
                 return;
             }
-            Err(BidError::Unreachable(reason)) => {
-                debug!(target: TARGET, job = %id, attempt, %reason, "coordinator not reachable; bidding again shortly");
+            Err(BidError::Retry(reason)) => {
+                debug!(target: TARGET, job = %id, attempt, %reason, "coordinator not reachable or busy; bidding again shortly");
                 last = reason;
             }
         }
@@ -214,12 +214,16 @@ pub async fn bid(shared: &Arc<Shared>, signed: Signed<JobSpec>, spec: JobSpec) {
     shared.jobs.remove_worker(&id);
 }
 
+/// How a refusal that is worth trying again begins.
+pub const BUSY: &str = "busy";
+
 /// Tries of a bid whose coordinator cannot be reached, 1 s apart.
 const BID_TRIES: u32 = 15;
 
 enum BidError {
     Refused(String),
-    Unreachable(String),
+    /// Unreachable, or busy (e.g. still loading its jobs after a restart).
+    Retry(String),
 }
 
 async fn send_bid(
@@ -243,9 +247,12 @@ async fn send_bid(
     );
     match transport::call(shared, job.coordinator, Request::JobBid(bid)).await {
         Ok(Response::Accepted) => Ok(()),
+        Ok(Response::Refused { reason }) if reason.starts_with(BUSY) => {
+            Err(BidError::Retry(reason))
+        }
         Ok(Response::Refused { reason }) => Err(BidError::Refused(reason)),
         Ok(_) => Err(BidError::Refused("unexpected answer to a bid".into())),
-        Err(e) => Err(BidError::Unreachable(e.to_string())),
+        Err(e) => Err(BidError::Retry(e.to_string())),
     }
 }
 
@@ -291,8 +298,8 @@ pub async fn rejoin(shared: &Arc<Shared>, job: &Arc<WorkerJob>) {
                 finished(shared, job).await;
                 return;
             }
-            Err(BidError::Unreachable(reason)) => {
-                debug!(target: TARGET, job = %job.id, attempt, %reason, "coordinator not reachable yet");
+            Err(BidError::Retry(reason)) => {
+                debug!(target: TARGET, job = %job.id, attempt, %reason, "coordinator not reachable or busy yet");
             }
             Err(BidError::Refused(reason)) => {
                 info!(target: TARGET, job = %job.id, %reason, "rejoin refused; leaving the job");

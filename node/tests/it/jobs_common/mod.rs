@@ -147,7 +147,7 @@ pub fn small_job(name: &str, rounds: u32, alpha: f64) -> JobRequest {
     JobRequest {
         name: name.into(),
         model: ModelChoice {
-            arch: "logreg".into(),
+            arch: fairgrid_sdk::jobs::ArchName::Logreg,
             hidden: None,
         },
         data: DataChoice {

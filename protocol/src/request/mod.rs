@@ -1,0 +1,200 @@
+//! The job request: what a developer asks a coordinator to train. It is
+//! the body of `POST /v1/jobs` (JSON) and a `job.toml` file (TOML): the
+//! same fields, the same defaults, unknown fields refused, and names that
+//! are not in the lists below refused by the parser with the field's path.
+//! [`JobRequest::check`] applies every rule that does not need the data,
+//! once, for the SDK, the CLI, the node and the testnet alike; each error
+//! names its field. `docs/sdk.md` documents it with examples.
+
+mod check;
+#[cfg(test)]
+mod tests;
+
+use serde::{Deserialize, Serialize};
+
+use crate::messages::{LrSchedule, OptimizerKind, ShortfallPolicy};
+
+pub use check::{
+    CheckedRequest, FieldError, MAX_BID_WINDOW_SECS, MAX_DEADLINE_SECS, MAX_NAME_BYTES,
+    MAX_ROUND_TIMEOUT_SECS, MAX_SHARD_SAMPLES, owner_cap,
+};
+
+/// `POST /v1/jobs`: what a developer asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRequest {
+    /// A label for humans ("fmnist-cnn-demo").
+    pub name: String,
+    pub model: ModelChoice,
+    pub data: DataChoice,
+    #[serde(default)]
+    pub training: TrainingChoice,
+    #[serde(default)]
+    pub market: MarketChoice,
+}
+
+/// The zoo's models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchName {
+    Cnn,
+    Mlp,
+    Logreg,
+}
+
+impl ArchName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArchName::Cnn => "cnn",
+            ArchName::Mlp => "mlp",
+            ArchName::Logreg => "logreg",
+        }
+    }
+}
+
+impl std::fmt::Display for ArchName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A model from the built-in zoo.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelChoice {
+    pub arch: ArchName,
+    /// Hidden widths, for "mlp" only (default [256, 128]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<Vec<u32>>,
+}
+
+/// Where the coordinator (the node the job is submitted to) reads the data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataChoice {
+    /// "builtin" (the subset shipped in the repo), "system" (the Debian
+    /// package's full Fashion-MNIST) or a directory of IDX files on the
+    /// coordinator's machine.
+    pub source: String,
+    /// Samples per shard.
+    #[serde(default = "default_shard_size")]
+    pub shard_size: u32,
+    /// Use at most this many training samples (all if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_train_samples: Option<u32>,
+}
+
+fn default_shard_size() -> u32 {
+    250
+}
+
+/// How updates travel from workers to the coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionName {
+    /// int8 blocks with a per-block scale and error feedback.
+    Int8,
+    Fp32,
+    /// The largest `topk_permille`/1000 of the entries, with error feedback.
+    Topk,
+}
+
+impl std::fmt::Display for CompressionName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CompressionName::Int8 => "int8",
+            CompressionName::Fp32 => "fp32",
+            CompressionName::Topk => "topk",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingChoice {
+    pub rounds: u32,
+    /// Local steps per round (H); 1 is synchronous data-parallel SGD.
+    pub local_steps: u32,
+    pub batch_size: u32,
+    pub optimizer: OptimizerKind,
+    pub lr: f32,
+    pub momentum: f32,
+    /// Step size of the coordinator's outer update (1.0 = plain averaging).
+    pub outer_lr: f32,
+    pub compression: CompressionName,
+    pub int8_block: u32,
+    pub topk_permille: u32,
+    pub seed: u64,
+    /// The workers' learning rate over the rounds: constant, or cosine
+    /// (decays towards 0 by the last round).
+    pub schedule: LrSchedule,
+}
+
+impl Default for TrainingChoice {
+    fn default() -> Self {
+        TrainingChoice {
+            rounds: 20,
+            local_steps: 4,
+            batch_size: 64,
+            optimizer: OptimizerKind::Sgd,
+            lr: 0.05,
+            momentum: 0.9,
+            outer_lr: 1.0,
+            compression: CompressionName::Int8,
+            int8_block: 256,
+            topk_permille: 10,
+            seed: 1,
+            schedule: LrSchedule::Constant,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MarketChoice {
+    /// Highest price per shard, in milli-credits.
+    pub limit_price: u64,
+    /// Most of the job's shards one owner may take (0 < alpha <= 1).
+    pub alpha: f64,
+    /// What one shard needs from a node.
+    pub demand_per_shard: ShardDemand,
+    pub bid_window_secs: u64,
+    pub round_timeout_secs: u64,
+    /// The job is abandoned after this long.
+    pub deadline_secs: u64,
+    pub on_shortfall: ShortfallPolicy,
+}
+
+impl Default for MarketChoice {
+    fn default() -> Self {
+        MarketChoice {
+            limit_price: 1000,
+            alpha: 0.34,
+            demand_per_shard: ShardDemand::default(),
+            bid_window_secs: 3,
+            round_timeout_secs: 30,
+            deadline_secs: 3600,
+            on_shortfall: ShortfallPolicy::RunWithFewer,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShardDemand {
+    pub cpu_milli: u64,
+    pub mem_mib: u64,
+    pub gpu_milli: u64,
+    pub gpu_mem_mib: u64,
+}
+
+impl Default for ShardDemand {
+    fn default() -> Self {
+        ShardDemand {
+            cpu_milli: 100,
+            mem_mib: 16,
+            gpu_milli: 0,
+            gpu_mem_mib: 0,
+        }
+    }
+}

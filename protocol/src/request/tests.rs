@@ -1,0 +1,161 @@
+use super::*;
+use crate::messages::{Compression, ModelArch};
+
+fn request() -> JobRequest {
+    serde_json::from_str(
+        r#"{"name": "t", "model": {"arch": "logreg"}, "data": {"source": "builtin"}}"#,
+    )
+    .unwrap()
+}
+
+fn err(f: impl FnOnce(&mut JobRequest)) -> FieldError {
+    let mut r = request();
+    f(&mut r);
+    r.check().unwrap_err()
+}
+
+fn parse_error(json: &str) -> String {
+    let de = &mut serde_json::Deserializer::from_str(json);
+    let e = serde_path_to_error::deserialize::<_, JobRequest>(de).unwrap_err();
+    format!("{}: {}", e.path(), e.inner())
+}
+
+#[test]
+fn the_defaults_check() {
+    let checked = request().check().unwrap();
+    assert_eq!(checked.alpha_ppm, 340_000);
+    assert_eq!(checked.shard_size, 250);
+    assert_eq!(checked.arch, ModelArch::LogReg);
+    assert_eq!(checked.hyper.compression, Compression::Int8 { block: 256 });
+    assert_eq!(checked.deadline_ms, 3_600_000);
+}
+
+#[test]
+fn the_json_names_are_the_api_s() {
+    let json = r#"{"name": "n", "model": {"arch": "mlp", "hidden": [32]},
+        "data": {"source": "/d", "shard_size": 10},
+        "training": {"optimizer": "nesterov", "compression": "topk", "schedule": "cosine"},
+        "market": {"on_shortfall": "wait"}}"#;
+    let r: JobRequest = serde_json::from_str(json).unwrap();
+    let checked = r.check().unwrap();
+    assert_eq!(checked.arch, ModelArch::Mlp { hidden: vec![32] });
+    assert_eq!(
+        checked.hyper.compression,
+        Compression::TopK { permille: 10 }
+    );
+    let back = serde_json::to_value(&r).unwrap();
+    assert_eq!(back["training"]["optimizer"], "nesterov");
+    assert_eq!(back["market"]["on_shortfall"], "wait");
+    assert_eq!(back["model"]["arch"], "mlp");
+}
+
+#[test]
+fn an_unknown_name_is_refused_with_its_path() {
+    let e = parse_error(r#"{"name": "t", "model": {"arch": "gpt"}, "data": {"source": "b"}}"#);
+    assert!(e.starts_with("model.arch: unknown variant `gpt`"), "{e}");
+    let e = parse_error(
+        r#"{"name": "t", "model": {"arch": "cnn"}, "data": {"source": "b"}, "training": {"optimizer": "lion"}}"#,
+    );
+    assert!(
+        e.starts_with("training.optimizer: unknown variant `lion`"),
+        "{e}"
+    );
+    let e = parse_error(
+        r#"{"name": "t", "model": {"arch": "cnn"}, "data": {"source": "b"}, "market": {"alpah": 0.5}}"#,
+    );
+    assert!(e.contains("unknown field `alpah`"), "{e}");
+}
+
+#[test]
+fn each_bad_field_is_named() {
+    let field = |f: fn(&mut JobRequest)| err(f).field;
+    assert_eq!(field(|r| r.name = " ".into()), "name");
+    assert_eq!(field(|r| r.name = "a\u{1b}[31m".into()), "name");
+    assert_eq!(field(|r| r.name = "x".repeat(129)), "name");
+    assert_eq!(field(|r| r.model.hidden = Some(vec![8])), "model.hidden");
+    assert_eq!(
+        field(|r| {
+            r.model.arch = ArchName::Mlp;
+            r.model.hidden = Some(vec![0]);
+        }),
+        "model.hidden"
+    );
+    assert_eq!(field(|r| r.data.source = String::new()), "data.source");
+    assert_eq!(field(|r| r.data.shard_size = 0), "data.shard_size");
+    assert_eq!(
+        field(|r| r.data.shard_size = MAX_SHARD_SAMPLES + 1),
+        "data.shard_size"
+    );
+    assert_eq!(
+        field(|r| r.data.max_train_samples = Some(0)),
+        "data.max_train_samples"
+    );
+    assert_eq!(field(|r| r.training.rounds = 0), "training.rounds");
+    assert_eq!(
+        field(|r| r.training.local_steps = 10_001),
+        "training.local_steps"
+    );
+    assert_eq!(field(|r| r.training.batch_size = 0), "training.batch_size");
+    assert_eq!(field(|r| r.training.lr = -1.0), "training.lr");
+    assert_eq!(
+        field(|r| r.training.outer_lr = f32::NAN),
+        "training.outer_lr"
+    );
+    assert_eq!(field(|r| r.training.momentum = 1.0), "training.momentum");
+    assert_eq!(field(|r| r.training.int8_block = 0), "training.int8_block");
+    assert_eq!(
+        field(|r| {
+            r.training.compression = CompressionName::Topk;
+            r.training.topk_permille = 1001;
+        }),
+        "training.topk_permille"
+    );
+    assert_eq!(field(|r| r.market.alpha = 0.0), "market.alpha");
+    assert_eq!(field(|r| r.market.alpha = 1.5), "market.alpha");
+    assert_eq!(field(|r| r.market.alpha = f64::NAN), "market.alpha");
+    assert_eq!(field(|r| r.market.alpha = 1e-9), "market.alpha");
+    assert_eq!(
+        field(|r| {
+            r.market.demand_per_shard = ShardDemand {
+                cpu_milli: 0,
+                mem_mib: 0,
+                gpu_milli: 0,
+                gpu_mem_mib: 0,
+            }
+        }),
+        "market.demand_per_shard"
+    );
+    assert_eq!(
+        field(|r| r.market.bid_window_secs = 0),
+        "market.bid_window_secs"
+    );
+    assert_eq!(
+        field(|r| r.market.round_timeout_secs = 0),
+        "market.round_timeout_secs"
+    );
+    assert_eq!(
+        field(|r| r.market.deadline_secs = 3),
+        "market.deadline_secs"
+    );
+}
+
+#[test]
+fn the_shard_count_and_the_cap_need_the_data() {
+    let mut r = request();
+    r.data.shard_size = 100;
+    r.data.max_train_samples = Some(1_000);
+    let checked = r.check().unwrap();
+    assert_eq!(checked.shards(60_000).unwrap(), 10);
+    assert_eq!(checked.shards(950).unwrap(), 10);
+    assert_eq!(checked.shards(0).unwrap_err().field, "data");
+    r.data.max_train_samples = None;
+    r.data.shard_size = 1;
+    assert_eq!(
+        r.check().unwrap().shards(60_000).unwrap_err().field,
+        "data.shard_size"
+    );
+    assert_eq!(owner_cap(340_000, 10).unwrap(), 3);
+    let e = owner_cap(10_000, 40).unwrap_err();
+    assert_eq!(e.field, "market.alpha");
+    assert!(e.reason.contains("at least 0.025000"), "{e}");
+}
