@@ -203,10 +203,6 @@ pub struct WorkerConfig {
     pub threads: u32,
     /// Disk kept for fetched shards, in MiB (oldest evicted first).
     pub shard_cache_mib: u64,
-    /// TESTS ONLY: make this worker misbehave on purpose. "" (off),
-    /// "corrupt_update" (NaN in the update, correctly hashed and signed)
-    /// or "wrong_signer" (update signed by a throwaway key).
-    pub test_fault_injection: String,
 }
 
 impl Default for WorkerConfig {
@@ -218,26 +214,6 @@ impl Default for WorkerConfig {
             max_jobs: 4,
             threads: 0,
             shard_cache_mib: 1024,
-            test_fault_injection: String::new(),
-        }
-    }
-}
-
-/// Deliberate misbehaviour for fault-injection tests (`[worker]
-/// test_fault_injection`); never set in production.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TestFault {
-    None,
-    CorruptUpdate,
-    WrongSigner,
-}
-
-impl WorkerConfig {
-    pub fn test_fault(&self) -> TestFault {
-        match self.test_fault_injection.as_str() {
-            "corrupt_update" => TestFault::CorruptUpdate,
-            "wrong_signer" => TestFault::WrongSigner,
-            _ => TestFault::None,
         }
     }
 }
@@ -322,15 +298,6 @@ impl Config {
         }
         if let Err(e) = crate::adverts::IdleHours::parse(&self.offer.idle_hours) {
             return bad(format!("offer.idle_hours: {e}"));
-        }
-        if !matches!(
-            self.worker.test_fault_injection.as_str(),
-            "" | "corrupt_update" | "wrong_signer"
-        ) {
-            return bad(format!(
-                "worker.test_fault_injection is {:?}, expected \"\", \"corrupt_update\" or \"wrong_signer\"",
-                self.worker.test_fault_injection
-            ));
         }
         if self.jobs.max_jobs == 0 {
             return bad("jobs.max_jobs must be positive".into());
@@ -521,8 +488,6 @@ max_jobs = {worker_max_jobs}
 threads = {worker_threads}
 # Disk kept for fetched shards, in MiB (oldest evicted first).
 shard_cache_mib = {shard_cache}
-# TESTS ONLY: deliberate misbehaviour ("", "corrupt_update", "wrong_signer").
-test_fault_injection = ""
 
 [log]
 # "human" or "json".

@@ -69,7 +69,7 @@ async fn concurrent_appends_form_one_valid_chain_and_survive_reopen() {
     ledger.close_async().await.unwrap();
     drop(ledger);
 
-    let reopened = Ledger::open(dir.path(), key).unwrap();
+    let reopened = reopen(dir.path(), &key);
     let next = reopened.append(credit(9, 9)).await.unwrap();
     assert_eq!(next.seq, 400);
     assert_eq!(
@@ -201,7 +201,7 @@ async fn indexes_that_lag_the_chain_are_caught_up_on_open() {
     drop(trees);
     drop(ledger);
 
-    let reopened = Ledger::open(dir.path(), key.clone()).unwrap();
+    let reopened = reopen(dir.path(), &key);
     assert_eq!(credits(&reopened), 40);
     let job = Hash32::of(&[1]);
     assert_eq!(reopened.store().entries_for_job(&job).unwrap().len(), 10);
@@ -227,7 +227,7 @@ async fn indexes_that_lag_the_chain_are_caught_up_on_open() {
         .unwrap();
     reopened.close_async().await.unwrap();
     drop(reopened);
-    let rebuilt = Ledger::open(dir.path(), key).unwrap();
+    let rebuilt = reopen(dir.path(), &key);
     assert_eq!(credits(&rebuilt), 40);
     assert!(
         rebuilt
@@ -408,7 +408,7 @@ async fn a_group_whose_index_rows_were_cut_short_is_indexed_once_on_open() {
     drop(trees);
     drop(ledger);
 
-    let reopened = Ledger::open(dir.path(), key).unwrap();
+    let reopened = reopen(dir.path(), &key);
     let next = reopened.append(credit(1, 20)).await.unwrap();
     assert_eq!(next.seq, 20);
     let store = reopened.store();
@@ -431,4 +431,20 @@ async fn a_group_whose_index_rows_were_cut_short_is_indexed_once_on_open() {
     assert_eq!(credits, 21);
     verify::verify_store(store).unwrap();
     reopened.close_async().await.unwrap();
+}
+
+/// Opens a ledger that was just closed in this process. Sled's background
+/// threads let go of the directory's lock a moment after the last handle
+/// is dropped; a restarted node (a new process) never sees this.
+fn reopen(dir: &std::path::Path, key: &Keypair) -> Ledger {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Ledger::open(dir, key.clone()) {
+            Ok(ledger) => return ledger,
+            Err(e) if e.to_string().contains("locked") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("reopening the ledger: {e}"),
+        }
+    }
 }

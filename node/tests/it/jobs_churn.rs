@@ -23,7 +23,7 @@ fn cluster(
         n,
         |i| match fault(i) {
             "" => jobs_env(&[]),
-            f => jobs_env(&[("FAIRGRID_WORKER_TEST_FAULT_INJECTION", f)]),
+            f => jobs_env(&[("FAIRGRID_TEST_FAULT", f)]),
         },
         |_, _, _| {},
     )

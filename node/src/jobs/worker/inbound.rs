@@ -291,7 +291,7 @@ async fn work_round(
         shards: mine,
         loaded,
         threads: model::threads(shared.config.worker.threads),
-        fault: shared.config.worker.test_fault(),
+        fault: super::train::TestFault::from_env(),
     };
     let engine = Arc::clone(&job.engine);
     let trained = tokio::task::spawn_blocking(move || {

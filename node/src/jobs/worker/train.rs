@@ -8,7 +8,6 @@ use fairgrid_kernels::{Compressor, CpuBackend, Shard, ShardSet, Trainer};
 use fairgrid_protocol::messages::{JobSpec, RoundUpdate};
 use fairgrid_protocol::{Hash32, Keypair, NodeId, Signed};
 
-use crate::config::TestFault;
 use crate::jobs::model;
 
 /// A worker's training state for one job.
@@ -54,6 +53,32 @@ pub struct RoundInput {
     pub loaded: Vec<Arc<Shard>>,
     pub threads: usize,
     pub fault: TestFault,
+}
+
+/// Deliberate misbehaviour, for the multi-process tests that prove a
+/// coordinator catches it. Only debug builds read it (environment variable
+/// `FAIRGRID_TEST_FAULT`: `corrupt_update` puts a NaN in the update,
+/// correctly hashed and signed; `wrong_signer` signs it with a throwaway
+/// key); a release build cannot be made to misbehave, and it is no part of
+/// the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestFault {
+    None,
+    CorruptUpdate,
+    WrongSigner,
+}
+
+impl TestFault {
+    pub fn from_env() -> TestFault {
+        if !cfg!(debug_assertions) {
+            return TestFault::None;
+        }
+        match std::env::var("FAIRGRID_TEST_FAULT").as_deref() {
+            Ok("corrupt_update") => TestFault::CorruptUpdate,
+            Ok("wrong_signer") => TestFault::WrongSigner,
+            _ => TestFault::None,
+        }
+    }
 }
 
 /// Trains `local_steps` steps from the round's parameters over the
