@@ -9,7 +9,9 @@
 //!   [`net::NetworkClient`] talks to it over bounded channels);
 //! - [`app`]: what the node does with network events: advert validation
 //!   and publishing, consortium admission, request handling;
-//! - [`jobs`]: training jobs: coordinator, worker, checkpoints, credits;
+//! - [`jobs`]: training jobs: coordinator, worker, checkpoints, credits,
+//!   built from a narrow [`jobs::JobsContext`] (no `app`, `api` or `state`);
+//! - [`state`]: the state the node's tasks and the API share;
 //! - [`adverts`]: capacity probe, advert issuing, validation, live table;
 //! - [`ledger`]: the signed hash chain in sled, group-committed;
 //! - [`api`]: the HTTP API; [`metrics`]: its Prometheus counters;
@@ -32,6 +34,7 @@ pub mod ledger;
 pub mod logging;
 pub mod metrics;
 pub mod net;
+pub mod state;
 pub mod text;
 
 pub use error::{NodeError, Result};

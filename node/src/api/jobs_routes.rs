@@ -17,9 +17,9 @@ use fairgrid_sdk::jobs::{
 };
 
 use super::error::{ApiError, ApiJson};
-use crate::app::Shared;
 use crate::jobs::coordinator::{CoordJob, submit};
 use crate::jobs::{JobsError, views};
+use crate::state::Shared;
 
 /// Longest a long poll waits.
 const MAX_WAIT_SECS: u64 = 30;
@@ -44,6 +44,7 @@ fn job(shared: &Shared, text: &str) -> Result<Arc<CoordJob>, ApiError> {
         .map_err(|_| ApiError::bad_request(format!("{text:?} is not a job id (64 hex digits)")))?;
     shared
         .jobs
+        .jobs
         .coordinated(&id)
         .ok_or_else(|| ApiError::not_found(format!("this node coordinates no job {text}")))
 }
@@ -52,7 +53,7 @@ async fn create(
     State(shared): State<Arc<Shared>>,
     ApiJson(request): ApiJson<JobRequest>,
 ) -> Result<(StatusCode, Json<JobAccepted>), ApiError> {
-    match submit::submit(&shared, request).await {
+    match submit::submit(&shared.jobs, request).await {
         Ok(accepted) => Ok((StatusCode::ACCEPTED, Json(accepted))),
         Err(JobsError::BadRequest(m)) => Err(ApiError::bad_request(m)),
         Err(JobsError::Busy(m)) => Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "busy", m)),
@@ -63,6 +64,7 @@ async fn create(
 async fn list(State(shared): State<Arc<Shared>>) -> Json<Vec<JobStatus>> {
     Json(
         shared
+            .jobs
             .jobs
             .all_coordinated()
             .iter()
@@ -138,7 +140,7 @@ async fn explain(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let job = job(&shared, &id)?;
-    match views::explain(&shared, &job) {
+    match views::explain(&shared.jobs, &job) {
         None => Err(conflict("no allocation yet: the job is still bidding")),
         Some(Err(e)) => Err(ApiError::internal(format!(
             "explaining the allocation: {e}"
@@ -167,7 +169,7 @@ async fn result(
             job.state().phase
         )));
     }
-    let path = shared.jobs.store.result_path(&job.id);
+    let path = shared.jobs.jobs.store.result_path(&job.id);
     let bytes = tokio::fs::read(&path)
         .await
         .map_err(|e| ApiError::internal(format!("reading {}: {e}", path.display())))?;

@@ -13,8 +13,8 @@ use fairgrid_sdk::{FairnessReport, LedgerEntryView, LedgerPage, OwnerShareView, 
 
 use super::error::ApiError;
 use super::views;
-use crate::app::Shared;
 use crate::ledger::StoredEntry;
+use crate::state::Shared;
 
 const MAX_PAGE: usize = 1000;
 

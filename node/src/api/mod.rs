@@ -24,8 +24,8 @@ use tracing::warn;
 pub use error::{ApiError, ApiJson};
 pub use views::entry as entry_view;
 
-use crate::app::Shared;
 use crate::metrics::Metrics;
+use crate::state::Shared;
 
 const BODY_LIMIT: usize = 64 * 1024;
 

@@ -13,8 +13,8 @@ use libp2p::Multiaddr;
 
 use super::error::{ApiError, ApiJson};
 use super::views;
-use crate::app::Shared;
 use crate::ledger::now_ms;
+use crate::state::Shared;
 
 pub fn routes() -> Router<Arc<Shared>> {
     Router::new()

@@ -43,7 +43,7 @@ async fn handle(shared: &Arc<Shared>, event: NetEvent) {
         NetEvent::Connected { peer } => trust::on_connected(shared, peer),
         NetEvent::Disconnected { peer } => {
             trust::on_disconnected(shared, peer);
-            crate::jobs::on_disconnected(shared, &peer);
+            crate::jobs::on_disconnected(&shared.jobs, &peer);
         }
         NetEvent::Subscribed { .. } => {}
         NetEvent::NewListenAddr { addr } => {

@@ -18,7 +18,7 @@ pub fn route(shared: &Arc<Shared>, topic: Topic, source: PeerId, data: &[u8]) ->
     }
     match topic {
         Topic::Adverts => adverts::on_gossip(shared, source, data),
-        Topic::Jobs => crate::jobs::worker::on_gossip(shared, source, data),
+        Topic::Jobs => crate::jobs::worker::on_gossip(&shared.jobs, source, data),
         // Allocations travel by request-response to the winners; nothing
         // is published here, and nothing received is forwarded.
         Topic::Allocations => {

@@ -1,9 +1,9 @@
 //! The application: what the node does with what the network brings.
 //!
 //! [`start`] wires the parts together: the ledger, the network event loop,
-//! the advert publisher and pruner, the application event loop and the
-//! HTTP API. [`Shared`] is the state they share; everything in it is
-//! behind short, never-awaited locks.
+//! the advert publisher and pruner, the application event loop, the jobs
+//! context and the HTTP API. [`Shared`] (in `crate::state`) is the state
+//! they share; everything in it is behind short, never-awaited locks.
 //!
 //! Where the jobs work plugs in:
 //! - gossip: add an arm for the topic in [`gossip::route`];
@@ -13,13 +13,19 @@
 //!   `shared.ledger.store_foreign(..)` for other nodes' entries;
 //! - API: merge a router in `api::router`.
 //!
-//! The jobs work (`crate::jobs`) is wired in through exactly these points.
+//! The jobs work (`crate::jobs`) is wired in through exactly these points,
+//! and sees the node only through its context (`jobs::JobsContext`, with
+//! [`host::AppHost`] for the offer, the adverts and admission): `jobs`
+//! imports nothing from `app`, `api` or `state`.
 
 pub mod adverts;
 pub mod events;
 pub mod gossip;
+pub mod host;
 pub mod requests;
 pub mod trust;
+
+pub use crate::state::{AdvertNotice, Shared};
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -27,108 +33,21 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fairgrid_protocol::cert::Ownership;
-use fairgrid_protocol::ledger::EntryBody;
 use fairgrid_protocol::messages::Hardware;
 use fairgrid_protocol::{Keypair, NodeId, OwnerCertificate, OwnerId, Signed, TrustPolicy};
 use libp2p::Multiaddr;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::adverts::{AdvertPublisher, AdvertTable};
 use crate::config::Config;
 use crate::datadir::{self, DataDir};
 use crate::error::{NodeError, Result};
+use crate::jobs::JobsContext;
 use crate::ledger::{Ledger, now_ms};
 use crate::metrics::Metrics;
-use crate::net::{self, NetConfig, NetworkClient};
-
-/// An advert this node accepted, for in-process observers (benchmarks).
-#[derive(Debug, Clone)]
-pub struct AdvertNotice {
-    pub node: NodeId,
-    pub seq: u64,
-    pub at: Instant,
-}
-
-/// State shared by the node's tasks and the API.
-pub struct Shared {
-    pub key: Keypair,
-    pub node_id: NodeId,
-    /// The API's bearer token.
-    pub api_token: String,
-    pub config: Config,
-    pub ownership: Ownership,
-    pub cert: Option<Signed<OwnerCertificate>>,
-    pub trust: TrustPolicy,
-    pub started: Instant,
-    pub net: NetworkClient,
-    pub ledger: Ledger,
-    pub adverts: Mutex<AdvertTable>,
-    pub publisher: Mutex<AdvertPublisher>,
-    pub admission: Mutex<trust::Admission>,
-    pub metrics: Metrics,
-    pub listen_addrs: Mutex<Vec<Multiaddr>>,
-    pub notices: broadcast::Sender<AdvertNotice>,
-    /// The jobs this node coordinates and works on.
-    pub jobs: crate::jobs::Jobs,
-    /// `(node, serial)` pairs already recorded as `CertificateUsed`.
-    seen_certs: Mutex<HashSet<(NodeId, u64)>>,
-}
-
-impl Shared {
-    pub fn consortium(&self) -> bool {
-        self.trust.consortium
-    }
-
-    /// Appends in the background; failures are logged and counted, and
-    /// nothing is acknowledged to anyone before the entry is on disk.
-    pub fn record(self: &Arc<Self>, body: EntryBody) {
-        let shared = Arc::clone(self);
-        tokio::spawn(async move {
-            let kind = body.kind().name();
-            match shared.ledger.append(body).await {
-                Ok(_) => Metrics::inc(&shared.metrics.ledger_appends),
-                Err(e) => {
-                    Metrics::inc(&shared.metrics.ledger_append_errors);
-                    warn!(target: "fairgrid::ledger", kind, error = %e, "ledger append failed");
-                }
-            }
-        });
-    }
-
-    /// Records `CertificateUsed` the first time a certificate is relied on.
-    pub fn record_certificate(
-        self: &Arc<Self>,
-        node: NodeId,
-        ownership: &Ownership,
-        cert: Option<&Signed<OwnerCertificate>>,
-    ) {
-        let (Some(serial), Some(cert)) = (ownership.serial, cert) else {
-            return;
-        };
-        let fresh = self
-            .seen_certs
-            .lock()
-            .map(|mut seen| seen.insert((node, serial)))
-            .unwrap_or(false);
-        if !fresh {
-            return;
-        }
-        let valid_until = cert
-            .verify_and_decode()
-            .map(|(_, c)| c.valid_until)
-            .unwrap_or(0);
-        self.record(EntryBody::CertificateUsed {
-            node,
-            owner: ownership.owner,
-            serial,
-            label: ownership.label.clone(),
-            valid_until,
-        });
-    }
-}
+use crate::net::{self, NetConfig};
 
 /// What `start` needs.
 pub struct NodeSetup {
@@ -240,7 +159,18 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode> {
     let net_config = NetConfig::from_config(&config.network, trust.consortium)?;
     let (net, net_events, net_task) = net::spawn(&key, net_config)?;
     let (notices, _) = broadcast::channel(4096);
-    let shared = Arc::new(Shared {
+    let shared = Arc::new_cyclic(|weak| Shared {
+        jobs: Arc::new(JobsContext {
+            key: key.clone(),
+            node_id,
+            cert: cert.clone(),
+            trust: trust.clone(),
+            config: config.clone(),
+            net: net.clone(),
+            ledger: ledger.clone(),
+            jobs,
+            host: Arc::new(host::AppHost(weak.clone())),
+        }),
         node_id,
         ownership,
         cert,
@@ -255,7 +185,6 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode> {
         listen_addrs: Mutex::new(Vec::new()),
         notices,
         seen_certs: Mutex::new(HashSet::new()),
-        jobs,
         api_token,
         key,
         config,
@@ -301,7 +230,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode> {
         *l = addrs.clone();
     }
     write_run_files(&data_dir, api_addr, &addrs, &shared.node_id)?;
-    tokio::spawn(crate::jobs::resume(Arc::clone(&shared)));
+    tokio::spawn(crate::jobs::resume(Arc::clone(&shared.jobs)));
     info!(target: "fairgrid::node", node = %shared.node_id, api = %api_addr, "node started");
     Ok(RunningNode {
         shared,
@@ -349,7 +278,7 @@ impl RunningNode {
     pub async fn shutdown(self) -> Result<()> {
         info!(target: "fairgrid::node", "shutting down");
         let _ = self.stop.send(true);
-        self.shared.jobs.stop();
+        self.shared.jobs.jobs.stop();
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }

@@ -28,6 +28,6 @@ pub async fn handle(
             };
             let _ = shared.net.respond(channel, response).await;
         }
-        job => crate::jobs::handle_request(shared, peer, job, channel),
+        job => crate::jobs::handle_request(&shared.jobs, peer, job, channel),
     }
 }

@@ -4,7 +4,6 @@
 //! cannot is refused, disconnected and blocked, and until it is admitted
 //! nothing it relays is accepted.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,11 +20,7 @@ use crate::net::{Hello, Request, Response};
 
 const TARGET: &str = "fairgrid::trust";
 
-#[derive(Debug, Default)]
-pub struct Admission {
-    admitted: HashSet<PeerId>,
-    refused: HashSet<PeerId>,
-}
+pub use crate::state::Admission;
 
 pub fn is_admitted(shared: &Shared, peer: &PeerId) -> bool {
     shared

@@ -14,7 +14,7 @@ use fairgrid_protocol::{Hash32, NodeId, Signed};
 use tracing::{debug, info, warn};
 
 use super::transport;
-use crate::app::Shared;
+use crate::jobs::JobsContext;
 use crate::net::wire::MAX_LEDGER_BATCH_BYTES;
 use crate::net::{Request, Response};
 
@@ -23,8 +23,8 @@ const TARGET: &str = "fairgrid::jobs";
 const PUSH_TRIES: u32 = 40;
 
 /// The job's entries this node authored.
-pub fn own_entries(shared: &Shared, job: &Hash32) -> Vec<Signed<LedgerEntry>> {
-    match shared.ledger.store().entries_for_job(job) {
+pub fn own_entries(ctx: &JobsContext, job: &Hash32) -> Vec<Signed<LedgerEntry>> {
+    match ctx.ledger.store().entries_for_job(job) {
         Ok(entries) => entries
             .into_iter()
             .filter(|e| e.own)
@@ -57,7 +57,7 @@ pub fn batches(entries: Vec<Signed<LedgerEntry>>) -> Vec<Vec<Signed<LedgerEntry>
 /// by another author or for another job are refused, as is any entry
 /// whose signature fails.
 pub async fn store_from(
-    shared: &Shared,
+    ctx: &JobsContext,
     from: NodeId,
     job: &Hash32,
     entries: Vec<Signed<LedgerEntry>>,
@@ -78,8 +78,7 @@ pub async fn store_from(
             return Err(format!("entry seq {} is not about job {job}", entry.seq));
         }
         finished |= matches!(entry.body, EntryBody::JobFinished { .. });
-        shared
-            .ledger
+        ctx.ledger
             .store_foreign(signed)
             .await
             .map_err(|e| format!("storing entry seq {}: {e}", entry.seq))?;
@@ -90,9 +89,9 @@ pub async fn store_from(
 
 /// Sends this node's entries for `job` to `peer` and stores what it sends
 /// back. Returns whether the answers included the end of the job.
-pub async fn exchange(shared: &Arc<Shared>, peer: NodeId, job: Hash32) -> Result<bool, String> {
+pub async fn exchange(ctx: &Arc<JobsContext>, peer: NodeId, job: Hash32) -> Result<bool, String> {
     let mut finished = false;
-    let mut parts = batches(own_entries(shared, &job));
+    let mut parts = batches(own_entries(ctx, &job));
     if parts.is_empty() {
         parts.push(Vec::new());
     }
@@ -101,9 +100,9 @@ pub async fn exchange(shared: &Arc<Shared>, peer: NodeId, job: Hash32) -> Result
             job_id: job,
             entries,
         };
-        match transport::call(shared, peer, request).await {
+        match transport::call(ctx, peer, request).await {
             Ok(Response::JobLedger(theirs)) => {
-                let (n, done) = store_from(shared, peer, &job, theirs).await?;
+                let (n, done) = store_from(ctx, peer, &job, theirs).await?;
                 finished |= done;
                 debug!(target: TARGET, %job, %peer, stored = n, "job ledger entries exchanged");
             }
@@ -118,19 +117,19 @@ pub async fn exchange(shared: &Arc<Shared>, peer: NodeId, job: Hash32) -> Result
 /// The coordinator's side at the end of a job: exchange with every
 /// participant, retrying for a while for those that are down.
 pub async fn push_to_participants(
-    shared: Arc<Shared>,
+    ctx: Arc<JobsContext>,
     job: Hash32,
     participants: BTreeSet<NodeId>,
 ) {
     let sends = participants
         .into_iter()
-        .filter(|p| *p != shared.node_id)
+        .filter(|p| *p != ctx.node_id)
         .map(|peer| {
-            let shared = Arc::clone(&shared);
+            let ctx = Arc::clone(&ctx);
             async move {
-                let mut stop = shared.jobs.stop_signal();
+                let mut stop = ctx.jobs.stop_signal();
                 for attempt in 0..PUSH_TRIES {
-                    match exchange(&shared, peer, job).await {
+                    match exchange(&ctx, peer, job).await {
                         Ok(_) => {
                             info!(target: TARGET, %job, %peer, "job ledger delivered");
                             return;
@@ -151,34 +150,31 @@ pub async fn push_to_participants(
 /// Answers a `JobLedger` request: from a job's coordinator (this node
 /// worked on the job) or from a participant (this node coordinates it).
 pub async fn on_request(
-    shared: &Arc<Shared>,
+    ctx: &Arc<JobsContext>,
     from: NodeId,
     job: Hash32,
     entries: Vec<Signed<LedgerEntry>>,
 ) -> Response {
-    let allowed = if let Some(coordinated) = shared.jobs.coordinated(&job) {
+    let allowed = if let Some(coordinated) = ctx.jobs.coordinated(&job) {
         let st = coordinated.state();
         st.is_terminal() && st.participants().contains(&from)
     } else {
-        shared
-            .jobs
-            .worker(&job)
-            .is_some_and(|w| w.coordinator == from)
+        ctx.jobs.worker(&job).is_some_and(|w| w.coordinator == from)
     };
     if !allowed {
-        return Response::refused(format!("no ended job {job} shared with {from}"));
+        return Response::refused(format!("no ended job {job} ctx with {from}"));
     }
-    let finished = match store_from(shared, from, &job, entries).await {
+    let finished = match store_from(ctx, from, &job, entries).await {
         Ok((_, finished)) => finished,
         Err(e) => {
             warn!(target: TARGET, %job, peer = %from, error = %e, "job ledger entries refused");
             return Response::refused(e);
         }
     };
-    if finished && let Some(worker) = shared.jobs.worker(&job) {
-        super::worker::finished(shared, &worker).await;
+    if finished && let Some(worker) = ctx.jobs.worker(&job) {
+        super::worker::finished(ctx, &worker).await;
     }
-    let mine = batches(own_entries(shared, &job))
+    let mine = batches(own_entries(ctx, &job))
         .into_iter()
         .next()
         .unwrap_or_default();

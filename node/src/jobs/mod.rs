@@ -19,6 +19,7 @@
 //! jobs per node (both sides), bids per job, events per job, update and
 //! parameter sizes (the wire limits), the shard cache.
 
+mod context;
 pub mod coordinator;
 pub mod credits;
 pub mod data;
@@ -44,10 +45,10 @@ use libp2p::request_response::ResponseChannel;
 use tokio::sync::{Semaphore, watch};
 use tracing::warn;
 
-use crate::app::{Shared, trust};
 use crate::config::Config;
 use crate::error::Result;
 use crate::net::{Request, Response};
+pub use context::{Host, JobsContext};
 use coordinator::CoordJob;
 use store::{JobStore, ShardCache};
 use worker::WorkerJob;
@@ -202,57 +203,52 @@ impl Jobs {
 
 /// Resumes coordinated jobs from their checkpoints and rejoins the jobs
 /// this node was working on.
-pub async fn resume(shared: Arc<Shared>) {
+pub async fn resume(ctx: Arc<JobsContext>) {
     // The worker side is loaded first and rejoins last: a resumed round
     // that reaches this node's own worker finds it, and its rejoining bid
     // finds the coordinated job.
-    let rejoining = worker::load(&shared);
-    for item in shared.jobs.store.coordinators::<coordinator::Checkpoint>() {
+    let rejoining = worker::load(&ctx);
+    for item in ctx.jobs.store.coordinators::<coordinator::Checkpoint>() {
         match item {
             Ok(stored) => {
-                coordinator::submit::resume(
-                    &shared,
-                    stored.record,
-                    stored.params,
-                    stored.unrecorded,
-                )
-                .await
+                coordinator::submit::resume(&ctx, stored.record, stored.params, stored.unrecorded)
+                    .await
             }
             Err(e) => warn!(target: TARGET, error = %e, "skipping a checkpoint"),
         }
     }
-    shared.jobs.resumed.store(true, Ordering::SeqCst);
+    ctx.jobs.resumed.store(true, Ordering::SeqCst);
     for job in rejoining {
-        let shared = Arc::clone(&shared);
-        tokio::spawn(async move { worker::rejoin(&shared, &job).await });
+        let ctx = Arc::clone(&ctx);
+        tokio::spawn(async move { worker::rejoin(&ctx, &job).await });
     }
 }
 
 /// Dispatches a job request (from a peer, or from this node itself).
-pub async fn handle(shared: Arc<Shared>, from: NodeId, request: Request) -> Response {
-    let shared = &shared;
+pub async fn handle(ctx: Arc<JobsContext>, from: NodeId, request: Request) -> Response {
+    let ctx = &ctx;
     match request {
-        Request::JobBid(bid) => coordinator::inbound::on_bid(shared, from, bid).await,
+        Request::JobBid(bid) => coordinator::inbound::on_bid(ctx, from, bid).await,
         Request::FetchShards { job_id, indices } => {
-            coordinator::inbound::on_fetch_shards(shared, from, job_id, indices)
+            coordinator::inbound::on_fetch_shards(ctx, from, job_id, indices)
         }
         Request::RoundUpdate { update, bytes } => {
-            coordinator::inbound::on_update(shared, from, update, bytes).await
+            coordinator::inbound::on_update(ctx, from, update, bytes).await
         }
         Request::JobDecline { job_id, reason } => {
-            coordinator::inbound::on_decline(shared, from, job_id, reason)
+            coordinator::inbound::on_decline(ctx, from, job_id, reason)
         }
         Request::RoundRefusal(refusal) => {
-            coordinator::inbound::on_round_refusal(shared, from, refusal)
+            coordinator::inbound::on_round_refusal(ctx, from, refusal)
         }
         Request::JobAllocation { allocation, bids } => {
-            worker::inbound::on_allocation(shared, from, allocation, bids).await
+            worker::inbound::on_allocation(ctx, from, allocation, bids).await
         }
         Request::RoundStart { start, params } => {
-            worker::inbound::on_round_start(shared, from, start, params).await
+            worker::inbound::on_round_start(ctx, from, start, params).await
         }
         Request::JobLedger { job_id, entries } => {
-            ledger_sync::on_request(shared, from, job_id, entries).await
+            ledger_sync::on_request(ctx, from, job_id, entries).await
         }
         Request::Hello(_) | Request::AdvertSnapshot => Response::refused("not a job request"),
     }
@@ -261,33 +257,33 @@ pub async fn handle(shared: Arc<Shared>, from: NodeId, request: Request) -> Resp
 /// A job request from a peer: handled on its own task (never in the
 /// application's event loop), at most [`MAX_INBOUND`] at once.
 pub fn handle_request(
-    shared: &Arc<Shared>,
+    ctx: &Arc<JobsContext>,
     peer: PeerId,
     request: Request,
     channel: ResponseChannel<Response>,
 ) {
-    let shared = Arc::clone(shared);
-    let permit = Arc::clone(&shared.jobs.inbound).try_acquire_owned();
+    let ctx = Arc::clone(ctx);
+    let permit = Arc::clone(&ctx.jobs.inbound).try_acquire_owned();
     tokio::spawn(async move {
         let response = match (permit, peer.to_string().parse::<NodeId>()) {
-            _ if shared.consortium() && !trust::is_admitted(&shared, &peer) => {
+            _ if ctx.consortium() && !ctx.host.admitted(&peer) => {
                 Response::refused("not admitted: present a certificate first")
             }
             (Err(_), _) => Response::refused("busy: too many job requests in flight"),
             (_, Err(_)) => Response::refused("peer id is not an ed25519 node key"),
-            (Ok(_permit), Ok(from)) => handle(Arc::clone(&shared), from, request).await,
+            (Ok(_permit), Ok(from)) => handle(Arc::clone(&ctx), from, request).await,
         };
-        let _ = shared.net.respond(channel, response).await;
+        let _ = ctx.net.respond(channel, response).await;
     });
 }
 
 /// A peer went away: any round it owed an update in counts it as missed
 /// now, so its shards are reassigned without waiting for the deadline.
-pub fn on_disconnected(shared: &Shared, peer: &PeerId) {
+pub fn on_disconnected(ctx: &JobsContext, peer: &PeerId) {
     let Ok(node) = peer.to_string().parse::<NodeId>() else {
         return;
     };
-    for job in shared.jobs.all_coordinated() {
+    for job in ctx.jobs.all_coordinated() {
         if job.machine().open_round().is_some() {
             let _ = job.handle(coordinator::machine::Input::PeerLost { node });
         }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use fairgrid_protocol::NodeId;
 use libp2p::PeerId;
 
-use crate::app::Shared;
 use crate::error::{NodeError, Result};
+use crate::jobs::JobsContext;
 use crate::net::{Request, Response};
 
 pub fn peer_id(node: &NodeId) -> Result<PeerId> {
@@ -24,20 +24,20 @@ pub fn peer_id(node: &NodeId) -> Result<PeerId> {
 /// call out (a worker answering its own coordinator), which an `async fn`
 /// would turn into a type that contains itself.
 pub fn call<'a>(
-    shared: &'a Arc<Shared>,
+    ctx: &'a Arc<JobsContext>,
     to: NodeId,
     request: Request,
 ) -> Pin<Box<dyn Future<Output = Result<Response>> + Send + 'a>> {
     Box::pin(async move {
-        if to == shared.node_id {
-            return Ok(super::handle(Arc::clone(shared), to, request).await);
+        if to == ctx.node_id {
+            return Ok(super::handle(Arc::clone(ctx), to, request).await);
         }
         let peer = peer_id(&to)?;
         // A peer over its rate limit answers Busy: back off and resend,
         // for up to about 6 s, before giving the answer to the caller.
         let mut wait = Duration::from_millis(25);
         loop {
-            let answer = shared.net.request(peer, request.clone()).await?;
+            let answer = ctx.net.request(peer, request.clone()).await?;
             if !matches!(answer, Response::Busy) || wait > BUSY_GIVE_UP {
                 return Ok(answer);
             }

@@ -16,7 +16,7 @@ use fairgrid_sdk::jobs::{
 };
 
 use super::coordinator::{AllocationRecord, CoordJob, CoordState};
-use crate::app::Shared;
+use crate::jobs::JobsContext;
 
 fn model_name(arch: &ModelArch) -> String {
     match arch {
@@ -162,7 +162,7 @@ pub fn is_finished(job: &CoordJob) -> bool {
 
 /// The market's explanation of the allocation in force, with nodes named
 /// by their PeerIds and owners by their certificate labels.
-pub fn explain(shared: &Shared, job: &CoordJob) -> Option<Result<String, String>> {
+pub fn explain(ctx: &JobsContext, job: &CoordJob) -> Option<Result<String, String>> {
     let st = job.state();
     let record = st.current()?;
     let a = &record.allocation;
@@ -175,7 +175,7 @@ pub fn explain(shared: &Shared, job: &CoordJob) -> Option<Result<String, String>
         prev_allocation: a.prev_allocation,
     };
     // Only the bids that took part (clearing drops the others).
-    let checked = market::validate_bids(&market_job, &record.bids, &shared.trust, a.cleared_at);
+    let checked = market::validate_bids(&market_job, &record.bids, &ctx.trust, a.cleared_at);
     let valid: std::collections::BTreeSet<_> = checked.valid.iter().map(|b| b.bid_id).collect();
     let bids: Vec<Signed<fairgrid_protocol::messages::Bid>> = record
         .bids
@@ -215,7 +215,7 @@ pub fn explain(shared: &Shared, job: &CoordJob) -> Option<Result<String, String>
         job: market_job,
         policy: a.policy.clone(),
         bids,
-        trust: shared.trust.clone(),
+        trust: ctx.trust.clone(),
         node_names,
         owner_names,
     };

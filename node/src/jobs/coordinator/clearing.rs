@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use fairgrid_protocol::ledger::{EntryBody, EntryKind};
 use fairgrid_protocol::market::{self, MarketJob, MarketPolicy, WindowUsage};
-use fairgrid_protocol::messages::{Allocation, Bid, JobSpec};
+use fairgrid_protocol::messages::{Allocation, Bid};
 use fairgrid_protocol::{Hash32, NodeId, Signed};
 use tracing::{info, warn};
 
 use super::CoordJob;
 use super::machine::Input;
-use crate::app::Shared;
+use crate::jobs::JobsContext;
 use crate::jobs::transport;
 use crate::ledger::now_ms;
 use crate::net::{Request, Response};
@@ -26,22 +26,12 @@ const TARGET: &str = "fairgrid::jobs";
 /// Most recent allocations the network-cap window looks at.
 const MAX_WINDOW_ENTRIES: usize = 10_000;
 
-/// The cheapest price floor among the live adverts (this node's included).
-pub fn cheapest_advert(shared: &Shared, _spec: &JobSpec) -> Option<(u64, NodeId)> {
-    let table = shared.adverts.lock().expect("advert table lock");
-    table
-        .live(now_ms())
-        .into_iter()
-        .map(|a| (a.advert.price_floor, a.advert.node))
-        .min()
-}
-
 /// Shards each owner was allocated over the trailing window, from this
 /// node's own `AllocationMade` entries (the latest allocation of each
 /// other job counts once).
-fn window_usage(shared: &Shared, job: &Hash32, now: u64) -> WindowUsage {
-    let store = shared.ledger.store();
-    let since = now.saturating_sub(shared.config.jobs.window_secs.saturating_mul(1000));
+fn window_usage(ctx: &JobsContext, job: &Hash32, now: u64) -> WindowUsage {
+    let store = ctx.ledger.store();
+    let since = now.saturating_sub(ctx.config.jobs.window_secs.saturating_mul(1000));
     let seqs = match store.seqs_of_kind(EntryKind::AllocationMade, None, usize::MAX) {
         Ok(s) => s,
         Err(e) => {
@@ -80,23 +70,23 @@ fn window_usage(shared: &Shared, job: &Hash32, now: u64) -> WindowUsage {
 /// Clears the market as the machine asked and hands it the result. The
 /// network-cap window comes from this node's ledger.
 pub async fn clear(
-    shared: &Arc<Shared>,
+    ctx: &Arc<JobsContext>,
     job: &Arc<CoordJob>,
     market_job: MarketJob,
     bids: Vec<Signed<Bid>>,
 ) {
     let now = now_ms();
-    let window_shared = Arc::clone(shared);
+    let window_ctx = Arc::clone(ctx);
     let id = job.id;
-    let window = tokio::task::spawn_blocking(move || window_usage(&window_shared, &id, now))
+    let window = tokio::task::spawn_blocking(move || window_usage(&window_ctx, &id, now))
         .await
         .unwrap_or_default();
     let policy = MarketPolicy {
         alpha_ppm: job.spec.alpha_ppm,
-        beta_ppm: shared.config.jobs.beta_ppm,
+        beta_ppm: ctx.config.jobs.beta_ppm,
         window,
     };
-    let trust = shared.trust.clone();
+    let trust = ctx.trust.clone();
     let cleared = tokio::task::spawn_blocking(move || {
         let valid = market::validate_bids(&market_job, &bids, &trust, now)
             .valid
@@ -125,18 +115,18 @@ pub async fn clear(
 /// Signs the allocation, records `AllocationMade`, pushes it with its
 /// bids to every winner, and tells the machine who took it.
 pub async fn publish(
-    shared: &Arc<Shared>,
+    ctx: &Arc<JobsContext>,
     job: &Arc<CoordJob>,
     allocation: Allocation,
     bids: Vec<Signed<Bid>>,
 ) {
-    let signed = Signed::sign(&shared.key, &allocation);
+    let signed = Signed::sign(&ctx.key, &allocation);
     let entry = EntryBody::AllocationMade {
         job_id: job.id,
         allocation: signed.clone(),
         bids: bids.clone(),
     };
-    if let Err(e) = shared.ledger.append(entry).await {
+    if let Err(e) = ctx.ledger.append(entry).await {
         let _ = job.handle(Input::PublishFailed {
             reason: e.to_string(),
         });
@@ -144,7 +134,7 @@ pub async fn publish(
     }
     let winners: Vec<NodeId> = allocation.assignments.iter().map(|a| a.node).collect();
     info!(target: TARGET, job = %job.id, attempt = allocation.attempt, winners = winners.len(), assigned = allocation.assigned_shards(), shortfall = allocation.shortfall, "allocation made");
-    let refusals = push(shared, job.id, &winners, &signed, &bids).await;
+    let refusals = push(ctx, job.id, &winners, &signed, &bids).await;
     for (node, why, _) in &refusals {
         warn!(target: TARGET, job = %job.id, %node, reason = %why, "winner did not take the allocation");
     }
@@ -154,7 +144,7 @@ pub async fn publish(
 /// Sends the allocation and its bids to every winner; returns those that
 /// refused it (with their reason) or could not be reached (`true`).
 async fn push(
-    shared: &Arc<Shared>,
+    ctx: &Arc<JobsContext>,
     job: Hash32,
     winners: &[NodeId],
     signed: &Signed<Allocation>,
@@ -171,7 +161,7 @@ async fn push(
                 if attempt > 0 {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                match transport::call(shared, node, request.clone()).await {
+                match transport::call(ctx, node, request.clone()).await {
                     Ok(Response::Accepted) => return None,
                     Ok(Response::Refused { reason }) => return Some((node, reason, false)),
                     Ok(_) => return Some((node, "unexpected answer".into(), false)),

@@ -17,7 +17,7 @@ use tracing::{debug, error, info, warn};
 
 use super::machine::{Input, Output};
 use super::{CoordJob, clearing, finish, persist};
-use crate::app::Shared;
+use crate::jobs::JobsContext;
 use crate::jobs::{ledger_sync, transport};
 use crate::ledger::now_ms;
 use crate::net::{Request, Response};
@@ -30,9 +30,9 @@ const MAX_RESTARTS: usize = 3;
 /// job (an event and a `JobFailed` entry, through the machine) and is
 /// started again to record that, instead of leaving the job in its phase
 /// with nobody moving it on.
-pub async fn supervise(shared: Arc<Shared>, job: Arc<CoordJob>) {
+pub async fn supervise(ctx: Arc<JobsContext>, job: Arc<CoordJob>) {
     for _ in 0..MAX_RESTARTS {
-        let task = tokio::spawn(run(Arc::clone(&shared), Arc::clone(&job)));
+        let task = tokio::spawn(run(Arc::clone(&ctx), Arc::clone(&job)));
         let Err(e) = task.await else { return };
         let what = if e.is_panic() {
             let panic = e.into_panic();
@@ -77,9 +77,9 @@ fn take_checkpoint(job: &CoordJob) -> u64 {
     job.checkpoints_taken.fetch_add(1, Ordering::SeqCst) + 1
 }
 
-async fn run(shared: Arc<Shared>, job: Arc<CoordJob>) {
+async fn run(ctx: Arc<JobsContext>, job: Arc<CoordJob>) {
     let mut inbox = job.inbox.lock().await;
-    let mut stop = shared.jobs.stop_signal();
+    let mut stop = ctx.jobs.stop_signal();
     let mut shell = Shell::default();
     // The timer of an earlier run is lost: ask the machine again.
     let _ = job.handle(Input::Tick);
@@ -107,7 +107,7 @@ async fn run(shared: Arc<Shared>, job: Arc<CoordJob>) {
                 }
             }
         };
-        if !execute(&shared, &job, output, &mut shell, &mut inbox).await {
+        if !execute(&ctx, &job, output, &mut shell, &mut inbox).await {
             return;
         }
     }
@@ -115,7 +115,7 @@ async fn run(shared: Arc<Shared>, job: Arc<CoordJob>) {
 
 /// Executes one output; false once the job has ended.
 async fn execute(
-    shared: &Arc<Shared>,
+    ctx: &Arc<JobsContext>,
     job: &Arc<CoordJob>,
     output: Output,
     shell: &mut Shell,
@@ -133,7 +133,7 @@ async fn execute(
                 .iter()
                 .any(|o| matches!(o, Output::Persist | Output::WriteAhead { .. }));
             if !superseded {
-                match persist::save(shared, job).await {
+                match persist::save(ctx, job).await {
                     Ok(()) => written(job, number),
                     Err(e) => warn!(target: TARGET, job = %job.id, error = %e, "checkpoint failed"),
                 }
@@ -144,7 +144,7 @@ async fn execute(
             check_ledger,
         } => {
             let number = take_checkpoint(job);
-            let done = persist::write_ahead(shared, job, entries, check_ledger).await;
+            let done = persist::write_ahead(ctx, job, entries, check_ledger).await;
             match &done {
                 Input::WriteAheadDone { error: Some(e), .. } => {
                     warn!(target: TARGET, job = %job.id, error = %e, "recording the job's entries failed");
@@ -153,24 +153,24 @@ async fn execute(
             }
             let _ = job.handle(done);
         }
-        Output::RecordNow(entry) => shared.record(entry),
+        Output::RecordNow(entry) => ctx.record(entry),
         Output::Event(kind) => {
             job.events.push(now_ms(), kind);
         }
         Output::Clear { market_job, bids } => {
-            let (s, j) = (Arc::clone(shared), Arc::clone(job));
+            let (s, j) = (Arc::clone(ctx), Arc::clone(job));
             tokio::spawn(async move { clearing::clear(&s, &j, market_job, bids).await });
         }
         Output::Publish { allocation, bids } => {
-            let (s, j) = (Arc::clone(shared), Arc::clone(job));
+            let (s, j) = (Arc::clone(ctx), Arc::clone(job));
             tokio::spawn(async move { clearing::publish(&s, &j, allocation, bids).await });
         }
         Output::StartRound { start, params } => {
             let nodes: Vec<NodeId> = start.orders.iter().map(|o| o.node).collect();
             debug!(target: TARGET, job = %job.id, round = start.round, workers = nodes.len(), "round started");
-            let signed = Signed::sign(&shared.key, &start);
+            let signed = Signed::sign(&ctx.key, &start);
             for node in nodes {
-                spawn_send_start(shared, job, node, &signed, &params);
+                spawn_send_start(ctx, job, node, &signed, &params);
             }
             shell.last_start = Some((signed, params));
         }
@@ -181,7 +181,7 @@ async fn execute(
                     .is_ok_and(|(_, s)| s.round == round)
             {
                 debug!(target: TARGET, job = %job.id, %node, "sending the open round to a restarted worker");
-                spawn_send_start(shared, job, node, signed, params);
+                spawn_send_start(ctx, job, node, signed, params);
             }
         }
         Output::Aggregate {
@@ -189,16 +189,16 @@ async fn execute(
             params,
             updates,
         } => {
-            let (s, j) = (Arc::clone(shared), Arc::clone(job));
+            let (s, j) = (Arc::clone(ctx), Arc::clone(job));
             tokio::spawn(async move { finish::aggregate(&s, &j, round, params, updates).await });
         }
         Output::WriteModel { params } => {
-            let (s, j) = (Arc::clone(shared), Arc::clone(job));
+            let (s, j) = (Arc::clone(ctx), Arc::clone(job));
             tokio::spawn(async move { finish::write_model(&s, &j, params).await });
         }
         Output::SyncLedger { participants } => {
             tokio::spawn(ledger_sync::push_to_participants(
-                Arc::clone(shared),
+                Arc::clone(ctx),
                 job.id,
                 participants,
             ));
@@ -215,14 +215,14 @@ async fn execute(
 }
 
 fn spawn_send_start(
-    shared: &Arc<Shared>,
+    ctx: &Arc<JobsContext>,
     job: &Arc<CoordJob>,
     node: NodeId,
     start: &Signed<RoundStart>,
     params: &Arc<Vec<u8>>,
 ) {
     tokio::spawn(send_start(
-        Arc::clone(shared),
+        Arc::clone(ctx),
         Arc::clone(job),
         node,
         start.clone(),
@@ -233,7 +233,7 @@ fn spawn_send_start(
 /// Sends the round's start to one worker, retrying until the deadline
 /// while it cannot be reached, and tells the machine how it went.
 async fn send_start(
-    shared: Arc<Shared>,
+    ctx: Arc<JobsContext>,
     job: Arc<CoordJob>,
     node: NodeId,
     start: Signed<RoundStart>,
@@ -247,7 +247,7 @@ async fn send_start(
             start: start.clone(),
             params: params.as_ref().clone(),
         };
-        let refusal = match transport::call(&shared, node, request).await {
+        let refusal = match transport::call(&ctx, node, request).await {
             Ok(Response::Accepted) => {
                 let bytes = params.len() as u64;
                 let _ = job.handle(Input::StartDelivered {

@@ -10,13 +10,13 @@ use fairgrid_protocol::Hash32;
 use super::CoordJob;
 use super::machine::Input;
 use super::round::{AcceptedUpdate, aggregate as mean_step};
-use crate::app::Shared;
+use crate::jobs::JobsContext;
 use crate::jobs::model;
 
 /// Applies the accepted updates and evaluates the new parameters on the
 /// job's test set.
 pub async fn aggregate(
-    shared: &Arc<Shared>,
+    ctx: &Arc<JobsContext>,
     job: &Arc<CoordJob>,
     round: u32,
     params: Arc<Vec<f32>>,
@@ -27,8 +27,8 @@ pub async fn aggregate(
         Some(data) => {
             let evaluator = Arc::clone(&job.evaluator);
             let (spec, hyper) = (job.spec.model.clone(), job.spec.hyper.clone());
-            let threads = model::threads(shared.config.jobs.threads);
-            let eval_batch = shared.config.jobs.eval_batch as usize;
+            let threads = model::threads(ctx.config.jobs.threads);
+            let eval_batch = ctx.config.jobs.eval_batch as usize;
             let computed = tokio::task::spawn_blocking(move || {
                 let refs: Vec<&AcceptedUpdate> = updates.iter().collect();
                 let next = mean_step(&params, &refs, hyper.outer_lr)?;
@@ -53,9 +53,9 @@ pub async fn aggregate(
 }
 
 /// Writes the trained model as safetensors next to the job's checkpoint.
-pub async fn write_model(shared: &Arc<Shared>, job: &Arc<CoordJob>, params: Arc<Vec<f32>>) {
+pub async fn write_model(ctx: &Arc<JobsContext>, job: &Arc<CoordJob>, params: Arc<Vec<f32>>) {
     let (spec, hyper) = (job.spec.model.clone(), job.spec.hyper.clone());
-    let path = shared.jobs.store.result_path(&job.id);
+    let path = ctx.jobs.store.result_path(&job.id);
     let written = tokio::task::spawn_blocking(move || {
         let mut trainer = model::trainer(&spec, &hyper, 1, 1).map_err(|e| e.to_string())?;
         trainer

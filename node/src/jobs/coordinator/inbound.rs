@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 use super::CoordJob;
 use super::machine::Input;
 use super::round::{AcceptedUpdate, Rejection, RoundInProgress};
-use crate::app::Shared;
+use crate::jobs::JobsContext;
 use crate::jobs::worker::BUSY;
 use crate::ledger::now_ms;
 use crate::net::Response;
@@ -27,11 +27,11 @@ const BID_STORE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 // The error is the answer to send back as it is: boxing it buys nothing.
 #[allow(clippy::result_large_err)]
-fn job_of(shared: &Shared, id: &Hash32) -> Result<Arc<CoordJob>, Response> {
-    match shared.jobs.coordinated(id) {
+fn job_of(ctx: &JobsContext, id: &Hash32) -> Result<Arc<CoordJob>, Response> {
+    match ctx.jobs.coordinated(id) {
         Some(job) => Ok(job),
         // A worker asking a restarted coordinator tries again shortly.
-        None if !shared.jobs.resumed() => Err(Response::refused(format!(
+        None if !ctx.jobs.resumed() => Err(Response::refused(format!(
             "{BUSY}: this node is still loading its jobs"
         ))),
         None => Err(Response::refused(format!(
@@ -40,7 +40,7 @@ fn job_of(shared: &Shared, id: &Hash32) -> Result<Arc<CoordJob>, Response> {
     }
 }
 
-pub async fn on_bid(shared: &Arc<Shared>, from: NodeId, signed: Signed<Bid>) -> Response {
+pub async fn on_bid(ctx: &Arc<JobsContext>, from: NodeId, signed: Signed<Bid>) -> Response {
     let (signer, bid) = match signed.verify_and_decode() {
         Ok(v) => v,
         Err(e) => return Response::refused(format!("bid: {e}")),
@@ -48,7 +48,7 @@ pub async fn on_bid(shared: &Arc<Shared>, from: NodeId, signed: Signed<Bid>) -> 
     if signer != from.0 || bid.node != from {
         return Response::refused("a bid must be signed and sent by the node it names");
     }
-    let job = match job_of(shared, &bid.job_id) {
+    let job = match job_of(ctx, &bid.job_id) {
         Ok(j) => j,
         Err(r) => return r,
     };
@@ -61,19 +61,15 @@ pub async fn on_bid(shared: &Arc<Shared>, from: NodeId, signed: Signed<Bid>) -> 
         attempt: 0,
         prev_allocation: Hash32::ZERO,
     };
-    let checked = market::validate_bids(
-        &market_job,
-        std::slice::from_ref(&signed),
-        &shared.trust,
-        now,
-    );
+    let checked =
+        market::validate_bids(&market_job, std::slice::from_ref(&signed), &ctx.trust, now);
     if let Some(rejected) = checked.rejected.first() {
         if let MarketError::AskAboveLimit { ask, .. } = rejected {
             let _ = job.handle(Input::AskAboveLimit { from, ask: *ask });
         }
         return Response::refused(format!("bid refused: {rejected}"));
     }
-    let ownership = match shared
+    let ownership = match ctx
         .trust
         .resolve_owner(&bid.node, bid.owner_cert.as_ref(), now)
     {
@@ -102,12 +98,12 @@ pub async fn on_bid(shared: &Arc<Shared>, from: NodeId, signed: Signed<Bid>) -> 
 }
 
 pub fn on_fetch_shards(
-    shared: &Shared,
+    ctx: &JobsContext,
     from: NodeId,
     job_id: Hash32,
     indices: Vec<u32>,
 ) -> Response {
-    let job = match job_of(shared, &job_id) {
+    let job = match job_of(ctx, &job_id) {
         Ok(j) => j,
         Err(r) => return r,
     };
@@ -141,7 +137,7 @@ pub fn on_fetch_shards(
 }
 
 fn receipt(
-    shared: &Shared,
+    ctx: &JobsContext,
     job_id: Hash32,
     round: u32,
     worker: NodeId,
@@ -156,7 +152,7 @@ fn receipt(
         }
     };
     Response::Receipt(Signed::sign(
-        &shared.key,
+        &ctx.key,
         &Receipt {
             job_id,
             round,
@@ -170,7 +166,7 @@ fn receipt(
 }
 
 pub async fn on_update(
-    shared: &Arc<Shared>,
+    ctx: &Arc<JobsContext>,
     from: NodeId,
     signed: Signed<RoundUpdate>,
     bytes: Vec<u8>,
@@ -184,21 +180,21 @@ pub async fn on_update(
     ) else {
         return Response::refused("update payload does not decode");
     };
-    let job = match job_of(shared, &claimed.job_id) {
+    let job = match job_of(ctx, &claimed.job_id) {
         Ok(j) => j,
         Err(r) => return r,
     };
     let checked = job.machine().check_update(from, &signed, &bytes, now_ms());
     let (update, param_count) = match checked {
         Ok(v) => v,
-        Err(rejection) => return reject(shared, &job, from, &claimed, rejection),
+        Err(rejection) => return reject(ctx, &job, from, &claimed, rejection),
     };
     let len = bytes.len() as u64;
     let decoded =
         tokio::task::spawn_blocking(move || RoundInProgress::decode(&bytes, param_count)).await;
     let delta = match decoded {
         Ok(Ok(d)) => d,
-        Ok(Err(rejection)) => return reject(shared, &job, from, &claimed, rejection),
+        Ok(Err(rejection)) => return reject(ctx, &job, from, &claimed, rejection),
         Err(e) => return Response::refused(format!("decoding thread: {e}")),
     };
     let accepted = AcceptedUpdate::new(&update, delta, len);
@@ -210,21 +206,14 @@ pub async fn on_update(
     if taken.is_ok() {
         debug!(target: TARGET, job = %job.id, round = update.round, worker = %from, bytes = len, "update accepted");
     }
-    receipt(
-        shared,
-        job.id,
-        update.round,
-        from,
-        update.update_hash,
-        taken,
-    )
+    receipt(ctx, job.id, update.round, from, update.update_hash, taken)
 }
 
 /// Refuses an update. Misbehaviour (bad signature, hash, size, values)
 /// also settles the worker's order as rejected, puts it out of the job,
 /// and is recorded as a failed `Verification`.
 fn reject(
-    shared: &Arc<Shared>,
+    ctx: &Arc<JobsContext>,
     job: &Arc<CoordJob>,
     from: NodeId,
     claimed: &RoundUpdate,
@@ -241,7 +230,7 @@ fn reject(
         rejection: rejection.clone(),
     });
     receipt(
-        shared,
+        ctx,
         job.id,
         claimed.round,
         from,
@@ -252,8 +241,8 @@ fn reject(
 
 /// A worker that cannot take part (e.g. its shards failed their hash
 /// checks twice) withdraws; it is out of the job.
-pub fn on_decline(shared: &Shared, from: NodeId, job_id: Hash32, reason: String) -> Response {
-    let job = match job_of(shared, &job_id) {
+pub fn on_decline(ctx: &JobsContext, from: NodeId, job_id: Hash32, reason: String) -> Response {
+    let job = match job_of(ctx, &job_id) {
         Ok(j) => j,
         Err(r) => return r,
     };
@@ -266,7 +255,7 @@ pub fn on_decline(shared: &Shared, from: NodeId, job_id: Hash32, reason: String)
 /// training failed): its order is settled as missed now, so the round
 /// does not wait for the deadline, and its shards go to others at the
 /// next clearing. A new bid brings it back.
-pub fn on_round_refusal(shared: &Shared, from: NodeId, signed: Signed<RoundRefusal>) -> Response {
+pub fn on_round_refusal(ctx: &JobsContext, from: NodeId, signed: Signed<RoundRefusal>) -> Response {
     let (signer, refusal) = match signed.verify_and_decode() {
         Ok(v) => v,
         Err(e) => return Response::refused(format!("round refusal: {e}")),
@@ -274,7 +263,7 @@ pub fn on_round_refusal(shared: &Shared, from: NodeId, signed: Signed<RoundRefus
     if signer != from.0 || refusal.worker != from {
         return Response::refused("a round refusal must be signed and sent by the worker it names");
     }
-    let job = match job_of(shared, &refusal.job_id) {
+    let job = match job_of(ctx, &refusal.job_id) {
         Ok(j) => j,
         Err(r) => return r,
     };

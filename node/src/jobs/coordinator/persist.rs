@@ -11,15 +11,14 @@ use fairgrid_protocol::ledger::EntryBody;
 
 use super::CoordJob;
 use super::machine::Input;
-use crate::app::Shared;
+use crate::jobs::JobsContext;
 use crate::jobs::model;
 
 /// Writes the job's checkpoint as the machine stands now.
-pub async fn save(shared: &Shared, job: &CoordJob) -> Result<(), String> {
+pub async fn save(ctx: &JobsContext, job: &CoordJob) -> Result<(), String> {
     let (record, params, unrecorded) = job.checkpoint();
     let params = model::params_to_bytes(&params);
-    shared
-        .jobs
+    ctx.jobs
         .store
         .put_coordinator(&job.id, &record, Some(&params), &unrecorded)
         .await
@@ -31,37 +30,36 @@ pub async fn save(shared: &Shared, job: &CoordJob) -> Result<(), String> {
 /// `check_ledger` (after a restart) an entry the ledger already holds is
 /// not appended again. The answer goes back to the machine.
 pub async fn write_ahead(
-    shared: &Shared,
+    ctx: &JobsContext,
     job: &CoordJob,
     entries: Vec<EntryBody>,
     check_ledger: bool,
 ) -> Input {
     let mut recorded = Vec::new();
-    let error = append_written_ahead(shared, job, entries, check_ledger, &mut recorded)
+    let error = append_written_ahead(ctx, job, entries, check_ledger, &mut recorded)
         .await
         .err();
     Input::WriteAheadDone { recorded, error }
 }
 
 async fn append_written_ahead(
-    shared: &Shared,
+    ctx: &JobsContext,
     job: &CoordJob,
     entries: Vec<EntryBody>,
     check_ledger: bool,
     recorded: &mut Vec<EntryBody>,
 ) -> Result<(), String> {
-    save(shared, job)
+    save(ctx, job)
         .await
         .map_err(|e| format!("checkpointing: {e}"))?;
     let in_ledger = if check_ledger {
-        recorded_bodies(shared, &job.id)?
+        recorded_bodies(ctx, &job.id)?
     } else {
         Vec::new()
     };
     for body in entries {
         if !in_ledger.contains(&body) {
-            shared
-                .ledger
+            ctx.ledger
                 .append(body.clone())
                 .await
                 .map_err(|e| e.to_string())?;
@@ -72,8 +70,8 @@ async fn append_written_ahead(
 }
 
 /// The bodies of this node's own ledger entries for `job`.
-fn recorded_bodies(shared: &Shared, job: &Hash32) -> Result<Vec<EntryBody>, String> {
-    let stored = shared
+fn recorded_bodies(ctx: &JobsContext, job: &Hash32) -> Result<Vec<EntryBody>, String> {
+    let stored = ctx
         .ledger
         .store()
         .entries_for_job(job)

@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use super::machine::{Coordinator, Input, Output, Stored};
 use super::{Checkpoint, CoordJob, persist};
-use crate::app::Shared;
+use crate::jobs::JobsContext;
 use crate::jobs::JobsError;
 use crate::jobs::data;
 use crate::jobs::events::EventLog;
@@ -31,10 +31,10 @@ async fn blocking<T: Send + 'static>(
 
 /// Checks the request, loads and cuts the data, signs the spec, records
 /// `JobSubmitted`, gossips the spec and starts the job's driver.
-pub async fn submit(shared: &Arc<Shared>, request: JobRequest) -> Result<JobAccepted, JobsError> {
+pub async fn submit(ctx: &Arc<JobsContext>, request: JobRequest) -> Result<JobAccepted, JobsError> {
     let plan = request::plan(&request).map_err(JobsError::BadRequest)?;
-    let active = shared.jobs.active_coordinated();
-    if active >= shared.config.jobs.max_jobs as usize {
+    let active = ctx.jobs.active_coordinated();
+    if active >= ctx.config.jobs.max_jobs as usize {
         return Err(JobsError::Busy(format!(
             "this node already coordinates {active} jobs (jobs.max_jobs); try again later"
         )));
@@ -47,12 +47,7 @@ pub async fn submit(shared: &Arc<Shared>, request: JobRequest) -> Result<JobAcce
     let mut nonce = [0u8; 8];
     getrandom::fill(&mut nonce).map_err(|e| JobsError::Internal(format!("random nonce: {e}")))?;
     let spec = plan
-        .spec(
-            shared.node_id,
-            u64::from_le_bytes(nonce),
-            now,
-            &data.facts(),
-        )
+        .spec(ctx.node_id, u64::from_le_bytes(nonce), now, &data.facts())
         .map_err(JobsError::BadRequest)?;
     let (spec_for_init, hyper) = (spec.model.clone(), spec.hyper.clone());
     let params = blocking(move || {
@@ -60,11 +55,11 @@ pub async fn submit(shared: &Arc<Shared>, request: JobRequest) -> Result<JobAcce
     })
     .await
     .map_err(JobsError::BadRequest)?;
-    let signed = Signed::sign(&shared.key, &spec);
+    let signed = Signed::sign(&ctx.key, &spec);
     let id = signed.id();
     // Adverts tell us the cheapest asks even of nodes that will not bid.
-    let cheapest = super::clearing::cheapest_advert(shared, &spec);
-    let max_bids = shared.config.jobs.max_bids_per_job as usize;
+    let cheapest = ctx.host.cheapest_advert(now);
+    let max_bids = ctx.config.jobs.max_bids_per_job as usize;
     let (machine, outputs) = Coordinator::submit(id, spec, params, now, cheapest, max_bids);
     let job = Arc::new(CoordJob::new(
         plan,
@@ -84,9 +79,9 @@ pub async fn submit(shared: &Arc<Shared>, request: JobRequest) -> Result<JobAcce
                 entries,
                 check_ledger,
             } => {
-                let done = persist::write_ahead(shared, &job, entries, check_ledger).await;
+                let done = persist::write_ahead(ctx, &job, entries, check_ledger).await;
                 if let Input::WriteAheadDone { error: Some(e), .. } = &done {
-                    let _ = shared.jobs.store.remove_coordinator(&id).await;
+                    let _ = ctx.jobs.store.remove_coordinator(&id).await;
                     return Err(JobsError::Internal(format!(
                         "storing the job failed, so it was not accepted: {e}"
                     )));
@@ -98,17 +93,14 @@ pub async fn submit(shared: &Arc<Shared>, request: JobRequest) -> Result<JobAcce
             }
         }
     }
-    shared.jobs.insert_coordinated(Arc::clone(&job));
+    ctx.jobs.insert_coordinated(Arc::clone(&job));
     info!(target: TARGET, job = %id, name = %job.plan.name, shards = job.spec.shard_count(), "job submitted");
-    publish_spec(shared, &job);
-    bid_on_own_job(shared, &job);
-    tokio::spawn(super::driver::supervise(
-        Arc::clone(shared),
-        Arc::clone(&job),
-    ));
+    publish_spec(ctx, &job);
+    bid_on_own_job(ctx, &job);
+    tokio::spawn(super::driver::supervise(Arc::clone(ctx), Arc::clone(&job)));
     Ok(JobAccepted {
         job_id: id.to_hex(),
-        coordinator: shared.node_id.to_string(),
+        coordinator: ctx.node_id.to_string(),
         shards: job.spec.shard_count(),
         dataset: job.spec.dataset.name.clone(),
     })
@@ -116,14 +108,14 @@ pub async fn submit(shared: &Arc<Shared>, request: JobRequest) -> Result<JobAcce
 
 /// Gossips the signed spec on the jobs topic, retrying while no peer has
 /// subscribed yet, until the bid window closes.
-pub fn publish_spec(shared: &Arc<Shared>, job: &Arc<CoordJob>) {
-    let shared = Arc::clone(shared);
+pub fn publish_spec(ctx: &Arc<JobsContext>, job: &Arc<CoordJob>) {
+    let ctx = Arc::clone(ctx);
     let bytes = job.signed_spec.to_bytes();
     let until = job.state().bidding_until;
     let id = job.id;
     tokio::spawn(async move {
         loop {
-            match shared.net.publish(Topic::Jobs, bytes.clone()).await {
+            match ctx.net.publish(Topic::Jobs, bytes.clone()).await {
                 Ok(()) => {
                     info!(target: TARGET, job = %id, "job spec gossiped");
                     return;
@@ -145,7 +137,7 @@ pub fn publish_spec(shared: &Arc<Shared>, job: &Arc<CoordJob>) {
 /// as unrecorded (unless the ledger has them), re-cuts its data (checked
 /// against the spec's hashes) unless it has ended, and restarts its driver.
 pub async fn resume(
-    shared: &Arc<Shared>,
+    ctx: &Arc<JobsContext>,
     checkpoint: Checkpoint,
     params: Option<Vec<u8>>,
     unrecorded: Vec<EntryBody>,
@@ -186,7 +178,7 @@ pub async fn resume(
         params,
         unrecorded,
     };
-    let max_bids = shared.config.jobs.max_bids_per_job as usize;
+    let max_bids = ctx.config.jobs.max_bids_per_job as usize;
     let (machine, outputs) =
         Coordinator::resume(id, spec, stored, now_ms(), max_bids, cannot_resume);
     let state = machine.state();
@@ -202,21 +194,17 @@ pub async fn resume(
         machine,
     ));
     job.queue(outputs);
-    shared.jobs.insert_coordinated(Arc::clone(&job));
+    ctx.jobs.insert_coordinated(Arc::clone(&job));
     if !ended {
-        bid_on_own_job(shared, &job);
-        tokio::spawn(super::driver::supervise(Arc::clone(shared), job));
+        bid_on_own_job(ctx, &job);
+        tokio::spawn(super::driver::supervise(Arc::clone(ctx), job));
     }
 }
 
 /// Gossip does not come back to its sender: this node's own worker bids
 /// on the job directly (unless it already works on it: a resumed worker
 /// record rejoins by itself).
-fn bid_on_own_job(shared: &Arc<Shared>, job: &CoordJob) {
-    let (s, signed, spec) = (
-        Arc::clone(shared),
-        job.signed_spec.clone(),
-        job.spec.clone(),
-    );
+fn bid_on_own_job(ctx: &Arc<JobsContext>, job: &CoordJob) {
+    let (s, signed, spec) = (Arc::clone(ctx), job.signed_spec.clone(), job.spec.clone());
     tokio::spawn(async move { crate::jobs::worker::bid(&s, signed, spec).await });
 }

@@ -13,7 +13,7 @@ use super::gate::{Admit, RoundKey, admit};
 use super::shards::{self, ShardError};
 use super::train::{self, RoundInput};
 use super::{WorkerJob, save};
-use crate::app::Shared;
+use crate::jobs::JobsContext;
 use crate::jobs::{model, transport};
 use crate::ledger::now_ms;
 use crate::net::wire::MAX_NOTICE_BIDS;
@@ -23,8 +23,8 @@ const TARGET: &str = "fairgrid::jobs";
 
 // The error is the answer to send back as it is: boxing it buys nothing.
 #[allow(clippy::result_large_err)]
-fn own_job(shared: &Shared, from: NodeId, job: &Hash32) -> Result<Arc<WorkerJob>, Response> {
-    let Some(worker) = shared.jobs.worker(job) else {
+fn own_job(ctx: &JobsContext, from: NodeId, job: &Hash32) -> Result<Arc<WorkerJob>, Response> {
+    let Some(worker) = ctx.jobs.worker(job) else {
         return Err(Response::refused(format!(
             "this node did not bid on job {job}"
         )));
@@ -45,7 +45,7 @@ fn own_job(shared: &Shared, from: NodeId, job: &Hash32) -> Result<Arc<WorkerJob>
 /// `market::verify` recomputes from the bids. On a mismatch the node
 /// refuses to take part and records why.
 fn check_allocation(
-    shared: &Shared,
+    ctx: &JobsContext,
     job: &WorkerJob,
     signed: &Signed<Allocation>,
     bids: &[Signed<Bid>],
@@ -78,27 +78,27 @@ fn check_allocation(
         attempt: allocation.attempt,
         prev_allocation: allocation.prev_allocation,
     };
-    market::verify(&allocation, &market_job, bids, &shared.trust).map_err(|e| e.to_string())?;
+    market::verify(&allocation, &market_job, bids, &ctx.trust).map_err(|e| e.to_string())?;
     Ok(allocation)
 }
 
 pub async fn on_allocation(
-    shared: &Arc<Shared>,
+    ctx: &Arc<JobsContext>,
     from: NodeId,
     signed: Signed<Allocation>,
     bids: Vec<Signed<Bid>>,
 ) -> Response {
-    let job = match own_job(shared, from, &signed_job(&signed)) {
+    let job = match own_job(ctx, from, &signed_job(&signed)) {
         Ok(j) => j,
         Err(r) => return r,
     };
-    let (s, j, sig) = (Arc::clone(shared), Arc::clone(&job), signed.clone());
+    let (s, j, sig) = (Arc::clone(ctx), Arc::clone(&job), signed.clone());
     let checked = tokio::task::spawn_blocking(move || check_allocation(&s, &j, &sig, &bids)).await;
     let allocation = match checked {
         Ok(Ok(a)) => a,
         Ok(Err(reason)) => {
             warn!(target: TARGET, job = %job.id, coordinator = %from, %reason, "allocation does not verify; refusing to take part");
-            shared.record(EntryBody::Verification {
+            ctx.record(EntryBody::Verification {
                 job_id: job.id,
                 round: 0,
                 node: from,
@@ -110,9 +110,9 @@ pub async fn on_allocation(
         Err(e) => return Response::refused(format!("verifier thread: {e}")),
     };
     let hash = allocation.hash();
-    let mine = allocation.shards_of(&shared.node_id).to_vec();
+    let mine = allocation.shards_of(&ctx.node_id).to_vec();
     info!(target: TARGET, job = %job.id, attempt = allocation.attempt, shards = mine.len(), "allocation verified");
-    shared.record(EntryBody::Verification {
+    ctx.record(EntryBody::Verification {
         job_id: job.id,
         round: 0,
         node: from,
@@ -124,10 +124,10 @@ pub async fn on_allocation(
         ),
     });
     job.remember(hash, mine.clone());
-    save(shared, &job).await;
+    save(ctx, &job).await;
     if !mine.is_empty() {
         // Fetch the shards now, so the first round does not wait for them.
-        let (s, j) = (Arc::clone(shared), Arc::clone(&job));
+        let (s, j) = (Arc::clone(ctx), Arc::clone(&job));
         tokio::spawn(async move {
             if let Err(ShardError::Corrupt(reason)) = shards::ensure(&s, &j, &mine).await {
                 decline(&s, &j, reason).await;
@@ -147,18 +147,18 @@ fn signed_job(signed: &Signed<Allocation>) -> Hash32 {
     .unwrap_or(Hash32::ZERO)
 }
 
-async fn decline(shared: &Arc<Shared>, job: &Arc<WorkerJob>, reason: String) {
+async fn decline(ctx: &Arc<JobsContext>, job: &Arc<WorkerJob>, reason: String) {
     warn!(target: TARGET, job = %job.id, %reason, "withdrawing from the job");
     let request = Request::JobDecline {
         job_id: job.id,
         reason: reason.chars().take(900).collect(),
     };
-    let _ = transport::call(shared, job.coordinator, request).await;
-    super::finished(shared, job).await;
+    let _ = transport::call(ctx, job.coordinator, request).await;
+    super::finished(ctx, job).await;
 }
 
 pub async fn on_round_start(
-    shared: &Arc<Shared>,
+    ctx: &Arc<JobsContext>,
     from: NodeId,
     signed: Signed<RoundStart>,
     params: Vec<u8>,
@@ -167,7 +167,7 @@ pub async fn on_round_start(
         Ok(v) => v,
         Err(e) => return Response::refused(format!("round start: {e}")),
     };
-    let job = match own_job(shared, from, &start.job_id) {
+    let job = match own_job(ctx, from, &start.job_id) {
         Ok(j) => j,
         Err(r) => return r,
     };
@@ -180,7 +180,7 @@ pub async fn on_round_start(
             start.allocation
         ));
     };
-    let order = start.orders.iter().find(|o| o.node == shared.node_id);
+    let order = start.orders.iter().find(|o| o.node == ctx.node_id);
     if order.map(|o| &o.shards) != Some(&mine) || mine.is_empty() {
         return Response::refused(
             "the round's order for this node differs from the verified allocation",
@@ -223,12 +223,12 @@ pub async fn on_round_start(
         }
         Ok(Some(trained)) => {
             debug!(target: TARGET, job = %job.id, round = start.round, "round sent again after training it; sending the update again");
-            let (s, j) = (Arc::clone(shared), Arc::clone(&job));
+            let (s, j) = (Arc::clone(ctx), Arc::clone(&job));
             tokio::spawn(async move { deliver(&s, &j, start.round, &trained).await });
             Response::Accepted
         }
         Ok(None) => {
-            let (s, j) = (Arc::clone(shared), Arc::clone(&job));
+            let (s, j) = (Arc::clone(ctx), Arc::clone(&job));
             tokio::spawn(async move {
                 let round = start.round;
                 let base_params = start.params_hash;
@@ -262,16 +262,16 @@ enum RoundFailure {
 
 /// Loads the shards and trains on a blocking thread.
 async fn work_round(
-    shared: &Arc<Shared>,
+    ctx: &Arc<JobsContext>,
     job: &Arc<WorkerJob>,
     start: RoundStart,
     params: Vec<f32>,
     mine: Vec<u32>,
 ) -> Result<Arc<train::Trained>, RoundFailure> {
-    let loaded = match shards::ensure(shared, job, &mine).await {
+    let loaded = match shards::ensure(ctx, job, &mine).await {
         Ok(l) => l,
         Err(ShardError::Corrupt(reason)) => {
-            decline(shared, job, reason).await;
+            decline(ctx, job, reason).await;
             return Err(RoundFailure::Declined);
         }
         Err(ShardError::Unavailable(reason)) => {
@@ -284,13 +284,13 @@ async fn work_round(
         spec: job.spec.clone(),
         job_id: job.id,
         round: start.round,
-        worker: shared.node_id,
-        key: shared.key.clone(),
+        worker: ctx.node_id,
+        key: ctx.key.clone(),
         params,
         base_params: start.params_hash,
         shards: mine,
         loaded,
-        threads: model::threads(shared.config.worker.threads),
+        threads: model::threads(ctx.config.worker.threads),
         fault: super::train::TestFault::from_env(),
     };
     let engine = Arc::clone(&job.engine);
@@ -307,12 +307,17 @@ async fn work_round(
 }
 
 /// Sends an update and reads the receipt.
-async fn deliver(shared: &Arc<Shared>, job: &Arc<WorkerJob>, round: u32, trained: &train::Trained) {
+async fn deliver(
+    ctx: &Arc<JobsContext>,
+    job: &Arc<WorkerJob>,
+    round: u32,
+    trained: &train::Trained,
+) {
     let request = Request::RoundUpdate {
         update: trained.update.clone(),
         bytes: trained.bytes.clone(),
     };
-    match transport::call(shared, job.coordinator, request).await {
+    match transport::call(ctx, job.coordinator, request).await {
         Ok(Response::Receipt(receipt)) => read_receipt(job, &receipt, round).await,
         Ok(Response::Refused { reason }) => {
             debug!(target: TARGET, job = %job.id, round, %reason, "update refused")
@@ -326,7 +331,7 @@ async fn deliver(shared: &Arc<Shared>, job: &Arc<WorkerJob>, round: u32, trained
 
 /// Tells the coordinator, signed, that this round will bring no update.
 async fn refuse_round(
-    shared: &Arc<Shared>,
+    ctx: &Arc<JobsContext>,
     job: &Arc<WorkerJob>,
     round: u32,
     base_params: Hash32,
@@ -335,17 +340,17 @@ async fn refuse_round(
     warn!(target: TARGET, job = %job.id, round, %reason, "refusing the round");
     crate::net::wire::clip(&mut reason, 900);
     let refusal = Signed::sign(
-        &shared.key,
+        &ctx.key,
         &RoundRefusal {
             job_id: job.id,
             round,
-            worker: shared.node_id,
+            worker: ctx.node_id,
             base_params,
             reason,
             issued_at: now_ms(),
         },
     );
-    match transport::call(shared, job.coordinator, Request::RoundRefusal(refusal)).await {
+    match transport::call(ctx, job.coordinator, Request::RoundRefusal(refusal)).await {
         Ok(Response::Accepted) => {}
         Ok(other) => {
             debug!(target: TARGET, job = %job.id, round, answer = ?other, "round refusal not taken")

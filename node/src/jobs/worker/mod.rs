@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 
 use super::coordinator::inbound::JOB_ENDED;
 use super::{ledger_sync, transport};
-use crate::app::Shared;
+use crate::jobs::JobsContext;
 use crate::ledger::now_ms;
 use crate::net::{Request, Response, Verdict};
 
@@ -105,16 +105,16 @@ impl WorkerJob {
     }
 }
 
-pub async fn save(shared: &Shared, job: &WorkerJob) {
+pub async fn save(ctx: &JobsContext, job: &WorkerJob) {
     let record = job.record().clone();
-    if let Err(e) = shared.jobs.store.put_worker(&job.id, &record).await {
+    if let Err(e) = ctx.jobs.store.put_worker(&job.id, &record).await {
         warn!(target: TARGET, job = %job.id, error = %e, "saving the worker record failed");
     }
 }
 
 /// Validates a gossiped job spec (the verdict decides forwarding) and, if
 /// this node should work on it, bids in the background.
-pub fn on_gossip(shared: &Arc<Shared>, source: PeerId, data: &[u8]) -> Verdict {
+pub fn on_gossip(ctx: &Arc<JobsContext>, source: PeerId, data: &[u8]) -> Verdict {
     let checked = Signed::<JobSpec>::from_bytes(data)
         .map_err(|e| e.to_string())
         .and_then(|signed| {
@@ -141,33 +141,25 @@ pub fn on_gossip(shared: &Arc<Shared>, source: PeerId, data: &[u8]) -> Verdict {
         // Still valid for others to see; too late to bid on.
         return Verdict::Accept;
     }
-    let shared = Arc::clone(shared);
-    tokio::spawn(async move { bid(&shared, signed, spec).await });
+    let ctx = Arc::clone(ctx);
+    tokio::spawn(async move { bid(&ctx, signed, spec).await });
     Verdict::Accept
 }
 
 /// Bids on a job the node heard of (or its own), if the policy says so.
-pub async fn bid(shared: &Arc<Shared>, signed: Signed<JobSpec>, spec: JobSpec) {
+pub async fn bid(ctx: &Arc<JobsContext>, signed: Signed<JobSpec>, spec: JobSpec) {
     let id = signed.id();
-    if shared.jobs.worker(&id).is_some() {
+    if ctx.jobs.worker(&id).is_some() {
         return;
     }
     let now = now_ms();
-    let (offered, floor) = {
-        let publisher = shared.publisher.lock().expect("publisher lock");
-        (
-            publisher.offered(now),
-            publisher
-                .current()
-                .map_or(shared.config.offer.price_floor, |a| a.price_floor),
-        )
-    };
+    let (offered, floor) = ctx.host.offer(now);
     let terms = match policy::decide(
-        &shared.config.worker,
+        &ctx.config.worker,
         offered,
         floor,
-        shared.jobs.active_workers(),
-        spec.submitter == shared.node_id,
+        ctx.jobs.active_workers(),
+        spec.submitter == ctx.node_id,
         &spec,
     ) {
         Ok(t) => t,
@@ -183,7 +175,7 @@ pub async fn bid(shared: &Arc<Shared>, signed: Signed<JobSpec>, spec: JobSpec) {
         finished: false,
     };
     let job = Arc::new(WorkerJob::new(record, spec));
-    if !shared.jobs.insert_worker(Arc::clone(&job)) {
+    if !ctx.jobs.insert_worker(Arc::clone(&job)) {
         return;
     }
     // A coordinator that cannot be reached may be restarting: it resumes
@@ -193,15 +185,15 @@ pub async fn bid(shared: &Arc<Shared>, signed: Signed<JobSpec>, spec: JobSpec) {
         if attempt > 0 {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
-        match send_bid(shared, &job, terms.ask, terms.capacity).await {
+        match send_bid(ctx, &job, terms.ask, terms.capacity).await {
             Ok(()) => {
                 info!(target: TARGET, job = %id, ask = terms.ask, "bid sent");
-                save(shared, &job).await;
+                save(ctx, &job).await;
                 return;
             }
             Err(BidError::Refused(reason)) => {
                 info!(target: TARGET, job = %id, %reason, "bid not taken");
-                shared.jobs.remove_worker(&id);
+                ctx.jobs.remove_worker(&id);
                 return;
             }
             Err(BidError::Retry(reason)) => {
@@ -211,7 +203,7 @@ pub async fn bid(shared: &Arc<Shared>, signed: Signed<JobSpec>, spec: JobSpec) {
         }
     }
     info!(target: TARGET, job = %id, reason = %last, "bid not delivered");
-    shared.jobs.remove_worker(&id);
+    ctx.jobs.remove_worker(&id);
 }
 
 /// How a refusal that is worth trying again begins.
@@ -227,25 +219,25 @@ enum BidError {
 }
 
 async fn send_bid(
-    shared: &Arc<Shared>,
+    ctx: &Arc<JobsContext>,
     job: &WorkerJob,
     ask: u64,
     capacity: fairgrid_protocol::ResourceVec,
 ) -> Result<(), BidError> {
     let nonce = job.record().nonce;
     let bid = Signed::sign(
-        &shared.key,
+        &ctx.key,
         &Bid {
             job_id: job.id,
-            node: shared.node_id,
-            owner_cert: shared.cert.clone(),
+            node: ctx.node_id,
+            owner_cert: ctx.cert.clone(),
             ask,
             capacity,
             nonce,
             issued_at: now_ms(),
         },
     );
-    match transport::call(shared, job.coordinator, Request::JobBid(bid)).await {
+    match transport::call(ctx, job.coordinator, Request::JobBid(bid)).await {
         Ok(Response::Accepted) => Ok(()),
         Ok(Response::Refused { reason }) if reason.starts_with(BUSY) => {
             Err(BidError::Retry(reason))
@@ -259,35 +251,27 @@ async fn send_bid(
 /// Bids again on a job this node worked on (after a restart, or after the
 /// coordinator stopped counting on it), with a higher nonce. If the job
 /// has ended, exchanges its ledger entries instead.
-pub async fn rejoin(shared: &Arc<Shared>, job: &Arc<WorkerJob>) {
+pub async fn rejoin(ctx: &Arc<JobsContext>, job: &Arc<WorkerJob>) {
     let now = now_ms();
     {
         let mut record = job.record();
         record.nonce = record.nonce.saturating_add(1).max(now);
     }
-    let (offered, floor) = {
-        let publisher = shared.publisher.lock().expect("publisher lock");
-        (
-            publisher.offered(now),
-            publisher
-                .current()
-                .map_or(shared.config.offer.price_floor, |a| a.price_floor),
-        )
-    };
-    let ask = if shared.config.worker.ask > 0 {
-        shared.config.worker.ask
+    let (offered, floor) = ctx.host.offer(now);
+    let ask = if ctx.config.worker.ask > 0 {
+        ctx.config.worker.ask
     } else {
         floor
     };
-    save(shared, job).await;
+    save(ctx, job).await;
     for attempt in 0..10u32 {
-        match send_bid(shared, job, ask, offered).await {
+        match send_bid(ctx, job, ask, offered).await {
             Ok(()) => {
                 info!(target: TARGET, job = %job.id, "rejoined the job");
                 return;
             }
             Err(BidError::Refused(reason)) if reason.contains(JOB_ENDED) => {
-                match ledger_sync::exchange(shared, job.coordinator, job.id).await {
+                match ledger_sync::exchange(ctx, job.coordinator, job.id).await {
                     Ok(_) => {
                         info!(target: TARGET, job = %job.id, "job had ended; ledger entries exchanged")
                     }
@@ -295,7 +279,7 @@ pub async fn rejoin(shared: &Arc<Shared>, job: &Arc<WorkerJob>) {
                         warn!(target: TARGET, job = %job.id, error = %e, "job had ended; ledger exchange failed")
                     }
                 }
-                finished(shared, job).await;
+                finished(ctx, job).await;
                 return;
             }
             Err(BidError::Retry(reason)) => {
@@ -303,7 +287,7 @@ pub async fn rejoin(shared: &Arc<Shared>, job: &Arc<WorkerJob>) {
             }
             Err(BidError::Refused(reason)) => {
                 info!(target: TARGET, job = %job.id, %reason, "rejoin refused; leaving the job");
-                finished(shared, job).await;
+                finished(ctx, job).await;
                 return;
             }
         }
@@ -314,19 +298,19 @@ pub async fn rejoin(shared: &Arc<Shared>, job: &Arc<WorkerJob>) {
 
 /// The job ended (its ledger entries arrived, or the coordinator says
 /// so): free the training state and remember it as finished.
-pub async fn finished(shared: &Shared, job: &WorkerJob) {
+pub async fn finished(ctx: &JobsContext, job: &WorkerJob) {
     job.record().finished = true;
     job.engine.lock().expect("engine lock").take();
     job.trained.lock().expect("trained lock").take();
     job.shards.lock().expect("shards lock").clear();
-    save(shared, job).await;
+    save(ctx, job).await;
 }
 
 /// Loads the worker records of a restarted node; returns the jobs that
 /// have not ended, to rejoin.
-pub fn load(shared: &Arc<Shared>) -> Vec<Arc<WorkerJob>> {
+pub fn load(ctx: &Arc<JobsContext>) -> Vec<Arc<WorkerJob>> {
     let mut rejoining = Vec::new();
-    for item in shared.jobs.store.workers::<WorkerRecord>() {
+    for item in ctx.jobs.store.workers::<WorkerRecord>() {
         let (id, record) = match item {
             Ok(v) => v,
             Err(e) => {
@@ -338,15 +322,15 @@ pub fn load(shared: &Arc<Shared>) -> Vec<Arc<WorkerJob>> {
             continue;
         }
         let Ok((_, spec)) = record.spec.verify_and_decode() else {
-            let _ = shared.jobs.store.remove_worker(&id);
+            let _ = ctx.jobs.store.remove_worker(&id);
             continue;
         };
         if spec.deadline <= now_ms() {
-            let _ = shared.jobs.store.remove_worker(&id);
+            let _ = ctx.jobs.store.remove_worker(&id);
             continue;
         }
         let job = Arc::new(WorkerJob::new(record, spec));
-        if shared.jobs.insert_worker(Arc::clone(&job)) {
+        if ctx.jobs.insert_worker(Arc::clone(&job)) {
             rejoining.push(job);
         }
     }

@@ -12,7 +12,7 @@ use fairgrid_protocol::ledger::EntryBody;
 use tracing::{debug, warn};
 
 use super::WorkerJob;
-use crate::app::Shared;
+use crate::jobs::JobsContext;
 use crate::jobs::transport;
 use crate::net::wire::{MAX_SHARD_BATCH, MAX_SHARD_BATCH_BYTES};
 use crate::net::{Request, Response};
@@ -38,7 +38,7 @@ pub enum ShardError {
 
 /// Makes sure every shard in `indices` is loaded, fetching what is missing.
 pub async fn ensure(
-    shared: &Arc<Shared>,
+    ctx: &Arc<JobsContext>,
     job: &Arc<WorkerJob>,
     indices: &[u32],
 ) -> Result<Vec<Arc<Shard>>, ShardError> {
@@ -52,7 +52,7 @@ pub async fn ensure(
             continue;
         }
         let hash = job.spec.dataset.shards[i as usize].hash;
-        let cached = shared
+        let cached = ctx
             .jobs
             .shards
             .get(&hash)
@@ -68,10 +68,10 @@ pub async fn ensure(
         }
     }
     for batch in batches(job, &missing) {
-        let fetched = fetch(shared, job, &batch).await?;
+        let fetched = fetch(ctx, job, &batch).await?;
         let mut retry = Vec::new();
         for (i, bytes) in batch.iter().zip(fetched) {
-            match accept(shared, job, *i, &bytes) {
+            match accept(ctx, job, *i, &bytes) {
                 Ok(()) => {}
                 Err(reason) => {
                     warn!(target: TARGET, job = %job.id, shard = i, %reason, "shard failed its check; fetching it again");
@@ -80,11 +80,11 @@ pub async fn ensure(
             }
         }
         for i in retry {
-            let again = fetch(shared, job, &[i]).await?;
+            let again = fetch(ctx, job, &[i]).await?;
             let bytes = again.into_iter().next().unwrap_or_default();
-            if let Err(reason) = accept(shared, job, i, &bytes) {
+            if let Err(reason) = accept(ctx, job, i, &bytes) {
                 let detail = format!("shard {i} failed its check twice: {reason}");
-                shared.record(EntryBody::Verification {
+                ctx.record(EntryBody::Verification {
                     job_id: job.id,
                     round: 0,
                     node: job.coordinator,
@@ -127,7 +127,7 @@ fn batches(job: &WorkerJob, indices: &[u32]) -> Vec<Vec<u32>> {
 }
 
 async fn fetch(
-    shared: &Arc<Shared>,
+    ctx: &Arc<JobsContext>,
     job: &WorkerJob,
     indices: &[u32],
 ) -> Result<Vec<Vec<u8>>, ShardError> {
@@ -135,7 +135,7 @@ async fn fetch(
         job_id: job.id,
         indices: indices.to_vec(),
     };
-    match transport::call(shared, job.coordinator, request).await {
+    match transport::call(ctx, job.coordinator, request).await {
         Ok(Response::Shards(list)) if list.len() == indices.len() => {
             debug!(target: TARGET, job = %job.id, shards = list.len(), "shards fetched");
             Ok(list)
@@ -154,7 +154,7 @@ async fn fetch(
 }
 
 /// Checks a fetched shard against the spec, decodes, caches and loads it.
-fn accept(shared: &Shared, job: &WorkerJob, index: u32, bytes: &[u8]) -> Result<(), String> {
+fn accept(ctx: &JobsContext, job: &WorkerJob, index: u32, bytes: &[u8]) -> Result<(), String> {
     let info = &job.spec.dataset.shards[index as usize];
     if bytes.len() != shard_len(job, index) {
         return Err(format!(
@@ -171,7 +171,7 @@ fn accept(shared: &Shared, job: &WorkerJob, index: u32, bytes: &[u8]) -> Result<
     if shard.len() != info.samples as usize {
         return Err("sample count differs from the spec".into());
     }
-    if let Err(e) = shared.jobs.shards.put(&hash, bytes) {
+    if let Err(e) = ctx.jobs.shards.put(&hash, bytes) {
         warn!(target: TARGET, job = %job.id, error = %e, "shard not cached");
     }
     job.shards
