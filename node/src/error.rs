@@ -22,6 +22,8 @@ pub enum NodeError {
     Storage(#[from] sled::Error),
     #[error("ledger: {0}")]
     Ledger(String),
+    #[error("job store: {0}")]
+    JobStore(String),
     #[error("ledger entry rejected: {0}")]
     Protocol(#[from] ProtocolError),
     #[error(

@@ -9,10 +9,15 @@
 //!
 //! Every write is flushed before the caller goes on, so a checkpoint that
 //! was reported is on disk. The flush is sled's blocking one on a blocking
-//! thread: its `flush_async` can deadlock (sled issues 1308 and 1412). Records are bincode; a record that does not
-//! decode is reported and skipped, never half-applied.
+//! thread: its `flush_async` can deadlock (sled issues 1308 and 1412). A
+//! write that fails (a full disk) drops the database's handles and the
+//! next operation opens it again, since sled refuses every write after a
+//! failed one; a write that does not finish within 30 s is reported as
+//! stuck. Records are bincode; a record that does not decode is reported
+//! and skipped, never half-applied.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use fairgrid_protocol::Hash32;
 use fairgrid_protocol::codec::{decode_exact, encode};
@@ -25,13 +30,76 @@ use crate::error::{NodeError, Result};
 /// Largest record (a coordinator checkpoint without its parameters).
 const MAX_RECORD: usize = 256 * 1024 * 1024;
 
+/// The job store's sled database and its trees.
 #[derive(Clone)]
-pub struct JobStore {
+struct Trees {
     db: sled::Db,
     coordinator: sled::Tree,
     params: sled::Tree,
     unrecorded: sled::Tree,
     worker: sled::Tree,
+}
+
+impl Trees {
+    fn open(path: &Path) -> Result<Trees> {
+        let db = sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|e| store_error(format!("opening {}", path.display()), e))?;
+        let tree = |name: &str| {
+            db.open_tree(name)
+                .map_err(|e| store_error(format!("opening tree {name}"), e))
+        };
+        Ok(Trees {
+            coordinator: tree("coordinator")?,
+            params: tree("params")?,
+            unrecorded: tree("unrecorded")?,
+            worker: tree("worker")?,
+            db,
+        })
+    }
+}
+
+fn store_error(what: impl std::fmt::Display, e: impl std::fmt::Debug) -> NodeError {
+    NodeError::JobStore(format!("{what}: {e:?}"))
+}
+
+/// The handles in `slot`, opening the database at `path` again if a
+/// write dropped them. Blocking.
+fn open_trees(slot: &Mutex<Option<Trees>>, path: &Path) -> Result<Trees> {
+    let mut slot = slot.lock().expect("job store lock");
+    if let Some(trees) = slot.as_ref() {
+        return Ok(trees.clone());
+    }
+    let deadline = std::time::Instant::now() + REOPEN_WAIT;
+    let trees = loop {
+        match Trees::open(path) {
+            Ok(trees) => break trees,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    tracing::info!(target: "fairgrid::jobs", path = %path.display(), "job store reopened");
+    *slot = Some(trees.clone());
+    Ok(trees)
+}
+
+/// How long a write and its flush may take before the caller is told the
+/// store is stuck.
+const WRITE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long a reopen waits for the old handles' background threads to let
+/// go of the database's lock.
+const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The job store. Sled refuses every write after one failed (a full disk,
+/// say) until it is opened again, so a failed write drops the handles and
+/// the next operation reopens the database: storage that recovers (space
+/// freed) is usable again without restarting the node.
+pub struct JobStore {
+    trees: Arc<Mutex<Option<Trees>>>,
     root: PathBuf,
 }
 
@@ -55,18 +123,9 @@ impl JobStore {
             let path = root.join(dir);
             std::fs::create_dir_all(&path).map_err(|e| NodeError::io(&path, e))?;
         }
-        let db = sled::Config::new()
-            .path(root.join("db"))
-            .open()
-            .map_err(|e| {
-                NodeError::Ledger(format!("opening {}: {e}", root.join("db").display()))
-            })?;
+        let trees = Trees::open(&root.join("db"))?;
         Ok(JobStore {
-            coordinator: db.open_tree("coordinator")?,
-            params: db.open_tree("params")?,
-            unrecorded: db.open_tree("unrecorded")?,
-            worker: db.open_tree("worker")?,
-            db,
+            trees: Arc::new(Mutex::new(Some(trees))),
             root: root.to_path_buf(),
         })
     }
@@ -81,12 +140,51 @@ impl JobStore {
             .join(format!("{}.safetensors", job.to_hex()))
     }
 
-    async fn flush(&self) -> Result<()> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
-            .await
-            .map_err(|e| NodeError::Ledger(format!("flush thread: {e}")))??;
-        Ok(())
+    /// The open database, reopened first if a write failed since.
+    /// Blocking while it reopens: the async paths go through [`Self::write`].
+    fn trees(&self) -> Result<Trees> {
+        open_trees(&self.trees, &self.root.join("db"))
+    }
+
+    /// Runs a write and flushes it, on a blocking thread; on failure the
+    /// handles are dropped so that the next operation reopens the database.
+    async fn write(
+        &self,
+        what: String,
+        op: impl FnOnce(&Trees) -> std::result::Result<(), String> + Send + 'static,
+    ) -> Result<()> {
+        let (slot, path) = (Arc::clone(&self.trees), self.root.join("db"));
+        let (stuck_slot, stuck_what) = (Arc::clone(&slot), what.clone());
+        let write = tokio::task::spawn_blocking(move || {
+            let done = open_trees(&slot, &path)
+                .map_err(|e| e.to_string())
+                .and_then(|trees| {
+                    op(&trees)?;
+                    trees
+                        .db
+                        .flush()
+                        .map(|_| ())
+                        .map_err(|e| format!("flush: {e:?}"))
+                });
+            if done.is_err() {
+                slot.lock().expect("job store lock").take();
+            }
+            done
+        });
+        // Sled can block for good on an I/O error (a full disk): the caller
+        // gets an error instead of waiting with it.
+        let done = match tokio::time::timeout(WRITE_LIMIT, write).await {
+            Ok(joined) => joined.unwrap_or_else(|e| Err(format!("store thread: {e}"))),
+            Err(_) => {
+                stuck_slot.lock().expect("job store lock").take();
+                tracing::error!(target: "fairgrid::jobs", what = %stuck_what, "the job store did not answer");
+                Err(format!(
+                    "the job store did not answer within {} s (is the disk full?)",
+                    WRITE_LIMIT.as_secs()
+                ))
+            }
+        };
+        done.map_err(|e| NodeError::JobStore(format!("{what}: {e}")))
     }
 
     /// Stores a coordinator checkpoint, the parameters it goes with and
@@ -100,27 +198,33 @@ impl JobStore {
     ) -> Result<()> {
         let record = encode(record);
         let unrecorded = encode(&unrecorded);
-        (&self.coordinator, &self.params, &self.unrecorded)
-            .transaction(|(c, p, u)| {
-                c.insert(&job.0, record.as_slice())?;
-                if let Some(params) = params {
-                    p.insert(&job.0, params)?;
-                }
-                u.insert(&job.0, unrecorded.as_slice())?;
-                Ok(())
-            })
-            .map_err(|e: sled::transaction::TransactionError<()>| {
-                NodeError::Ledger(format!("checkpoint of job {job}: {e:?}"))
-            })?;
-        self.flush().await
+        let params = params.map(<[u8]>::to_vec);
+        let key = job.0;
+        self.write(format!("checkpoint of job {job}"), move |t| {
+            (&t.coordinator, &t.params, &t.unrecorded)
+                .transaction(|(c, p, u)| {
+                    c.insert(&key, record.as_slice())?;
+                    if let Some(params) = &params {
+                        p.insert(&key, params.as_slice())?;
+                    }
+                    u.insert(&key, unrecorded.as_slice())?;
+                    Ok(())
+                })
+                .map_err(|e: sled::transaction::TransactionError<()>| format!("{e:?}"))
+        })
+        .await
     }
 
     /// Forgets a coordinator checkpoint (a job whose acceptance failed).
     pub async fn remove_coordinator(&self, job: &Hash32) -> Result<()> {
-        self.coordinator.remove(job.0)?;
-        self.params.remove(job.0)?;
-        self.unrecorded.remove(job.0)?;
-        self.flush().await
+        let key = job.0;
+        self.write(format!("removing job {job}"), move |t| {
+            for tree in [&t.coordinator, &t.params, &t.unrecorded] {
+                tree.remove(key).map_err(|e| format!("{e:?}"))?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Every coordinator checkpoint that decodes, with its parameters;
@@ -128,7 +232,11 @@ impl JobStore {
     pub fn coordinators<T: DeserializeOwned>(
         &self,
     ) -> Vec<std::result::Result<StoredCheckpoint<T>, String>> {
-        self.coordinator
+        let t = match self.trees() {
+            Ok(t) => t,
+            Err(e) => return vec![Err(e.to_string())],
+        };
+        t.coordinator
             .iter()
             .map(|item| {
                 let (key, value) = item.map_err(|e| e.to_string())?;
@@ -139,12 +247,12 @@ impl JobStore {
                 );
                 let record = decode_exact("checkpoint", &value, MAX_RECORD)
                     .map_err(|e| format!("checkpoint of job {job}: {e}"))?;
-                let params = self
+                let params = t
                     .params
                     .get(job.0)
                     .map_err(|e| e.to_string())?
                     .map(|v| v.to_vec());
-                let unrecorded = match self.unrecorded.get(job.0).map_err(|e| e.to_string())? {
+                let unrecorded = match t.unrecorded.get(job.0).map_err(|e| e.to_string())? {
                     Some(bytes) => decode_exact("unrecorded entries", &bytes, MAX_UNRECORDED)
                         .map_err(|e| format!("unrecorded entries of job {job}: {e}"))?,
                     None => Vec::new(),
@@ -160,12 +268,22 @@ impl JobStore {
     }
 
     pub async fn put_worker<T: Serialize>(&self, job: &Hash32, record: &T) -> Result<()> {
-        self.worker.insert(job.0, encode(record))?;
-        self.flush().await
+        let (key, value) = (job.0, encode(record));
+        self.write(format!("worker record of job {job}"), move |t| {
+            t.worker
+                .insert(key, value)
+                .map(|_| ())
+                .map_err(|e| format!("{e:?}"))
+        })
+        .await
     }
 
     pub fn workers<T: DeserializeOwned>(&self) -> Vec<std::result::Result<(Hash32, T), String>> {
-        self.worker
+        let t = match self.trees() {
+            Ok(t) => t,
+            Err(e) => return vec![Err(e.to_string())],
+        };
+        t.worker
             .iter()
             .map(|item| {
                 let (key, value) = item.map_err(|e| e.to_string())?;
@@ -182,7 +300,10 @@ impl JobStore {
     }
 
     pub fn remove_worker(&self, job: &Hash32) -> Result<()> {
-        self.worker.remove(job.0)?;
+        let t = self.trees()?;
+        t.worker
+            .remove(job.0)
+            .map_err(|e| store_error(format!("removing worker record of job {job}"), e))?;
         Ok(())
     }
 }
@@ -332,6 +453,8 @@ mod tests {
         store.remove_coordinator(&job).await.unwrap();
         assert!(store.coordinators::<(u32, String)>().is_empty());
         store
+            .trees()
+            .unwrap()
             .coordinator
             .insert(Hash32::of(b"k").0, &[0xff, 0xff][..])
             .unwrap();

@@ -8,6 +8,7 @@ mod cluster;
 mod common;
 mod consortium;
 mod cuda_probe_cli;
+mod disk_full;
 mod hostile;
 mod job_cli;
 mod jobs_churn;
