@@ -3,16 +3,16 @@
 
 use std::sync::Arc;
 
-use fairgrid_protocol::ledger::EntryBody;
 use fairgrid_protocol::market::{self, MarketJob};
 use fairgrid_protocol::messages::{Allocation, Bid, Receipt, RoundRefusal, RoundStart};
 use fairgrid_protocol::{Hash32, NodeId, Signed};
 use tracing::{debug, info, warn};
 
-use super::gate::{Admit, RoundKey, admit};
+use super::gate::RoundKey;
+use super::machine::{Input, Output, Reply, Verified};
 use super::shards::{self, ShardError};
 use super::train::{self, RoundInput};
-use super::{WorkerJob, save};
+use super::{WorkerJob, apply, apply_later, execute};
 use crate::jobs::JobsContext;
 use crate::jobs::{model, transport};
 use crate::ledger::now_ms;
@@ -29,15 +29,16 @@ fn own_job(ctx: &JobsContext, from: NodeId, job: &Hash32) -> Result<Arc<WorkerJo
             "this node did not bid on job {job}"
         )));
     };
-    if worker.coordinator != from {
-        return Err(Response::refused(
-            "only the job's coordinator sends its allocations and rounds",
-        ));
-    }
-    if worker.is_finished() {
-        return Err(Response::refused("this node's part in the job has ended"));
-    }
+    worker.machine().accepts_from(from).map_err(Response::refused)?;
     Ok(worker)
+}
+
+fn answer(reply: Option<Reply>) -> Response {
+    match reply {
+        Some(Reply::Accepted) => Response::Accepted,
+        Some(Reply::Refused(reason)) => Response::refused(reason),
+        None => Response::refused("no answer"),
+    }
 }
 
 /// Checks the allocation as every participant must: signed by the
@@ -94,47 +95,23 @@ pub async fn on_allocation(
     };
     let (s, j, sig) = (Arc::clone(ctx), Arc::clone(&job), signed.clone());
     let checked = tokio::task::spawn_blocking(move || check_allocation(&s, &j, &sig, &bids)).await;
-    let allocation = match checked {
-        Ok(Ok(a)) => a,
+    let checked = match checked {
+        Ok(Ok(allocation)) => {
+            let mine = allocation.shards_of(&ctx.node_id).to_vec();
+            info!(target: TARGET, job = %job.id, attempt = allocation.attempt, shards = mine.len(), "allocation verified");
+            Ok(Verified {
+                hash: allocation.hash(),
+                attempt: allocation.attempt,
+                mine,
+            })
+        }
         Ok(Err(reason)) => {
             warn!(target: TARGET, job = %job.id, coordinator = %from, %reason, "allocation does not verify; refusing to take part");
-            ctx.record(EntryBody::Verification {
-                job_id: job.id,
-                round: 0,
-                node: from,
-                passed: false,
-                detail: format!("allocation refused: {reason}"),
-            });
-            return Response::refused(format!("allocation does not verify: {reason}"));
+            Err(reason)
         }
         Err(e) => return Response::refused(format!("verifier thread: {e}")),
     };
-    let hash = allocation.hash();
-    let mine = allocation.shards_of(&ctx.node_id).to_vec();
-    info!(target: TARGET, job = %job.id, attempt = allocation.attempt, shards = mine.len(), "allocation verified");
-    ctx.record(EntryBody::Verification {
-        job_id: job.id,
-        round: 0,
-        node: from,
-        passed: true,
-        detail: format!(
-            "allocation {hash} (attempt {}) verified: {} shards for this node",
-            allocation.attempt,
-            mine.len()
-        ),
-    });
-    job.remember(hash, mine.clone());
-    save(ctx, &job).await;
-    if !mine.is_empty() {
-        // Fetch the shards now, so the first round does not wait for them.
-        let (s, j) = (Arc::clone(ctx), Arc::clone(&job));
-        tokio::spawn(async move {
-            if let Err(ShardError::Corrupt(reason)) = shards::ensure(&s, &j, &mine).await {
-                decline(&s, &j, reason).await;
-            }
-        });
-    }
-    Response::Accepted
+    answer(apply(ctx, &job, Input::Allocation { from, checked }).await)
 }
 
 fn signed_job(signed: &Signed<Allocation>) -> Hash32 {
@@ -147,14 +124,15 @@ fn signed_job(signed: &Signed<Allocation>) -> Hash32 {
     .unwrap_or(Hash32::ZERO)
 }
 
-async fn decline(ctx: &Arc<JobsContext>, job: &Arc<WorkerJob>, reason: String) {
-    warn!(target: TARGET, job = %job.id, %reason, "withdrawing from the job");
-    let request = Request::JobDecline {
-        job_id: job.id,
-        reason: reason.chars().take(900).collect(),
-    };
-    let _ = transport::call(ctx, job.coordinator, request).await;
-    super::finished(ctx, job).await;
+/// Fetches a new allocation's shards now, so the first round does not
+/// wait for them.
+pub fn prefetch(ctx: &Arc<JobsContext>, job: &Arc<WorkerJob>, indices: Vec<u32>) {
+    let (s, j) = (Arc::clone(ctx), Arc::clone(job));
+    tokio::spawn(async move {
+        if let Err(ShardError::Corrupt(reason)) = shards::ensure(&s, &j, &indices).await {
+            apply_later(&s, &j, Input::ShardsCorrupt { reason });
+        }
+    });
 }
 
 pub async fn on_round_start(
@@ -174,18 +152,6 @@ pub async fn on_round_start(
     if signer != from.0 {
         return Response::refused("round start not signed by the coordinator");
     }
-    let Some(mine) = job.shards_in(&start.allocation) else {
-        return Response::refused(format!(
-            "allocation {} is not one this node verified",
-            start.allocation
-        ));
-    };
-    let order = start.orders.iter().find(|o| o.node == ctx.node_id);
-    if order.map(|o| &o.shards) != Some(&mine) || mine.is_empty() {
-        return Response::refused(
-            "the round's order for this node differs from the verified allocation",
-        );
-    }
     if params.len() as u64 != start.params_len.saturating_mul(4)
         || Hash32::of(&params) != start.params_hash
     {
@@ -194,68 +160,65 @@ pub async fn on_round_start(
     let Some(values) = model::params_from_bytes(&params) else {
         return Response::refused("parameters are not finite fp32 values");
     };
-    if now_ms() > start.deadline {
-        return Response::refused("the round's deadline has passed");
-    }
     let key = RoundKey {
         round: start.round,
         allocation: start.allocation,
         params_hash: start.params_hash,
     };
-    let admitted = {
-        let mut training = job.training.lock().expect("training lock");
-        let trained = job.trained.lock().expect("trained lock");
-        match admit(*training, trained.as_ref().map(|(k, _)| *k), key) {
-            Admit::Resend => Ok(trained.as_ref().map(|(_, t)| Arc::clone(t))),
-            Admit::Train => {
-                *training = Some(key);
-                Ok(None)
-            }
-            Admit::AlreadyTraining => Err(None),
-            Admit::Refuse(reason) => Err(Some(reason)),
-        }
+    let order = start
+        .orders
+        .iter()
+        .find(|o| o.node == ctx.node_id)
+        .map(|o| o.shards.clone());
+    let input = Input::RoundStart {
+        from,
+        key,
+        deadline: start.deadline,
+        order,
     };
-    match admitted {
-        Err(Some(reason)) => Response::refused(reason),
-        Err(None) => {
-            debug!(target: TARGET, job = %job.id, round = start.round, "round sent again while training it; the update follows");
-            Response::Accepted
-        }
-        Ok(Some(trained)) => {
-            debug!(target: TARGET, job = %job.id, round = start.round, "round sent again after training it; sending the update again");
-            let (s, j) = (Arc::clone(ctx), Arc::clone(&job));
-            tokio::spawn(async move { deliver(&s, &j, start.round, &trained).await });
-            Response::Accepted
-        }
-        Ok(None) => {
-            let (s, j) = (Arc::clone(ctx), Arc::clone(&job));
-            tokio::spawn(async move {
-                let round = start.round;
-                let base_params = start.params_hash;
-                let outcome = work_round(&s, &j, start, values, mine).await;
-                if let Ok(trained) = &outcome {
-                    // Kept before `training` clears, so a start sent again
-                    // in between finds one or the other.
-                    *j.trained.lock().expect("trained lock") = Some((key, Arc::clone(trained)));
-                }
-                *j.training.lock().expect("training lock") = None;
-                match outcome {
-                    Ok(trained) => deliver(&s, &j, round, &trained).await,
-                    Err(RoundFailure::Declined) => {}
-                    Err(RoundFailure::Refuse(reason)) => {
-                        refuse_round(&s, &j, round, base_params, reason).await
-                    }
-                }
-            });
-            Response::Accepted
+    let handled = job.machine().handle(now_ms(), input);
+    // The parameters go to the training the machine asks for, if any.
+    let mut params = Some(values);
+    for output in handled.outputs {
+        match output {
+            Output::Train { key, shards } => {
+                train(ctx, &job, key, shards, params.take().unwrap_or_default())
+            }
+            other => execute(ctx, &job, other).await,
         }
     }
+    answer(handled.reply)
+}
+
+/// Trains a round the machine took on a task, and hands it the outcome.
+fn train(
+    ctx: &Arc<JobsContext>,
+    job: &Arc<WorkerJob>,
+    key: RoundKey,
+    shards: Vec<u32>,
+    params: Vec<f32>,
+) {
+    let (s, j) = (Arc::clone(ctx), Arc::clone(job));
+    tokio::spawn(async move {
+        let outcome = match work_round(&s, &j, key, params, shards).await {
+            Ok(trained) => {
+                *j.trained.lock().expect("trained lock") = Some((key, trained));
+                Ok(())
+            }
+            Err(RoundFailure::Corrupt(reason)) => {
+                apply(&s, &j, Input::ShardsCorrupt { reason }).await;
+                return;
+            }
+            Err(RoundFailure::Refuse(reason)) => Err(reason),
+        };
+        apply_later(&s, &j, Input::Trained { key, outcome });
+    });
 }
 
 /// Why a round produced no update.
 enum RoundFailure {
-    /// The worker withdrew from the job (already told the coordinator).
-    Declined,
+    /// The job's data failed its checks: the worker withdraws.
+    Corrupt(String),
     /// This round cannot be done: the coordinator is told at once.
     Refuse(String),
 }
@@ -264,16 +227,13 @@ enum RoundFailure {
 async fn work_round(
     ctx: &Arc<JobsContext>,
     job: &Arc<WorkerJob>,
-    start: RoundStart,
+    key: RoundKey,
     params: Vec<f32>,
     mine: Vec<u32>,
 ) -> Result<Arc<train::Trained>, RoundFailure> {
     let loaded = match shards::ensure(ctx, job, &mine).await {
         Ok(l) => l,
-        Err(ShardError::Corrupt(reason)) => {
-            decline(ctx, job, reason).await;
-            return Err(RoundFailure::Declined);
-        }
+        Err(ShardError::Corrupt(reason)) => return Err(RoundFailure::Corrupt(reason)),
         Err(ShardError::Unavailable(reason)) => {
             return Err(RoundFailure::Refuse(format!(
                 "shards unavailable: {reason}"
@@ -283,11 +243,11 @@ async fn work_round(
     let input = RoundInput {
         spec: job.spec.clone(),
         job_id: job.id,
-        round: start.round,
+        round: key.round,
         worker: ctx.node_id,
         key: ctx.key.clone(),
         params,
-        base_params: start.params_hash,
+        base_params: key.params_hash,
         shards: mine,
         loaded,
         threads: model::threads(ctx.config.worker.threads),
@@ -307,7 +267,7 @@ async fn work_round(
 }
 
 /// Sends an update and reads the receipt.
-async fn deliver(
+pub async fn deliver(
     ctx: &Arc<JobsContext>,
     job: &Arc<WorkerJob>,
     round: u32,
@@ -330,13 +290,13 @@ async fn deliver(
 }
 
 /// Tells the coordinator, signed, that this round will bring no update.
-async fn refuse_round(
+pub async fn refuse_round(
     ctx: &Arc<JobsContext>,
     job: &Arc<WorkerJob>,
-    round: u32,
-    base_params: Hash32,
+    key: RoundKey,
     mut reason: String,
 ) {
+    let round = key.round;
     warn!(target: TARGET, job = %job.id, round, %reason, "refusing the round");
     crate::net::wire::clip(&mut reason, 900);
     let refusal = Signed::sign(
@@ -345,7 +305,7 @@ async fn refuse_round(
             job_id: job.id,
             round,
             worker: ctx.node_id,
-            base_params,
+            base_params: key.params_hash,
             reason,
             issued_at: now_ms(),
         },

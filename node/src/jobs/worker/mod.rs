@@ -1,6 +1,9 @@
 //! The worker: hears of jobs on the jobs topic, bids, verifies the
 //! allocations it is sent, fetches its shards and trains its rounds.
 //!
+//! - [`machine`]: the worker's part in a job as a pure state machine;
+//!   everything else here is its shell;
+//! - [`gate`]: whether a round start is new work, the same work, or refused;
 //! - [`policy`]: whether to bid and with what;
 //! - [`inbound`]: allocations (verified with `market::verify`) and round
 //!   starts from the coordinator;
@@ -14,6 +17,7 @@
 
 pub mod gate;
 pub mod inbound;
+pub mod machine;
 pub mod policy;
 pub mod shards;
 pub mod train;
@@ -23,20 +27,19 @@ use std::sync::{Arc, Mutex};
 
 use fairgrid_kernels::Shard;
 use fairgrid_protocol::messages::{Bid, JobSpec, MAX_CLOCK_SKEW_MS};
-use fairgrid_protocol::{Hash32, NodeId, Signed};
+use fairgrid_protocol::{Hash32, NodeId, ResourceVec, Signed};
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use super::coordinator::inbound::JOB_ENDED;
 use super::{ledger_sync, transport};
 use crate::jobs::JobsContext;
 use crate::ledger::now_ms;
 use crate::net::{Request, Response, Verdict};
+pub use machine::BUSY;
+use machine::{BidAnswer, Input, Output, Reply, Worker};
 
 const TARGET: &str = "fairgrid::jobs";
-/// Verified allocations remembered per job.
-const MAX_ALLOCATIONS: usize = 64;
 
 /// What a worker keeps on disk about a job.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,14 +51,14 @@ pub struct WorkerRecord {
     pub finished: bool,
 }
 
+/// One job this node works on: its machine, and what the shell keeps
+/// beside it (the engine, the last update, the loaded shards).
 pub struct WorkerJob {
     pub id: Hash32,
     pub signed_spec: Signed<JobSpec>,
     pub spec: JobSpec,
     pub coordinator: NodeId,
-    pub record: Mutex<WorkerRecord>,
-    /// The round being trained, if any.
-    pub training: Mutex<Option<gate::RoundKey>>,
+    machine: Mutex<Worker>,
     /// The last round trained and its update, kept so that a re-sent
     /// start of that round (a restarted coordinator) gets it again.
     pub trained: Mutex<Option<(gate::RoundKey, Arc<train::Trained>)>>,
@@ -64,49 +67,153 @@ pub struct WorkerJob {
     pub shards: Mutex<BTreeMap<u32, Arc<Shard>>>,
     /// One shard fetch at a time per job.
     pub fetching: tokio::sync::Mutex<()>,
+    /// One record write at a time, each of the latest record.
+    saving: tokio::sync::Mutex<()>,
 }
 
 impl WorkerJob {
     fn new(record: WorkerRecord, spec: JobSpec) -> WorkerJob {
+        let id = record.spec.id();
+        let state = machine::Record {
+            nonce: record.nonce,
+            allocations: record.allocations,
+            finished: record.finished,
+        };
         WorkerJob {
-            id: record.spec.id(),
-            signed_spec: record.spec.clone(),
+            id,
+            signed_spec: record.spec,
             coordinator: spec.submitter,
+            machine: Mutex::new(Worker::new(id, spec.submitter, state)),
             spec,
-            record: Mutex::new(record),
-            training: Mutex::new(None),
             trained: Mutex::new(None),
             engine: Arc::new(Mutex::new(None)),
             shards: Mutex::new(BTreeMap::new()),
             fetching: tokio::sync::Mutex::new(()),
+            saving: tokio::sync::Mutex::new(()),
         }
     }
 
-    pub fn record(&self) -> std::sync::MutexGuard<'_, WorkerRecord> {
-        self.record.lock().expect("worker record lock")
+    /// The machine, for a look (inputs go through [`apply`]).
+    pub fn machine(&self) -> std::sync::MutexGuard<'_, Worker> {
+        self.machine.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn is_finished(&self) -> bool {
-        self.record().finished
+        self.machine().is_finished()
     }
 
-    /// This node's shards in a verified allocation.
-    pub fn shards_in(&self, allocation: &Hash32) -> Option<Vec<u32>> {
-        self.record().allocations.get(allocation).cloned()
-    }
-
-    fn remember(&self, allocation: Hash32, shards: Vec<u32>) {
-        let mut record = self.record();
-        record.allocations.insert(allocation, shards);
-        while record.allocations.len() > MAX_ALLOCATIONS {
-            let first = *record.allocations.keys().next().expect("non-empty");
-            record.allocations.remove(&first);
+    fn record(&self) -> WorkerRecord {
+        let state = self.machine().record().clone();
+        WorkerRecord {
+            spec: self.signed_spec.clone(),
+            nonce: state.nonce,
+            allocations: state.allocations,
+            finished: state.finished,
         }
     }
 }
 
-pub async fn save(ctx: &JobsContext, job: &WorkerJob) {
-    let record = job.record().clone();
+/// Hands the job's machine an input and executes its outputs in order:
+/// the record is written before the answer is given, slow work (sending,
+/// fetching, training) goes on tasks whose results come back as inputs.
+pub async fn apply(ctx: &Arc<JobsContext>, job: &Arc<WorkerJob>, input: Input) -> Option<Reply> {
+    let handled = job.machine().handle(now_ms(), input);
+    for output in handled.outputs {
+        execute(ctx, job, output).await;
+    }
+    handled.reply
+}
+
+/// [`apply`] on a task of its own, for results of slow work.
+pub fn apply_later(ctx: &Arc<JobsContext>, job: &Arc<WorkerJob>, input: Input) {
+    let (ctx, job) = (Arc::clone(ctx), Arc::clone(job));
+    tokio::spawn(async move { apply(&ctx, &job, input).await });
+}
+
+pub(super) async fn execute(ctx: &Arc<JobsContext>, job: &Arc<WorkerJob>, output: Output) {
+    match output {
+        Output::SendBid {
+            nonce,
+            ask,
+            capacity,
+        } => {
+            let (s, j) = (Arc::clone(ctx), Arc::clone(job));
+            tokio::spawn(async move {
+                let answer = send_bid(&s, &j, nonce, ask, capacity).await;
+                match &answer {
+                    BidAnswer::Accepted => info!(target: TARGET, job = %j.id, ask, "bid sent"),
+                    BidAnswer::Refused(reason) | BidAnswer::Failed(reason) => {
+                        debug!(target: TARGET, job = %j.id, %reason, "bid not taken")
+                    }
+                }
+                apply_later(&s, &j, Input::BidAnswered(answer));
+            });
+        }
+        Output::Save => save(ctx, job).await,
+        Output::Record(entry) => ctx.record(entry),
+        Output::FetchShards(indices) => inbound::prefetch(ctx, job, indices),
+        Output::Train { key, .. } => {
+            // Only a round start asks for training, and its handler keeps
+            // the parameters (inbound::on_round_start).
+            let outcome = Err("a round to train came without its parameters".to_string());
+            apply_later(ctx, job, Input::Trained { key, outcome });
+        }
+        Output::Deliver { key } => {
+            let trained = job.trained.lock().expect("trained lock").clone();
+            match trained {
+                Some((kept, update)) if kept == key => {
+                    let (s, j) = (Arc::clone(ctx), Arc::clone(job));
+                    tokio::spawn(async move { inbound::deliver(&s, &j, key.round, &update).await });
+                }
+                _ => warn!(target: TARGET, job = %job.id, round = key.round, "no update kept for the round"),
+            }
+        }
+        Output::RefuseRound { key, reason } => {
+            let (s, j) = (Arc::clone(ctx), Arc::clone(job));
+            tokio::spawn(async move { inbound::refuse_round(&s, &j, key, reason).await });
+        }
+        Output::Decline { reason } => {
+            warn!(target: TARGET, job = %job.id, %reason, "withdrawing from the job");
+            let request = Request::JobDecline {
+                job_id: job.id,
+                reason: reason.chars().take(900).collect(),
+            };
+            let (s, to) = (Arc::clone(ctx), job.coordinator);
+            tokio::spawn(async move {
+                let _ = transport::call(&s, to, request).await;
+            });
+        }
+        Output::ExchangeLedger => {
+            let (s, j) = (Arc::clone(ctx), Arc::clone(job));
+            tokio::spawn(async move {
+                match ledger_sync::exchange(&s, j.coordinator, j.id).await {
+                    Ok(_) => info!(target: TARGET, job = %j.id, "job had ended; ledger entries exchanged"),
+                    Err(e) => warn!(target: TARGET, job = %j.id, error = %e, "job had ended; ledger exchange failed"),
+                }
+            });
+        }
+        Output::Release => {
+            job.engine.lock().expect("engine lock").take();
+            job.trained.lock().expect("trained lock").take();
+            job.shards.lock().expect("shards lock").clear();
+        }
+        Output::Leave => ctx.jobs.remove_worker(&job.id),
+        Output::Wake { at } => {
+            let (s, j) = (Arc::clone(ctx), Arc::clone(job));
+            tokio::spawn(async move {
+                let wait = at.saturating_sub(now_ms());
+                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                apply_later(&s, &j, Input::Tick);
+            });
+        }
+    }
+}
+
+/// Writes the latest record (taken once the previous write is done, so a
+/// write never puts back an older record).
+async fn save(ctx: &JobsContext, job: &WorkerJob) {
+    let _one_at_a_time = job.saving.lock().await;
+    let record = job.record();
     if let Err(e) = ctx.jobs.store.put_worker(&job.id, &record).await {
         warn!(target: TARGET, job = %job.id, error = %e, "saving the worker record failed");
     }
@@ -147,6 +254,8 @@ pub fn on_gossip(ctx: &Arc<JobsContext>, source: PeerId, data: &[u8]) -> Verdict
 }
 
 /// Bids on a job the node heard of (or its own), if the policy says so.
+/// A coordinator that cannot be reached, or is busy, may be restarting:
+/// the machine tries the bid again for a while.
 pub async fn bid(ctx: &Arc<JobsContext>, signed: Signed<JobSpec>, spec: JobSpec) {
     let id = signed.id();
     if ctx.jobs.worker(&id).is_some() {
@@ -170,7 +279,7 @@ pub async fn bid(ctx: &Arc<JobsContext>, signed: Signed<JobSpec>, spec: JobSpec)
     };
     let record = WorkerRecord {
         spec: signed,
-        nonce: now,
+        nonce: 0,
         allocations: BTreeMap::new(),
         finished: false,
     };
@@ -178,53 +287,20 @@ pub async fn bid(ctx: &Arc<JobsContext>, signed: Signed<JobSpec>, spec: JobSpec)
     if !ctx.jobs.insert_worker(Arc::clone(&job)) {
         return;
     }
-    // A coordinator that cannot be reached may be restarting: it resumes
-    // with a fresh bid window, so the bid is tried again for a while.
-    let mut last = String::new();
-    for attempt in 0..BID_TRIES {
-        if attempt > 0 {
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        }
-        match send_bid(ctx, &job, terms.ask, terms.capacity).await {
-            Ok(()) => {
-                info!(target: TARGET, job = %id, ask = terms.ask, "bid sent");
-                save(ctx, &job).await;
-                return;
-            }
-            Err(BidError::Refused(reason)) => {
-                info!(target: TARGET, job = %id, %reason, "bid not taken");
-                ctx.jobs.remove_worker(&id);
-                return;
-            }
-            Err(BidError::Retry(reason)) => {
-                debug!(target: TARGET, job = %id, attempt, %reason, "coordinator not reachable or busy; bidding again shortly");
-                last = reason;
-            }
-        }
-    }
-    info!(target: TARGET, job = %id, reason = %last, "bid not delivered");
-    ctx.jobs.remove_worker(&id);
-}
-
-/// How a refusal that is worth trying again begins.
-pub const BUSY: &str = "busy";
-
-/// Tries of a bid whose coordinator cannot be reached, 1 s apart.
-const BID_TRIES: u32 = 15;
-
-enum BidError {
-    Refused(String),
-    /// Unreachable, or busy (e.g. still loading its jobs after a restart).
-    Retry(String),
+    let input = Input::Bid {
+        ask: terms.ask,
+        capacity: terms.capacity,
+    };
+    apply(ctx, &job, input).await;
 }
 
 async fn send_bid(
     ctx: &Arc<JobsContext>,
     job: &WorkerJob,
+    nonce: u64,
     ask: u64,
-    capacity: fairgrid_protocol::ResourceVec,
-) -> Result<(), BidError> {
-    let nonce = job.record().nonce;
+    capacity: ResourceVec,
+) -> BidAnswer {
     let bid = Signed::sign(
         &ctx.key,
         &Bid {
@@ -238,72 +314,33 @@ async fn send_bid(
         },
     );
     match transport::call(ctx, job.coordinator, Request::JobBid(bid)).await {
-        Ok(Response::Accepted) => Ok(()),
-        Ok(Response::Refused { reason }) if reason.starts_with(BUSY) => {
-            Err(BidError::Retry(reason))
-        }
-        Ok(Response::Refused { reason }) => Err(BidError::Refused(reason)),
-        Ok(_) => Err(BidError::Refused("unexpected answer to a bid".into())),
-        Err(e) => Err(BidError::Retry(e.to_string())),
+        Ok(Response::Accepted) => BidAnswer::Accepted,
+        Ok(Response::Refused { reason }) => BidAnswer::Refused(reason),
+        Ok(_) => BidAnswer::Failed("unexpected answer to a bid".into()),
+        Err(e) => BidAnswer::Failed(e.to_string()),
     }
 }
 
-/// Bids again on a job this node worked on (after a restart, or after the
-/// coordinator stopped counting on it), with a higher nonce. If the job
-/// has ended, exchanges its ledger entries instead.
+/// Bids again on a job this node worked on (after a restart), with a
+/// higher nonce. If the job has ended, exchanges its ledger entries.
 pub async fn rejoin(ctx: &Arc<JobsContext>, job: &Arc<WorkerJob>) {
-    let now = now_ms();
-    {
-        let mut record = job.record();
-        record.nonce = record.nonce.saturating_add(1).max(now);
-    }
-    let (offered, floor) = ctx.host.offer(now);
+    let (offered, floor) = ctx.host.offer(now_ms());
     let ask = if ctx.config.worker.ask > 0 {
         ctx.config.worker.ask
     } else {
         floor
     };
-    save(ctx, job).await;
-    for attempt in 0..10u32 {
-        match send_bid(ctx, job, ask, offered).await {
-            Ok(()) => {
-                info!(target: TARGET, job = %job.id, "rejoined the job");
-                return;
-            }
-            Err(BidError::Refused(reason)) if reason.contains(JOB_ENDED) => {
-                match ledger_sync::exchange(ctx, job.coordinator, job.id).await {
-                    Ok(_) => {
-                        info!(target: TARGET, job = %job.id, "job had ended; ledger entries exchanged")
-                    }
-                    Err(e) => {
-                        warn!(target: TARGET, job = %job.id, error = %e, "job had ended; ledger exchange failed")
-                    }
-                }
-                finished(ctx, job).await;
-                return;
-            }
-            Err(BidError::Retry(reason)) => {
-                debug!(target: TARGET, job = %job.id, attempt, %reason, "coordinator not reachable or busy yet");
-            }
-            Err(BidError::Refused(reason)) => {
-                info!(target: TARGET, job = %job.id, %reason, "rejoin refused; leaving the job");
-                finished(ctx, job).await;
-                return;
-            }
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    }
-    warn!(target: TARGET, job = %job.id, "coordinator unreachable; will try again on the next start");
+    let input = Input::Rejoin {
+        ask,
+        capacity: offered,
+    };
+    apply(ctx, job, input).await;
 }
 
-/// The job ended (its ledger entries arrived, or the coordinator says
-/// so): free the training state and remember it as finished.
-pub async fn finished(ctx: &JobsContext, job: &WorkerJob) {
-    job.record().finished = true;
-    job.engine.lock().expect("engine lock").take();
-    job.trained.lock().expect("trained lock").take();
-    job.shards.lock().expect("shards lock").clear();
-    save(ctx, job).await;
+/// The job ended (its ledger entries arrived): free the training state
+/// and remember it as finished.
+pub async fn finished(ctx: &Arc<JobsContext>, job: &Arc<WorkerJob>) {
+    apply(ctx, job, Input::JobEnded).await;
 }
 
 /// Loads the worker records of a restarted node; returns the jobs that
