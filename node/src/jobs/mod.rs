@@ -28,7 +28,7 @@ pub mod ledger_sync;
 pub mod model;
 pub mod request;
 pub mod store;
-#[cfg(test)]
+#[cfg(any(test, feature = "test-utils"))]
 pub mod testing;
 pub mod transport;
 pub mod views;

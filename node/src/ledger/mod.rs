@@ -58,13 +58,23 @@ impl Ledger {
     /// the chain head. A ledger written by a different node key is refused.
     pub fn open(path: &Path, key: Keypair) -> Result<Ledger> {
         let store = LedgerStore::open(path)?;
+        Ledger::start(store, key, &path.display().to_string())
+    }
+
+    /// A ledger that lives in memory (sled's temporary mode), for tests
+    /// that need a real ledger but no disk.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub fn in_memory(key: Keypair) -> Result<Ledger> {
+        Ledger::start(LedgerStore::temporary()?, key, "an in-memory ledger")
+    }
+
+    fn start(store: LedgerStore, key: Keypair, origin: &str) -> Result<Ledger> {
         let author = key.node_id();
         let head = match store.tip()? {
             Some(tip) => {
                 if tip.author != author {
                     return Err(NodeError::Ledger(format!(
-                        "{} belongs to node {}, not {author}",
-                        path.display(),
+                        "{origin} belongs to node {}, not {author}",
                         tip.author
                     )));
                 }
@@ -89,7 +99,7 @@ impl Ledger {
         let thread = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || writer.run(rx))
-            .map_err(|e| NodeError::io(path, e))?;
+            .map_err(|e| NodeError::Ledger(format!("starting the writer of {origin}: {e}")))?;
         Ok(Ledger {
             store,
             author,

@@ -148,6 +148,17 @@ pub struct LedgerStore {
 }
 
 impl LedgerStore {
+    /// A store in sled's temporary mode (gone when dropped).
+    #[cfg(any(test, feature = "test-utils"))]
+    pub fn temporary() -> Result<LedgerStore> {
+        let db = sled::Config::new()
+            .temporary(true)
+            .open()
+            .map_err(|e| NodeError::Ledger(format!("opening an in-memory ledger: {e}")))?;
+        let trees = Trees::open(&db)?;
+        Ok(LedgerStore { db, trees })
+    }
+
     pub fn open(path: &Path) -> Result<LedgerStore> {
         let db = sled::Config::new()
             .path(path)

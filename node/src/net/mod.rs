@@ -26,6 +26,8 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::mpsc;
 
 pub use behaviour::{KAD_PROTOCOL, score_params};
+#[cfg(any(test, feature = "test-utils"))]
+pub(crate) use client::Command;
 pub use client::{NetworkClient, PeerSnapshot, Verdict};
 pub use topics::Topic;
 pub use wire::{Hello, Request, Response};

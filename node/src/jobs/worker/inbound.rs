@@ -29,7 +29,10 @@ fn own_job(ctx: &JobsContext, from: NodeId, job: &Hash32) -> Result<Arc<WorkerJo
             "this node did not bid on job {job}"
         )));
     };
-    worker.machine().accepts_from(from).map_err(Response::refused)?;
+    worker
+        .machine()
+        .accepts_from(from)
+        .map_err(Response::refused)?;
     Ok(worker)
 }
 

@@ -53,9 +53,15 @@ pub struct Verified {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     /// Bid on the job for the first time.
-    Bid { ask: u64, capacity: ResourceVec },
+    Bid {
+        ask: u64,
+        capacity: ResourceVec,
+    },
     /// Bid again after a restart, with a higher nonce.
-    Rejoin { ask: u64, capacity: ResourceVec },
+    Rejoin {
+        ask: u64,
+        capacity: ResourceVec,
+    },
     BidAnswered(BidAnswer),
     /// A timer the machine asked for went off.
     Tick,
@@ -78,7 +84,9 @@ pub enum Input {
         outcome: Result<(), String>,
     },
     /// The job's data failed its checks: the worker withdraws.
-    ShardsCorrupt { reason: String },
+    ShardsCorrupt {
+        reason: String,
+    },
     /// The job's ledger entries arrived: it has ended.
     JobEnded,
 }
@@ -96,20 +104,32 @@ pub enum Output {
     /// Load these shards ahead of the first round.
     FetchShards(Vec<u32>),
     /// Train this round over these shards.
-    Train { key: RoundKey, shards: Vec<u32> },
+    Train {
+        key: RoundKey,
+        shards: Vec<u32>,
+    },
     /// Send the update of this trained round.
-    Deliver { key: RoundKey },
+    Deliver {
+        key: RoundKey,
+    },
     /// Tell the coordinator, signed, that this round brings no update.
-    RefuseRound { key: RoundKey, reason: String },
+    RefuseRound {
+        key: RoundKey,
+        reason: String,
+    },
     /// Withdraw from the job, telling the coordinator why.
-    Decline { reason: String },
+    Decline {
+        reason: String,
+    },
     /// Exchange the job's ledger entries with the coordinator.
     ExchangeLedger,
     /// Free the training state (engine, kept update, loaded shards).
     Release,
     /// The bid was not taken: forget the job.
     Leave,
-    Wake { at: u64 },
+    Wake {
+        at: u64,
+    },
 }
 
 /// The answer to a request from the coordinator.
@@ -408,7 +428,12 @@ impl Worker {
         Reply::Accepted
     }
 
-    fn on_trained(&mut self, key: RoundKey, outcome: Result<(), String>, outputs: &mut Vec<Output>) {
+    fn on_trained(
+        &mut self,
+        key: RoundKey,
+        outcome: Result<(), String>,
+        outputs: &mut Vec<Output>,
+    ) {
         if self.training != Some(key) {
             // Withdrew meanwhile, or a stray result: nothing to send.
             return;

@@ -165,7 +165,9 @@ pub(super) async fn execute(ctx: &Arc<JobsContext>, job: &Arc<WorkerJob>, output
                     let (s, j) = (Arc::clone(ctx), Arc::clone(job));
                     tokio::spawn(async move { inbound::deliver(&s, &j, key.round, &update).await });
                 }
-                _ => warn!(target: TARGET, job = %job.id, round = key.round, "no update kept for the round"),
+                _ => {
+                    warn!(target: TARGET, job = %job.id, round = key.round, "no update kept for the round")
+                }
             }
         }
         Output::RefuseRound { key, reason } => {
@@ -187,8 +189,12 @@ pub(super) async fn execute(ctx: &Arc<JobsContext>, job: &Arc<WorkerJob>, output
             let (s, j) = (Arc::clone(ctx), Arc::clone(job));
             tokio::spawn(async move {
                 match ledger_sync::exchange(&s, j.coordinator, j.id).await {
-                    Ok(_) => info!(target: TARGET, job = %j.id, "job had ended; ledger entries exchanged"),
-                    Err(e) => warn!(target: TARGET, job = %j.id, error = %e, "job had ended; ledger exchange failed"),
+                    Ok(_) => {
+                        info!(target: TARGET, job = %j.id, "job had ended; ledger entries exchanged")
+                    }
+                    Err(e) => {
+                        warn!(target: TARGET, job = %j.id, error = %e, "job had ended; ledger exchange failed")
+                    }
                 }
             });
         }

@@ -112,10 +112,14 @@ fn a_first_bid_saves_its_nonce_before_sending_it() {
         ]
     );
     assert_eq!(f.worker.record().nonce, 500);
-    let h = f.worker.handle(501, Input::BidAnswered(BidAnswer::Accepted));
+    let h = f
+        .worker
+        .handle(501, Input::BidAnswered(BidAnswer::Accepted));
     assert!(h.outputs.is_empty());
     // A late second answer changes nothing.
-    let h = f.worker.handle(502, Input::BidAnswered(BidAnswer::Accepted));
+    let h = f
+        .worker
+        .handle(502, Input::BidAnswered(BidAnswer::Accepted));
     assert!(h.outputs.is_empty());
 }
 
@@ -268,7 +272,10 @@ fn allocations_are_checked_recorded_saved_and_their_shards_fetched() {
     assert!(refused(&h).contains("bids do not clear to it"));
     assert!(matches!(
         &h.outputs[..],
-        [Output::Record(EntryBody::Verification { passed: false, .. })]
+        [Output::Record(EntryBody::Verification {
+            passed: false,
+            ..
+        })]
     ));
 
     let h = f.allocate(2, vec![3, 4]);
@@ -364,7 +371,10 @@ fn a_round_that_cannot_be_trained_is_refused_to_the_coordinator_at_once() {
         }]
     );
     // The next round can be trained.
-    assert!(matches!(f.start(7, key(1, 1)).outputs[..], [Output::Train { .. }]));
+    assert!(matches!(
+        f.start(7, key(1, 1)).outputs[..],
+        [Output::Train { .. }]
+    ));
 }
 
 #[test]
@@ -398,7 +408,9 @@ fn corrupt_data_withdraws_from_the_job_for_good() {
     assert!(h.outputs.is_empty());
     assert!(refused(&f.start(8, key(1, 1))).contains("has ended"));
     // Told twice, withdraws once.
-    let h = f.worker.handle(9, Input::ShardsCorrupt { reason: "x".into() });
+    let h = f
+        .worker
+        .handle(9, Input::ShardsCorrupt { reason: "x".into() });
     assert!(h.outputs.is_empty());
 }
 
@@ -537,7 +549,11 @@ impl World {
                 let order = if rng.random_range(0..10) == 0 {
                     Some(vec![9])
                 } else {
-                    self.worker.record().allocations.get(&key.allocation).cloned()
+                    self.worker
+                        .record()
+                        .allocations
+                        .get(&key.allocation)
+                        .cloned()
                 };
                 let deadline = self.now + rng.random_range(0..3000) - 200.min(self.now);
                 Input::RoundStart {
@@ -585,7 +601,12 @@ impl World {
         let was_finished = self.worker.is_finished();
         let training_before = self.worker.training();
         let resend_of_kept = match &input {
-            Input::RoundStart { key, deadline, order, from } => {
+            Input::RoundStart {
+                key,
+                deadline,
+                order,
+                from,
+            } => {
                 *from == self.coordinator
                     && !was_finished
                     && *deadline >= self.now
@@ -607,7 +628,11 @@ impl World {
         assert_eq!(handled.reply, again.reply);
 
         if resend_of_kept {
-            assert_eq!(handled.reply, Some(Reply::Accepted), "a re-sent round was refused");
+            assert_eq!(
+                handled.reply,
+                Some(Reply::Accepted),
+                "a re-sent round was refused"
+            );
             coverage.resent_kept += 1;
         }
         for output in &handled.outputs {
@@ -638,7 +663,10 @@ impl World {
                     self.running.push(*key);
                 }
                 Output::Deliver { key } => {
-                    assert!(self.trained_ok.contains(key), "delivered an untrained round");
+                    assert!(
+                        self.trained_ok.contains(key),
+                        "delivered an untrained round"
+                    );
                     coverage.delivered += 1;
                 }
                 Output::RefuseRound { .. } => coverage.refused_rounds += 1,

@@ -1,0 +1,287 @@
+//! Whole jobs through the real coordinator and worker shells, in one
+//! process: in-memory network, real job stores and ledgers, a node
+//! stopped and started again on its data dir.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use fairgrid_protocol::ledger::{EntryBody, EntryKind};
+use fairgrid_protocol::{Hash32, NodeId};
+use fairgrid_sdk::jobs::{
+    ArchName, DataChoice, JobRequest, JobState, MarketChoice, ModelChoice, TrainingChoice,
+};
+
+use super::cluster::{Cluster, LedgerKind};
+use crate::jobs::coordinator::submit;
+use crate::net::Request;
+
+/// A small logreg job on the built-in data: 8 shards of 500 samples.
+fn small_job(name: &str, rounds: u32) -> JobRequest {
+    JobRequest {
+        name: name.into(),
+        model: ModelChoice {
+            arch: ArchName::Logreg,
+            hidden: None,
+        },
+        data: DataChoice {
+            source: "builtin".into(),
+            shard_size: 500,
+            max_train_samples: Some(4000),
+        },
+        training: TrainingChoice {
+            rounds,
+            local_steps: 4,
+            batch_size: 32,
+            lr: 0.05,
+            ..TrainingChoice::default()
+        },
+        market: MarketChoice {
+            alpha: 0.5,
+            bid_window_secs: 1,
+            round_timeout_secs: 20,
+            deadline_secs: 300,
+            ..MarketChoice::default()
+        },
+    }
+}
+
+fn submit_to(cluster: &Cluster, node: usize, request: JobRequest) -> Hash32 {
+    let ctx = cluster.nodes[node].ctx().clone();
+    let accepted = cluster
+        .on(node, async move { submit::submit(&ctx, request).await })
+        .expect("job accepted");
+    Hash32::from_hex(&accepted.job_id).expect("job id")
+}
+
+/// Waits (bounded) until `done` holds for the coordinator's job state.
+fn wait_for(
+    cluster: &Cluster,
+    node: usize,
+    job: Hash32,
+    limit: Duration,
+    what: &str,
+    done: impl Fn(&crate::jobs::coordinator::CoordState) -> bool,
+) {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(coordinated) = cluster.nodes[node].ctx().jobs.coordinated(&job) {
+            let state = coordinated.state();
+            if done(&state) {
+                return;
+            }
+            assert!(
+                Instant::now() < until,
+                "{what} not reached in {limit:?}: {:?} {:?}, {} rounds",
+                state.phase,
+                state.error,
+                state.rounds.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn own_entries(cluster: &Cluster, node: usize, job: &Hash32) -> Vec<EntryBody> {
+    let store = cluster.nodes[node].ctx().ledger.store();
+    store
+        .entries_for_job(job)
+        .expect("ledger read")
+        .into_iter()
+        .filter(|e| e.own)
+        .map(|e| e.signed.verify_and_decode().expect("entry verifies").1.body)
+        .collect()
+}
+
+fn count(entries: &[EntryBody], kind: EntryKind) -> usize {
+    entries.iter().filter(|e| e.kind() == kind).count()
+}
+
+/// The coordinator's entries for the job, once its `JobFinished` is
+/// appended (entries written ahead into the last checkpoint are appended
+/// just after it).
+fn entries_once_finished(cluster: &Cluster, node: usize, job: &Hash32) -> Vec<EntryBody> {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let entries = own_entries(cluster, node, job);
+        if count(&entries, EntryKind::JobFinished) > 0 {
+            return entries;
+        }
+        assert!(Instant::now() < until, "JobFinished never appended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn three_in_process_nodes_train_a_job_within_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), 3, LedgerKind::InMemory).unwrap();
+    let job = submit_to(&cluster, 0, small_job("in-process", 3));
+    wait_for(
+        &cluster,
+        0,
+        job,
+        Duration::from_secs(120),
+        "finished",
+        |s| s.is_terminal(),
+    );
+    let coordinated = cluster.nodes[0].ctx().jobs.coordinated(&job).unwrap();
+    let state = coordinated.state();
+    assert_eq!(state.phase, JobState::Finished, "{:?}", state.error);
+    assert_eq!(state.rounds.len(), 3);
+    let everyone: BTreeSet<NodeId> = cluster.nodes.iter().map(|n| n.node_id()).collect();
+    assert_eq!(state.participants(), everyone);
+    // alpha = 0.5 of 8 shards: no owner (each node its own) above 4.
+    for record in &state.allocations {
+        for assignment in &record.allocation.assignments {
+            assert!(assignment.shards.len() <= 4, "{assignment:?}");
+        }
+    }
+    for round in &state.rounds {
+        let shards: u32 = round.accepted.iter().map(|(_, _, s)| s).sum();
+        assert_eq!(
+            shards, 8,
+            "round {} trained {shards} of 8 shards",
+            round.round
+        );
+    }
+    drop(state);
+    let entries = entries_once_finished(&cluster, 0, &job);
+    assert_eq!(count(&entries, EntryKind::JobFinished), 1);
+    assert_eq!(count(&entries, EntryKind::RoundCompleted), 3);
+    assert_eq!(count(&entries, EntryKind::JobSubmitted), 1);
+    // Every worker receives the job's entries and ends its part.
+    let until = Instant::now() + Duration::from_secs(30);
+    for node in &cluster.nodes[1..] {
+        loop {
+            let worker = node.ctx().jobs.worker(&job).expect("worked on the job");
+            let foreign = node.ctx().ledger.store().entries_for_job(&job).unwrap();
+            if worker.is_finished() && foreign.iter().any(|e| !e.own) {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "a worker never learnt the job ended"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn a_coordinator_stopped_mid_round_and_started_again_keeps_every_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), 4, LedgerKind::OnDisk).unwrap();
+    // Node 0 only coordinates: stopping it takes no worker with it.
+    cluster.stop(0);
+    cluster.nodes[0].config.worker.work_own_jobs = false;
+    cluster.resume(0).unwrap();
+    // The updates of round 1 are held back on their way: the coordinator
+    // is stopped with every worker's round-1 update in flight, and
+    // started again, as if it had crashed in the middle of the round.
+    let coordinator = crate::jobs::transport::peer_id(&cluster.nodes[0].node_id()).unwrap();
+    cluster.net.hold(Box::new(move |to, request| {
+        *to == coordinator
+            && matches!(request, Request::RoundUpdate { update, .. }
+                if update.verify_and_decode().is_ok_and(|(_, u)| u.round == 1))
+    }));
+    let job = submit_to(&cluster, 0, small_job("restart", 4));
+    let until = Instant::now() + Duration::from_secs(120);
+    while cluster.net.held() < 3 {
+        assert!(Instant::now() < until, "round 1 updates never came");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let coordinated = cluster.nodes[0].ctx().jobs.coordinated(&job).unwrap();
+    let open = coordinated.machine().open_round().map(|r| r.round);
+    assert_eq!(open, Some(1));
+    drop(coordinated);
+    cluster.stop(0);
+    // The held updates find the coordinator gone.
+    cluster.net.release();
+    cluster.resume(0).unwrap();
+    wait_for(
+        &cluster,
+        0,
+        job,
+        Duration::from_secs(180),
+        "finished",
+        |s| s.is_terminal(),
+    );
+    let coordinated = cluster.nodes[0].ctx().jobs.coordinated(&job).unwrap();
+    let state = coordinated.state();
+    assert_eq!(state.phase, JobState::Finished, "{:?}", state.error);
+    let per_round: Vec<(u32, u32)> = state
+        .rounds
+        .iter()
+        .map(|r| (r.round, r.accepted.iter().map(|(_, _, s)| s).sum()))
+        .collect();
+    assert_eq!(
+        per_round,
+        vec![(0, 8), (1, 8), (2, 8), (3, 8)],
+        "shards trained per round (stopped while round 1 was open)"
+    );
+    assert!(state.missing.is_empty() && state.banned.is_empty());
+    drop(state);
+    let entries = entries_once_finished(&cluster, 0, &job);
+    assert_eq!(count(&entries, EntryKind::RoundCompleted), 4);
+    assert_eq!(count(&entries, EntryKind::JobFinished), 1);
+}
+
+#[test]
+fn a_worker_that_goes_away_mid_round_loses_its_shards_and_rejoins_when_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), 3, LedgerKind::OnDisk).unwrap();
+    let leaving = cluster.nodes[2].node_id();
+    // Its round-1 update never arrives: it goes away with it.
+    cluster.net.hold(Box::new(move |_, request| {
+        matches!(request, Request::RoundUpdate { update, .. }
+            if update.verify_and_decode().is_ok_and(|(_, u)| u.round == 1 && u.worker == leaving))
+    }));
+    let job = submit_to(&cluster, 0, small_job("churn", 5));
+    let until = Instant::now() + Duration::from_secs(120);
+    while cluster.net.held() < 1 {
+        assert!(Instant::now() < until, "the round-1 update never came");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cluster.stop(2);
+    cluster.net.release();
+    wait_for(
+        &cluster,
+        0,
+        job,
+        Duration::from_secs(60),
+        "round 1 recorded",
+        |s| s.rounds.len() >= 2,
+    );
+    cluster.resume(2).unwrap();
+    wait_for(
+        &cluster,
+        0,
+        job,
+        Duration::from_secs(120),
+        "finished",
+        |s| s.is_terminal(),
+    );
+    let coordinated = cluster.nodes[0].ctx().jobs.coordinated(&job).unwrap();
+    let state = coordinated.state();
+    assert_eq!(state.phase, JobState::Finished, "{:?}", state.error);
+    let trained = |round: usize| -> (u32, u32) {
+        let accepted = &state.rounds[round].accepted;
+        let shards = accepted.iter().map(|(_, _, s)| s).sum();
+        let its = accepted.iter().filter(|(n, _, _)| *n == leaving);
+        (shards, its.map(|(_, _, s)| s).sum())
+    };
+    assert_eq!(state.rounds.len(), 5);
+    let its_shards = trained(0).1;
+    assert!(its_shards > 0, "the leaving worker trained round 0");
+    // Round 1 goes on without its shards; from round 2 the others hold
+    // them, until it is back.
+    assert_eq!(trained(1), (8 - its_shards, 0));
+    for round in 2..5 {
+        assert_eq!(trained(round).0, 8, "round {round}");
+    }
+    assert!(trained(4).1 > 0, "the worker did not rejoin");
+    assert!(
+        state.allocations.len() >= 3,
+        "cleared again when it left and came back"
+    );
+}
