@@ -77,12 +77,20 @@ pub struct ApiConfig {
     /// Address of the HTTP API. Keep it on loopback unless a proxy with TLS
     /// sits in front of it.
     pub listen: String,
+    /// Open API connections at most; at the cap a new connection closes
+    /// the oldest one that is not in a request.
+    pub max_connections: u32,
+    /// A client must send a whole request head within this long (also
+    /// between requests on a kept-alive connection).
+    pub header_timeout_secs: u64,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             listen: "127.0.0.1:7444".into(),
+            max_connections: 256,
+            header_timeout_secs: 10,
         }
     }
 }
@@ -299,6 +307,12 @@ impl Config {
         if let Err(e) = crate::adverts::IdleHours::parse(&self.offer.idle_hours) {
             return bad(format!("offer.idle_hours: {e}"));
         }
+        if self.api.max_connections == 0 {
+            return bad("api.max_connections must be positive".into());
+        }
+        if !(1..=3600).contains(&self.api.header_timeout_secs) {
+            return bad("api.header_timeout_secs must be in 1..=3600".into());
+        }
         if self.jobs.max_jobs == 0 {
             return bad("jobs.max_jobs must be positive".into());
         }
@@ -428,6 +442,10 @@ gossip_heartbeat_ms = {heartbeat}
 [api]
 # HTTP API address. Requests need "Authorization: Bearer <api.token>".
 listen = "{api_listen}"
+# Open connections at most (at the cap a new one closes the oldest idle
+# one), and how long a client has to send a request head.
+max_connections = {api_max_connections}
+header_timeout_secs = {api_header_timeout}
 
 [advert]
 # Lifetime of each signed capacity advert; re-issued after this share of it.
@@ -506,6 +524,8 @@ filter = "info"
         gossip_burst = d.network.gossip_burst,
         idle = d.network.idle_timeout_secs,
         heartbeat = d.network.gossip_heartbeat_ms,
+        api_max_connections = d.api.max_connections,
+        api_header_timeout = d.api.header_timeout_secs,
         lifetime = d.advert.lifetime_secs,
         reissue = d.advert.reissue_after_percent,
         probe = d.advert.probe_ms,

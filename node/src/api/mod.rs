@@ -9,6 +9,7 @@ mod error;
 mod jobs_routes;
 mod ledger_routes;
 mod routes;
+pub mod server;
 mod views;
 
 use std::sync::Arc;
@@ -19,7 +20,6 @@ use axum::http::{HeaderMap, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
-use tracing::warn;
 
 pub use error::{ApiError, ApiJson};
 pub use views::entry as entry_view;
@@ -88,16 +88,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub async fn serve(
     shared: Arc<Shared>,
     listener: tokio::net::TcpListener,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let app = router(shared);
-    let shutdown = async move {
-        let _ = stop.changed().await;
+    let limits = server::Limits {
+        max_connections: shared.config.api.max_connections as usize,
+        header_timeout: std::time::Duration::from_secs(shared.config.api.header_timeout_secs),
     };
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        warn!(target: "fairgrid::api", error = %e, "API server stopped");
-    }
+    let app = router(shared);
+    server::serve(listener, app, limits, stop).await;
 }

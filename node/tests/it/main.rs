@@ -3,6 +3,7 @@
 //! test build (docs/benchmarks.md, "Build and test times").
 
 mod api;
+mod api_limits;
 mod cli;
 mod cluster;
 mod common;

@@ -75,6 +75,17 @@ impl NodeProc {
     /// Starts `fairgrid run` in `dir` (already initialised) and waits for
     /// its API address.
     pub fn start(dir: &Path, bootstrap: &[String], env: &[(String, String)]) -> NodeProc {
+        Self::start_with(dir, bootstrap, env, None)
+    }
+
+    /// [`NodeProc::start`], with at most `fd_limit` open files for the
+    /// node (as `ulimit -n`).
+    pub fn start_with(
+        dir: &Path,
+        bootstrap: &[String],
+        env: &[(String, String)],
+        fd_limit: Option<u64>,
+    ) -> NodeProc {
         // A node killed earlier left its run files behind: wait for new ones.
         let _ = std::fs::remove_file(dir.join("run/api.addr"));
         let log = std::fs::OpenOptions::new()
@@ -89,6 +100,23 @@ impl NodeProc {
         }
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some(limit) = fd_limit {
+            use std::os::unix::process::CommandExt;
+            let rlimit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs
+            // between fork and exec here.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let child = cmd
             .stdin(Stdio::null())
