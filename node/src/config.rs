@@ -261,6 +261,8 @@ impl Config {
         origin: &str,
         env: &BTreeMap<String, String>,
     ) -> Result<Config> {
+        // Editors on some systems start UTF-8 files with a byte-order mark.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut table: toml::Table = toml::from_str(text).map_err(|e| NodeError::Config {
             origin: origin.to_string(),
             reason: e.to_string(),

@@ -76,8 +76,10 @@ pub fn load(path: &Path, check: DataCheck) -> Result<(JobRequest, JobPlan)> {
         path: path.to_path_buf(),
         message: format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
     })?;
+    // Editors on some systems start UTF-8 files with a byte-order mark.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let base = path.parent().unwrap_or(Path::new("."));
-    let mut request = parse(&text, path)?;
+    let mut request = parse(text, path)?;
     resolve_data_dir(&mut request, base);
     let plan = validate(&request, &path.display().to_string(), check)?;
     Ok((request, plan))

@@ -76,7 +76,23 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Parses the process's command line and runs it (see [`main_with`]).
 pub fn main() -> ExitCode {
-    main_with(std::env::args_os())
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).is_none_or(|command| command != "run") {
+        default_sigpipe();
+    }
+    main_with(args)
+}
+
+/// A command whose output goes into a closed pipe (`fairgrid market clear
+/// ... | head`) ends quietly, as Unix tools do, instead of panicking in
+/// `println!`. Rust ignores SIGPIPE by default; sockets are unaffected
+/// (their writes use MSG_NOSIGNAL). Not for `run`: the daemon's own log
+/// pipe closing must not kill it.
+fn default_sigpipe() {
+    // SAFETY: called first thing in main, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// Parses `args` (the first is the program name), runs the command, and

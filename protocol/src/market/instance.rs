@@ -136,6 +136,8 @@ impl Instance {
     /// Parses and checks an instance. Errors name the offending field,
     /// e.g. `bids[3].ask`.
     pub fn from_json(text: &str) -> Result<Self, MarketError> {
+        // Editors on some systems start UTF-8 files with a byte-order mark.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         if text.len() > MAX_INSTANCE_BYTES {
             return Err(MarketError::instance(
                 "(file)",
@@ -205,7 +207,12 @@ impl Instance {
                             "a maximum capacity needs an owner to certify it",
                         ));
                     }
-                    owner_names.insert(node.node_id().as_self_owner(), bid.node.clone());
+                    // Its own owner: named so that it cannot be mistaken
+                    // for a certified owner of the same name.
+                    owner_names.insert(
+                        node.node_id().as_self_owner(),
+                        format!("{} (uncertified)", bid.node),
+                    );
                     None
                 }
             };
@@ -281,13 +288,18 @@ fn check_name(name: &str, field: &str) -> Result<(), MarketError> {
             ),
         ));
     }
+    // Names end up in terminals and logs: no line breaks or escapes.
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(MarketError::instance(
+            field,
+            format!("a name must be printable text; it holds {c:?}"),
+        ));
+    }
     Ok(())
 }
 
 fn check_job(job: &JobSection) -> Result<MarketJob, MarketError> {
-    if job.name.is_empty() {
-        return Err(MarketError::instance("job.name", "must not be empty"));
-    }
+    check_name(&job.name, "job.name")?;
     let shards = match (&job.shards, &job.shard_indices) {
         (Some(_), Some(_)) => {
             return Err(MarketError::instance(

@@ -113,3 +113,17 @@ fn owners_and_window_shape_the_caps() {
     assert_eq!(outcome.shortfall, 4);
     assert!(explain(&outcome).contains("network cap"));
 }
+
+#[test]
+fn an_uncertified_node_is_never_shown_as_a_certified_owner_of_its_name() {
+    // Owner "x" certifies node "a"; node "x" has no certificate (it is its
+    // own owner). They are two owners and must print as two.
+    let text = with_bids(
+        r#"{"node": "a", "owner": "x", "ask": 5, "capacity": {"cpu_milli": 4000}},
+           {"node": "x", "ask": 5, "capacity": {"cpu_milli": 4000}}"#,
+    );
+    let outcome = Instance::from_json(&text).unwrap().clear().unwrap();
+    let mut names: Vec<&str> = outcome.owners.iter().map(|o| o.owner.as_str()).collect();
+    names.sort();
+    assert_eq!(names, vec!["x", "x (uncertified)"]);
+}

@@ -22,15 +22,23 @@ pub fn no_supply_message(
     valid_bids: usize,
     cheapest: Option<(u64, NodeId)>,
 ) -> String {
+    let limit = spec.limit_price;
     if valid_bids == 0 {
-        let cheapest = match cheapest {
-            Some((ask, node)) => format!("{ask} (node {node})"),
-            None => "none".to_string(),
-        };
-        format!(
-            "no bid at or below the limit price {}; cheapest ask seen: {cheapest}",
-            spec.limit_price
-        )
+        match cheapest {
+            // Someone asks little enough: the price is not why nobody bid.
+            Some((ask, node)) if ask <= limit => format!(
+                "no node bid on the job, though node {node} asks {ask}, within the limit price \
+                 {limit}: the nodes that heard of it are at their worker.max_jobs, cannot \
+                 train it within their offer, or could not reach this node"
+            ),
+            Some((ask, node)) => format!(
+                "no bid at or below the limit price {limit}; cheapest ask seen: {ask} (node {node})"
+            ),
+            None => format!(
+                "no bid at or below the limit price {limit}; cheapest ask seen: none \
+                 (no bids and no live adverts)"
+            ),
+        }
     } else {
         format!(
             "{valid_bids} bid(s), but no node can hold a shard (demand {:?}) within the owner caps",
@@ -194,5 +202,35 @@ impl Coordinator {
         self.persist(out);
         let reason = format!("winners left out: {}", names.join("; "));
         self.start_clearing(reason, clearing.first, attempt, out);
+    }
+}
+
+#[cfg(test)]
+mod message_tests {
+    use super::*;
+    use fairgrid_protocol::Keypair;
+
+    #[test]
+    fn the_no_supply_message_names_the_true_reason() {
+        let key = Keypair::from_seed(b"submitter");
+        let node = Keypair::from_seed(b"worker").node_id();
+        let mut spec = crate::jobs::testing::sample_spec(&key);
+        spec.limit_price = 100;
+        let too_dear = no_supply_message(&spec, 0, Some((250, node)));
+        assert!(
+            too_dear.starts_with("no bid at or below the limit price 100; cheapest ask seen: 250"),
+            "{too_dear}"
+        );
+        // Every node busy: their asks are fine, the price is not the reason.
+        let busy = no_supply_message(&spec, 0, Some((0, node)));
+        assert!(busy.starts_with("no node bid on the job"), "{busy}");
+        assert!(busy.contains("worker.max_jobs") && !busy.contains("cheapest ask seen"));
+        let nobody = no_supply_message(&spec, 0, None);
+        assert!(nobody.contains("no bids and no live adverts"), "{nobody}");
+        let capped = no_supply_message(&spec, 3, Some((0, node)));
+        assert!(
+            capped.starts_with("3 bid(s), but no node can hold a shard"),
+            "{capped}"
+        );
     }
 }
