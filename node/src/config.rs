@@ -21,7 +21,24 @@ pub struct Config {
     pub trust: TrustConfig,
     pub jobs: JobsConfig,
     pub worker: WorkerConfig,
+    pub storage: StorageConfig,
     pub log: LogConfig,
+}
+
+/// The node's disk stores (ledger, jobs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// A storage call that has not returned after this long stops the node
+    /// (exit status 70) so that a supervisor restarts it, instead of a
+    /// node that looks alive and answers nothing.
+    pub stall_secs: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { stall_secs: 120 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -309,6 +326,9 @@ impl Config {
         if let Err(e) = crate::adverts::IdleHours::parse(&self.offer.idle_hours) {
             return bad(format!("offer.idle_hours: {e}"));
         }
+        if !(1..=86_400).contains(&self.storage.stall_secs) {
+            return bad("storage.stall_secs must be in 1..=86400".into());
+        }
         if self.api.max_connections == 0 {
             return bad("api.max_connections must be positive".into());
         }
@@ -509,6 +529,11 @@ threads = {worker_threads}
 # Disk kept for fetched shards, in MiB (oldest evicted first).
 shard_cache_mib = {shard_cache}
 
+[storage]
+# A storage call that has not returned after this long stops the node
+# (exit status 70) so that a supervisor restarts it.
+stall_secs = {stall}
+
 [log]
 # "human" or "json".
 format = "human"
@@ -526,6 +551,7 @@ filter = "info"
         gossip_burst = d.network.gossip_burst,
         idle = d.network.idle_timeout_secs,
         heartbeat = d.network.gossip_heartbeat_ms,
+        stall = d.storage.stall_secs,
         api_max_connections = d.api.max_connections,
         api_header_timeout = d.api.header_timeout_secs,
         lifetime = d.advert.lifetime_secs,

@@ -36,5 +36,6 @@ pub mod metrics;
 pub mod net;
 pub mod state;
 pub mod text;
+pub mod watchdog;
 
 pub use error::{NodeError, Result};

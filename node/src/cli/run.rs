@@ -83,6 +83,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     crate::logging::init(&config.log.format, &config.log.filter)?;
     let key = dir.load_key()?;
     let api_token = dir.load_token()?;
+    let stall = std::time::Duration::from_secs(config.storage.stall_secs);
+    crate::watchdog::start_monitor(stall).context("starting the storage watchdog")?;
     let runtime = super::runtime()?;
     runtime.block_on(async move {
         let node = app::start(NodeSetup {

@@ -156,6 +156,7 @@ impl JobStore {
         let (slot, path) = (Arc::clone(&self.trees), self.root.join("db"));
         let (stuck_slot, stuck_what) = (Arc::clone(&slot), what.clone());
         let write = tokio::task::spawn_blocking(move || {
+            let _watched = crate::watchdog::watch("job store write");
             let done = open_trees(&slot, &path)
                 .map_err(|e| e.to_string())
                 .and_then(|trees| {

@@ -217,6 +217,8 @@ impl LedgerStore {
 
     /// `(seq, id)` of the last own entry, and its author.
     pub fn head(&self) -> Result<Option<(u64, Hash32, NodeId)>> {
+        // Every status answer reads it: the call a stuck sled blocks first.
+        let _watched = crate::watchdog::watch("ledger head");
         Ok(self.tip()?.map(|t| (t.seq, t.id, t.author)))
     }
 

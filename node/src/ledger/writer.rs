@@ -342,7 +342,11 @@ fn commit_loop(
                 outcomes,
                 ..
             } = staged;
-            match commit(trees, db, chain, appended, indexes, foreign, indexes_behind) {
+            let watched = crate::watchdog::watch("ledger commit");
+            stall_if_asked();
+            let committed = commit(trees, db, chain, appended, indexes, foreign, indexes_behind);
+            drop(watched);
+            match committed {
                 Ok(()) => {
                     indexes_behind = false;
                     commits.fetch_add(1, Ordering::Relaxed);
@@ -363,6 +367,7 @@ fn commit_loop(
             }
         }
         if let Some(ack) = staged.close {
+            let _watched = crate::watchdog::watch("ledger flush");
             if let Err(e) = db.flush() {
                 tracing::error!(target: "fairgrid::ledger", error = %e, "final ledger flush failed");
             }
@@ -371,6 +376,19 @@ fn commit_loop(
     }
     if let Err(e) = db.flush() {
         tracing::error!(target: "fairgrid::ledger", error = %e, "final ledger flush failed");
+    }
+}
+
+/// Test-only: debug builds started with `FAIRGRID_TEST_FAULT=stall_ledger`
+/// never finish a ledger commit, for the test that proves the storage
+/// watchdog stops such a node. A release build cannot be made to stall.
+fn stall_if_asked() {
+    if cfg!(debug_assertions)
+        && std::env::var("FAIRGRID_TEST_FAULT").as_deref() == Ok("stall_ledger")
+    {
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
     }
 }
 

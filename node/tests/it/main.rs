@@ -19,3 +19,4 @@ mod ledger_crash;
 mod market_cli;
 #[path = "../../../sdk/tests/mock/mod.rs"]
 mod mock;
+mod watchdog;
