@@ -148,6 +148,16 @@ impl JobPlan {
                 ),
             );
         }
+        // Each shard demands at least the memory its data takes, so that
+        // the market never gives a worker more data than its offer holds.
+        let largest = data
+            .shards
+            .iter()
+            .map(|s| s.bytes(&data.input))
+            .max()
+            .unwrap_or(0);
+        let mut demand = self.demand;
+        demand.mem_mib = demand.mem_mib.max(largest.div_ceil(1 << 20));
         let mut spec = JobSpec {
             submitter,
             nonce,
@@ -159,7 +169,7 @@ impl JobPlan {
                 test_samples: data.test_samples,
             },
             hyper: self.hyper.clone(),
-            demand_per_shard: self.demand,
+            demand_per_shard: demand,
             limit_price: self.limit_price,
             alpha_ppm: self.alpha_ppm,
             bid_window_ms: self.bid_window_ms,

@@ -39,6 +39,23 @@ pub struct ShardInfo {
     pub samples: u32,
 }
 
+/// Bytes of a shard's header on the wire (magic, version, shape, count).
+pub const SHARD_HEADER_BYTES: u64 = 28;
+/// Largest shard, in bytes on the wire: one shard fits in one fetch answer.
+pub const MAX_SHARD_BYTES: u64 = 16 * 1024 * 1024;
+
+impl ShardInfo {
+    /// Its size on the wire and in a worker's memory: the header, then
+    /// one byte per pixel and one label byte per sample.
+    pub fn bytes(&self, input: &InputShape) -> u64 {
+        let per_sample = u64::from(input.channels)
+            .saturating_mul(u64::from(input.height))
+            .saturating_mul(u64::from(input.width))
+            .saturating_add(1);
+        SHARD_HEADER_BYTES.saturating_add(per_sample.saturating_mul(u64::from(self.samples)))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatasetDescriptor {
     /// e.g. "fashion-mnist/builtin".
@@ -193,6 +210,33 @@ impl JobSpec {
         }
         if self.dataset.shards.iter().any(|s| s.samples == 0) {
             return bad("dataset.shards", "a shard has zero samples".into());
+        }
+        // What a worker holds is bounded by what it offers: a shard fits in
+        // the memory each shard demands (so the market never gives a node
+        // more data than its memory), and in one fetch answer.
+        let largest = self
+            .dataset
+            .shards
+            .iter()
+            .map(|s| s.bytes(&self.model.input))
+            .max()
+            .unwrap_or(0);
+        if largest > MAX_SHARD_BYTES {
+            return bad(
+                "dataset.shards",
+                format!("a shard of {largest} bytes; at most {MAX_SHARD_BYTES}"),
+            );
+        }
+        let demanded = self.demand_per_shard.mem_mib.saturating_mul(1 << 20);
+        if demanded < largest {
+            return bad(
+                "demand_per_shard.mem_mib",
+                format!(
+                    "{} MiB is less than the largest shard ({} MiB)",
+                    self.demand_per_shard.mem_mib,
+                    largest.div_ceil(1 << 20)
+                ),
+            );
         }
         let h = &self.hyper;
         if h.rounds == 0 || h.rounds > MAX_ROUNDS {

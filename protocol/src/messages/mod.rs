@@ -12,6 +12,7 @@ pub use allocation::{ALGO_VERSION, Allocation, Assignment, OwnerPayment};
 pub use bid::Bid;
 pub use job::{
     Compression, DatasetDescriptor, HyperParams, InputShape, JobSpec, LrSchedule, MAX_ROUNDS,
-    MAX_SHARDS, ModelArch, ModelSpec, OptimizerKind, PPM, ShardInfo, ShortfallPolicy,
+    MAX_SHARD_BYTES, MAX_SHARDS, ModelArch, ModelSpec, OptimizerKind, PPM, SHARD_HEADER_BYTES,
+    ShardInfo, ShortfallPolicy,
 };
 pub use round::{Receipt, RoundRefusal, RoundStart, RoundUpdate, WorkOrder};

@@ -47,12 +47,6 @@ pub fn decide(
             spec.limit_price
         ));
     }
-    if offered.units_of(&spec.demand_per_shard) == 0 {
-        return Err(format!(
-            "the offer {offered:?} cannot hold one shard of demand {:?}",
-            spec.demand_per_shard
-        ));
-    }
     let model = kernels_spec(&spec.model);
     if model.validate().is_err() || model.param_count() * 4 > MAX_PARAM_BYTES as u128 {
         return Err("the job's model is not one this node trains".into());
@@ -68,10 +62,20 @@ pub fn decide(
             (limit.min(MAX_TRAINING_BYTES)) >> 20
         ));
     }
-    Ok(Terms {
-        ask,
-        capacity: offered,
-    })
+    // The memory the model trains in is not there for shards: the bid
+    // offers the rest, so that shards and training together stay within
+    // the offer.
+    let mut capacity = offered;
+    let training_mib = u64::try_from(needed.div_ceil(1 << 20)).unwrap_or(u64::MAX);
+    capacity.mem_mib = offered.mem_mib.saturating_sub(training_mib);
+    if capacity.units_of(&spec.demand_per_shard) == 0 {
+        return Err(format!(
+            "the offer {offered:?}, less {training_mib} MiB to train the model in, cannot hold \
+             one shard of demand {:?}",
+            spec.demand_per_shard
+        ));
+    }
+    Ok(Terms { ask, capacity })
 }
 
 #[cfg(test)]
@@ -95,7 +99,11 @@ mod tests {
         let config = WorkerConfig::default();
         let terms = decide(&config, offer(), 30, 0, false, &spec).unwrap();
         assert_eq!(terms.ask, 30);
-        assert_eq!(terms.capacity, offer());
+        // The bid keeps the model's training memory out of what it offers.
+        let training = kernels_spec(&spec.model).training_bytes(spec.hyper.batch_size as usize);
+        let mut capacity = offer();
+        capacity.mem_mib -= training.div_ceil(1 << 20) as u64;
+        assert_eq!(terms.capacity, capacity);
         let config = WorkerConfig {
             ask: 70,
             ..WorkerConfig::default()
@@ -142,7 +150,7 @@ mod tests {
         spec.demand_per_shard.mem_mib = 1;
         let needed = kernels_spec(&spec.model).training_bytes(4096);
         let enough = ResourceVec {
-            mem_mib: (needed >> 20) as u64 + 1,
+            mem_mib: needed.div_ceil(1 << 20) as u64 + 1,
             ..offer()
         };
         let short = ResourceVec {
@@ -155,6 +163,46 @@ mod tests {
         assert!(
             why.contains("at batch 4096") && why.contains("MiB this node offers"),
             "{why}"
+        );
+    }
+
+    /// The attack from issue 11: a worker offering 64 MiB won all 7 shards
+    /// of 60 images of 512x512 (15 MiB each) and grew to 175 MB. Now each
+    /// shard demands its size, and the bid leaves the training memory out.
+    #[test]
+    fn shards_and_training_together_stay_within_the_offer() {
+        use fairgrid_protocol::messages::{InputShape, ShardInfo};
+        let mut spec = sample_spec(&Keypair::from_seed(b"c"));
+        spec.model.input = InputShape {
+            channels: 1,
+            height: 512,
+            width: 512,
+        };
+        spec.model.classes = 2;
+        spec.hyper.batch_size = 4;
+        for shard in &mut spec.dataset.shards {
+            *shard = ShardInfo {
+                samples: 60,
+                ..*shard
+            };
+        }
+        let shard_bytes = spec.dataset.shards[0].bytes(&spec.model.input);
+        // What the submitter declared is too little: the spec is refused.
+        spec.demand_per_shard.mem_mib = 1;
+        assert!(spec.validate().is_err());
+        spec.demand_per_shard.mem_mib = shard_bytes.div_ceil(1 << 20);
+        spec.validate().unwrap();
+        let offered = ResourceVec {
+            mem_mib: 64,
+            ..offer()
+        };
+        let terms = decide(&WorkerConfig::default(), offered, 0, 0, false, &spec).unwrap();
+        let shards = terms.capacity.units_of(&spec.demand_per_shard);
+        let training = kernels_spec(&spec.model).training_bytes(4) as u64;
+        assert!(shards >= 1);
+        assert!(
+            shards * shard_bytes + training <= 64 << 20,
+            "{shards} shards of {shard_bytes} bytes and {training} bytes of training in 64 MiB"
         );
     }
 }

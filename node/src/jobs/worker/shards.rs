@@ -21,10 +21,9 @@ const TARGET: &str = "fairgrid::jobs";
 
 /// Canonical size of shard `index` of the job (header, pixels, labels).
 fn shard_len(job: &WorkerJob, index: u32) -> usize {
-    let input = &job.spec.model.input;
-    let per = (input.channels * input.height * input.width) as usize + 1;
-    let samples = job.spec.dataset.shards[index as usize].samples as usize;
-    28 + samples * per
+    let info = &job.spec.dataset.shards[index as usize];
+    // Bounded by MAX_SHARD_BYTES (JobSpec::validate).
+    info.bytes(&job.spec.model.input) as usize
 }
 
 /// Why shards could not be had.
