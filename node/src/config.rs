@@ -55,6 +55,8 @@ pub struct NetworkConfig {
     pub max_connections: u32,
     pub max_connections_per_peer: u32,
     pub max_pending_incoming: u32,
+    /// Incoming handshakes in progress from any one IP address.
+    pub max_pending_incoming_per_ip: u32,
     /// Inbound request-response requests each peer may make per second
     /// (sustained) and in a burst.
     pub request_rate_per_sec: u32,
@@ -78,6 +80,7 @@ impl Default for NetworkConfig {
             max_connections: 256,
             max_connections_per_peer: 2,
             max_pending_incoming: 64,
+            max_pending_incoming_per_ip: 8,
             request_rate_per_sec: 20,
             request_burst: 40,
             gossip_rate_per_sec: 100,
@@ -317,7 +320,10 @@ impl Config {
                 self.log.format
             ));
         }
-        if self.network.max_connections_per_peer == 0 || self.network.max_connections == 0 {
+        if self.network.max_connections_per_peer == 0
+            || self.network.max_connections == 0
+            || self.network.max_pending_incoming_per_ip == 0
+        {
             return bad("network connection limits must be positive".into());
         }
         if self.network.request_rate_per_sec == 0 || self.network.gossip_rate_per_sec == 0 {
@@ -451,6 +457,8 @@ target_peers = {target_peers}
 max_connections = {max_connections}
 max_connections_per_peer = {per_peer}
 max_pending_incoming = {pending}
+# Of which from any one IP address (junk from one host cannot fill them).
+max_pending_incoming_per_ip = {pending_per_ip}
 # Per-peer rate limits (sustained per second, and burst) for requests and gossip.
 request_rate_per_sec = {req_rate}
 request_burst = {req_burst}
@@ -545,6 +553,7 @@ filter = "info"
         max_connections = d.network.max_connections,
         per_peer = d.network.max_connections_per_peer,
         pending = d.network.max_pending_incoming,
+        pending_per_ip = d.network.max_pending_incoming_per_ip,
         req_rate = d.network.request_rate_per_sec,
         req_burst = d.network.request_burst,
         gossip_rate = d.network.gossip_rate_per_sec,

@@ -22,6 +22,7 @@ pub const IDENTIFY_PROTOCOL: &str = "/fairgrid/id/1.0.0";
 
 #[derive(NetworkBehaviour)]
 pub struct FairgridBehaviour {
+    pub per_ip: super::ip_limits::Behaviour,
     pub limits: connection_limits::Behaviour,
     pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub identify: identify::Behaviour,
@@ -79,6 +80,7 @@ impl FairgridBehaviour {
         );
 
         Ok(FairgridBehaviour {
+            per_ip: super::ip_limits::Behaviour::new(config.max_pending_incoming_per_ip as usize),
             limits: connection_limits::Behaviour::new(limits),
             blocked: allow_block_list::Behaviour::default(),
             identify,

@@ -14,6 +14,7 @@ mod behaviour;
 mod client;
 pub mod codec;
 mod event_loop;
+pub mod ip_limits;
 pub mod rate;
 pub mod topics;
 pub mod wire;
@@ -79,6 +80,7 @@ pub struct NetConfig {
     pub max_connections: u32,
     pub max_connections_per_peer: u32,
     pub max_pending_incoming: u32,
+    pub max_pending_incoming_per_ip: u32,
     pub request_rate: (u32, u32),
     pub gossip_rate: (u32, u32),
     pub idle_timeout: Duration,
@@ -120,6 +122,7 @@ impl NetConfig {
             max_connections: c.max_connections,
             max_connections_per_peer: c.max_connections_per_peer,
             max_pending_incoming: c.max_pending_incoming,
+            max_pending_incoming_per_ip: c.max_pending_incoming_per_ip,
             request_rate: (c.request_rate_per_sec, c.request_burst),
             gossip_rate: (c.gossip_rate_per_sec, c.gossip_burst),
             idle_timeout: Duration::from_secs(c.idle_timeout_secs.max(1)),

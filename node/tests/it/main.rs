@@ -7,6 +7,7 @@ mod api_limits;
 mod cli;
 mod cluster;
 mod common;
+mod connection_pinning;
 mod consortium;
 mod cuda_probe_cli;
 mod disk_full;
