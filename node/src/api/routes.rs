@@ -60,7 +60,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<Status>, ApiEr
         ledger: LedgerSummary {
             entries: head.map_or(0, |(seq, _, _)| seq + 1),
             head: head.map(|(_, id, _)| id.to_hex()),
-            foreign_entries: store.foreign_count() as u64,
+            foreign_entries: store.foreign_count().unwrap_or(0) as u64,
         },
     }))
 }

@@ -85,14 +85,13 @@ impl Ledger {
                 None
             }
         };
-        index::catch_up_indexes(&store.trees)?;
+        index::catch_up_indexes(&store.handles()?.trees)?;
         store.flush()?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let commits = Arc::new(AtomicU64::new(0));
         let writer = writer::Writer {
             key,
-            trees: store.trees.clone(),
-            db: store.db.clone(),
+            store: store.clone(),
             head,
             commits: Arc::clone(&commits),
         };

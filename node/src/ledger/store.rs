@@ -22,7 +22,8 @@
 //! its index row are written in one transaction.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use fairgrid_protocol::ledger::{EntryKind, LedgerEntry};
 use fairgrid_protocol::{Hash32, NodeId, OwnerId, Signed};
@@ -138,13 +139,43 @@ impl StoredEntry {
     }
 }
 
+/// The open database and its trees.
+pub(crate) struct Handles {
+    pub db: sled::Db,
+    pub trees: Trees,
+}
+
 /// The read side of a ledger database. Opening it takes sled's lock, so a
 /// stopped node's ledger can be read while the node is down, and a running
 /// node's through its API.
+///
+/// sled refuses every write after one failed (a full disk) until the
+/// database is opened again: after a failed commit the writer drops the
+/// handles ([`LedgerStore::reopen_later`]), and the next call opens the
+/// database again, so freed space is usable without a restart.
 #[derive(Clone)]
 pub struct LedgerStore {
-    pub(crate) db: sled::Db,
-    pub(crate) trees: Trees,
+    /// None: sled's temporary mode, nothing to open again.
+    path: Option<PathBuf>,
+    handles: Arc<Mutex<Option<Arc<Handles>>>>,
+}
+
+fn open_handles(path: &Path) -> Result<Handles> {
+    let db = sled::Config::new()
+        .path(path)
+        .mode(sled::Mode::HighThroughput)
+        .open()
+        .map_err(|e| match e {
+            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                NodeError::Ledger(format!(
+                    "{} is locked by a running node; query it through its API instead",
+                    path.display()
+                ))
+            }
+            other => NodeError::Ledger(format!("opening {}: {other}", path.display())),
+        })?;
+    let trees = Trees::open(&db)?;
+    Ok(Handles { db, trees })
 }
 
 impl LedgerStore {
@@ -156,24 +187,15 @@ impl LedgerStore {
             .open()
             .map_err(|e| NodeError::Ledger(format!("opening an in-memory ledger: {e}")))?;
         let trees = Trees::open(&db)?;
-        Ok(LedgerStore { db, trees })
+        Ok(LedgerStore {
+            path: None,
+            handles: Arc::new(Mutex::new(Some(Arc::new(Handles { db, trees })))),
+        })
     }
 
     pub fn open(path: &Path) -> Result<LedgerStore> {
-        let db = sled::Config::new()
-            .path(path)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                    NodeError::Ledger(format!(
-                        "{} is locked by a running node; query it through its API instead",
-                        path.display()
-                    ))
-                }
-                other => NodeError::Ledger(format!("opening {}: {other}", path.display())),
-            })?;
-        let trees = Trees::open(&db)?;
+        let handles = open_handles(path)?;
+        let trees = &handles.trees;
         let format = trees.meta.get(META_FORMAT)?;
         if format.as_deref() != Some(&[FORMAT][..]) && !trees.chain.is_empty() {
             return Err(NodeError::Ledger(format!(
@@ -184,18 +206,47 @@ impl LedgerStore {
                 format.map_or("1".to_string(), |f| format!("{f:?}")),
             )));
         }
-        Ok(LedgerStore { db, trees })
+        Ok(LedgerStore {
+            path: Some(path.to_path_buf()),
+            handles: Arc::new(Mutex::new(Some(Arc::new(handles)))),
+        })
+    }
+
+    /// The open database, opened again first if a failed write dropped it.
+    pub(crate) fn handles(&self) -> Result<Arc<Handles>> {
+        let mut slot = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(handles) = slot.as_ref() {
+            return Ok(Arc::clone(handles));
+        }
+        let Some(path) = &self.path else {
+            return Err(NodeError::Ledger("the in-memory ledger failed".into()));
+        };
+        let handles = Arc::new(open_handles(path)?);
+        *slot = Some(Arc::clone(&handles));
+        tracing::info!(target: "fairgrid::ledger", "ledger database opened again after a failed write");
+        Ok(handles)
+    }
+
+    /// Drops this store's handles after a failed write; the next call opens
+    /// the database again (once every other handle is gone).
+    pub(crate) fn reopen_later(&self) {
+        if self.path.is_some() {
+            self.handles
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+        }
     }
 
     /// Marks an empty ledger as this format (the writer does, on open).
     pub(crate) fn mark_format(&self) -> Result<()> {
-        self.trees.meta.insert(META_FORMAT, &[FORMAT])?;
+        self.handles()?.trees.meta.insert(META_FORMAT, &[FORMAT])?;
         Ok(())
     }
 
     /// The last own entry: where the next append continues.
     pub(crate) fn tip(&self) -> Result<Option<Tip>> {
-        let Some((key, value)) = self.trees.chain.last()? else {
+        let Some((key, value)) = self.handles()?.trees.chain.last()? else {
             return Ok(None);
         };
         let seq = seq_of(&key)?;
@@ -232,7 +283,8 @@ impl LedgerStore {
     }
 
     pub fn get(&self, seq: u64) -> Result<Option<StoredEntry>> {
-        self.trees
+        self.handles()?
+            .trees
             .chain
             .get(seq_key(seq))?
             .map(|v| StoredEntry::decode(seq, &v, true))
@@ -246,7 +298,8 @@ impl LedgerStore {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
-        for item in self.trees.chain.range(seq_key(start)..).take(limit) {
+        let handles = self.handles()?;
+        for item in handles.trees.chain.range(seq_key(start)..).take(limit) {
             let (key, value) = item?;
             out.push(StoredEntry::decode(seq_of(&key)?, &value, true)?);
         }
@@ -254,23 +307,29 @@ impl LedgerStore {
     }
 
     /// Every own entry in order (for export and verification).
-    pub fn iter_own(&self) -> impl Iterator<Item = Result<StoredEntry>> + '_ {
-        self.trees.chain.iter().map(|item| {
-            let (key, value) = item?;
-            StoredEntry::decode(seq_of(&key)?, &value, true)
-        })
+    pub fn iter_own(&self) -> Box<dyn Iterator<Item = Result<StoredEntry>> + '_> {
+        match self.handles() {
+            Ok(handles) => Box::new(handles.trees.chain.iter().map(|item| {
+                let (key, value) = item?;
+                StoredEntry::decode(seq_of(&key)?, &value, true)
+            })),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
     }
 
     /// Every foreign entry, grouped by author then seq.
-    pub fn iter_foreign(&self) -> impl Iterator<Item = Result<StoredEntry>> + '_ {
-        self.trees.foreign.iter().map(|item| {
-            let (key, value) = item?;
-            StoredEntry::decode(seq_of(&key)?, &value, false)
-        })
+    pub fn iter_foreign(&self) -> Box<dyn Iterator<Item = Result<StoredEntry>> + '_> {
+        match self.handles() {
+            Ok(handles) => Box::new(handles.trees.foreign.iter().map(|item| {
+                let (key, value) = item?;
+                StoredEntry::decode(seq_of(&key)?, &value, false)
+            })),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
     }
 
-    pub fn foreign_count(&self) -> usize {
-        self.trees.foreign.len()
+    pub fn foreign_count(&self) -> Result<usize> {
+        Ok(self.handles()?.trees.foreign.len())
     }
 
     /// Seqs of own entries of one kind, after `after`, at most `limit`.
@@ -281,7 +340,8 @@ impl LedgerStore {
         limit: usize,
     ) -> Result<Vec<u64>> {
         let start = after.map_or(0, |a| a.saturating_add(1));
-        let tree = self.trees.kind_tree(kind);
+        let handles = self.handles()?;
+        let tree = handles.trees.kind_tree(kind);
         // A row is keyed by its first seq: the row before `start` may list
         // seqs from `start` on.
         let rows = tree
@@ -321,15 +381,16 @@ impl LedgerStore {
     /// Own and foreign entries that belong to `job`, own first.
     pub fn entries_for_job(&self, job: &Hash32) -> Result<Vec<StoredEntry>> {
         let mut out = Vec::new();
-        for seq in Self::indexed_seqs(&self.trees.by_job, &job.0)? {
+        let handles = self.handles()?;
+        for seq in Self::indexed_seqs(&handles.trees.by_job, &job.0)? {
             if let Some(entry) = self.get(seq)? {
                 out.push(entry);
             }
         }
-        for item in self.trees.foreign_by_job.scan_prefix(job.0) {
+        for item in handles.trees.foreign_by_job.scan_prefix(job.0) {
             let (key, _) = item?;
             let foreign_key = key.get(32..).unwrap_or_default();
-            if let Some(bytes) = self.trees.foreign.get(foreign_key)? {
+            if let Some(bytes) = handles.trees.foreign.get(foreign_key)? {
                 out.push(StoredEntry::decode(seq_of(&key)?, &bytes, false)?);
             }
         }
@@ -337,8 +398,9 @@ impl LedgerStore {
     }
 
     pub fn has_job(&self, job: &Hash32) -> Result<bool> {
-        Ok(self.trees.by_job.scan_prefix(job.0).next().is_some()
-            || self
+        let handles = self.handles()?;
+        Ok(handles.trees.by_job.scan_prefix(job.0).next().is_some()
+            || handles
                 .trees
                 .foreign_by_job
                 .scan_prefix(job.0)
@@ -349,7 +411,8 @@ impl LedgerStore {
     /// Own entries that concern `owner`.
     pub fn entries_for_owner(&self, owner: &OwnerId) -> Result<Vec<StoredEntry>> {
         let mut out = Vec::new();
-        for seq in Self::indexed_seqs(&self.trees.by_owner, &owner.0.0)? {
+        let by_owner = self.handles()?.trees.by_owner.clone();
+        for seq in Self::indexed_seqs(&by_owner, &owner.0.0)? {
             if let Some(entry) = self.get(seq)? {
                 out.push(entry);
             }
@@ -359,8 +422,10 @@ impl LedgerStore {
 
     /// Number of own entries of each kind (as the kind trees list them;
     /// a row that does not read is not counted).
-    pub fn kind_counts(&self) -> Vec<(EntryKind, usize)> {
-        self.trees
+    pub fn kind_counts(&self) -> Result<Vec<(EntryKind, usize)>> {
+        Ok(self
+            .handles()?
+            .trees
             .kinds
             .iter()
             .map(|(kind, tree)| {
@@ -371,11 +436,11 @@ impl LedgerStore {
                     .sum();
                 (*kind, listed)
             })
-            .collect()
+            .collect())
     }
 
     pub fn flush(&self) -> Result<()> {
-        self.db.flush()?;
+        self.handles()?.db.flush()?;
         Ok(())
     }
 }

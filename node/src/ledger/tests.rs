@@ -137,7 +137,7 @@ async fn verify_names_the_first_tampered_or_missing_entry() {
     for i in 0..30 {
         ledger.append(credit(1, i)).await.unwrap();
     }
-    let chain = &ledger.store().trees.chain;
+    let chain = &ledger.store().handles().unwrap().trees.chain;
     let key = super::store::seq_key(17);
     let mut row = chain.get(key).unwrap().unwrap().to_vec();
     let original = row.clone();
@@ -168,7 +168,7 @@ async fn indexes_that_lag_the_chain_are_caught_up_on_open() {
     }
     // What a crash between a group's chain rows and its index rows leaves:
     // the last 15 entries' index rows and the watermark are missing.
-    let trees = ledger.store().trees.clone();
+    let trees = ledger.store().handles().unwrap().trees.clone();
     for seq in 25..40u64 {
         let key = store::seq_key(seq);
         let entry = ledger.store().get(seq).unwrap().unwrap().entry().unwrap();
@@ -215,12 +215,16 @@ async fn indexes_that_lag_the_chain_are_caught_up_on_open() {
     // the indexes be rebuilt from scratch rather than trusted.
     reopened
         .store()
+        .handles()
+        .unwrap()
         .trees
         .meta
         .insert(store::META_INDEXED, &store::seq_key(99))
         .unwrap();
     reopened
         .store()
+        .handles()
+        .unwrap()
         .trees
         .kind_tree(EntryKind::Verification)
         .insert(store::seq_key(77), &[])
@@ -248,6 +252,8 @@ async fn a_ledger_in_the_old_format_is_refused_with_a_clear_error() {
     // Format 1 had no marker.
     ledger
         .store()
+        .handles()
+        .unwrap()
         .trees
         .meta
         .remove(store::META_FORMAT)
@@ -331,6 +337,7 @@ async fn grouped_index_rows_answer_like_a_per_entry_index() {
         }
         let counted = store
             .kind_counts()
+            .unwrap()
             .into_iter()
             .find(|(k, _)| *k == kind)
             .unwrap()
@@ -379,7 +386,7 @@ async fn a_group_whose_index_rows_were_cut_short_is_indexed_once_on_open() {
         ledger.append(credit(1, i)).await.unwrap();
     }
     // The crashed group: entries 10..20, chain rows written...
-    let trees = ledger.store().trees.clone();
+    let trees = ledger.store().handles().unwrap().trees.clone();
     let mut prev = (9, ledger.store().get(9).unwrap().unwrap().link());
     let mut packed = Vec::new();
     for seq in 10..20u64 {
@@ -424,6 +431,7 @@ async fn a_group_whose_index_rows_were_cut_short_is_indexed_once_on_open() {
     assert_eq!(seqs(store.entries_for_owner(&owner).unwrap()), all);
     let credits = store
         .kind_counts()
+        .unwrap()
         .into_iter()
         .find(|(k, _)| *k == EntryKind::Credit)
         .unwrap()

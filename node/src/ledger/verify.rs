@@ -45,7 +45,13 @@ pub fn verify_store(store: &LedgerStore) -> Result<VerifyReport> {
         summary = result?;
     }
     // Every row past the head would be an entry the chain walk never saw.
-    if let Some(extra) = store.trees.chain.range(super::store::seq_key(len)..).next() {
+    let handles = store.handles()?;
+    if let Some(extra) = handles
+        .trees
+        .chain
+        .range(super::store::seq_key(len)..)
+        .next()
+    {
         let (key, _) = extra?;
         return Err(NodeError::Ledger(format!(
             "chain holds a row at key {} beyond the head",
@@ -144,7 +150,8 @@ fn verify_range(store: &LedgerStore, start: u64, end: u64) -> Result<ChainSummar
     if start == end {
         return verifier.finish().map_err(NodeError::from);
     }
-    for item in store
+    let handles = store.handles()?;
+    for item in handles
         .trees
         .chain
         .range(super::store::seq_key(start)..super::store::seq_key(end))

@@ -29,7 +29,7 @@ use sled::Transactional;
 use tokio::sync::{mpsc, oneshot};
 
 use super::index::{IndexBatches, IndexRows, catch_up_indexes};
-use super::store::{StoredEntry, Trees, concat_key, seq_key, seq_of};
+use super::store::{LedgerStore, StoredEntry, Trees, concat_key, seq_key, seq_of};
 use crate::error::{NodeError, Result};
 
 /// Most operations committed by one flush.
@@ -122,8 +122,23 @@ struct Staged {
 #[derive(Default)]
 struct Recovery {
     epoch: AtomicU64,
-    /// `(seq, link)` of the chain's last entry.
-    head: Mutex<Option<(u64, Hash32)>>,
+    /// `(seq, link)` of the chain's last entry; `None` while the database
+    /// could not be opened again to read it (the disk still full).
+    head: Mutex<Option<Option<(u64, Hash32)>>>,
+}
+
+impl Recovery {
+    /// The head to continue from after a failed commit, read from the
+    /// database (opened again) if the committer could not.
+    fn head(&self, store: &LedgerStore) -> Result<Option<(u64, Hash32)>> {
+        let mut head = self.head.lock().expect("recovery lock");
+        if let Some(known) = *head {
+            return Ok(known);
+        }
+        let read = chain_head(&store.handles()?.trees);
+        *head = Some(read);
+        Ok(read)
+    }
 }
 
 /// An append waiting for its signature.
@@ -135,8 +150,7 @@ struct Pending {
 
 pub(crate) struct Writer {
     pub key: Keypair,
-    pub trees: Trees,
-    pub db: sled::Db,
+    pub store: LedgerStore,
     /// `(seq, link)` of the last entry.
     pub head: Option<(u64, Hash32)>,
     /// Counts successful group commits.
@@ -149,13 +163,12 @@ impl Writer {
         let recovery = Arc::new(Recovery::default());
         let (to_committer, from_signer) = std::sync::mpsc::sync_channel::<Staged>(IN_FLIGHT);
         let committer = {
-            let trees = self.trees.clone();
-            let db = self.db.clone();
+            let store = self.store.clone();
             let recovery = Arc::clone(&recovery);
             let commits = Arc::clone(&self.commits);
             std::thread::Builder::new()
                 .name("ledger-commit".into())
-                .spawn(move || commit_loop(&trees, &db, from_signer, &recovery, &commits))
+                .spawn(move || commit_loop(&store, from_signer, &recovery, &commits))
                 .expect("spawning the ledger committer")
         };
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -181,9 +194,24 @@ impl Writer {
             }
             let current = recovery.epoch.load(Ordering::Acquire);
             if current != epoch {
-                epoch = current;
-                head = *recovery.head.lock().expect("recovery lock");
-                recent_foreign.clear();
+                match recovery.head(&self.store) {
+                    Ok(recovered) => {
+                        epoch = current;
+                        head = recovered;
+                        recent_foreign.clear();
+                    }
+                    Err(e) => {
+                        // Still no database (the disk still full): these
+                        // fail now; the next batch tries again.
+                        let reason = format!("ledger unavailable after a failed write: {e}");
+                        let closing = ops.iter().any(|op| matches!(op, WriteOp::Close { .. }));
+                        ops.drain(..).for_each(|op| fail_op(op, &reason));
+                        if closing {
+                            break;
+                        }
+                        continue;
+                    }
+                }
             }
             let mut staged = Staged {
                 epoch,
@@ -270,7 +298,10 @@ impl Writer {
             .copied();
         let held = match pending {
             Some(existing) => Some(existing),
-            None => self.trees.foreign.get(&key)?.map(|b| Hash32::of(&b)),
+            None => {
+                let handles = self.store.handles()?;
+                handles.trees.foreign.get(&key)?.map(|b| Hash32::of(&b))
+            }
         };
         let stored = |already_held| ForeignStored {
             author: entry.author,
@@ -319,8 +350,7 @@ fn sign_all(
 }
 
 fn commit_loop(
-    trees: &Trees,
-    db: &sled::Db,
+    store: &LedgerStore,
     batches: std::sync::mpsc::Receiver<Staged>,
     recovery: &Recovery,
     commits: &AtomicU64,
@@ -344,7 +374,18 @@ fn commit_loop(
             } = staged;
             let watched = crate::watchdog::watch("ledger commit");
             stall_if_asked();
-            let committed = commit(trees, db, chain, appended, indexes, foreign, indexes_behind);
+            let committed = store.handles().and_then(|handles| {
+                let trees = &handles.trees;
+                commit(
+                    trees,
+                    &handles.db,
+                    chain,
+                    appended,
+                    indexes,
+                    foreign,
+                    indexes_behind,
+                )
+            });
             drop(watched);
             match committed {
                 Ok(()) => {
@@ -359,8 +400,13 @@ fn commit_loop(
                         outcome.fail(&reason);
                     }
                     indexes_behind = true;
-                    // Continue from what the chain holds.
-                    *recovery.head.lock().expect("recovery lock") = chain_head(trees);
+                    // sled refuses every write after a failed one: open
+                    // the database again, and continue from what its chain
+                    // holds (read later, by the batcher, if it cannot be
+                    // opened now).
+                    store.reopen_later();
+                    let head = store.handles().ok().map(|h| chain_head(&h.trees));
+                    *recovery.head.lock().expect("recovery lock") = head;
                     epoch += 1;
                     recovery.epoch.store(epoch, Ordering::Release);
                 }
@@ -368,13 +414,13 @@ fn commit_loop(
         }
         if let Some(ack) = staged.close {
             let _watched = crate::watchdog::watch("ledger flush");
-            if let Err(e) = db.flush() {
+            if let Err(e) = store.flush() {
                 tracing::error!(target: "fairgrid::ledger", error = %e, "final ledger flush failed");
             }
             let _ = ack.send(());
         }
     }
-    if let Err(e) = db.flush() {
+    if let Err(e) = store.flush() {
         tracing::error!(target: "fairgrid::ledger", error = %e, "final ledger flush failed");
     }
 }
@@ -435,6 +481,21 @@ fn commit(
         db.flush()?;
     }
     Ok(())
+}
+
+fn fail_op(op: WriteOp, reason: &str) {
+    let err = || NodeError::Ledger(reason.to_string());
+    match op {
+        WriteOp::Append { ack, .. } => {
+            let _ = ack.send(Err(err()));
+        }
+        WriteOp::Foreign { ack, .. } => {
+            let _ = ack.send(Err(err()));
+        }
+        WriteOp::Close { ack } => {
+            let _ = ack.send(());
+        }
+    }
 }
 
 fn refuse(op: WriteOp) {

@@ -83,3 +83,46 @@ async fn a_full_disk_refuses_checkpoints_and_freed_space_takes_them_again() {
     assert!(stored.contains(&(a, "first".to_string())), "{stored:?}");
     assert!(stored.contains(&(b, "second".to_string())), "{stored:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_ledger_appends_and_freed_space_takes_them_again() {
+    use fairgrid_node::ledger::Ledger;
+    use fairgrid_protocol::Keypair;
+    use fairgrid_protocol::ledger::EntryBody;
+
+    let dir = tempfile::tempdir().unwrap();
+    let _mount = mount_tmpfs(dir.path(), "16m");
+    let path = dir.path().join("ledger");
+    let key = Keypair::from_seed(b"disk full ledger");
+    let ledger = Ledger::open(&path, key.clone()).unwrap();
+    let entry = |i: u32| EntryBody::Verification {
+        job_id: Hash32::ZERO,
+        round: i,
+        node: key.node_id(),
+        passed: true,
+        detail: "x".repeat(32 << 10),
+    };
+    ledger.append(entry(0)).await.unwrap();
+
+    let filler = fill(dir.path());
+    let mut refused = 0;
+    for i in 1..40 {
+        if ledger.append(entry(i)).await.is_err() {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "a full disk took every append");
+
+    std::fs::remove_file(filler).unwrap();
+    ledger
+        .append(entry(100))
+        .await
+        .expect("space is back: the ledger takes appends again without a restart");
+    ledger.close_async().await.unwrap();
+    drop(ledger);
+    let report = fairgrid_node::ledger::verify::verify_store(
+        &fairgrid_node::ledger::LedgerStore::open(&path).unwrap(),
+    )
+    .unwrap();
+    assert!(report.own_entries >= 2, "{report:?}");
+}
