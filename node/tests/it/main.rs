@@ -21,3 +21,4 @@ mod market_cli;
 #[path = "../../../sdk/tests/mock/mod.rs"]
 mod mock;
 mod watchdog;
+mod wire_spec;
