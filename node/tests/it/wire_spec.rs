@@ -184,13 +184,9 @@ mod vectors {
     }
 
     /// One vector: what it is, its bytes in hex, its decoded value.
-    fn envelope<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(
-        name: &str,
-        what: &str,
-        signed: &Signed<T>,
-    ) -> Value
+    fn envelope<T>(name: &str, what: &str, signed: &Signed<T>) -> Value
     where
-        T: fairgrid_protocol::SignedMessage,
+        T: fairgrid_protocol::SignedMessage + Serialize + DeserializeOwned,
     {
         let bytes = signed.to_bytes();
         let (signer, value) = signed.verify_and_decode().expect("the vector verifies");
