@@ -57,6 +57,9 @@ pub struct NodeProcess {
     pub listen: Vec<String>,
     pub pid: u32,
     child: Option<Child>,
+    /// How it was started (without bootstrap peers), to start it again.
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl NodeProcess {
@@ -177,12 +180,13 @@ impl Cluster {
             let mut env = spec.env.clone();
             env.extend(spec.owners.node_env(owner));
             env.extend(thread_env(&dir, spec.node_threads)?);
-            let mut args: Vec<String> = vec![
+            let base: Vec<String> = vec![
                 "run".into(),
                 "--data-dir".into(),
                 dir.display().to_string(),
                 "--no-mdns".into(),
             ];
+            let mut args = base.clone();
             for b in &bootstrap {
                 args.extend(["--bootstrap".to_string(), b.clone()]);
             }
@@ -191,6 +195,8 @@ impl Cluster {
                 index,
                 pid: child.id(),
                 child: Some(child),
+                args: base,
+                env,
                 token: read_token(&dir)?,
                 dir,
                 peer_id,
@@ -208,6 +214,32 @@ impl Cluster {
             cluster.wait_run_files(i, deadline).await?;
         }
         Ok(cluster)
+    }
+
+    /// Starts node `i` again (after a kill) on its data dir, joining
+    /// through a running node, and waits for its run files.
+    pub async fn restart(&mut self, i: usize, timeout: Duration) -> anyhow::Result<()> {
+        self.nodes[i].kill();
+        let run = self.nodes[i].dir.join("run");
+        for file in ["listen.addrs", "api.addr"] {
+            let _ = std::fs::remove_file(run.join(file));
+        }
+        let bootstrap: Vec<String> = (0..self.nodes.len())
+            .filter(|&j| j != i)
+            .find(|&j| self.nodes[j].is_running())
+            .map(|j| self.nodes[j].listen.clone())
+            .unwrap_or_default();
+        let node = &mut self.nodes[i];
+        let mut args = node.args.clone();
+        for b in &bootstrap {
+            args.extend(["--bootstrap".to_string(), b.clone()]);
+        }
+        let child = self
+            .launcher
+            .spawn(&args, &node.env, &node.dir.join("node.log"))?;
+        node.pid = child.id();
+        node.child = Some(child);
+        self.wait_run_files(i, Instant::now() + timeout).await
     }
 
     pub fn root(&self) -> &Path {

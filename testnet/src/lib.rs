@@ -24,4 +24,5 @@ pub mod job;
 pub mod launcher;
 pub mod owners;
 pub mod scenario;
+pub mod soak;
 pub mod up;

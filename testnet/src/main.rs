@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fairgrid_testnet::launcher::{Launcher, NODE_SUBCOMMAND};
-use fairgrid_testnet::{bench, chaos, demo, scenario, up};
+use fairgrid_testnet::{bench, chaos, demo, scenario, soak, up};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Launch fairgrid nodes on 127.0.0.1 and run scenarios.
@@ -32,6 +32,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Start a cluster and keep it up until Ctrl-C.
     Up(up::UpArgs),
+    /// Jobs back to back for a while, workers and the coordinator killed
+    /// and started again; memory, descriptors and ledgers reported.
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +87,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Bench(args) => {
                 let timeout = args.scenario.timeout_secs;
                 interruptible(Some(timeout), bench::run(launcher, &args), |line| line).await
+            }
+            Command::Soak(args) => {
+                let limit = args.minutes * 60 + args.scenario.timeout_secs;
+                interruptible(Some(limit), soak::run(launcher, &args), |line| line).await
             }
             Command::Up(args) => {
                 interruptible(None, up::run(launcher, &args), |()| "stopped".to_string()).await
