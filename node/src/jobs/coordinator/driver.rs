@@ -205,7 +205,10 @@ async fn execute(
         }
         Output::Wake { at } => shell.wake_at = Some(at),
         Output::Ended => {
+            // An ended job stays in memory for the API (up to 256 of
+            // them): without its data and its evaluator's buffers.
             job.data.lock().expect("job data lock").take();
+            job.evaluator.lock().expect("evaluator lock").take();
             let phase = job.state().phase;
             info!(target: TARGET, job = %job.id, state = ?phase, "job ended");
             return false;
