@@ -57,6 +57,9 @@ pub struct NetworkConfig {
     pub max_pending_incoming: u32,
     /// Incoming handshakes in progress from any one IP address.
     pub max_pending_incoming_per_ip: u32,
+    /// A connection must complete its handshake (dial, noise, yamux) this
+    /// soon, or it is dropped.
+    pub handshake_timeout_secs: u64,
     /// Inbound request-response requests each peer may make per second
     /// (sustained) and in a burst.
     pub request_rate_per_sec: u32,
@@ -81,6 +84,7 @@ impl Default for NetworkConfig {
             max_connections_per_peer: 2,
             max_pending_incoming: 64,
             max_pending_incoming_per_ip: 8,
+            handshake_timeout_secs: 10,
             request_rate_per_sec: 20,
             request_burst: 40,
             gossip_rate_per_sec: 100,
@@ -326,6 +330,9 @@ impl Config {
         {
             return bad("network connection limits must be positive".into());
         }
+        if !(1..=300).contains(&self.network.handshake_timeout_secs) {
+            return bad("network.handshake_timeout_secs must be in 1..=300".into());
+        }
         if self.network.request_rate_per_sec == 0 || self.network.gossip_rate_per_sec == 0 {
             return bad("network rate limits must be positive".into());
         }
@@ -459,6 +466,8 @@ max_connections_per_peer = {per_peer}
 max_pending_incoming = {pending}
 # Of which from any one IP address (junk from one host cannot fill them).
 max_pending_incoming_per_ip = {pending_per_ip}
+# A connection must finish its handshake (noise, yamux) this soon.
+handshake_timeout_secs = {handshake}
 # Per-peer rate limits (sustained per second, and burst) for requests and gossip.
 request_rate_per_sec = {req_rate}
 request_burst = {req_burst}
@@ -554,6 +563,7 @@ filter = "info"
         per_peer = d.network.max_connections_per_peer,
         pending = d.network.max_pending_incoming,
         pending_per_ip = d.network.max_pending_incoming_per_ip,
+        handshake = d.network.handshake_timeout_secs,
         req_rate = d.network.request_rate_per_sec,
         req_burst = d.network.request_burst,
         gossip_rate = d.network.gossip_rate_per_sec,

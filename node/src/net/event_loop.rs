@@ -52,6 +52,7 @@ pub fn build_swarm(
         })
         .map_err(|e| net_err(format!("behaviour: {e}")))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
+        .with_connection_timeout(config.handshake_timeout)
         .build();
     Ok(swarm)
 }
