@@ -44,6 +44,10 @@ impl Trees {
     fn open(path: &Path) -> Result<Trees> {
         let db = sled::Config::new()
             .path(path)
+            // sled caches up to 1 GiB by default; checkpoints rewrite a
+            // job's parameters every round, and a long-running coordinator
+            // grew by that much (`fairgrid-testnet soak`).
+            .cache_capacity(JOB_STORE_CACHE_BYTES)
             .open()
             .map_err(|e| store_error(format!("opening {}", path.display()), e))?;
         let tree = |name: &str| {
@@ -88,6 +92,8 @@ fn open_trees(slot: &Mutex<Option<Trees>>, path: &Path) -> Result<Trees> {
 
 /// How long a write and its flush may take before the caller is told the
 /// store is stuck.
+/// sled's page cache for the job store.
+const JOB_STORE_CACHE_BYTES: u64 = 64 << 20;
 const WRITE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How long a reopen waits for the old handles' background threads to let

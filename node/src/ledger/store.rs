@@ -160,10 +160,16 @@ pub struct LedgerStore {
     handles: Arc<Mutex<Option<Arc<Handles>>>>,
 }
 
+/// sled's page cache for the ledger.
+const LEDGER_CACHE_BYTES: u64 = 128 << 20;
+
 fn open_handles(path: &Path) -> Result<Handles> {
     let db = sled::Config::new()
         .path(path)
         .mode(sled::Mode::HighThroughput)
+        // sled caches up to 1 GiB by default: bounded for a node that runs
+        // for months.
+        .cache_capacity(LEDGER_CACHE_BYTES)
         .open()
         .map_err(|e| match e {
             sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
