@@ -257,7 +257,13 @@ impl CoordJob {
     /// [`CoordJob::checkpointed`]).
     pub fn handle_durably(&self, input: Input) -> (Result<(), String>, Option<u64>) {
         let mut machine = self.machine();
+        let ended_before = machine.has_ended();
         let handled = machine.handle(now_ms(), input);
+        if ended_before {
+            // The job's task stopped at its end: a late message's outputs
+            // would only pile up in its queue.
+            return (handled.reply, None);
+        }
         let ticket = self.queue(handled.outputs);
         (handled.reply, ticket)
     }
