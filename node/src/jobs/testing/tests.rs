@@ -3,6 +3,7 @@
 //! stopped and started again on its data dir.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fairgrid_protocol::ledger::{EntryBody, EntryKind};
@@ -12,7 +13,7 @@ use fairgrid_sdk::jobs::{
 };
 
 use super::cluster::{Cluster, LedgerKind};
-use crate::jobs::coordinator::submit;
+use crate::jobs::coordinator::{CoordJob, submit};
 use crate::net::Request;
 
 /// A small logreg job on the built-in data: 8 shards of 500 samples.
@@ -81,6 +82,27 @@ fn wait_for(
     }
 }
 
+/// Waits (bounded) for the coordinator's job to end and checks it
+/// finished.
+fn wait_finished(cluster: &Cluster, job: Hash32, limit: Duration) -> Arc<CoordJob> {
+    wait_for(cluster, 0, job, limit, "finished", |s| s.is_terminal());
+    let coordinated = cluster.nodes[0].ctx().jobs.coordinated(&job).unwrap();
+    {
+        let state = coordinated.state();
+        assert_eq!(state.phase, JobState::Finished, "{:?}", state.error);
+    }
+    coordinated
+}
+
+/// Waits (bounded) until the network holds `count` messages back.
+fn wait_held(cluster: &Cluster, count: usize, what: &str) {
+    let until = Instant::now() + Duration::from_secs(120);
+    while cluster.net.held() < count {
+        assert!(Instant::now() < until, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn own_entries(cluster: &Cluster, node: usize, job: &Hash32) -> Vec<EntryBody> {
     let store = cluster.nodes[node].ctx().ledger.store();
     store
@@ -116,17 +138,8 @@ fn three_in_process_nodes_train_a_job_within_the_cap() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = Cluster::start(dir.path(), 3, LedgerKind::InMemory).unwrap();
     let job = submit_to(&cluster, 0, small_job("in-process", 3));
-    wait_for(
-        &cluster,
-        0,
-        job,
-        Duration::from_secs(120),
-        "finished",
-        |s| s.is_terminal(),
-    );
-    let coordinated = cluster.nodes[0].ctx().jobs.coordinated(&job).unwrap();
+    let coordinated = wait_finished(&cluster, job, Duration::from_secs(120));
     let state = coordinated.state();
-    assert_eq!(state.phase, JobState::Finished, "{:?}", state.error);
     assert_eq!(state.rounds.len(), 3);
     let everyone: BTreeSet<NodeId> = cluster.nodes.iter().map(|n| n.node_id()).collect();
     assert_eq!(state.participants(), everyone);
@@ -185,11 +198,7 @@ fn a_coordinator_stopped_mid_round_and_started_again_keeps_every_worker() {
                 if update.verify_and_decode().is_ok_and(|(_, u)| u.round == 1))
     }));
     let job = submit_to(&cluster, 0, small_job("restart", 4));
-    let until = Instant::now() + Duration::from_secs(120);
-    while cluster.net.held() < 3 {
-        assert!(Instant::now() < until, "round 1 updates never came");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_held(&cluster, 3, "round 1 updates never came");
     let coordinated = cluster.nodes[0].ctx().jobs.coordinated(&job).unwrap();
     let open = coordinated.machine().open_round().map(|r| r.round);
     assert_eq!(open, Some(1));
@@ -198,17 +207,8 @@ fn a_coordinator_stopped_mid_round_and_started_again_keeps_every_worker() {
     // The held updates find the coordinator gone.
     cluster.net.release();
     cluster.resume(0).unwrap();
-    wait_for(
-        &cluster,
-        0,
-        job,
-        Duration::from_secs(180),
-        "finished",
-        |s| s.is_terminal(),
-    );
-    let coordinated = cluster.nodes[0].ctx().jobs.coordinated(&job).unwrap();
+    let coordinated = wait_finished(&cluster, job, Duration::from_secs(180));
     let state = coordinated.state();
-    assert_eq!(state.phase, JobState::Finished, "{:?}", state.error);
     let per_round: Vec<(u32, u32)> = state
         .rounds
         .iter()
@@ -237,11 +237,7 @@ fn a_worker_that_goes_away_mid_round_loses_its_shards_and_rejoins_when_back() {
             if update.verify_and_decode().is_ok_and(|(_, u)| u.round == 1 && u.worker == leaving))
     }));
     let job = submit_to(&cluster, 0, small_job("churn", 5));
-    let until = Instant::now() + Duration::from_secs(120);
-    while cluster.net.held() < 1 {
-        assert!(Instant::now() < until, "the round-1 update never came");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_held(&cluster, 1, "the round-1 update never came");
     cluster.stop(2);
     cluster.net.release();
     wait_for(
@@ -253,17 +249,8 @@ fn a_worker_that_goes_away_mid_round_loses_its_shards_and_rejoins_when_back() {
         |s| s.rounds.len() >= 2,
     );
     cluster.resume(2).unwrap();
-    wait_for(
-        &cluster,
-        0,
-        job,
-        Duration::from_secs(120),
-        "finished",
-        |s| s.is_terminal(),
-    );
-    let coordinated = cluster.nodes[0].ctx().jobs.coordinated(&job).unwrap();
+    let coordinated = wait_finished(&cluster, job, Duration::from_secs(120));
     let state = coordinated.state();
-    assert_eq!(state.phase, JobState::Finished, "{:?}", state.error);
     let trained = |round: usize| -> (u32, u32) {
         let accepted = &state.rounds[round].accepted;
         let shards = accepted.iter().map(|(_, _, s)| s).sum();
