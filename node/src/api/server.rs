@@ -9,7 +9,11 @@
 //!   connection closes the oldest one that is not in a request (a
 //!   slowloris, or an idle keep-alive), so the node's own CLI always gets
 //!   in, and is itself closed only when every connection is serving a
-//!   request.
+//!   request. The evicted connection's socket is closed by its own task, so
+//!   the loop also holds one permit per live socket and waits for the
+//!   evicted one to close before serving the new one: the number of open
+//!   sockets never exceeds the cap, even while clients reconnect faster
+//!   than evicted tasks get scheduled.
 //!
 //! Requests in progress (a long-polled event stream) are never cut.
 
@@ -24,11 +28,14 @@ use axum::extract::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
 const TARGET: &str = "fairgrid::api";
+
+/// How long a new connection waits for an evicted one's socket to close.
+const EVICTED_CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -109,6 +116,7 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let open = Arc::new(Open::default());
+    let live_sockets = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -128,12 +136,24 @@ pub async fn serve(
             drop(stream);
             continue;
         }
+        // The connection evicted to make room closes its socket when its
+        // task next runs; wait for that rather than go past the cap.
+        let permit = tokio::select! {
+            permit = tokio::time::timeout(EVICTED_CLOSE_WAIT, Arc::clone(&live_sockets).acquire_owned()) => permit,
+            _ = stop.changed() => return,
+        };
+        let Ok(Ok(permit)) = permit else {
+            debug!(target: TARGET, %peer, "no connection closed in time; closing the new one");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let (id, connection) = open.add();
         let (open, app) = (Arc::clone(&open), app.clone());
         tokio::spawn(async move {
             serve_connection(stream, app, limits, &connection).await;
             open.remove(id);
+            drop(permit);
         });
     }
 }

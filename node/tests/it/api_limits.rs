@@ -43,12 +43,27 @@ async fn slow_client(addr: String, opened: Arc<AtomicU64>, mut stop: watch::Rece
     }
 }
 
+fn open_descriptors(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count() as u64)
+}
+
+/// Records the most descriptors the node held at once, every 10 ms.
+async fn sample_descriptors(pid: u32, peak: Arc<AtomicU64>, stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        peak.fetch_max(open_descriptors(pid), Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_cannot_keep_the_node_s_own_cli_out() {
     let dir = tempfile::tempdir().unwrap();
     init_dir(dir.path());
     let node = NodeProc::start_with(dir.path(), &[], &test_env(60), Some(512));
     let addr = node.api.trim_start_matches("http://").to_string();
+    let pid = node.child.as_ref().expect("node running").id();
+    let before_attack = open_descriptors(pid);
+    let peak = Arc::new(AtomicU64::new(0));
     let (stop, stopped) = watch::channel(false);
     let opened = Arc::new(AtomicU64::new(0));
     let attack: Vec<_> = (0..SLOW_CONNECTIONS)
@@ -60,6 +75,7 @@ async fn slowloris_cannot_keep_the_node_s_own_cli_out() {
             ))
         })
         .collect();
+    let sampler = tokio::spawn(sample_descriptors(pid, Arc::clone(&peak), stopped.clone()));
     let until = Instant::now() + Duration::from_secs(30);
     while opened.load(Ordering::Relaxed) < SLOW_CONNECTIONS as u64 {
         assert!(Instant::now() < until, "the attack could not connect");
@@ -89,6 +105,15 @@ async fn slowloris_cannot_keep_the_node_s_own_cli_out() {
     for task in attack {
         let _ = task.await;
     }
+    let _ = sampler.await;
+    let peak = peak.load(Ordering::Relaxed);
+    eprintln!("node descriptors: {before_attack} before the attack, peak {peak} during it");
+    // At most `api.max_connections` (256) sockets on top of what the node
+    // had open before, whatever the clients' reconnect rate.
+    assert!(
+        peak <= before_attack + 256 + 8,
+        "the node held {peak} descriptors ({before_attack} before the attack)"
+    );
     assert!(
         !node.log().contains("Too many open files"),
         "the node ran out of descriptors:\n{}",
