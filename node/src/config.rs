@@ -204,6 +204,9 @@ pub struct JobsConfig {
     pub eval_batch: u32,
     /// Threads the coordinator uses to evaluate (0 = one per core).
     pub threads: u32,
+    /// Ended jobs kept whole in memory; older ones are read back from
+    /// disk when asked about, with only a summary kept in memory.
+    pub ended_in_memory: u32,
 }
 
 impl Default for JobsConfig {
@@ -215,6 +218,7 @@ impl Default for JobsConfig {
             window_secs: 86_400,
             eval_batch: 256,
             threads: 0,
+            ended_in_memory: 16,
         }
     }
 }
@@ -360,6 +364,9 @@ impl Config {
         }
         if self.jobs.eval_batch == 0 || self.jobs.eval_batch > 65_536 {
             return bad("jobs.eval_batch must be in 1..=65536".into());
+        }
+        if self.jobs.ended_in_memory > 4096 {
+            return bad("jobs.ended_in_memory must be at most 4096".into());
         }
         if self.worker.max_jobs == 0 {
             return bad("worker.max_jobs must be positive".into());
@@ -531,6 +538,9 @@ window_secs = {window}
 # Evaluation batch size and threads on the coordinator (0 = one per core).
 eval_batch = {eval_batch}
 threads = {jobs_threads}
+# Ended jobs kept whole in memory; older ones are read from disk when asked
+# about (a summary of each stays in memory).
+ended_in_memory = {ended_in_memory}
 
 [worker]
 # Bid on jobs and train their shards.
@@ -583,6 +593,7 @@ filter = "info"
         window = d.jobs.window_secs,
         eval_batch = d.jobs.eval_batch,
         jobs_threads = d.jobs.threads,
+        ended_in_memory = d.jobs.ended_in_memory,
         worker_enabled = d.worker.enabled,
         work_own = d.worker.work_own_jobs,
         worker_ask = d.worker.ask,

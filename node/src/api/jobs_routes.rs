@@ -39,13 +39,15 @@ fn conflict(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, "conflict", message)
 }
 
-fn job(shared: &Shared, text: &str) -> Result<Arc<CoordJob>, ApiError> {
+async fn job(shared: &Shared, text: &str) -> Result<Arc<CoordJob>, ApiError> {
     let id = Hash32::from_hex(text)
         .map_err(|_| ApiError::bad_request(format!("{text:?} is not a job id (64 hex digits)")))?;
     shared
         .jobs
         .jobs
-        .coordinated(&id)
+        .find_coordinated(&id)
+        .await
+        .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(format!("this node coordinates no job {text}")))
 }
 
@@ -62,22 +64,14 @@ async fn create(
 }
 
 async fn list(State(shared): State<Arc<Shared>>) -> Json<Vec<JobStatus>> {
-    Json(
-        shared
-            .jobs
-            .jobs
-            .all_coordinated()
-            .iter()
-            .map(|j| views::status(j))
-            .collect(),
-    )
+    Json(shared.jobs.jobs.statuses())
 }
 
 async fn status(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
 ) -> Result<Json<JobStatus>, ApiError> {
-    Ok(Json(views::status(job(&shared, &id)?.as_ref())))
+    Ok(Json(views::status(job(&shared, &id).await?.as_ref())))
 }
 
 fn number(params: &HashMap<String, String>, name: &str) -> Result<u64, ApiError> {
@@ -95,7 +89,7 @@ async fn events(
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<JobEvents>, ApiError> {
-    let job = job(&shared, &id)?;
+    let job = job(&shared, &id).await?;
     let after = number(&params, "after")?;
     let wait = number(&params, "wait_secs")?;
     if wait > MAX_WAIT_SECS {
@@ -129,7 +123,7 @@ async fn allocation(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
 ) -> Result<Json<AllocationView>, ApiError> {
-    let job = job(&shared, &id)?;
+    let job = job(&shared, &id).await?;
     views::current_allocation(&job)
         .map(Json)
         .ok_or_else(|| conflict("no allocation yet: the job is still bidding"))
@@ -139,7 +133,7 @@ async fn explain(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let job = job(&shared, &id)?;
+    let job = job(&shared, &id).await?;
     match views::explain(&shared.jobs, &job) {
         None => Err(conflict("no allocation yet: the job is still bidding")),
         Some(Err(e)) => Err(ApiError::internal(format!(
@@ -155,14 +149,14 @@ async fn report(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
 ) -> Result<Json<TrainingReport>, ApiError> {
-    Ok(Json(views::report(job(&shared, &id)?.as_ref())))
+    Ok(Json(views::report(job(&shared, &id).await?.as_ref())))
 }
 
 async fn result(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let job = job(&shared, &id)?;
+    let job = job(&shared, &id).await?;
     if !views::is_finished(&job) {
         return Err(conflict(format!(
             "the job is {:?}; its model is ready once it has finished",

@@ -155,7 +155,11 @@ pub async fn on_request(
     job: Hash32,
     entries: Vec<Signed<LedgerEntry>>,
 ) -> Response {
-    let allowed = if let Some(coordinated) = ctx.jobs.coordinated(&job) {
+    let coordinated = match ctx.jobs.find_coordinated(&job).await {
+        Ok(found) => found,
+        Err(e) => return Response::refused(format!("job {job}: {e}")),
+    };
+    let allowed = if let Some(coordinated) = coordinated {
         let st = coordinated.state();
         st.is_terminal() && st.participants().contains(&from)
     } else {

@@ -10,7 +10,8 @@
 //!   finishing; [`credits`]: who earned what (pure).
 //! - [`worker`]: bidding policy, allocation verification, shards, training.
 //! - [`ledger_sync`]: the exchange of a job's entries at its end.
-//! - [`store`]: checkpoints and worker records in sled, the shard cache.
+//! - [`store`]: checkpoints and worker records in sled, the shard cache;
+//!   [`archive`]: ended jobs kept on disk, a summary in memory.
 //! - [`events`]: each job's event log for the API; [`views`]: API answers.
 //! - [`transport`]: requests to other nodes, or to this one.
 //!
@@ -19,6 +20,7 @@
 //! jobs per node (both sides), bids per job, events per job, update and
 //! parameter sizes (the wire limits), the shard cache.
 
+pub mod archive;
 mod context;
 pub mod coordinator;
 pub mod credits;
@@ -54,8 +56,6 @@ use store::{JobStore, ShardCache};
 use worker::WorkerJob;
 
 const TARGET: &str = "fairgrid::jobs";
-/// Ended jobs kept in memory for the API (their checkpoints stay on disk).
-const MAX_ENDED_IN_MEMORY: usize = 256;
 /// Job requests from peers handled at once; more are refused as busy.
 const MAX_INBOUND: usize = 256;
 
@@ -71,7 +71,13 @@ pub enum JobsError {
 pub struct Jobs {
     pub store: JobStore,
     pub shards: ShardCache,
+    /// Jobs bidding or training, and the most recently ended ones.
     coordinated: Mutex<BTreeMap<Hash32, Arc<CoordJob>>>,
+    /// Every other ended job: a summary here, the rest on disk.
+    archive: archive::Archive,
+    /// Ended jobs kept whole in memory (`jobs.ended_in_memory`).
+    ended_in_memory: usize,
+    max_bids: usize,
     working: Mutex<BTreeMap<Hash32, Arc<WorkerJob>>>,
     max_workers: usize,
     stop: watch::Sender<bool>,
@@ -90,6 +96,9 @@ impl Jobs {
             store,
             shards,
             coordinated: Mutex::new(BTreeMap::new()),
+            archive: archive::Archive::default(),
+            ended_in_memory: config.jobs.ended_in_memory as usize,
+            max_bids: config.jobs.max_bids_per_job as usize,
             working: Mutex::new(BTreeMap::new()),
             max_workers: config.worker.max_jobs as usize,
             stop: watch::channel(false).0,
@@ -113,8 +122,31 @@ impl Jobs {
         self.stop.send_replace(true);
     }
 
+    /// A coordinated job that is in memory (bidding, training, or ended
+    /// recently); see [`Jobs::find_coordinated`] for the others.
     pub fn coordinated(&self, id: &Hash32) -> Option<Arc<CoordJob>> {
         self.coordinated.lock().expect("jobs lock").get(id).cloned()
+    }
+
+    /// A coordinated job, loaded from its checkpoint if it has ended and
+    /// left memory; `Ok(None)` if this node coordinates no such job.
+    pub async fn find_coordinated(&self, id: &Hash32) -> Result<Option<Arc<CoordJob>>, String> {
+        if let Some(job) = self.coordinated(id) {
+            return Ok(Some(job));
+        }
+        if !self.archive.contains(id) {
+            return Ok(None);
+        }
+        let (store, id, max_bids) = (self.store.clone(), *id, self.max_bids);
+        tokio::task::spawn_blocking(move || archive::load(&store, &id, max_bids))
+            .await
+            .map_err(|e| format!("loading job {id}: {e}"))?
+            .map(Some)
+    }
+
+    /// The summary of an ended job that is not in memory.
+    pub fn archived(&self, id: &Hash32) -> Option<fairgrid_sdk::jobs::JobStatus> {
+        self.archive.summary(id)
     }
 
     /// Every coordinated job in memory, oldest first.
@@ -130,6 +162,19 @@ impl Jobs {
         jobs
     }
 
+    /// The status of every job this node coordinates or has coordinated,
+    /// oldest first.
+    pub fn statuses(&self) -> Vec<fairgrid_sdk::jobs::JobStatus> {
+        let mut all: Vec<_> = self
+            .all_coordinated()
+            .iter()
+            .map(|j| views::status(j))
+            .collect();
+        all.extend(self.archive.summaries());
+        all.sort_by(|a, b| (a.submitted_at_ms, &a.job_id).cmp(&(b.submitted_at_ms, &b.job_id)));
+        all
+    }
+
     /// Coordinated jobs still bidding, waiting or training.
     pub fn active_coordinated(&self) -> usize {
         self.all_coordinated()
@@ -138,18 +183,23 @@ impl Jobs {
             .count()
     }
 
+    /// Adds a coordinated job. Ended jobs beyond `jobs.ended_in_memory`
+    /// (the longest ended first) leave memory for the archive, once their
+    /// task has stopped: their final checkpoint is on disk.
     pub fn insert_coordinated(&self, job: Arc<CoordJob>) {
         let mut jobs = self.coordinated.lock().expect("jobs lock");
         jobs.insert(job.id, job);
         let mut ended: Vec<(u64, Hash32)> = jobs
             .values()
-            .filter(|j| j.state().is_terminal())
+            .filter(|j| j.machine().has_ended() && j.inbox.try_lock().is_ok())
             .map(|j| (j.state().updated_at, j.id))
             .collect();
-        if ended.len() > MAX_ENDED_IN_MEMORY {
+        if ended.len() > self.ended_in_memory {
             ended.sort();
-            for (_, id) in &ended[..ended.len() - MAX_ENDED_IN_MEMORY] {
-                jobs.remove(id);
+            for (_, id) in &ended[..ended.len() - self.ended_in_memory] {
+                if let Some(job) = jobs.remove(id) {
+                    self.archive.add(&job);
+                }
             }
         }
     }
@@ -208,12 +258,24 @@ pub async fn resume(ctx: Arc<JobsContext>) {
     // that reaches this node's own worker finds it, and its rejoining bid
     // finds the coordinated job.
     let rejoining = worker::load(&ctx);
-    for item in ctx.jobs.store.coordinators::<coordinator::Checkpoint>() {
-        match item {
-            Ok(stored) => {
+    let ids = ctx.jobs.store.coordinator_ids().unwrap_or_else(|e| {
+        warn!(target: TARGET, error = %e, "cannot list the checkpointed jobs");
+        Vec::new()
+    });
+    // One checkpoint in memory at a time: ended jobs only leave a summary.
+    for id in ids {
+        match ctx.jobs.store.coordinator::<coordinator::Checkpoint>(&id) {
+            Ok(Some(stored)) if archive::is_settled(&stored) => {
+                match archive::restore(stored, ctx.jobs.max_bids) {
+                    Ok(job) => ctx.jobs.archive.add(&job),
+                    Err(e) => warn!(target: TARGET, job = %id, error = %e, "skipping a checkpoint"),
+                }
+            }
+            Ok(Some(stored)) => {
                 coordinator::submit::resume(&ctx, stored.record, stored.params, stored.unrecorded)
                     .await
             }
+            Ok(None) => {}
             Err(e) => warn!(target: TARGET, error = %e, "skipping a checkpoint"),
         }
     }

@@ -103,7 +103,9 @@ const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// The job store. Sled refuses every write after one failed (a full disk,
 /// say) until it is opened again, so a failed write drops the handles and
 /// the next operation reopens the database: storage that recovers (space
-/// freed) is usable again without restarting the node.
+/// freed) is usable again without restarting the node. Clones share the
+/// database.
+#[derive(Clone)]
 pub struct JobStore {
     trees: Arc<Mutex<Option<Trees>>>,
     root: PathBuf,
@@ -234,44 +236,51 @@ impl JobStore {
         .await
     }
 
-    /// Every coordinator checkpoint that decodes, with its parameters;
-    /// the others are returned as errors naming the job.
-    pub fn coordinators<T: DeserializeOwned>(
-        &self,
-    ) -> Vec<std::result::Result<StoredCheckpoint<T>, String>> {
-        let t = match self.trees() {
-            Ok(t) => t,
-            Err(e) => return vec![Err(e.to_string())],
-        };
+    /// The jobs that have a coordinator checkpoint, in key order.
+    pub fn coordinator_ids(&self) -> Result<Vec<Hash32>> {
+        let t = self.trees()?;
         t.coordinator
             .iter()
-            .map(|item| {
-                let (key, value) = item.map_err(|e| e.to_string())?;
-                let job = Hash32(
-                    key.as_ref()
-                        .try_into()
-                        .map_err(|_| "bad checkpoint key".to_string())?,
-                );
-                let record = decode_exact("checkpoint", &value, MAX_RECORD)
-                    .map_err(|e| format!("checkpoint of job {job}: {e}"))?;
-                let params = t
-                    .params
-                    .get(job.0)
-                    .map_err(|e| e.to_string())?
-                    .map(|v| v.to_vec());
-                let unrecorded = match t.unrecorded.get(job.0).map_err(|e| e.to_string())? {
-                    Some(bytes) => decode_exact("unrecorded entries", &bytes, MAX_UNRECORDED)
-                        .map_err(|e| format!("unrecorded entries of job {job}: {e}"))?,
-                    None => Vec::new(),
-                };
-                Ok(StoredCheckpoint {
-                    job,
-                    record,
-                    params,
-                    unrecorded,
-                })
+            .keys()
+            .map(|key| {
+                let key = key.map_err(|e| NodeError::JobStore(e.to_string()))?;
+                key.as_ref()
+                    .try_into()
+                    .map(Hash32)
+                    .map_err(|_| NodeError::JobStore("bad checkpoint key".into()))
             })
             .collect()
+    }
+
+    /// One job's coordinator checkpoint, with its parameters and the
+    /// entries not yet recorded; `None` if it has none, an error naming
+    /// the job if it does not decode.
+    pub fn coordinator<T: DeserializeOwned>(
+        &self,
+        job: &Hash32,
+    ) -> std::result::Result<Option<StoredCheckpoint<T>>, String> {
+        let t = self.trees().map_err(|e| e.to_string())?;
+        let Some(value) = t.coordinator.get(job.0).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let record = decode_exact("checkpoint", &value, MAX_RECORD)
+            .map_err(|e| format!("checkpoint of job {job}: {e}"))?;
+        let params = t
+            .params
+            .get(job.0)
+            .map_err(|e| e.to_string())?
+            .map(|v| v.to_vec());
+        let unrecorded = match t.unrecorded.get(job.0).map_err(|e| e.to_string())? {
+            Some(bytes) => decode_exact("unrecorded entries", &bytes, MAX_UNRECORDED)
+                .map_err(|e| format!("unrecorded entries of job {job}: {e}"))?,
+            None => Vec::new(),
+        };
+        Ok(Some(StoredCheckpoint {
+            job: *job,
+            record,
+            params,
+            unrecorded,
+        }))
     }
 
     pub async fn put_worker<T: Serialize>(&self, job: &Hash32, record: &T) -> Result<()> {
@@ -436,10 +445,9 @@ mod tests {
             )
             .await
             .unwrap();
-        let all = store.coordinators::<(u32, String)>();
-        assert_eq!(all.len(), 1);
+        assert_eq!(store.coordinator_ids().unwrap(), vec![job]);
         assert_eq!(
-            all[0].clone().unwrap(),
+            store.coordinator::<(u32, String)>(&job).unwrap().unwrap(),
             StoredCheckpoint {
                 job,
                 record: (7, "x".into()),
@@ -453,19 +461,21 @@ mod tests {
             .put_coordinator(&job, &(8u32, "y".to_string()), None, &[])
             .await
             .unwrap();
-        let again = store.coordinators::<(u32, String)>()[0].clone().unwrap();
+        let again = store.coordinator::<(u32, String)>(&job).unwrap().unwrap();
         assert_eq!(again.record, (8, "y".into()));
         assert_eq!(again.params, Some(vec![1, 2, 3]));
         assert!(again.unrecorded.is_empty());
         store.remove_coordinator(&job).await.unwrap();
-        assert!(store.coordinators::<(u32, String)>().is_empty());
+        assert!(store.coordinator_ids().unwrap().is_empty());
+        assert_eq!(store.coordinator::<(u32, String)>(&job), Ok(None));
+        let bad = Hash32::of(b"k");
         store
             .trees()
             .unwrap()
             .coordinator
-            .insert(Hash32::of(b"k").0, &[0xff, 0xff][..])
+            .insert(bad.0, &[0xff, 0xff][..])
             .unwrap();
-        let all = store.coordinators::<(u32, String)>();
-        assert_eq!(all.iter().filter(|r| r.is_err()).count(), 1);
+        let error = store.coordinator::<(u32, String)>(&bad).unwrap_err();
+        assert!(error.contains(&bad.to_string()), "{error}");
     }
 }

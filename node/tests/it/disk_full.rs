@@ -76,9 +76,13 @@ async fn a_full_disk_refuses_checkpoints_and_freed_space_takes_them_again() {
 
     let reopened = JobStore::open(&root).unwrap();
     let stored: Vec<(Hash32, String)> = reopened
-        .coordinators::<String>()
-        .into_iter()
-        .map(|c| c.map(|c| (c.job, c.record)).unwrap())
+        .coordinator_ids()
+        .unwrap()
+        .iter()
+        .map(|id| {
+            let c = reopened.coordinator::<String>(id).unwrap().unwrap();
+            (c.job, c.record)
+        })
         .collect();
     assert!(stored.contains(&(a, "first".to_string())), "{stored:?}");
     assert!(stored.contains(&(b, "second".to_string())), "{stored:?}");

@@ -34,6 +34,10 @@ fn job_of(ctx: &JobsContext, id: &Hash32) -> Result<Arc<CoordJob>, Response> {
         None if !ctx.jobs.resumed() => Err(Response::refused(format!(
             "{BUSY}: this node is still loading its jobs"
         ))),
+        // Ended and archived: the same answer as from the job in memory.
+        None if let Some(ended) = ctx.jobs.archived(id) => {
+            Err(Response::refused(format!("{JOB_ENDED}: {:?}", ended.state)))
+        }
         None => Err(Response::refused(format!(
             "this node coordinates no job {id}"
         ))),

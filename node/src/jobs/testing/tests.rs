@@ -272,3 +272,61 @@ fn a_worker_that_goes_away_mid_round_loses_its_shards_and_rejoins_when_back() {
         "cleared again when it left and came back"
     );
 }
+
+#[test]
+fn ended_jobs_leave_memory_and_are_read_back_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), 2, LedgerKind::OnDisk).unwrap();
+    cluster.stop(0);
+    cluster.nodes[0].config.jobs.ended_in_memory = 1;
+    cluster.resume(0).unwrap();
+    let mut jobs = Vec::new();
+    for i in 0..3 {
+        let job = submit_to(&cluster, 0, small_job(&format!("archived {i}"), 1));
+        wait_finished(&cluster, job, Duration::from_secs(120));
+        entries_once_finished(&cluster, 0, &job);
+        jobs.push(job);
+    }
+    let check = |cluster: &Cluster, in_memory: &[Hash32]| {
+        let jobs_of = &cluster.nodes[0].ctx().jobs;
+        let listed: Vec<String> = jobs_of.statuses().into_iter().map(|s| s.job_id).collect();
+        let expected: Vec<String> = jobs.iter().map(Hash32::to_hex).collect();
+        assert_eq!(listed, expected, "every job listed, oldest first");
+        for job in &jobs {
+            let kept = in_memory.contains(job);
+            assert_eq!(jobs_of.coordinated(job).is_some(), kept, "{job} in memory");
+            assert_eq!(jobs_of.archived(job).is_some(), !kept, "{job} archived");
+            let found = cluster
+                .on(0, jobs_of.find_coordinated(job))
+                .expect("read back")
+                .expect("found");
+            let state = found.state();
+            assert_eq!(state.phase, JobState::Finished);
+            assert_eq!(state.rounds.len(), 1);
+            assert!(state.result.is_some());
+        }
+        // A worker's late message about an archived job hears it ended.
+        let worker = cluster.nodes[1].node_id();
+        let answer = crate::jobs::coordinator::inbound::on_decline(
+            cluster.nodes[0].ctx(),
+            worker,
+            jobs[0],
+            "late".into(),
+        );
+        assert!(
+            matches!(&answer, crate::net::Response::Refused { reason } if reason.starts_with(crate::jobs::coordinator::inbound::JOB_ENDED)),
+            "{answer:?}"
+        );
+    };
+    // The third insert pushed the first job out; the last two ended since.
+    check(&cluster, &jobs[1..]);
+    // After a restart every settled job stays on disk.
+    cluster.stop(0);
+    cluster.resume(0).unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    while !cluster.nodes[0].ctx().jobs.resumed() {
+        assert!(Instant::now() < until, "jobs never resumed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check(&cluster, &[]);
+}
