@@ -57,6 +57,9 @@ pub struct NetworkConfig {
     pub max_pending_incoming: u32,
     /// Incoming handshakes in progress from any one IP address.
     pub max_pending_incoming_per_ip: u32,
+    /// Established incoming connections from any one IP address (a lab
+    /// behind one NAT address runs many nodes: keep it well above one).
+    pub max_established_incoming_per_ip: u32,
     /// A connection must complete its handshake (dial, noise, yamux) this
     /// soon, or it is dropped.
     pub handshake_timeout_secs: u64,
@@ -84,6 +87,7 @@ impl Default for NetworkConfig {
             max_connections_per_peer: 2,
             max_pending_incoming: 64,
             max_pending_incoming_per_ip: 8,
+            max_established_incoming_per_ip: 64,
             handshake_timeout_secs: 10,
             request_rate_per_sec: 20,
             request_burst: 40,
@@ -331,6 +335,7 @@ impl Config {
         if self.network.max_connections_per_peer == 0
             || self.network.max_connections == 0
             || self.network.max_pending_incoming_per_ip == 0
+            || self.network.max_established_incoming_per_ip == 0
         {
             return bad("network connection limits must be positive".into());
         }
@@ -473,6 +478,9 @@ max_connections_per_peer = {per_peer}
 max_pending_incoming = {pending}
 # Of which from any one IP address (junk from one host cannot fill them).
 max_pending_incoming_per_ip = {pending_per_ip}
+# Established incoming connections from any one IP address (a lab behind one
+# NAT address runs many nodes).
+max_established_incoming_per_ip = {established_per_ip}
 # A connection must finish its handshake (noise, yamux) this soon.
 handshake_timeout_secs = {handshake}
 # Per-peer rate limits (sustained per second, and burst) for requests and gossip.
@@ -573,6 +581,7 @@ filter = "info"
         per_peer = d.network.max_connections_per_peer,
         pending = d.network.max_pending_incoming,
         pending_per_ip = d.network.max_pending_incoming_per_ip,
+        established_per_ip = d.network.max_established_incoming_per_ip,
         handshake = d.network.handshake_timeout_secs,
         req_rate = d.network.request_rate_per_sec,
         req_burst = d.network.request_burst,

@@ -180,6 +180,11 @@ impl Cluster {
             let mut env = spec.env.clone();
             env.extend(spec.owners.node_env(owner));
             env.extend(thread_env(&dir, spec.node_threads)?);
+            // Every node of a loopback testnet connects from 127.0.0.1.
+            env.push((
+                "FAIRGRID_NETWORK_MAX_ESTABLISHED_INCOMING_PER_IP".into(),
+                (spec.nodes * 4).max(64).to_string(),
+            ));
             let base: Vec<String> = vec![
                 "run".into(),
                 "--data-dir".into(),

@@ -1,6 +1,11 @@
 //! The HTTP API (axum). Every route needs `Authorization: Bearer <token>`
 //! (the data dir's `api.token`); errors are JSON `{"error": {code,
 //! message}}` with the fitting status. Bodies are capped at 64 KiB.
+//! Each client address may fail authentication [`FAILED_AUTH_PER_SEC`]
+//! times a second (a burst of [`FAILED_AUTH_BURST`]), then gets 429 until
+//! its allowance refills: guessing the token is slow, and a request with
+//! the right token is always served, so a local attacker cannot lock the
+//! node's own CLI out.
 //!
 //! To add routes (the jobs work), merge another `Router<Arc<Shared>>` in
 //! [`router`]; it gets the same auth, limits and error format.
@@ -25,9 +30,22 @@ pub use error::{ApiError, ApiJson};
 pub use views::entry as entry_view;
 
 use crate::metrics::Metrics;
+use crate::net::rate::RateLimiter;
 use crate::state::Shared;
 
 const BODY_LIMIT: usize = 64 * 1024;
+/// Failed authentications per client address per second, and in a burst.
+pub const FAILED_AUTH_PER_SEC: u32 = 5;
+pub const FAILED_AUTH_BURST: u32 = 20;
+/// Client addresses whose failures are tracked at once.
+const FAILED_AUTH_CLIENTS: usize = 4096;
+
+/// What authentication needs: the node's state and each client
+/// address's allowance of failures.
+struct Auth {
+    shared: Arc<Shared>,
+    failures: std::sync::Mutex<RateLimiter<std::net::IpAddr>>,
+}
 
 /// The full API router, authentication included.
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -44,32 +62,71 @@ pub fn router(shared: Arc<Shared>) -> Router {
             )
         })
         .layer(middleware::from_fn_with_state(
-            Arc::clone(&shared),
+            Arc::new(Auth {
+                shared: Arc::clone(&shared),
+                failures: std::sync::Mutex::new(RateLimiter::with_max_senders(
+                    FAILED_AUTH_PER_SEC,
+                    FAILED_AUTH_BURST,
+                    FAILED_AUTH_CLIENTS,
+                )),
+            }),
             authenticate,
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(shared)
 }
 
-/// Checks the bearer token (in constant time) and counts the request.
+/// Checks the bearer token (in constant time), limits each client's
+/// failures, and counts the request.
 async fn authenticate(
-    State(shared): State<Arc<Shared>>,
+    State(auth): State<Arc<Auth>>,
     headers: HeaderMap,
     request: Request,
     next: Next,
 ) -> Response {
+    let shared = &auth.shared;
     Metrics::inc(&shared.metrics.api_requests);
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let response = match presented {
-        None => ApiError::unauthorized("missing bearer token").into_response(),
+    let failure = match presented {
+        None => "missing bearer token",
         Some(token) if !constant_time_eq(token.as_bytes(), shared.api_token.as_bytes()) => {
-            ApiError::unauthorized("wrong bearer token").into_response()
+            "wrong bearer token"
         }
-        Some(_) => next.run(request).await,
+        Some(_) => "",
+    };
+    let response = if failure.is_empty() {
+        next.run(request).await
+    } else {
+        let client = request
+            .extensions()
+            .get::<server::ClientAddr>()
+            .map(|c| c.0.ip());
+        let allowed = client.is_none_or(|ip| {
+            auth.failures
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .allow(ip, std::time::Instant::now())
+        });
+        if allowed {
+            ApiError::unauthorized(failure).into_response()
+        } else {
+            let mut response = ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "too_many_failures",
+                format!(
+                    "too many failed authentications from this address (at most {FAILED_AUTH_PER_SEC} a second); wait and use the token in the data dir's api.token"
+                ),
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            response
+        }
     };
     if !response.status().is_success() {
         Metrics::inc(&shared.metrics.api_errors);

@@ -151,15 +151,20 @@ pub async fn serve(
         let (id, connection) = open.add();
         let (open, app) = (Arc::clone(&open), app.clone());
         tokio::spawn(async move {
-            serve_connection(stream, app, limits, &connection).await;
+            serve_connection(stream, peer, app, limits, &connection).await;
             open.remove(id);
             drop(permit);
         });
     }
 }
 
+/// The address a request came from (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
 async fn serve_connection(
     stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
     app: Router,
     limits: Limits,
     connection: &Arc<Connection>,
@@ -169,8 +174,10 @@ async fn serve_connection(
         let app = app.clone();
         let counted = Arc::clone(&counted);
         counted.in_request.fetch_add(1, Ordering::SeqCst);
+        let mut request = Request::from(request);
+        request.extensions_mut().insert(ClientAddr(peer));
         async move {
-            let response = app.oneshot(Request::from(request)).await;
+            let response = app.oneshot(request).await;
             counted.in_request.fetch_sub(1, Ordering::SeqCst);
             Ok::<_, Infallible>(response.unwrap_or_else(|never| match never {}))
         }

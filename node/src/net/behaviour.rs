@@ -80,7 +80,10 @@ impl FairgridBehaviour {
         );
 
         Ok(FairgridBehaviour {
-            per_ip: super::ip_limits::Behaviour::new(config.max_pending_incoming_per_ip as usize),
+            per_ip: super::ip_limits::Behaviour::new(
+                config.max_pending_incoming_per_ip as usize,
+                config.max_established_incoming_per_ip as usize,
+            ),
             limits: connection_limits::Behaviour::new(limits),
             blocked: allow_block_list::Behaviour::default(),
             identify,

@@ -330,3 +330,54 @@ async fn random_bytes_on_the_socket_never_take_the_api_down() {
     assert!(client.status().await.is_ok(), "the API still answers");
     node.shutdown().await.unwrap();
 }
+
+/// Guessing the token is slow: after a burst of failures an address gets
+/// 429 with Retry-After, while requests with the right token from the
+/// same address go on being served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_the_token_is_rate_limited_but_the_owner_gets_in() {
+    use fairgrid_node::api::{FAILED_AUTH_BURST, FAILED_AUTH_PER_SEC};
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path()).await;
+    let url = format!("http://{}/v1/status", node.api_addr);
+    let http = reqwest::Client::new();
+    let guesses = FAILED_AUTH_BURST * 3;
+    let (mut refused, mut limited) = (0, 0);
+    for i in 0..guesses {
+        let guess = format!("{i:048x}");
+        let response = http.get(&url).bearer_auth(&guess).send().await.unwrap();
+        match response.status().as_u16() {
+            401 => refused += 1,
+            429 => {
+                assert_eq!(response.headers()["retry-after"], "1");
+                let body: serde_json::Value = response.json().await.unwrap();
+                assert_eq!(body["error"]["code"], "too_many_failures", "{body}");
+                limited += 1;
+            }
+            other => panic!("a wrong token got {other}"),
+        }
+        if i % 10 == 0 {
+            let (status, _) =
+                call(&http, reqwest::Method::GET, url.clone(), Some(TOKEN), None).await;
+            assert_eq!(status, 200, "the right token is served during the attack");
+        }
+    }
+    // The burst, plus whatever refilled while the guesses were sent.
+    assert!(
+        (FAILED_AUTH_BURST..FAILED_AUTH_BURST * 2).contains(&refused),
+        "{refused} guesses answered 401 of {guesses}"
+    );
+    assert_eq!(refused + limited, guesses);
+    // The allowance refills: one guess a fifth of a second later is judged again.
+    tokio::time::sleep(Duration::from_millis(
+        1000 / u64::from(FAILED_AUTH_PER_SEC) + 50,
+    ))
+    .await;
+    let response = http
+        .get(&url)
+        .bearer_auth("still wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+}
