@@ -22,6 +22,7 @@
 //! work.
 
 pub mod adverts;
+mod allocator;
 pub mod api;
 pub mod app;
 pub mod cli;

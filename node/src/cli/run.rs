@@ -79,6 +79,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             dir.root().display()
         );
     }
+    crate::allocator::tune_for_node();
     let config = effective_config(&args)?;
     crate::logging::init(&config.log.format, &config.log.filter)?;
     let key = dir.load_key()?;

@@ -362,6 +362,7 @@ async fn guessing_the_token_is_rate_limited_but_the_owner_gets_in() {
             assert_eq!(status, 200, "the right token is served during the attack");
         }
     }
+    eprintln!("{guesses} wrong tokens: {refused} judged (401), {limited} refused unjudged (429)");
     // The burst, plus whatever refilled while the guesses were sent.
     assert!(
         (FAILED_AUTH_BURST..FAILED_AUTH_BURST * 2).contains(&refused),
