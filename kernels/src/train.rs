@@ -14,7 +14,7 @@
 //! parameters are exactly those before it.
 
 use crate::backend::{Backend, StepStats};
-use crate::data::{Samples, gather_batch};
+use crate::data::{Samples, ShardSet, gather_batch};
 use crate::error::{KernelError, Result};
 use crate::model::{Model, ModelSpec};
 use crate::optim::{Optimizer, OptimizerConfig};
@@ -432,6 +432,77 @@ impl<B: Backend> Trainer<B> {
         lr: f32,
         seed: u64,
     ) -> Result<LocalUpdate> {
+        let per_step = self.batch.min(data.len());
+        let mut order = SampleOrder::new(seed, 0..data.len());
+        self.run_local(start, data, steps, lr, |batch| {
+            for _ in 0..per_step {
+                batch.push(order.next());
+            }
+        })
+    }
+
+    /// A round of local SGD in which each shard is a unit of work: every
+    /// step takes `per_shard` samples from each shard of `data` (fewer from
+    /// a smaller shard), each shard in its own order drawn from
+    /// `seeds[k]`. A worker with k shards thus computes on k times the data
+    /// of one with a single shard, and its batch's mean gradient is the
+    /// mean over its shards' samples: with one step and plain SGD, the
+    /// sample-weighted average of the deltas of any split of the shards
+    /// among workers is the delta of one worker holding them all (up to
+    /// float rounding). The trainer's batch size must hold a step.
+    pub fn train_local_per_shard(
+        &mut self,
+        start: &[f32],
+        data: &ShardSet<'_>,
+        per_shard: usize,
+        steps: u32,
+        lr: f32,
+        seeds: &[u64],
+    ) -> Result<LocalUpdate> {
+        if seeds.len() != data.shard_count() {
+            return Err(KernelError::config(
+                "shard seeds",
+                format!("{} seeds for {} shards", seeds.len(), data.shard_count()),
+            ));
+        }
+        let takes: Vec<usize> = (0..data.shard_count())
+            .map(|k| per_shard.min(data.shard_range(k).len()))
+            .collect();
+        let per_step: usize = takes.iter().sum();
+        if per_shard == 0 || per_step > self.batch {
+            return Err(KernelError::config(
+                "batch size",
+                format!(
+                    "a step takes {per_shard} samples from each of {} shards ({per_step}); the trainer's batch is {}",
+                    data.shard_count(),
+                    self.batch
+                ),
+            ));
+        }
+        let mut orders: Vec<SampleOrder> = seeds
+            .iter()
+            .enumerate()
+            .map(|(k, &seed)| SampleOrder::new(seed, data.shard_range(k)))
+            .collect();
+        self.run_local(start, data, steps, lr, |batch| {
+            for (order, &take) in orders.iter_mut().zip(&takes) {
+                for _ in 0..take {
+                    batch.push(order.next());
+                }
+            }
+        })
+    }
+
+    /// Runs `steps` steps from `start`, each on the batch `fill` draws;
+    /// returns the delta.
+    fn run_local(
+        &mut self,
+        start: &[f32],
+        data: &dyn Samples,
+        steps: u32,
+        lr: f32,
+        mut fill: impl FnMut(&mut Vec<u32>),
+    ) -> Result<LocalUpdate> {
         if steps == 0 {
             return Err(KernelError::config("local steps", "zero"));
         }
@@ -441,22 +512,11 @@ impl<B: Backend> Trainer<B> {
         self.check_data(data)?;
         self.model.set_params_flat(&self.backend, start)?;
         self.optimizer.reset(&self.backend)?;
-        let mut pass = 0u64;
-        let mut order = SplitMix64::derive(seed, pass).permutation(data.len());
-        let mut cursor = 0;
         let mut batch = Vec::with_capacity(self.batch);
         let mut samples = 0u64;
         for _ in 0..steps {
             batch.clear();
-            while batch.len() < self.batch.min(data.len()) {
-                if cursor == order.len() {
-                    pass += 1;
-                    order = SplitMix64::derive(seed, pass).permutation(data.len());
-                    cursor = 0;
-                }
-                batch.push(order[cursor]);
-                cursor += 1;
-            }
+            fill(&mut batch);
             self.queue_step(data, &batch, lr)?;
             samples += batch.len() as u64;
         }
@@ -479,5 +539,41 @@ impl<B: Backend> Trainer<B> {
             mean_loss: (stats.loss_sum / samples as f64) as f32,
             steps,
         })
+    }
+}
+
+/// The order a range of samples is visited in: a permutation drawn from
+/// `seed`, then a new one from the seed and the pass number after each
+/// full pass.
+struct SampleOrder {
+    seed: u64,
+    range: std::ops::Range<usize>,
+    pass: u64,
+    order: Vec<u32>,
+    cursor: usize,
+}
+
+impl SampleOrder {
+    fn new(seed: u64, range: std::ops::Range<usize>) -> Self {
+        let order = SplitMix64::derive(seed, 0).permutation(range.len());
+        SampleOrder {
+            seed,
+            range,
+            pass: 0,
+            order,
+            cursor: 0,
+        }
+    }
+
+    fn next(&mut self) -> u32 {
+        if self.cursor == self.order.len() {
+            self.pass += 1;
+            self.order = SplitMix64::derive(self.seed, self.pass).permutation(self.range.len());
+            self.cursor = 0;
+        }
+        // Sample counts are at most u32 (shards hold at most 2^20).
+        let i = self.range.start as u32 + self.order[self.cursor];
+        self.cursor += 1;
+        i
     }
 }

@@ -215,6 +215,16 @@ impl<'a> ShardSet<'a> {
         Ok(ShardSet { shards, starts })
     }
 
+    /// Shards in the set.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The set's sample indices that are shard `k`'s.
+    pub fn shard_range(&self, k: usize) -> std::ops::Range<usize> {
+        self.starts[k]..self.starts[k + 1]
+    }
+
     fn locate(&self, i: usize) -> (usize, usize) {
         let shard = self.starts.partition_point(|&s| s <= i) - 1;
         (shard, i - self.starts[shard])

@@ -194,3 +194,82 @@ fn nan_and_inf_are_caught_not_propagated() {
         Err(KernelError::NonFinite { .. })
     ));
 }
+
+/// A shard is a unit of work: with one step of plain SGD, one worker
+/// holding four shards and four workers holding one each (their deltas
+/// averaged by samples, as the coordinator does) produce the same update,
+/// up to float rounding; each worker's samples follow its shards.
+#[test]
+fn one_worker_with_four_shards_equals_four_workers_with_one() {
+    let d = data();
+    let shards = d.train.take(2000).shards(500, 9).unwrap();
+    let spec = ModelSpec::fashion_mnist(Arch::Mlp { hidden: vec![32] });
+    let per_shard = 16;
+    let seeds = [11u64, 12, 13, 14];
+    let trainer = |batch: usize| {
+        Trainer::new(
+            cpu_backend(),
+            &spec,
+            OptimizerConfig::sgd(0.1, 0.9),
+            batch,
+            1,
+        )
+        .unwrap()
+    };
+    let mut whole = trainer(4 * per_shard);
+    let start = whole.params_flat().unwrap();
+    let all = ShardSet::new(shards.iter().collect()).unwrap();
+    let one = whole
+        .train_local_per_shard(&start, &all, per_shard, 1, 0.1, &seeds)
+        .unwrap();
+    assert_eq!(one.samples, 4 * per_shard as u64);
+    let split: Vec<_> = shards
+        .iter()
+        .zip(seeds)
+        .map(|(shard, seed)| {
+            let mine = ShardSet::new(vec![shard]).unwrap();
+            trainer(per_shard)
+                .train_local_per_shard(&start, &mine, per_shard, 1, 0.1, &[seed])
+                .unwrap()
+        })
+        .collect();
+    assert!(split.iter().all(|u| u.samples == per_shard as u64));
+    let averaged = weighted_mean(
+        &split
+            .iter()
+            .map(|u| (u.delta.as_slice(), u.samples))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let scale = one.delta.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = one
+        .delta
+        .iter()
+        .zip(&averaged)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    eprintln!("largest delta entry {scale}, largest difference {worst}");
+    assert!(scale > 1e-4, "the step moved the parameters ({scale})");
+    assert!(
+        worst <= 1e-5 * scale,
+        "largest difference {worst} (largest delta entry {scale})"
+    );
+    // Several steps on the same shards: each worker still does work in
+    // proportion to its shards.
+    let mut two = trainer(2 * per_shard);
+    let pair = ShardSet::new(shards.iter().take(2).collect()).unwrap();
+    let update = two
+        .train_local_per_shard(&start, &pair, per_shard, 5, 0.1, &seeds[..2])
+        .unwrap();
+    assert_eq!(update.samples, 5 * 2 * per_shard as u64);
+    // A batch too small for a step, or seeds that do not match the shards,
+    // are refused.
+    assert!(
+        trainer(per_shard)
+            .train_local_per_shard(&start, &pair, per_shard, 1, 0.1, &seeds[..2])
+            .is_err()
+    );
+    assert!(
+        two.train_local_per_shard(&start, &pair, per_shard, 1, 0.1, &seeds)
+            .is_err()
+    );
+}
