@@ -93,20 +93,17 @@ pub fn params_hash(params: &[f32]) -> Hash32 {
     Hash32::of(&params_to_bytes(params))
 }
 
-/// The seed of a worker's batch order in one round: a function of the
-/// job's seed, the round and the worker, so a spot-check can recompute it.
-pub fn round_seed(
-    job_seed: u64,
-    job: &Hash32,
-    round: u32,
-    worker: &fairgrid_protocol::NodeId,
-) -> u64 {
+/// The seed of one shard's sample order in one round: a function of the
+/// job's seed, the round and the shard (not of the worker holding it, so
+/// that how shards are split among workers does not change what is
+/// computed, and a spot-check can recompute it).
+pub fn shard_seed(job_seed: u64, job: &Hash32, round: u32, shard: u32) -> u64 {
     Hash32::of_parts(&[
-        b"fairgrid/v1/round-seed",
+        b"fairgrid/v2/shard-seed",
         &job_seed.to_le_bytes(),
         &job.0,
         &round.to_le_bytes(),
-        &worker.0.0,
+        &shard.to_le_bytes(),
     ])
     .prefix_u64()
 }

@@ -19,12 +19,25 @@ use crate::net::wire::MAX_PARAM_BYTES;
 /// node when only the trainer's share was counted (73 MiB estimated).
 pub const WORKER_PARAM_COPIES: u128 = 6;
 
-/// Memory a worker needs for a job besides its shards.
-pub fn job_bytes(spec: &JobSpec) -> u128 {
+/// Memory a worker needs for a job whatever its shards: the trainer's
+/// parameters, gradients and optimiser state, and the copies of the
+/// parameters a round keeps.
+pub fn job_fixed_bytes(spec: &JobSpec) -> u128 {
     let model = kernels_spec(&spec.model);
-    model.training_bytes(spec.hyper.batch_size as usize)
-        + WORKER_PARAM_COPIES * 4 * model.param_count()
+    model.training_bytes(0) + WORKER_PARAM_COPIES * 4 * model.param_count()
 }
+
+/// Memory each shard a worker holds adds besides its data: every step
+/// takes `batch_size` samples from each shard, so the batch and its
+/// activations grow with the shards.
+pub fn per_shard_batch_bytes(spec: &JobSpec) -> u128 {
+    let model = kernels_spec(&spec.model);
+    let batch = spec.hyper.batch_size as usize;
+    model.training_bytes(batch) - model.training_bytes(0)
+}
+
+/// Largest batch a trainer takes (the kernels' limit).
+const MAX_BATCH: u64 = 65_536;
 
 /// The terms of a bid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,27 +81,38 @@ pub fn decide(
     if model.validate().is_err() || model.param_count() * 4 > MAX_PARAM_BYTES as u128 {
         return Err("the job's model is not one this node trains".into());
     }
-    // Refused now, so that it never wins shards it cannot train.
-    let needed = job_bytes(spec);
+    // Refused now, so that it never wins shards it cannot train. A shard
+    // costs its data and its share of each step's batch.
+    let fixed = job_fixed_bytes(spec);
+    let per_shard_batch = per_shard_batch_bytes(spec);
+    let per_shard = per_shard_batch + (u128::from(spec.demand_per_shard.mem_mib) << 20);
     let limit = u128::from(offered.mem_mib) << 20;
-    if needed > limit.min(MAX_TRAINING_BYTES) {
+    if spec.demand_per_shard.mem_mib == 0 || fixed + per_shard > limit {
         return Err(format!(
-            "training the job's model at batch {} (with the copies of its parameters a round keeps) needs {} MiB, more than the {} MiB this node offers",
+            "training the job's model on one shard at batch {} (with the copies of its parameters a round keeps) needs {} MiB, more than the {} MiB this node offers",
             spec.hyper.batch_size,
-            needed.div_ceil(1 << 20),
-            (limit.min(MAX_TRAINING_BYTES)) >> 20
+            (fixed + per_shard).div_ceil(1 << 20),
+            offered.mem_mib
         ));
     }
-    // The memory the model trains in is not there for shards: the bid
-    // offers the rest, so that shards and training together stay within
-    // the offer.
+    let mut shards = (limit - fixed) / per_shard;
+    shards = shards.min(u128::from(
+        MAX_BATCH / u64::from(spec.hyper.batch_size.max(1)),
+    ));
+    if let Some(by_trainer) = MAX_TRAINING_BYTES
+        .saturating_sub(fixed)
+        .checked_div(per_shard_batch)
+    {
+        shards = shards.min(by_trainer);
+    }
+    // The bid's memory holds exactly the shards that fit with their
+    // batches and the model, so the market never gives it more.
     let mut capacity = offered;
-    let training_mib = u64::try_from(needed.div_ceil(1 << 20)).unwrap_or(u64::MAX);
-    capacity.mem_mib = offered.mem_mib.saturating_sub(training_mib);
+    let shards = u64::try_from(shards).unwrap_or(u64::MAX);
+    capacity.mem_mib = shards.saturating_mul(spec.demand_per_shard.mem_mib);
     if capacity.units_of(&spec.demand_per_shard) == 0 {
         return Err(format!(
-            "the offer {offered:?}, less {training_mib} MiB to train the model in, cannot hold \
-             one shard of demand {:?}",
+            "the offer {offered:?} cannot hold one shard of demand {:?} beside the model's training memory",
             spec.demand_per_shard
         ));
     }
@@ -116,10 +140,13 @@ mod tests {
         let config = WorkerConfig::default();
         let terms = decide(&config, offer(), 30, 0, false, &spec).unwrap();
         assert_eq!(terms.ask, 30);
-        // The bid keeps the model's training memory out of what it offers.
-        let training = job_bytes(&spec);
+        // The bid offers the memory of the shards that fit beside the
+        // model and their batches.
+        let per_shard =
+            per_shard_batch_bytes(&spec) + (u128::from(spec.demand_per_shard.mem_mib) << 20);
+        let fitting = ((4096u128 << 20) - job_fixed_bytes(&spec)) / per_shard;
         let mut capacity = offer();
-        capacity.mem_mib -= training.div_ceil(1 << 20) as u64;
+        capacity.mem_mib = fitting as u64 * spec.demand_per_shard.mem_mib;
         assert_eq!(terms.capacity, capacity);
         let config = WorkerConfig {
             ask: 70,
@@ -165,7 +192,7 @@ mod tests {
         let mut spec = sample_spec(&Keypair::from_seed(b"c"));
         spec.hyper.batch_size = 4096;
         spec.demand_per_shard.mem_mib = 1;
-        let needed = job_bytes(&spec);
+        let needed = job_fixed_bytes(&spec) + per_shard_batch_bytes(&spec) + (1 << 20);
         let enough = ResourceVec {
             mem_mib: needed.div_ceil(1 << 20) as u64 + 1,
             ..offer()
@@ -178,7 +205,7 @@ mod tests {
         assert!(decide(&config, enough, 0, 0, false, &spec).is_ok());
         let why = decide(&config, short, 0, 0, false, &spec).unwrap_err();
         assert!(
-            why.contains("at batch 4096") && why.contains("MiB this node offers"),
+            why.contains("one shard at batch 4096") && why.contains("MiB this node offers"),
             "{why}"
         );
     }
@@ -215,14 +242,15 @@ mod tests {
         };
         let terms = decide(&WorkerConfig::default(), offered, 0, 0, false, &spec).unwrap();
         let shards = terms.capacity.units_of(&spec.demand_per_shard);
-        let training = job_bytes(&spec) as u64;
+        let model = kernels_spec(&spec.model);
+        let training = model.training_bytes(4 * shards as usize) as u64;
+        let params = model.param_count() as u64;
         assert!(shards >= 1);
+        // Shards, their batches, the trainer and the round's copies of the
+        // parameters, all within the offer.
         assert!(
-            shards * shard_bytes + training <= 64 << 20,
+            shards * shard_bytes + training + 24 * params <= 64 << 20,
             "{shards} shards of {shard_bytes} bytes and {training} bytes of training in 64 MiB"
         );
-        // The copies of the parameters a round keeps are counted too.
-        let params = kernels_spec(&spec.model).param_count() as u64;
-        assert!(training >= kernels_spec(&spec.model).training_bytes(4) as u64 + 24 * params);
     }
 }

@@ -17,14 +17,16 @@ use super::super::round::{AcceptedUpdate, Aggregate, Order, Outcome, Rejection, 
 use super::{Busy, Coordinator, MAX_EMPTY_ROUNDS, Output};
 use crate::jobs::model;
 
-/// Samples a worker's H local steps process over these shards.
+/// Samples a worker's H local steps process over these shards: each step
+/// takes `batch_size` from every shard (all of a smaller one), so the work
+/// and the update's weight follow the shards.
 pub fn order_samples(spec: &JobSpec, shards: &[u32]) -> u64 {
-    let held: u64 = shards
+    let per_step: u64 = shards
         .iter()
         .filter_map(|&i| spec.dataset.shards.get(i as usize))
-        .map(|s| u64::from(s.samples))
+        .map(|s| u64::from(s.samples).min(u64::from(spec.hyper.batch_size)))
         .sum();
-    u64::from(spec.hyper.local_steps) * held.min(u64::from(spec.hyper.batch_size))
+    u64::from(spec.hyper.local_steps) * per_step
 }
 
 impl Coordinator {
