@@ -51,7 +51,8 @@ pub struct Tuning {
     /// Local steps per round (default: 8 for the cnn, 20 for the mlp).
     #[arg(long)]
     pub local_steps: Option<u32>,
-    /// Batch size (default 32).
+    /// Samples per local step from each shard a worker holds (default 8:
+    /// a node with the demo's 4 shards per owner steps on 32).
     #[arg(long)]
     pub batch: Option<u32>,
     /// Workers' learning rate (default: 0.05 for the cnn, 0.1 for the mlp).
@@ -114,7 +115,7 @@ pub fn demo_request(
         training: TrainingChoice {
             rounds: tuning.rounds.unwrap_or(rounds),
             local_steps: tuning.local_steps.unwrap_or(local_steps),
-            batch_size: tuning.batch.unwrap_or(32),
+            batch_size: tuning.batch.unwrap_or(8),
             lr: tuning.lr.unwrap_or(lr),
             schedule: tuning.schedule.unwrap_or(LrSchedule::Cosine),
             ..TrainingChoice::default()

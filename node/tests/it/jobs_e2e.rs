@@ -54,7 +54,7 @@ async fn bad_requests_get_specific_errors(api: &JobsApi) {
 
 /// The single-node reference: one trainer on all shards, the workers'
 /// combined batch, the same number of steps per round and rounds.
-fn single_node_accuracy(request: &JobRequest, workers: usize) -> f32 {
+fn single_node_accuracy(request: &JobRequest) -> f32 {
     let data = builtin::fashion_mnist().unwrap();
     let t = &request.training;
     let shards = data
@@ -63,7 +63,8 @@ fn single_node_accuracy(request: &JobRequest, workers: usize) -> f32 {
         .unwrap();
     let all = ShardSet::new(shards.iter().collect()).unwrap();
     let spec = ModelSpec::fashion_mnist(Arch::LogReg);
-    let batch = t.batch_size as usize * workers;
+    // Every worker's step takes batch_size samples from each of its shards.
+    let batch = t.batch_size as usize * shards.len();
     let mut trainer = Trainer::new(
         CpuBackend::new(1).unwrap(),
         &spec,
@@ -245,7 +246,7 @@ async fn four_nodes_train_within_the_caps_and_agree_on_the_ledger() {
         nodes[0].log()
     );
     let distributed = report.final_test_accuracy.unwrap();
-    let single = single_node_accuracy(&parity, 4);
+    let single = single_node_accuracy(&parity);
     eprintln!("parity: 4 nodes {distributed:.4}, single node {single:.4}");
     // The job's round seeds come from its id (a random nonce), so the
     // distributed accuracy differs from run to run: 0.7895 to 0.8165 over
