@@ -113,12 +113,16 @@ pub async fn clear(
 }
 
 /// Signs the allocation, records `AllocationMade`, pushes it with its
-/// bids to every winner, and tells the machine who took it.
+/// bids to every winner, and tells the machine who took it. The workers
+/// it drops get it too (their answers are only logged): a worker that
+/// finds itself without shards bids again, and its bid brings it back at
+/// the next clearing.
 pub async fn publish(
     ctx: &Arc<JobsContext>,
     job: &Arc<CoordJob>,
     allocation: Allocation,
     bids: Vec<Signed<Bid>>,
+    dropped: Vec<NodeId>,
 ) {
     let signed = Signed::sign(&ctx.key, &allocation);
     let entry = EntryBody::AllocationMade {
@@ -134,11 +138,37 @@ pub async fn publish(
     }
     let winners: Vec<NodeId> = allocation.assignments.iter().map(|a| a.node).collect();
     info!(target: TARGET, job = %job.id, attempt = allocation.attempt, winners = winners.len(), assigned = allocation.assigned_shards(), shortfall = allocation.shortfall, "allocation made");
-    let refusals = push(ctx, job.id, &winners, &signed, &bids).await;
+    let (refusals, _) = futures::future::join(
+        push(ctx, job.id, &winners, &signed, &bids),
+        tell_dropped(ctx, job.id, &dropped, &signed, &bids),
+    )
+    .await;
     for (node, why, _) in &refusals {
         warn!(target: TARGET, job = %job.id, %node, reason = %why, "winner did not take the allocation");
     }
     let _ = job.handle(Input::Published { signed, refusals });
+}
+
+/// Sends the allocation to the workers it dropped (once each).
+async fn tell_dropped(
+    ctx: &Arc<JobsContext>,
+    job: Hash32,
+    dropped: &[NodeId],
+    signed: &Signed<Allocation>,
+    bids: &[Signed<Bid>],
+) {
+    let sends = dropped.iter().map(|&node| {
+        let request = Request::JobAllocation {
+            allocation: signed.clone(),
+            bids: bids.to_vec(),
+        };
+        async move {
+            if let Err(e) = transport::call(ctx, node, request).await {
+                tracing::debug!(target: TARGET, %job, %node, error = %e, "dropped worker not told");
+            }
+        }
+    });
+    futures::future::join_all(sends).await;
 }
 
 /// Sends the allocation and its bids to every winner; returns those that

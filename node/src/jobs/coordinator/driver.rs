@@ -161,9 +161,13 @@ async fn execute(
             let (s, j) = (Arc::clone(ctx), Arc::clone(job));
             tokio::spawn(async move { clearing::clear(&s, &j, market_job, bids).await });
         }
-        Output::Publish { allocation, bids } => {
+        Output::Publish {
+            allocation,
+            bids,
+            dropped,
+        } => {
             let (s, j) = (Arc::clone(ctx), Arc::clone(job));
-            tokio::spawn(async move { clearing::publish(&s, &j, allocation, bids).await });
+            tokio::spawn(async move { clearing::publish(&s, &j, allocation, bids, dropped).await });
         }
         Output::StartRound { start, params } => {
             let nodes: Vec<NodeId> = start.orders.iter().map(|o| o.node).collect();

@@ -330,3 +330,42 @@ fn ended_jobs_leave_memory_and_are_read_back_from_disk() {
     }
     check(&cluster, &[]);
 }
+
+/// Issue 14: a worker whose update never arrives (it is not restarted:
+/// the update is lost on the way) is dropped from the next allocation, is
+/// told so, bids again, and trains again from the clearing after.
+#[test]
+fn a_worker_dropped_for_a_lost_update_is_told_and_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), 3, LedgerKind::InMemory).unwrap();
+    let lost = cluster.nodes[2].node_id();
+    cluster.net.hold(Box::new(move |_, request| {
+        matches!(request, Request::RoundUpdate { update, .. }
+            if update.verify_and_decode().is_ok_and(|(_, u)| u.round == 1 && u.worker == lost))
+    }));
+    let mut request = small_job("lost update", 6);
+    request.market.round_timeout_secs = 3;
+    let job = submit_to(&cluster, 0, request);
+    let coordinated = wait_finished(&cluster, job, Duration::from_secs(180));
+    let state = coordinated.state();
+    let its = |round: usize| -> u32 {
+        let accepted = &state.rounds[round].accepted;
+        accepted
+            .iter()
+            .filter(|(n, _, _)| *n == lost)
+            .map(|(_, _, s)| s)
+            .sum()
+    };
+    assert!(state.allocations.len() >= 3, "dropped, then taken back");
+    assert!(its(0) > 0, "it trained round 0");
+    assert_eq!(its(1), 0, "its round-1 update was lost");
+    let back = (2..state.rounds.len()).find(|&r| its(r) > 0);
+    assert!(
+        back.is_some(),
+        "the dropped worker never trained again: {:?}",
+        (0..state.rounds.len()).map(its).collect::<Vec<_>>()
+    );
+    assert!(!state.banned.contains(&lost));
+    drop(state);
+    cluster.net.release();
+}

@@ -127,6 +127,10 @@ pub enum Output {
     Release,
     /// The bid was not taken: forget the job.
     Leave,
+    /// An allocation dropped this worker (it missed work): bid again (the
+    /// shell decides the terms and hands back [`Input::Rejoin`]), so the
+    /// next clearing can take it back.
+    BidAgain,
     Wake {
         at: u64,
     },
@@ -375,6 +379,7 @@ impl Worker {
             ),
         }));
         let allocations = &mut self.record.allocations;
+        let held_shards = allocations.values().any(|mine| !mine.is_empty());
         allocations.insert(verified.hash, verified.mine.clone());
         while allocations.len() > MAX_ALLOCATIONS {
             allocations.pop_first();
@@ -382,6 +387,8 @@ impl Worker {
         outputs.push(Output::Save);
         if !verified.mine.is_empty() {
             outputs.push(Output::FetchShards(verified.mine));
+        } else if held_shards && self.bidding.is_none() {
+            outputs.push(Output::BidAgain);
         }
         Reply::Accepted
     }

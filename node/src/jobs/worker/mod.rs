@@ -204,6 +204,12 @@ pub(super) async fn execute(ctx: &Arc<JobsContext>, job: &Arc<WorkerJob>, output
             job.shards.lock().expect("shards lock").clear();
         }
         Output::Leave => ctx.jobs.remove_worker(&job.id),
+        Output::BidAgain => {
+            info!(target: TARGET, job = %job.id, "dropped from the job's allocation; bidding again");
+            if let Some(input) = rejoin_input(ctx, job) {
+                apply_later(ctx, job, input);
+            }
+        }
         Output::Wake { at } => {
             let (s, j) = (Arc::clone(ctx), Arc::clone(job));
             tokio::spawn(async move {
@@ -330,17 +336,35 @@ async fn send_bid(
 /// Bids again on a job this node worked on (after a restart), with a
 /// higher nonce. If the job has ended, exchanges its ledger entries.
 pub async fn rejoin(ctx: &Arc<JobsContext>, job: &Arc<WorkerJob>) {
+    if let Some(input) = rejoin_input(ctx, job) {
+        apply(ctx, job, input).await;
+    }
+}
+
+/// The rejoining bid's input, on the node's current offer; `None` (logged)
+/// if the node can no longer take the job.
+fn rejoin_input(ctx: &JobsContext, job: &WorkerJob) -> Option<Input> {
     let (offered, floor) = ctx.host.offer(now_ms());
-    let ask = if ctx.config.worker.ask > 0 {
-        ctx.config.worker.ask
-    } else {
-        floor
+    // The same terms as a first bid (this job is not counted against
+    // `worker.max_jobs`: it is already one of them).
+    let terms = match policy::decide(
+        &ctx.config.worker,
+        offered,
+        floor,
+        ctx.jobs.active_workers().saturating_sub(1),
+        job.spec.submitter == ctx.node_id,
+        &job.spec,
+    ) {
+        Ok(terms) => terms,
+        Err(reason) => {
+            info!(target: TARGET, job = %job.id, %reason, "not bidding again");
+            return None;
+        }
     };
-    let input = Input::Rejoin {
-        ask,
-        capacity: offered,
-    };
-    apply(ctx, job, input).await;
+    Some(Input::Rejoin {
+        ask: terms.ask,
+        capacity: terms.capacity,
+    })
 }
 
 /// The job ended (its ledger entries arrived): free the training state

@@ -7,6 +7,8 @@
 //! churn too, and each re-clearing links the previous allocation
 //! (`attempt + 1`).
 
+use std::collections::BTreeSet;
+
 use fairgrid_protocol::market::MarketJob;
 use fairgrid_protocol::messages::{Allocation, JobSpec, ShortfallPolicy};
 use fairgrid_protocol::{Hash32, NodeId, Signed};
@@ -75,11 +77,13 @@ impl Coordinator {
             market_job,
             bids: bids.clone(),
         });
+        let missing = self.state.missing.clone();
         self.busy = Some(Busy::Clearing(Clearing {
             reason,
             first,
             attempt,
             bids,
+            missing,
         }));
     }
 
@@ -107,9 +111,22 @@ impl Coordinator {
             );
             return self.wait_for_bids(now, message, clearing.first, out);
         }
+        let st = &self.state;
+        let winners: BTreeSet<NodeId> = allocation.assignments.iter().map(|a| a.node).collect();
+        let before = st
+            .current()
+            .into_iter()
+            .flat_map(|a| a.allocation.assignments.iter().map(|x| x.node));
+        let dropped: Vec<NodeId> = before
+            .chain(st.missing.iter().copied())
+            .filter(|n| !winners.contains(n) && !st.banned.contains(n))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         out.push(Output::Publish {
             allocation,
             bids: clearing.bids.clone(),
+            dropped,
         });
         self.busy = Some(Busy::Publishing(clearing));
     }
@@ -181,8 +198,23 @@ impl Coordinator {
         if refusals.is_empty() {
             st.phase = JobState::Training;
             st.error = None;
-            st.needs_reclear = (!gone.is_empty())
-                .then(|| format!("left the job while it was cleared: {}", gone.join(", ")));
+            // A worker left out for missed work that bid again meanwhile
+            // (it was told it was dropped) comes back at once.
+            let rejoined: Vec<String> = clearing
+                .missing
+                .iter()
+                .filter(|n| !st.missing.contains(n) && !st.banned.contains(n))
+                .map(NodeId::to_string)
+                .collect();
+            st.needs_reclear = if !gone.is_empty() {
+                Some(format!(
+                    "left the job while it was cleared: {}",
+                    gone.join(", ")
+                ))
+            } else {
+                (!rejoined.is_empty())
+                    .then(|| format!("rejoined while the market cleared: {}", rejoined.join(", ")))
+            };
             return self.persist(out);
         }
         let mut names = Vec::new();

@@ -167,10 +167,13 @@ pub enum Output {
         bids: Vec<Signed<Bid>>,
     },
     /// Sign, record (`AllocationMade`) and push the allocation to its
-    /// winners; answer with [`Input::Published`].
+    /// winners; answer with [`Input::Published`]. Also push it to
+    /// `dropped` (workers it leaves out that held shards before or missed
+    /// work; their answers do not count), so that they can bid again.
     Publish {
         allocation: Allocation,
         bids: Vec<Signed<Bid>>,
+        dropped: Vec<NodeId>,
     },
     /// Sign the start and send it, with the parameters, to every order.
     StartRound {
@@ -245,6 +248,9 @@ struct Clearing {
     first: bool,
     attempt: u32,
     bids: Vec<Signed<Bid>>,
+    /// Nodes left out for missed work when the clearing began: one that
+    /// bids again before it is published needs another clearing.
+    missing: BTreeSet<NodeId>,
 }
 
 /// One coordinated job.

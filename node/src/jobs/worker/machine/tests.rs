@@ -288,9 +288,31 @@ fn allocations_are_checked_recorded_saved_and_their_shards_fetched() {
             Output::FetchShards(s)
         ] if s == &vec![3, 4]
     ));
-    // No shards for this node: nothing to fetch.
+    // No shards for this node any more (it missed work): nothing to
+    // fetch, and it bids again to be taken back.
     let h = f.allocate(3, vec![]);
-    assert_eq!(h.outputs.len(), 2);
+    assert!(matches!(
+        &h.outputs[..],
+        [
+            Output::Record(EntryBody::Verification { passed: true, .. }),
+            Output::Save,
+            Output::BidAgain
+        ]
+    ));
+}
+
+#[test]
+fn a_worker_never_given_shards_does_not_bid_again() {
+    let mut f = Fixture::new();
+    let h = f.allocate(1, vec![]);
+    assert_eq!(h.reply, Some(Reply::Accepted));
+    assert!(matches!(
+        &h.outputs[..],
+        [
+            Output::Record(EntryBody::Verification { passed: true, .. }),
+            Output::Save
+        ]
+    ));
 }
 
 #[test]
