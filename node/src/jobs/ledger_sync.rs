@@ -121,6 +121,13 @@ pub async fn push_to_participants(
     job: Hash32,
     participants: BTreeSet<NodeId>,
 ) {
+    // This node's own worker part (a coordinator that works on its own
+    // job) ends here: its entries are already in this ledger. Without
+    // this it stayed unfinished, and after `worker.max_jobs` jobs the
+    // coordinator stopped bidding on its own jobs until it restarted.
+    if let Some(worker) = ctx.jobs.worker(&job) {
+        super::worker::finished(&ctx, &worker).await;
+    }
     let sends = participants
         .into_iter()
         .filter(|p| *p != ctx.node_id)
