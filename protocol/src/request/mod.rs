@@ -115,6 +115,8 @@ pub struct TrainingChoice {
     pub rounds: u32,
     /// Local steps per round (H); 1 is synchronous data-parallel SGD.
     pub local_steps: u32,
+    /// Samples each local step takes from every shard a worker holds (a
+    /// worker with k shards steps on k x batch_size: work follows shards).
     pub batch_size: u32,
     pub optimizer: OptimizerKind,
     pub lr: f32,

@@ -187,7 +187,7 @@ pub fn describe_plan(request: &JobRequest, plan: &JobPlan) -> String {
         .owner_cap
         .map_or(String::new(), |c| format!(" = {c} shards per owner"));
     format!(
-        "{}: {} on {data}; {} rounds of {} local steps x batch {}, {} updates; cap alpha {}{cap}; limit price {}",
+        "{}: {} on {data}; {} rounds of {} local steps x batch {} per shard, {} updates; cap alpha {}{cap}; limit price {}",
         request.name,
         request.model.arch,
         t.rounds,
