@@ -94,6 +94,7 @@ pub struct HyperParams {
     pub rounds: u32,
     /// Local steps per round (H). H = 1 is synchronous data-parallel SGD.
     pub local_steps: u32,
+    /// Samples each local step takes from every shard a worker holds.
     pub batch_size: u32,
     pub optimizer: OptimizerKind,
     pub lr: f32,
