@@ -86,6 +86,8 @@ pub async fn submit(ctx: &Arc<JobsContext>, request: JobRequest) -> Result<JobAc
                         "storing the job failed, so it was not accepted: {e}"
                     )));
                 }
+                // Durable now: the bid window runs in full from here.
+                let _ = job.handle(Input::Accepted);
                 let _ = job.handle(done);
             }
             other => {

@@ -52,6 +52,11 @@ pub const MAX_CLEARINGS: u32 = 16;
 pub enum Input {
     /// A timer asked for with [`Output::Wake`] fired (or any nudge).
     Tick,
+    /// The job was accepted (its checkpoint and `JobSubmitted` are on
+    /// disk) and its spec is about to be gossiped: the bid window gets
+    /// its full length from now. A slow disk held a submission for 3.3 s
+    /// in a soak, and the window had closed before anyone heard of the job.
+    Accepted,
     /// A bid that passed the shell's checks (signature, certificate,
     /// validity at `now`), with the owner its certificate names.
     Bid {
@@ -438,6 +443,14 @@ impl Coordinator {
     fn apply(&mut self, now: u64, input: Input, out: &mut Vec<Output>) -> Result<(), String> {
         match input {
             Input::Tick => Ok(()),
+            Input::Accepted => {
+                let st = &mut self.state;
+                let bidding = st.phase == JobState::Bidding && self.busy.is_none();
+                if bidding && st.allocations.is_empty() {
+                    st.bidding_until = st.bidding_until.max(now + self.spec.bid_window_ms);
+                }
+                Ok(())
+            }
             Input::Bid {
                 from,
                 signed,

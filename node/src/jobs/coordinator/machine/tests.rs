@@ -251,6 +251,32 @@ fn a_submission_is_written_ahead_and_the_job_then_waits_for_its_bid_window() {
 }
 
 #[test]
+fn the_bid_window_runs_in_full_from_when_the_job_was_accepted() {
+    let f = fixture(1);
+    let (mut m, out) = Coordinator::submit(f.id, f.spec.clone(), vec![0.0; PARAMS], T0, None, 16);
+    let entries = write_ahead_of(&out).unwrap();
+    // The disk took 5 s to store the submission.
+    let accepted = T0 + 5_000;
+    m.handle(accepted, Input::Accepted);
+    assert_eq!(m.state().bidding_until, accepted + f.spec.bid_window_ms);
+    let out = m.handle(accepted, done(entries)).outputs;
+    assert_eq!(wake_of(&out), Some(accepted + f.spec.bid_window_ms));
+    // Still bidding just before the window's end; then it moves on.
+    let out = m
+        .handle(accepted + f.spec.bid_window_ms - 1, Input::Tick)
+        .outputs;
+    assert_eq!(wake_of(&out), Some(accepted + f.spec.bid_window_ms));
+    let out = m
+        .handle(accepted + f.spec.bid_window_ms, Input::Tick)
+        .outputs;
+    assert!(out.iter().any(|o| matches!(o, Output::Clear { .. })));
+    // Once bidding is over, acceptance changes nothing.
+    let until = m.state().bidding_until;
+    m.handle(accepted + f.spec.bid_window_ms + 20, Input::Accepted);
+    assert_eq!(m.state().bidding_until, until);
+}
+
+#[test]
 fn the_clearing_leaves_out_a_worker_that_withdrew() {
     let f = fixture(2);
     let mut m = f.submitted();
