@@ -256,7 +256,15 @@ pub fn on_gossip(ctx: &Arc<JobsContext>, source: PeerId, data: &[u8]) -> Verdict
         debug!(target: TARGET, peer = %source, "job spec out of its time window; ignored");
         return Verdict::Ignore;
     }
-    if now > spec.submitted_at.saturating_add(spec.bid_window_ms) {
+    // The window as the spec states it, with the clock-skew allowance: a
+    // coordinator's window runs from when it accepted the job (a slow disk
+    // can gossip the spec late), and clocks differ. A bid that arrives
+    // after the clearing only waits in the bid book for the next one.
+    let closes = spec
+        .submitted_at
+        .saturating_add(spec.bid_window_ms)
+        .saturating_add(MAX_CLOCK_SKEW_MS);
+    if now > closes {
         // Still valid for others to see; too late to bid on.
         return Verdict::Accept;
     }
