@@ -33,11 +33,21 @@ pub struct StorageConfig {
     /// (exit status 70) so that a supervisor restarts it, instead of a
     /// node that looks alive and answers nothing.
     pub stall_secs: u64,
+    /// sled's page cache for the ledger, in MiB. The cache fills as the
+    /// ledger grows and then stays at this size: most of a long-running
+    /// node's resident memory above its working set.
+    pub ledger_cache_mib: u64,
+    /// sled's page cache for the job store (checkpoints), in MiB.
+    pub jobs_cache_mib: u64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { stall_secs: 120 }
+        StorageConfig {
+            stall_secs: 120,
+            ledger_cache_mib: 32,
+            jobs_cache_mib: 16,
+        }
     }
 }
 
@@ -351,6 +361,14 @@ impl Config {
         if !(1..=86_400).contains(&self.storage.stall_secs) {
             return bad("storage.stall_secs must be in 1..=86400".into());
         }
+        for (name, mib) in [
+            ("storage.ledger_cache_mib", self.storage.ledger_cache_mib),
+            ("storage.jobs_cache_mib", self.storage.jobs_cache_mib),
+        ] {
+            if !(1..=65_536).contains(&mib) {
+                return bad(format!("{name} must be in 1..=65536"));
+            }
+        }
         if self.api.max_connections == 0 {
             return bad("api.max_connections must be positive".into());
         }
@@ -568,6 +586,10 @@ shard_cache_mib = {shard_cache}
 # A storage call that has not returned after this long stops the node
 # (exit status 70) so that a supervisor restarts it.
 stall_secs = {stall}
+# sled's page caches in MiB: most of a long-running node's memory above
+# what its jobs use.
+ledger_cache_mib = {ledger_cache}
+jobs_cache_mib = {jobs_cache}
 
 [log]
 # "human" or "json".
@@ -590,6 +612,8 @@ filter = "info"
         idle = d.network.idle_timeout_secs,
         heartbeat = d.network.gossip_heartbeat_ms,
         stall = d.storage.stall_secs,
+        ledger_cache = d.storage.ledger_cache_mib,
+        jobs_cache = d.storage.jobs_cache_mib,
         api_max_connections = d.api.max_connections,
         api_header_timeout = d.api.header_timeout_secs,
         lifetime = d.advert.lifetime_secs,

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
-use crate::jobs::{AllocationView, JobAccepted, JobEvents, JobRequest, JobStatus, TrainingReport};
+use crate::jobs::{
+    AllocationView, JobAccepted, JobEvents, JobList, JobListQuery, JobRequest, JobStatus,
+    MAX_JOBS_PER_PAGE, TrainingReport,
+};
 use crate::{Client, Result, SdkError};
 
 /// The longest wait a node grants one long poll (`wait_secs`).
@@ -42,9 +45,39 @@ impl Client {
         self.post("/v1/jobs", request).await
     }
 
-    /// `GET /v1/jobs`: the jobs this node coordinates.
-    pub async fn jobs(&self) -> Result<Vec<crate::jobs::JobStatus>> {
-        self.get("/v1/jobs").await
+    /// `GET /v1/jobs?...`: one page of the jobs this node coordinates,
+    /// newest first.
+    pub async fn jobs_page(&self, query: &JobListQuery) -> Result<JobList> {
+        // Checked here so that a hostile cursor cannot reshape the URL.
+        let safe = |v: &Option<String>| {
+            v.as_deref()
+                .is_none_or(|v| v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        };
+        if !safe(&query.before) || !safe(&query.id_prefix) {
+            return Err(SdkError::BadQuery(format!(
+                "a cursor or prefix holds only letters, digits and '-': {query:?}"
+            )));
+        }
+        self.get(&format!("/v1/jobs{}", query.to_query_string()))
+            .await
+    }
+
+    /// Every job this node coordinates, newest first, page by page.
+    pub async fn jobs(&self) -> Result<Vec<JobStatus>> {
+        let mut query = JobListQuery {
+            limit: Some(MAX_JOBS_PER_PAGE),
+            ..JobListQuery::default()
+        };
+        let mut all = Vec::new();
+        loop {
+            let page = self.jobs_page(&query).await?;
+            all.extend(page.jobs);
+            match page.next {
+                // A node that hands back the same cursor would loop forever.
+                Some(next) if query.before.as_ref() != Some(&next) => query.before = Some(next),
+                _ => return Ok(all),
+            }
+        }
     }
 
     /// `GET /v1/jobs/{id}`.

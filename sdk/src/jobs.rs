@@ -24,6 +24,56 @@ pub struct JobAccepted {
     pub dataset: String,
 }
 
+/// `GET /v1/jobs`: one page of the jobs a node coordinates, newest first
+/// (by submission time, then job id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobList {
+    pub jobs: Vec<JobStatus>,
+    /// Pass this as `before` to get the next (older) page; absent on the
+    /// last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// The query of `GET /v1/jobs?limit=N&before=CURSOR&id_prefix=HEX`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobListQuery {
+    /// Jobs per page: 1..=[`MAX_JOBS_PER_PAGE`]; the node's default
+    /// ([`DEFAULT_JOBS_PER_PAGE`]) when absent.
+    pub limit: Option<u32>,
+    /// A previous page's `next`: the jobs submitted before it.
+    pub before: Option<String>,
+    /// Only jobs whose id starts with these (lower-case) hex digits.
+    pub id_prefix: Option<String>,
+}
+
+/// Jobs per page when the query does not say.
+pub const DEFAULT_JOBS_PER_PAGE: u32 = 50;
+/// Most jobs per page.
+pub const MAX_JOBS_PER_PAGE: u32 = 500;
+
+impl JobListQuery {
+    /// The query string, `?` included (empty when nothing is set). Cursors
+    /// and prefixes hold only digits, hex and `-`: nothing to escape.
+    pub fn to_query_string(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(limit) = self.limit {
+            parts.push(format!("limit={limit}"));
+        }
+        if let Some(before) = &self.before {
+            parts.push(format!("before={before}"));
+        }
+        if let Some(prefix) = &self.id_prefix {
+            parts.push(format!("id_prefix={prefix}"));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", parts.join("&"))
+        }
+    }
+}
+
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -36,7 +86,7 @@ pub enum JobState {
     Failed,
 }
 
-/// `GET /v1/jobs` (a list of these) and `GET /v1/jobs/{id}`.
+/// `GET /v1/jobs` (pages of these) and `GET /v1/jobs/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobStatus {
     pub job_id: String,

@@ -61,6 +61,8 @@ pub enum SdkError {
     BadUrl(String),
     #[error("{0:?} is not a job id (64 hex digits)")]
     BadJobId(String),
+    #[error("invalid jobs query: {0}")]
+    BadQuery(String),
     /// A job request that no node would accept, found before sending it.
     #[error("{origin}: {field}: {reason}")]
     InvalidJob {

@@ -5,7 +5,7 @@ mod mock;
 
 use std::time::Duration;
 
-use fairgrid_sdk::jobs::{JobEventKind, JobRequest, JobState};
+use fairgrid_sdk::jobs::{JobEventKind, JobListQuery, JobRequest, JobState};
 use fairgrid_sdk::{Client, FollowOptions, JobUpdate, SdkError};
 use futures::StreamExt;
 use mock::{GARBAGE, GOOD, LIMIT_ERROR, MODEL, PRICEY, TAMPERED, TOKEN};
@@ -48,8 +48,26 @@ async fn submit_list_status_and_the_node_s_errors() {
         other => panic!("{other:?}"),
     }
 
+    // The list comes page by page, the cursor of one page asking for the next.
     let jobs = client.jobs().await.unwrap();
     assert_eq!(jobs.len(), 2);
+    assert_eq!(jobs[1].job_id, PRICEY);
+    let queries = state.lock().unwrap().list_queries.clone();
+    assert_eq!(queries.len(), 2);
+    assert_eq!(
+        queries[1].get("before").map(String::as_str),
+        Some("2-cursor")
+    );
+    assert_eq!(queries[1].get("limit").map(String::as_str), Some("500"));
+    // A cursor that would reshape the URL is refused before sending.
+    let hostile = JobListQuery {
+        before: Some("1&id_prefix=00/../status".into()),
+        ..JobListQuery::default()
+    };
+    assert!(matches!(
+        client.jobs_page(&hostile).await,
+        Err(SdkError::BadQuery(_))
+    ));
     assert_eq!(client.job(GOOD).await.unwrap().state, JobState::Finished);
     let failed = client.job(PRICEY).await.unwrap();
     assert_eq!(failed.error.as_deref(), Some(LIMIT_ERROR));

@@ -32,6 +32,10 @@ pub struct SoakArgs {
     /// Seed for choosing the victims.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Do not kill the coordinator half-way, to watch its memory over the
+    /// whole run.
+    #[arg(long)]
+    pub keep_coordinator: bool,
 }
 
 /// One sample of one node.
@@ -107,7 +111,7 @@ async fn soak(prepared: &mut Prepared, args: &SoakArgs) -> anyhow::Result<SoakRe
     let mut report = SoakReport::default();
     let mut next_kill = started + kill_every;
     let mut next_sample = started;
-    let mut coordinator_killed = false;
+    let mut coordinator_killed = args.keep_coordinator;
     let mut samples: Vec<String> = Vec::new();
     while Instant::now() < until {
         let client = prepared.cluster.nodes[0].client()?;
@@ -128,6 +132,7 @@ async fn soak(prepared: &mut Prepared, args: &SoakArgs) -> anyhow::Result<SoakRe
                         line.push_str(&format!(" n{i}:{}MiB/{}fd", u.rss_kib / 1024, u.fds));
                     }
                 }
+                println!("{line}");
                 samples.push(line);
             }
             if now >= next_kill {

@@ -13,11 +13,12 @@ use axum::routing::get;
 use axum::{Json, Router};
 use fairgrid_protocol::Hash32;
 use fairgrid_sdk::jobs::{
-    AllocationView, JobAccepted, JobEvents, JobRequest, JobStatus, TrainingReport,
+    AllocationView, JobAccepted, JobEvents, JobList, JobRequest, JobStatus, TrainingReport,
 };
 
 use super::error::{ApiError, ApiJson};
 use crate::jobs::coordinator::{CoordJob, submit};
+use crate::jobs::listing::ListQuery;
 use crate::jobs::{JobsError, views};
 use crate::state::Shared;
 
@@ -63,8 +64,12 @@ async fn create(
     }
 }
 
-async fn list(State(shared): State<Arc<Shared>>) -> Json<Vec<JobStatus>> {
-    Json(shared.jobs.jobs.statuses())
+async fn list(
+    State(shared): State<Arc<Shared>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<JobList>, ApiError> {
+    let query = ListQuery::parse(&params).map_err(ApiError::bad_request)?;
+    Ok(Json(query.page(shared.jobs.jobs.statuses())))
 }
 
 async fn status(

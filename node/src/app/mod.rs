@@ -131,7 +131,11 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode> {
             origin: "this node's certificate".into(),
             reason: e.to_string(),
         })?;
-    let ledger = Ledger::open(&data_dir.ledger_path(), key.clone())?;
+    let ledger = Ledger::open_with_cache(
+        &data_dir.ledger_path(),
+        key.clone(),
+        config.storage.ledger_cache_mib << 20,
+    )?;
     let jobs = crate::jobs::Jobs::open(data_dir.root(), &config)?;
     let hardware = match hardware {
         Some(hw) => hw,

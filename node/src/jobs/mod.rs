@@ -27,6 +27,7 @@ pub mod credits;
 pub mod data;
 pub mod events;
 pub mod ledger_sync;
+pub mod listing;
 pub mod model;
 pub mod request;
 pub mod store;
@@ -90,7 +91,7 @@ impl Jobs {
     /// Opens `<data dir>/jobs`.
     pub fn open(data_root: &Path, config: &Config) -> Result<Jobs> {
         let root = data_root.join("jobs");
-        let store = JobStore::open(&root)?;
+        let store = JobStore::open(&root, config.storage.jobs_cache_mib << 20)?;
         let shards = ShardCache::new(store.shard_dir(), config.worker.shard_cache_mib);
         Ok(Jobs {
             store,

@@ -41,13 +41,14 @@ struct Trees {
 }
 
 impl Trees {
-    fn open(path: &Path) -> Result<Trees> {
+    fn open(path: &Path, cache_bytes: u64) -> Result<Trees> {
         let db = sled::Config::new()
             .path(path)
             // sled caches up to 1 GiB by default; checkpoints rewrite a
             // job's parameters every round, and a long-running coordinator
-            // grew by that much (`fairgrid-testnet soak`).
-            .cache_capacity(JOB_STORE_CACHE_BYTES)
+            // grew by that much (`fairgrid-testnet soak`). Bounded by
+            // `storage.jobs_cache_mib`.
+            .cache_capacity(cache_bytes)
             .open()
             .map_err(|e| store_error(format!("opening {}", path.display()), e))?;
         let tree = |name: &str| {
@@ -70,14 +71,14 @@ fn store_error(what: impl std::fmt::Display, e: impl std::fmt::Debug) -> NodeErr
 
 /// The handles in `slot`, opening the database at `path` again if a
 /// write dropped them. Blocking.
-fn open_trees(slot: &Mutex<Option<Trees>>, path: &Path) -> Result<Trees> {
+fn open_trees(slot: &Mutex<Option<Trees>>, path: &Path, cache_bytes: u64) -> Result<Trees> {
     let mut slot = slot.lock().expect("job store lock");
     if let Some(trees) = slot.as_ref() {
         return Ok(trees.clone());
     }
     let deadline = std::time::Instant::now() + REOPEN_WAIT;
     let trees = loop {
-        match Trees::open(path) {
+        match Trees::open(path, cache_bytes) {
             Ok(trees) => break trees,
             Err(_) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(50));
@@ -92,8 +93,6 @@ fn open_trees(slot: &Mutex<Option<Trees>>, path: &Path) -> Result<Trees> {
 
 /// How long a write and its flush may take before the caller is told the
 /// store is stuck.
-/// sled's page cache for the job store.
-const JOB_STORE_CACHE_BYTES: u64 = 64 << 20;
 const WRITE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How long a reopen waits for the old handles' background threads to let
@@ -109,6 +108,7 @@ const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 pub struct JobStore {
     trees: Arc<Mutex<Option<Trees>>>,
     root: PathBuf,
+    cache_bytes: u64,
 }
 
 /// A stored coordinator checkpoint.
@@ -126,15 +126,18 @@ pub struct StoredCheckpoint<T> {
 const MAX_UNRECORDED: usize = 64 * 1024 * 1024;
 
 impl JobStore {
-    pub fn open(root: &Path) -> Result<JobStore> {
+    /// Opens the store under `root`, letting sled cache up to
+    /// `cache_bytes`.
+    pub fn open(root: &Path, cache_bytes: u64) -> Result<JobStore> {
         for dir in ["shards", "results"] {
             let path = root.join(dir);
             std::fs::create_dir_all(&path).map_err(|e| NodeError::io(&path, e))?;
         }
-        let trees = Trees::open(&root.join("db"))?;
+        let trees = Trees::open(&root.join("db"), cache_bytes)?;
         Ok(JobStore {
             trees: Arc::new(Mutex::new(Some(trees))),
             root: root.to_path_buf(),
+            cache_bytes,
         })
     }
 
@@ -151,7 +154,7 @@ impl JobStore {
     /// The open database, reopened first if a write failed since.
     /// Blocking while it reopens: the async paths go through [`Self::write`].
     fn trees(&self) -> Result<Trees> {
-        open_trees(&self.trees, &self.root.join("db"))
+        open_trees(&self.trees, &self.root.join("db"), self.cache_bytes)
     }
 
     /// Runs a write and flushes it, on a blocking thread; on failure the
@@ -162,10 +165,11 @@ impl JobStore {
         op: impl FnOnce(&Trees) -> std::result::Result<(), String> + Send + 'static,
     ) -> Result<()> {
         let (slot, path) = (Arc::clone(&self.trees), self.root.join("db"));
+        let cache_bytes = self.cache_bytes;
         let (stuck_slot, stuck_what) = (Arc::clone(&slot), what.clone());
         let write = tokio::task::spawn_blocking(move || {
             let _watched = crate::watchdog::watch("job store write");
-            let done = open_trees(&slot, &path)
+            let done = open_trees(&slot, &path, cache_bytes)
                 .map_err(|e| e.to_string())
                 .and_then(|trees| {
                     op(&trees)?;
@@ -427,7 +431,7 @@ mod tests {
     #[tokio::test]
     async fn checkpoints_round_trip_and_bad_records_are_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let store = JobStore::open(dir.path()).unwrap();
+        let store = JobStore::open(dir.path(), 1 << 20).unwrap();
         let job = Hash32::of(b"j");
         let entry = EntryBody::JobSubmitted {
             job_id: job,

@@ -61,6 +61,12 @@ impl Ledger {
         Ledger::start(store, key, &path.display().to_string())
     }
 
+    /// [`Ledger::open`] with sled's page cache bounded to `cache_bytes`.
+    pub fn open_with_cache(path: &Path, key: Keypair, cache_bytes: u64) -> Result<Ledger> {
+        let store = LedgerStore::open_with_cache(path, cache_bytes)?;
+        Ledger::start(store, key, &path.display().to_string())
+    }
+
     /// A ledger that lives in memory (sled's temporary mode), for tests
     /// that need a real ledger but no disk.
     #[cfg(any(test, feature = "test-utils"))]

@@ -157,19 +157,17 @@ pub(crate) struct Handles {
 pub struct LedgerStore {
     /// None: sled's temporary mode, nothing to open again.
     path: Option<PathBuf>,
+    cache_bytes: u64,
     handles: Arc<Mutex<Option<Arc<Handles>>>>,
 }
 
-/// sled's page cache for the ledger.
-const LEDGER_CACHE_BYTES: u64 = 128 << 20;
-
-fn open_handles(path: &Path) -> Result<Handles> {
+fn open_handles(path: &Path, cache_bytes: u64) -> Result<Handles> {
     let db = sled::Config::new()
         .path(path)
         .mode(sled::Mode::HighThroughput)
-        // sled caches up to 1 GiB by default: bounded for a node that runs
-        // for months.
-        .cache_capacity(LEDGER_CACHE_BYTES)
+        // sled caches up to 1 GiB by default: bounded (`storage.
+        // ledger_cache_mib`) for a node that runs for months.
+        .cache_capacity(cache_bytes)
         .open()
         .map_err(|e| match e {
             sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
@@ -195,12 +193,21 @@ impl LedgerStore {
         let trees = Trees::open(&db)?;
         Ok(LedgerStore {
             path: None,
+            cache_bytes: 0,
             handles: Arc::new(Mutex::new(Some(Arc::new(Handles { db, trees })))),
         })
     }
 
+    /// Opens the ledger at `path` with the default page cache (for tools
+    /// that read a ledger once).
     pub fn open(path: &Path) -> Result<LedgerStore> {
-        let handles = open_handles(path)?;
+        let cache_mib = crate::config::StorageConfig::default().ledger_cache_mib;
+        LedgerStore::open_with_cache(path, cache_mib << 20)
+    }
+
+    /// Opens the ledger at `path`, letting sled cache up to `cache_bytes`.
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<LedgerStore> {
+        let handles = open_handles(path, cache_bytes)?;
         let trees = &handles.trees;
         let format = trees.meta.get(META_FORMAT)?;
         if format.as_deref() != Some(&[FORMAT][..]) && !trees.chain.is_empty() {
@@ -214,6 +221,7 @@ impl LedgerStore {
         }
         Ok(LedgerStore {
             path: Some(path.to_path_buf()),
+            cache_bytes,
             handles: Arc::new(Mutex::new(Some(Arc::new(handles)))),
         })
     }
@@ -227,7 +235,7 @@ impl LedgerStore {
         let Some(path) = &self.path else {
             return Err(NodeError::Ledger("the in-memory ledger failed".into()));
         };
-        let handles = Arc::new(open_handles(path)?);
+        let handles = Arc::new(open_handles(path, self.cache_bytes)?);
         *slot = Some(Arc::clone(&handles));
         tracing::info!(target: "fairgrid::ledger", "ledger database opened again after a failed write");
         Ok(handles)

@@ -184,6 +184,22 @@ async fn errors_are_json_with_the_right_status() {
         ),
         (
             M::GET,
+            "/v1/jobs?limit=9999",
+            Some(TOKEN),
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            M::GET,
+            "/v1/jobs?before=12%2F..%2Fstatus",
+            Some(TOKEN),
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            M::GET,
             "/v1/adverts/12D3KooWnotanid",
             Some(TOKEN),
             None,

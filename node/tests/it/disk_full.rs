@@ -50,7 +50,7 @@ async fn a_full_disk_refuses_checkpoints_and_freed_space_takes_them_again() {
     let dir = tempfile::tempdir().unwrap();
     let _mount = mount_tmpfs(dir.path(), "16m");
     let root = dir.path().join("jobs");
-    let store = JobStore::open(&root).unwrap();
+    let store = JobStore::open(&root, 1 << 20).unwrap();
     let (a, b) = (Hash32::of(b"a"), Hash32::of(b"b"));
     store
         .put_coordinator(&a, &"first".to_string(), Some(&[1, 2]), &[])
@@ -74,7 +74,7 @@ async fn a_full_disk_refuses_checkpoints_and_freed_space_takes_them_again() {
         .expect("space is back: the store takes writes again without a restart");
     drop(store);
 
-    let reopened = JobStore::open(&root).unwrap();
+    let reopened = JobStore::open(&root, 1 << 20).unwrap();
     let stored: Vec<(Hash32, String)> = reopened
         .coordinator_ids()
         .unwrap()

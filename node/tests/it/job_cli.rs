@@ -79,10 +79,19 @@ async fn submit_follow_status_list_explain_and_result() {
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(json["job_id"], GOOD);
 
-    let out = fairgrid(job_args(&base, &["list"])).await;
+    // The mock answers a job per page: `list` shows the first page and
+    // says there are more, `--all` follows every page.
+    let out = fairgrid(job_args(&base, &["list", "--limit", "5"])).await;
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains(GOOD) && !stdout.contains(PRICEY),
+        "{stdout}"
+    );
+    assert!(stdout.contains("--all lists every job"), "{stdout}");
+    let out = fairgrid(job_args(&base, &["list", "--all"])).await;
     let (stdout, _) = text(&out);
     assert!(stdout.contains(GOOD) && stdout.contains(PRICEY), "{stdout}");
-    assert!(stdout.contains("2 jobs"));
+    assert!(stdout.contains("2 jobs"), "{stdout}");
 
     let out = fairgrid(job_args(&base, &["explain", GOOD])).await;
     let (stdout, _) = text(&out);
@@ -162,6 +171,7 @@ async fn bad_job_files_and_ids_fail_before_any_request() {
         ),
         (vec!["result", GOOD], "--out"),
         (vec!["submit"], "<FILE>"),
+        (vec!["list", "--limit", "0"], "--limit"),
     ] {
         let out = fairgrid(job_args(&base, &args)).await;
         let (_, stderr) = text(&out);
@@ -213,5 +223,5 @@ async fn the_node_is_found_through_its_data_dir() {
     .await;
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
-    assert!(stdout.contains("2 jobs"), "{stdout}");
+    assert!(stdout.contains(GOOD), "{stdout}");
 }

@@ -38,6 +38,8 @@ pub struct Mock {
     pub submitted: Vec<JobRequest>,
     /// `after` and `wait_secs` of every poll, in order.
     pub poll_args: Vec<(u64, u64)>,
+    /// The query of every `GET /v1/jobs`, in order.
+    pub list_queries: Vec<std::collections::HashMap<String, String>>,
 }
 
 type Shared = Arc<Mutex<Mock>>;
@@ -146,15 +148,33 @@ async fn submit(
         .into_response()
 }
 
-async fn list(headers: HeaderMap) -> Response {
+/// Pages of one job each (a node may answer fewer than `limit`), after
+/// `id_prefix`; the cursor `N-cursor` starts at the N-th job (from 1).
+async fn list(
+    State(state): State<Shared>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
     if let Some(e) = refuse(&headers, None) {
         return e;
     }
-    Json(vec![
+    state.lock().unwrap().list_queries.push(q.clone());
+    let prefix = q.get("id_prefix").cloned().unwrap_or_default();
+    let all: Vec<JobStatus> = [
         job_status(GOOD, JobState::Finished),
         job_status(PRICEY, JobState::Failed),
-    ])
-    .into_response()
+    ]
+    .into_iter()
+    .filter(|j| j.job_id.starts_with(&prefix))
+    .collect();
+    let start = match q.get("before").map(String::as_str) {
+        None => 0,
+        Some("2-cursor") => 1,
+        Some(_) => return error(StatusCode::BAD_REQUEST, "bad_request", "not a cursor"),
+    };
+    let jobs: Vec<JobStatus> = all.iter().skip(start).take(1).cloned().collect();
+    let next = (all.len() > start + 1).then(|| format!("{}-cursor", start + 2));
+    Json(JobList { jobs, next }).into_response()
 }
 
 async fn status(Path(id): Path<String>, headers: HeaderMap) -> Response {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use fairgrid_sdk::jobfile::{self, DataCheck, JobPlan};
-use fairgrid_sdk::jobs::{JobRequest, JobState};
+use fairgrid_sdk::jobs::{JobListQuery, JobRequest, JobState};
 use fairgrid_sdk::{Client, render};
 
 use super::DataDirArgs;
@@ -42,8 +42,8 @@ pub struct JobArgs {
 pub enum JobCommand {
     /// Check a job.toml and submit it to the node (its coordinator).
     Submit(SubmitArgs),
-    /// List the jobs the node coordinates.
-    List(JsonArg),
+    /// List the jobs the node coordinates, newest first.
+    List(ListArgs),
     /// One job's state, round, loss and accuracy.
     Status(IdArgs),
     /// Follow a job's events until it finishes (a progress bar).
@@ -79,6 +79,19 @@ pub struct JsonArg {
 }
 
 #[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Show at most this many jobs (the newest).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=500))]
+    pub limit: u32,
+    /// Show every job, however many.
+    #[arg(long, conflicts_with = "limit")]
+    pub all: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct IdArgs {
     /// The job id (64 hex digits, or a unique prefix of one).
     pub id: String,
@@ -102,7 +115,7 @@ pub fn run(args: JobArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         match args.command {
             JobCommand::Submit(submit) => submit_job(&client, submit).await,
-            JobCommand::List(a) => show::list(&client, a.json).await,
+            JobCommand::List(a) => show::list(&client, &a).await,
             JobCommand::Status(a) => {
                 let id = resolve_id(&client, &a.id).await?;
                 show::status(&client, &id, a.json).await
@@ -156,17 +169,17 @@ async fn resolve_id(client: &Client, given: &str) -> anyhow::Result<String> {
         bail!("{given:?} is not a job id (64 hex digits, or a prefix of at least 4)");
     }
     let prefix = given.to_ascii_lowercase();
-    let matches: Vec<String> = client
-        .jobs()
-        .await?
-        .into_iter()
-        .map(|j| j.job_id)
-        .filter(|id| id.starts_with(&prefix))
-        .collect();
-    match matches.as_slice() {
-        [one] => Ok(one.clone()),
+    let page = client
+        .jobs_page(&JobListQuery {
+            limit: Some(2),
+            id_prefix: Some(prefix.clone()),
+            ..JobListQuery::default()
+        })
+        .await?;
+    match page.jobs.as_slice() {
+        [one] => Ok(one.job_id.clone()),
         [] => bail!("no job of this node starts with {prefix}"),
-        many => bail!("{prefix} matches {} jobs; give more digits", many.len()),
+        _ => bail!("{prefix} matches more than one job; give more digits"),
     }
 }
 

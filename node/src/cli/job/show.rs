@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use fairgrid_sdk::jobs::JobState;
+use fairgrid_sdk::jobs::{JobListQuery, JobState};
 use fairgrid_sdk::{Client, render};
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
@@ -11,13 +11,27 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn list(client: &Client, json: bool) -> anyhow::Result<()> {
-    let jobs = client.jobs().await?;
-    if json {
+pub async fn list(client: &Client, args: &super::ListArgs) -> anyhow::Result<()> {
+    let (jobs, more) = if args.all {
+        (client.jobs().await?, false)
+    } else {
+        let page = client
+            .jobs_page(&JobListQuery {
+                limit: Some(args.limit),
+                ..JobListQuery::default()
+            })
+            .await?;
+        (page.jobs, page.next.is_some())
+    };
+    if args.json {
         return print_json(&jobs);
     }
     print!("{}", render::jobs_table(&jobs));
-    println!("{} jobs", jobs.len());
+    if more {
+        println!("showing the newest {}; --all lists every job", jobs.len());
+    } else {
+        println!("{} jobs", jobs.len());
+    }
     Ok(())
 }
 
