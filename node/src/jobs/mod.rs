@@ -79,8 +79,8 @@ pub struct Jobs {
     /// Ended jobs kept whole in memory (`jobs.ended_in_memory`).
     ended_in_memory: usize,
     max_bids: usize,
-    working: Mutex<BTreeMap<Hash32, Arc<WorkerJob>>>,
-    max_workers: usize,
+    /// Jobs this node works on, and what they hold of its offer.
+    pub working: worker::working::Working,
     stop: watch::Sender<bool>,
     inbound: Arc<Semaphore>,
     /// Every checkpointed job is back (see [`resume`]).
@@ -100,8 +100,7 @@ impl Jobs {
             archive: archive::Archive::default(),
             ended_in_memory: config.jobs.ended_in_memory as usize,
             max_bids: config.jobs.max_bids_per_job as usize,
-            working: Mutex::new(BTreeMap::new()),
-            max_workers: config.worker.max_jobs as usize,
+            working: worker::working::Working::new(config.worker.max_jobs as usize),
             stop: watch::channel(false).0,
             inbound: Arc::new(Semaphore::new(MAX_INBOUND)),
             resumed: AtomicBool::new(false),
@@ -206,48 +205,16 @@ impl Jobs {
     }
 
     pub fn worker(&self, id: &Hash32) -> Option<Arc<WorkerJob>> {
-        self.working.lock().expect("jobs lock").get(id).cloned()
+        self.working.get(id)
     }
 
     /// Jobs this node is working on that have not ended.
     pub fn active_workers(&self) -> usize {
-        self.working
-            .lock()
-            .expect("jobs lock")
-            .values()
-            .filter(|w| !w.is_finished())
-            .count()
-    }
-
-    /// Adds a job to work on; false if it is already there or the node
-    /// works on `worker.max_jobs` jobs. Ended jobs beyond the same number
-    /// are forgotten.
-    pub fn insert_worker(&self, job: Arc<WorkerJob>) -> bool {
-        let mut working = self.working.lock().expect("jobs lock");
-        if working.contains_key(&job.id) {
-            return false;
-        }
-        let active = working.values().filter(|w| !w.is_finished()).count();
-        if active >= self.max_workers {
-            return false;
-        }
-        let ended: Vec<Hash32> = working
-            .values()
-            .filter(|w| w.is_finished())
-            .map(|w| w.id)
-            .collect();
-        for id in ended
-            .iter()
-            .take(ended.len().saturating_sub(self.max_workers))
-        {
-            working.remove(id);
-        }
-        working.insert(job.id, job);
-        true
+        self.working.active()
     }
 
     pub fn remove_worker(&self, id: &Hash32) {
-        self.working.lock().expect("jobs lock").remove(id);
+        self.working.remove(id);
         let _ = self.store.remove_worker(id);
     }
 }

@@ -87,6 +87,16 @@ pub fn test_offer() -> ResourceVec {
 impl Cluster {
     /// Starts `n` nodes under `root` (node i in `root/n<i>`).
     pub fn start(root: &Path, n: usize, ledger_kind: LedgerKind) -> Result<Cluster> {
+        Cluster::start_offering(root, n, ledger_kind, test_offer())
+    }
+
+    /// [`Cluster::start`] with every node offering `offer`.
+    pub fn start_offering(
+        root: &Path,
+        n: usize,
+        ledger_kind: LedgerKind,
+        offer: ResourceVec,
+    ) -> Result<Cluster> {
         let mut cluster = Cluster {
             net: MemoryNet::new(),
             nodes: Vec::new(),
@@ -96,7 +106,7 @@ impl Cluster {
                 key: Keypair::from_seed(format!("cluster node {i}").as_bytes()),
                 dir: root.join(format!("n{i}")),
                 ledger_kind,
-                offer: test_offer(),
+                offer,
                 config: test_config(),
                 running: None,
             });

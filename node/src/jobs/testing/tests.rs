@@ -370,3 +370,70 @@ fn a_worker_dropped_for_a_lost_update_is_told_and_comes_back() {
     drop(state);
     cluster.net.release();
 }
+
+/// Issue 14, reservation: two jobs submitted at once to nodes that can
+/// each hold four shards (CPU), 16 shards wanted. Each bid is made out of
+/// what the other job leaves free, so no node ever holds more shards than
+/// its offer; the job that could not be placed whole waits and takes the
+/// capacity the first frees (its workers bid again, larger).
+#[test]
+fn two_jobs_at_once_never_put_more_shards_on_a_node_than_it_offers() {
+    use fairgrid_protocol::ResourceVec;
+    use fairgrid_protocol::messages::ShortfallPolicy;
+    let dir = tempfile::tempdir().unwrap();
+    let offer = ResourceVec {
+        cpu_milli: 400,
+        mem_mib: 2048,
+        gpu_milli: 0,
+        gpu_mem_mib: 0,
+    };
+    let cluster = Cluster::start_offering(dir.path(), 3, LedgerKind::InMemory, offer).unwrap();
+    let request = |name: &str| {
+        let mut r = small_job(name, 2);
+        r.market.on_shortfall = ShortfallPolicy::Wait;
+        r
+    };
+    let jobs = [
+        submit_to(&cluster, 0, request("first")),
+        submit_to(&cluster, 0, request("second")),
+    ];
+    let ctx = cluster.nodes[0].ctx().clone();
+    let until = Instant::now() + Duration::from_secs(240);
+    let mut most = 0;
+    loop {
+        let states: Vec<_> = jobs
+            .iter()
+            .map(|j| ctx.jobs.coordinated(j).expect("coordinated"))
+            .collect();
+        // Shards each node holds now, over the jobs still running.
+        for node in &cluster.nodes {
+            let held: usize = states
+                .iter()
+                .map(|j| j.state())
+                .filter(|s| !s.is_terminal())
+                .filter_map(|s| {
+                    s.current()
+                        .map(|a| a.allocation.shards_of(&node.node_id()).len())
+                })
+                .sum();
+            most = most.max(held);
+            assert!(held <= 4, "node {} holds {held} shards", node.node_id());
+        }
+        if states.iter().all(|j| j.state().is_terminal()) {
+            break;
+        }
+        assert!(Instant::now() < until, "the jobs did not end in time");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(most >= 3, "the nodes held at most {most} shards");
+    for job in jobs {
+        let coordinated = ctx.jobs.coordinated(&job).unwrap();
+        let state = coordinated.state();
+        assert_eq!(state.phase, JobState::Finished, "{:?}", state.error);
+        // Every round trained all 8 shards (the job waited for them).
+        for round in &state.rounds {
+            let shards: u32 = round.accepted.iter().map(|(_, _, s)| s).sum();
+            assert_eq!(shards, 8, "round {}", round.round);
+        }
+    }
+}

@@ -13,6 +13,7 @@ use super::machine::{Input, Output, Reply, Verified};
 use super::shards::{self, ShardError};
 use super::train::{self, RoundInput};
 use super::{WorkerJob, apply, apply_later, execute};
+use super::{policy, working};
 use crate::jobs::JobsContext;
 use crate::jobs::{model, transport};
 use crate::ledger::now_ms;
@@ -102,7 +103,7 @@ pub async fn on_allocation(
         Ok(Ok(allocation)) => {
             let mine = allocation.shards_of(&ctx.node_id).to_vec();
             info!(target: TARGET, job = %job.id, attempt = allocation.attempt, shards = mine.len(), "allocation verified");
-            Ok(Verified {
+            hold_allocated(ctx, &job, mine.len()).map(|()| Verified {
                 hash: allocation.hash(),
                 attempt: allocation.attempt,
                 mine,
@@ -115,6 +116,27 @@ pub async fn on_allocation(
         Err(e) => return Response::refused(format!("verifier thread: {e}")),
     };
     answer(apply(ctx, &job, Input::Allocation { from, checked }).await)
+}
+
+/// Makes the job hold what its allocated shards take: less frees capacity
+/// for the jobs waiting for it; more is taken only if still free (a
+/// re-clearing that gives more than the node can now hold is refused).
+fn hold_allocated(ctx: &Arc<JobsContext>, job: &WorkerJob, shards: usize) -> Result<(), String> {
+    let need = policy::hold(&job.spec, shards as u64);
+    let before = job.hold();
+    let (offered, _) = ctx.host.offer(now_ms());
+    match ctx.jobs.working.hold_for(job, offered, need) {
+        Ok(()) => {
+            if !working::fits(before, need) {
+                super::retry_waiting(ctx);
+            }
+            Ok(())
+        }
+        Err(room) => Err(format!(
+            "the allocation gives this node {shards} shards, which take {need:?}; only {room:?} \
+             is free beside what its other jobs hold"
+        )),
+    }
 }
 
 fn signed_job(signed: &Signed<Allocation>) -> Hash32 {

@@ -192,6 +192,16 @@ impl Worker {
         self.record.finished
     }
 
+    /// Whether the job has not ended and gave this node no shard yet (or
+    /// none in any allocation it verified), with no bid in flight: a bid
+    /// that grows with freed capacity cannot take shards it trains.
+    pub fn stands_by(&self) -> bool {
+        !self.record.finished
+            && self.bidding.is_none()
+            && self.training.is_none()
+            && self.record.allocations.values().all(|mine| mine.is_empty())
+    }
+
     /// The round in training, if any.
     pub fn training(&self) -> Option<RoundKey> {
         self.training

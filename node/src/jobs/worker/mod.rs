@@ -21,6 +21,7 @@ pub mod machine;
 pub mod policy;
 pub mod shards;
 pub mod train;
+pub mod working;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -69,6 +70,9 @@ pub struct WorkerJob {
     pub fetching: tokio::sync::Mutex<()>,
     /// One record write at a time, each of the latest record.
     saving: tokio::sync::Mutex<()>,
+    /// What the job holds of this node's offer; changed only through
+    /// [`working::Working`], under its lock.
+    hold: Mutex<ResourceVec>,
 }
 
 impl WorkerJob {
@@ -90,7 +94,17 @@ impl WorkerJob {
             shards: Mutex::new(BTreeMap::new()),
             fetching: tokio::sync::Mutex::new(()),
             saving: tokio::sync::Mutex::new(()),
+            hold: Mutex::new(ResourceVec::default()),
         }
+    }
+
+    /// What the job holds of this node's offer.
+    pub fn hold(&self) -> ResourceVec {
+        *self.hold.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_hold(&self, hold: ResourceVec) {
+        *self.hold.lock().unwrap_or_else(|e| e.into_inner()) = hold;
     }
 
     /// The machine, for a look (inputs go through [`apply`]).
@@ -202,8 +216,13 @@ pub(super) async fn execute(ctx: &Arc<JobsContext>, job: &Arc<WorkerJob>, output
             job.engine.lock().expect("engine lock").take();
             job.trained.lock().expect("trained lock").take();
             job.shards.lock().expect("shards lock").clear();
+            // The job has ended: what it held is free.
+            retry_waiting(ctx);
         }
-        Output::Leave => ctx.jobs.remove_worker(&job.id),
+        Output::Leave => {
+            ctx.jobs.remove_worker(&job.id);
+            retry_waiting(ctx);
+        }
         Output::BidAgain => {
             info!(target: TARGET, job = %job.id, "dropped from the job's allocation; bidding again");
             if let Some(input) = rejoin_input(ctx, job) {
@@ -273,45 +292,78 @@ pub fn on_gossip(ctx: &Arc<JobsContext>, source: PeerId, data: &[u8]) -> Verdict
     Verdict::Accept
 }
 
-/// Bids on a job the node heard of (or its own), if the policy says so.
-/// A coordinator that cannot be reached, or is busy, may be restarting:
-/// the machine tries the bid again for a while.
+/// Bids on a job the node heard of (or its own), if the policy says so,
+/// out of the capacity its other jobs leave free. A job that only lacks
+/// free capacity waits for some (see [`retry_waiting`]). A coordinator
+/// that cannot be reached, or is busy, may be restarting: the machine tries
+/// the bid again for a while.
 pub async fn bid(ctx: &Arc<JobsContext>, signed: Signed<JobSpec>, spec: JobSpec) {
     let id = signed.id();
     if ctx.jobs.worker(&id).is_some() {
         return;
     }
-    let now = now_ms();
-    let (offered, floor) = ctx.host.offer(now);
-    let terms = match policy::decide(
-        &ctx.config.worker,
-        offered,
-        floor,
-        ctx.jobs.active_workers(),
-        spec.submitter == ctx.node_id,
-        &spec,
-    ) {
-        Ok(t) => t,
-        Err(reason) => {
-            info!(target: TARGET, job = %id, %reason, "not bidding");
-            return;
-        }
-    };
+    let (offered, floor) = ctx.host.offer(now_ms());
+    let own = spec.submitter == ctx.node_id;
     let record = WorkerRecord {
-        spec: signed,
+        spec: signed.clone(),
         nonce: 0,
         allocations: BTreeMap::new(),
         finished: false,
     };
     let job = Arc::new(WorkerJob::new(record, spec));
-    if !ctx.jobs.insert_worker(Arc::clone(&job)) {
-        return;
-    }
+    let decided = ctx
+        .jobs
+        .working
+        .reserve_new(Arc::clone(&job), offered, |free, active| {
+            policy::decide(&ctx.config.worker, free, floor, active, own, &job.spec)
+        });
+    let terms = match decided {
+        Ok(terms) => terms,
+        Err(reason) => {
+            // Would an idle node bid? Then only capacity is lacking.
+            if policy::decide(&ctx.config.worker, offered, floor, 0, own, &job.spec).is_ok() {
+                info!(target: TARGET, job = %id, %reason, "not bidding yet: waiting for capacity");
+                ctx.jobs.working.wait_for_capacity(signed);
+            } else {
+                info!(target: TARGET, job = %id, %reason, "not bidding");
+            }
+            return;
+        }
+    };
+    info!(target: TARGET, job = %id, hold = ?terms.hold, "capacity reserved for the bid");
     let input = Input::Bid {
         ask: terms.ask,
         capacity: terms.capacity,
     };
     apply(ctx, &job, input).await;
+}
+
+/// Called when a job frees capacity: bids on the jobs that waited for some
+/// and whose bid window is still open, and bids again, larger, on the jobs
+/// that gave this node no shard yet (a job waiting for supply clears again
+/// with the larger bid).
+pub fn retry_waiting(ctx: &Arc<JobsContext>) {
+    for job in ctx.jobs.working.standing_by() {
+        if let Some(input) = grown_bid(ctx, &job) {
+            info!(target: TARGET, job = %job.id, "capacity freed; bidding again, larger");
+            apply_later(ctx, &job, input);
+        }
+    }
+    let now = now_ms();
+    for signed in ctx.jobs.working.take_waiting() {
+        let Ok((_, spec)) = signed.verify_and_decode() else {
+            continue;
+        };
+        let closes = spec
+            .submitted_at
+            .saturating_add(spec.bid_window_ms)
+            .saturating_add(MAX_CLOCK_SKEW_MS);
+        if now > closes || spec.deadline <= now {
+            continue;
+        }
+        let ctx = Arc::clone(ctx);
+        tokio::spawn(async move { bid(&ctx, signed, spec).await });
+    }
 }
 
 async fn send_bid(
@@ -349,20 +401,21 @@ pub async fn rejoin(ctx: &Arc<JobsContext>, job: &Arc<WorkerJob>) {
     }
 }
 
-/// The rejoining bid's input, on the node's current offer; `None` (logged)
-/// if the node can no longer take the job.
+/// The rejoining bid's input, out of what the job holds and what is free
+/// (the job's hold becomes the new bid's); `None` (logged) if the node can
+/// no longer take the job.
 fn rejoin_input(ctx: &JobsContext, job: &WorkerJob) -> Option<Input> {
     let (offered, floor) = ctx.host.offer(now_ms());
+    let own = job.spec.submitter == ctx.node_id;
     // The same terms as a first bid (this job is not counted against
     // `worker.max_jobs`: it is already one of them).
-    let terms = match policy::decide(
-        &ctx.config.worker,
-        offered,
-        floor,
-        ctx.jobs.active_workers().saturating_sub(1),
-        job.spec.submitter == ctx.node_id,
-        &job.spec,
-    ) {
+    let decided = ctx
+        .jobs
+        .working
+        .reserve_again(job, offered, |free, others| {
+            policy::decide(&ctx.config.worker, free, floor, others, own, &job.spec)
+        });
+    let terms = match decided {
         Ok(terms) => terms,
         Err(reason) => {
             info!(target: TARGET, job = %job.id, %reason, "not bidding again");
@@ -370,6 +423,28 @@ fn rejoin_input(ctx: &JobsContext, job: &WorkerJob) -> Option<Input> {
         }
     };
     Some(Input::Rejoin {
+        ask: terms.ask,
+        capacity: terms.capacity,
+    })
+}
+
+/// A larger bid for a job that holds no shards yet, if freed capacity
+/// allows one; the job's hold grows with it.
+fn grown_bid(ctx: &JobsContext, job: &WorkerJob) -> Option<Input> {
+    let (offered, floor) = ctx.host.offer(now_ms());
+    let own = job.spec.submitter == ctx.node_id;
+    let before = job.hold();
+    let grown = ctx
+        .jobs
+        .working
+        .reserve_again(job, offered, |free, others| {
+            let terms = policy::decide(&ctx.config.worker, free, floor, others, own, &job.spec)?;
+            if terms.hold == before || !working::fits(before, terms.hold) {
+                return Err("no larger bid".into());
+            }
+            Ok(terms)
+        });
+    grown.ok().map(|terms| Input::Rejoin {
         ask: terms.ask,
         capacity: terms.capacity,
     })
@@ -405,7 +480,7 @@ pub fn load(ctx: &Arc<JobsContext>) -> Vec<Arc<WorkerJob>> {
             continue;
         }
         let job = Arc::new(WorkerJob::new(record, spec));
-        if ctx.jobs.insert_worker(Arc::clone(&job)) {
+        if ctx.jobs.working.insert_loaded(Arc::clone(&job)) {
             rejoining.push(job);
         }
     }

@@ -1,5 +1,6 @@
-//! Whether this node bids on a job it heard of, and with what (step 2).
-//! A pure function of the configuration, what the node offers and the job.
+//! Whether this node bids on a job it heard of, and with what (step 2),
+//! and what the job then holds of the node's offer (its reservation). Pure
+//! functions of the configuration, the capacity still free and the job.
 
 use fairgrid_kernels::MAX_TRAINING_BYTES;
 use fairgrid_protocol::ResourceVec;
@@ -44,12 +45,32 @@ const MAX_BATCH: u64 = 65_536;
 pub struct Terms {
     pub ask: u64,
     pub capacity: ResourceVec,
+    /// What the job holds of the offer while the bid stands: the most
+    /// shards the bid can win ([`hold`]), never more than was free.
+    pub hold: ResourceVec,
 }
 
-/// Decides whether to bid; `Err` says why not (for the logs).
+/// What `shards` shards of the job hold of a node's offer: their CPU and
+/// GPU demand, and in memory the model with the copies a round keeps plus
+/// each shard's data and batch. Nothing for no shards.
+pub fn hold(spec: &JobSpec, shards: u64) -> ResourceVec {
+    if shards == 0 {
+        return ResourceVec::default();
+    }
+    let demand = spec.demand_per_shard;
+    let per_shard = per_shard_batch_bytes(spec) + (u128::from(demand.mem_mib) << 20);
+    let mem = (job_fixed_bytes(spec) + per_shard * u128::from(shards)).div_ceil(1 << 20);
+    ResourceVec {
+        mem_mib: u64::try_from(mem).unwrap_or(u64::MAX),
+        ..demand.saturating_mul(shards)
+    }
+}
+
+/// Decides whether to bid out of the capacity `free` (the offer less what
+/// the node's other jobs hold); `Err` says why not (for the logs).
 pub fn decide(
     config: &WorkerConfig,
-    offered: ResourceVec,
+    free: ResourceVec,
     price_floor: u64,
     active_jobs: usize,
     own_job: bool,
@@ -86,13 +107,13 @@ pub fn decide(
     let fixed = job_fixed_bytes(spec);
     let per_shard_batch = per_shard_batch_bytes(spec);
     let per_shard = per_shard_batch + (u128::from(spec.demand_per_shard.mem_mib) << 20);
-    let limit = u128::from(offered.mem_mib) << 20;
+    let limit = u128::from(free.mem_mib) << 20;
     if spec.demand_per_shard.mem_mib == 0 || fixed + per_shard > limit {
         return Err(format!(
-            "training the job's model on one shard at batch {} (with the copies of its parameters a round keeps) needs {} MiB, more than the {} MiB this node offers",
+            "training the job's model on one shard at batch {} (with the copies of its parameters a round keeps) needs {} MiB, more than the {} MiB this node has free",
             spec.hyper.batch_size,
             (fixed + per_shard).div_ceil(1 << 20),
-            offered.mem_mib
+            free.mem_mib
         ));
     }
     let mut shards = (limit - fixed) / per_shard;
@@ -107,16 +128,23 @@ pub fn decide(
     }
     // The bid's memory holds exactly the shards that fit with their
     // batches and the model, so the market never gives it more.
-    let mut capacity = offered;
+    let mut capacity = free;
     let shards = u64::try_from(shards).unwrap_or(u64::MAX);
     capacity.mem_mib = shards.saturating_mul(spec.demand_per_shard.mem_mib);
-    if capacity.units_of(&spec.demand_per_shard) == 0 {
+    let winnable = capacity
+        .units_of(&spec.demand_per_shard)
+        .min(u64::from(spec.shard_count()));
+    if winnable == 0 {
         return Err(format!(
-            "the offer {offered:?} cannot hold one shard of demand {:?} beside the model's training memory",
+            "the free capacity {free:?} cannot hold one shard of demand {:?} beside the model's training memory",
             spec.demand_per_shard
         ));
     }
-    Ok(Terms { ask, capacity })
+    Ok(Terms {
+        ask,
+        capacity,
+        hold: hold(spec, winnable),
+    })
 }
 
 #[cfg(test)]
@@ -205,7 +233,7 @@ mod tests {
         assert!(decide(&config, enough, 0, 0, false, &spec).is_ok());
         let why = decide(&config, short, 0, 0, false, &spec).unwrap_err();
         assert!(
-            why.contains("one shard at batch 4096") && why.contains("MiB this node offers"),
+            why.contains("one shard at batch 4096") && why.contains("MiB this node has free"),
             "{why}"
         );
     }
