@@ -30,7 +30,8 @@ pub fn no_supply_message(
             // Someone asks little enough: the price is not why nobody bid.
             Some((ask, node)) if ask <= limit => format!(
                 "no node bid on the job, though node {node} asks {ask}, within the limit price \
-                 {limit}: the nodes that heard of it are at their worker.max_jobs, cannot \
+                 {limit}: the nodes that heard of it are at their worker.max_jobs, hold \
+                 their capacity for other jobs (on_shortfall = \"wait\" waits for it), cannot \
                  train it within their offer, or could not reach this node"
             ),
             Some((ask, node)) => format!(
