@@ -46,6 +46,10 @@ pub enum KernelError {
     /// A dataset directory lacks one of its files.
     #[error("dataset file not found: {path} (looked for the raw and the .gz name)")]
     DatasetFileMissing { path: PathBuf },
+    /// Training stopped between two steps because its cancel flag was set
+    /// ([`crate::Trainer::set_cancel`]).
+    #[error("training cancelled")]
+    Cancelled,
     /// Images and labels of one split disagree, or a label is out of range.
     #[error("dataset {name}: {reason}")]
     DatasetInvalid { name: String, reason: String },

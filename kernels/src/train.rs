@@ -65,6 +65,8 @@ pub struct Trainer<B: Backend> {
     stats: B::Stats,
     report_interval: u32,
     step_limit: Option<u64>,
+    /// Checked before every step of local training.
+    cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl<B: Backend> Trainer<B> {
@@ -127,6 +129,7 @@ impl<B: Backend> Trainer<B> {
             stats,
             report_interval: 1,
             step_limit: None,
+            cancel: None,
         })
     }
 
@@ -493,6 +496,19 @@ impl<B: Backend> Trainer<B> {
         })
     }
 
+    /// Local training stops with [`KernelError::Cancelled`] before the next
+    /// step once `flag` is set (a worker whose owner wants the machine back
+    /// stops within one step).
+    pub fn set_cancel(&mut self, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        self.cancel = Some(flag);
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// Runs `steps` steps from `start`, each on the batch `fill` draws;
     /// returns the delta.
     fn run_local(
@@ -515,6 +531,9 @@ impl<B: Backend> Trainer<B> {
         let mut batch = Vec::with_capacity(self.batch);
         let mut samples = 0u64;
         for _ in 0..steps {
+            if self.cancelled() {
+                return Err(KernelError::Cancelled);
+            }
             batch.clear();
             fill(&mut batch);
             self.queue_step(data, &batch, lr)?;

@@ -157,7 +157,7 @@ impl Default for AdvertConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OfferConfig {
     /// CPU cores offered to the market (0 = every core).
@@ -170,6 +170,42 @@ pub struct OfferConfig {
     pub price_floor: u64,
     /// Offer capacity only during these UTC hours, e.g. "22-07" (empty = always).
     pub idle_hours: String,
+    /// Contribute only once the user has been idle this long (systemd-
+    /// logind's IdleHint); 0 = whether or not someone uses the machine.
+    pub user_idle_secs: u64,
+    /// Stop contributing while programs other than fairgrid use more than
+    /// this share of the CPU, in percent; 0 = never.
+    pub max_other_cpu_percent: u32,
+    /// After the machine was needed, contribute again once both rules
+    /// above have held this long.
+    pub resume_after_secs: u64,
+}
+
+impl Default for OfferConfig {
+    fn default() -> Self {
+        OfferConfig {
+            cpu_cores: 0,
+            memory_mib: 0,
+            gpus: 0,
+            price_floor: 0,
+            idle_hours: String::new(),
+            user_idle_secs: 0,
+            max_other_cpu_percent: 0,
+            resume_after_secs: 60,
+        }
+    }
+}
+
+impl OfferConfig {
+    /// The idle rules as the gate takes them.
+    pub fn idle_policy(&self) -> crate::idle::gate::IdlePolicy {
+        crate::idle::gate::IdlePolicy {
+            user_idle_secs: (self.user_idle_secs > 0).then_some(self.user_idle_secs),
+            max_other_cpu_percent: (self.max_other_cpu_percent > 0)
+                .then_some(self.max_other_cpu_percent),
+            resume_after_secs: self.resume_after_secs,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -358,6 +394,15 @@ impl Config {
         if let Err(e) = crate::adverts::IdleHours::parse(&self.offer.idle_hours) {
             return bad(format!("offer.idle_hours: {e}"));
         }
+        if self.offer.max_other_cpu_percent > 100 {
+            return bad("offer.max_other_cpu_percent must be in 0..=100".into());
+        }
+        if self.offer.resume_after_secs > 86_400 || self.offer.user_idle_secs > 86_400 * 30 {
+            return bad(
+                "offer.resume_after_secs must be at most 86400 and offer.user_idle_secs at most 2592000"
+                    .into(),
+            );
+        }
         if !(1..=86_400).contains(&self.storage.stall_secs) {
             return bad("storage.stall_secs must be in 1..=86400".into());
         }
@@ -537,6 +582,14 @@ gpus = 0
 price_floor = 0
 # Offer only during these UTC hours, e.g. "22-07". Empty means always.
 idle_hours = ""
+# Contribute only once the user has been idle this long (systemd-logind's
+# IdleHint); 0 = whether or not someone uses the machine.
+user_idle_secs = 0
+# Stop contributing while other programs use more than this share of the
+# CPU (percent); 0 = never.
+max_other_cpu_percent = 0
+# Contribute again once both rules above have held this long.
+resume_after_secs = 60
 
 [trust]
 # Consortium mode: refuse nodes without a valid certificate from an

@@ -30,6 +30,7 @@ pub mod config;
 pub mod datadir;
 pub mod error;
 pub mod fairness;
+pub mod idle;
 pub mod jobs;
 pub mod ledger;
 pub mod logging;

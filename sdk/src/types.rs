@@ -28,6 +28,10 @@ pub struct Status {
     pub live_adverts: usize,
     pub own_advert: Option<AdvertInfo>,
     pub ledger: LedgerSummary,
+    /// Why the node offers nothing now (its owner needs the machine, or it
+    /// is outside `offer.idle_hours`); absent while it offers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_offering: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

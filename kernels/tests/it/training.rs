@@ -273,3 +273,30 @@ fn one_worker_with_four_shards_equals_four_workers_with_one() {
             .is_err()
     );
 }
+
+/// A set cancel flag stops local training before its next step; cleared,
+/// the same trainer trains again.
+#[test]
+fn a_cancelled_trainer_stops_before_the_next_step() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let d = data();
+    let shards = d.train.take(500).shards(500, 3).unwrap();
+    let spec = ModelSpec::fashion_mnist(Arch::Mlp { hidden: vec![16] });
+    let mut trainer =
+        Trainer::new(cpu_backend(), &spec, OptimizerConfig::sgd(0.1, 0.0), 8, 1).unwrap();
+    let flag = Arc::new(AtomicBool::new(true));
+    trainer.set_cancel(Arc::clone(&flag));
+    let start = trainer.params_flat().unwrap();
+    let set = ShardSet::new(shards.iter().collect()).unwrap();
+    let stopped = trainer.train_local_per_shard(&start, &set, 8, 5, 0.1, &[1]);
+    assert!(
+        matches!(stopped, Err(KernelError::Cancelled)),
+        "{stopped:?}"
+    );
+    flag.store(false, Ordering::Relaxed);
+    let trained = trainer
+        .train_local_per_shard(&start, &set, 8, 5, 0.1, &[1])
+        .unwrap();
+    assert_eq!(trained.steps, 5);
+}

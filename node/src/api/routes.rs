@@ -37,6 +37,19 @@ async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<Status>, ApiEr
     let peers = shared.net.peers().await?.len();
     let store = shared.ledger.store();
     let head = store.head()?;
+    let offered = shared
+        .publisher
+        .lock()
+        .expect("publisher lock")
+        .offered(now);
+    let not_offering = shared.jobs.jobs.working.paused().or_else(|| {
+        (offered.is_zero() && !shared.config.offer.idle_hours.is_empty()).then(|| {
+            format!(
+                "outside offer.idle_hours ({})",
+                shared.config.offer.idle_hours
+            )
+        })
+    });
     Ok(Json(Status {
         node_id: shared.node_id.to_string(),
         owner: shared.ownership.owner.to_string(),
@@ -62,6 +75,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<Status>, ApiEr
             head: head.map(|(_, id, _)| id.to_hex()),
             foreign_entries: store.foreign_count().unwrap_or(0) as u64,
         },
+        not_offering,
     }))
 }
 

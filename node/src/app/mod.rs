@@ -216,6 +216,10 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode> {
         )),
         tokio::spawn(adverts::publish_loop(Arc::clone(&shared), stop_rx.clone())),
         tokio::spawn(adverts::prune_loop(Arc::clone(&shared), stop_rx.clone())),
+        tokio::spawn(crate::idle::monitor::run(
+            Arc::clone(&shared.jobs),
+            stop_rx.clone(),
+        )),
         tokio::spawn(crate::api::serve(Arc::clone(&shared), listener, stop_rx)),
     ];
 

@@ -80,6 +80,9 @@ pub fn status(args: QueryArgs) -> anyhow::Result<()> {
             own.expires_at
         );
     }
+    if let Some(why) = &status.not_offering {
+        println!("paused    not offering: {why}");
+    }
     println!(
         "ledger    {} entries, {} foreign, head {}",
         status.ledger.entries,

@@ -317,10 +317,11 @@ impl JobStore {
             for entry in entries.flatten() {
                 let path = entry.path();
                 let ours = entry.file_name().to_string_lossy().starts_with(&prefix);
-                if ours && Some(&path) != keep.as_ref() {
-                    if let Err(e) = std::fs::remove_file(&path) {
-                        tracing::warn!(target: "fairgrid::jobs", path = %path.display(), error = %e, "removing old parameters");
-                    }
+                if ours
+                    && Some(&path) != keep.as_ref()
+                    && let Err(e) = std::fs::remove_file(&path)
+                {
+                    tracing::warn!(target: "fairgrid::jobs", path = %path.display(), error = %e, "removing old parameters");
                 }
             }
         })
@@ -634,6 +635,10 @@ mod tests {
         assert_eq!(old.params, Some(vec![9, 9, 9]));
 
         store.remove_coordinator(&a).await.unwrap();
-        assert!(!params_files(dir.path()).iter().any(|f| f.starts_with(&a.to_hex())));
+        assert!(
+            !params_files(dir.path())
+                .iter()
+                .any(|f| f.starts_with(&a.to_hex()))
+        );
     }
 }

@@ -381,7 +381,13 @@ fn watch_shards_per_node(cluster: &Cluster, jobs: &[(usize, Hash32)], most: usiz
     loop {
         let states: Vec<_> = jobs
             .iter()
-            .map(|(c, j)| cluster.nodes[*c].ctx().jobs.coordinated(j).expect("coordinated"))
+            .map(|(c, j)| {
+                cluster.nodes[*c]
+                    .ctx()
+                    .jobs
+                    .coordinated(j)
+                    .expect("coordinated")
+            })
             .collect();
         for node in &cluster.nodes {
             let held: usize = states
@@ -465,9 +471,75 @@ fn six_jobs_from_three_submitters_share_six_nodes_within_their_offers() {
     for submitter in 0..3 {
         for n in 0..2 {
             let name = format!("s{submitter}-j{n}");
-            jobs.push((submitter, submit_to(&cluster, submitter, waiting_job(&name))));
+            jobs.push((
+                submitter,
+                submit_to(&cluster, submitter, waiting_job(&name)),
+            ));
         }
     }
     watch_shards_per_node(&cluster, &jobs, 4);
     assert_all_finished(&cluster, &jobs, 8);
+}
+
+/// Issue 14, idle-only: a worker whose owner needs the machine mid-round
+/// stops training before its next step, tells the coordinator, signed, and
+/// the job goes on without it at once (its shards re-cleared, not waiting
+/// for the round's deadline); it bids on nothing until it is idle again.
+#[test]
+fn a_worker_whose_owner_needs_the_machine_withdraws_mid_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), 3, LedgerKind::InMemory).unwrap();
+    let mut request = small_job("withdrawn", 4);
+    // Long rounds (seconds), and a deadline far beyond them: the job must
+    // not wait for it.
+    request.training.local_steps = 400;
+    request.market.round_timeout_secs = 120;
+    let job = submit_to(&cluster, 0, request);
+    let worker = {
+        let until = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(w) = cluster.nodes[2].ctx().jobs.worker(&job)
+                && w.machine().training().is_some()
+            {
+                break w;
+            }
+            assert!(Instant::now() < until, "node 2 never trained");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let ctx = cluster.nodes[2].ctx().clone();
+    let started = Instant::now();
+    cluster.on(
+        2,
+        crate::jobs::worker::withdraw_all(&ctx, "test: user active".into()),
+    );
+    // withdraw_all returns once the training thread has let go.
+    let stopped = started.elapsed();
+    eprintln!("withdrawal to training stopped: {stopped:?}");
+    assert!(worker.is_finished());
+    assert!(
+        worker.engine.try_lock().unwrap().is_none(),
+        "training state freed"
+    );
+    assert!(ctx.jobs.working.paused().is_some());
+
+    let coordinated = wait_finished(&cluster, job, Duration::from_secs(240));
+    let state = coordinated.state();
+    let gone = cluster.nodes[2].node_id();
+    assert!(state.banned.contains(&gone), "the coordinator was told");
+    let last = state.rounds.last().unwrap();
+    assert!(last.accepted.iter().all(|(n, _, _)| *n != gone));
+    let trained: u32 = last.accepted.iter().map(|(_, _, s)| s).sum();
+    assert_eq!(trained, 8, "its shards went to the others");
+    drop(state);
+
+    // Paused, it bids on nothing; idle again, it does.
+    let second = submit_to(&cluster, 0, small_job("while busy", 1));
+    wait_finished(&cluster, second, Duration::from_secs(120));
+    assert!(ctx.jobs.worker(&second).is_none());
+    cluster.on(2, async { crate::jobs::worker::offer_again(&ctx) });
+    assert!(ctx.jobs.working.paused().is_none());
+    let third = submit_to(&cluster, 0, small_job("idle again", 1));
+    wait_finished(&cluster, third, Duration::from_secs(120));
+    assert!(ctx.jobs.worker(&third).is_some());
 }

@@ -155,7 +155,7 @@ pub fn prefetch(ctx: &Arc<JobsContext>, job: &Arc<WorkerJob>, indices: Vec<u32>)
     let (s, j) = (Arc::clone(ctx), Arc::clone(job));
     tokio::spawn(async move {
         if let Err(ShardError::Corrupt(reason)) = shards::ensure(&s, &j, &indices).await {
-            apply_later(&s, &j, Input::ShardsCorrupt { reason });
+            apply_later(&s, &j, Input::Withdraw { reason });
         }
     });
 }
@@ -231,7 +231,7 @@ fn train(
                 Ok(())
             }
             Err(RoundFailure::Corrupt(reason)) => {
-                apply(&s, &j, Input::ShardsCorrupt { reason }).await;
+                apply(&s, &j, Input::Withdraw { reason }).await;
                 return;
             }
             Err(RoundFailure::Refuse(reason)) => Err(reason),
@@ -277,6 +277,7 @@ async fn work_round(
         loaded,
         threads: model::threads(ctx.config.worker.threads),
         fault: super::train::TestFault::from_env(),
+        cancel: Arc::clone(&job.cancel),
     };
     let engine = Arc::clone(&job.engine);
     let trained = tokio::task::spawn_blocking(move || {

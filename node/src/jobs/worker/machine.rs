@@ -83,8 +83,9 @@ pub enum Input {
         key: RoundKey,
         outcome: Result<(), String>,
     },
-    /// The job's data failed its checks: the worker withdraws.
-    ShardsCorrupt {
+    /// The job's data failed its checks, or the owner needs the machine:
+    /// the worker withdraws, telling the coordinator why.
+    Withdraw {
         reason: String,
     },
     /// The job's ledger entries arrived: it has ended.
@@ -243,7 +244,7 @@ impl Worker {
                 out.reply = Some(reply);
             }
             Input::Trained { key, outcome } => self.on_trained(key, outcome, &mut out.outputs),
-            Input::ShardsCorrupt { reason } => {
+            Input::Withdraw { reason } => {
                 if !self.record.finished {
                     out.outputs.push(Output::Decline { reason });
                     self.finish(&mut out.outputs);

@@ -73,6 +73,8 @@ pub struct WorkerJob {
     /// What the job holds of this node's offer; changed only through
     /// [`working::Working`], under its lock.
     hold: Mutex<ResourceVec>,
+    /// Set when the worker withdraws: training stops before its next step.
+    pub cancel: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl WorkerJob {
@@ -95,6 +97,7 @@ impl WorkerJob {
             fetching: tokio::sync::Mutex::new(()),
             saving: tokio::sync::Mutex::new(()),
             hold: Mutex::new(ResourceVec::default()),
+            cancel: Arc::default(),
         }
     }
 
@@ -213,7 +216,13 @@ pub(super) async fn execute(ctx: &Arc<JobsContext>, job: &Arc<WorkerJob>, output
             });
         }
         Output::Release => {
-            job.engine.lock().expect("engine lock").take();
+            // A training thread holds the engine until it stops (at once if
+            // cancelled): wait for it off the async threads.
+            let engine = Arc::clone(&job.engine);
+            let _ = tokio::task::spawn_blocking(move || {
+                engine.lock().unwrap_or_else(|e| e.into_inner()).take();
+            })
+            .await;
             job.trained.lock().expect("trained lock").take();
             job.shards.lock().expect("shards lock").clear();
             // The job has ended: what it held is free.
@@ -290,6 +299,29 @@ pub fn on_gossip(ctx: &Arc<JobsContext>, source: PeerId, data: &[u8]) -> Verdict
     let ctx = Arc::clone(ctx);
     tokio::spawn(async move { bid(&ctx, signed, spec).await });
     Verdict::Accept
+}
+
+/// The owner needs the machine: no new bids, training stops before its
+/// next step, and every job is told, signed, that this node withdraws (its
+/// coordinator re-clears its shards at once). The training state is freed
+/// once the training thread has stopped.
+pub async fn withdraw_all(ctx: &Arc<JobsContext>, reason: String) {
+    ctx.jobs.working.pause(reason.clone());
+    let jobs = ctx.jobs.working.active_jobs();
+    for job in &jobs {
+        job.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    for job in jobs {
+        let reason = format!("the owner needs the machine: {reason}");
+        apply(ctx, &job, Input::Withdraw { reason }).await;
+    }
+}
+
+/// The machine is idle again: offer and bid again (on the jobs heard of
+/// meanwhile whose window is still open).
+pub fn offer_again(ctx: &Arc<JobsContext>) {
+    ctx.jobs.working.resume();
+    retry_waiting(ctx);
 }
 
 /// Bids on a job the node heard of (or its own), if the policy says so,

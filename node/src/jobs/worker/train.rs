@@ -34,11 +34,13 @@ impl Engine {
         spec: &JobSpec,
         batch: usize,
         threads: usize,
+        cancel: &Arc<std::sync::atomic::AtomicBool>,
     ) -> Result<&mut Trainer<CpuBackend>, String> {
         if self.trainer.as_ref().is_none_or(|(b, _)| *b != batch) {
             self.trainer = None;
-            let trainer = model::trainer(&spec.model, &spec.hyper, batch, threads)
+            let mut trainer = model::trainer(&spec.model, &spec.hyper, batch, threads)
                 .map_err(|e| e.to_string())?;
+            trainer.set_cancel(Arc::clone(cancel));
             self.trainer = Some((batch, trainer));
         }
         Ok(&mut self.trainer.as_mut().expect("built above").1)
@@ -64,6 +66,8 @@ pub struct RoundInput {
     pub loaded: Vec<Arc<Shard>>,
     pub threads: usize,
     pub fault: TestFault,
+    /// Stops the training before its next step once set.
+    pub cancel: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Deliberate misbehaviour, for the multi-process tests that prove a
@@ -118,7 +122,7 @@ pub fn train_round(engine: &mut Option<Engine>, input: RoundInput) -> Result<Tra
         .collect();
     let batch = per_shard * input.shards.len();
     let local = engine
-        .trainer(&input.spec, batch, input.threads)?
+        .trainer(&input.spec, batch, input.threads, &input.cancel)?
         .train_local_per_shard(
             &input.params,
             &set,
@@ -181,6 +185,7 @@ mod tests {
             loaded: shards.iter().map(|(_, s)| Arc::clone(s)).collect(),
             threads: 1,
             fault: TestFault::None,
+            cancel: Arc::default(),
         };
         train_round(&mut None, input).unwrap()
     }

@@ -48,6 +48,8 @@ pub struct Working {
     /// `worker.max_jobs`.
     max: usize,
     waiting: Mutex<VecDeque<Signed<JobSpec>>>,
+    /// Why the node does not contribute now (its owner needs the machine).
+    paused: Mutex<Option<String>>,
 }
 
 impl Working {
@@ -56,7 +58,41 @@ impl Working {
             jobs: Mutex::new(BTreeMap::new()),
             max,
             waiting: Mutex::new(VecDeque::new()),
+            paused: Mutex::new(None),
         }
+    }
+
+    /// No new bids or holds until [`Working::resume`], for `reason`.
+    pub fn pause(&self, reason: String) {
+        *self.paused.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+    }
+
+    pub fn resume(&self) {
+        *self.paused.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Why the node does not contribute now, if it does not.
+    pub fn paused(&self) -> Option<String> {
+        self.paused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn refuse_if_paused(&self) -> Result<(), String> {
+        match self.paused() {
+            Some(reason) => Err(format!("the owner needs the machine: {reason}")),
+            None => Ok(()),
+        }
+    }
+
+    /// The jobs not ended.
+    pub fn active_jobs(&self) -> Vec<Arc<WorkerJob>> {
+        self.lock()
+            .values()
+            .filter(|w| !w.is_finished())
+            .cloned()
+            .collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<Hash32, Arc<WorkerJob>>> {
@@ -107,6 +143,7 @@ impl Working {
         offer: ResourceVec,
         decide: impl FnOnce(ResourceVec, usize) -> Result<Terms, String>,
     ) -> Result<Terms, String> {
+        self.refuse_if_paused()?;
         let mut jobs = self.lock();
         if jobs.contains_key(&job.id) {
             return Err("already working on the job".into());
@@ -153,6 +190,7 @@ impl Working {
         offer: ResourceVec,
         decide: impl FnOnce(ResourceVec, usize) -> Result<Terms, String>,
     ) -> Result<Terms, String> {
+        self.refuse_if_paused()?;
         let jobs = self.lock();
         let (free, others) = Working::room(&jobs, offer, Some(&job.id));
         let terms = decide(free, others)?;

@@ -405,7 +405,7 @@ fn corrupt_data_withdraws_from_the_job_for_good() {
     f.start(5, key(0, 1));
     let h = f.worker.handle(
         6,
-        Input::ShardsCorrupt {
+        Input::Withdraw {
             reason: "shard 1 failed its check twice".into(),
         },
     );
@@ -430,9 +430,7 @@ fn corrupt_data_withdraws_from_the_job_for_good() {
     assert!(h.outputs.is_empty());
     assert!(refused(&f.start(8, key(1, 1))).contains("has ended"));
     // Told twice, withdraws once.
-    let h = f
-        .worker
-        .handle(9, Input::ShardsCorrupt { reason: "x".into() });
+    let h = f.worker.handle(9, Input::Withdraw { reason: "x".into() });
     assert!(h.outputs.is_empty());
 }
 
@@ -598,7 +596,7 @@ impl World {
                 }
                 Input::Trained { key, outcome }
             }
-            85 => Input::ShardsCorrupt {
+            85 => Input::Withdraw {
                 reason: "bad shard".into(),
             },
             86 => Input::JobEnded,
