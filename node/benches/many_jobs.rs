@@ -24,7 +24,7 @@ fn job(name: &str) -> JobRequest {
     JobRequest {
         name: name.into(),
         model: ModelChoice {
-            arch: ArchName::Logreg,
+            arch: ArchName::Mlp,
             hidden: None,
         },
         data: DataChoice {
