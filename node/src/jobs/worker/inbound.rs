@@ -99,14 +99,18 @@ pub async fn on_allocation(
     };
     let (s, j, sig) = (Arc::clone(ctx), Arc::clone(&job), signed.clone());
     let checked = tokio::task::spawn_blocking(move || check_allocation(&s, &j, &sig, &bids)).await;
+    let mut freed_capacity = false;
     let checked = match checked {
         Ok(Ok(allocation)) => {
             let mine = allocation.shards_of(&ctx.node_id).to_vec();
             info!(target: TARGET, job = %job.id, attempt = allocation.attempt, shards = mine.len(), "allocation verified");
-            hold_allocated(ctx, &job, mine.len()).map(|()| Verified {
-                hash: allocation.hash(),
-                attempt: allocation.attempt,
-                mine,
+            hold_allocated(ctx, &job, mine.len()).map(|freed| {
+                freed_capacity = freed;
+                Verified {
+                    hash: allocation.hash(),
+                    attempt: allocation.attempt,
+                    mine,
+                }
             })
         }
         Ok(Err(reason)) => {
@@ -115,23 +119,25 @@ pub async fn on_allocation(
         }
         Err(e) => return Response::refused(format!("verifier thread: {e}")),
     };
-    answer(apply(ctx, &job, Input::Allocation { from, checked }).await)
+    let reply = apply(ctx, &job, Input::Allocation { from, checked }).await;
+    // Only now, with the allocation in the job's record: the job itself no
+    // longer stands by for a larger bid.
+    if freed_capacity {
+        super::retry_waiting(ctx);
+    }
+    answer(reply)
 }
 
 /// Makes the job hold what its allocated shards take: less frees capacity
-/// for the jobs waiting for it; more is taken only if still free (a
-/// re-clearing that gives more than the node can now hold is refused).
-fn hold_allocated(ctx: &Arc<JobsContext>, job: &WorkerJob, shards: usize) -> Result<(), String> {
+/// (`Ok(true)`: the jobs waiting for some are bid on once the allocation is
+/// recorded); more is taken only if still free (a re-clearing that gives
+/// more than the node can now hold is refused).
+fn hold_allocated(ctx: &JobsContext, job: &WorkerJob, shards: usize) -> Result<bool, String> {
     let need = policy::hold(&job.spec, shards as u64);
     let before = job.hold();
     let (offered, _) = ctx.host.offer(now_ms());
     match ctx.jobs.working.hold_for(job, offered, need) {
-        Ok(()) => {
-            if !working::fits(before, need) {
-                super::retry_waiting(ctx);
-            }
-            Ok(())
-        }
+        Ok(()) => Ok(!working::fits(before, need)),
         Err(room) => Err(format!(
             "the allocation gives this node {shards} shards, which take {need:?}; only {room:?} \
              is free beside what its other jobs hold"

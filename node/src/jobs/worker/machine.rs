@@ -193,14 +193,16 @@ impl Worker {
         self.record.finished
     }
 
-    /// Whether the job has not ended and gave this node no shard yet (or
-    /// none in any allocation it verified), with no bid in flight: a bid
-    /// that grows with freed capacity cannot take shards it trains.
-    pub fn stands_by(&self) -> bool {
+    /// Whether the job has not ended and has sent no allocation yet (it is
+    /// in its bid window, or waiting for supply), with no bid in flight: a
+    /// larger bid can still make a difference to its clearing. A job that
+    /// was allocated without this node does not get one (its hold stays
+    /// free for other jobs).
+    pub fn awaits_allocation(&self) -> bool {
         !self.record.finished
             && self.bidding.is_none()
             && self.training.is_none()
-            && self.record.allocations.values().all(|mine| mine.is_empty())
+            && self.record.allocations.is_empty()
     }
 
     /// The round in training, if any.

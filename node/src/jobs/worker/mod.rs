@@ -372,10 +372,10 @@ pub async fn bid(ctx: &Arc<JobsContext>, signed: Signed<JobSpec>, spec: JobSpec)
 
 /// Called when a job frees capacity: bids on the jobs that waited for some
 /// and whose bid window is still open, and bids again, larger, on the jobs
-/// that gave this node no shard yet (a job waiting for supply clears again
+/// that have sent no allocation yet (a job waiting for supply clears again
 /// with the larger bid).
 pub fn retry_waiting(ctx: &Arc<JobsContext>) {
-    for job in ctx.jobs.working.standing_by() {
+    for job in ctx.jobs.working.awaiting_allocation() {
         if let Some(input) = grown_bid(ctx, &job) {
             info!(target: TARGET, job = %job.id, "capacity freed; bidding again, larger");
             apply_later(ctx, &job, input);
@@ -460,8 +460,8 @@ fn rejoin_input(ctx: &JobsContext, job: &WorkerJob) -> Option<Input> {
     })
 }
 
-/// A larger bid for a job that holds no shards yet, if freed capacity
-/// allows one; the job's hold grows with it.
+/// A larger bid for a job that has sent no allocation yet, if freed
+/// capacity allows one; the job's hold grows with it.
 fn grown_bid(ctx: &JobsContext, job: &WorkerJob) -> Option<Input> {
     let (offered, floor) = ctx.host.offer(now_ms());
     let own = job.spec.submitter == ctx.node_id;

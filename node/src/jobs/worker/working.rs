@@ -216,11 +216,12 @@ impl Working {
         Ok(())
     }
 
-    /// Jobs not ended that hold no shards yet (see `Worker::stands_by`).
-    pub fn standing_by(&self) -> Vec<Arc<WorkerJob>> {
+    /// Jobs not ended that have no allocation yet (see
+    /// `Worker::awaits_allocation`).
+    pub fn awaiting_allocation(&self) -> Vec<Arc<WorkerJob>> {
         self.lock()
             .values()
-            .filter(|w| w.machine().stands_by())
+            .filter(|w| w.machine().awaits_allocation())
             .cloned()
             .collect()
     }
