@@ -208,11 +208,6 @@ impl Jobs {
         self.working.get(id)
     }
 
-    /// Jobs this node is working on that have not ended.
-    pub fn active_workers(&self) -> usize {
-        self.working.active()
-    }
-
     pub fn remove_worker(&self, id: &Hash32) {
         self.working.remove(id);
         let _ = self.store.remove_worker(id);

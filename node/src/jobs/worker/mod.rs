@@ -324,6 +324,17 @@ pub fn offer_again(ctx: &Arc<JobsContext>) {
     retry_waiting(ctx);
 }
 
+/// The policy's terms for `spec` out of `free` capacity beside `active`
+/// other jobs, for this node (its config, its own jobs, its price floor).
+fn terms_for<'a>(
+    ctx: &'a JobsContext,
+    spec: &'a JobSpec,
+    floor: u64,
+) -> impl Fn(ResourceVec, usize) -> Result<policy::Terms, String> + 'a {
+    let own = spec.submitter == ctx.node_id;
+    move |free, active| policy::decide(&ctx.config.worker, free, floor, active, own, spec)
+}
+
 /// Bids on a job the node heard of (or its own), if the policy says so,
 /// out of the capacity its other jobs leave free. A job that only lacks
 /// free capacity waits for some (see [`retry_waiting`]). A coordinator
@@ -335,7 +346,6 @@ pub async fn bid(ctx: &Arc<JobsContext>, signed: Signed<JobSpec>, spec: JobSpec)
         return;
     }
     let (offered, floor) = ctx.host.offer(now_ms());
-    let own = spec.submitter == ctx.node_id;
     let record = WorkerRecord {
         spec: signed.clone(),
         nonce: 0,
@@ -343,17 +353,16 @@ pub async fn bid(ctx: &Arc<JobsContext>, signed: Signed<JobSpec>, spec: JobSpec)
         finished: false,
     };
     let job = Arc::new(WorkerJob::new(record, spec));
+    let terms_of = terms_for(ctx, &job.spec, floor);
     let decided = ctx
         .jobs
         .working
-        .reserve_new(Arc::clone(&job), offered, |free, active| {
-            policy::decide(&ctx.config.worker, free, floor, active, own, &job.spec)
-        });
+        .reserve_new(Arc::clone(&job), offered, &terms_of);
     let terms = match decided {
         Ok(terms) => terms,
         Err(reason) => {
             // Would an idle node bid? Then only capacity is lacking.
-            if policy::decide(&ctx.config.worker, offered, floor, 0, own, &job.spec).is_ok() {
+            if terms_of(offered, 0).is_ok() {
                 info!(target: TARGET, job = %id, %reason, "not bidding yet: waiting for capacity");
                 ctx.jobs.working.wait_for_capacity(signed);
             } else {
