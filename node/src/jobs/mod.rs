@@ -189,6 +189,17 @@ impl Jobs {
     pub fn insert_coordinated(&self, job: Arc<CoordJob>) {
         let mut jobs = self.coordinated.lock().expect("jobs lock");
         jobs.insert(job.id, job);
+        self.archive_beyond_limit(&mut jobs);
+    }
+
+    /// Moves ended jobs beyond `jobs.ended_in_memory` to the archive (a
+    /// job's task calls it as it stops).
+    pub fn archive_ended(&self) {
+        let mut jobs = self.coordinated.lock().expect("jobs lock");
+        self.archive_beyond_limit(&mut jobs);
+    }
+
+    fn archive_beyond_limit(&self, jobs: &mut BTreeMap<Hash32, Arc<CoordJob>>) {
         let mut ended: Vec<(u64, Hash32)> = jobs
             .values()
             .filter(|j| j.machine().has_ended() && j.inbox.try_lock().is_ok())

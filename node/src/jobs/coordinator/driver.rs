@@ -108,9 +108,13 @@ async fn run(ctx: Arc<JobsContext>, job: Arc<CoordJob>) {
             }
         };
         if !execute(&ctx, &job, output, &mut shell, &mut inbox).await {
-            return;
+            break;
         }
     }
+    // The job has ended and its task stops: with its inbox free, it may
+    // leave memory now rather than when the next job comes.
+    drop(inbox);
+    ctx.jobs.archive_ended();
 }
 
 /// Executes one output; false once the job has ended.
