@@ -263,11 +263,36 @@ pub async fn finish(
     Ok((outcome, report))
 }
 
+/// Waits (at most `limit`) until every running node holds another node's
+/// entries of the job: the coordinator and its workers exchange them just
+/// after the job ends.
+async fn wait_for_exchange(cluster: &mut Cluster, job_id: &str, limit: Duration) {
+    let until = std::time::Instant::now() + limit;
+    for node in &mut cluster.nodes {
+        if !node.is_running() {
+            continue;
+        }
+        let Ok(client) = node.client() else { continue };
+        while std::time::Instant::now() < until {
+            let foreign = client
+                .ledger_job(job_id)
+                .await
+                .map(|e| e.iter().filter(|x| !x.own).count())
+                .unwrap_or(0);
+            if foreign > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
 /// Every node's ledger: through its API while it runs (with the job's
 /// entries it holds), then offline with `fairgrid ledger verify` once all
 /// are stopped. A node counts as verified when every check it could take
 /// passed (a killed node only has the offline one).
 async fn check_ledgers(cluster: &mut Cluster, job_id: &str) -> usize {
+    wait_for_exchange(cluster, job_id, Duration::from_secs(20)).await;
     println!();
     println!("ledgers:");
     let mut online_ok = vec![true; cluster.nodes.len()];

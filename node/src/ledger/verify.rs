@@ -45,11 +45,14 @@ pub fn verify_store(store: &LedgerStore) -> Result<VerifyReport> {
         summary = result?;
     }
     // Every row past the head would be an entry the chain walk never saw.
+    // A running node may have appended since the walk began: those rows
+    // are below the head as it is now, and are verified next time.
+    let head_now = store.len()?.max(len);
     let handles = store.handles()?;
     if let Some(extra) = handles
         .trees
         .chain
-        .range(super::store::seq_key(len)..)
+        .range(super::store::seq_key(head_now)..)
         .next()
     {
         let (key, _) = extra?;
