@@ -250,6 +250,9 @@ pub struct JobsConfig {
     pub beta_ppm: u32,
     /// Length of the trailing window the network cap counts over.
     pub window_secs: u64,
+    /// How long an allocation must have been known before a worker holds
+    /// a recorded window to it (gossip takes about a second).
+    pub window_settle_ms: u64,
     /// Samples per evaluation batch on the coordinator.
     pub eval_batch: u32,
     /// Threads the coordinator uses to evaluate (0 = one per core).
@@ -266,6 +269,7 @@ impl Default for JobsConfig {
             max_bids_per_job: 1024,
             beta_ppm: 1_000_000,
             window_secs: 86_400,
+            window_settle_ms: 10_000,
             eval_batch: 256,
             threads: 0,
             ended_in_memory: 16,
@@ -429,6 +433,9 @@ impl Config {
         }
         if self.jobs.beta_ppm == 0 || self.jobs.beta_ppm > 1_000_000 {
             return bad("jobs.beta_ppm must be in 1..=1000000".into());
+        }
+        if self.jobs.window_settle_ms > 3_600_000 {
+            return bad("jobs.window_settle_ms must be at most 3600000 (an hour)".into());
         }
         if self.jobs.eval_batch == 0 || self.jobs.eval_batch > 65_536 {
             return bad("jobs.eval_batch must be in 1..=65536".into());
@@ -611,9 +618,12 @@ hello_timeout_ms = 5000
 max_jobs = {jobs_max}
 max_bids_per_job = {max_bids}
 # Network-wide owner cap over the trailing window, in parts per million
-# (1000000 = off), and the window's length.
+# (1000000 = off), and the window's length. Every allocation is gossiped;
+# a worker refuses one cleared with a larger beta than its own, or whose
+# window omits usage it has known for window_settle_ms.
 beta_ppm = {beta}
 window_secs = {window}
+window_settle_ms = {window_settle}
 # Evaluation batch size and threads on the coordinator (0 = one per core).
 eval_batch = {eval_batch}
 threads = {jobs_threads}
@@ -677,6 +687,7 @@ filter = "info"
         max_bids = d.jobs.max_bids_per_job,
         beta = d.jobs.beta_ppm,
         window = d.jobs.window_secs,
+        window_settle = d.jobs.window_settle_ms,
         eval_batch = d.jobs.eval_batch,
         jobs_threads = d.jobs.threads,
         ended_in_memory = d.jobs.ended_in_memory,

@@ -12,7 +12,6 @@ pub struct Metrics {
     pub adverts_expired: AtomicU64,
     rejected: [AtomicU64; AdvertRejection::CODES.len()],
     pub adverts_from_unadmitted: AtomicU64,
-    pub gossip_unhandled: AtomicU64,
     pub requests_in: AtomicU64,
     pub peers_admitted: AtomicU64,
     pub peers_refused: AtomicU64,
@@ -73,11 +72,6 @@ impl Metrics {
             "fairgrid_adverts_from_unadmitted_total",
             "Adverts relayed by peers not (yet) admitted in consortium mode.",
             get(&self.adverts_from_unadmitted),
-        );
-        counter(
-            "fairgrid_gossip_unhandled_total",
-            "Gossip messages on topics without a handler yet.",
-            get(&self.gossip_unhandled),
         );
         counter(
             "fairgrid_requests_in_total",

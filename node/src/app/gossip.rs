@@ -8,7 +8,6 @@ use libp2p::PeerId;
 use tracing::debug;
 
 use super::{Shared, adverts};
-use crate::metrics::Metrics;
 use crate::net::{Topic, Verdict};
 
 pub fn route(shared: &Arc<Shared>, topic: Topic, source: PeerId, data: &[u8]) -> Verdict {
@@ -19,12 +18,6 @@ pub fn route(shared: &Arc<Shared>, topic: Topic, source: PeerId, data: &[u8]) ->
     match topic {
         Topic::Adverts => adverts::on_gossip(shared, source, data),
         Topic::Jobs => crate::jobs::worker::on_gossip(&shared.jobs, source, data),
-        // Allocations travel by request-response to the winners; nothing
-        // is published here, and nothing received is forwarded.
-        Topic::Allocations => {
-            Metrics::inc(&shared.metrics.gossip_unhandled);
-            debug!(target: "fairgrid::net", peer = %source, topic = topic.name(), "no handler for topic; ignored");
-            Verdict::Ignore
-        }
+        Topic::Allocations => crate::jobs::window::on_gossip(&shared.jobs, source, data),
     }
 }

@@ -35,6 +35,7 @@ pub mod store;
 pub mod testing;
 pub mod transport;
 pub mod views;
+pub mod window;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -81,6 +82,8 @@ pub struct Jobs {
     max_bids: usize,
     /// Jobs this node works on, and what they hold of its offer.
     pub working: worker::working::Working,
+    /// The allocations made across the network (the beta cap's window).
+    pub window: window::NetworkWindow,
     stop: watch::Sender<bool>,
     inbound: Arc<Semaphore>,
     /// Every checkpointed job is back (see [`resume`]).
@@ -101,6 +104,7 @@ impl Jobs {
             ended_in_memory: config.jobs.ended_in_memory as usize,
             max_bids: config.jobs.max_bids_per_job as usize,
             working: worker::working::Working::new(config.worker.max_jobs as usize),
+            window: window::NetworkWindow::new(&config.jobs),
             stop: watch::channel(false).0,
             inbound: Arc::new(Semaphore::new(MAX_INBOUND)),
             resumed: AtomicBool::new(false),
@@ -231,6 +235,7 @@ pub async fn resume(ctx: Arc<JobsContext>) {
     // The worker side is loaded first and rejoins last: a resumed round
     // that reaches this node's own worker finds it, and its rejoining bid
     // finds the coordinated job.
+    window::seed_from_ledger(&ctx);
     let rejoining = worker::load(&ctx);
     let ids = ctx.jobs.store.coordinator_ids().unwrap_or_else(|e| {
         warn!(target: TARGET, error = %e, "cannot list the checkpointed jobs");

@@ -45,6 +45,7 @@ pub mod report;
 mod sweep;
 mod validate;
 mod verify;
+pub mod window;
 
 pub use book::{BookNode, OrderBook, owner_cap};
 pub use digest::{
@@ -56,6 +57,7 @@ pub use error::MarketError;
 pub use sweep::{LevelOutcome, Sweep};
 pub use validate::{BidValidation, validate_bids};
 pub use verify::{first_difference, verify, verify_valid};
+pub use window::{AllocationNotice, WindowBook, WindowEntry, WindowError, check_recorded};
 
 /// Parts per million: alpha and beta are fractions of this.
 pub const PPM: u32 = 1_000_000;

@@ -12,4 +12,5 @@ mod market_milp;
 mod market_order;
 mod market_props;
 mod market_signed;
+mod market_window;
 mod messages_props;

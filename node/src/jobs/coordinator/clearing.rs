@@ -1,16 +1,16 @@
 //! Step 3 (clear and verify), the shell's part: the network-cap window
-//! from this node's ledger, the clearing itself (`protocol::market::clear`)
-//! on a blocking thread, recording `AllocationMade`, and pushing the
+//! from the allocations gossiped across the network (`jobs::window`), the
+//! clearing itself (`protocol::market::clear`) on a blocking thread,
+//! recording `AllocationMade`, gossiping it as a notice, and pushing the
 //! signed allocation with its bids to every winner, who verifies it. What
 //! to clear and what to make of the result is the machine's
 //! (`machine::clearing`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fairgrid_protocol::ledger::{EntryBody, EntryKind};
-use fairgrid_protocol::market::{self, MarketJob, MarketPolicy, WindowUsage};
+use fairgrid_protocol::ledger::EntryBody;
+use fairgrid_protocol::market::{self, MarketJob, MarketPolicy};
 use fairgrid_protocol::messages::{Allocation, Bid};
 use fairgrid_protocol::{Hash32, NodeId, Signed};
 use tracing::{info, warn};
@@ -23,52 +23,10 @@ use crate::ledger::now_ms;
 use crate::net::{Request, Response};
 
 const TARGET: &str = "fairgrid::jobs";
-/// Most recent allocations the network-cap window looks at.
-const MAX_WINDOW_ENTRIES: usize = 10_000;
-
-/// Shards each owner was allocated over the trailing window, from this
-/// node's own `AllocationMade` entries (the latest allocation of each
-/// other job counts once).
-fn window_usage(ctx: &JobsContext, job: &Hash32, now: u64) -> WindowUsage {
-    let store = ctx.ledger.store();
-    let since = now.saturating_sub(ctx.config.jobs.window_secs.saturating_mul(1000));
-    let seqs = match store.seqs_of_kind(EntryKind::AllocationMade, None, usize::MAX) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(target: TARGET, error = %e, "reading allocations for the network cap");
-            return WindowUsage::default();
-        }
-    };
-    let mut latest: BTreeMap<Hash32, Allocation> = BTreeMap::new();
-    for seq in seqs.iter().rev().take(MAX_WINDOW_ENTRIES).rev() {
-        let Ok(Some(stored)) = store.get(*seq) else {
-            continue;
-        };
-        let Ok(entry) = stored.entry() else { continue };
-        if entry.timestamp < since {
-            continue;
-        }
-        if let EntryBody::AllocationMade {
-            job_id, allocation, ..
-        } = entry.body
-            && job_id != *job
-            && let Ok((_, a)) = allocation.verify_and_decode()
-        {
-            latest.insert(job_id, a);
-        }
-    }
-    let mut usage = WindowUsage::default();
-    for allocation in latest.values() {
-        for pay in &allocation.payments {
-            usage.total += u64::from(pay.shards);
-            *usage.by_owner.entry(pay.owner).or_insert(0) += u64::from(pay.shards);
-        }
-    }
-    usage
-}
 
 /// Clears the market as the machine asked and hands it the result. The
-/// network-cap window comes from this node's ledger.
+/// network-cap window counts every other job's latest allocation this
+/// node has heard of.
 pub async fn clear(
     ctx: &Arc<JobsContext>,
     job: &Arc<CoordJob>,
@@ -76,11 +34,7 @@ pub async fn clear(
     bids: Vec<Signed<Bid>>,
 ) {
     let now = now_ms();
-    let window_ctx = Arc::clone(ctx);
-    let id = job.id;
-    let window = tokio::task::spawn_blocking(move || window_usage(&window_ctx, &id, now))
-        .await
-        .unwrap_or_default();
+    let window = ctx.jobs.window.window_for(&job.id, now);
     let policy = MarketPolicy {
         alpha_ppm: job.spec.alpha_ppm,
         beta_ppm: ctx.config.jobs.beta_ppm,
@@ -135,6 +89,9 @@ pub async fn publish(
             reason: e.to_string(),
         });
         return;
+    }
+    if let Some(notice) = crate::jobs::window::notice_of(signed.clone(), &bids) {
+        crate::jobs::window::announce(ctx, notice).await;
     }
     let winners: Vec<NodeId> = allocation.assignments.iter().map(|a| a.node).collect();
     info!(target: TARGET, job = %job.id, attempt = allocation.attempt, winners = winners.len(), assigned = allocation.assigned_shards(), shortfall = allocation.shortfall, "allocation made");

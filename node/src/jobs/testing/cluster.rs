@@ -97,6 +97,17 @@ impl Cluster {
         ledger_kind: LedgerKind,
         offer: ResourceVec,
     ) -> Result<Cluster> {
+        Cluster::start_configured(root, n, ledger_kind, offer, test_config())
+    }
+
+    /// [`Cluster::start_offering`] with every node configured as `config`.
+    pub fn start_configured(
+        root: &Path,
+        n: usize,
+        ledger_kind: LedgerKind,
+        offer: ResourceVec,
+        config: Config,
+    ) -> Result<Cluster> {
         let mut cluster = Cluster {
             net: MemoryNet::new(),
             nodes: Vec::new(),
@@ -107,7 +118,7 @@ impl Cluster {
                 dir: root.join(format!("n{i}")),
                 ledger_kind,
                 offer,
-                config: test_config(),
+                config: config.clone(),
                 running: None,
             });
             cluster.resume(i)?;

@@ -156,10 +156,16 @@ impl MemoryNet {
                 "no peers subscribed to the topic".into(),
             ));
         }
-        if topic == Topic::Jobs {
-            for (ctx, runtime) in others {
-                let data = data.clone();
-                runtime.spawn(async move { jobs::worker::on_gossip(&ctx, from, &data) });
+        for (ctx, runtime) in others {
+            let data = data.clone();
+            match topic {
+                Topic::Jobs => {
+                    runtime.spawn(async move { jobs::worker::on_gossip(&ctx, from, &data) });
+                }
+                Topic::Allocations => {
+                    runtime.spawn(async move { jobs::window::on_gossip(&ctx, from, &data) });
+                }
+                Topic::Adverts => {}
             }
         }
         Ok(())

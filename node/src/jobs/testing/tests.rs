@@ -564,3 +564,111 @@ fn a_worker_whose_owner_needs_the_machine_withdraws_mid_round() {
     wait_finished(&cluster, third, Duration::from_secs(120));
     assert!(ctx.jobs.worker(&third).is_some());
 }
+
+/// A configuration with a network cap of 40% and a short settle time.
+fn capped_config() -> crate::config::Config {
+    let mut config = super::cluster::test_config();
+    config.jobs.beta_ppm = 400_000;
+    config.jobs.window_settle_ms = 200;
+    config
+}
+
+/// Waits (bounded) for `node`'s job to have an allocation and returns it.
+fn first_allocation(
+    cluster: &Cluster,
+    node: usize,
+    job: Hash32,
+) -> fairgrid_protocol::messages::Allocation {
+    wait_for(
+        cluster,
+        node,
+        job,
+        Duration::from_secs(60),
+        "allocated",
+        |s| s.current().is_some(),
+    );
+    let coordinated = cluster.nodes[node].ctx().jobs.coordinated(&job).unwrap();
+    let state = coordinated.state();
+    state.allocations[0].allocation.clone()
+}
+
+fn usage_of(
+    allocation: &fairgrid_protocol::messages::Allocation,
+) -> fairgrid_protocol::market::WindowUsage {
+    let mut usage = fairgrid_protocol::market::WindowUsage::default();
+    for pay in &allocation.payments {
+        usage.total += u64::from(pay.shards);
+        usage.by_owner.insert(pay.owner, u64::from(pay.shards));
+    }
+    usage
+}
+
+/// Issue 14, network-wide caps: job A is cleared by node 0, job B by
+/// node 1 while A runs. B's window counts A's allocation, which node 1
+/// only heard of by gossip (before, the window came from the coordinator's
+/// own ledger and B's was empty), and no owner's usage over both jobs
+/// passes beta. Then node 2, made to forget what it heard (a node that
+/// missed the gossip), clears job C under a window without A and B: the
+/// winners that know them refuse it, and say why.
+#[test]
+fn the_network_cap_counts_other_coordinators_allocations() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start_configured(
+        dir.path(),
+        4,
+        LedgerKind::InMemory,
+        super::cluster::test_offer(),
+        capped_config(),
+    )
+    .unwrap();
+    let mut long = small_job("A", 200);
+    long.market.deadline_secs = 600;
+    let a = submit_to(&cluster, 0, long);
+    let a_allocation = first_allocation(&cluster, 0, a);
+    let b = submit_to(&cluster, 1, small_job("B", 200));
+    let b_allocation = first_allocation(&cluster, 1, b);
+
+    assert_eq!(b_allocation.policy.window, usage_of(&a_allocation));
+    let both = {
+        let mut u = usage_of(&a_allocation);
+        for (owner, shards) in usage_of(&b_allocation).by_owner {
+            *u.by_owner.entry(owner).or_default() += shards;
+        }
+        u
+    };
+    // floor(40% of the 16 shards of both jobs)
+    for (owner, used) in &both.by_owner {
+        assert!(*used <= 6, "owner {owner} holds {used} of 16 shards");
+    }
+    {
+        let state = cluster.nodes[1].ctx().jobs.coordinated(&b).unwrap();
+        let state = state.state();
+        assert!(
+            state
+                .allocations
+                .iter()
+                .all(|r| !r.reason.contains("network window")),
+            "B's winners accepted its window"
+        );
+    }
+
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.nodes[2].ctx().jobs.window.forget_all();
+    let c = submit_to(&cluster, 2, small_job("C", 200));
+    wait_for(
+        &cluster,
+        2,
+        c,
+        Duration::from_secs(60),
+        "a winner refused the window",
+        |s| {
+            s.allocations.iter().any(|r| {
+                r.reason
+                    .contains("network window: the recorded window counts")
+            })
+        },
+    );
+    let state = cluster.nodes[2].ctx().jobs.coordinated(&c).unwrap();
+    let first = state.state().allocations[0].allocation.clone();
+    assert_eq!(first.policy.window.total, 0, "node 2 cleared blind");
+}

@@ -84,6 +84,7 @@ fn check_allocation(
         prev_allocation: allocation.prev_allocation,
     };
     market::verify(&allocation, &market_job, bids, &ctx.trust).map_err(|e| e.to_string())?;
+    ctx.jobs.window.check(&allocation)?;
     Ok(allocation)
 }
 
