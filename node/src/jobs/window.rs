@@ -105,9 +105,12 @@ pub fn on_gossip(ctx: &Arc<JobsContext>, source: PeerId, data: &[u8]) -> Verdict
             return Verdict::Reject;
         }
     };
-    let job = entry.job_id;
+    let (job, winners) = (entry.job_id, entry.winners.clone());
     match ctx.jobs.window.record(entry, now) {
-        Inserted::Recorded => Verdict::Accept,
+        Inserted::Recorded => {
+            super::worker::allocated_without_us(ctx, &job, &winners);
+            Verdict::Accept
+        }
         Inserted::OtherCoordinator => {
             warn!(target: TARGET, peer = %source, %job, "allocation notice signed by another coordinator than the job's first; ignored");
             Verdict::Ignore
@@ -124,7 +127,9 @@ pub async fn announce(ctx: &Arc<JobsContext>, notice: AllocationNotice) {
     let now = now_ms();
     match notice.check(&ctx.trust, now) {
         Ok(entry) => {
+            let (job, winners) = (entry.job_id, entry.winners.clone());
             ctx.jobs.window.record(entry, now);
+            super::worker::allocated_without_us(ctx, &job, &winners);
         }
         Err(e) => {
             warn!(target: TARGET, error = %e, "own allocation notice does not check; not announced");

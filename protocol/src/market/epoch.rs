@@ -10,10 +10,10 @@
 //! across the epoch. Submitter shares are compared exactly: fractions are
 //! cross-multiplied into 256-bit products built from u128 halves.
 
-use std::cmp::Ordering;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
-use super::{MarketError, MarketJob, MarketPolicy, ValidBid, WindowUsage, digest::hash_pair};
+use super::admission::{Submitter, next_submitter, totals};
+use super::{MarketError, MarketJob, MarketPolicy, ValidBid, WindowUsage};
 use super::{clear_valid, first_difference};
 use crate::Hash32;
 use crate::identity::NodeId;
@@ -41,13 +41,6 @@ pub struct EpochPolicy {
     pub seed: Hash32,
 }
 
-struct Submitter {
-    weight: u32,
-    tie: Hash32,
-    used: [u128; 4],
-    queue: VecDeque<usize>,
-}
-
 /// Admits the jobs in weighted-DRF order and returns each job's
 /// allocation in admission order. A submitter's jobs keep their input
 /// order.
@@ -64,12 +57,7 @@ pub fn admit_epoch(
             *slot = ResourceVec::from_array(std::array::from_fn(|r| a[r].max(b[r])));
         }
     }
-    let mut total = [0u128; 4];
-    for cap in pool.values() {
-        for (t, x) in total.iter_mut().zip(cap.as_array()) {
-            *t += x as u128;
-        }
-    }
+    let total = totals(pool.values().copied());
     let mut submitters: BTreeMap<NodeId, Submitter> = BTreeMap::new();
     for (index, job) in jobs.iter().enumerate() {
         if job.weight == 0 {
@@ -80,12 +68,7 @@ pub fn admit_epoch(
         }
         submitters
             .entry(job.submitter)
-            .or_insert_with(|| Submitter {
-                weight: job.weight,
-                tie: hash_pair(&policy.seed.0, &job.submitter.0.0),
-                used: [0; 4],
-                queue: VecDeque::new(),
-            })
+            .or_insert_with(|| Submitter::new(job.weight, &policy.seed, &job.submitter))
             .queue
             .push_back(index);
     }
@@ -93,12 +76,9 @@ pub fn admit_epoch(
     let mut window = policy.window.clone();
     let mut out = Vec::with_capacity(jobs.len());
     loop {
-        let next = submitters
-            .iter()
-            .filter(|(_, s)| !s.queue.is_empty())
-            .min_by(|a, b| compare_shares(a.1, b.1, &total).then(a.0.cmp(b.0)))
-            .map(|(id, _)| *id);
-        let Some(id) = next else { break };
+        let Some(id) = next_submitter(&submitters, &total) else {
+            break;
+        };
         let submitter = submitters.get_mut(&id).expect("chosen from the map");
         let index = submitter.queue.pop_front().expect("non-empty queue");
         let job = &jobs[index];
@@ -121,9 +101,7 @@ pub fn admit_epoch(
             let used = demand.saturating_mul(a.shards.len() as u64);
             let free = pool.get_mut(&a.node).expect("winner bid in the epoch");
             *free = free.saturating_sub(&used);
-            for (u, x) in submitter.used.iter_mut().zip(used.as_array()) {
-                *u += x as u128;
-            }
+            submitter.add_use(&used);
             window.total = window.total.saturating_add(a.shards.len() as u64);
             let by = window.by_owner.entry(a.owner).or_default();
             *by = by.saturating_add(a.shards.len() as u64);
@@ -163,63 +141,4 @@ pub fn verify_epoch(
         })?;
     }
     Ok(())
-}
-
-/// Orders submitters by weighted dominant share, then by H(seed || key).
-fn compare_shares(a: &Submitter, b: &Submitter, total: &[u128; 4]) -> Ordering {
-    let (an, ad) = dominant(a, total);
-    let (bn, bd) = dominant(b, total);
-    cmp_fractions(an, ad, bn, bd).then(a.tie.cmp(&b.tie))
-}
-
-/// The weighted dominant share as a fraction `used_r / (total_r * weight)`.
-fn dominant(s: &Submitter, total: &[u128; 4]) -> (u128, u128) {
-    let mut best = (0u128, 1u128);
-    for (r, &t) in total.iter().enumerate() {
-        if t == 0 {
-            continue;
-        }
-        if cmp_fractions(s.used[r], t, best.0, best.1) == Ordering::Greater {
-            best = (s.used[r], t);
-        }
-    }
-    (best.0, best.1.saturating_mul(s.weight as u128))
-}
-
-/// Compares `an / ad` with `bn / bd` exactly (`ad`, `bd` > 0).
-pub(crate) fn cmp_fractions(an: u128, ad: u128, bn: u128, bd: u128) -> Ordering {
-    mul_wide(an, bd).cmp(&mul_wide(bn, ad))
-}
-
-/// The exact 256-bit product of two u128s, as (high, low).
-fn mul_wide(a: u128, b: u128) -> (u128, u128) {
-    const MASK: u128 = u64::MAX as u128;
-    let (a1, a0) = (a >> 64, a & MASK);
-    let (b1, b0) = (b >> 64, b & MASK);
-    let low = a0 * b0;
-    let mid1 = a1 * b0;
-    let mid2 = a0 * b1;
-    let high = a1 * b1;
-    let (mid, mid_carry) = mid1.overflowing_add(mid2);
-    let (low, low_carry) = low.overflowing_add(mid << 64);
-    let high = high + (mid >> 64) + ((mid_carry as u128) << 64) + low_carry as u128;
-    (high, low)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wide_products_compare_exactly() {
-        let big = u128::MAX;
-        assert_eq!(mul_wide(big, big), (big - 1, 1));
-        assert_eq!(mul_wide(1 << 64, 1 << 64), (1, 0));
-        assert_eq!(
-            cmp_fractions(big, big - 1, big - 1, big - 2),
-            Ordering::Less
-        );
-        assert_eq!(cmp_fractions(1, 3, 2, 6), Ordering::Equal);
-        assert_eq!(cmp_fractions(0, 1, 0, 7), Ordering::Equal);
-    }
 }

@@ -29,6 +29,7 @@ use crate::messages::{Allocation, Bid};
 use crate::resources::ResourceVec;
 use crate::signed::Signed;
 
+pub mod admission;
 pub mod apportion;
 mod assemble;
 mod book;
@@ -47,6 +48,7 @@ mod validate;
 mod verify;
 pub mod window;
 
+pub use admission::{Contender, drf_order};
 pub use book::{BookNode, OrderBook, owner_cap};
 pub use digest::{
     BID_ROOT_CONTEXT, Digest, TIE_BREAK_INPUT, bid_root_of, hash_pair, node_ranks, seed_of,

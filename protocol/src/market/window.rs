@@ -24,7 +24,7 @@ use super::WindowUsage;
 use crate::cert::TrustPolicy;
 use crate::codec::{decode_exact, encode};
 use crate::error::ProtocolError;
-use crate::identity::OwnerId;
+use crate::identity::{NodeId, OwnerId};
 use crate::messages::{Allocation, Bid, MAX_CLOCK_SKEW_MS};
 use crate::signed::Signed;
 use crate::{Hash32, PublicKey};
@@ -73,6 +73,8 @@ pub struct WindowEntry {
     pub allocation: Hash32,
     /// Shards per owner.
     pub usage: BTreeMap<OwnerId, u64>,
+    /// The nodes that won shards, in assignment order.
+    pub winners: Vec<NodeId>,
 }
 
 impl AllocationNotice {
@@ -169,6 +171,7 @@ impl AllocationNotice {
             cleared_at: allocation.cleared_at,
             allocation: allocation.hash(),
             usage: assigned,
+            winners: allocation.assignments.iter().map(|a| a.node).collect(),
         })
     }
 }

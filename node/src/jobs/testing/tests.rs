@@ -500,6 +500,25 @@ fn six_jobs_from_three_submitters_share_six_nodes_within_their_offers() {
     }
     watch_shards_per_node(&cluster, &jobs, 4);
     assert_all_finished(&cluster, &jobs, 8);
+    assert_nothing_held(&cluster);
+}
+
+/// Once every job has ended, no node holds any of its offer: a node that
+/// bid and lost gave its capacity back.
+fn assert_nothing_held(cluster: &Cluster) {
+    let until = Instant::now() + Duration::from_secs(30);
+    for node in &cluster.nodes {
+        let working = &node.ctx().jobs.working;
+        while !working.held().is_zero() {
+            assert!(
+                Instant::now() < until,
+                "node {} still holds {:?} with every job ended",
+                node.node_id(),
+                working.held()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 /// Issue 14, idle-only: a worker whose owner needs the machine mid-round
@@ -671,4 +690,38 @@ fn the_network_cap_counts_other_coordinators_allocations() {
     let state = cluster.nodes[2].ctx().jobs.coordinated(&c).unwrap();
     let first = state.state().allocations[0].allocation.clone();
     assert_eq!(first.policy.window.total, 0, "node 2 cleared blind");
+}
+
+/// A node that bid on a job and lost its auction holds nothing for it
+/// while the job trains without it: the gossiped allocation told it.
+#[test]
+fn a_node_that_loses_the_auction_gives_its_capacity_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), 3, LedgerKind::InMemory).unwrap();
+    // 2 shards, alpha 0.5: two owners take one each, the third loses.
+    let mut request = small_job("two winners", 100);
+    request.data.max_train_samples = Some(1000);
+    let job = submit_to(&cluster, 0, request);
+    let allocation = first_allocation(&cluster, 0, job);
+    assert_eq!(allocation.assignments.len(), 2);
+    let loser = cluster
+        .nodes
+        .iter()
+        .position(|n| allocation.shards_of(&n.node_id()).is_empty())
+        .unwrap();
+    let working = &cluster.nodes[loser].ctx().jobs.working;
+    let until = Instant::now() + Duration::from_secs(20);
+    while !working.held().is_zero() {
+        assert!(
+            Instant::now() < until,
+            "the loser still holds {:?}",
+            working.held()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let coordinated = cluster.nodes[0].ctx().jobs.coordinated(&job).unwrap();
+    assert!(
+        !coordinated.state().is_terminal(),
+        "released while the job ran"
+    );
 }

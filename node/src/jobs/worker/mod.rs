@@ -75,6 +75,9 @@ pub struct WorkerJob {
     hold: Mutex<ResourceVec>,
     /// Set when the worker withdraws: training stops before its next step.
     pub cancel: Arc<std::sync::atomic::AtomicBool>,
+    /// The job was allocated without this node (its gossiped allocation
+    /// said so): it holds nothing and is not bid on again, larger.
+    passed_over: std::sync::atomic::AtomicBool,
 }
 
 impl WorkerJob {
@@ -95,6 +98,7 @@ impl WorkerJob {
             engine: Arc::new(Mutex::new(None)),
             shards: Mutex::new(BTreeMap::new()),
             fetching: tokio::sync::Mutex::new(()),
+            passed_over: std::sync::atomic::AtomicBool::new(false),
             saving: tokio::sync::Mutex::new(()),
             hold: Mutex::new(ResourceVec::default()),
             cancel: Arc::default(),
@@ -108,6 +112,11 @@ impl WorkerJob {
 
     fn set_hold(&self, hold: ResourceVec) {
         *self.hold.lock().unwrap_or_else(|e| e.into_inner()) = hold;
+    }
+
+    /// Whether the job was allocated without this node.
+    pub fn passed_over(&self) -> bool {
+        self.passed_over.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The machine, for a look (inputs go through [`apply`]).
@@ -489,6 +498,26 @@ fn grown_bid(ctx: &JobsContext, job: &WorkerJob) -> Option<Input> {
         ask: terms.ask,
         capacity: terms.capacity,
     })
+}
+
+/// A job's allocation was made without this node (its notice names the
+/// winners): if the node has had no allocation of the job, the job stands
+/// by holding nothing, and the capacity goes to the jobs waiting for some.
+/// A later re-clearing may still give it shards (taken if free).
+pub fn allocated_without_us(ctx: &Arc<JobsContext>, job_id: &Hash32, winners: &[NodeId]) {
+    if winners.contains(&ctx.node_id) {
+        return;
+    }
+    let Some(job) = ctx.jobs.worker(job_id) else {
+        return;
+    };
+    if job.is_finished() || !job.machine().record().allocations.is_empty() {
+        return;
+    }
+    if ctx.jobs.working.stand_by(&job) {
+        info!(target: TARGET, job = %job.id, "allocated without this node; its capacity is free again");
+        retry_waiting(ctx);
+    }
 }
 
 /// The job ended (its ledger entries arrived): free the training state

@@ -217,13 +217,25 @@ impl Working {
     }
 
     /// Jobs not ended that have no allocation yet (see
-    /// `Worker::awaits_allocation`).
+    /// `Worker::awaits_allocation`) and were not allocated without this
+    /// node.
     pub fn awaiting_allocation(&self) -> Vec<Arc<WorkerJob>> {
         self.lock()
             .values()
-            .filter(|w| w.machine().awaits_allocation())
+            .filter(|w| !w.passed_over() && w.machine().awaits_allocation())
             .cloned()
             .collect()
+    }
+
+    /// The job was allocated without this node: it holds nothing from now
+    /// on and is not bid on again, larger. True if that freed capacity.
+    pub fn stand_by(&self, job: &WorkerJob) -> bool {
+        let _jobs = self.lock();
+        job.passed_over
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let freed = !job.hold().is_zero();
+        job.set_hold(ResourceVec::default());
+        freed
     }
 
     pub fn remove(&self, id: &Hash32) {
