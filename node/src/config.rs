@@ -293,6 +293,9 @@ pub struct WorkerConfig {
     pub threads: u32,
     /// Disk kept for fetched shards, in MiB (oldest evicted first).
     pub shard_cache_mib: u64,
+    /// How long the node gathers the jobs it hears of before it bids, so
+    /// that jobs heard of together are served in weighted-DRF order.
+    pub admission_delay_ms: u64,
 }
 
 impl Default for WorkerConfig {
@@ -304,6 +307,7 @@ impl Default for WorkerConfig {
             max_jobs: 4,
             threads: 0,
             shard_cache_mib: 1024,
+            admission_delay_ms: 200,
         }
     }
 }
@@ -442,6 +446,9 @@ impl Config {
         }
         if self.jobs.ended_in_memory > 4096 {
             return bad("jobs.ended_in_memory must be at most 4096".into());
+        }
+        if self.worker.admission_delay_ms > 10_000 {
+            return bad("worker.admission_delay_ms must be at most 10000".into());
         }
         if self.worker.max_jobs == 0 {
             return bad("worker.max_jobs must be positive".into());
@@ -644,6 +651,9 @@ max_jobs = {worker_max_jobs}
 threads = {worker_threads}
 # Disk kept for fetched shards, in MiB (oldest evicted first).
 shard_cache_mib = {shard_cache}
+# Jobs heard of within this many milliseconds are bid on together, in
+# weighted-DRF order of their submitters (docs/market.md).
+admission_delay_ms = {admission_delay}
 
 [storage]
 # A storage call that has not returned after this long stops the node
@@ -697,6 +707,7 @@ filter = "info"
         worker_max_jobs = d.worker.max_jobs,
         worker_threads = d.worker.threads,
         shard_cache = d.worker.shard_cache_mib,
+        admission_delay = d.worker.admission_delay_ms,
     )
 }
 

@@ -35,6 +35,20 @@ impl Host for AppHost {
             .min()
     }
 
+    fn pool(&self, now: u64) -> ResourceVec {
+        let Some(shared) = self.0.upgrade() else {
+            return ResourceVec::default();
+        };
+        let table = shared.adverts.lock().expect("advert table lock");
+        table
+            .live(now)
+            .into_iter()
+            .fold(ResourceVec::default(), |sum, a| {
+                let (x, y) = (sum.as_array(), a.advert.offered.as_array());
+                ResourceVec::from_array(std::array::from_fn(|r| x[r].saturating_add(y[r])))
+            })
+    }
+
     fn admitted(&self, peer: &PeerId) -> bool {
         self.0
             .upgrade()

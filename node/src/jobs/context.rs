@@ -24,6 +24,9 @@ pub trait Host: Send + Sync {
     fn offer(&self, now: u64) -> (ResourceVec, u64);
     /// The cheapest price floor among the live adverts (this node's too).
     fn cheapest_advert(&self, now: u64) -> Option<(u64, NodeId)>;
+    /// What the live adverts offer in all (this node's too): the pool
+    /// that submitters' dominant shares are shares of.
+    fn pool(&self, now: u64) -> ResourceVec;
     /// Whether `peer` completed consortium admission.
     fn admitted(&self, peer: &PeerId) -> bool;
     /// Counts a background ledger append, for the metrics.

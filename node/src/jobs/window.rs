@@ -7,6 +7,7 @@
 //! rules are `protocol::market::window`'s; docs/protocol.md, "Network
 //! window", says what "the same history" means.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use fairgrid_protocol::ledger::{EntryBody, EntryKind};
@@ -15,7 +16,7 @@ use fairgrid_protocol::market::{
     AllocationNotice, PPM, WindowBook, WindowEntry, WindowUsage, check_recorded,
 };
 use fairgrid_protocol::messages::Allocation;
-use fairgrid_protocol::{Hash32, Signed};
+use fairgrid_protocol::{Hash32, NodeId, ResourceVec, Signed};
 use libp2p::PeerId;
 use tracing::{debug, warn};
 
@@ -28,11 +29,16 @@ const TARGET: &str = "fairgrid::jobs";
 /// Own `AllocationMade` entries read back at start, newest first.
 const MAX_SEEDED: usize = 10_000;
 
+/// Demands per shard remembered for the jobs heard of.
+const MAX_DEMANDS: usize = 4096;
+
 /// This node's view of the allocations made across the network.
 pub struct NetworkWindow {
     book: Mutex<WindowBook>,
     settle_ms: u64,
     beta_ppm: u32,
+    /// Each job's demand per shard, from its spec, oldest first.
+    demands: Mutex<VecDeque<(Hash32, ResourceVec)>>,
 }
 
 impl NetworkWindow {
@@ -41,7 +47,52 @@ impl NetworkWindow {
             book: Mutex::new(WindowBook::new(config.window_secs.saturating_mul(1000))),
             settle_ms: config.window_settle_ms,
             beta_ppm: config.beta_ppm,
+            demands: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// Remembers what a shard of a job heard of asks for, so that its
+    /// allocations count in its submitter's usage.
+    pub fn note_demand(&self, job: Hash32, per_shard: ResourceVec) {
+        let mut demands = self.demands.lock().expect("demands lock");
+        if demands.iter().any(|(id, _)| *id == job) {
+            return;
+        }
+        if demands.len() >= MAX_DEMANDS {
+            demands.pop_front();
+        }
+        demands.push_back((job, per_shard));
+    }
+
+    /// What each submitter's jobs were allocated over the window, in
+    /// resources (shards times their demand per shard; a job whose spec
+    /// this node never saw is left out): the usage admission ranks
+    /// submitters by.
+    pub fn usage_by_submitter(&self, now: u64) -> BTreeMap<NodeId, ResourceVec> {
+        let demands: BTreeMap<Hash32, ResourceVec> = self
+            .demands
+            .lock()
+            .expect("demands lock")
+            .iter()
+            .copied()
+            .collect();
+        let mut book = self.book();
+        book.prune(now);
+        let mut usage: BTreeMap<NodeId, ResourceVec> = BTreeMap::new();
+        for entry in book.entries() {
+            let Some(per_shard) = demands.get(&entry.job_id) else {
+                continue;
+            };
+            let shards: u64 = entry.usage.values().sum();
+            let (used, more) = (
+                usage.entry(NodeId(entry.coordinator)).or_default(),
+                per_shard.saturating_mul(shards).as_array(),
+            );
+            *used = ResourceVec::from_array(std::array::from_fn(|r| {
+                used.as_array()[r].saturating_add(more[r])
+            }));
+        }
+        usage
     }
 
     fn book(&self) -> std::sync::MutexGuard<'_, WindowBook> {

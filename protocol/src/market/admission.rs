@@ -1,8 +1,8 @@
 //! Weighted dominant-resource fairness over submitters: who goes next when
 //! several jobs compete for the same capacity. [`admit_epoch`] clears the
 //! jobs of one epoch in this order; a node ranks the jobs competing for
-//! its free capacity with [`drf_order`] (docs/market.md, "Several jobs at
-//! once").
+//! its free capacity with [`drf_order`] (docs/market.md, "Several jobs in one
+//! epoch").
 //!
 //! A submitter's dominant share is `max over resources r of used_r /
 //! total_r`, divided by its weight; shares are compared exactly
@@ -205,7 +205,7 @@ mod tests {
         ];
         let pool = cpu(2400);
         let order = drf_order(&jobs, &BTreeMap::new(), &pool, &Hash32::ZERO);
-        let firsts: Vec<usize> = order[..3].iter().copied().collect();
+        let firsts: Vec<usize> = order[..3].to_vec();
         assert!(firsts.iter().all(|i| i % 2 == 0), "{order:?}");
         assert!(order[3..].iter().all(|i| i % 2 == 1), "{order:?}");
         // The same inputs, the same order.

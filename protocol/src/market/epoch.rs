@@ -75,10 +75,7 @@ pub fn admit_epoch(
 
     let mut window = policy.window.clone();
     let mut out = Vec::with_capacity(jobs.len());
-    loop {
-        let Some(id) = next_submitter(&submitters, &total) else {
-            break;
-        };
+    while let Some(id) = next_submitter(&submitters, &total) {
         let submitter = submitters.get_mut(&id).expect("chosen from the map");
         let index = submitter.queue.pop_front().expect("non-empty queue");
         let job = &jobs[index];

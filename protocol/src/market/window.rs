@@ -213,6 +213,11 @@ impl WindowBook {
         self.jobs.is_empty()
     }
 
+    /// Each job's latest allocation the book holds, by job id.
+    pub fn entries(&self) -> impl Iterator<Item = &WindowEntry> {
+        self.jobs.values()
+    }
+
     /// Records `entry` if it is its job's latest; `now` prunes what has
     /// left the window and bounds the book to [`MAX_BOOK_JOBS`].
     pub fn insert(&mut self, entry: WindowEntry, now: u64) -> Inserted {

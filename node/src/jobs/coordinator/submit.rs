@@ -207,6 +207,5 @@ pub async fn resume(
 /// on the job directly (unless it already works on it: a resumed worker
 /// record rejoins by itself).
 fn bid_on_own_job(ctx: &Arc<JobsContext>, job: &CoordJob) {
-    let (s, signed, spec) = (Arc::clone(ctx), job.signed_spec.clone(), job.spec.clone());
-    tokio::spawn(async move { crate::jobs::worker::bid(&s, signed, spec).await });
+    crate::jobs::worker::admission::hear(ctx, job.signed_spec.clone(), &job.spec);
 }

@@ -34,6 +34,12 @@ impl Host for TestHost {
         None
     }
 
+    /// Every test node offers the same: its own offer is as good a
+    /// measure of the pool's proportions as the sum.
+    fn pool(&self, _now: u64) -> ResourceVec {
+        self.offer
+    }
+
     fn admitted(&self, _peer: &PeerId) -> bool {
         true
     }

@@ -482,7 +482,8 @@ fn two_jobs_at_once_never_put_more_shards_on_a_node_than_it_offers() {
 
 /// Three submitters (three of six nodes coordinate), two jobs each, all
 /// at once: 48 shards wanted from 24 shards of capacity. Every job
-/// finishes with all its shards and no node is ever over its offer.
+/// finishes with all its shards, no node is ever over its offer, and the
+/// jobs are admitted in DRF order of their submitters.
 #[test]
 fn six_jobs_from_three_submitters_share_six_nodes_within_their_offers() {
     let dir = tempfile::tempdir().unwrap();
@@ -501,6 +502,20 @@ fn six_jobs_from_three_submitters_share_six_nodes_within_their_offers() {
     watch_shards_per_node(&cluster, &jobs, 4);
     assert_all_finished(&cluster, &jobs, 8);
     assert_nothing_held(&cluster);
+    // Admission by DRF: the pool holds three of the jobs at once, and the
+    // first three placed are one of each submitter's (first come, first
+    // served placed both of submitter 0's before anyone else's).
+    let mut placed: Vec<(u64, usize)> = jobs
+        .iter()
+        .map(|(c, j)| {
+            let job = cluster.nodes[*c].ctx().jobs.coordinated(j).unwrap();
+            let first = job.state().allocations[0].allocation.cleared_at;
+            (first, *c)
+        })
+        .collect();
+    placed.sort();
+    let firsts: BTreeSet<usize> = placed[..3].iter().map(|(_, c)| *c).collect();
+    assert_eq!(firsts.len(), 3, "placed in this order: {placed:?}");
 }
 
 /// Once every job has ended, no node holds any of its offer: a node that

@@ -15,6 +15,7 @@
 //! verified) is kept on disk, so a restarted worker rejoins its jobs by
 //! bidding again.
 
+pub mod admission;
 pub mod gate;
 pub mod inbound;
 pub mod machine;
@@ -305,8 +306,7 @@ pub fn on_gossip(ctx: &Arc<JobsContext>, source: PeerId, data: &[u8]) -> Verdict
         // Still valid for others to see; too late to bid on.
         return Verdict::Accept;
     }
-    let ctx = Arc::clone(ctx);
-    tokio::spawn(async move { bid(&ctx, signed, spec).await });
+    admission::hear(ctx, signed, &spec);
     Verdict::Accept
 }
 
@@ -389,7 +389,8 @@ pub async fn bid(ctx: &Arc<JobsContext>, signed: Signed<JobSpec>, spec: JobSpec)
 }
 
 /// Called when a job frees capacity: bids on the jobs that waited for some
-/// and whose bid window is still open, and bids again, larger, on the jobs
+/// and whose bid window is still open (in an admission pass: the
+/// submitters holding least first), and bids again, larger, on the jobs
 /// that have sent no allocation yet (a job waiting for supply clears again
 /// with the larger bid).
 pub fn retry_waiting(ctx: &Arc<JobsContext>) {
@@ -399,21 +400,15 @@ pub fn retry_waiting(ctx: &Arc<JobsContext>) {
             apply_later(ctx, &job, input);
         }
     }
-    let now = now_ms();
-    for signed in ctx.jobs.working.take_waiting() {
-        let Ok((_, spec)) = signed.verify_and_decode() else {
-            continue;
-        };
-        let closes = spec
-            .submitted_at
-            .saturating_add(spec.bid_window_ms)
-            .saturating_add(MAX_CLOCK_SKEW_MS);
-        if now > closes || spec.deadline <= now {
-            continue;
-        }
-        let ctx = Arc::clone(ctx);
-        tokio::spawn(async move { bid(&ctx, signed, spec).await });
+    let waiting = ctx.jobs.working.take_waiting();
+    if waiting.is_empty() {
+        return;
     }
+    for signed in waiting {
+        ctx.jobs.working.queue_for_admission(signed);
+    }
+    // The admission pass drops the jobs whose window has closed.
+    admission::schedule(ctx, std::time::Duration::ZERO);
 }
 
 async fn send_bid(

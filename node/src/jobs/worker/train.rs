@@ -99,6 +99,11 @@ impl TestFault {
 /// Trains `local_steps` steps from the round's parameters over the
 /// worker's shards, encodes the delta and signs the update. Blocking.
 pub fn train_round(engine: &mut Option<Engine>, input: RoundInput) -> Result<Trained, String> {
+    // Withdrawn before this thread got the engine: build nothing (the
+    // withdrawal has already freed the engine, or is waiting to).
+    if input.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err("training cancelled: the node withdrew".into());
+    }
     if engine.is_none() {
         *engine = Some(Engine::new(&input.spec)?);
     }

@@ -13,6 +13,7 @@
 //! bid on when capacity frees, while its bid window is open.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use fairgrid_protocol::messages::JobSpec;
@@ -47,7 +48,11 @@ pub struct Working {
     jobs: Mutex<BTreeMap<Hash32, Arc<WorkerJob>>>,
     /// `worker.max_jobs`.
     max: usize,
-    waiting: Mutex<VecDeque<Signed<JobSpec>>>,
+    waiting: SpecQueue,
+    /// Jobs heard of, for the next admission pass (`worker::admission`).
+    queued: SpecQueue,
+    /// An admission pass is due.
+    pass_due: AtomicBool,
     /// Why the node does not contribute now (its owner needs the machine).
     paused: Mutex<Option<String>>,
 }
@@ -58,6 +63,8 @@ impl Working {
             jobs: Mutex::new(BTreeMap::new()),
             max,
             waiting: Mutex::new(VecDeque::new()),
+            queued: Mutex::new(VecDeque::new()),
+            pass_due: AtomicBool::new(false),
             paused: Mutex::new(None),
         }
     }
@@ -244,23 +251,59 @@ impl Working {
 
     /// Keeps a spec to bid on when capacity frees (oldest dropped first).
     pub fn wait_for_capacity(&self, spec: Signed<JobSpec>) {
-        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        let id = spec.id();
-        if waiting.iter().any(|s| s.id() == id) {
-            return;
-        }
-        if waiting.len() >= MAX_WAITING {
-            waiting.pop_front();
-        }
-        waiting.push_back(spec);
+        push_once(&self.waiting, spec);
     }
 
     /// The specs waiting for capacity, taken out (a bid that still does
     /// not fit puts its spec back).
     pub fn take_waiting(&self) -> Vec<Signed<JobSpec>> {
-        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        waiting.drain(..).collect()
+        drain(&self.waiting)
     }
+
+    /// Queues a spec for the next admission pass (at most `MAX_WAITING`,
+    /// oldest dropped; once per job).
+    pub fn queue_for_admission(&self, spec: Signed<JobSpec>) {
+        push_once(&self.queued, spec);
+    }
+
+    /// The specs queued for admission, taken out.
+    pub fn take_queued(&self) -> Vec<Signed<JobSpec>> {
+        drain(&self.queued)
+    }
+
+    /// True if no admission pass was due: the caller schedules one.
+    pub fn claim_pass(&self) -> bool {
+        !self.pass_due.swap(true, Ordering::SeqCst)
+    }
+
+    /// The due pass starts: what is queued from now on needs another.
+    pub fn release_pass(&self) {
+        self.pass_due.store(false, Ordering::SeqCst);
+    }
+}
+
+type SpecQueue = Mutex<VecDeque<Signed<JobSpec>>>;
+
+/// Appends `spec` unless its job is queued already; at most
+/// [`MAX_WAITING`], the oldest dropped.
+fn push_once(queue: &SpecQueue, spec: Signed<JobSpec>) {
+    let mut queue = queue.lock().unwrap_or_else(|e| e.into_inner());
+    let id = spec.id();
+    if queue.iter().any(|s| s.id() == id) {
+        return;
+    }
+    if queue.len() >= MAX_WAITING {
+        queue.pop_front();
+    }
+    queue.push_back(spec);
+}
+
+fn drain(queue: &SpecQueue) -> Vec<Signed<JobSpec>> {
+    queue
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+        .collect()
 }
 
 #[cfg(test)]
