@@ -83,9 +83,14 @@ pub enum Input {
         key: RoundKey,
         outcome: Result<(), String>,
     },
-    /// The job's data failed its checks, or the owner needs the machine:
-    /// the worker withdraws, telling the coordinator why.
+    /// The job's data failed its checks: the worker withdraws for good,
+    /// telling the coordinator why.
     Withdraw {
+        reason: String,
+    },
+    /// The owner needs the machine: the worker tells the coordinator why
+    /// and steps aside until it bids again (`Rejoin`).
+    StepAside {
         reason: String,
     },
     /// The job's ledger entries arrived: it has ended.
@@ -164,6 +169,9 @@ pub struct Worker {
     training: Option<RoundKey>,
     trained: Option<RoundKey>,
     bidding: Option<Bidding>,
+    /// Withdrawn because the owner needs the machine: no training until
+    /// the node bids again (`Input::Rejoin`).
+    aside: bool,
 }
 
 /// What `handle` returns.
@@ -182,6 +190,7 @@ impl Worker {
             training: None,
             trained: None,
             bidding: None,
+            aside: false,
         }
     }
 
@@ -200,6 +209,7 @@ impl Worker {
     /// free for other jobs).
     pub fn awaits_allocation(&self) -> bool {
         !self.record.finished
+            && !self.aside
             && self.bidding.is_none()
             && self.training.is_none()
             && self.record.allocations.is_empty()
@@ -219,6 +229,9 @@ impl Worker {
         if self.record.finished {
             return Err("this node's part in the job has ended".into());
         }
+        if self.aside {
+            return Err("this node stepped aside (its owner needs the machine)".into());
+        }
         Ok(())
     }
 
@@ -227,6 +240,7 @@ impl Worker {
         match input {
             Input::Bid { ask, capacity } => self.start_bid(now, ask, capacity, false, &mut out),
             Input::Rejoin { ask, capacity } => {
+                self.aside = false;
                 self.record.nonce = self.record.nonce.saturating_add(1).max(now);
                 out.outputs.push(Output::Save);
                 self.start_bid(now, ask, capacity, true, &mut out)
@@ -250,6 +264,12 @@ impl Worker {
                 if !self.record.finished {
                     out.outputs.push(Output::Decline { reason });
                     self.finish(&mut out.outputs);
+                }
+            }
+            Input::StepAside { reason } => {
+                if !self.record.finished && !self.aside {
+                    out.outputs.push(Output::Decline { reason });
+                    self.step_aside(&mut out.outputs);
                 }
             }
             Input::JobEnded => {
@@ -466,6 +486,21 @@ impl Worker {
             }
             Err(reason) => outputs.push(Output::RefuseRound { key, reason }),
         }
+    }
+
+    /// Stops work on the job without ending this node's part: the
+    /// training state is freed, and the node comes back by bidding again.
+    fn step_aside(&mut self, outputs: &mut Vec<Output>) {
+        self.aside = true;
+        self.training = None;
+        self.trained = None;
+        self.bidding = None;
+        outputs.push(Output::Release);
+    }
+
+    /// Whether the node stepped aside and has not bid again.
+    pub fn is_aside(&self) -> bool {
+        self.aside && !self.record.finished
     }
 
     fn finish(&mut self, outputs: &mut Vec<Output>) {

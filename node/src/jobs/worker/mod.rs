@@ -311,9 +311,10 @@ pub fn on_gossip(ctx: &Arc<JobsContext>, source: PeerId, data: &[u8]) -> Verdict
 }
 
 /// The owner needs the machine: no new bids, training stops before its
-/// next step, and every job is told, signed, that this node withdraws (its
+/// next step, and every job is told that this node withdraws (its
 /// coordinator re-clears its shards at once). The training state is freed
-/// once the training thread has stopped.
+/// once the training thread has stopped, and the jobs hold nothing; they
+/// stay this node's, to bid on again when it is idle ([`offer_again`]).
 pub async fn withdraw_all(ctx: &Arc<JobsContext>, reason: String) {
     ctx.jobs.working.pause(reason.clone());
     let jobs = ctx.jobs.working.active_jobs();
@@ -322,14 +323,27 @@ pub async fn withdraw_all(ctx: &Arc<JobsContext>, reason: String) {
     }
     for job in jobs {
         let reason = format!("the owner needs the machine: {reason}");
-        apply(ctx, &job, Input::Withdraw { reason }).await;
+        apply(ctx, &job, Input::StepAside { reason }).await;
+        ctx.jobs.working.drop_hold(&job);
     }
 }
 
-/// The machine is idle again: offer and bid again (on the jobs heard of
-/// meanwhile whose window is still open).
+/// The machine is idle again: bid again on the jobs it stepped aside
+/// from (a higher nonce brings it back at their next clearing), then on
+/// the jobs heard of meanwhile whose window is still open.
 pub fn offer_again(ctx: &Arc<JobsContext>) {
     ctx.jobs.working.resume();
+    for job in ctx.jobs.working.active_jobs() {
+        if !job.machine().is_aside() {
+            continue;
+        }
+        job.cancel
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        if let Some(input) = rejoin_input(ctx, &job) {
+            info!(target: TARGET, job = %job.id, "idle again; bidding to rejoin");
+            apply_later(ctx, &job, input);
+        }
+    }
     retry_waiting(ctx);
 }
 

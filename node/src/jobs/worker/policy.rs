@@ -66,6 +66,13 @@ pub fn hold(spec: &JobSpec, shards: u64) -> ResourceVec {
     }
 }
 
+/// The most shards of the job one owner can win: alpha of them (at least
+/// one, and never more than the job has).
+pub fn owner_cap_of(spec: &JobSpec) -> u64 {
+    let m = u64::from(spec.shard_count());
+    (u64::from(spec.alpha_ppm) * m / u64::from(fairgrid_protocol::market::PPM)).clamp(1, m.max(1))
+}
+
 /// Decides whether to bid out of the capacity `free` (the offer less what
 /// the node's other jobs hold); `Err` says why not (for the logs).
 pub fn decide(
@@ -131,15 +138,16 @@ pub fn decide(
     let mut capacity = free;
     let shards = u64::try_from(shards).unwrap_or(u64::MAX);
     capacity.mem_mib = shards.saturating_mul(spec.demand_per_shard.mem_mib);
-    let winnable = capacity
-        .units_of(&spec.demand_per_shard)
-        .min(u64::from(spec.shard_count()));
-    if winnable == 0 {
+    let fit = capacity.units_of(&spec.demand_per_shard);
+    if fit == 0 {
         return Err(format!(
             "the free capacity {free:?} cannot hold one shard of demand {:?} beside the model's training memory",
             spec.demand_per_shard
         ));
     }
+    // No owner wins more than alpha of the job's shards: holding more
+    // would keep capacity from other jobs for nothing.
+    let winnable = fit.min(owner_cap_of(spec));
     Ok(Terms {
         ask,
         capacity,
@@ -184,6 +192,22 @@ mod tests {
             decide(&config, offer(), 30, 0, false, &spec).unwrap().ask,
             70
         );
+    }
+
+    #[test]
+    fn holds_no_more_than_one_owner_can_win() {
+        // 4 shards at alpha 50%: an owner wins 2 at most, though the node
+        // could fit all four.
+        let spec = sample_spec(&Keypair::from_seed(b"c"));
+        assert_eq!(owner_cap_of(&spec), 2);
+        let terms = decide(&WorkerConfig::default(), offer(), 0, 0, false, &spec).unwrap();
+        assert!(terms.capacity.units_of(&spec.demand_per_shard) >= 4);
+        assert_eq!(terms.hold, hold(&spec, 2));
+        let mut alone = spec.clone();
+        alone.alpha_ppm = 1_000_000;
+        assert_eq!(owner_cap_of(&alone), 4);
+        alone.alpha_ppm = 1;
+        assert_eq!(owner_cap_of(&alone), 1, "never below one shard");
     }
 
     #[test]

@@ -234,6 +234,12 @@ impl Working {
             .collect()
     }
 
+    /// The job holds nothing of the offer (its node stepped aside).
+    pub fn drop_hold(&self, job: &WorkerJob) {
+        let _jobs = self.lock();
+        job.set_hold(ResourceVec::default());
+    }
+
     /// The job was allocated without this node: it holds nothing from now
     /// on and is not bid on again, larger. True if that freed capacity.
     pub fn stand_by(&self, job: &WorkerJob) -> bool {

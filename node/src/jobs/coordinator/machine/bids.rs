@@ -43,8 +43,9 @@ impl Coordinator {
         st.bids.insert(from, signed);
         st.owners.insert(from, (owner, label));
         let mut resend = false;
+        let was_missing = st.missing.remove(&from);
         if matches!(st.phase, JobState::Training | JobState::Waiting) {
-            if st.missing.remove(&from) {
+            if was_missing {
                 st.needs_reclear = Some(format!("{from} rejoined"));
                 if st.phase == JobState::Waiting {
                     st.bidding_until = st.bidding_until.min(now);

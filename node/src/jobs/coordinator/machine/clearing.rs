@@ -183,10 +183,12 @@ impl Coordinator {
         let st = &mut self.state;
         // A winner that withdrew or misbehaved while the market cleared
         // holds shards it will not train: clear again before any round.
+        // (Missing nodes' bids were left out of the clearing, so a winner
+        // counted missing now withdrew meanwhile.)
         let gone: Vec<String> = allocation
             .assignments
             .iter()
-            .filter(|a| st.banned.contains(&a.node))
+            .filter(|a| st.banned.contains(&a.node) || st.missing.contains(&a.node))
             .map(|a| a.node.to_string())
             .collect();
         st.allocations.push(AllocationRecord {

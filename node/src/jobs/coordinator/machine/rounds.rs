@@ -189,10 +189,12 @@ impl Coordinator {
         Ok(())
     }
 
-    /// A worker that cannot take part withdraws: it is out of the job.
+    /// A worker withdraws (it cannot take part, or its owner needs the
+    /// machine): it is out of the job's next clearing, like a worker that
+    /// missed a round, and a bid from it later brings it back.
     pub(super) fn on_decline(&mut self, from: NodeId, reason: String, out: &mut Vec<Output>) {
         let st = &mut self.state;
-        st.banned.insert(from);
+        st.missing.insert(from);
         if st
             .current()
             .is_some_and(|a| !a.allocation.shards_of(&from).is_empty())

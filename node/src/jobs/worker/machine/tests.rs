@@ -400,6 +400,41 @@ fn a_round_that_cannot_be_trained_is_refused_to_the_coordinator_at_once() {
 }
 
 #[test]
+fn a_worker_whose_owner_needs_the_machine_steps_aside_and_comes_back() {
+    let mut f = Fixture::allocated(1);
+    f.start(5, key(0, 1));
+    let reason = "the owner needs the machine: keyboard".to_string();
+    let h = f.worker.handle(
+        6,
+        Input::StepAside {
+            reason: reason.clone(),
+        },
+    );
+    assert_eq!(h.outputs, vec![Output::Decline { reason }, Output::Release]);
+    assert!(f.worker.is_aside() && !f.worker.is_finished());
+    assert!(!f.worker.awaits_allocation());
+    // Aside, it takes no round; told twice, it tells the coordinator once.
+    assert!(refused(&f.start(7, key(1, 1))).contains("stepped aside"));
+    let h = f.worker.handle(8, Input::StepAside { reason: "x".into() });
+    assert!(h.outputs.is_empty());
+    // Idle again: it bids with a higher nonce and trains once allocated.
+    let nonce = f.worker.record().nonce;
+    let h = f.worker.handle(
+        9,
+        Input::Rejoin {
+            ask: 1,
+            capacity: ResourceVec::default(),
+        },
+    );
+    assert!(!f.worker.is_aside());
+    assert!(
+        h.outputs
+            .iter()
+            .any(|o| matches!(o, Output::SendBid { nonce: n, .. } if *n > nonce))
+    );
+}
+
+#[test]
 fn corrupt_data_withdraws_from_the_job_for_good() {
     let mut f = Fixture::allocated(1);
     f.start(5, key(0, 1));
@@ -600,6 +635,9 @@ impl World {
                 reason: "bad shard".into(),
             },
             86 => Input::JobEnded,
+            87 => Input::StepAside {
+                reason: "owner active".into(),
+            },
             89..=93 => {
                 // The worker's node restarts: its machine is rebuilt from
                 // the record on disk, trainings and kept updates are lost.
