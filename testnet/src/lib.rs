@@ -22,6 +22,7 @@ pub mod cluster;
 pub mod demo;
 pub mod job;
 pub mod launcher;
+pub mod many;
 pub mod owners;
 pub mod scenario;
 pub mod soak;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fairgrid_testnet::launcher::{Launcher, NODE_SUBCOMMAND};
-use fairgrid_testnet::{bench, chaos, demo, scenario, soak, up};
+use fairgrid_testnet::{bench, chaos, demo, many, scenario, soak, up};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Launch fairgrid nodes on 127.0.0.1 and run scenarios.
@@ -35,6 +35,9 @@ enum Command {
     /// Jobs back to back for a while, workers and the coordinator killed
     /// and started again; memory, descriptors and ledgers reported.
     Soak(soak::SoakArgs),
+    /// Several submitters with several jobs each at once under a network
+    /// cap; offers, windows and DRF order checked from the ledgers.
+    Many(many::ManyArgs),
 }
 
 fn main() -> ExitCode {
@@ -91,6 +94,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Soak(args) => {
                 let limit = args.minutes * 60 + args.scenario.timeout_secs;
                 interruptible(Some(limit), soak::run(launcher, &args), |line| line).await
+            }
+            Command::Many(args) => {
+                let timeout = args.scenario.timeout_secs;
+                interruptible(Some(timeout), many::run(launcher, &args), |line| line).await
             }
             Command::Up(args) => {
                 interruptible(None, up::run(launcher, &args), |()| "stopped".to_string()).await

@@ -113,6 +113,11 @@ impl NetworkWindow {
         self.book().len()
     }
 
+    /// Whether an allocation of `job` has been heard of.
+    pub fn has_allocation(&self, job: &Hash32) -> bool {
+        self.book().contains(job)
+    }
+
     /// Checks the window an allocation was cleared under, as a winner must
     /// before taking part: its beta is this node's network cap or
     /// stricter, and its window counts at least the usage this node knows

@@ -213,6 +213,11 @@ impl WindowBook {
         self.jobs.is_empty()
     }
 
+    /// Whether the book holds an allocation of `job`.
+    pub fn contains(&self, job: &Hash32) -> bool {
+        self.jobs.contains_key(job)
+    }
+
     /// Each job's latest allocation the book holds, by job id.
     pub fn entries(&self) -> impl Iterator<Item = &WindowEntry> {
         self.jobs.values()

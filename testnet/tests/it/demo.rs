@@ -97,3 +97,38 @@ fn chaos_kills_a_worker_and_the_job_still_completes() {
     assert!(f["reallocations"].parse::<u32>().unwrap() >= 1, "{last}");
     assert_eq!(f["ledger_verified"], "4/4", "the killed node's ledger too");
 }
+
+/// Issue 14: eight node processes, three owners, three submitters with two
+/// jobs each at once under a 50% network cap. The scenario itself checks,
+/// from the ledgers alone, that no node ever held more shards than it
+/// offers, that every recorded window holds what all ledgers had settled
+/// before it, that no owner passed its cap, and that every submitter's
+/// first job was placed before any second one; it fails otherwise.
+#[test]
+fn many_jobs_from_three_submitters_keep_offers_caps_and_drf_order() {
+    let last = run(
+        &[
+            "many",
+            "--nodes",
+            "8",
+            "--owners",
+            "3",
+            "--model",
+            "mlp",
+            "--rounds",
+            "10",
+            "--local-steps",
+            "10",
+            "--max-train-samples",
+            "2000",
+        ],
+        Duration::from_secs(300),
+    );
+    let f = fields(&last);
+    assert_eq!(f["jobs_finished"], "6", "{last}");
+    assert_eq!(f["drf_order"], "ok", "{last}");
+    assert!(f["windows_checked"].parse::<u32>().unwrap() >= 6, "{last}");
+    let (held, offered) = f["fullest_node"].split_once('/').unwrap();
+    let (held, offered): (u32, u32) = (held.parse().unwrap(), offered.parse().unwrap());
+    assert!(held > 0 && held <= offered, "{last}");
+}

@@ -748,12 +748,13 @@ fn a_node_that_loses_the_auction_gives_its_capacity_back() {
 /// Issue 14, idle-only: the owner of one of three workers is active and
 /// idle in turns during a job. Each time, the worker stops training and
 /// steps aside; each time it is idle again it bids and rejoins the same
-/// job. The job converges within a point of the same job undisturbed.
+/// job. The job converges within a point of the same job undisturbed
+/// (test accuracy, the mean of the last ten rounds).
 /// Prints the withdrawal latencies (p50, p99: event to training stopped).
 #[test]
 fn a_worker_whose_owner_comes_and_goes_rejoins_and_the_job_converges() {
     let request = || {
-        let mut r = small_job("idle in turns", 40);
+        let mut r = small_job("idle in turns", 80);
         r.training.local_steps = 40;
         r.market.deadline_secs = 600;
         r
@@ -761,12 +762,17 @@ fn a_worker_whose_owner_comes_and_goes_rejoins_and_the_job_converges() {
     let final_accuracy = |cluster: &Cluster, job: Hash32| -> f32 {
         let coordinated = wait_finished(cluster, job, Duration::from_secs(300));
         let state = coordinated.state();
-        state
+        // The mean of the last ten evaluations: one evaluation of the small
+        // test set moves by about a point from round to round.
+        let last: Vec<f32> = state
             .rounds
             .iter()
             .rev()
-            .find_map(|r| r.test_accuracy)
-            .expect("evaluated")
+            .filter_map(|r| r.test_accuracy)
+            .take(10)
+            .collect();
+        assert!(!last.is_empty(), "evaluated");
+        last.iter().sum::<f32>() / last.len() as f32
     };
 
     let dir = tempfile::tempdir().unwrap();

@@ -67,9 +67,13 @@ async fn pass(ctx: &Arc<JobsContext>) {
             .saturating_add(spec.bid_window_ms)
             .saturating_add(MAX_CLOCK_SKEW_MS);
         let known = ctx.jobs.worker(&signed.id()).is_some();
-        // A coordinator resuming its own job opens a fresh bid window.
+        // A coordinator resuming its own job opens a fresh bid window, and
+        // a job still waiting for supply (no allocation gossiped yet) takes
+        // bids until its deadline; one allocated without this node does
+        // not need a standby bid that would hold capacity.
         let own = spec.submitter == ctx.node_id;
-        if (now > closes && !own) || spec.deadline <= now || known {
+        let allocated = ctx.jobs.window.has_allocation(&signed.id());
+        if (now > closes && !own && allocated) || spec.deadline <= now || known {
             continue;
         }
         open.push((signed, spec));

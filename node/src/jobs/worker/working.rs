@@ -10,7 +10,9 @@
 //! up to more than its offer.
 //!
 //! A job heard of while too little was free waits here (bounded) and is
-//! bid on when capacity frees, while its bid window is open.
+//! bid on when capacity frees: while its bid window is open, and after it
+//! until the job's deadline as long as no allocation of it was gossiped
+//! (it still waits for supply).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
