@@ -3,6 +3,8 @@
 //! credited shards from `Credit` entries when no round was recorded, and
 //! computes the metrics with `fairgrid_protocol::fairness`.
 
+pub mod history;
+
 use std::collections::BTreeMap;
 
 use fairgrid_protocol::OwnerId;

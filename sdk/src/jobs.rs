@@ -154,6 +154,10 @@ pub enum JobEventKind {
         bytes_up: u64,
         bytes_down: u64,
         duration_ms: u64,
+        /// Each accepted worker's part (absent from nodes before 0.1 and
+        /// after a coordinator restart mid-round).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        workers: Vec<WorkerRoundView>,
     },
     UpdateRejected {
         round: u32,
@@ -175,6 +179,19 @@ pub enum JobEventKind {
     Failed {
         reason: String,
     },
+}
+
+/// One worker's part in a completed round, as its coordinator saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerRoundView {
+    pub node: String,
+    pub owner: String,
+    pub shards: u32,
+    pub samples: u64,
+    /// Bytes of its update.
+    pub bytes_up: u64,
+    /// From the round's start until its update was taken.
+    pub millis: u64,
 }
 
 /// `GET /v1/jobs/{id}/allocation`: the allocation(s) in force and the

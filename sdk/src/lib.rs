@@ -290,6 +290,23 @@ impl Client {
         }
     }
 
+    /// Each owner's share of the work over time, over the whole ledger or
+    /// one job.
+    pub async fn fairness_history(&self, job_id: Option<&str>) -> Result<FairnessHistory> {
+        match job_id {
+            Some(job) => {
+                check_job_id(job)?;
+                self.get(&format!("/v1/fairness/history?job={job}")).await
+            }
+            None => self.get("/v1/fairness/history").await,
+        }
+    }
+
+    /// A one-time dashboard login link (`fairgrid ui`).
+    pub async fn ui_link(&self) -> Result<UiLink> {
+        self.post("/v1/ui/links", &serde_json::json!({})).await
+    }
+
     /// The Prometheus text of `/metrics`.
     pub async fn metrics(&self) -> Result<String> {
         self.text("/metrics").await

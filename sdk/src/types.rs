@@ -159,3 +159,50 @@ pub struct FairnessReport {
     pub nakamoto_33: u32,
     pub jain: f64,
 }
+
+/// `POST /v1/ui/links`: a one-time dashboard login link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UiLink {
+    pub code: String,
+    /// The link's path and fragment, `/#code=...`: append it to the API's
+    /// base URL.
+    pub path: String,
+    pub expires_in_secs: u64,
+}
+
+/// `POST /v1/ui/redeem` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiRedeem {
+    pub code: String,
+}
+
+/// `POST /v1/ui/redeem` answer: the API token, for the page's session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UiToken {
+    pub token: String,
+}
+
+/// `GET /v1/fairness/history`: each owner's cumulative share of the work
+/// after each recorded round (at most `max_points`, evenly thinned).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FairnessHistory {
+    pub job: Option<String>,
+    /// The cap the shares are held to: the job's alpha, or the node's
+    /// network cap (beta) over all jobs.
+    pub cap_ppm: u32,
+    /// Owners in the order of `share_ppm` in every point.
+    pub owners: Vec<String>,
+    pub points: Vec<FairnessPoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FairnessPoint {
+    /// The `RoundCompleted` entry this point ends with: its ledger seq
+    /// (own chain) and author, and its timestamp.
+    pub seq: u64,
+    pub author: String,
+    pub timestamp: u64,
+    pub total_units: u64,
+    pub share_ppm: Vec<u64>,
+}

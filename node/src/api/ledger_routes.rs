@@ -1,4 +1,5 @@
-//! Ledger and fairness routes.
+//! Ledger routes: pages (by kind or owner), entries, a job's entries,
+//! verification.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,13 +8,14 @@ use std::time::Instant;
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use fairgrid_protocol::Hash32;
 use fairgrid_protocol::ledger::EntryKind;
-use fairgrid_sdk::{FairnessReport, LedgerEntryView, LedgerPage, OwnerShareView, VerifyReport};
+use fairgrid_protocol::{Hash32, OwnerId};
+use fairgrid_sdk::{LedgerEntryView, LedgerPage, VerifyReport};
 
 use super::error::ApiError;
 use super::views;
 use crate::ledger::StoredEntry;
+use crate::ledger::mentions::mentions_owner;
 use crate::state::Shared;
 
 const MAX_PAGE: usize = 1000;
@@ -24,8 +26,11 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/v1/ledger/entries/{seq}", get(entry))
         .route("/v1/ledger/jobs/{job}", get(job))
         .route("/v1/ledger/verify", post(verify))
-        .route("/v1/fairness", get(fairness))
 }
+
+/// Own entries an owner-filtered page reads at most before it answers
+/// (with `next_after` where it stopped), so one request stays short.
+const MAX_SCANNED: usize = 20_000;
 
 fn number(params: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
     params
@@ -40,7 +45,7 @@ fn number(params: &HashMap<String, String>, name: &str) -> Result<Option<u64>, A
         .transpose()
 }
 
-fn job_id(text: &str) -> Result<Hash32, ApiError> {
+pub(super) fn job_id(text: &str) -> Result<Hash32, ApiError> {
     Hash32::from_hex(text)
         .map_err(|_| ApiError::bad_request(format!("{text:?} is not a job id (64 hex digits)")))
 }
@@ -61,31 +66,98 @@ async fn page(
         )));
     }
     let store = shared.ledger.store();
-    let entries: Vec<StoredEntry> = match params.get("kind") {
-        Some(kind) => {
-            let kind = EntryKind::ALL
+    let kind = params
+        .get("kind")
+        .map(|kind| {
+            EntryKind::ALL
                 .into_iter()
                 .find(|k| k.name() == kind)
-                .ok_or_else(|| ApiError::bad_request(format!("unknown entry kind {kind:?}")))?;
-            let mut out = Vec::new();
-            for seq in store.seqs_of_kind(kind, after, limit)? {
-                out.extend(store.get(seq)?);
+                .ok_or_else(|| ApiError::bad_request(format!("unknown entry kind {kind:?}")))
+        })
+        .transpose()?;
+    let owner = params
+        .get("owner")
+        .map(|o| {
+            o.parse::<OwnerId>().map_err(|_| {
+                ApiError::bad_request(format!("owner={o:?} is not an owner id (64 hex digits)"))
+            })
+        })
+        .transpose()?;
+    let Some(owner) = owner else {
+        let entries = match kind {
+            Some(kind) => {
+                let mut out = Vec::new();
+                for seq in store.seqs_of_kind(kind, after, limit)? {
+                    out.extend(store.get(seq)?);
+                }
+                out
             }
-            out
+            None => store.page(after, limit)?,
+        };
+        let views = entries.iter().map(view).collect::<Result<Vec<_>, _>>()?;
+        let next_after = if views.len() == limit {
+            views.last().map(|v| v.seq)
+        } else {
+            None
+        };
+        return Ok(Json(LedgerPage {
+            entries: views,
+            next_after,
+            total: store.len()?,
+        }));
+    };
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || owner_page(&store, owner, kind, after, limit))
+        .await
+        .map_err(|e| ApiError::internal(format!("ledger scan: {e}")))?
+        .map(Json)
+}
+
+/// Own entries after `after` that mention `owner` (of `kind` if given):
+/// reads at most [`MAX_SCANNED`] entries; `next_after` is where to go on.
+fn owner_page(
+    store: &crate::ledger::LedgerStore,
+    owner: OwnerId,
+    kind: Option<EntryKind>,
+    after: Option<u64>,
+    limit: usize,
+) -> Result<LedgerPage, ApiError> {
+    let mut views = Vec::new();
+    let mut last_read = after;
+    let mut exhausted = false;
+    let mut cursor = after;
+    let mut scanned = 0;
+    'pages: while scanned < MAX_SCANNED {
+        let batch = match kind {
+            Some(kind) => store
+                .seqs_of_kind(kind, cursor, 500)?
+                .into_iter()
+                .filter_map(|seq| store.get(seq).transpose())
+                .collect::<Result<Vec<_>, _>>()?,
+            None => store.page(cursor, 500)?,
+        };
+        if batch.is_empty() {
+            exhausted = true;
+            break;
         }
-        None => store.page(after, limit)?,
-    };
-    let views = entries.iter().map(view).collect::<Result<Vec<_>, _>>()?;
-    let next_after = if views.len() == limit {
-        views.last().map(|v| v.seq)
-    } else {
-        None
-    };
-    Ok(Json(LedgerPage {
+        for stored in &batch {
+            scanned += 1;
+            cursor = Some(stored.seq);
+            last_read = Some(stored.seq);
+            let entry = stored.entry()?;
+            if mentions_owner(&entry.body, &owner) {
+                views.push(views::entry(stored, &entry));
+                if views.len() == limit {
+                    break 'pages;
+                }
+            }
+        }
+    }
+    Ok(LedgerPage {
         entries: views,
-        next_after,
+        next_after: if exhausted { None } else { last_read },
         total: store.len()?,
-    }))
+    })
 }
 
 async fn entry(
@@ -139,60 +211,5 @@ async fn verify(State(shared): State<Arc<Shared>>) -> Result<Json<VerifyReport>,
             error: Some(e.to_string()),
             millis,
         },
-    }))
-}
-
-async fn fairness(
-    State(shared): State<Arc<Shared>>,
-    Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<FairnessReport>, ApiError> {
-    let store = shared.ledger.store().clone();
-    let job = params.get("job").map(|j| job_id(j)).transpose()?;
-    let concentration = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        let entries = match &job {
-            Some(id) => {
-                let entries = store.entries_for_job(id)?;
-                if entries.is_empty() {
-                    return Err(ApiError::not_found(format!("unknown job id {id}")));
-                }
-                entries
-            }
-            None => {
-                let mut all = Vec::new();
-                for kind in [EntryKind::RoundCompleted, EntryKind::Credit] {
-                    for seq in store.seqs_of_kind(kind, None, usize::MAX)? {
-                        all.extend(store.get(seq)?);
-                    }
-                }
-                all
-            }
-        };
-        let bodies = entries
-            .iter()
-            .map(|e| e.entry().map(|e| e.body))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(crate::fairness::concentration(bodies.iter()))
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("fairness: {e}")))??;
-    Ok(Json(FairnessReport {
-        job: params.get("job").cloned(),
-        basis: concentration.basis.to_string(),
-        total_units: concentration.total_units,
-        owners: concentration
-            .owners
-            .into_iter()
-            .map(|o| OwnerShareView {
-                owner: o.owner,
-                units: o.units,
-                share_ppm: o.share_ppm,
-            })
-            .collect(),
-        max_owner_share_ppm: concentration.max_owner_share_ppm,
-        hhi: concentration.hhi,
-        gini: concentration.gini,
-        nakamoto_50: concentration.nakamoto_50,
-        nakamoto_33: concentration.nakamoto_33,
-        jain: concentration.jain,
     }))
 }

@@ -1,5 +1,6 @@
 //! The HTTP API (axum). Every route needs `Authorization: Bearer <token>`
-//! (the data dir's `api.token`); errors are JSON `{"error": {code,
+//! (the data dir's `api.token`), except the dashboard's page and assets
+//! and the trade of a one-time link code for the token ([`ui`]); errors are JSON `{"error": {code,
 //! message}}` with the fitting status. Bodies are capped at 64 KiB.
 //! Each client address may fail authentication [`FAILED_AUTH_PER_SEC`]
 //! times a second (a burst of [`FAILED_AUTH_BURST`]), then gets 429 until
@@ -11,10 +12,12 @@
 //! [`router`]; it gets the same auth, limits and error format.
 
 mod error;
+mod fairness_routes;
 mod jobs_routes;
 mod ledger_routes;
 mod routes;
 pub mod server;
+pub mod ui;
 mod views;
 
 use std::sync::Arc;
@@ -52,7 +55,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .merge(routes::routes())
         .merge(ledger_routes::routes())
+        .merge(fairness_routes::routes())
         .merge(jobs_routes::routes())
+        .merge(ui::api_routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -72,7 +77,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
             }),
             authenticate,
         ))
+        .layer(axum::Extension(ui::Links::default()))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // After the authentication layer: the page and its assets hold no
+        // data and are served without a token.
+        .merge(ui::public_routes())
+        .layer(middleware::from_fn(ui::security_headers))
         .with_state(shared)
 }
 
@@ -91,46 +101,56 @@ async fn authenticate(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
+    let client = request
+        .extensions()
+        .get::<server::ClientAddr>()
+        .map(|c| c.0.ip());
+    let allowed = |auth: &Auth| {
+        client.is_none_or(|ip| {
+            auth.failures
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .allow(ip, std::time::Instant::now())
+        })
+    };
+    // Trading a one-time code for the token takes no token; every attempt
+    // is charged like a failure, so codes cannot be guessed quickly.
+    let redeeming = request.uri().path() == ui::REDEEM_PATH;
     let failure = match presented {
+        _ if redeeming => "",
         None => "missing bearer token",
         Some(token) if !constant_time_eq(token.as_bytes(), shared.api_token.as_bytes()) => {
             "wrong bearer token"
         }
         Some(_) => "",
     };
-    let response = if failure.is_empty() {
+    let response = if redeeming && !allowed(&auth) {
+        too_many_failures()
+    } else if failure.is_empty() {
         next.run(request).await
+    } else if allowed(&auth) {
+        ApiError::unauthorized(failure).into_response()
     } else {
-        let client = request
-            .extensions()
-            .get::<server::ClientAddr>()
-            .map(|c| c.0.ip());
-        let allowed = client.is_none_or(|ip| {
-            auth.failures
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .allow(ip, std::time::Instant::now())
-        });
-        if allowed {
-            ApiError::unauthorized(failure).into_response()
-        } else {
-            let mut response = ApiError::new(
-                axum::http::StatusCode::TOO_MANY_REQUESTS,
-                "too_many_failures",
-                format!(
-                    "too many failed authentications from this address (at most {FAILED_AUTH_PER_SEC} a second); wait and use the token in the data dir's api.token"
-                ),
-            )
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-            response
-        }
+        too_many_failures()
     };
     if !response.status().is_success() {
         Metrics::inc(&shared.metrics.api_errors);
     }
+    response
+}
+
+fn too_many_failures() -> Response {
+    let mut response = ApiError::new(
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        "too_many_failures",
+        format!(
+            "too many failed authentications from this address (at most {FAILED_AUTH_PER_SEC} a second); wait and use the token in the data dir's api.token"
+        ),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     response
 }
 

@@ -18,6 +18,7 @@ mod owner;
 mod query;
 mod run;
 mod train;
+mod ui;
 
 /// fairgrid: pool idle CPUs and GPUs into a fair market for training.
 #[derive(Debug, Parser)]
@@ -51,6 +52,8 @@ pub enum Command {
     Ledger(ledger::LedgerArgs),
     /// Submit training jobs to the running node and follow them.
     Job(job::JobArgs),
+    /// Print a one-time link that opens the running node's dashboard.
+    Ui(query::QueryArgs),
 }
 
 /// Where the node's files live.
@@ -122,6 +125,7 @@ where
         Command::Peers(args) => query::peers(args),
         Command::Adverts(args) => query::adverts(args),
         Command::Ledger(args) => ledger::run(args),
+        Command::Ui(args) => ui::run(args),
         Command::Job(args) => job::run(args),
     };
     match result {

@@ -19,7 +19,7 @@ pub struct QueryArgs {
     pub json: bool,
 }
 
-fn client(args: &QueryArgs) -> anyhow::Result<Client> {
+pub(super) fn client(args: &QueryArgs) -> anyhow::Result<Client> {
     let dir = args.data.dir();
     let token = dir.load_token().context("reading the API token")?;
     let base = match &args.api {

@@ -14,6 +14,7 @@
 //! (see `index.rs`).
 
 mod index;
+pub mod mentions;
 mod store;
 pub mod verify;
 mod writer;

@@ -22,9 +22,9 @@ type Case = (
     &'static str,
 );
 
-const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef";
+pub(crate) const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef";
 
-async fn node(dir: &std::path::Path) -> app::RunningNode {
+pub(crate) async fn node(dir: &std::path::Path) -> app::RunningNode {
     let mut config = Config::default();
     config.network.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
     config.network.mdns = false;

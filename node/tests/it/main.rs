@@ -10,6 +10,7 @@ mod common;
 mod connection_pinning;
 mod consortium;
 mod cuda_probe_cli;
+mod dashboard_api;
 mod disk_full;
 mod hostile;
 mod job_cli;

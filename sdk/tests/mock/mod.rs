@@ -210,6 +210,7 @@ pub fn good_events() -> Vec<JobEvent> {
             bytes_up: 1000,
             bytes_down: 3000,
             duration_ms: 900,
+            workers: vec![],
         },
         JobEventKind::RoundCompleted {
             round: 2,
@@ -219,6 +220,7 @@ pub fn good_events() -> Vec<JobEvent> {
             bytes_up: 1000,
             bytes_down: 3000,
             duration_ms: 800,
+            workers: vec![],
         },
         JobEventKind::Finished {
             test_accuracy: 0.75,

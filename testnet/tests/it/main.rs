@@ -2,6 +2,8 @@
 //! test binary of its own, and linking them one by one was most of a
 //! test build (docs/benchmarks.md, "Build and test times").
 
+mod browser;
 mod cli;
 mod cluster;
+mod dashboard;
 mod demo;

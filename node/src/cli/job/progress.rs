@@ -50,6 +50,7 @@ pub fn event_line(event: &JobEvent, rounds: u32) -> Option<String> {
             bytes_up,
             bytes_down,
             duration_ms,
+            ..
         } => format!(
             "round {round:>3}/{rounds}  loss {train_loss:.4}  accuracy {}  {updates_accepted} updates  up {}  down {}  {:.2} s",
             test_accuracy.map_or("-".into(), |a| render::percent(f64::from(a))),

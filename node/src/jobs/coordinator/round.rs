@@ -87,6 +87,8 @@ pub struct RoundInProgress {
     pub deadline: u64,
     pub orders: BTreeMap<NodeId, Order>,
     pub outcomes: BTreeMap<NodeId, Outcome>,
+    /// When each accepted update was taken (for the per-worker view).
+    pub arrivals: BTreeMap<NodeId, u64>,
     pub bytes_down: u64,
 }
 

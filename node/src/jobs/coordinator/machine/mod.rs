@@ -34,7 +34,7 @@ use fairgrid_protocol::messages::{
     Allocation, Bid, JobSpec, RoundRefusal, RoundStart, RoundUpdate,
 };
 use fairgrid_protocol::{Hash32, NodeId, OwnerId, Signed};
-use fairgrid_sdk::jobs::{JobEventKind, JobState};
+use fairgrid_sdk::jobs::{JobEventKind, JobState, WorkerRoundView};
 
 use super::CoordState;
 use super::round::{AcceptedUpdate, Aggregate, Rejection, RoundInProgress};
@@ -275,6 +275,9 @@ pub struct Coordinator {
     recording: u32,
     /// The job finished in this run (its entries go to the participants).
     finished_here: bool,
+    /// Each worker's part in the round being recorded, for its event (not
+    /// checkpointed: a restart loses only this view).
+    round_workers: Option<(u32, Vec<WorkerRoundView>)>,
     ended: bool,
 }
 
@@ -367,6 +370,7 @@ impl Coordinator {
             max_bids,
             recording: 0,
             finished_here: false,
+            round_workers: None,
             ended: false,
         }
     }
@@ -507,7 +511,7 @@ impl Coordinator {
                 from,
                 round,
                 accepted,
-            } => self.on_update(from, round, accepted),
+            } => self.on_update(now, from, round, accepted),
             Input::UpdateRejected {
                 from,
                 round,

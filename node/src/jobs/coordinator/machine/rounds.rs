@@ -10,7 +10,7 @@ use std::sync::Arc;
 use fairgrid_protocol::ledger::{EntryBody, RoundParticipant};
 use fairgrid_protocol::messages::{JobSpec, RoundRefusal, RoundStart, WorkOrder};
 use fairgrid_protocol::{Hash32, NodeId};
-use fairgrid_sdk::jobs::JobEventKind;
+use fairgrid_sdk::jobs::{JobEventKind, WorkerRoundView};
 
 use super::super::RoundRecord;
 use super::super::round::{AcceptedUpdate, Aggregate, Order, Outcome, Rejection, RoundInProgress};
@@ -86,6 +86,7 @@ impl Coordinator {
             deadline,
             orders,
             outcomes: BTreeMap::new(),
+            arrivals: BTreeMap::new(),
             bytes_down: 0,
         });
     }
@@ -113,6 +114,7 @@ impl Coordinator {
 
     pub(super) fn on_update(
         &mut self,
+        now: u64,
         from: NodeId,
         round: u32,
         accepted: AcceptedUpdate,
@@ -121,7 +123,13 @@ impl Coordinator {
             .round
             .as_mut()
             .filter(|r| r.round == round)
-            .is_some_and(|r| r.settle(from, Outcome::Accepted(accepted)));
+            .is_some_and(|r| {
+                let settled = r.settle(from, Outcome::Accepted(accepted));
+                if settled {
+                    r.arrivals.insert(from, now);
+                }
+                settled
+            });
         if settled {
             Ok(())
         } else {
@@ -296,6 +304,24 @@ impl Coordinator {
             })
             .collect();
         let bytes_up: u64 = accepted.iter().map(|(_, u)| u.bytes).sum();
+        let workers = accepted
+            .iter()
+            .map(|(node, u)| {
+                let order = &finished.orders[*node];
+                WorkerRoundView {
+                    node: node.to_string(),
+                    owner: order.owner.to_string(),
+                    shards: order.shards.len() as u32,
+                    samples: u.samples,
+                    bytes_up: u.bytes,
+                    millis: finished
+                        .arrivals
+                        .get(*node)
+                        .map_or(0, |at| at.saturating_sub(finished.started_ms)),
+                }
+            })
+            .collect();
+        self.round_workers = Some((round, workers));
         let model_hash = model::params_hash(&next.params);
         let entry = EntryBody::RoundCompleted {
             job_id: self.id,
@@ -333,7 +359,7 @@ impl Coordinator {
     }
 
     /// Announces a round once the ledger holds it.
-    pub(super) fn announce_round(&self, round: u32, out: &mut Vec<Output>) {
+    pub(super) fn announce_round(&mut self, round: u32, out: &mut Vec<Output>) {
         let Some(r) = self.state.rounds.iter().find(|r| r.round == round) else {
             return;
         };
@@ -345,6 +371,11 @@ impl Coordinator {
             bytes_up: r.bytes_up,
             bytes_down: r.bytes_down,
             duration_ms: r.duration_ms,
+            workers: self
+                .round_workers
+                .take_if(|(r, _)| *r == round)
+                .map(|(_, w)| w)
+                .unwrap_or_default(),
         }));
     }
 }

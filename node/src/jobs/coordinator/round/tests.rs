@@ -44,6 +44,7 @@ fn fixture(compression: Compression) -> Fixture {
         deadline: 2000,
         orders,
         outcomes: BTreeMap::new(),
+        arrivals: BTreeMap::new(),
         bytes_down: 0,
     };
     Fixture {
