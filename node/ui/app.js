@@ -29,6 +29,7 @@ async function show() {
   main.replaceChildren();
   delete main.dataset.ready;
   delete main.dataset.renderMs;
+  delete main.dataset.readyAtMs;
   const started = performance.now();
   const { page, rest, params } = route();
   const loggedIn = Boolean(api.token());
@@ -48,6 +49,8 @@ async function show() {
   }
   if (alive()) {
     main.dataset.renderMs = (performance.now() - started).toFixed(1);
+    // Since the document's navigation started (the load benchmark).
+    main.dataset.readyAtMs = performance.now().toFixed(1);
     main.dataset.ready = page;
   }
 }

@@ -42,11 +42,13 @@ async function renderJob(main, id, { alive }) {
   const workersBox = h("div");
   const changesBox = h("div");
   const allocationBox = h("div");
+  const sharesBox = h("div");
   const resultBox = h("div");
   main.append(
     card(`Job ${short(id)}`, statusBox, resultBox),
     card("Loss and accuracy", curves),
     card("Allocation against the caps", allocationBox),
+    card("Trained work by owner (this job)", sharesBox),
     card("Workers per round", workersBox),
     card("Reassignments and refusals", changesBox));
 
@@ -74,7 +76,8 @@ async function renderJob(main, id, { alive }) {
       ? table(["round", "worker", "owner", "shards", "samples", "update", "time", "vs fastest"], recent.flatMap(({ round, workers }) => {
         const fastest = Math.max(1, Math.min(...workers.map((w) => w.millis)));
         return workers.map((w) => h("tr", {},
-          h("td", { class: "num" }, String(round)), h("td", {}, h("code", { title: w.node }, short(w.node))),
+          h("td", { class: "num" }, ledgerLink(String(round), { job: id, kind: "round_completed" })),
+          h("td", {}, h("code", { title: w.node }, short(w.node))),
           h("td", {}, labels.get(w.owner) || short(w.owner)), h("td", { class: "num" }, String(w.shards)),
           h("td", { class: "num" }, String(w.samples)), h("td", { class: "num" }, bytes(w.bytes_up)),
           h("td", { class: "num" }, `${(w.millis / 1000).toFixed(2)} s`),
@@ -91,10 +94,7 @@ async function renderJob(main, id, { alive }) {
       allocationBox.replaceChildren(h("p", { class: "muted" }, "No allocation yet: the job is still bidding."));
       return;
     }
-    const [fair, hist, explain] = await Promise.all([
-      api.get(`/v1/fairness?job=${id}`).catch(() => null),
-      api.get(`/v1/fairness/history?job=${id}`).catch(() => null),
-      api.get(`/v1/jobs/${id}/explain`)]);
+    const explain = await api.get(`/v1/jobs/${id}/explain`);
     const a = rep.allocation;
     allocationBox.replaceChildren(
       kv([["attempt", String(a.attempt)], ["shards", `${a.shards} (${a.shortfall} short)`],
@@ -102,13 +102,24 @@ async function renderJob(main, id, { alive }) {
         ["HHI / Gini", `${a.hhi} / ${a.gini.toFixed(3)}`], ["largest owner", pct(a.max_owner_share, false)],
         ["allocation", ledgerLink(short(a.allocation_hash), { job: id, kind: "allocation_made" })]]),
       table(["owner", "shards", "cap", "share", "cost", "payment"], a.owners.map((o) => h("tr", {},
-        h("td", {}, o.label || short(o.owner)), h("td", { class: "num" }, String(o.shards)),
+        h("td", {}, o.label || short(o.owner)),
+        h("td", { class: "num" }, ledgerLink(String(o.shards), { job: id, kind: "allocation_made" })),
         h("td", { class: "num" }, String(o.cap)), h("td", { class: "num" }, pct(o.share, false)),
         h("td", { class: "num" }, String(o.cost)), h("td", { class: "num" }, String(o.payment))))),
       h("details", { open: true }, h("summary", {}, "Why this allocation (the coordinator's explanation)"),
-        h("pre", { id: "explain" }, explain)),
-      fair && fair.owners.length ? fairnessCard(fair, (hist && hist.cap_ppm) || Math.round(a.alpha * 1e6), labels, "Trained work by owner (this job)", id) : "",
-      hist ? historyCard(hist, labels, "Shares over the job's rounds") : "");
+        h("pre", { id: "explain" }, explain)));
+  };
+  // The owners' shares of the rounds recorded so far (the ledger's view).
+  const drawShares = async () => {
+    if (!rounds.size) {
+      sharesBox.replaceChildren(h("p", { class: "muted" }, "No round recorded yet."));
+      return;
+    }
+    const [fair, hist] = await Promise.all([
+      api.get(`/v1/fairness?job=${id}`), api.get(`/v1/fairness/history?job=${id}`)]);
+    sharesBox.replaceChildren(
+      fairnessCard(fair, hist.cap_ppm, labels, "Now", id),
+      historyCard(hist, labels, "Over the job's rounds"));
   };
   const drawResult = async (st) => {
     if (st.state !== "finished") return resultBox.replaceChildren();
@@ -148,6 +159,8 @@ async function renderJob(main, id, { alive }) {
   drawChanges();
   await drawAllocation();
   if (!alive()) return;
+  await drawShares();
+  if (!alive()) return;
 
   // Live: read every event, then wait for more until the job ends or the
   // page is left. The first pass is done before the page counts as ready.
@@ -178,6 +191,7 @@ async function renderJob(main, id, { alive }) {
         drawStatus(st);
         await drawResult(st);
         if (out.res.events.some((e) => e.event === "cleared" || e.event === "reallocated")) await drawAllocation();
+        if (out.res.events.some((e) => e.event === "round_completed")) await drawShares();
       }
     }
   })();

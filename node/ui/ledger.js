@@ -63,7 +63,8 @@ export async function render(main, { params, alive }) {
   });
 
   const rows = entries.map((e) => h("tr", { dataset: { seq: String(e.seq) } },
-    h("td", { class: "num" }, h("a", { href: `#/ledger?seq=${e.seq}` }, String(e.seq))),
+    // Foreign entries' seqs are their authors', not this chain's.
+    h("td", { class: "num" }, e.own ? h("a", { href: `#/ledger?seq=${e.seq}` }, String(e.seq)) : String(e.seq)),
     h("td", {}, datetime(e.timestamp)), h("td", {}, e.kind),
     h("td", {}, e.own ? "this node" : h("code", { title: e.author }, short(e.author))),
     h("td", {}, summary(e)),

@@ -92,19 +92,20 @@ function advertsCard(adverts) {
       h("td", { class: "num" }, String(a.hardware.cpu_gflops)),
       h("td", { class: "num" }, String(a.price_floor)),
       h("td", {}, a.from === "self" ? "self" : short(a.from)));
-    row.dataset.search = `${a.node_id} ${a.owner} ${a.owner_label} ${a.hardware.gpus.map((g) => g.model).join(" ")}`.toLowerCase();
     return row;
   });
+  // What the filter matches, kept beside the rows rather than in the DOM.
+  const haystacks = adverts.map((a) => `${a.node_id} ${a.owner} ${a.owner_label} ${a.hardware.gpus.map((g) => g.model).join(" ")}`.toLowerCase());
   const count = h("span", { id: "adverts-shown" }, String(rows.length));
   const search = h("input", { type: "search", id: "adverts-search", placeholder: "filter by node, owner, label or GPU" });
   search.addEventListener("input", () => {
     const q = search.value.trim().toLowerCase();
     let shown = 0;
-    for (const r of rows) {
-      const hit = !q || r.dataset.search.includes(q);
-      r.hidden = !hit;
+    rows.forEach((r, i) => {
+      const hit = !q || haystacks[i].includes(q);
+      if (r.hidden === hit) r.hidden = !hit;
       if (hit) shown++;
-    }
+    });
     count.textContent = String(shown);
   });
   return card(`Live adverts (${adverts.length})`,

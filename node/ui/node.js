@@ -65,14 +65,16 @@ async function ownCredits(owner) {
 
 function creditsCard({ entries }, owner) {
   let total = 0;
-  const points = entries.map((e) => {
+  // Cumulative: nothing before the first credit.
+  const start = entries.length ? [{ x: entries[0].timestamp - 1, y: 0, title: "before the first credit" }] : [];
+  const points = start.concat(entries.map((e) => {
     total += e.body.Credit.amount;
     return { x: e.timestamp, y: total / 1000, href: `#/ledger?seq=${e.seq}`,
       title: `${datetime(e.timestamp)}: +${(e.body.Credit.amount / 1000).toFixed(3)} (entry ${e.seq})` };
-  });
+  }));
   return card("Credits earned",
     h("p", {}, "Total ", h("strong", { id: "credits-total" }, (total / 1000).toFixed(3)), " credits over ",
-      ledgerLink(`${entries.length} credit entries`, { kind: "credit", owner })),
+      ledgerLink(`${entries.length} credit ${entries.length === 1 ? "entry" : "entries"}`, { kind: "credit", owner })),
     points.length ? lineChart([{ name: "credits", points }], { id: "credits-chart", yMin: 0, xFormat: time, yFormat: (v) => v.toFixed(1) })
       : h("p", { class: "muted" }, "no credits yet"));
 }

@@ -5,11 +5,12 @@
 //! same JSON shapes, since no test network holds 1,000 adverts.
 //!
 //! ```sh
-//! cargo run --release -p fairgrid-testnet --example dashboard_load [-- RUNS]
+//! cargo run -p fairgrid-testnet --example dashboard_load [-- RUNS]
 //! ```
 //!
-//! Prints, per run, the time from navigation start to the page's data
-//! drawn (`main[data-ready]`), and the render time alone (fetches to DOM).
+//! Prints, per run, the time from the document's navigation start to its
+//! data drawn (`main[data-ready]`, timed in the page), and the render time
+//! alone (the API calls to the DOM); then the time to filter the rows.
 
 #[path = "../tests/it/browser.rs"]
 #[allow(dead_code)]
@@ -118,7 +119,10 @@ fn main() {
         // A fresh document each run: assets revalidated, nothing cached in JS.
         page.goto(&format!("{base}/?run={run}#/network"));
         page.wait_ready("network");
-        let load: f64 = page.eval("performance.now()").parse().unwrap();
+        let load: f64 = page
+            .eval("document.getElementById('main').dataset.readyAtMs")
+            .parse()
+            .unwrap();
         let render: f64 = page
             .eval("document.getElementById('main').dataset.renderMs")
             .parse()
@@ -134,10 +138,16 @@ fn main() {
         renders.push(render);
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Filtering the 1,000 rows, as a user types.
-    let started: f64 = page.eval("performance.now()").parse().unwrap();
-    page.eval("const s = document.getElementById('adverts-search'); s.value = 'univ 7'; s.dispatchEvent(new Event('input')); ''");
-    let filtered: f64 = page.eval("performance.now()").parse().unwrap();
+    // Filtering the 1,000 rows, as a user types: the handler and the
+    // layout it causes, timed in the page.
+    let filter_ms: f64 = page
+        .eval(
+            "(() => { const t = performance.now(); const s = document.getElementById('adverts-search'); \
+             s.value = 'univ 7'; s.dispatchEvent(new Event('input')); document.body.offsetHeight; \
+             return performance.now() - t; })()",
+        )
+        .parse()
+        .unwrap();
     let shown = page.eval("document.getElementById('adverts-shown').textContent");
     loads.sort_by(f64::total_cmp);
     renders.sort_by(f64::total_cmp);
@@ -147,6 +157,6 @@ fn main() {
         median(&loads),
         loads[loads.len() - 1],
         median(&renders),
-        filtered - started
+        filter_ms
     );
 }

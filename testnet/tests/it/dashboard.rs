@@ -32,6 +32,21 @@ fn points(page: &Page, chart: &str) -> u64 {
     .unwrap()
 }
 
+/// JS: true when the owner-share table shows exactly `fairness`'s owners
+/// and shares.
+fn shares_shown_are(fairness: &fairgrid_sdk::FairnessReport) -> String {
+    let expected: Vec<String> = fairness
+        .owners
+        .iter()
+        .map(|o| format!("{}={}", o.owner, o.share_ppm))
+        .collect();
+    format!(
+        "JSON.stringify([...document.querySelectorAll('#owner-shares tbody tr')]\
+         .map((r) => `${{r.dataset.owner}}=${{r.dataset.sharePpm}}`)) === {}",
+        json(&serde_json::to_string(&expected).unwrap())
+    )
+}
+
 /// Asserts the page reported no error since the last check.
 fn assert_clean(page: &Page, what: &str) {
     let errors = page.take_errors();
@@ -134,6 +149,14 @@ fn the_dashboard_shows_a_live_job_in_a_real_browser() {
     );
     let shown = points(&page, "loss-chart");
     assert_eq!(shown, u64::from(status.rounds), "one point per round");
+    // The job's owner shares are /v1/fairness?job='s once the page has
+    // drawn the last round.
+    let fairness = runtime.block_on(client.fairness(Some(&job))).unwrap();
+    page.wait_for(
+        "the job's owner shares",
+        &shares_shown_are(&fairness),
+        Duration::from_secs(30),
+    );
     assert!(page.eval("document.getElementById('explain').textContent.length") != "0");
     assert!(
         page.eval("document.querySelectorAll('#worker-rounds tbody tr').length")
@@ -150,15 +173,11 @@ fn the_dashboard_shows_a_live_job_in_a_real_browser() {
     page.wait_ready("network");
     let fairness = runtime.block_on(client.fairness(None)).unwrap();
     assert!(!fairness.owners.is_empty());
-    for owner in &fairness.owners {
-        let shown = page.eval(&format!(
-            "document.querySelector('#owner-shares tr[data-owner=\"{}\"]').dataset.sharePpm",
-            owner.owner
-        ));
-        assert_eq!(shown, owner.share_ppm.to_string(), "owner {}", owner.owner);
-    }
-    let rows = page.eval("document.querySelectorAll('#owner-shares tbody tr').length");
-    assert_eq!(rows, fairness.owners.len().to_string());
+    assert_eq!(
+        page.eval(&shares_shown_are(&fairness)),
+        "true",
+        "{fairness:?}"
+    );
     assert!(points(&page, "share-history") > 0);
     page.screenshot(&shots.join("network.png"));
     assert_clean(&page, "network page");
