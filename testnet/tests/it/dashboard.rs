@@ -165,6 +165,25 @@ fn the_dashboard_shows_a_live_job_in_a_real_browser() {
             > 0,
         "per-worker round times"
     );
+    // The download button hands the browser the model the API serves.
+    page.eval(
+        "window.__downloaded = -1; const make = URL.createObjectURL; \
+         URL.createObjectURL = (blob) => { window.__downloaded = blob.size; return make(blob); }; \
+         document.getElementById('download').click(); ''",
+    );
+    page.wait_for(
+        "the download",
+        "window.__downloaded > 0",
+        Duration::from_secs(30),
+    );
+    let model = tempfile::tempdir().unwrap();
+    let downloaded = runtime
+        .block_on(client.download_result_verified(&job, &model.path().join("m.safetensors")))
+        .unwrap();
+    assert_eq!(
+        page.eval("String(window.__downloaded)"),
+        downloaded.bytes.to_string()
+    );
     page.screenshot(&shots.join("job-finished.png"));
     assert_clean(&page, "job page, finished");
 
