@@ -176,7 +176,10 @@ pub struct OfferConfig {
     /// Stop contributing while programs other than fairgrid use more than
     /// this share of the CPU, in percent; 0 = never.
     pub max_other_cpu_percent: u32,
-    /// After the machine was needed, contribute again once both rules
+    /// Stop contributing while a program other than fairgrid uses one of
+    /// the offered GPUs (NVML; no effect without NVIDIA's driver).
+    pub yield_gpus: bool,
+    /// After the machine was needed, contribute again once the rules
     /// above have held this long.
     pub resume_after_secs: u64,
 }
@@ -191,6 +194,7 @@ impl Default for OfferConfig {
             idle_hours: String::new(),
             user_idle_secs: 0,
             max_other_cpu_percent: 0,
+            yield_gpus: true,
             resume_after_secs: 60,
         }
     }
@@ -203,6 +207,7 @@ impl OfferConfig {
             user_idle_secs: (self.user_idle_secs > 0).then_some(self.user_idle_secs),
             max_other_cpu_percent: (self.max_other_cpu_percent > 0)
                 .then_some(self.max_other_cpu_percent),
+            yield_gpus: self.yield_gpus,
             resume_after_secs: self.resume_after_secs,
         }
     }
@@ -602,7 +607,10 @@ user_idle_secs = 0
 # Stop contributing while other programs use more than this share of the
 # CPU (percent); 0 = never.
 max_other_cpu_percent = 0
-# Contribute again once both rules above have held this long.
+# Stop contributing while a program other than fairgrid uses one of the
+# offered GPUs (NVML; no effect on machines without NVIDIA's driver).
+yield_gpus = true
+# Contribute again once the rules above have held this long.
 resume_after_secs = 60
 
 [trust]

@@ -10,15 +10,19 @@ pub struct IdlePolicy {
     /// Stop when programs other than fairgrid use more than this share
     /// of the machine's CPU.
     pub max_other_cpu_percent: Option<u32>,
+    /// Stop when a program other than fairgrid uses an offered GPU.
+    pub yield_gpus: bool,
     /// How long every rule must hold before contributing again.
     pub resume_after_secs: u64,
 }
 
 /// One look at the machine. `None`: the probe cannot tell.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observation {
     pub user_idle_secs: Option<u64>,
     pub other_cpu_percent: Option<f32>,
+    /// What else runs on the offered GPUs (empty: nothing).
+    pub gpu_users: Option<Vec<super::gpu::GpuUser>>,
 }
 
 /// A change the node must act on.
@@ -68,6 +72,11 @@ impl Gate {
                 "other programs use {used:.0}% of the CPU (offer.max_other_cpu_percent = {max})"
             ));
         }
+        if self.policy.yield_gpus
+            && let Some(first) = seen.gpu_users.as_ref().and_then(|u| u.first())
+        {
+            return Some(format!("{} (offer.yield_gpus)", first.describe()));
+        }
         None
     }
 
@@ -109,6 +118,7 @@ mod tests {
         IdlePolicy {
             user_idle_secs: Some(300),
             max_other_cpu_percent: Some(25),
+            yield_gpus: true,
             resume_after_secs: 60,
         }
     }
@@ -117,6 +127,7 @@ mod tests {
         Observation {
             user_idle_secs: Some(idle),
             other_cpu_percent: Some(cpu),
+            gpu_users: Some(Vec::new()),
         }
     }
 
@@ -142,6 +153,33 @@ mod tests {
     }
 
     #[test]
+    fn another_program_on_a_gpu_takes_the_machine_back_until_it_leaves() {
+        let mut gate = Gate::new(policy());
+        let on_gpu = Observation {
+            gpu_users: Some(vec![super::super::gpu::GpuUser {
+                gpu: 0,
+                pid: 4242,
+                name: Some("python3".into()),
+            }]),
+            ..seen(600, 0.0)
+        };
+        let Some(Change::Busy(why)) = gate.observe(0, &on_gpu) else {
+            panic!("should be busy");
+        };
+        assert_eq!(
+            why,
+            "GPU 0 is used by python3 (pid 4242) (offer.yield_gpus)"
+        );
+        assert_eq!(gate.observe(30_000, &seen(600, 0.0)), None);
+        assert_eq!(gate.observe(90_000, &seen(600, 0.0)), Some(Change::Idle));
+        let mut lenient = Gate::new(IdlePolicy {
+            yield_gpus: false,
+            ..policy()
+        });
+        assert_eq!(lenient.observe(0, &on_gpu), None, "the rule is off");
+    }
+
+    #[test]
     fn contributing_again_waits_for_a_calm_period_that_any_activity_restarts() {
         let mut gate = Gate::new(policy());
         gate.observe(0, &seen(0, 0.0));
@@ -160,6 +198,7 @@ mod tests {
         let mut off = Gate::new(IdlePolicy {
             user_idle_secs: None,
             max_other_cpu_percent: None,
+            yield_gpus: false,
             resume_after_secs: 0,
         });
         assert_eq!(off.observe(0, &seen(0, 100.0)), None);

@@ -4,11 +4,13 @@
 //!
 //! - [`gate`]: the decision, pure;
 //! - [`probe`]: what it looks at (`/proc`, systemd-logind);
+//! - [`gpu`]: who else uses the offered GPUs (NVML);
 //! - [`monitor`]: the task that looks every 250 ms (CPU) and every second
 //!   (logind) and acts: busy withdraws from every job at once (training
 //!   stops before its next step, the coordinators are told, signed, and
 //!   re-clear), idle again offers again.
 
 pub mod gate;
+pub mod gpu;
 pub mod monitor;
 pub mod probe;

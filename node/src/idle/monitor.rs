@@ -1,13 +1,15 @@
-//! The idle monitor: samples the probes, feeds the gate, and withdraws or
-//! offers again on its changes.
+//! The idle monitor: samples the probes (CPU and GPUs every 250 ms, logind
+//! every second), feeds the gate, and withdraws or offers again on its
+//! changes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::gate::{Change, Gate, Observation};
+use super::gpu::GpuWatch;
 use super::probe;
 use crate::jobs::JobsContext;
 use crate::jobs::worker;
@@ -22,7 +24,20 @@ const USER_EVERY_TICKS: u32 = 4;
 /// Runs until `stop`; does nothing when no idle rule is configured.
 pub async fn run(ctx: Arc<JobsContext>, mut stop: watch::Receiver<bool>) {
     let policy = ctx.config.offer.idle_policy();
-    if policy.user_idle_secs.is_none() && policy.max_other_cpu_percent.is_none() {
+    let gpus = if policy.yield_gpus {
+        let offered = ctx.config.offer.gpus;
+        match tokio::task::spawn_blocking(move || GpuWatch::open(offered)).await {
+            Ok(Ok(watch)) => Some(Arc::new(watch)),
+            Ok(Err(why)) => {
+                info!(target: TARGET, %why, "offer.yield_gpus is not applied");
+                None
+            }
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    if policy.user_idle_secs.is_none() && policy.max_other_cpu_percent.is_none() && gpus.is_none() {
         return;
     }
     let mut gate = Gate::new(policy);
@@ -53,9 +68,24 @@ pub async fn run(ctx: Arc<JobsContext>, mut stop: watch::Receiver<bool>) {
             _ => None,
         };
         before = now_times;
+        let gpu_users = match &gpus {
+            Some(watch) => {
+                let watch = Arc::clone(watch);
+                match tokio::task::spawn_blocking(move || watch.others()).await {
+                    Ok(Ok(users)) => Some(users),
+                    Ok(Err(why)) => {
+                        debug!(target: TARGET, %why, "asking NVML");
+                        None
+                    }
+                    Err(_) => None,
+                }
+            }
+            None => None,
+        };
         let seen = Observation {
             user_idle_secs: user_idle,
             other_cpu_percent,
+            gpu_users,
         };
         match gate.observe(now_ms(), &seen) {
             Some(Change::Busy(reason)) => {
