@@ -158,3 +158,33 @@ fn offline_ledger_verify_names_each_kind_of_damage() {
     let (ok, text) = verify();
     assert!(ok, "restored: {text}");
 }
+
+/// `fairgrid ui` on a running node prints a link whose code logs in once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_prints_a_link_that_logs_in_once() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("node");
+    init_dir(&dir);
+    let mut node = common::NodeProc::start(&dir, &[], &common::test_env(60));
+    let out = common::fairgrid(&["ui", "--data-dir", dir.to_str().unwrap()]);
+    let url = out.lines().next().unwrap();
+    let (base, code) = url.split_once("/#code=").unwrap();
+    assert_eq!(base, node.api.trim_end_matches('/'), "{out}");
+    assert_eq!(code.len(), 32, "{out}");
+    assert!(out.contains("works once"), "{out}");
+    let http = reqwest::Client::new();
+    let redeem = || {
+        http.post(format!("{base}/v1/ui/redeem"))
+            .json(&serde_json::json!({ "code": code }))
+            .send()
+    };
+    let first = redeem().await.unwrap();
+    assert_eq!(first.status().as_u16(), 200);
+    let token: fairgrid_sdk::UiToken = first.json().await.unwrap();
+    assert_eq!(token.token, node.token);
+    assert_eq!(redeem().await.unwrap().status().as_u16(), 401);
+    let json = common::fairgrid(&["ui", "--json", "--data-dir", dir.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(v["url"].as_str().unwrap().contains("/#code="), "{json}");
+    assert!(node.stop());
+}
