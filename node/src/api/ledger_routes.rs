@@ -14,8 +14,7 @@ use fairgrid_sdk::{LedgerEntryView, LedgerPage, VerifyReport};
 
 use super::error::ApiError;
 use super::views;
-use crate::ledger::StoredEntry;
-use crate::ledger::mentions::mentions_owner;
+use crate::ledger::{LedgerStore, StoredEntry};
 use crate::state::Shared;
 
 const MAX_PAGE: usize = 1000;
@@ -113,49 +112,40 @@ async fn page(
         .map(Json)
 }
 
-/// Own entries after `after` that mention `owner` (of `kind` if given):
-/// reads at most [`MAX_SCANNED`] entries; `next_after` is where to go on.
+/// Own entries after `after` that concern `owner` (the ledger's owner
+/// index: its adverts and certificates, the rounds its nodes trained, its
+/// credits), of `kind` if given. Reads at most [`MAX_SCANNED`] entries;
+/// `next_after` is where to go on.
 fn owner_page(
-    store: &crate::ledger::LedgerStore,
+    store: &LedgerStore,
     owner: OwnerId,
     kind: Option<EntryKind>,
     after: Option<u64>,
     limit: usize,
 ) -> Result<LedgerPage, ApiError> {
+    let seqs = match after {
+        Some(u64::MAX) => Default::default(),
+        _ => store.seqs_for_owner(&owner)?,
+    };
+    let start = after.map_or(0, |a| a + 1);
     let mut views = Vec::new();
-    let mut last_read = after;
-    let mut exhausted = false;
-    let mut cursor = after;
-    let mut scanned = 0;
-    'pages: while scanned < MAX_SCANNED {
-        let batch = match kind {
-            Some(kind) => store
-                .seqs_of_kind(kind, cursor, 500)?
-                .into_iter()
-                .filter_map(|seq| store.get(seq).transpose())
-                .collect::<Result<Vec<_>, _>>()?,
-            None => store.page(cursor, 500)?,
-        };
-        if batch.is_empty() {
-            exhausted = true;
+    let mut next_after = None;
+    for (read, seq) in seqs.range(start..).enumerate() {
+        if read == MAX_SCANNED || views.len() == limit {
+            next_after = Some(*seq - 1);
             break;
         }
-        for stored in &batch {
-            scanned += 1;
-            cursor = Some(stored.seq);
-            last_read = Some(stored.seq);
-            let entry = stored.entry()?;
-            if mentions_owner(&entry.body, &owner) {
-                views.push(views::entry(stored, &entry));
-                if views.len() == limit {
-                    break 'pages;
-                }
-            }
+        let Some(stored) = store.get(*seq)? else {
+            continue;
+        };
+        let entry = stored.entry()?;
+        if kind.is_none_or(|k| entry.body.kind() == k) {
+            views.push(views::entry(&stored, &entry));
         }
     }
     Ok(LedgerPage {
         entries: views,
-        next_after: if exhausted { None } else { last_read },
+        next_after,
         total: store.len()?,
     })
 }

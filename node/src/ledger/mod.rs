@@ -14,7 +14,6 @@
 //! (see `index.rs`).
 
 mod index;
-pub mod mentions;
 mod store;
 pub mod verify;
 mod writer;

@@ -422,6 +422,11 @@ impl LedgerStore {
                 .is_some())
     }
 
+    /// Seqs of the own entries that concern `owner` (its index), in order.
+    pub fn seqs_for_owner(&self, owner: &OwnerId) -> Result<BTreeSet<u64>> {
+        Self::indexed_seqs(&self.handles()?.trees.by_owner, &owner.0.0)
+    }
+
     /// Own entries that concern `owner`.
     pub fn entries_for_owner(&self, owner: &OwnerId) -> Result<Vec<StoredEntry>> {
         let mut out = Vec::new();

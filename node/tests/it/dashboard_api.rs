@@ -236,6 +236,22 @@ async fn the_ledger_filters_by_owner_and_the_fairness_history_follows_the_rounds
     assert_eq!(kinds.iter().filter(|k| **k == "round_completed").count(), 5);
     assert_eq!(kinds.iter().filter(|k| **k == "credit").count(), 1);
     assert_eq!(page.next_after, None);
+    // Paging: two at a time, every entry once, in order.
+    let (mut after, mut seen) = (None::<u64>, Vec::new());
+    loop {
+        let q = match after {
+            Some(a) => format!("owner={b}&limit=2&after={a}"),
+            None => format!("owner={b}&limit=2"),
+        };
+        let page: fairgrid_sdk::LedgerPage = get(&q).await.unwrap().json().await.unwrap();
+        seen.extend(page.entries.iter().map(|e| e.seq));
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let all: Vec<u64> = page.entries.iter().map(|e| e.seq).collect();
+    assert_eq!(seen, all);
     let credits: fairgrid_sdk::LedgerPage = get(&format!("owner={b}&kind=credit&limit=1"))
         .await
         .unwrap()
