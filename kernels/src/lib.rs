@@ -43,7 +43,7 @@ pub mod train;
 pub use backend::Backend;
 pub use backend::cpu::CpuBackend;
 pub use compress::{Compression, Compressor, decode_update, weighted_mean};
-pub use data::{Dataset, FashionMnist, Samples, Shard, ShardSet};
+pub use data::{Dataset, FashionMnist, Samples, Shard, ShardSet, TrainTest};
 pub use error::{IdxFault, KernelError, Result};
 pub use model::{Arch, InputShape, Model, ModelSpec, load_safetensors, save_safetensors};
 pub use optim::{Optimizer, OptimizerConfig};

@@ -13,7 +13,7 @@ const TEST_IMAGES: &[u8] = include_bytes!("../../data/t10k-images-idx3-ubyte.gz"
 const TEST_LABELS: &[u8] = include_bytes!("../../data/t10k-labels-idx1-ubyte.gz");
 
 /// How the run's output names this dataset.
-pub const BUILTIN_NAME: &str = "the built-in subset compiled into this binary";
+pub const BUILTIN_NAME: &str = "Fashion-MNIST, the built-in subset compiled into this binary";
 
 /// Decodes the embedded subset.
 pub fn fashion_mnist() -> Result<FashionMnist> {

@@ -261,18 +261,34 @@ impl Samples for ShardSet<'_> {
 /// Where the Debian package `dataset-fashion-mnist` installs the full set.
 pub const SYSTEM_FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
-/// Fashion-MNIST's train and test splits and where they came from.
+/// A data set's train and test splits and where they came from.
 #[derive(Debug, Clone)]
-pub struct FashionMnist {
+pub struct TrainTest {
     pub train: Dataset,
     pub test: Dataset,
     /// "builtin subset" or the directory read.
     pub source: String,
 }
 
-impl FashionMnist {
-    /// Reads the four IDX files (raw or `.gz`) from `dir`.
+/// The name the built-in and system data sets are loaded under.
+pub type FashionMnist = TrainTest;
+
+impl TrainTest {
+    /// Reads a data set directory in whichever format its files are:
+    /// CIFAR-10 or CIFAR-100 binary ([`super::cifar`]), NumPy arrays
+    /// ([`super::npy`]), or else the four Fashion-MNIST IDX files.
     pub fn load_dir(dir: &Path) -> Result<Self> {
+        if let Some(format) = super::cifar::Cifar::detect(dir) {
+            return super::cifar::load_cifar_dir(dir, format);
+        }
+        if super::npy::NPY_FILES.iter().any(|f| dir.join(f).exists()) {
+            return super::npy::load_npy_dir(dir);
+        }
+        Self::load_idx_dir(dir)
+    }
+
+    /// Reads the four IDX files (raw or `.gz`) from `dir`.
+    pub fn load_idx_dir(dir: &Path) -> Result<Self> {
         let file = |name: &str| -> PathBuf { dir.join(name) };
         let train = Dataset::from_idx(
             "fashion-mnist/train",
@@ -286,10 +302,10 @@ impl FashionMnist {
             read_idx_file(&file("t10k-labels-idx1-ubyte"))?,
             10,
         )?;
-        Ok(FashionMnist {
+        Ok(TrainTest {
             train,
             test,
-            source: format!("read from {}", dir.display()),
+            source: format!("Fashion-MNIST read from {}", dir.display()),
         })
     }
 }

@@ -1,13 +1,28 @@
-//! Datasets: the IDX reader, in-memory datasets, hashed shards, the
-//! built-in Fashion-MNIST subset, and batch assembly.
+//! Datasets: the IDX, CIFAR binary and NumPy readers, in-memory datasets,
+//! hashed shards, the built-in Fashion-MNIST subset, and batch assembly.
 
 pub mod builtin;
+pub mod cifar;
 mod dataset;
 pub mod idx;
+pub mod npy;
 mod shard;
 
-pub use dataset::{Dataset, FashionMnist, SYSTEM_FASHION_MNIST_DIR, Samples, ShardSet};
+pub use dataset::{Dataset, FashionMnist, SYSTEM_FASHION_MNIST_DIR, Samples, ShardSet, TrainTest};
 pub use shard::{MAX_SHARD_SAMPLES, Shard};
+
+/// The bytes of a dataset file; a missing file and a read error name it.
+pub(crate) fn read_dataset_file(path: &std::path::Path) -> crate::error::Result<Vec<u8>> {
+    if !path.exists() {
+        return Err(crate::error::KernelError::DatasetFileMissing {
+            path: path.to_path_buf(),
+        });
+    }
+    std::fs::read(path).map_err(|source| crate::error::KernelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
 
 /// Copies the samples `indices` into a batch: pixels (sample-major) into
 /// `images`, labels into `labels`. Both are cleared first and reuse their

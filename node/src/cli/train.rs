@@ -71,8 +71,10 @@ pub struct TrainArgs {
     #[arg(long, value_delimiter = ',', default_value = "256,128")]
     pub hidden: Vec<usize>,
     /// `builtin` (the subset compiled into the binary), `system`
-    /// (/usr/share/datasets/fashion-mnist) or a directory holding the four
-    /// Fashion-MNIST IDX files (raw or .gz).
+    /// (/usr/share/datasets/fashion-mnist) or a directory: the four
+    /// Fashion-MNIST IDX files (raw or .gz), CIFAR-10/100 binary batches, or
+    /// NumPy arrays (train_images.npy, train_labels.npy, test_images.npy,
+    /// test_labels.npy).
     #[arg(long, default_value = "builtin")]
     pub data: String,
     #[arg(long, default_value_t = 2)]
@@ -140,16 +142,21 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         },
     };
     let data = load_data(&args.data)?;
+    let shape = data.train.shape();
     println!(
-        "dataset: Fashion-MNIST, {} ({} train / {} test samples)",
+        "dataset: {} ({} train / {} test samples of {}x{}x{}, {} classes)",
         data.source,
         data.train.len(),
-        data.test.len()
+        data.test.len(),
+        shape.channels,
+        shape.height,
+        shape.width,
+        data.train.classes()
     );
     let spec = ModelSpec {
         arch,
-        input: data.train.shape(),
-        classes: 10,
+        input: shape,
+        classes: data.train.classes(),
     };
     let optimizer = match args.optimizer {
         OptimizerArg::Sgd => OptimizerConfig::Sgd {

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use fairgrid_kernels::data::{SYSTEM_FASHION_MNIST_DIR, builtin};
-use fairgrid_kernels::{Dataset, FashionMnist, Samples, Shard};
+use fairgrid_kernels::{Dataset, FashionMnist, Samples, Shard, TrainTest};
 use fairgrid_protocol::Hash32;
 use fairgrid_protocol::messages::{InputShape, JobSpec, ShardInfo};
 
@@ -53,7 +53,7 @@ impl JobData {
     }
 }
 
-fn load_source(source: &DataSource) -> Result<FashionMnist, String> {
+fn load_source(source: &DataSource) -> Result<TrainTest, String> {
     match source {
         DataSource::Builtin => builtin::fashion_mnist().map_err(|e| format!("data.source: {e}")),
         DataSource::System => FashionMnist::load_dir(SYSTEM_FASHION_MNIST_DIR.as_ref()).map_err(|e| {
@@ -68,6 +68,14 @@ fn load_source(source: &DataSource) -> Result<FashionMnist, String> {
 /// threads). Shards are cut with the job's seed.
 pub fn load(plan: &JobPlan) -> Result<JobData, String> {
     let data = load_source(&plan.source)?;
+    // "cifar-10/train" -> "cifar-10"; "npy:DIR/train" -> "npy".
+    let format: String = data
+        .train
+        .name()
+        .split(['/', ':'])
+        .next()
+        .unwrap_or("data")
+        .to_string();
     let train = match plan.max_train_samples {
         Some(n) => data.train.take(n as usize),
         None => data.train,
@@ -85,7 +93,7 @@ pub fn load(plan: &JobPlan) -> Result<JobData, String> {
         })
         .collect();
     Ok(JobData {
-        dataset_name: plan.source.label(),
+        dataset_name: plan.source.label(&format),
         shard_bytes: shards.iter().map(|s| Arc::new(s.to_bytes())).collect(),
         shards: infos,
         test_hash: Hash32(test_shard.hash()),
@@ -130,5 +138,54 @@ mod tests {
         for (info, bytes) in a.shards.iter().zip(&a.shard_bytes) {
             assert_eq!(Hash32(Shard::hash_bytes(bytes)), info.hash);
         }
+    }
+
+    /// A directory in the CIFAR-10 binary format (written here, record by
+    /// record, as the official files are) becomes a job on 3x32x32 inputs.
+    #[test]
+    fn a_cifar_directory_becomes_a_job_on_colour_images() {
+        use fairgrid_kernels::data::cifar::{Cifar, encode_cifar};
+        let dir = tempfile::tempdir().unwrap();
+        let record = |i: usize| ((i % 10) as u8, vec![(i % 251) as u8; 3 * 32 * 32]);
+        for b in 1..=5 {
+            let samples: Vec<_> = (0..40).map(|i| record(b * 40 + i)).collect();
+            std::fs::write(
+                dir.path().join(format!("data_batch_{b}.bin")),
+                encode_cifar(Cifar::Ten, &samples),
+            )
+            .unwrap();
+        }
+        let test: Vec<_> = (0..20).map(record).collect();
+        std::fs::write(
+            dir.path().join("test_batch.bin"),
+            encode_cifar(Cifar::Ten, &test),
+        )
+        .unwrap();
+        let request = JobRequest {
+            name: "cifar".into(),
+            model: ModelChoice {
+                arch: ArchName::Cnn,
+                hidden: None,
+            },
+            data: DataChoice {
+                source: dir.path().display().to_string(),
+                shard_size: 50,
+                max_train_samples: None,
+            },
+            training: Default::default(),
+            market: MarketChoice::default(),
+        };
+        let plan = super::super::request::plan(&request).unwrap();
+        let data = load(&plan).unwrap();
+        assert_eq!(
+            (data.input.channels, data.input.height, data.input.width),
+            (3, 32, 32)
+        );
+        assert_eq!((data.classes, data.shards.len()), (10, 4));
+        assert_eq!(
+            data.dataset_name,
+            format!("cifar-10/{}", dir.path().display())
+        );
+        assert_eq!(data.test.len(), 20);
     }
 }

@@ -23,11 +23,14 @@ pub enum DataSource {
 }
 
 impl DataSource {
-    pub fn label(&self) -> String {
+    /// The data set's name in the job: `format` is the directory's, as
+    /// its reader names it ("fashion-mnist", "cifar-10", "cifar-100",
+    /// "npy").
+    pub fn label(&self, format: &str) -> String {
         match self {
             DataSource::Builtin => "fashion-mnist/builtin".into(),
             DataSource::System => "fashion-mnist/system".into(),
-            DataSource::Dir(dir) => format!("fashion-mnist/{}", dir.display()),
+            DataSource::Dir(dir) => format!("{format}/{}", dir.display()),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! What the client can tell about a job's dataset before sending it: the
-//! built-in subset's size, and for a directory (or the system copy) that
-//! the four IDX files are there and how many training samples they hold,
-//! read from the labels file's header alone.
+//! built-in subset's size, and for a directory (or the system copy) which
+//! format its files are (Fashion-MNIST IDX, CIFAR-10/100 binary, NumPy
+//! arrays: the node's readers, `fairgrid_kernels::data`) and, where a
+//! header or the file sizes tell, how many training samples they hold.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,64 @@ pub const IDX_FILES: [&str; 4] = [
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 ];
+
+/// A NumPy arrays directory (`fairgrid_kernels::data::npy`).
+pub const NPY_FILES: [&str; 4] = [
+    "train_images.npy",
+    "train_labels.npy",
+    "test_images.npy",
+    "test_labels.npy",
+];
+
+/// CIFAR binary batches: (training files, test file, bytes per record).
+const CIFAR: [(&[&str], &str, u64); 2] = [
+    (
+        &[
+            "data_batch_1.bin",
+            "data_batch_2.bin",
+            "data_batch_3.bin",
+            "data_batch_4.bin",
+            "data_batch_5.bin",
+        ],
+        "test_batch.bin",
+        1 + 3072,
+    ),
+    (&["train.bin"], "test.bin", 2 + 3072),
+];
+
+/// CIFAR-10 or CIFAR-100 binary batches in `dir`: the training samples
+/// from the file sizes, each a whole number of records.
+fn cifar(dir: &Path, name: &str) -> Result<Option<DatasetFacts>, (&'static str, String)> {
+    let Some((train, test, record)) = CIFAR
+        .iter()
+        .find(|(train, test, _)| dir.join(test).is_file() && dir.join(train[0]).is_file())
+    else {
+        return Ok(None);
+    };
+    let mut samples = 0;
+    for file in train.iter().chain([test]) {
+        let path = dir.join(file);
+        let len = std::fs::metadata(&path)
+            .map_err(|e| ("data.source", format!("{}: {e}", path.display())))?
+            .len();
+        if len == 0 || len % record != 0 {
+            return Err((
+                "data.source",
+                format!(
+                    "{}: {len} bytes is not a whole number of {record}-byte CIFAR records",
+                    path.display()
+                ),
+            ));
+        }
+        if file != test {
+            samples += len / record;
+        }
+    }
+    Ok(Some(DatasetFacts {
+        name: name.to_string(),
+        train_samples: Some(samples),
+    }))
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatasetFacts {
@@ -65,6 +124,24 @@ fn directory(dir: &Path, name: &str) -> Result<DatasetFacts, (&'static str, Stri
             format!("dataset directory {} does not exist{hint}", dir.display()),
         ));
     }
+    if let Some(facts) = cifar(dir, name)? {
+        return Ok(facts);
+    }
+    if let Some(missing) = NPY_FILES.iter().find(|f| !dir.join(f).is_file())
+        && NPY_FILES.iter().any(|f| dir.join(f).is_file())
+    {
+        return Err((
+            "data.source",
+            format!("{} holds NumPy arrays but no {missing}", dir.display()),
+        ));
+    }
+    if NPY_FILES.iter().all(|f| dir.join(f).is_file()) {
+        // The node reads the arrays; the count is in their headers.
+        return Ok(DatasetFacts {
+            name: name.to_string(),
+            train_samples: None,
+        });
+    }
     let mut labels = None;
     for file in IDX_FILES {
         let found = [dir.join(file), dir.join(format!("{file}.gz"))]
@@ -76,7 +153,11 @@ fn directory(dir: &Path, name: &str) -> Result<DatasetFacts, (&'static str, Stri
             None => {
                 return Err((
                     "data.source",
-                    format!("{} has no {file} (or {file}.gz){hint}", dir.display()),
+                    format!(
+                        "{} has no {file} (or {file}.gz){hint}; a data directory holds the four Fashion-MNIST IDX files, CIFAR-10 or CIFAR-100 binary batches, or NumPy arrays ({})",
+                        dir.display(),
+                        NPY_FILES.join(", ")
+                    ),
                 ));
             }
         }

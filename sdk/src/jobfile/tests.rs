@@ -436,3 +436,65 @@ fn too_many_shards_are_refused() {
     assert_eq!(field, "data.shard_size");
     assert!(reason.contains("30000 shards"), "{reason}");
 }
+
+#[test]
+fn the_seed_cifar10_example_is_valid() {
+    let text = include_str!("../../../docs/examples/cifar10-seed.toml");
+    let request = parse_str(text).unwrap();
+    // The data is the user's to download: only the rest is checked here.
+    let plan = validate(&request, "seed example", DataCheck::Skip).unwrap();
+    assert_eq!(request.model.arch, crate::jobs::ArchName::Cnn);
+    assert!(plan.owner_cap.is_none() || plan.owner_cap.unwrap() >= 1);
+}
+
+#[test]
+fn cifar_and_numpy_directories_are_recognised_before_sending() {
+    let root = tempfile::tempdir().unwrap();
+    let cifar = root.path().join("cifar-10-batches-bin");
+    std::fs::create_dir_all(&cifar).unwrap();
+    for b in 1..=5 {
+        std::fs::write(
+            cifar.join(format!("data_batch_{b}.bin")),
+            vec![0u8; 3073 * 7],
+        )
+        .unwrap();
+    }
+    std::fs::write(cifar.join("test_batch.bin"), vec![0u8; 3073 * 2]).unwrap();
+    let facts = dataset::dataset_facts(cifar.to_str().unwrap(), DataCheck::Local)
+        .unwrap()
+        .unwrap();
+    assert_eq!(facts.train_samples, Some(35));
+    // A truncated batch is named.
+    std::fs::write(cifar.join("data_batch_4.bin"), vec![0u8; 3073 * 3 - 1]).unwrap();
+    let (field, reason) =
+        dataset::dataset_facts(cifar.to_str().unwrap(), DataCheck::Local).unwrap_err();
+    assert_eq!(field, "data.source");
+    assert!(
+        reason.contains("data_batch_4.bin") && reason.contains("3073-byte CIFAR records"),
+        "{reason}"
+    );
+
+    let arrays = root.path().join("arrays");
+    std::fs::create_dir_all(&arrays).unwrap();
+    for file in &dataset::NPY_FILES[..3] {
+        std::fs::write(arrays.join(file), b"\x93NUMPY").unwrap();
+    }
+    let (_, reason) =
+        dataset::dataset_facts(arrays.to_str().unwrap(), DataCheck::Local).unwrap_err();
+    assert!(reason.contains("no test_labels.npy"), "{reason}");
+    std::fs::write(arrays.join("test_labels.npy"), b"\x93NUMPY").unwrap();
+    let facts = dataset::dataset_facts(arrays.to_str().unwrap(), DataCheck::Local)
+        .unwrap()
+        .unwrap();
+    assert_eq!(facts.train_samples, None, "the node reads the headers");
+
+    // An empty directory names every format it could have held.
+    let empty = root.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (_, reason) =
+        dataset::dataset_facts(empty.to_str().unwrap(), DataCheck::Local).unwrap_err();
+    assert!(
+        reason.contains("CIFAR-10") && reason.contains("train_images.npy"),
+        "{reason}"
+    );
+}

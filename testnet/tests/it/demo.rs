@@ -132,3 +132,66 @@ fn many_jobs_from_three_submitters_keep_offers_caps_and_drf_order() {
     let (held, offered): (u32, u32) = (held.parse().unwrap(), offered.parse().unwrap());
     assert!(held > 0 && held <= offered, "{last}");
 }
+
+/// The seed paper's network (the zoo's CNN) trained as a job on colour
+/// images in the CIFAR-10 binary format: files written here record by
+/// record (CIFAR itself cannot be downloaded on these machines), with a
+/// class-dependent colour plus noise, so a few rounds learn it.
+#[test]
+fn demo_trains_the_cnn_on_cifar_10_format_data() {
+    use fairgrid_kernels::data::cifar::{Cifar, encode_cifar};
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = 1u64;
+    let mut noise = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as i32 % 41 - 20
+    };
+    let mut record = |i: usize| {
+        let label = (i * 7 % 10) as u8;
+        let colour = [label * 25, label.wrapping_mul(71), label.wrapping_mul(133)];
+        let pixels: Vec<u8> = (0..32 * 32 * 3)
+            .map(|p| (i32::from(colour[p % 3]) + noise()).clamp(0, 255) as u8)
+            .collect();
+        (label, pixels)
+    };
+    for b in 1..=5 {
+        let samples: Vec<_> = (0..200).map(|i| record(b * 200 + i)).collect();
+        std::fs::write(
+            dir.path().join(format!("data_batch_{b}.bin")),
+            encode_cifar(Cifar::Ten, &samples),
+        )
+        .unwrap();
+    }
+    let test: Vec<_> = (0..300).map(&mut record).collect();
+    std::fs::write(
+        dir.path().join("test_batch.bin"),
+        encode_cifar(Cifar::Ten, &test),
+    )
+    .unwrap();
+    let data = dir.path().display().to_string();
+    let last = run(
+        &[
+            "demo",
+            "--nodes",
+            "3",
+            "--owners",
+            "2",
+            "--model",
+            "cnn",
+            "--data",
+            &data,
+            "--rounds",
+            "4",
+            "--local-steps",
+            "4",
+        ],
+        Duration::from_secs(240),
+    );
+    let f = fields(&last);
+    assert_eq!(f["rounds"], "4");
+    assert_eq!(f["ledger_verified"], "3/3");
+    let accuracy: f64 = f["test_accuracy"].parse().unwrap();
+    assert!(accuracy > 0.3, "colour tells the class: {last}");
+}
