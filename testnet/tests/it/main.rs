@@ -7,3 +7,4 @@ mod cli;
 mod cluster;
 mod dashboard;
 mod demo;
+mod python_client;
