@@ -88,8 +88,9 @@ async function renderJob(main, id, { alive }) {
   const drawChanges = () => changesBox.replaceChildren(changes.length
     ? h("ul", { id: "changes" }, changes.slice(-50).reverse().map((c) => h("li", {}, `${time(c.at)}: ${c.text}`)))
     : h("p", { class: "muted" }, "none"));
-  const drawAllocation = async () => {
-    const rep = await api.get(`/v1/jobs/${id}/report`);
+  // `rep`: a report already fetched, else a fresh one.
+  const drawAllocation = async (rep) => {
+    rep = rep || await api.get(`/v1/jobs/${id}/report`);
     if (!rep.allocation) {
       allocationBox.replaceChildren(h("p", { class: "muted" }, "No allocation yet: the job is still bidding."));
       return;
@@ -121,9 +122,9 @@ async function renderJob(main, id, { alive }) {
       fairnessCard(fair, hist.cap_ppm, labels, "Now", id),
       historyCard(hist, labels, "Over the job's rounds"));
   };
-  const drawResult = async (st) => {
+  const drawResult = async (st, rep) => {
     if (st.state !== "finished") return resultBox.replaceChildren();
-    const done = await api.get(`/v1/jobs/${id}/report`);
+    const done = rep || await api.get(`/v1/jobs/${id}/report`);
     const button = h("button", { type: "button", id: "download" }, "Download the trained model (safetensors)");
     button.addEventListener("click", async () => {
       const res = await api.getRaw(`/v1/jobs/${id}/result`);
@@ -153,11 +154,11 @@ async function renderJob(main, id, { alive }) {
   };
 
   drawStatus(status);
-  await drawResult(status);
+  await drawResult(status, report);
   drawCurves();
   drawWorkers();
   drawChanges();
-  await drawAllocation();
+  await drawAllocation(report);
   if (!alive()) return;
   await drawShares();
   if (!alive()) return;
@@ -178,10 +179,11 @@ async function renderJob(main, id, { alive }) {
     if (res.events.length < 500) break;
   }
   drawCurves(); drawWorkers(); drawChanges();
+  // Stops quietly when the node cannot be reached (the page shows what it
+  // had; reloading tries again).
   (async () => {
     while (alive() && !TERMINAL.has(state)) {
-      let out;
-      try { out = await poll(10); } catch { return; }
+      const out = await poll(10);
       if (!alive()) return;
       if (out.res.state !== state || out.changed) {
         state = out.res.state;
@@ -194,5 +196,5 @@ async function renderJob(main, id, { alive }) {
         if (out.res.events.some((e) => e.event === "round_completed")) await drawShares();
       }
     }
-  })();
+  })().catch(() => {});
 }
