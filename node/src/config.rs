@@ -301,6 +301,10 @@ pub struct WorkerConfig {
     /// How long the node gathers the jobs it hears of before it bids, so
     /// that jobs heard of together are served in weighted-DRF order.
     pub admission_delay_ms: u64,
+    /// Measure how fast this node trains a job's model before bidding
+    /// (about 0.3 s, once per model) and put it in the bid, so that the
+    /// job's shards follow speed rather than cores.
+    pub measure_speed: bool,
 }
 
 impl Default for WorkerConfig {
@@ -313,6 +317,7 @@ impl Default for WorkerConfig {
             threads: 0,
             shard_cache_mib: 1024,
             admission_delay_ms: 200,
+            measure_speed: true,
         }
     }
 }
@@ -662,6 +667,9 @@ shard_cache_mib = {shard_cache}
 # Jobs heard of within this many milliseconds are bid on together, in
 # weighted-DRF order of their submitters (docs/market.md).
 admission_delay_ms = {admission_delay}
+# Measure how fast this node trains a job's model before bidding (about
+# 0.3 s, once per model) and bid it, so that shards follow speed.
+measure_speed = {measure_speed}
 
 [storage]
 # A storage call that has not returned after this long stops the node
@@ -716,6 +724,7 @@ filter = "info"
         worker_threads = d.worker.threads,
         shard_cache = d.worker.shard_cache_mib,
         admission_delay = d.worker.admission_delay_ms,
+        measure_speed = d.worker.measure_speed,
     )
 }
 

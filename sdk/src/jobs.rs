@@ -192,6 +192,13 @@ pub struct WorkerRoundView {
     pub bytes_up: u64,
     /// From the round's start until its update was taken.
     pub millis: u64,
+    /// Its training time by its own clock.
+    #[serde(default)]
+    pub compute_millis: u64,
+    /// The time its bid's measured speed gives for its samples, if the bid
+    /// carried one.
+    #[serde(default)]
+    pub expected_millis: Option<u64>,
 }
 
 /// `GET /v1/jobs/{id}/allocation`: the allocation(s) in force and the

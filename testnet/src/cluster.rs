@@ -22,6 +22,8 @@ pub struct ClusterSpec {
     pub owners: OwnerPlan,
     /// Extra `FAIRGRID_*` variables for every node.
     pub env: Vec<(String, String)>,
+    /// Extra variables for one node (after `env`): (node index, name, value).
+    pub node_env: Vec<(usize, String, String)>,
     /// Training and evaluation threads per node.
     pub node_threads: usize,
     /// Where the data dirs go (default: a fresh temp dir, removed on drop).
@@ -36,6 +38,7 @@ impl ClusterSpec {
             nodes,
             owners: OwnerPlan::new(nodes, owners)?,
             env: Vec::new(),
+            node_env: Vec::new(),
             node_threads: 1,
             root: None,
             ready_timeout: Duration::from_secs(60),
@@ -180,6 +183,12 @@ impl Cluster {
             let mut env = spec.env.clone();
             env.extend(spec.owners.node_env(owner));
             env.extend(thread_env(&dir, spec.node_threads)?);
+            env.extend(
+                spec.node_env
+                    .iter()
+                    .filter(|(i, _, _)| *i == index)
+                    .map(|(_, k, v)| (k.clone(), v.clone())),
+            );
             // Every node of a loopback testnet connects from 127.0.0.1.
             env.push((
                 "FAIRGRID_NETWORK_MAX_ESTABLISHED_INCOMING_PER_IP".into(),

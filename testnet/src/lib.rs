@@ -17,9 +17,11 @@
 //! fairgrid-testnet` needs nothing else built.
 
 pub mod bench;
+pub mod cgroup;
 pub mod chaos;
 pub mod cluster;
 pub mod demo;
+pub mod hetero;
 pub mod job;
 pub mod launcher;
 pub mod many;

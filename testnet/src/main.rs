@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fairgrid_testnet::launcher::{Launcher, NODE_SUBCOMMAND};
-use fairgrid_testnet::{bench, chaos, demo, many, scenario, soak, up};
+use fairgrid_testnet::{bench, chaos, demo, hetero, many, scenario, soak, up};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Launch fairgrid nodes on 127.0.0.1 and run scenarios.
@@ -38,6 +38,10 @@ enum Command {
     /// Several submitters with several jobs each at once under a network
     /// cap; offers, windows and DRF order checked from the ledgers.
     Many(many::ManyArgs),
+    /// Workers of different speed (one held to a CPU quota, as root): the
+    /// same job with shards by offered capacity, then by measured speed;
+    /// straggler ratio, wall time and shares.
+    Hetero(hetero::HeteroArgs),
 }
 
 fn main() -> ExitCode {
@@ -98,6 +102,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Many(args) => {
                 let timeout = args.scenario.timeout_secs;
                 interruptible(Some(timeout), many::run(launcher, &args), |line| line).await
+            }
+            Command::Hetero(args) => {
+                let timeout = args.timeout_secs;
+                interruptible(Some(timeout), hetero::run(launcher, &args), |line| line).await
             }
             Command::Up(args) => {
                 interruptible(None, up::run(launcher, &args), |()| "stopped".to_string()).await

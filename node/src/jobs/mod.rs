@@ -84,6 +84,8 @@ pub struct Jobs {
     pub working: worker::working::Working,
     /// The allocations made across the network (the beta cap's window).
     pub window: window::NetworkWindow,
+    /// This node's measured training speeds, for its bids.
+    pub speeds: worker::speed::SpeedCache,
     stop: watch::Sender<bool>,
     inbound: Arc<Semaphore>,
     /// Every checkpointed job is back (see [`resume`]).
@@ -105,6 +107,7 @@ impl Jobs {
             max_bids: config.jobs.max_bids_per_job as usize,
             working: worker::working::Working::new(config.worker.max_jobs as usize),
             window: window::NetworkWindow::new(&config.jobs),
+            speeds: worker::speed::SpeedCache::default(),
             stop: watch::channel(false).0,
             inbound: Arc::new(Semaphore::new(MAX_INBOUND)),
             resumed: AtomicBool::new(false),

@@ -168,6 +168,7 @@ mod tests {
                 capacity: ResourceVec::default(),
                 nonce: 0,
                 issued_at: 0,
+                speed_milli: 0,
             },
         )
     }
@@ -253,6 +254,7 @@ mod tests {
                         compression: fairgrid_protocol::messages::Compression::Fp32,
                         update_hash: Hash32::ZERO,
                         update_len: 4,
+                        compute_ms: 0,
                     },
                 ),
                 bytes: vec![0; 4],

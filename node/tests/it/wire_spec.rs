@@ -158,6 +158,7 @@ mod vectors {
                 capacity: resources(4000, 8192, 0, 0),
                 nonce: 1_790_000_000_123,
                 issued_at: 1_790_000_000_123,
+                speed_milli: 412_500,
             },
         )
     }

@@ -13,13 +13,20 @@
 //! classic result respects quota (almost always) the two agree; the unit
 //! tests check this against the seat-by-seat definition. Owner caps are
 //! handled by [`apportion_capped`]. Integer arithmetic only.
+//!
+//! The weight need not be the bound: [`webster_bounded`] gives seats in
+//! proportion to a weight (a node's measured training speed) and at most
+//! a bound (the shards its offer holds). Participants whose quota exceeds
+//! their bound get their bound and leave; the rest is apportioned again
+//! among the others, until no bound binds. With weight = bound it is
+//! [`webster`].
 
 use std::cmp::Ordering;
 
 /// The quotient `k / (2s + 1)` of participant `pos` (rank `rank`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Quotient {
-    k: u32,
+    k: u64,
     s: u32,
     rank: u32,
     pos: u32,
@@ -49,11 +56,20 @@ pub fn webster(items: &[(u32, u32)], r: u64) -> Vec<u32> {
     if r >= total {
         return items.iter().map(|&(k, _)| k).collect();
     }
-    let (r128, total128) = (r as u128, total as u128);
+    let weighted: Vec<(u64, u32)> = items.iter().map(|&(k, rank)| (k as u64, rank)).collect();
+    by_quota(&weighted, r)
+}
+
+/// Quota-bounded Sainte-Laguë over `(weight, rank)` with no other bound:
+/// `r` seats, each participant within one of `weight r / total`. The
+/// total weight must be positive.
+fn by_quota(items: &[(u64, u32)], r: u64) -> Vec<u32> {
+    let total: u128 = items.iter().map(|&(w, _)| w as u128).sum();
+    let (r128, total128) = (r as u128, total.max(1));
     // Lower quotas; floor(k r / K) < k because r < K.
     let mut seats: Vec<u32> = items
         .iter()
-        .map(|&(k, _)| (k as u128 * r128 / total128) as u32)
+        .map(|&(w, _)| (w as u128 * r128 / total128) as u32)
         .collect();
     let given: u64 = seats.iter().map(|&s| s as u64).sum();
     let left = (r - given) as usize;
@@ -64,9 +80,9 @@ pub fn webster(items: &[(u32, u32)], r: u64) -> Vec<u32> {
     let mut candidates: Vec<Quotient> = items
         .iter()
         .enumerate()
-        .filter(|&(_, &(k, _))| !(k as u128 * r128).is_multiple_of(total128))
-        .map(|(pos, &(k, rank))| Quotient {
-            k,
+        .filter(|&(_, &(w, _))| !(w as u128 * r128).is_multiple_of(total128))
+        .map(|(pos, &(w, rank))| Quotient {
+            k: w,
             s: seats[pos],
             rank,
             pos: pos as u32,
@@ -83,24 +99,96 @@ pub fn webster(items: &[(u32, u32)], r: u64) -> Vec<u32> {
     seats
 }
 
+/// One participant of a weighted apportionment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// Seats go in proportion to this (positive).
+    pub weight: u64,
+    /// The most seats the participant may take.
+    pub bound: u32,
+    /// The tie-break order (distinct).
+    pub rank: u32,
+}
+
+/// Gives `r` seats in proportion to the weights, each participant at most
+/// its bound: those whose share would pass their bound get the bound, and
+/// the rest is apportioned again among the others. If `r >= sum bound`
+/// everyone gets its bound. With weight = bound this is [`webster`].
+pub fn webster_bounded(items: &[Claim], r: u64) -> Vec<u32> {
+    let mut seats = vec![0u32; items.len()];
+    let total: u64 = items.iter().map(|c| c.bound as u64).sum();
+    if r >= total {
+        for (seat, c) in seats.iter_mut().zip(items) {
+            *seat = c.bound;
+        }
+        return seats;
+    }
+    let mut active: Vec<usize> = (0..items.len()).filter(|&i| items[i].bound > 0).collect();
+    let mut left = r;
+    loop {
+        let weighted: Vec<(u64, u32)> = active
+            .iter()
+            .map(|&i| (items[i].weight.max(1), items[i].rank))
+            .collect();
+        let got = by_quota(&weighted, left);
+        let bound_binds = |(&i, &s): (&usize, &u32)| s > items[i].bound;
+        if !active.iter().zip(&got).any(bound_binds) {
+            for (&i, s) in active.iter().zip(got) {
+                seats[i] = s;
+            }
+            return seats;
+        }
+        // Terminates: each pass settles at least one participant, and
+        // `left` stays within the remaining bounds (r < sum of bounds).
+        let mut still = Vec::with_capacity(active.len());
+        for (&i, &s) in active.iter().zip(&got) {
+            if s > items[i].bound {
+                seats[i] = items[i].bound;
+                left -= items[i].bound as u64;
+            } else {
+                still.push(i);
+            }
+        }
+        active = still;
+    }
+}
+
 /// Webster with owner caps: the seat order skips quotients of an owner that
 /// has reached its cap. `items[i] = (k_i, owner_i)` in rank order; `caps`
 /// is indexed by owner. `r` must not exceed the capped supply
 /// `sum over owners of min(cap_o, sum of its k_i)`.
 pub fn apportion_capped(items: &[(u32, u32)], caps: &[u32], r: u64) -> Vec<u32> {
+    let weighted: Vec<(u64, u32, u32)> = items.iter().map(|&(k, o)| (k as u64, k, o)).collect();
+    apportion_weighted(&weighted, caps, r)
+}
+
+/// [`apportion_capped`] with weights apart from bounds: `items[i] =
+/// (weight_i, bound_i, owner_i)` in rank order. Seats follow the weights
+/// within the bounds ([`webster_bounded`]) and the owner caps. `r` must not
+/// exceed the capped supply `sum over owners of min(cap_o, sum of its
+/// bounds)`.
+pub fn apportion_weighted(items: &[(u64, u32, u32)], caps: &[u32], r: u64) -> Vec<u32> {
+    let claims = |of: &[usize]| -> Vec<Claim> {
+        of.iter()
+            .map(|&i| Claim {
+                weight: items[i].0,
+                bound: items[i].1,
+                rank: i as u32,
+            })
+            .collect()
+    };
     let mut seats = vec![0u32; items.len()];
     // Participants whose owner has room; owners already capped drop out.
     let mut active: Vec<usize> = (0..items.len())
-        .filter(|&i| caps[items[i].1 as usize] > 0)
+        .filter(|&i| caps[items[i].2 as usize] > 0)
         .collect();
     let mut owner_sum = vec![0u64; caps.len()];
     let mut left = r;
     loop {
-        let ranked: Vec<(u32, u32)> = active.iter().map(|&i| (items[i].0, i as u32)).collect();
-        let got = webster(&ranked, left);
+        let got = webster_bounded(&claims(&active), left);
         let mut over: Vec<u32> = Vec::new();
         for (&i, &s) in active.iter().zip(&got) {
-            let o = items[i].1 as usize;
+            let o = items[i].2 as usize;
             if owner_sum[o] == 0 && s > 0 {
                 over.push(o as u32);
             }
@@ -108,7 +196,7 @@ pub fn apportion_capped(items: &[(u32, u32)], caps: &[u32], r: u64) -> Vec<u32> 
         }
         over.retain(|&o| owner_sum[o as usize] > caps[o as usize] as u64);
         for &i in &active {
-            owner_sum[items[i].1 as usize] = 0;
+            owner_sum[items[i].2 as usize] = 0;
         }
         if over.is_empty() {
             for (&i, s) in active.iter().zip(got) {
@@ -123,15 +211,15 @@ pub fn apportion_capped(items: &[(u32, u32)], caps: &[u32], r: u64) -> Vec<u32> 
             let theirs: Vec<usize> = active
                 .iter()
                 .copied()
-                .filter(|&i| items[i].1 == o)
+                .filter(|&i| items[i].2 == o)
                 .collect();
-            let ranked: Vec<(u32, u32)> = theirs.iter().map(|&i| (items[i].0, i as u32)).collect();
-            for (&i, s) in theirs.iter().zip(webster(&ranked, caps[o as usize] as u64)) {
+            let cap = caps[o as usize] as u64;
+            for (&i, s) in theirs.iter().zip(webster_bounded(&claims(&theirs), cap)) {
                 seats[i] = s;
             }
-            left -= caps[o as usize] as u64;
+            left -= cap;
         }
-        active.retain(|&i| over.binary_search(&items[i].1).is_err());
+        active.retain(|&i| over.binary_search(&items[i].2).is_err());
     }
 }
 
@@ -147,7 +235,7 @@ mod tests {
             let best = (0..items.len())
                 .filter(|&i| seats[i] < items[i].0 && room[items[i].1 as usize] > 0)
                 .map(|i| Quotient {
-                    k: items[i].0,
+                    k: items[i].0 as u64,
                     s: seats[i],
                     rank: i as u32,
                     pos: i as u32,
@@ -258,6 +346,100 @@ mod tests {
             .enumerate()
             .map(|(i, &(k, _))| (k, i as u32))
             .collect()
+    }
+
+    #[test]
+    fn weights_equal_to_bounds_are_plain_webster() {
+        let mut rng = 5u64;
+        for _ in 0..2000 {
+            let n = 1 + lcg(&mut rng) as usize % 9;
+            let items: Vec<(u32, u32)> = (0..n as u32)
+                .map(|i| ((lcg(&mut rng) % 25) as u32, i))
+                .collect();
+            let total: u64 = items.iter().map(|&(k, _)| k as u64).sum();
+            let r = lcg(&mut rng) % (total + 2);
+            let claims: Vec<Claim> = items
+                .iter()
+                .map(|&(k, rank)| Claim {
+                    weight: k as u64,
+                    bound: k,
+                    rank,
+                })
+                .collect();
+            assert_eq!(webster_bounded(&claims, r), webster(&items, r));
+        }
+    }
+
+    #[test]
+    fn seats_follow_weights_within_bounds() {
+        let mut rng = 9u64;
+        for _ in 0..3000 {
+            let n = 1 + lcg(&mut rng) as usize % 8;
+            let claims: Vec<Claim> = (0..n as u32)
+                .map(|rank| Claim {
+                    weight: 1 + lcg(&mut rng) % 5000,
+                    bound: (lcg(&mut rng) % 20) as u32,
+                    rank,
+                })
+                .collect();
+            let supply: u64 = claims.iter().map(|c| c.bound as u64).sum();
+            let r = lcg(&mut rng) % (supply + 1);
+            let seats = webster_bounded(&claims, r);
+            assert_eq!(seats.iter().map(|&s| s as u64).sum::<u64>(), r);
+            // Within bounds; and among those below their bound, no one is
+            // short of its weight's share by a seat compared with another:
+            // s_i + 1 > w_i / w_j * (s_j - 1) for every pair below bound.
+            for (c, &s) in claims.iter().zip(&seats) {
+                assert!(s <= c.bound, "{claims:?} r {r} seats {seats:?}");
+            }
+            for (a, &sa) in claims.iter().zip(&seats) {
+                for (b, &sb) in claims.iter().zip(&seats) {
+                    if sa < a.bound && sb > 0 {
+                        let lhs = (sa as u128 + 1) * b.weight as u128;
+                        let rhs = (sb as u128 - 1) * a.weight as u128;
+                        assert!(lhs >= rhs, "{claims:?} r {r} seats {seats:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_twice_as_fast_node_gets_twice_the_shards() {
+        // Speeds 2:1:1, bounds ample: 12 shards go 6/3/3, though the
+        // bounds (the offers) are equal.
+        let claims = [
+            Claim {
+                weight: 2000,
+                bound: 12,
+                rank: 0,
+            },
+            Claim {
+                weight: 1000,
+                bound: 12,
+                rank: 1,
+            },
+            Claim {
+                weight: 1000,
+                bound: 12,
+                rank: 2,
+            },
+        ];
+        assert_eq!(webster_bounded(&claims, 12), vec![6, 3, 3]);
+        // A bound that binds passes its seats to the others by weight.
+        let tight = [
+            Claim {
+                bound: 4,
+                ..claims[0]
+            },
+            claims[1],
+            claims[2],
+        ];
+        assert_eq!(webster_bounded(&tight, 12), vec![4, 4, 4]);
+        // Owner caps on top: owner 0 holds nodes 0 and 1, capped at 6.
+        let items = [(2000, 12, 0), (1000, 12, 0), (1000, 12, 1)];
+        let seats = apportion_weighted(&items, &[6, 12], 12);
+        assert_eq!(seats, vec![4, 2, 6]);
     }
 
     #[test]

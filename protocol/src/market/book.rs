@@ -22,6 +22,9 @@ pub struct BookNode {
     pub ask: u64,
     /// k_i: whole shards the node can take (capacity / demand, at most M).
     pub units: u32,
+    /// The bid's measured speed (0: none); the weight of its share at a
+    /// marginal level where every node has one.
+    pub speed_milli: u64,
 }
 
 /// Everything clearing needs, computed once; the sweep and the payments
@@ -196,6 +199,7 @@ impl<'a> OrderBook<'a> {
                     owner: owner_of[i],
                     ask: asks[i],
                     units: units[i],
+                    speed_milli: bids[i].speed_milli,
                 }
             })
             .collect();

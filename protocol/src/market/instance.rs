@@ -102,6 +102,10 @@ pub struct BidSection {
     /// The certificate's maximum capacity (default: unbounded).
     #[serde(default)]
     pub max_capacity: Option<ResourceVec>,
+    /// Measured speed, thousandths of a sample per second (default 0:
+    /// none).
+    #[serde(default)]
+    pub speed_milli: u64,
 }
 
 /// A parsed, checked instance with its derived keys and signed bids.
@@ -224,6 +228,7 @@ impl Instance {
                     owner_cert,
                     ask: bid.ask,
                     capacity: bid.capacity,
+                    speed_milli: bid.speed_milli,
                     nonce: 0,
                     issued_at: file.cleared_at,
                 },

@@ -108,6 +108,9 @@ pub struct ValidBid {
     pub owner: OwnerId,
     pub ask: u64,
     pub capacity: ResourceVec,
+    /// The bid's measured speed (milli-samples per second, 0: none), at
+    /// most [`crate::messages::MAX_SPEED_MILLI`].
+    pub speed_milli: u64,
 }
 
 /// Clears `job` over signed `bids`: bids that fail validation at `now`

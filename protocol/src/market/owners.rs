@@ -112,6 +112,7 @@ mod tests {
             owner: OwnerId(PublicKey(owner)),
             ask: 0,
             capacity: ResourceVec::default(),
+            speed_milli: 0,
         }
     }
 

@@ -1,7 +1,11 @@
 //! The price sweep (steps 5-6): take levels from the cheapest; apportion the
-//! marginal level by Sainte-Laguë within node capacities and owner caps.
+//! marginal level by Sainte-Laguë within node capacities and owner caps,
+//! in proportion to the nodes' measured speeds when every node at the
+//! level has one (so that they finish a round together), else to their
+//! capacities.
 
-use super::apportion::apportion_capped;
+use super::apportion::apportion_weighted;
+use super::book::BookNode;
 use super::book::OrderBook;
 
 /// What happened at one price level the sweep reached.
@@ -89,8 +93,19 @@ impl OrderBook<'_> {
                     *slot = node.units;
                 }
             } else if take > 0 {
-                let items: Vec<(u32, u32)> = nodes.iter().map(|n| (n.units, n.owner)).collect();
-                let got = apportion_capped(&items, &remaining_cap, take);
+                let by_speed = weighs_by_speed(nodes);
+                let items: Vec<(u64, u32, u32)> = nodes
+                    .iter()
+                    .map(|n| {
+                        let weight = if by_speed {
+                            n.speed_milli
+                        } else {
+                            n.units as u64
+                        };
+                        (weight, n.units, n.owner)
+                    })
+                    .collect();
+                let got = apportion_weighted(&items, &remaining_cap, take);
                 out.copy_from_slice(&got);
             }
             for (slot, node) in out.iter().zip(nodes) {
@@ -119,4 +134,9 @@ impl OrderBook<'_> {
             levels,
         }
     }
+}
+
+/// Whether a level's shards go by speed: every node there measured one.
+pub fn weighs_by_speed(nodes: &[BookNode]) -> bool {
+    !nodes.is_empty() && nodes.iter().all(|n| n.speed_milli > 0)
 }

@@ -3,6 +3,7 @@
 use super::{MarketError, MarketJob, ValidBid};
 use crate::cert::TrustPolicy;
 use crate::messages::Bid;
+use crate::messages::MAX_SPEED_MILLI;
 use crate::resources::ResourceVec;
 use crate::signed::Signed;
 
@@ -118,6 +119,7 @@ fn check_one(
             owner: ownership.owner,
             ask: bid.ask,
             capacity,
+            speed_milli: bid.speed_milli.min(MAX_SPEED_MILLI),
         },
     ))
 }

@@ -16,10 +16,20 @@ pub struct Bid {
     pub ask: u64,
     /// Capacity offered to this job.
     pub capacity: ResourceVec,
+    /// The node's measured training speed on the job's model with what it
+    /// offers, in thousandths of a sample per second (0: not measured).
+    /// Among bids at one price, shards go in proportion to it when every
+    /// one of them carries it (docs/market.md, "Speed").
+    pub speed_milli: u64,
     /// A node's later bid (higher nonce) replaces its earlier one.
     pub nonce: u64,
     pub issued_at: u64,
 }
+
+/// The largest speed the market counts (about 10^12 samples per second);
+/// a claim above it counts as this, so sums of speeds stay far from
+/// overflowing.
+pub const MAX_SPEED_MILLI: u64 = 1 << 50;
 
 impl SignedMessage for Bid {
     const KIND: &'static str = "bid";

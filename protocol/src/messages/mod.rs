@@ -9,7 +9,7 @@ mod round;
 
 pub use advert::{CapacityAdvert, GpuInfo, Hardware, MAX_ADVERT_LIFETIME_MS, MAX_CLOCK_SKEW_MS};
 pub use allocation::{ALGO_VERSION, Allocation, Assignment, OwnerPayment};
-pub use bid::Bid;
+pub use bid::{Bid, MAX_SPEED_MILLI};
 pub use job::{
     Compression, DatasetDescriptor, HyperParams, InputShape, JobSpec, LrSchedule, MAX_ROUNDS,
     MAX_SHARD_BYTES, MAX_SHARDS, ModelArch, ModelSpec, OptimizerKind, PPM, SHARD_HEADER_BYTES,

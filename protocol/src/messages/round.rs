@@ -47,6 +47,10 @@ pub struct RoundUpdate {
     pub samples: u64,
     /// Mean training loss over the worker's local steps.
     pub loss: f32,
+    /// How long the round's training took by the worker's own clock, in
+    /// milliseconds. Self-reported: the coordinator judges a claimed speed
+    /// by the time it observes, and shows this beside it.
+    pub compute_ms: u64,
     pub compression: Compression,
     pub update_hash: Hash32,
     pub update_len: u64,

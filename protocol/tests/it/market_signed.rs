@@ -70,6 +70,7 @@ fn bid(
         capacity: cpu(cores),
         nonce,
         issued_at: NOW,
+        speed_milli: 0,
     }
 }
 

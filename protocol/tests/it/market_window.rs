@@ -68,6 +68,7 @@ fn cleared(
                 capacity: cpu(4),
                 nonce: 0,
                 issued_at: NOW,
+                speed_milli: 0,
             };
             Signed::sign(n, &bid)
         })

@@ -18,6 +18,8 @@ pub struct Order {
     pub shards: Vec<u32>,
     /// Samples its H local steps process: H x min(batch, its samples).
     pub samples: u64,
+    /// The speed its bid claimed (milli-samples per second, 0: none).
+    pub speed_milli: u64,
 }
 
 /// An update that passed every check, decoded.
@@ -28,6 +30,8 @@ pub struct AcceptedUpdate {
     pub loss: f32,
     pub update_hash: Hash32,
     pub bytes: u64,
+    /// The worker's own measure of its training time.
+    pub compute_ms: u64,
 }
 
 impl AcceptedUpdate {
@@ -39,6 +43,7 @@ impl AcceptedUpdate {
             loss: update.loss,
             update_hash: update.update_hash,
             bytes,
+            compute_ms: update.compute_ms,
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod inbound;
 pub mod machine;
 pub mod policy;
 pub mod shards;
+pub mod speed;
 pub mod train;
 pub mod working;
 
@@ -37,6 +38,7 @@ use tracing::{debug, info, warn};
 use super::{ledger_sync, transport};
 use crate::jobs::JobsContext;
 use crate::ledger::now_ms;
+use crate::jobs::model;
 use crate::net::{Request, Response, Verdict};
 pub use machine::BUSY;
 use machine::{BidAnswer, Input, Output, Reply, Worker};
@@ -432,6 +434,7 @@ async fn send_bid(
     ask: u64,
     capacity: ResourceVec,
 ) -> BidAnswer {
+    let speed_milli = speed_of(ctx, &job.spec).await;
     let bid = Signed::sign(
         &ctx.key,
         &Bid {
@@ -442,6 +445,7 @@ async fn send_bid(
             capacity,
             nonce,
             issued_at: now_ms(),
+            speed_milli,
         },
     );
     match transport::call(ctx, job.coordinator, Request::JobBid(bid)).await {
@@ -449,6 +453,37 @@ async fn send_bid(
         Ok(Response::Refused { reason }) => BidAnswer::Refused(reason),
         Ok(_) => BidAnswer::Failed("unexpected answer to a bid".into()),
         Err(e) => BidAnswer::Failed(e.to_string()),
+    }
+}
+
+/// This node's speed on the job's model for its bid: measured once per
+/// model (on a blocking thread) unless `worker.measure_speed` is off; 0
+/// (none) if the probe fails, which the log says.
+async fn speed_of(ctx: &Arc<JobsContext>, spec: &JobSpec) -> u64 {
+    if !ctx.config.worker.measure_speed {
+        return 0;
+    }
+    let threads = model::threads(ctx.config.worker.threads);
+    if let Some(known) = ctx.jobs.speeds.get(spec, threads) {
+        return known;
+    }
+    let probed = spec.clone();
+    let measured =
+        tokio::task::spawn_blocking(move || speed::measure(&probed, threads)).await;
+    match measured {
+        Ok(Ok(speed_milli)) => {
+            info!(target: TARGET, samples_per_sec = speed_milli / 1000, threads, "measured this node's speed on the job's model");
+            ctx.jobs.speeds.insert(spec, threads, speed_milli);
+            speed_milli
+        }
+        Ok(Err(e)) => {
+            warn!(target: TARGET, error = %e, "could not measure this node's speed; bidding without it");
+            0
+        }
+        Err(e) => {
+            warn!(target: TARGET, error = %e, "the speed probe stopped; bidding without it");
+            0
+        }
     }
 }
 

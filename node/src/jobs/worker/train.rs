@@ -126,6 +126,7 @@ pub fn train_round(engine: &mut Option<Engine>, input: RoundInput) -> Result<Tra
         .map(|&shard| model::shard_seed(hyper.seed, &input.job_id, input.round, shard))
         .collect();
     let batch = per_shard * input.shards.len();
+    let started = std::time::Instant::now();
     let local = engine
         .trainer(&input.spec, batch, input.threads, &input.cancel)?
         .train_local_per_shard(
@@ -137,6 +138,7 @@ pub fn train_round(engine: &mut Option<Engine>, input: RoundInput) -> Result<Tra
             &seeds,
         )
         .map_err(|e| e.to_string())?;
+    let compute_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let mut bytes = engine
         .compressor
         .encode(&local.delta)
@@ -154,6 +156,7 @@ pub fn train_round(engine: &mut Option<Engine>, input: RoundInput) -> Result<Tra
         shards: input.shards,
         samples: local.samples,
         loss: local.mean_loss,
+        compute_ms,
         compression: hyper.compression,
         update_hash: Hash32::of(&bytes),
         update_len: bytes.len() as u64,

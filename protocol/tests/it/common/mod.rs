@@ -59,6 +59,7 @@ pub fn bid(i: u64, owner_ix: u64, ask: u64, units: u64) -> ValidBid {
             mem_mib: 1 << 20,
             ..Default::default()
         },
+        speed_milli: 0,
     }
 }
 

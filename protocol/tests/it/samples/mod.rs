@@ -193,6 +193,7 @@ impl Gen {
             capacity: self.resources(),
             nonce: self.u64(),
             issued_at: self.u64(),
+            speed_milli: 0,
         }
     }
 
@@ -269,6 +270,7 @@ impl Gen {
             compression: self.compression(),
             update_hash: self.hash(),
             update_len: self.u64(),
+            compute_ms: 0,
         }
     }
 

@@ -17,6 +17,7 @@
 //! - [`ending`]: failing, finishing, credits, and the last checkpoint.
 
 mod bids;
+mod claims;
 mod clearing;
 mod ending;
 mod rounds;
@@ -278,6 +279,8 @@ pub struct Coordinator {
     /// Each worker's part in the round being recorded, for its event (not
     /// checkpointed: a restart loses only this view).
     round_workers: Option<(u32, Vec<WorkerRoundView>)>,
+    /// Workers far slower than their bids claimed.
+    slow: claims::SlowWorkers,
     ended: bool,
 }
 
@@ -371,6 +374,7 @@ impl Coordinator {
             recording: 0,
             finished_here: false,
             round_workers: None,
+            slow: claims::SlowWorkers::default(),
             ended: false,
         }
     }

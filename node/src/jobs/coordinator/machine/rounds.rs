@@ -14,7 +14,7 @@ use fairgrid_sdk::jobs::{JobEventKind, WorkerRoundView};
 
 use super::super::RoundRecord;
 use super::super::round::{AcceptedUpdate, Aggregate, Order, Outcome, Rejection, RoundInProgress};
-use super::{Busy, Coordinator, MAX_EMPTY_ROUNDS, Output};
+use super::{Busy, Coordinator, MAX_EMPTY_ROUNDS, Output, claims};
 use crate::jobs::model;
 
 /// Samples a worker's H local steps process over these shards: each step
@@ -39,6 +39,7 @@ impl Coordinator {
         let params_bytes = Arc::new(model::params_to_bytes(&self.params));
         let params_hash = Hash32::of(&params_bytes);
         let deadline = now + self.spec.round_timeout_ms;
+        let speeds = claims::claimed_speeds(&current.bids);
         let orders: BTreeMap<NodeId, Order> = allocation
             .assignments
             .iter()
@@ -47,6 +48,7 @@ impl Coordinator {
                     owner: a.owner,
                     shards: a.shards.clone(),
                     samples: order_samples(&self.spec, &a.shards),
+                    speed_milli: speeds.get(&a.node).copied().unwrap_or(0),
                 };
                 (a.node, order)
             })
@@ -304,23 +306,43 @@ impl Coordinator {
             })
             .collect();
         let bytes_up: u64 = accepted.iter().map(|(_, u)| u.bytes).sum();
-        let workers = accepted
-            .iter()
-            .map(|(node, u)| {
-                let order = &finished.orders[*node];
-                WorkerRoundView {
-                    node: node.to_string(),
-                    owner: order.owner.to_string(),
-                    shards: order.shards.len() as u32,
-                    samples: u.samples,
-                    bytes_up: u.bytes,
-                    millis: finished
-                        .arrivals
-                        .get(*node)
-                        .map_or(0, |at| at.saturating_sub(finished.started_ms)),
-                }
-            })
-            .collect();
+        let mut workers = Vec::with_capacity(accepted.len());
+        for (node, u) in &accepted {
+            let order = &finished.orders[*node];
+            let millis = finished
+                .arrivals
+                .get(*node)
+                .map_or(0, |at| at.saturating_sub(finished.started_ms));
+            let expected = claims::expected_ms(u.samples, order.speed_milli);
+            if let Some(expected) = expected
+                && self.slow.observe(**node, millis, expected)
+            {
+                out.push(Output::RecordNow(EntryBody::Verification {
+                    job_id: self.id,
+                    round,
+                    node: **node,
+                    passed: false,
+                    detail: format!(
+                        "slower than its bid claimed: {millis} ms for {} samples, where its claimed {:.1} samples/s gives {expected} ms ({} rounds over {}x + {} ms)",
+                        u.samples,
+                        order.speed_milli as f64 / 1000.0,
+                        claims::SLOW_ROUNDS,
+                        claims::SLOW_FACTOR,
+                        claims::SLOW_SLACK_MS
+                    ),
+                }));
+            }
+            workers.push(WorkerRoundView {
+                node: node.to_string(),
+                owner: order.owner.to_string(),
+                shards: order.shards.len() as u32,
+                samples: u.samples,
+                bytes_up: u.bytes,
+                millis,
+                compute_millis: u.compute_ms,
+                expected_millis: expected,
+            });
+        }
         self.round_workers = Some((round, workers));
         let model_hash = model::params_hash(&next.params);
         let entry = EntryBody::RoundCompleted {

@@ -72,6 +72,7 @@ impl Fixture {
             },
             nonce: now,
             issued_at: now,
+            speed_milli: 0,
         };
         let input = Input::Bid {
             from: self.node(w),
@@ -153,6 +154,7 @@ impl Fixture {
             compression: Compression::Fp32,
             update_hash: Hash32::of(&bytes),
             update_len: bytes.len() as u64,
+            compute_ms: 0,
         };
         (Signed::sign(&self.workers[w], &update), bytes)
     }

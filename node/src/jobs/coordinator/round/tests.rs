@@ -24,6 +24,7 @@ fn fixture(compression: Compression) -> Fixture {
             owner: worker.node_id().as_self_owner(),
             shards: vec![0, 1],
             samples: 32,
+            speed_milli: 0,
         },
     );
     orders.insert(
@@ -32,6 +33,7 @@ fn fixture(compression: Compression) -> Fixture {
             owner: Keypair::from_seed(b"other").node_id().as_self_owner(),
             shards: vec![2, 3],
             samples: 32,
+            speed_milli: 0,
         },
     );
     let round = RoundInProgress {
@@ -79,6 +81,7 @@ fn update(f: &Fixture, bytes: &[u8], edit: impl FnOnce(&mut RoundUpdate)) -> Sig
         compression: f.spec.hyper.compression,
         update_hash: Hash32::of(bytes),
         update_len: bytes.len() as u64,
+        compute_ms: 0,
     };
     edit(&mut u);
     Signed::sign(&f.worker, &u)
@@ -227,6 +230,7 @@ fn aggregation_weights_by_samples_and_applies_the_outer_step() {
         loss: 1.0,
         update_hash: Hash32::ZERO,
         bytes: 8,
+        compute_ms: 0,
     };
     let b = AcceptedUpdate {
         delta: vec![0.0, 1.0],
@@ -234,6 +238,7 @@ fn aggregation_weights_by_samples_and_applies_the_outer_step() {
         loss: 2.0,
         update_hash: Hash32::ZERO,
         bytes: 8,
+        compute_ms: 0,
     };
     let out = aggregate(&[1.0, 1.0], &[&a, &b], 0.5).unwrap();
     assert_eq!(out.params, vec![1.375, 1.125]);

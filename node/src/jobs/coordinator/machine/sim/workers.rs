@@ -48,6 +48,7 @@ impl SimWorker {
             },
             nonce: self.nonce,
             issued_at: now,
+            speed_milli: 0,
         };
         (Signed::sign(&self.key, &bid), bid)
     }
@@ -108,6 +109,7 @@ impl World {
             compression: self.spec.hyper.compression,
             update_hash: Hash32::of(&bytes),
             update_len: bytes.len() as u64,
+            compute_ms: 0,
         };
         let signed = Signed::sign(&self.workers[w].key, &update);
         let mut bytes = bytes;
@@ -137,6 +139,7 @@ impl World {
             compression: self.spec.hyper.compression,
             update_hash: Hash32::of(b"forged"),
             update_len: 6,
+            compute_ms: 0,
         };
         Message::Update {
             from: victim,

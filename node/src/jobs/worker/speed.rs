@@ -1,0 +1,144 @@
+//! How fast this node trains a job's model: a short calibrated probe on
+//! synthetic samples of the model's input shape, cached per model, batch,
+//! optimiser and thread count. The bid carries it, and the market gives
+//! shards in proportion to it, so that every winner of a job finishes a
+//! round at about the same time (docs/market.md, "Speed").
+//!
+//! The probe measures the node as it is when it bids: a node already
+//! training another job measures less, which is also what the new job
+//! will get from it.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use fairgrid_kernels::{Dataset, InputShape};
+use fairgrid_protocol::messages::{JobSpec, MAX_SPEED_MILLI};
+
+use crate::jobs::model;
+
+/// Steps timed after the warm-up step, at least.
+const MIN_STEPS: u32 = 3;
+/// The probe times steps until this much time has passed (or
+/// [`MAX_STEPS`]): long enough to average out a scheduler's slice, short
+/// beside a bid window.
+const PROBE_TIME: Duration = Duration::from_millis(300);
+const MAX_STEPS: u32 = 200;
+
+/// Measured speeds, by what decides them.
+#[derive(Default)]
+pub struct SpeedCache {
+    measured: Mutex<BTreeMap<String, u64>>,
+}
+
+impl SpeedCache {
+    /// The speed measured for `spec` with `threads`, if any.
+    pub fn get(&self, spec: &JobSpec, threads: usize) -> Option<u64> {
+        let measured = self.measured.lock().unwrap_or_else(|e| e.into_inner());
+        measured.get(&key(spec, threads)).copied()
+    }
+
+    pub fn insert(&self, spec: &JobSpec, threads: usize, speed_milli: u64) {
+        let mut measured = self.measured.lock().unwrap_or_else(|e| e.into_inner());
+        measured.insert(key(spec, threads), speed_milli);
+    }
+}
+
+/// What a step's cost depends on: the model, the batch a shard brings,
+/// the optimiser and the threads (the CPU backend; the device joins the
+/// key when jobs train on GPUs).
+fn key(spec: &JobSpec, threads: usize) -> String {
+    format!(
+        "cpu|{:?}|{}|{:?}|{threads}",
+        spec.model, spec.hyper.batch_size, spec.hyper.optimizer
+    )
+}
+
+/// Trains the job's model on synthetic samples for about [`PROBE_TIME`]
+/// at the batch of one shard; thousandths of a sample per second, at
+/// least 1. Blocking.
+pub fn measure(spec: &JobSpec, threads: usize) -> Result<u64, String> {
+    let batch = spec.hyper.batch_size.max(1) as usize;
+    let mut trainer =
+        model::trainer(&spec.model, &spec.hyper, batch, threads).map_err(|e| e.to_string())?;
+    let data = synthetic(spec, batch)?;
+    let indices: Vec<u32> = (0..batch as u32).collect();
+    // lr 0: the probe times the work of a step, not where it leads.
+    trainer
+        .step(&data, &indices, 0.0)
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let mut steps = 0u32;
+    while steps < MIN_STEPS || (started.elapsed() < PROBE_TIME && steps < MAX_STEPS) {
+        trainer
+            .step(&data, &indices, 0.0)
+            .map_err(|e| e.to_string())?;
+        steps += 1;
+    }
+    Ok(speed_milli(
+        u64::from(steps) * batch as u64,
+        started.elapsed(),
+    ))
+}
+
+/// `samples` in `elapsed` as thousandths of a sample per second, within
+/// 1..=[`MAX_SPEED_MILLI`].
+pub fn speed_milli(samples: u64, elapsed: Duration) -> u64 {
+    let micros = elapsed.as_micros().max(1);
+    let milli = u128::from(samples) * 1_000_000_000 / micros;
+    u64::try_from(milli)
+        .unwrap_or(u64::MAX)
+        .clamp(1, MAX_SPEED_MILLI)
+}
+
+/// `batch` samples of the model's input shape with deterministic pixels
+/// and every class among the labels.
+fn synthetic(spec: &JobSpec, batch: usize) -> Result<Dataset, String> {
+    let input = &spec.model.input;
+    let shape = InputShape {
+        channels: input.channels as usize,
+        height: input.height as usize,
+        width: input.width as usize,
+    };
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let images: Vec<u8> = (0..batch * shape.numel())
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 56) as u8
+        })
+        .collect();
+    let classes = spec.model.classes as usize;
+    let labels: Vec<u8> = (0..batch).map(|i| (i % classes) as u8).collect();
+    Dataset::new("speed-probe", shape, classes, images, labels).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::testing::sample_spec;
+    use fairgrid_protocol::Keypair;
+
+    #[test]
+    fn measures_a_positive_speed_and_caches_it_per_threads() {
+        let spec = sample_spec(&Keypair::from_seed(b"speed"));
+        let speed = measure(&spec, 1).unwrap();
+        assert!(speed > 0);
+        let cache = SpeedCache::default();
+        assert_eq!(cache.get(&spec, 1), None);
+        cache.insert(&spec, 1, speed);
+        assert_eq!(cache.get(&spec, 1), Some(speed));
+        assert_eq!(cache.get(&spec, 2), None, "threads are part of the key");
+        let mut other = spec.clone();
+        other.hyper.batch_size *= 2;
+        assert_eq!(cache.get(&other, 1), None, "so is the batch");
+    }
+
+    #[test]
+    fn converts_and_bounds_speeds() {
+        assert_eq!(speed_milli(100, Duration::from_secs(2)), 50_000);
+        assert_eq!(speed_milli(0, Duration::from_secs(1)), 1);
+        assert_eq!(speed_milli(u64::MAX, Duration::ZERO), MAX_SPEED_MILLI);
+    }
+}
