@@ -73,7 +73,7 @@ async function renderJob(main, id, { alive }) {
   const drawWorkers = () => {
     const recent = workerRounds.slice(-12).reverse();
     workersBox.replaceChildren(recent.length
-      ? table(["round", "worker", "owner", "shards", "samples", "update", "time", "vs fastest"], recent.flatMap(({ round, workers }) => {
+      ? table(["round", "worker", "owner", "shards", "samples", "update", "time", "vs fastest", "training", "claimed"], recent.flatMap(({ round, workers }) => {
         const fastest = Math.max(1, Math.min(...workers.map((w) => w.millis)));
         return workers.map((w) => h("tr", {},
           h("td", { class: "num" }, ledgerLink(String(round), { job: id, kind: "round_completed" })),
@@ -81,7 +81,9 @@ async function renderJob(main, id, { alive }) {
           h("td", {}, labels.get(w.owner) || short(w.owner)), h("td", { class: "num" }, String(w.shards)),
           h("td", { class: "num" }, String(w.samples)), h("td", { class: "num" }, bytes(w.bytes_up)),
           h("td", { class: "num" }, `${(w.millis / 1000).toFixed(2)} s`),
-          h("td", { class: "num" }, `${(w.millis / fastest).toFixed(2)}×`)));
+          h("td", { class: "num" }, `${(w.millis / fastest).toFixed(2)}×`),
+          h("td", { class: "num", title: "its training time, by its own clock" }, w.compute_millis != null ? `${(w.compute_millis / 1000).toFixed(2)} s` : "–"),
+          h("td", { class: "num", title: "what its bid's measured speed gives for its samples" }, w.expected_millis != null ? `${(w.expected_millis / 1000).toFixed(2)} s` : "–")));
       }), { id: "worker-rounds" })
       : h("p", { class: "muted" }, "No round completed while this page was open or since the coordinator started."));
   };

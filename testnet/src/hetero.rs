@@ -30,6 +30,9 @@ pub struct HeteroArgs {
     /// The slow worker's CPU quota, percent of one core.
     #[arg(long, default_value_t = 30)]
     pub quota_percent: u32,
+    /// Shards of the job (a multiple of 4): more shards split finer.
+    #[arg(long, default_value_t = 24)]
+    pub shards: u64,
     #[arg(long, value_enum, default_value_t = Model::Cnn)]
     pub model: Model,
     #[command(flatten)]
@@ -39,8 +42,8 @@ pub struct HeteroArgs {
     pub timeout_secs: u64,
 }
 
-/// Shards of the job: enough for the speeds to show in the split.
-const SHARDS: u64 = 12;
+/// Every worker's ask (the owners' price floors differ).
+const ASK: u64 = 100;
 
 /// What one run measured.
 #[derive(Debug, Clone)]
@@ -99,6 +102,9 @@ pub async fn run(launcher: Launcher, args: &HeteroArgs) -> anyhow::Result<String
     if args.workers < 2 {
         bail!("--workers must be at least 2");
     }
+    if args.shards < 4 || !args.shards.is_multiple_of(4) {
+        bail!("--shards must be a positive multiple of 4");
+    }
     let before = one_run(&launcher, args, false).await?;
     println!("{}", before.describe());
     let after = one_run(&launcher, args, true).await?;
@@ -117,16 +123,18 @@ pub async fn run(launcher: Launcher, args: &HeteroArgs) -> anyhow::Result<String
     ))
 }
 
-/// The job: the demo's, cut into [`SHARDS`] shards that any worker can
-/// hold all of, and no owner cap, so that speed alone decides the split.
+/// The job: the demo's, cut into `--shards` shards (4 per demo owner)
+/// that any worker can hold all of, and no owner cap, so that speed alone
+/// decides the split.
 fn request(args: &HeteroArgs, small_cpu_milli: u64) -> anyhow::Result<JobRequest> {
     let tuning = Tuning {
         rounds: Some(args.tuning.rounds.unwrap_or(10)),
         alpha: Some(1.0),
         ..args.tuning.clone()
     };
-    let mut request = demo_request(args.model, "builtin", 3, small_cpu_milli, &tuning)?;
-    request.market.demand_per_shard.cpu_milli = (small_cpu_milli / SHARDS).max(1);
+    let demo_owners = (args.shards / 4) as usize;
+    let mut request = demo_request(args.model, "builtin", demo_owners, small_cpu_milli, &tuning)?;
+    request.market.demand_per_shard.cpu_milli = (small_cpu_milli / args.shards).max(1);
     request.name = "testnet-hetero".into();
     Ok(request)
 }
@@ -142,6 +150,10 @@ async fn one_run(
         "FAIRGRID_WORKER_MEASURE_SPEED".into(),
         by_speed.to_string(),
     ));
+    // One price for all: the cheapest node would otherwise take every
+    // shard it can hold, whatever its speed.
+    spec.env
+        .push(("FAIRGRID_WORKER_ASK".into(), ASK.to_string()));
     spec.node_env
         .push((0, "FAIRGRID_WORKER_ENABLED".into(), "false".into()));
     let request = request(args, spec.owners.small_cpu_milli)?;

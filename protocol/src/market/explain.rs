@@ -53,8 +53,13 @@ pub fn explain(outcome: &Outcome) -> String {
     for level in outcome.levels.iter().take(MAX_LEVELS_SHOWN) {
         let how = if level.marginal {
             format!(
-                "marginal: the last {} shards were apportioned by Sainte-Lague in proportion to capacity",
-                level.taken
+                "marginal: the last {} shards were apportioned by Sainte-Lague in proportion to {}",
+                level.taken,
+                if level.by_speed {
+                    "measured speed, within capacity"
+                } else {
+                    "capacity"
+                }
             )
         } else if level.taken == 0 {
             "nothing taken (every owner here is at its cap)".to_string()

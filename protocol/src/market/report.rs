@@ -98,6 +98,9 @@ pub struct LevelSummary {
     pub remaining_before: u64,
     pub taken: u64,
     pub marginal: bool,
+    /// The level's nodes all bid a measured speed, so its apportionment
+    /// (if marginal) follows speed rather than capacity.
+    pub by_speed: bool,
     pub cap_bound: Vec<String>,
 }
 
@@ -133,6 +136,7 @@ impl Instance {
                 remaining_before: l.remaining_before,
                 taken: l.taken,
                 marginal: l.is_marginal(),
+                by_speed: super::sweep::weighs_by_speed(&book.nodes[book.levels[l.level].clone()]),
                 cap_bound: l
                     .cap_bound
                     .iter()

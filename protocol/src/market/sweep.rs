@@ -137,6 +137,6 @@ impl OrderBook<'_> {
 }
 
 /// Whether a level's shards go by speed: every node there measured one.
-pub fn weighs_by_speed(nodes: &[BookNode]) -> bool {
+pub(crate) fn weighs_by_speed(nodes: &[BookNode]) -> bool {
     !nodes.is_empty() && nodes.iter().all(|n| n.speed_milli > 0)
 }

@@ -12,5 +12,6 @@ mod market_milp;
 mod market_order;
 mod market_props;
 mod market_signed;
+mod market_speed;
 mod market_window;
 mod messages_props;
