@@ -198,6 +198,12 @@ async fn four_nodes_train_within_the_caps_and_agree_on_the_ledger() {
         .await;
         let allocations = verified_allocations(&client, &id).await;
         assert_eq!(allocations.len(), 1);
+        // Every node measured its speed on the model and bid it.
+        let speeds = jobs_common::allocation_bid_speeds(&client, &id).await;
+        assert!(
+            speeds.len() >= 4 && speeds.iter().all(|&s| s > 0),
+            "{speeds:?}"
+        );
         let mut verified_here = false;
         for view in client.ledger_job(&id).await.unwrap() {
             let (_, entry) = signed_entry(&view);

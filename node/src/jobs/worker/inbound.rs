@@ -272,6 +272,7 @@ async fn work_round(
             )));
         }
     };
+    let threads = model::threads(ctx.config.worker.threads);
     let input = RoundInput {
         spec: job.spec.clone(),
         job_id: job.id,
@@ -282,7 +283,7 @@ async fn work_round(
         base_params: key.params_hash,
         shards: mine,
         loaded,
-        threads: model::threads(ctx.config.worker.threads),
+        threads,
         fault: super::train::TestFault::from_env(),
         cancel: Arc::clone(&job.cancel),
     };
@@ -293,7 +294,14 @@ async fn work_round(
     })
     .await;
     match trained {
-        Ok(Ok(t)) => Ok(Arc::new(t)),
+        Ok(Ok(t)) => {
+            if ctx.config.worker.measure_speed {
+                ctx.jobs
+                    .speeds
+                    .observe(&job.spec, threads, t.samples, t.compute_ms);
+            }
+            Ok(Arc::new(t))
+        }
         Ok(Err(e)) => Err(RoundFailure::Refuse(format!("training failed: {e}"))),
         Err(e) => Err(RoundFailure::Refuse(format!("training thread failed: {e}"))),
     }

@@ -434,7 +434,7 @@ async fn send_bid(
     ask: u64,
     capacity: ResourceVec,
 ) -> BidAnswer {
-    let speed_milli = speed_of(ctx, &job.spec).await;
+    let speed_milli = speed_of(ctx, &job.spec, capacity).await;
     let bid = Signed::sign(
         &ctx.key,
         &Bid {
@@ -457,9 +457,11 @@ async fn send_bid(
 }
 
 /// This node's speed on the job's model for its bid: measured once per
-/// model (on a blocking thread) unless `worker.measure_speed` is off; 0
+/// model (on a blocking thread) unless `worker.measure_speed` is off, at
+/// the batch of the shards the bid can win (up to
+/// [`speed::PROBE_SHARDS`]), then refined by the rounds it trains; 0
 /// (none) if the probe fails, which the log says.
-async fn speed_of(ctx: &Arc<JobsContext>, spec: &JobSpec) -> u64 {
+async fn speed_of(ctx: &Arc<JobsContext>, spec: &JobSpec, capacity: ResourceVec) -> u64 {
     if !ctx.config.worker.measure_speed {
         return 0;
     }
@@ -468,8 +470,11 @@ async fn speed_of(ctx: &Arc<JobsContext>, spec: &JobSpec) -> u64 {
         return known;
     }
     let probed = spec.clone();
+    let shards = capacity
+        .units_of(&spec.demand_per_shard)
+        .min(policy::owner_cap_of(spec));
     let measured =
-        tokio::task::spawn_blocking(move || speed::measure(&probed, threads)).await;
+        tokio::task::spawn_blocking(move || speed::measure(&probed, threads, shards)).await;
     match measured {
         Ok(Ok(speed_milli)) => {
             info!(target: TARGET, samples_per_sec = speed_milli / 1000, threads, "measured this node's speed on the job's model");

@@ -20,10 +20,17 @@ use crate::jobs::model;
 /// Steps timed after the warm-up step, at least.
 const MIN_STEPS: u32 = 3;
 /// The probe times steps until this much time has passed (or
-/// [`MAX_STEPS`]): long enough to average out a scheduler's slice, short
-/// beside a bid window.
-const PROBE_TIME: Duration = Duration::from_millis(300);
-const MAX_STEPS: u32 = 200;
+/// [`MAX_STEPS`]): five periods of a CFS CPU quota (100 ms), so that a
+/// node held to a quota measures it within a fifth, and short beside a
+/// bid window.
+const PROBE_TIME: Duration = Duration::from_millis(500);
+/// The probe's batch is that of this many shards (fewer if the node
+/// cannot win more): a step's fixed costs weigh less per sample in a
+/// larger batch, so the probe measures at a batch like the rounds'.
+pub const PROBE_SHARDS: u64 = 4;
+const MAX_STEPS: u32 = 5_000;
+/// Rounds shorter than this do not update the cache.
+const MIN_OBSERVED_MS: u64 = 50;
 
 /// Measured speeds, by what decides them.
 #[derive(Default)]
@@ -42,6 +49,16 @@ impl SpeedCache {
         let mut measured = self.measured.lock().unwrap_or_else(|e| e.into_inner());
         measured.insert(key(spec, threads), speed_milli);
     }
+
+    /// A round trained `samples` in `compute_ms`: the speed the node's
+    /// next bids on this model claim (a round is the real workload, at the
+    /// real batch; rounds shorter than [`MIN_OBSERVED_MS`] say too little).
+    pub fn observe(&self, spec: &JobSpec, threads: usize, samples: u64, compute_ms: u64) {
+        if compute_ms >= MIN_OBSERVED_MS && samples > 0 {
+            let speed = speed_milli(samples, Duration::from_millis(compute_ms));
+            self.insert(spec, threads, speed);
+        }
+    }
 }
 
 /// What a step's cost depends on: the model, the batch a shard brings,
@@ -55,10 +72,10 @@ fn key(spec: &JobSpec, threads: usize) -> String {
 }
 
 /// Trains the job's model on synthetic samples for about [`PROBE_TIME`]
-/// at the batch of one shard; thousandths of a sample per second, at
+/// at the batch of `shards` shards; thousandths of a sample per second, at
 /// least 1. Blocking.
-pub fn measure(spec: &JobSpec, threads: usize) -> Result<u64, String> {
-    let batch = spec.hyper.batch_size.max(1) as usize;
+pub fn measure(spec: &JobSpec, threads: usize, shards: u64) -> Result<u64, String> {
+    let batch = spec.hyper.batch_size.max(1) as usize * shards.clamp(1, PROBE_SHARDS) as usize;
     let mut trainer =
         model::trainer(&spec.model, &spec.hyper, batch, threads).map_err(|e| e.to_string())?;
     let data = synthetic(spec, batch)?;
@@ -123,7 +140,7 @@ mod tests {
     #[test]
     fn measures_a_positive_speed_and_caches_it_per_threads() {
         let spec = sample_spec(&Keypair::from_seed(b"speed"));
-        let speed = measure(&spec, 1).unwrap();
+        let speed = measure(&spec, 1, 2).unwrap();
         assert!(speed > 0);
         let cache = SpeedCache::default();
         assert_eq!(cache.get(&spec, 1), None);
@@ -133,6 +150,11 @@ mod tests {
         let mut other = spec.clone();
         other.hyper.batch_size *= 2;
         assert_eq!(cache.get(&other, 1), None, "so is the batch");
+        // A round's figures replace the probe's; a very short one does not.
+        cache.observe(&spec, 1, 1_000, 2_000);
+        assert_eq!(cache.get(&spec, 1), Some(500_000));
+        cache.observe(&spec, 1, 1_000, 10);
+        assert_eq!(cache.get(&spec, 1), Some(500_000));
     }
 
     #[test]

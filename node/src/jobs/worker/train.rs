@@ -51,6 +51,9 @@ impl Engine {
 pub struct Trained {
     pub update: Signed<RoundUpdate>,
     pub bytes: Vec<u8>,
+    /// Samples trained and how long it took (what the speed cache learns).
+    pub samples: u64,
+    pub compute_ms: u64,
 }
 
 /// Everything a round's training needs (moved onto the blocking thread).
@@ -168,6 +171,8 @@ pub fn train_round(engine: &mut Option<Engine>, input: RoundInput) -> Result<Tra
     Ok(Trained {
         update: Signed::sign(&signer, &update),
         bytes,
+        samples: local.samples,
+        compute_ms,
     })
 }
 

@@ -247,6 +247,20 @@ pub async fn verified_allocations(client: &Client, job: &str) -> Vec<Allocation>
     out
 }
 
+/// The speeds claimed by the bids of the job's recorded allocations.
+pub async fn allocation_bid_speeds(client: &Client, job: &str) -> Vec<u64> {
+    let mut speeds = Vec::new();
+    for view in client.ledger_job(job).await.unwrap() {
+        let (_, entry) = signed_entry(&view);
+        if let EntryBody::AllocationMade { bids, .. } = entry.body {
+            for bid in bids {
+                speeds.push(bid.verify_and_decode().unwrap().1.speed_milli);
+            }
+        }
+    }
+    speeds
+}
+
 pub fn verify_offline(allocation: &Allocation, bids: &[Signed<Bid>]) {
     let job = MarketJob {
         job_id: allocation.job_id,

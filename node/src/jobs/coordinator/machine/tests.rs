@@ -21,6 +21,8 @@ struct Fixture {
     workers: Vec<Keypair>,
     spec: JobSpec,
     id: Hash32,
+    /// The speed every bid claims (0: none).
+    speed_milli: u64,
 }
 
 fn fixture(workers: u8) -> Fixture {
@@ -41,6 +43,7 @@ fn fixture(workers: u8) -> Fixture {
             .collect(),
         spec,
         id: Hash32::of(b"job"),
+        speed_milli: 0,
     }
 }
 
@@ -72,7 +75,7 @@ impl Fixture {
             },
             nonce: now,
             issued_at: now,
-            speed_milli: 0,
+            speed_milli: self.speed_milli,
         };
         let input = Input::Bid {
             from: self.node(w),
@@ -510,4 +513,47 @@ fn a_resumed_job_appends_what_its_checkpoint_held_unless_the_ledger_has_it() {
         &out[0],
         Output::WriteAhead { entries, check_ledger: true } if *entries == snapshot.unrecorded
     ));
+}
+
+/// Issue 12: a worker that claimed a speed and is far slower than it in
+/// three rounds is recorded once, with the figures; one within the claim's
+/// slack never is.
+#[test]
+fn a_worker_far_slower_than_its_claim_is_recorded_once() {
+    let mut f = fixture(1);
+    // 1,000 samples per second: each round's samples take well under 1 s.
+    f.speed_milli = 1_000_000;
+    f.spec.round_timeout_ms = 60_000;
+    f.spec.hyper.rounds = 10;
+    f.spec.deadline = T0 + 3_600_000;
+    let (mut m, mut start) = f.training(1);
+    let samples = order_samples(&f.spec, &start.orders[0].shards);
+    let expected = samples * 1_000 / 1_000;
+    let mut recorded = Vec::new();
+    for round in 0..4u32 {
+        assert_eq!(start.round, round);
+        // On time in round 0, then 10 s late (far beyond 3x + 2 s).
+        let took = if round == 0 { expected + 500 } else { 3 * expected + 10_000 };
+        let now = start.issued_at + took;
+        f.deliver(&mut m, 0, &start, now).unwrap();
+        let out = m.handle(now + 1, aggregated(round)).outputs;
+        recorded.extend(out.iter().filter_map(|o| match o {
+            Output::RecordNow(EntryBody::Verification { passed: false, detail, round, .. }) => {
+                Some((*round, detail.clone()))
+            }
+            _ => None,
+        }));
+        let entries = write_ahead_of(&out).unwrap();
+        let out = m.handle(now + 2, done(entries)).outputs;
+        let JobEventKind::RoundCompleted { workers, .. } = events(&out)[0] else {
+            panic!("the round is announced");
+        };
+        assert_eq!(workers[0].expected_millis, Some(expected));
+        assert_eq!(workers[0].millis, took);
+        start = start_of(&out).expect("the next round");
+    }
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    let (round, detail) = &recorded[0];
+    assert_eq!(*round, 3, "the third slow round");
+    assert!(detail.contains("slower than its bid claimed"), "{detail}");
 }
