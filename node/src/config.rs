@@ -302,7 +302,7 @@ pub struct WorkerConfig {
     /// that jobs heard of together are served in weighted-DRF order.
     pub admission_delay_ms: u64,
     /// Measure how fast this node trains a job's model before bidding
-    /// (about 0.3 s, once per model) and put it in the bid, so that the
+    /// (about 1 s, once per model) and put it in the bid, so that the
     /// job's shards follow speed rather than cores.
     pub measure_speed: bool,
 }
@@ -668,7 +668,7 @@ shard_cache_mib = {shard_cache}
 # weighted-DRF order of their submitters (docs/market.md).
 admission_delay_ms = {admission_delay}
 # Measure how fast this node trains a job's model before bidding (about
-# 0.3 s, once per model) and bid it, so that shards follow speed.
+# 1 s, once per model) and bid it, so that shards follow speed.
 measure_speed = {measure_speed}
 
 [storage]

@@ -20,10 +20,11 @@ use crate::jobs::model;
 /// Steps timed after the warm-up step, at least.
 const MIN_STEPS: u32 = 3;
 /// The probe times steps until this much time has passed (or
-/// [`MAX_STEPS`]): five periods of a CFS CPU quota (100 ms), so that a
-/// node held to a quota measures it within a fifth, and short beside a
+/// [`MAX_STEPS`]): ten periods of a CFS CPU quota (100 ms), so that a
+/// node held to a quota measures it within about a tenth (at 500 ms the
+/// hetero bench saw a 30% node measured 20% slow), and short beside a
 /// bid window.
-const PROBE_TIME: Duration = Duration::from_millis(500);
+const PROBE_TIME: Duration = Duration::from_millis(1_000);
 /// The probe's batch is that of this many shards (fewer if the node
 /// cannot win more): a step's fixed costs weigh less per sample in a
 /// larger batch, so the probe measures at a batch like the rounds'.
