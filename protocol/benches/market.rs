@@ -76,6 +76,7 @@ fn bid(i: u64, owner: u64, ask: u64, units: u64) -> ValidBid {
             mem_mib: units * 512,
             ..Default::default()
         },
+        speed_milli: 0,
     }
 }
 

@@ -28,24 +28,24 @@ impl CpuQuota {
         let name = format!("fairgrid-testnet-{}-{pid}", std::process::id());
         let v1 = Path::new("/sys/fs/cgroup/cpu");
         let v2 = Path::new("/sys/fs/cgroup");
-        let (root, settings): (&Path, Vec<(&str, String)>) =
-            if v1.join("cpu.cfs_quota_us").exists() {
-                (
-                    v1,
-                    vec![
-                        ("cpu.cfs_period_us", PERIOD_US.to_string()),
-                        ("cpu.cfs_quota_us", quota_us.to_string()),
-                    ],
-                )
-            } else if std::fs::read_to_string(v2.join("cgroup.subtree_control"))
-                .is_ok_and(|c| c.split_whitespace().any(|c| c == "cpu"))
-            {
-                (v2, vec![("cpu.max", format!("{quota_us} {PERIOD_US}"))])
-            } else {
-                bail!(
-                    "no cgroup CPU controller found (/sys/fs/cgroup/cpu or cgroup v2 with cpu enabled): cannot slow a node down"
-                );
-            };
+        let (root, settings): (&Path, Vec<(&str, String)>) = if v1.join("cpu.cfs_quota_us").exists()
+        {
+            (
+                v1,
+                vec![
+                    ("cpu.cfs_period_us", PERIOD_US.to_string()),
+                    ("cpu.cfs_quota_us", quota_us.to_string()),
+                ],
+            )
+        } else if std::fs::read_to_string(v2.join("cgroup.subtree_control"))
+            .is_ok_and(|c| c.split_whitespace().any(|c| c == "cpu"))
+        {
+            (v2, vec![("cpu.max", format!("{quota_us} {PERIOD_US}"))])
+        } else {
+            bail!(
+                "no cgroup CPU controller found (/sys/fs/cgroup/cpu or cgroup v2 with cpu enabled): cannot slow a node down"
+            );
+        };
         let group = root.join(name);
         std::fs::create_dir(&group).with_context(|| {
             format!(

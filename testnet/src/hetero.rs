@@ -146,10 +146,8 @@ async fn one_run(
 ) -> anyhow::Result<RunFigures> {
     let nodes = args.workers + 1;
     let mut spec = ClusterSpec::new(nodes, nodes)?;
-    spec.env.push((
-        "FAIRGRID_WORKER_MEASURE_SPEED".into(),
-        by_speed.to_string(),
-    ));
+    spec.env
+        .push(("FAIRGRID_WORKER_MEASURE_SPEED".into(), by_speed.to_string()));
     // One price for all: the cheapest node would otherwise take every
     // shard it can hold, whatever its speed.
     spec.env
@@ -204,7 +202,9 @@ async fn measure(
             .iter()
             .flatten()
             .filter(|w| w.node == node.node)
-            .fold((0u64, 0u64), |(s, m), w| (s + w.samples, m + w.compute_millis));
+            .fold((0u64, 0u64), |(s, m), w| {
+                (s + w.samples, m + w.compute_millis)
+            });
         let speed = samples as f64 * 1000.0 / millis.max(1) as f64;
         workers.insert(node.node.clone(), (node.shards, speed));
     }

@@ -43,10 +43,7 @@ fn a_three_times_faster_node_gets_three_times_the_shards() {
 
 #[test]
 fn a_level_with_a_bid_without_speed_goes_by_capacity() {
-    let bids = vec![
-        with_speed(bid(1, 1, 50, 24), 3_000_000),
-        bid(2, 2, 50, 24),
-    ];
+    let bids = vec![with_speed(bid(1, 1, 50, 24), 3_000_000), bid(2, 2, 50, 24)];
     let case = Case {
         job: job(24, 100),
         bids: bids.clone(),

@@ -37,8 +37,8 @@ use tracing::{debug, info, warn};
 
 use super::{ledger_sync, transport};
 use crate::jobs::JobsContext;
-use crate::ledger::now_ms;
 use crate::jobs::model;
+use crate::ledger::now_ms;
 use crate::net::{Request, Response, Verdict};
 pub use machine::BUSY;
 use machine::{BidAnswer, Input, Output, Reply, Worker};

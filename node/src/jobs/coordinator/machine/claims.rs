@@ -35,7 +35,10 @@ pub fn expected_ms(samples: u64, speed_milli: u64) -> Option<u64> {
 }
 
 pub fn far_slower(observed_ms: u64, expected_ms: u64) -> bool {
-    observed_ms > expected_ms.saturating_mul(SLOW_FACTOR).saturating_add(SLOW_SLACK_MS)
+    observed_ms
+        > expected_ms
+            .saturating_mul(SLOW_FACTOR)
+            .saturating_add(SLOW_SLACK_MS)
 }
 
 /// Rounds each worker was far slower than claimed, and who has been

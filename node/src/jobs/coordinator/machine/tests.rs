@@ -533,14 +533,21 @@ fn a_worker_far_slower_than_its_claim_is_recorded_once() {
     for round in 0..4u32 {
         assert_eq!(start.round, round);
         // On time in round 0, then 10 s late (far beyond 3x + 2 s).
-        let took = if round == 0 { expected + 500 } else { 3 * expected + 10_000 };
+        let took = if round == 0 {
+            expected + 500
+        } else {
+            3 * expected + 10_000
+        };
         let now = start.issued_at + took;
         f.deliver(&mut m, 0, &start, now).unwrap();
         let out = m.handle(now + 1, aggregated(round)).outputs;
         recorded.extend(out.iter().filter_map(|o| match o {
-            Output::RecordNow(EntryBody::Verification { passed: false, detail, round, .. }) => {
-                Some((*round, detail.clone()))
-            }
+            Output::RecordNow(EntryBody::Verification {
+                passed: false,
+                detail,
+                round,
+                ..
+            }) => Some((*round, detail.clone())),
             _ => None,
         }));
         let entries = write_ahead_of(&out).unwrap();
