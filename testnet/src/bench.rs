@@ -354,6 +354,7 @@ fn lr_at(t: &fairgrid_sdk::jobs::TrainingChoice, round: u32) -> f32 {
         compression: messages::Compression::Fp32,
         seed: t.seed,
         schedule: t.schedule,
+        aggregation: Default::default(),
     };
     hyper.lr_at(round)
 }

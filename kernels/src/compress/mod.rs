@@ -19,6 +19,7 @@
 //! ```
 
 pub mod int8;
+pub mod robust;
 pub mod topk;
 
 use crate::error::{KernelError, Result};

@@ -10,8 +10,8 @@
 use fairgrid_node::net::{Hello, Request, Response};
 use fairgrid_protocol::ledger::{EntryBody, EntryKind, LedgerEntry};
 use fairgrid_protocol::messages::{
-    Allocation, Bid, CapacityAdvert, Compression, JobSpec, LrSchedule, ModelArch, OptimizerKind,
-    Receipt, RoundRefusal, RoundStart, RoundUpdate, ShortfallPolicy,
+    Aggregation, Allocation, Bid, CapacityAdvert, Compression, JobSpec, LrSchedule, ModelArch,
+    OptimizerKind, Receipt, RoundRefusal, RoundStart, RoundUpdate, ShortfallPolicy,
 };
 use fairgrid_protocol::{OwnerCertificate, Revocation};
 use serde_reflection::{Registry, Tracer, TracerConfig};
@@ -34,6 +34,7 @@ fn trace() -> Registry {
         EntryBody,
         EntryKind,
         Compression,
+        Aggregation,
         ModelArch,
         OptimizerKind,
         LrSchedule,

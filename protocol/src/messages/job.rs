@@ -105,7 +105,27 @@ pub struct HyperParams {
     pub seed: u64,
     /// How the workers' learning rate changes over the rounds.
     pub schedule: LrSchedule,
+    /// How the coordinator combines the round's deltas.
+    pub aggregation: Aggregation,
 }
+
+/// How the coordinator combines a round's accepted deltas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregation {
+    /// The sample-weighted mean.
+    #[default]
+    Mean,
+    /// Coordinate-wise trimmed mean: per coordinate, the `trim` largest and
+    /// `trim` smallest values are dropped (fewer if too few workers).
+    TrimmedMean { trim: u32 },
+    /// Centered clipping around the coordinate-wise median, with the
+    /// median distance from it as the radius.
+    CenteredClip,
+}
+
+/// Most workers a trimmed mean may drop at each end.
+pub const MAX_TRIM: u32 = 1_000;
 
 /// The workers' learning rate over the rounds of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -281,6 +301,14 @@ impl JobSpec {
             }
             _ => {}
         }
+        if let Aggregation::TrimmedMean { trim } = h.aggregation
+            && (trim == 0 || trim > MAX_TRIM)
+        {
+            return bad(
+                "hyper.aggregation",
+                format!("trimmed mean of {trim} per end not in 1..={MAX_TRIM}"),
+            );
+        }
         let input = &self.model.input;
         if input.channels == 0 || input.height == 0 || input.width == 0 {
             return bad("model.input", "zero dimension".into());
@@ -332,6 +360,7 @@ mod tests {
             compression: Compression::Fp32,
             seed: 0,
             schedule,
+            aggregation: Default::default(),
         }
     }
 

@@ -11,8 +11,8 @@ pub use advert::{CapacityAdvert, GpuInfo, Hardware, MAX_ADVERT_LIFETIME_MS, MAX_
 pub use allocation::{ALGO_VERSION, Allocation, Assignment, OwnerPayment};
 pub use bid::{Bid, MAX_SPEED_MILLI};
 pub use job::{
-    Compression, DatasetDescriptor, HyperParams, InputShape, JobSpec, LrSchedule, MAX_ROUNDS,
-    MAX_SHARD_BYTES, MAX_SHARDS, ModelArch, ModelSpec, OptimizerKind, PPM, SHARD_HEADER_BYTES,
-    ShardInfo, ShortfallPolicy,
+    Aggregation, Compression, DatasetDescriptor, HyperParams, InputShape, JobSpec, LrSchedule,
+    MAX_ROUNDS, MAX_SHARD_BYTES, MAX_SHARDS, MAX_TRIM, ModelArch, ModelSpec, OptimizerKind, PPM,
+    SHARD_HEADER_BYTES, ShardInfo, ShortfallPolicy,
 };
 pub use round::{Receipt, RoundRefusal, RoundStart, RoundUpdate, WorkOrder};

@@ -4,10 +4,11 @@
 
 use std::fmt;
 
-use super::{ArchName, CompressionName, JobRequest};
+use super::{AggregationName, ArchName, CompressionName, JobRequest};
 use crate::ResourceVec;
 use crate::messages::{
-    Compression, HyperParams, MAX_ROUNDS, MAX_SHARDS, ModelArch, PPM, ShortfallPolicy,
+    Aggregation, Compression, HyperParams, MAX_ROUNDS, MAX_SHARDS, MAX_TRIM, ModelArch, PPM,
+    ShortfallPolicy,
 };
 
 /// Longest job name, in bytes.
@@ -239,6 +240,14 @@ impl JobRequest {
             }
             CompressionName::Fp32 => Compression::Fp32,
         };
+        let aggregation = match t.aggregation {
+            AggregationName::Mean => Aggregation::Mean,
+            AggregationName::TrimmedMean => {
+                in_range("training.trim", t.trim.into(), 1, MAX_TRIM.into())?;
+                Aggregation::TrimmedMean { trim: t.trim }
+            }
+            AggregationName::CenteredClip => Aggregation::CenteredClip,
+        };
         Ok(HyperParams {
             rounds: t.rounds,
             local_steps: t.local_steps,
@@ -250,6 +259,7 @@ impl JobRequest {
             compression,
             seed: t.seed,
             schedule: t.schedule,
+            aggregation,
         })
     }
 }

@@ -99,6 +99,15 @@ pub enum CompressionName {
     Topk,
 }
 
+/// How the coordinator combines the workers' deltas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AggregationName {
+    Mean,
+    TrimmedMean,
+    CenteredClip,
+}
+
 impl std::fmt::Display for CompressionName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -130,6 +139,13 @@ pub struct TrainingChoice {
     /// The workers' learning rate over the rounds: constant, or cosine
     /// (decays towards 0 by the last round).
     pub schedule: LrSchedule,
+    /// How the coordinator combines the workers' deltas: `mean`, or a
+    /// robust rule bounding what one hostile worker can do,
+    /// `trimmed_mean` (drops `trim` workers at each end per coordinate) or
+    /// `centered_clip`.
+    pub aggregation: AggregationName,
+    /// Workers a trimmed mean drops at each end, per coordinate.
+    pub trim: u32,
 }
 
 impl Default for TrainingChoice {
@@ -147,6 +163,8 @@ impl Default for TrainingChoice {
             topk_permille: 10,
             seed: 1,
             schedule: LrSchedule::Constant,
+            aggregation: AggregationName::Mean,
+            trim: 1,
         }
     }
 }

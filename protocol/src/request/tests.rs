@@ -159,3 +159,31 @@ fn the_shard_count_and_the_cap_need_the_data() {
     assert_eq!(e.field, "market.alpha");
     assert!(e.reason.contains("at least 0.025000"), "{e}");
 }
+
+#[test]
+fn a_robust_aggregation_is_chosen_by_name_and_checked() {
+    use crate::messages::Aggregation;
+    let with = |training: &str| {
+        let json = format!(
+            r#"{{"name": "n", "model": {{"arch": "cnn"}}, "data": {{"source": "/d", "shard_size": 10}}, "training": {training}}}"#
+        );
+        serde_json::from_str::<JobRequest>(&json).unwrap().check()
+    };
+    assert_eq!(with("{}").unwrap().hyper.aggregation, Aggregation::Mean);
+    assert_eq!(
+        with(r#"{"aggregation": "trimmed_mean", "trim": 2}"#)
+            .unwrap()
+            .hyper
+            .aggregation,
+        Aggregation::TrimmedMean { trim: 2 }
+    );
+    assert_eq!(
+        with(r#"{"aggregation": "centered_clip"}"#)
+            .unwrap()
+            .hyper
+            .aggregation,
+        Aggregation::CenteredClip
+    );
+    let e = with(r#"{"aggregation": "trimmed_mean", "trim": 0}"#).unwrap_err();
+    assert!(e.to_string().contains("training.trim"), "{e}");
+}

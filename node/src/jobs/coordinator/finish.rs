@@ -9,7 +9,7 @@ use fairgrid_protocol::Hash32;
 
 use super::CoordJob;
 use super::machine::Input;
-use super::round::{AcceptedUpdate, aggregate as mean_step};
+use super::round::{AcceptedUpdate, aggregate_with};
 use crate::jobs::JobsContext;
 use crate::jobs::model;
 
@@ -31,7 +31,7 @@ pub async fn aggregate(
             let eval_batch = ctx.config.jobs.eval_batch as usize;
             let computed = tokio::task::spawn_blocking(move || {
                 let refs: Vec<&AcceptedUpdate> = updates.iter().collect();
-                let next = mean_step(&params, &refs, hyper.outer_lr)?;
+                let next = aggregate_with(&params, &refs, hyper.outer_lr, hyper.aggregation)?;
                 let mut slot = evaluator.lock().expect("evaluator lock");
                 if slot.is_none() {
                     let trainer = model::trainer(&spec, &hyper, eval_batch, threads)

@@ -5,8 +5,9 @@
 
 use std::collections::BTreeMap;
 
+use fairgrid_kernels::compress::robust;
 use fairgrid_kernels::{decode_update, weighted_mean};
-use fairgrid_protocol::messages::{JobSpec, RoundUpdate};
+use fairgrid_protocol::messages::{Aggregation, JobSpec, RoundUpdate};
 use fairgrid_protocol::{Hash32, NodeId, OwnerId, Signed};
 
 use super::super::model::kernels_compression;
@@ -265,11 +266,27 @@ pub fn aggregate(
     updates: &[&AcceptedUpdate],
     outer_lr: f32,
 ) -> Result<Aggregate, String> {
+    aggregate_with(params, updates, outer_lr, Aggregation::Mean)
+}
+
+/// [`aggregate`] with the job's rule for combining the deltas (the mean,
+/// or a robust rule: `fairgrid_kernels::compress::robust`).
+pub fn aggregate_with(
+    params: &[f32],
+    updates: &[&AcceptedUpdate],
+    outer_lr: f32,
+    rule: Aggregation,
+) -> Result<Aggregate, String> {
     let deltas: Vec<(&[f32], u64)> = updates
         .iter()
         .map(|u| (u.delta.as_slice(), u.samples))
         .collect();
-    let mean = weighted_mean(&deltas).map_err(|e| e.to_string())?;
+    let mean = match rule {
+        Aggregation::Mean => weighted_mean(&deltas),
+        Aggregation::TrimmedMean { trim } => robust::trimmed_mean(&deltas, trim as usize),
+        Aggregation::CenteredClip => robust::centered_clip(&deltas),
+    }
+    .map_err(|e| e.to_string())?;
     if mean.len() != params.len() {
         return Err(format!(
             "{} deltas for {} parameters",

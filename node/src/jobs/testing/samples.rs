@@ -42,6 +42,7 @@ pub fn spec_with(key: &Keypair, shards: usize, compression: Compression) -> JobS
             compression,
             seed: 1,
             schedule: LrSchedule::Constant,
+            aggregation: Default::default(),
         },
         demand_per_shard: ResourceVec {
             cpu_milli: 100,

@@ -162,6 +162,7 @@ impl Gen {
                 compression: self.compression(),
                 seed: self.u64(),
                 schedule: [LrSchedule::Constant, LrSchedule::Cosine][self.small(2)],
+                aggregation: Default::default(),
             },
             demand_per_shard: self.resources(),
             limit_price: self.u64(),

@@ -250,3 +250,29 @@ fn aggregation_weights_by_samples_and_applies_the_outer_step() {
         "nothing to average"
     );
 }
+
+#[test]
+fn a_robust_rule_keeps_one_hostile_update_from_moving_the_model() {
+    let update = |delta: Vec<f32>| AcceptedUpdate {
+        delta,
+        samples: 10,
+        loss: 1.0,
+        update_hash: Hash32::ZERO,
+        bytes: 8,
+        compute_ms: 0,
+    };
+    let honest: Vec<AcceptedUpdate> = (0..4)
+        .map(|i| update(vec![0.1 + 0.01 * i as f32]))
+        .collect();
+    let hostile = update(vec![-1e4]);
+    let all: Vec<&AcceptedUpdate> = honest.iter().chain([&hostile]).collect();
+    let mean = aggregate_with(&[0.0], &all, 1.0, Aggregation::Mean).unwrap();
+    assert!(mean.params[0] < -1000.0, "the mean follows the attacker");
+    for rule in [
+        Aggregation::TrimmedMean { trim: 1 },
+        Aggregation::CenteredClip,
+    ] {
+        let out = aggregate_with(&[0.0], &all, 1.0, rule).unwrap();
+        assert!((0.09..0.14).contains(&out.params[0]), "{rule:?}: {out:?}");
+    }
+}

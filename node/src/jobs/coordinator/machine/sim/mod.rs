@@ -17,7 +17,7 @@ use fairgrid_protocol::{Hash32, Keypair, Signed, TrustPolicy};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::super::round::{AcceptedUpdate, RoundInProgress, aggregate};
+use super::super::round::{AcceptedUpdate, RoundInProgress, aggregate_with};
 use super::{Coordinator, Input, Output, Stored};
 use checks::Checks;
 use workers::{Message, SimWorker, Temper};
@@ -242,7 +242,9 @@ impl World {
                 updates,
             } => {
                 let refs: Vec<&AcceptedUpdate> = updates.iter().collect();
-                let result = aggregate(&params, &refs, self.spec.hyper.outer_lr).map(|a| (a, 0.5));
+                let hyper = &self.spec.hyper;
+                let result = aggregate_with(&params, &refs, hyper.outer_lr, hyper.aggregation)
+                    .map(|a| (a, 0.5));
                 self.pending
                     .push(Pending::answer(Input::Aggregated { round, result }));
             }
