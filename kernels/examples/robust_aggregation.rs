@@ -50,7 +50,7 @@ fn run(rule: Rule, attacked: bool, rounds: u32, seed: u64) -> Result<f64> {
     let shard_size = data.train.len() / WORKERS;
     let shards = data.train.shards(shard_size, seed)?;
     let optimizer = OptimizerConfig::sgd(LR, 0.9);
-    let mut trainer = Trainer::new(CpuBackend::new(1)?, &spec, optimizer.clone(), BATCH, seed)?;
+    let mut trainer = Trainer::new(CpuBackend::new(1)?, &spec, optimizer, BATCH, seed)?;
     let mut params = trainer.params_flat()?;
     for round in 0..rounds {
         let mut deltas: Vec<(Vec<f32>, u64)> = Vec::with_capacity(WORKERS);
