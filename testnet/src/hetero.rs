@@ -129,6 +129,8 @@ pub async fn run(launcher: Launcher, args: &HeteroArgs) -> anyhow::Result<String
 fn request(args: &HeteroArgs, small_cpu_milli: u64) -> anyhow::Result<JobRequest> {
     let tuning = Tuning {
         rounds: Some(args.tuning.rounds.unwrap_or(10)),
+        // A 4 s window lets the nodes probe their speed for the full 1 s.
+        bid_window_secs: Some(args.tuning.bid_window_secs.unwrap_or(4)),
         alpha: Some(1.0),
         ..args.tuning.clone()
     };

@@ -22,9 +22,12 @@ const MIN_STEPS: u32 = 3;
 /// The probe times steps until this much time has passed (or
 /// [`MAX_STEPS`]): ten periods of a CFS CPU quota (100 ms), so that a
 /// node held to a quota measures it within about a tenth (at 500 ms the
-/// hetero bench saw a 30% node measured 20% slow), and short beside a
-/// bid window.
+/// hetero bench saw a 30% node measured 20% slow). A job with a short bid
+/// window gets a shorter probe ([`probe_time`]): a bid after the window
+/// closes counts for nothing.
 const PROBE_TIME: Duration = Duration::from_millis(1_000);
+/// The shortest probe, whatever the window.
+const MIN_PROBE_TIME: Duration = Duration::from_millis(50);
 /// The probe's batch is that of this many shards (fewer if the node
 /// cannot win more): a step's fixed costs weigh less per sample in a
 /// larger batch, so the probe measures at a batch like the rounds'.
@@ -72,7 +75,13 @@ fn key(spec: &JobSpec, threads: usize) -> String {
     )
 }
 
-/// Trains the job's model on synthetic samples for about [`PROBE_TIME`]
+/// How long the probe for `spec` runs: a quarter of its bid window, within
+/// [`MIN_PROBE_TIME`]..=[`PROBE_TIME`].
+pub fn probe_time(spec: &JobSpec) -> Duration {
+    Duration::from_millis(spec.bid_window_ms / 4).clamp(MIN_PROBE_TIME, PROBE_TIME)
+}
+
+/// Trains the job's model on synthetic samples for about [`probe_time`]
 /// at the batch of `shards` shards; thousandths of a sample per second, at
 /// least 1. Blocking.
 pub fn measure(spec: &JobSpec, threads: usize, shards: u64) -> Result<u64, String> {
@@ -85,9 +94,10 @@ pub fn measure(spec: &JobSpec, threads: usize, shards: u64) -> Result<u64, Strin
     trainer
         .step(&data, &indices, 0.0)
         .map_err(|e| e.to_string())?;
+    let budget = probe_time(spec);
     let started = Instant::now();
     let mut steps = 0u32;
-    while steps < MIN_STEPS || (started.elapsed() < PROBE_TIME && steps < MAX_STEPS) {
+    while steps < MIN_STEPS || (started.elapsed() < budget && steps < MAX_STEPS) {
         trainer
             .step(&data, &indices, 0.0)
             .map_err(|e| e.to_string())?;
@@ -156,6 +166,19 @@ mod tests {
         assert_eq!(cache.get(&spec, 1), Some(500_000));
         cache.observe(&spec, 1, 1_000, 10);
         assert_eq!(cache.get(&spec, 1), Some(500_000));
+    }
+
+    #[test]
+    fn a_short_bid_window_gets_a_short_probe() {
+        let mut spec = sample_spec(&Keypair::from_seed(b"speed"));
+        spec.bid_window_ms = 1_000;
+        assert_eq!(probe_time(&spec), Duration::from_millis(250));
+        spec.bid_window_ms = 3_000;
+        assert_eq!(probe_time(&spec), Duration::from_millis(750));
+        spec.bid_window_ms = 60_000;
+        assert_eq!(probe_time(&spec), PROBE_TIME);
+        spec.bid_window_ms = 0;
+        assert_eq!(probe_time(&spec), MIN_PROBE_TIME);
     }
 
     #[test]
