@@ -3,9 +3,9 @@
 //! node's capacity and its owner's cap, and nothing else about the
 //! clearing changes (who is in, the cost, the shortfall).
 
+use fairgrid_protocol::OwnerId;
 use fairgrid_protocol::market::{ValidBid, clear_valid};
 use fairgrid_protocol::messages::MAX_SPEED_MILLI;
-use fairgrid_protocol::{NodeId, OwnerId};
 
 use crate::common::{Case, Rng, SMALL, bid, case, job};
 
@@ -14,61 +14,47 @@ fn with_speed(mut b: ValidBid, speed_milli: u64) -> ValidBid {
     b
 }
 
-fn shards(case: &Case, node: &NodeId) -> usize {
-    case.clear().shards_of(node).len()
-}
-
-fn open_policy() -> fairgrid_protocol::market::MarketPolicy {
-    fairgrid_protocol::market::MarketPolicy {
-        alpha_ppm: 1_000_000,
-        beta_ppm: 1_000_000,
-        window: Default::default(),
-    }
+/// Shards per bid when `bids` clear 24 shards at limit 100, no caps.
+fn split(bids: &[ValidBid]) -> Vec<usize> {
+    let case = Case {
+        job: job(24, 100),
+        bids: bids.to_vec(),
+        policy: fairgrid_protocol::market::MarketPolicy {
+            alpha_ppm: 1_000_000,
+            beta_ppm: 1_000_000,
+            window: Default::default(),
+        },
+    };
+    let allocation = case.clear();
+    bids.iter()
+        .map(|b| allocation.shards_of(&b.node).len())
+        .collect()
 }
 
 #[test]
 fn a_three_times_faster_node_gets_three_times_the_shards() {
-    let bids = vec![
+    let bids = [
         with_speed(bid(1, 1, 50, 24), 3_000_000),
         with_speed(bid(2, 2, 50, 24), 1_000_000),
     ];
-    let case = Case {
-        job: job(24, 100),
-        bids: bids.clone(),
-        policy: open_policy(),
-    };
-    assert_eq!(shards(&case, &bids[0].node), 18);
-    assert_eq!(shards(&case, &bids[1].node), 6);
+    assert_eq!(split(&bids), vec![18, 6]);
 }
 
 #[test]
 fn a_level_with_a_bid_without_speed_goes_by_capacity() {
-    let bids = vec![with_speed(bid(1, 1, 50, 24), 3_000_000), bid(2, 2, 50, 24)];
-    let case = Case {
-        job: job(24, 100),
-        bids: bids.clone(),
-        policy: open_policy(),
-    };
-    assert_eq!(shards(&case, &bids[0].node), 12);
-    assert_eq!(shards(&case, &bids[1].node), 12);
+    let bids = [with_speed(bid(1, 1, 50, 24), 3_000_000), bid(2, 2, 50, 24)];
+    assert_eq!(split(&bids), vec![12, 12]);
 }
 
 #[test]
 fn capacity_still_bounds_a_fast_node() {
     // The fast node's offer holds 10 shards: it gets 10, the rest goes on.
-    let bids = vec![
+    let bids = [
         with_speed(bid(1, 1, 50, 10), 9_000_000),
         with_speed(bid(2, 2, 50, 24), 1_000_000),
         with_speed(bid(3, 3, 50, 24), 1_000_000),
     ];
-    let case = Case {
-        job: job(24, 100),
-        bids: bids.clone(),
-        policy: open_policy(),
-    };
-    assert_eq!(shards(&case, &bids[0].node), 10);
-    assert_eq!(shards(&case, &bids[1].node), 7);
-    assert_eq!(shards(&case, &bids[2].node), 7);
+    assert_eq!(split(&bids), vec![10, 7, 7]);
 }
 
 /// Random markets, cleared with and without speeds: the same cost and
