@@ -435,6 +435,7 @@ async fn send_bid(
     capacity: ResourceVec,
 ) -> BidAnswer {
     let speed_milli = speed_of(ctx, &job.spec, capacity).await;
+    let capacity = speed::within_round_time(capacity, &job.spec, speed_milli);
     let bid = Signed::sign(
         &ctx.key,
         &Bid {

@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use fairgrid_kernels::{Dataset, InputShape};
+use fairgrid_protocol::ResourceVec;
 use fairgrid_protocol::messages::{JobSpec, MAX_SPEED_MILLI};
 
 use crate::jobs::model;
@@ -109,6 +110,26 @@ pub fn measure(spec: &JobSpec, threads: usize, shards: u64) -> Result<u64, Strin
     ))
 }
 
+/// Share of the round timeout a bid plans to fill: the rest is for the
+/// parameters' transfers and a slower round than measured.
+const ROUND_BUDGET_PERCENT: u128 = 60;
+
+/// `capacity` cut to the shards this node can train within
+/// [`ROUND_BUDGET_PERCENT`] of the job's round timeout at `speed_milli`
+/// (at least one): a cheap but slow node would otherwise win every shard
+/// its offer holds and miss the round deadline. Unchanged without a
+/// speed.
+pub fn within_round_time(capacity: ResourceVec, spec: &JobSpec, speed_milli: u64) -> ResourceVec {
+    if speed_milli == 0 {
+        return capacity;
+    }
+    let per_shard = u128::from(spec.hyper.local_steps) * u128::from(spec.hyper.batch_size);
+    let budget_ms = u128::from(spec.round_timeout_ms) * ROUND_BUDGET_PERCENT / 100;
+    let shards = (u128::from(speed_milli) * budget_ms / 1_000_000 / per_shard.max(1)).max(1);
+    let shards = u64::try_from(shards).unwrap_or(u64::MAX);
+    ResourceVec::min(&capacity, &spec.demand_per_shard.saturating_mul(shards))
+}
+
 /// `samples` in `elapsed` as thousandths of a sample per second, within
 /// 1..=[`MAX_SPEED_MILLI`].
 pub fn speed_milli(samples: u64, elapsed: Duration) -> u64 {
@@ -179,6 +200,26 @@ mod tests {
         assert_eq!(probe_time(&spec), PROBE_TIME);
         spec.bid_window_ms = 0;
         assert_eq!(probe_time(&spec), MIN_PROBE_TIME);
+    }
+
+    #[test]
+    fn a_slow_node_offers_only_what_it_can_train_in_a_round() {
+        let mut spec = sample_spec(&Keypair::from_seed(b"speed"));
+        spec.round_timeout_ms = 20_000;
+        spec.hyper.local_steps = 8;
+        spec.hyper.batch_size = 8;
+        let demand = spec.demand_per_shard;
+        let offer = demand.saturating_mul(100);
+        // 64 samples a shard; 12 s of the 20 s timeout at 100 samples/s:
+        // 1,200 samples, 18 shards.
+        let cut = within_round_time(offer, &spec, 100_000);
+        assert_eq!(cut.units_of(&demand), 18);
+        // Fast enough for the whole offer: unchanged.
+        assert_eq!(within_round_time(offer, &spec, 100_000_000), offer);
+        // Too slow for one shard: still one, the deadline decides.
+        assert_eq!(within_round_time(offer, &spec, 1).units_of(&demand), 1);
+        // No speed: unchanged.
+        assert_eq!(within_round_time(offer, &spec, 0), offer);
     }
 
     #[test]
