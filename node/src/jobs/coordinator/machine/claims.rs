@@ -17,10 +17,13 @@ pub const SLOW_SLACK_MS: u64 = 2_000;
 /// Rounds far slower than claimed before the worker is recorded.
 pub const SLOW_ROUNDS: u32 = 3;
 
-/// The speeds the bids claimed, by node (bids that fail to verify, which
-/// the coordinator never keeps, count as no claim).
-pub fn claimed_speeds(bids: &[Signed<Bid>]) -> BTreeMap<NodeId, u64> {
+/// The speeds the winners' bids claimed, by node (a bid that fails to
+/// verify, which the coordinator never keeps, counts as no claim). Only
+/// the winners' bids are opened: a job may keep thousands of bids, and
+/// this runs as each round opens.
+pub fn claimed_speeds(bids: &[Signed<Bid>], winners: &BTreeSet<NodeId>) -> BTreeMap<NodeId, u64> {
     bids.iter()
+        .filter(|b| winners.contains(&NodeId(b.signer)))
         .filter_map(|b| b.verify_and_decode().ok())
         .map(|(_, bid)| (bid.node, bid.speed_milli))
         .collect()

@@ -39,7 +39,8 @@ impl Coordinator {
         let params_bytes = Arc::new(model::params_to_bytes(&self.params));
         let params_hash = Hash32::of(&params_bytes);
         let deadline = now + self.spec.round_timeout_ms;
-        let speeds = claims::claimed_speeds(&current.bids);
+        let winners = allocation.assignments.iter().map(|a| a.node).collect();
+        let speeds = claims::claimed_speeds(&current.bids, &winners);
         let orders: BTreeMap<NodeId, Order> = allocation
             .assignments
             .iter()
