@@ -25,6 +25,7 @@ mod context;
 pub mod coordinator;
 pub mod credits;
 pub mod data;
+pub mod device;
 pub mod events;
 pub mod ledger_sync;
 pub mod listing;
@@ -86,6 +87,8 @@ pub struct Jobs {
     pub window: window::NetworkWindow,
     /// This node's measured training speeds, for its bids.
     pub speeds: worker::speed::SpeedCache,
+    /// Which of this node's GPUs each job trains on.
+    pub gpus: worker::gpus::GpuPlacer,
     stop: watch::Sender<bool>,
     inbound: Arc<Semaphore>,
     /// Every checkpointed job is back (see [`resume`]).
@@ -108,6 +111,7 @@ impl Jobs {
             working: worker::working::Working::new(config.worker.max_jobs as usize),
             window: window::NetworkWindow::new(&config.jobs),
             speeds: worker::speed::SpeedCache::default(),
+            gpus: worker::gpus::GpuPlacer::default(),
             stop: watch::channel(false).0,
             inbound: Arc::new(Semaphore::new(MAX_INBOUND)),
             resumed: AtomicBool::new(false),

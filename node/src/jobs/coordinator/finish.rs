@@ -11,6 +11,7 @@ use super::CoordJob;
 use super::machine::Input;
 use super::round::{AcceptedUpdate, aggregate_with};
 use crate::jobs::JobsContext;
+use crate::jobs::device::{JobTrainer, evaluator_device};
 use crate::jobs::model;
 
 /// Applies the accepted updates and evaluates the new parameters on the
@@ -28,14 +29,19 @@ pub async fn aggregate(
             let evaluator = Arc::clone(&job.evaluator);
             let (spec, hyper) = (job.spec.model.clone(), job.spec.hyper.clone());
             let threads = model::threads(ctx.config.jobs.threads);
+            let offers_gpus = ctx.host.offer(crate::ledger::now_ms()).0.gpu_milli > 0;
             let eval_batch = ctx.config.jobs.eval_batch as usize;
             let computed = tokio::task::spawn_blocking(move || {
                 let refs: Vec<&AcceptedUpdate> = updates.iter().collect();
                 let next = aggregate_with(&params, &refs, hyper.outer_lr, hyper.aggregation)?;
                 let mut slot = evaluator.lock().expect("evaluator lock");
                 if slot.is_none() {
-                    let trainer = model::trainer(&spec, &hyper, eval_batch, threads)
-                        .map_err(|e| e.to_string())?;
+                    // On a GPU when this node offers one (the CPU if it
+                    // cannot be used after all).
+                    let device = evaluator_device(offers_gpus, threads);
+                    let (trainer, _) =
+                        JobTrainer::new_or_cpu(device, threads, &spec, &hyper, eval_batch)
+                            .map_err(|e| e.to_string())?;
                     *slot = Some(trainer);
                 }
                 let trainer = slot.as_mut().expect("built above");

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use fairgrid_kernels::{CpuBackend, Trainer};
+use crate::jobs::device::JobTrainer;
 use fairgrid_protocol::ledger::EntryBody;
 use fairgrid_protocol::messages::{Allocation, Bid, JobSpec};
 use fairgrid_protocol::{Hash32, NodeId, OwnerId, Signed};
@@ -195,7 +195,7 @@ pub struct CoordJob {
     pub(crate) inbox: tokio::sync::Mutex<mpsc::UnboundedReceiver<Output>>,
     pub events: EventLog,
     /// The coordinator's evaluator (built on first use, blocking threads only).
-    pub evaluator: Arc<Mutex<Option<Trainer<CpuBackend>>>>,
+    pub evaluator: Arc<Mutex<Option<JobTrainer>>>,
 }
 
 /// Read access to a job's state (the machine's lock is held meanwhile).

@@ -273,6 +273,9 @@ async fn work_round(
         }
     };
     let threads = model::threads(ctx.config.worker.threads);
+    let devices = super::round_devices(ctx, job, mine.len());
+    let observed_on = devices[0];
+    let device_count = devices.len() as u64;
     let input = RoundInput {
         spec: job.spec.clone(),
         job_id: job.id,
@@ -284,6 +287,7 @@ async fn work_round(
         shards: mine,
         loaded,
         threads,
+        devices,
         fault: super::train::TestFault::from_env(),
         cancel: Arc::clone(&job.cancel),
     };
@@ -296,9 +300,14 @@ async fn work_round(
     match trained {
         Ok(Ok(t)) => {
             if ctx.config.worker.measure_speed {
-                ctx.jobs
-                    .speeds
-                    .observe(&job.spec, threads, t.samples, t.compute_ms);
+                // The cache holds one device's speed; a round over
+                // several GPUs trained on each a share of the samples.
+                ctx.jobs.speeds.observe(
+                    &job.spec,
+                    observed_on,
+                    t.samples / device_count,
+                    t.compute_ms,
+                );
             }
             Ok(Arc::new(t))
         }

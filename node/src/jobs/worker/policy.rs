@@ -7,6 +7,7 @@ use fairgrid_protocol::ResourceVec;
 use fairgrid_protocol::messages::JobSpec;
 
 use crate::config::WorkerConfig;
+use crate::jobs::device::wants_gpu;
 use crate::jobs::model::kernels_spec;
 use crate::net::wire::MAX_PARAM_BYTES;
 
@@ -51,8 +52,9 @@ pub struct Terms {
 }
 
 /// What `shards` shards of the job hold of a node's offer: their CPU and
-/// GPU demand, and in memory the model with the copies a round keeps plus
-/// each shard's data and batch. Nothing for no shards.
+/// GPU demand, in memory the model with the copies a round keeps plus
+/// each shard's data and batch, and in GPU memory (a GPU job) at least
+/// what its trainer takes there. Nothing for no shards.
 pub fn hold(spec: &JobSpec, shards: u64) -> ResourceVec {
     if shards == 0 {
         return ResourceVec::default();
@@ -60,10 +62,43 @@ pub fn hold(spec: &JobSpec, shards: u64) -> ResourceVec {
     let demand = spec.demand_per_shard;
     let per_shard = per_shard_batch_bytes(spec) + (u128::from(demand.mem_mib) << 20);
     let mem = (job_fixed_bytes(spec) + per_shard * u128::from(shards)).div_ceil(1 << 20);
-    ResourceVec {
+    let mut held = ResourceVec {
         mem_mib: u64::try_from(mem).unwrap_or(u64::MAX),
         ..demand.saturating_mul(shards)
+    };
+    if wants_gpu(spec) {
+        // On the GPU: what the trainer really takes, if more than declared.
+        let gpu = (u128::from(GPU_CONTEXT_MIB) << 20)
+            + kernels_spec(&spec.model).training_bytes(0)
+            + per_shard_batch_bytes(spec) * u128::from(shards);
+        let gpu = u64::try_from(gpu.div_ceil(1 << 20)).unwrap_or(u64::MAX);
+        held.gpu_mem_mib = held.gpu_mem_mib.max(gpu);
     }
+    held
+}
+
+/// GPU memory a trainer takes besides the model's tensors: the CUDA
+/// context, cuBLAS's workspace and the backend's staging buffers
+/// (measured on an H200: 855 MiB in use after training the CNN, of which
+/// the backend's own buffers were 232 MiB).
+pub const GPU_CONTEXT_MIB: u64 = 640;
+
+/// The most shards of a GPU job that fit in `free_gpu_mib` of GPU memory:
+/// the context, the model's parameters, gradients and optimiser state,
+/// and each shard's share of a step's batch (its activations). A node
+/// whose free GPU memory holds not even one shard does not bid.
+pub fn gpu_shards(spec: &JobSpec, free_gpu_mib: u64) -> Result<u64, String> {
+    let fixed = (u128::from(GPU_CONTEXT_MIB) << 20) + kernels_spec(&spec.model).training_bytes(0);
+    let per_shard = per_shard_batch_bytes(spec).max(1);
+    let free = u128::from(free_gpu_mib) << 20;
+    if free < fixed + per_shard {
+        return Err(format!(
+            "training the job's model on a GPU at batch {} needs {} MiB of GPU memory, more than the {free_gpu_mib} MiB this node has free",
+            spec.hyper.batch_size,
+            (fixed + per_shard).div_ceil(1 << 20)
+        ));
+    }
+    Ok(u64::try_from((free - fixed) / per_shard).unwrap_or(u64::MAX))
 }
 
 /// The most shards of the job one owner can win: alpha of them (at least
@@ -138,6 +173,20 @@ pub fn decide(
     let mut capacity = free;
     let shards = u64::try_from(shards).unwrap_or(u64::MAX);
     capacity.mem_mib = shards.saturating_mul(spec.demand_per_shard.mem_mib);
+    if wants_gpu(spec) {
+        // The shards that fit in the GPU memory free; a GPU shard always
+        // demands GPU time, so cutting that cuts the bid to them.
+        let on_gpu = gpu_shards(spec, free.gpu_mem_mib)?;
+        let demand = spec.demand_per_shard;
+        capacity.gpu_milli = capacity
+            .gpu_milli
+            .min(on_gpu.saturating_mul(demand.gpu_milli));
+        if demand.gpu_mem_mib > 0 {
+            capacity.gpu_mem_mib = capacity
+                .gpu_mem_mib
+                .min(on_gpu.saturating_mul(demand.gpu_mem_mib));
+        }
+    }
     let fit = capacity.units_of(&spec.demand_per_shard);
     if fit == 0 {
         return Err(format!(
@@ -304,5 +353,46 @@ mod tests {
             shards * shard_bytes + training + 24 * params <= 64 << 20,
             "{shards} shards of {shard_bytes} bytes and {training} bytes of training in 64 MiB"
         );
+    }
+
+    #[test]
+    fn gpu_jobs_go_only_to_gpus_with_the_memory_for_them() {
+        let mut spec = sample_spec(&Keypair::from_seed(b"c"));
+        spec.demand_per_shard.gpu_milli = 250;
+        // A batch whose activations take more than a MiB a shard.
+        spec.hyper.batch_size = 4096;
+        assert!(per_shard_batch_bytes(&spec) > 1 << 20);
+        let config = WorkerConfig::default();
+        // A CPU-only node does not bid on GPU shards.
+        let why = decide(&config, offer(), 0, 0, false, &spec).unwrap_err();
+        assert!(why.contains("GPU memory"), "{why}");
+        // One GPU with room: up to four shards of a quarter GPU each.
+        let gpu = ResourceVec {
+            gpu_milli: 1000,
+            gpu_mem_mib: 80_000,
+            ..offer()
+        };
+        let terms = decide(&config, gpu, 0, 0, false, &spec).unwrap();
+        assert_eq!(terms.capacity.units_of(&spec.demand_per_shard), 4);
+        assert!(terms.hold.gpu_mem_mib > GPU_CONTEXT_MIB, "{:?}", terms.hold);
+        // GPU memory for the context and the model but one shard's batch
+        // only: one shard.
+        let fixed = (u128::from(GPU_CONTEXT_MIB) << 20)
+            + kernels_spec(&spec.model).training_bytes(0);
+        let one = (fixed + per_shard_batch_bytes(&spec)).div_ceil(1 << 20) as u64;
+        let tight = ResourceVec {
+            gpu_mem_mib: one,
+            ..gpu
+        };
+        let terms = decide(&config, tight, 0, 0, false, &spec).unwrap();
+        assert_eq!(terms.capacity.units_of(&spec.demand_per_shard), 1);
+        assert!(terms.hold.gpu_mem_mib <= one);
+        // Less than that: no bid, saying how much it needs.
+        let short = ResourceVec {
+            gpu_mem_mib: one - 1,
+            ..gpu
+        };
+        let why = decide(&config, short, 0, 0, false, &spec).unwrap_err();
+        assert!(why.contains(&format!("needs {one} MiB of GPU memory")), "{why}");
     }
 }

@@ -1,6 +1,6 @@
 //! How fast this node trains a job's model: a short calibrated probe on
 //! synthetic samples of the model's input shape, cached per model, batch,
-//! optimiser and thread count. The bid carries it, and the market gives
+//! optimiser and device (a GPU, or the CPU with its thread count). The bid carries it, and the market gives
 //! shards in proportion to it, so that every winner of a job finishes a
 //! round at about the same time (docs/market.md, "Speed").
 //!
@@ -16,7 +16,7 @@ use fairgrid_kernels::{Dataset, InputShape};
 use fairgrid_protocol::ResourceVec;
 use fairgrid_protocol::messages::{JobSpec, MAX_SPEED_MILLI};
 
-use crate::jobs::model;
+use crate::jobs::device::{Device, JobTrainer};
 
 /// Steps timed after the warm-up step, at least.
 const MIN_STEPS: u32 = 3;
@@ -44,34 +44,33 @@ pub struct SpeedCache {
 }
 
 impl SpeedCache {
-    /// The speed measured for `spec` with `threads`, if any.
-    pub fn get(&self, spec: &JobSpec, threads: usize) -> Option<u64> {
+    /// The speed measured for `spec` on `device`, if any.
+    pub fn get(&self, spec: &JobSpec, device: Device) -> Option<u64> {
         let measured = self.measured.lock().unwrap_or_else(|e| e.into_inner());
-        measured.get(&key(spec, threads)).copied()
+        measured.get(&key(spec, device)).copied()
     }
 
-    pub fn insert(&self, spec: &JobSpec, threads: usize, speed_milli: u64) {
+    pub fn insert(&self, spec: &JobSpec, device: Device, speed_milli: u64) {
         let mut measured = self.measured.lock().unwrap_or_else(|e| e.into_inner());
-        measured.insert(key(spec, threads), speed_milli);
+        measured.insert(key(spec, device), speed_milli);
     }
 
     /// A round trained `samples` in `compute_ms`: the speed the node's
     /// next bids on this model claim (a round is the real workload, at the
     /// real batch; rounds shorter than [`MIN_OBSERVED_MS`] say too little).
-    pub fn observe(&self, spec: &JobSpec, threads: usize, samples: u64, compute_ms: u64) {
+    pub fn observe(&self, spec: &JobSpec, device: Device, samples: u64, compute_ms: u64) {
         if compute_ms >= MIN_OBSERVED_MS && samples > 0 {
             let speed = speed_milli(samples, Duration::from_millis(compute_ms));
-            self.insert(spec, threads, speed);
+            self.insert(spec, device, speed);
         }
     }
 }
 
-/// What a step's cost depends on: the model, the batch a shard brings,
-/// the optimiser and the threads (the CPU backend; the device joins the
-/// key when jobs train on GPUs).
-fn key(spec: &JobSpec, threads: usize) -> String {
+/// What a step's cost depends on: the device (with its threads), the
+/// model, the batch a shard brings and the optimiser.
+fn key(spec: &JobSpec, device: Device) -> String {
     format!(
-        "cpu|{:?}|{}|{:?}|{threads}",
+        "{device}|{:?}|{}|{:?}",
         spec.model, spec.hyper.batch_size, spec.hyper.optimizer
     )
 }
@@ -82,13 +81,14 @@ pub fn probe_time(spec: &JobSpec) -> Duration {
     Duration::from_millis(spec.bid_window_ms / 4).clamp(MIN_PROBE_TIME, PROBE_TIME)
 }
 
-/// Trains the job's model on synthetic samples for about [`probe_time`]
-/// at the batch of `shards` shards; thousandths of a sample per second, at
-/// least 1. Blocking.
-pub fn measure(spec: &JobSpec, threads: usize, shards: u64) -> Result<u64, String> {
+/// Trains the job's model on synthetic samples on `device` for about
+/// [`probe_time`] at the batch of `shards` shards; thousandths of a sample
+/// per second, at least 1. Blocking. A GPU that cannot be used is an
+/// error (the node then bids without a speed), not a CPU figure.
+pub fn measure(spec: &JobSpec, device: Device, shards: u64) -> Result<u64, String> {
     let batch = spec.hyper.batch_size.max(1) as usize * shards.clamp(1, PROBE_SHARDS) as usize;
     let mut trainer =
-        model::trainer(&spec.model, &spec.hyper, batch, threads).map_err(|e| e.to_string())?;
+        JobTrainer::new(device, &spec.model, &spec.hyper, batch).map_err(|e| e.to_string())?;
     let data = synthetic(spec, batch)?;
     let indices: Vec<u32> = (0..batch as u32).collect();
     // lr 0: the probe times the work of a step, not where it leads.
@@ -170,23 +170,29 @@ mod tests {
     use fairgrid_protocol::Keypair;
 
     #[test]
-    fn measures_a_positive_speed_and_caches_it_per_threads() {
+    fn measures_a_positive_speed_and_caches_it_per_device() {
         let spec = sample_spec(&Keypair::from_seed(b"speed"));
-        let speed = measure(&spec, 1, 2).unwrap();
+        let one = Device::Cpu { threads: 1 };
+        let speed = measure(&spec, one, 2).unwrap();
         assert!(speed > 0);
         let cache = SpeedCache::default();
-        assert_eq!(cache.get(&spec, 1), None);
-        cache.insert(&spec, 1, speed);
-        assert_eq!(cache.get(&spec, 1), Some(speed));
-        assert_eq!(cache.get(&spec, 2), None, "threads are part of the key");
+        assert_eq!(cache.get(&spec, one), None);
+        cache.insert(&spec, one, speed);
+        assert_eq!(cache.get(&spec, one), Some(speed));
+        let two = Device::Cpu { threads: 2 };
+        assert_eq!(cache.get(&spec, two), None, "threads are part of the key");
+        let gpu = Device::Cuda { ordinal: 0 };
+        assert_eq!(cache.get(&spec, gpu), None, "so is the device");
         let mut other = spec.clone();
         other.hyper.batch_size *= 2;
-        assert_eq!(cache.get(&other, 1), None, "so is the batch");
+        assert_eq!(cache.get(&other, one), None, "so is the batch");
         // A round's figures replace the probe's; a very short one does not.
-        cache.observe(&spec, 1, 1_000, 2_000);
-        assert_eq!(cache.get(&spec, 1), Some(500_000));
-        cache.observe(&spec, 1, 1_000, 10);
-        assert_eq!(cache.get(&spec, 1), Some(500_000));
+        cache.observe(&spec, one, 1_000, 2_000);
+        assert_eq!(cache.get(&spec, one), Some(500_000));
+        cache.observe(&spec, one, 1_000, 10);
+        assert_eq!(cache.get(&spec, one), Some(500_000));
+        // A GPU that is not there is an error, not a CPU figure.
+        assert!(measure(&spec, Device::Cuda { ordinal: 4096 }, 1).is_err());
     }
 
     #[test]

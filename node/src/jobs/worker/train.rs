@@ -3,18 +3,29 @@
 //! as long as the job), and the signed update.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
-use fairgrid_kernels::{Compressor, CpuBackend, Shard, ShardSet, Trainer};
+use fairgrid_kernels::{Compressor, LocalUpdate, Shard, ShardSet};
 use fairgrid_protocol::messages::{JobSpec, RoundUpdate};
 use fairgrid_protocol::{Hash32, Keypair, NodeId, Signed};
 
+use crate::jobs::device::{Device, JobTrainer};
 use crate::jobs::model;
+
+/// A trainer on one device, built for one batch size.
+struct Placed {
+    /// The device asked for (the trainer may have fallen back to the CPU).
+    device: Device,
+    batch: usize,
+    trainer: JobTrainer,
+}
 
 /// A worker's training state for one job.
 pub struct Engine {
-    /// Built for a batch of `batch_size` samples per shard held; built
-    /// again when the worker's shard count changes.
-    trainer: Option<(usize, Trainer<CpuBackend>)>,
+    /// One trainer per device the job's shards are split over, each built
+    /// for a batch of `batch_size` samples per shard it holds; built again
+    /// when the split changes.
+    placed: Vec<Placed>,
     pub compressor: Compressor,
 }
 
@@ -23,28 +34,95 @@ impl Engine {
         let compressor = Compressor::new(model::kernels_compression(spec.hyper.compression))
             .map_err(|e| e.to_string())?;
         Ok(Engine {
-            trainer: None,
+            placed: Vec::new(),
             compressor,
         })
     }
 
-    /// The trainer for a batch of `batch` samples.
-    fn trainer(
+    /// Trainers for `batches[i]` samples on `devices[i]`, reusing those
+    /// already built for the same device and batch.
+    fn place(
         &mut self,
         spec: &JobSpec,
-        batch: usize,
+        devices: &[Device],
+        batches: &[usize],
         threads: usize,
-        cancel: &Arc<std::sync::atomic::AtomicBool>,
-    ) -> Result<&mut Trainer<CpuBackend>, String> {
-        if self.trainer.as_ref().is_none_or(|(b, _)| *b != batch) {
-            self.trainer = None;
-            let mut trainer = model::trainer(&spec.model, &spec.hyper, batch, threads)
-                .map_err(|e| e.to_string())?;
-            trainer.set_cancel(Arc::clone(cancel));
-            self.trainer = Some((batch, trainer));
+        cancel: &Arc<AtomicBool>,
+    ) -> Result<(), String> {
+        let same = self.placed.len() == devices.len()
+            && self
+                .placed
+                .iter()
+                .zip(devices.iter().zip(batches))
+                .all(|(p, (d, b))| p.device == *d && p.batch == *b);
+        if same {
+            return Ok(());
         }
-        Ok(&mut self.trainer.as_mut().expect("built above").1)
+        // Free the old trainers (and their GPU memory) before building.
+        self.placed.clear();
+        for (&device, &batch) in devices.iter().zip(batches) {
+            let (mut trainer, _) =
+                JobTrainer::new_or_cpu(device, threads, &spec.model, &spec.hyper, batch)
+                    .map_err(|e| e.to_string())?;
+            trainer.set_cancel(Arc::clone(cancel));
+            let runs_on = match &trainer {
+                JobTrainer::Cpu(_) => format!("cpu({threads} threads)"),
+                #[cfg(feature = "cuda")]
+                JobTrainer::Cuda(_) => device.to_string(),
+            };
+            tracing::info!(target: "fairgrid::jobs", device = %runs_on, batch, "trainer built");
+            self.placed.push(Placed {
+                device,
+                batch,
+                trainer,
+            });
+        }
+        Ok(())
     }
+}
+
+/// The shards' positions split into at most `devices` contiguous groups
+/// of sizes differing by at most one (earlier groups larger): the same
+/// shards on the same number of devices always split the same way.
+pub fn split_among(shards: usize, devices: usize) -> Vec<std::ops::Range<usize>> {
+    let groups = devices.clamp(1, shards.max(1));
+    let (base, extra) = (shards / groups, shards % groups);
+    let mut start = 0;
+    (0..groups)
+        .map(|g| {
+            let len = base + usize::from(g < extra);
+            let range = start..start + len;
+            start += len;
+            range
+        })
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
+/// The local updates of the groups as one: deltas averaged by samples
+/// (what the coordinator would compute from one worker per device),
+/// samples summed, loss averaged by samples.
+fn combine(parts: Vec<LocalUpdate>) -> Result<LocalUpdate, String> {
+    if parts.len() == 1 {
+        return Ok(parts.into_iter().next().expect("one part"));
+    }
+    let weighted: Vec<(&[f32], u64)> = parts
+        .iter()
+        .map(|p| (p.delta.as_slice(), p.samples))
+        .collect();
+    let delta = fairgrid_kernels::weighted_mean(&weighted).map_err(|e| e.to_string())?;
+    let samples: u64 = parts.iter().map(|p| p.samples).sum();
+    let loss = parts
+        .iter()
+        .map(|p| f64::from(p.mean_loss) * p.samples as f64)
+        .sum::<f64>()
+        / samples.max(1) as f64;
+    Ok(LocalUpdate {
+        delta,
+        samples,
+        mean_loss: loss as f32,
+        steps: parts.iter().map(|p| p.steps).max().unwrap_or(0),
+    })
 }
 
 /// What a round produced, ready to send.
@@ -67,7 +145,11 @@ pub struct RoundInput {
     pub base_params: Hash32,
     pub shards: Vec<u32>,
     pub loaded: Vec<Arc<Shard>>,
+    /// CPU threads (training on the CPU, or falling back to it).
     pub threads: usize,
+    /// Where to train: one device, or several GPUs the shards are split
+    /// over (each trains its group; the deltas are averaged by samples).
+    pub devices: Vec<Device>,
     pub fault: TestFault,
     /// Stops the training before its next step once set.
     pub cancel: Arc<std::sync::atomic::AtomicBool>,
@@ -118,8 +200,9 @@ pub fn train_round(engine: &mut Option<Engine>, input: RoundInput) -> Result<Tra
             input.shards.len()
         ));
     }
-    let set =
-        ShardSet::new(input.loaded.iter().map(Arc::as_ref).collect()).map_err(|e| e.to_string())?;
+    if input.shards.is_empty() || input.devices.is_empty() {
+        return Err("a round needs at least one shard and one device".into());
+    }
     let hyper = &input.spec.hyper;
     // Each shard is a unit of work: a batch of `batch_size` from each.
     let per_shard = hyper.batch_size as usize;
@@ -128,19 +211,44 @@ pub fn train_round(engine: &mut Option<Engine>, input: RoundInput) -> Result<Tra
         .iter()
         .map(|&shard| model::shard_seed(hyper.seed, &input.job_id, input.round, shard))
         .collect();
-    let batch = per_shard * input.shards.len();
+    let groups = split_among(input.shards.len(), input.devices.len());
+    let devices = &input.devices[..groups.len()];
+    let batches: Vec<usize> = groups.iter().map(|g| per_shard * g.len()).collect();
     let started = std::time::Instant::now();
-    let local = engine
-        .trainer(&input.spec, batch, input.threads, &input.cancel)?
-        .train_local_per_shard(
-            &input.params,
-            &set,
-            per_shard,
-            hyper.local_steps,
-            hyper.lr_at(input.round),
-            &seeds,
-        )
-        .map_err(|e| e.to_string())?;
+    engine.place(&input.spec, devices, &batches, input.threads, &input.cancel)?;
+    let lr = hyper.lr_at(input.round);
+    let train_group = |placed: &mut Placed, group: &std::ops::Range<usize>| {
+        let set = ShardSet::new(input.loaded[group.clone()].iter().map(Arc::as_ref).collect())
+            .map_err(|e| e.to_string())?;
+        placed
+            .trainer
+            .train_local_per_shard(
+                &input.params,
+                &set,
+                per_shard,
+                hyper.local_steps,
+                lr,
+                &seeds[group.clone()],
+            )
+            .map_err(|e| e.to_string())
+    };
+    let parts: Vec<LocalUpdate> = if groups.len() == 1 {
+        vec![train_group(&mut engine.placed[0], &groups[0])?]
+    } else {
+        std::thread::scope(|scope| {
+            let running: Vec<_> = engine
+                .placed
+                .iter_mut()
+                .zip(&groups)
+                .map(|(placed, group)| scope.spawn(|| train_group(placed, group)))
+                .collect();
+            running
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err("a device's training thread panicked".into())))
+                .collect::<Result<Vec<_>, String>>()
+        })?
+    };
+    let local = combine(parts)?;
     let compute_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let mut bytes = engine
         .compressor
@@ -185,6 +293,15 @@ mod tests {
     use fairgrid_protocol::messages::Compression;
 
     fn round(spec: &JobSpec, shards: &[(u32, Arc<Shard>)], key: &Keypair) -> Trained {
+        round_on(spec, shards, key, vec![Device::Cpu { threads: 1 }])
+    }
+
+    fn round_on(
+        spec: &JobSpec,
+        shards: &[(u32, Arc<Shard>)],
+        key: &Keypair,
+        devices: Vec<Device>,
+    ) -> Trained {
         let params = model::initial_params(&spec.model, &spec.hyper).unwrap();
         let input = RoundInput {
             spec: spec.clone(),
@@ -197,6 +314,7 @@ mod tests {
             shards: shards.iter().map(|(i, _)| *i).collect(),
             loaded: shards.iter().map(|(_, s)| Arc::clone(s)).collect(),
             threads: 1,
+            devices,
             fault: TestFault::None,
             cancel: Arc::default(),
         };
@@ -258,5 +376,49 @@ mod tests {
             "new parameters differ by {differ} (moved {moved})"
         );
         assert_eq!(alone.samples, together.samples);
+    }
+
+    #[test]
+    fn shards_split_evenly_and_deterministically_among_devices() {
+        assert_eq!(split_among(4, 1), vec![0..4]);
+        assert_eq!(split_among(5, 2), vec![0..3, 3..5]);
+        assert_eq!(split_among(2, 4), vec![0..1, 1..2], "no device without a shard");
+        assert_eq!(split_among(7, 3), vec![0..3, 3..5, 5..7]);
+    }
+
+    /// Several devices (here two CPU backends standing in for two GPUs)
+    /// train a share of the shards each; with one step of plain SGD the
+    /// combined update is the one-device update up to float rounding, and
+    /// its samples are all the shards'.
+    #[test]
+    fn a_round_split_over_two_devices_updates_like_one() {
+        let mut spec = spec_with(&Keypair::from_seed(b"c"), 4, Compression::Fp32);
+        spec.hyper.local_steps = 1;
+        let data = builtin::fashion_mnist().unwrap();
+        let shards: Vec<(u32, Arc<Shard>)> = data
+            .train
+            .take(400)
+            .shards(100, 3)
+            .unwrap()
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (i as u32, Arc::new(s)))
+            .collect();
+        let key = Keypair::from_seed(b"w");
+        let delta = |t: &Trained| {
+            let n = model::initial_params(&spec.model, &spec.hyper).unwrap().len();
+            fairgrid_kernels::decode_update(&t.bytes, n).unwrap()
+        };
+        let one = round(&spec, &shards, &key);
+        let cpu = Device::Cpu { threads: 1 };
+        let two = round_on(&spec, &shards, &key, vec![cpu, Device::Cpu { threads: 2 }]);
+        let (a, b) = (delta(&one), delta(&two));
+        let size = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let differ = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(size > 1e-4 && differ <= 1e-5 * size, "differ {differ}, size {size}");
+        let (_, u1) = one.update.verify_and_decode().unwrap();
+        let (_, u2) = two.update.verify_and_decode().unwrap();
+        assert_eq!(u1.samples, u2.samples);
+        assert_eq!(u2.shards, vec![0, 1, 2, 3]);
     }
 }
