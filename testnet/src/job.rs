@@ -137,6 +137,17 @@ pub fn demo_request(
     })
 }
 
+/// Makes the demo job a GPU job: each shard demands a quarter of a GPU
+/// (`1000 / SHARDS_PER_OWNER` thousandths), so a node offering one GPU can
+/// win an owner's whole share, and a node offering none wins nothing. The
+/// GPU memory each node needs is checked by the node itself before it
+/// bids (the model, its batch and the CUDA context), so the job declares
+/// none.
+pub fn on_gpus(request: &mut JobRequest) {
+    request.market.demand_per_shard.gpu_milli = 1000 / SHARDS_PER_OWNER;
+    request.name.push_str("-cuda");
+}
+
 /// "the built-in Fashion-MNIST subset (10000 train / 2000 test images,
 /// compiled into the binary)" or the directory read.
 pub fn describe_data(data: &str) -> String {
@@ -179,6 +190,10 @@ mod tests {
         assert_eq!(request.data.shard_size, 50);
         assert_eq!(request.training.rounds, 2);
         assert!(demo_request(Model::Mlp, "/nonexistent", 3, 1000, &tiny).is_err());
+        let mut gpu = demo_request(Model::Cnn, "builtin", 3, 1000, &tiny).unwrap();
+        on_gpus(&mut gpu);
+        assert_eq!(gpu.market.demand_per_shard.gpu_milli, 250);
+        validate(&gpu, "demo", DataCheck::Local).unwrap();
     }
 
     #[test]

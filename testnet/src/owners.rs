@@ -27,6 +27,8 @@ pub struct OwnerPlan {
     /// Ask of owner k's nodes: `base_price + k * price_step`.
     pub base_price: u64,
     pub price_step: u64,
+    /// Whether certificates allow a GPU (all of one GPU's memory).
+    pub gpu: bool,
 }
 
 impl OwnerPlan {
@@ -45,6 +47,7 @@ impl OwnerPlan {
             mem_mib: 4096,
             base_price: 100,
             price_step: 20,
+            gpu: false,
         })
     }
 
@@ -69,6 +72,20 @@ impl OwnerPlan {
         } else {
             self.small_cpu_milli
         }
+    }
+
+    /// What owner k's certificates allow (`--max-capacity`).
+    pub fn max_capacity(&self, owner: usize) -> String {
+        let mut text = format!(
+            "cpu_milli={},mem_mib={}",
+            self.cpu_milli(owner),
+            self.mem_mib
+        );
+        if self.gpu {
+            // One GPU, whatever its memory (the node offers what it has).
+            text.push_str(",gpu_milli=1000,gpu_mem_mib=1048576");
+        }
+        text
     }
 
     /// The node settings that follow from its owner.
@@ -100,11 +117,7 @@ impl OwnerPlan {
                     label: self.label(k),
                     id,
                     dir: owner_dir.display().to_string(),
-                    max_capacity: format!(
-                        "cpu_milli={},mem_mib={}",
-                        self.cpu_milli(k),
-                        self.mem_mib
-                    ),
+                    max_capacity: self.max_capacity(k),
                     price: self.price(k),
                 })
             })

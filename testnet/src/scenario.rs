@@ -41,6 +41,18 @@ pub struct ScenarioArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 1200)]
     pub timeout_secs: u64,
+    /// Where the workers train. `cuda`: the job's shards demand a quarter
+    /// of a GPU each, so only nodes offering a GPU win them (the node
+    /// processes share this machine's GPUs); on a machine where CUDA is
+    /// not usable it stops at once and says why.
+    #[arg(long, value_enum, default_value_t = DemoDevice::Cpu)]
+    pub device: DemoDevice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoDevice {
+    Cpu,
+    Cuda,
 }
 
 /// A started cluster and the job it will run.
@@ -54,6 +66,19 @@ pub async fn prepare(launcher: Launcher, args: &ScenarioArgs) -> anyhow::Result<
     let mut spec = ClusterSpec::new(args.nodes, args.owners)?;
     spec.root = args.keep.clone();
     spec.node_threads = args.node_threads;
+    let gpu = args.device == DemoDevice::Cuda;
+    if gpu {
+        use fairgrid_kernels::backend::select::{DevicePreference, choose_device};
+        choose_device(DevicePreference::Cuda).map_err(|why| {
+            anyhow::anyhow!("--device cuda: this machine cannot train on a GPU: {why}")
+        })?;
+        spec.owners.gpu = true;
+        // The node processes share the GPU with each other; nothing else
+        // should use it while the demo runs (and in a container NVML may
+        // see processes it cannot name as the nodes').
+        spec.env
+            .push(("FAIRGRID_OFFER_YIELD_GPUS".into(), "false".into()));
+    }
     let data = match args.data.as_str() {
         "builtin" | "system" => args.data.clone(),
         dir => std::path::absolute(dir)
@@ -61,20 +86,24 @@ pub async fn prepare(launcher: Launcher, args: &ScenarioArgs) -> anyhow::Result<
             .display()
             .to_string(),
     };
-    let request = demo_request(
+    let mut request = demo_request(
         args.model,
         &data,
         args.owners,
         spec.owners.small_cpu_milli,
         &args.tuning,
     )?;
+    if gpu {
+        crate::job::on_gpus(&mut request);
+    }
     let plan = validate(&request, "the demo job", DataCheck::Local)?;
     println!(
-        "fairgrid testnet: {} node processes, {} owners, {} on {}",
+        "fairgrid testnet: {} node processes, {} owners, {} on {}{}",
         args.nodes,
         args.owners,
         args.model.name(),
-        describe_data(&data)
+        describe_data(&data),
+        if gpu { ", workers on the GPU" } else { "" }
     );
     println!(
         "job: {}",
@@ -175,18 +204,23 @@ pub struct Outcome {
     pub cap: f64,
     pub verified: usize,
     pub nodes: usize,
+    /// Samples trained per second of the rounds' wall time (start to
+    /// aggregation, all rounds): the placed shards x the samples a step
+    /// takes from each x the local steps, per round.
+    pub samples_per_sec: f64,
 }
 
 impl Outcome {
     pub fn result_line(&self) -> String {
         format!(
-            "result test_accuracy={:.4} rounds={} max_owner_share={:.3} cap={:.3} ledger_verified={}/{}",
+            "result test_accuracy={:.4} rounds={} max_owner_share={:.3} cap={:.3} ledger_verified={}/{} samples_per_sec={:.0}",
             self.test_accuracy,
             self.rounds,
             self.max_owner_share,
             self.cap,
             self.verified,
-            self.nodes
+            self.nodes,
+            self.samples_per_sec
         )
     }
 }
@@ -244,7 +278,15 @@ pub async fn finish(
         .map(|o| o.shards)
         .max()
         .unwrap_or(0);
+    let training = &prepared.request.training;
+    let per_shard = u64::from(training.batch_size.min(prepared.request.data.shard_size));
+    let samples = u64::from(allocation.shards)
+        * per_shard
+        * u64::from(training.local_steps)
+        * report.rounds.len() as u64;
+    let round_ms: u64 = report.rounds.iter().map(|r| r.duration_ms).sum();
     let outcome = Outcome {
+        samples_per_sec: samples as f64 * 1000.0 / round_ms.max(1) as f64,
         test_accuracy: accuracy,
         rounds: report.rounds.len() as u32,
         max_owner_share: f64::from(largest) / f64::from(allocation.shards.max(1)),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use fairgrid_sdk::jobs::JobState;
 use fairgrid_testnet::job::{Model, Tuning};
 use fairgrid_testnet::launcher::Launcher;
-use fairgrid_testnet::scenario::{self, ScenarioArgs};
+use fairgrid_testnet::scenario::{self, DemoDevice, ScenarioArgs};
 
 use crate::browser::{Page, json};
 
@@ -70,6 +70,7 @@ fn the_dashboard_shows_a_live_job_in_a_real_browser() {
         },
         keep: None,
         timeout_secs: 300,
+        device: DemoDevice::Cpu,
     };
     let prepared = runtime
         .block_on(scenario::prepare(Launcher::new(BIN), &args))

@@ -213,3 +213,30 @@ fn hetero_workers_split_shards_by_measured_speed() {
     assert!(number("straggler_after") < 1.6, "{last}");
     assert!(number("off_share_after") <= 1.0, "{last}");
 }
+
+/// `demo --device cuda` on a machine without a usable GPU stops before
+/// starting anything and says why; where CUDA is usable it would run the
+/// whole demo on the GPU (bench/gpu-jobs.sh does that), so this test says
+/// so and checks nothing there.
+#[test]
+fn demo_on_cuda_without_a_gpu_says_why() {
+    use fairgrid_kernels::backend::select::{DevicePreference, choose_device};
+    if choose_device(DevicePreference::Cuda).is_ok() {
+        eprintln!("SKIPPED: CUDA is usable here; bench/gpu-jobs.sh runs the GPU demo");
+        return;
+    }
+    let out = Command::new(BIN)
+        .args(["demo", "--device", "cuda", "--timeout-secs", "30"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--device cuda: this machine cannot train on a GPU: CUDA is not usable"),
+        "{stderr}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("node processes"),
+        "no node was started"
+    );
+}

@@ -522,7 +522,13 @@ fn devices_for_shards(
     shards: usize,
 ) -> Vec<Device> {
     let (offered, _) = ctx.host.offer(now_ms());
-    let live: Vec<Hash32> = ctx.jobs.working.active_jobs().iter().map(|j| j.id).collect();
+    let live: Vec<Hash32> = ctx
+        .jobs
+        .working
+        .active_jobs()
+        .iter()
+        .map(|j| j.id)
+        .collect();
     gpus::devices_for(
         &ctx.jobs.gpus,
         job_id,

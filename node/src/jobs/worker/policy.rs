@@ -377,8 +377,8 @@ mod tests {
         assert!(terms.hold.gpu_mem_mib > GPU_CONTEXT_MIB, "{:?}", terms.hold);
         // GPU memory for the context and the model but one shard's batch
         // only: one shard.
-        let fixed = (u128::from(GPU_CONTEXT_MIB) << 20)
-            + kernels_spec(&spec.model).training_bytes(0);
+        let fixed =
+            (u128::from(GPU_CONTEXT_MIB) << 20) + kernels_spec(&spec.model).training_bytes(0);
         let one = (fixed + per_shard_batch_bytes(&spec)).div_ceil(1 << 20) as u64;
         let tight = ResourceVec {
             gpu_mem_mib: one,
@@ -393,6 +393,9 @@ mod tests {
             ..gpu
         };
         let why = decide(&config, short, 0, 0, false, &spec).unwrap_err();
-        assert!(why.contains(&format!("needs {one} MiB of GPU memory")), "{why}");
+        assert!(
+            why.contains(&format!("needs {one} MiB of GPU memory")),
+            "{why}"
+        );
     }
 }

@@ -218,8 +218,13 @@ pub fn train_round(engine: &mut Option<Engine>, input: RoundInput) -> Result<Tra
     engine.place(&input.spec, devices, &batches, input.threads, &input.cancel)?;
     let lr = hyper.lr_at(input.round);
     let train_group = |placed: &mut Placed, group: &std::ops::Range<usize>| {
-        let set = ShardSet::new(input.loaded[group.clone()].iter().map(Arc::as_ref).collect())
-            .map_err(|e| e.to_string())?;
+        let set = ShardSet::new(
+            input.loaded[group.clone()]
+                .iter()
+                .map(Arc::as_ref)
+                .collect(),
+        )
+        .map_err(|e| e.to_string())?;
         placed
             .trainer
             .train_local_per_shard(
@@ -244,7 +249,10 @@ pub fn train_round(engine: &mut Option<Engine>, input: RoundInput) -> Result<Tra
                 .collect();
             running
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err("a device's training thread panicked".into())))
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err("a device's training thread panicked".into()))
+                })
                 .collect::<Result<Vec<_>, String>>()
         })?
     };
@@ -382,7 +390,11 @@ mod tests {
     fn shards_split_evenly_and_deterministically_among_devices() {
         assert_eq!(split_among(4, 1), vec![0..4]);
         assert_eq!(split_among(5, 2), vec![0..3, 3..5]);
-        assert_eq!(split_among(2, 4), vec![0..1, 1..2], "no device without a shard");
+        assert_eq!(
+            split_among(2, 4),
+            vec![0..1, 1..2],
+            "no device without a shard"
+        );
         assert_eq!(split_among(7, 3), vec![0..3, 3..5, 5..7]);
     }
 
@@ -406,7 +418,9 @@ mod tests {
             .collect();
         let key = Keypair::from_seed(b"w");
         let delta = |t: &Trained| {
-            let n = model::initial_params(&spec.model, &spec.hyper).unwrap().len();
+            let n = model::initial_params(&spec.model, &spec.hyper)
+                .unwrap()
+                .len();
             fairgrid_kernels::decode_update(&t.bytes, n).unwrap()
         };
         let one = round(&spec, &shards, &key);
@@ -414,8 +428,14 @@ mod tests {
         let two = round_on(&spec, &shards, &key, vec![cpu, Device::Cpu { threads: 2 }]);
         let (a, b) = (delta(&one), delta(&two));
         let size = a.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let differ = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        assert!(size > 1e-4 && differ <= 1e-5 * size, "differ {differ}, size {size}");
+        let differ = a
+            .iter()
+            .zip(&b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            size > 1e-4 && differ <= 1e-5 * size,
+            "differ {differ}, size {size}"
+        );
         let (_, u1) = one.update.verify_and_decode().unwrap();
         let (_, u2) = two.update.verify_and_decode().unwrap();
         assert_eq!(u1.samples, u2.samples);
