@@ -2,12 +2,23 @@
 
 `cnn`: trains fairgrid's zoo CNN (conv32-pool-conv64-pool-conv128-pool-
 fc128-fc10) on Fashion-MNIST with the same optimizer, batch and epoch
-structure as `fairgrid train --device cuda`: PyTorch eager, fp32 (TF32
-off unless --tf32), data resident on the GPU as uint8 and converted per
-batch, no host synchronisation inside an epoch. Prints one line per epoch
-and a summary line:
+structure as `fairgrid train --device cuda`: fp32 (TF32 off unless
+--tf32), data resident on the GPU as uint8 and converted per batch, no
+host synchronisation inside an epoch. `--mode` picks how PyTorch runs it:
 
-    torch_cnn median_samples_per_sec=... peak_mem_mb=... test_accuracy=...
+- `eager` (default): the model and torch.optim.SGD as written;
+- `compile`: the model through torch.compile(mode="max-autotune") (which
+  autotunes the kernels and replays CUDA graphs); the epoch's last,
+  smaller batch is dropped so that one shape is compiled;
+- `graphs`: the whole step (forward, backward, SGD with momentum, written
+  with foreach ops and the learning rate as a GPU tensor so that it can
+  change without re-capture) captured once in a CUDA graph and replayed;
+  the last, smaller batch is dropped too.
+
+Epoch 1 (compilation, capture) is left out of the median. Prints one line
+per epoch and a summary line:
+
+    torch_cnn median_samples_per_sec=... peak_mem_mb=... test_accuracy=... mode=...
 
 `sgemm`: times torch.matmul on two fp32 n x n matrices the way `fairgrid
 devices --gemm-size n` times cuBLAS (two warm-up products, then batches of
@@ -70,11 +81,14 @@ def train_cnn(a):
     # memory comparison leaves them out (data_mb says how much they are).
     data_bytes = sum(t.numel() * t.element_size() for t in (x_train, y_train, x_test, y_test))
     model = cnn().to(dev)
-    opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
     n = x_train.shape[0]
-    steps_per_epoch = (n + a.batch - 1) // a.batch
+    drop_last = a.mode != "eager"
+    steps_per_epoch = n // a.batch if drop_last else (n + a.batch - 1) // a.batch
+    used = steps_per_epoch * a.batch if drop_last else n
     total = steps_per_epoch * a.epochs
+    schedule = lambda step: a.lr * 0.5 * (1 + np.cos(np.pi * min(step, total) / total))
+    step_fn = make_step(a, model, loss_fn, dev)
     g = torch.Generator(device=dev).manual_seed(a.seed)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
@@ -85,31 +99,25 @@ def train_cnn(a):
         loss_sum = torch.zeros((), device=dev)
         torch.cuda.synchronize()
         start = time.perf_counter()
-        for i in range(0, n, a.batch):
+        for i in range(0, used, a.batch):
             # Cosine schedule, as fairgrid's default.
-            lr = a.lr * 0.5 * (1 + np.cos(np.pi * min(step, total) / total))
-            for group in opt.param_groups:
-                group["lr"] = lr
             idx = order[i:i + a.batch]
             xb = x_train[idx].unsqueeze(1).float().div_(255.0)
             yb = y_train[idx]
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.detach() * yb.shape[0]
+            loss = step_fn(xb, yb, schedule(step))
+            loss_sum += loss * yb.shape[0]
             step += 1
         torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
-        rates.append(n / elapsed)
+        rates.append(used / elapsed)
         correct = 0
         with torch.no_grad():
             for i in range(0, x_test.shape[0], a.batch):
                 xb = x_test[i:i + a.batch].unsqueeze(1).float().div_(255.0)
                 correct += (model(xb).argmax(1) == y_test[i:i + a.batch]).sum().item()
         acc = correct / x_test.shape[0]
-        print(f"torch epoch {epoch} train_loss={loss_sum.item() / n:.4f} test_acc={acc:.4f} "
-              f"samples_per_sec={n / elapsed:.0f}", flush=True)
+        print(f"torch epoch {epoch} train_loss={loss_sum.item() / used:.4f} test_acc={acc:.4f} "
+              f"samples_per_sec={used / elapsed:.0f}", flush=True)
     steady = rates[1:] if len(rates) > 1 else rates
     free, total_mem = torch.cuda.mem_get_info()
     print(
@@ -118,10 +126,76 @@ def train_cnn(a):
         f"data_mb={data_bytes / 2**20:.1f} "
         f"peak_mem_without_data_mb={(torch.cuda.max_memory_allocated() - data_bytes) / 2**20:.1f} "
         f"device_used_mb={(total_mem - free) / 2**20:.0f} test_accuracy={acc:.4f} "
-        f"tf32={int(a.tf32)} torch={torch.__version__} cuda={torch.version.cuda} "
+        f"tf32={int(a.tf32)} mode={a.mode} batch={a.batch} torch={torch.__version__} cuda={torch.version.cuda} "
         f"cudnn={torch.backends.cudnn.version()}",
         flush=True,
     )
+
+
+def make_step(a, model, loss_fn, dev):
+    """A function (images, labels, lr) -> detached loss that trains one step."""
+    if a.mode == "graphs":
+        return graphed_step(a, model, loss_fn, dev)
+    opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=0.9)
+    forward = torch.compile(model, mode="max-autotune") if a.mode == "compile" else model
+
+    def step(xb, yb, lr):
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(forward(xb), yb)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    return step
+
+
+def graphed_step(a, model, loss_fn, dev):
+    """The whole step in one CUDA graph: static input buffers, SGD with
+    momentum 0.9 (buf = 0.9 buf + g; p -= lr buf, as torch.optim.SGD) in
+    foreach ops, the learning rate in a GPU tensor."""
+    params = list(model.parameters())
+    bufs = [torch.zeros_like(p) for p in params]
+    neg_lr = torch.zeros((), device=dev)
+    static_x = torch.zeros((a.batch, 1, 28, 28), device=dev)
+    static_y = torch.zeros((a.batch,), dtype=torch.long, device=dev)
+
+    def body():
+        for p in params:
+            p.grad = None
+        loss = loss_fn(model(static_x), static_y)
+        loss.backward()
+        grads = [p.grad for p in params]
+        with torch.no_grad():
+            torch._foreach_mul_(bufs, 0.9)
+            torch._foreach_add_(bufs, grads)
+            torch._foreach_add_(params, torch._foreach_mul(bufs, neg_lr))
+        return loss.detach()
+
+    # Warm-up on a side stream (lr 0: the parameters do not move; the
+    # momentum buffers are reset after).
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            body()
+    torch.cuda.current_stream().wait_stream(side)
+    with torch.no_grad():
+        for b in bufs:
+            b.zero_()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_loss = body()
+
+    def step(xb, yb, lr):
+        static_x.copy_(xb)
+        static_y.copy_(yb)
+        neg_lr.fill_(-lr)
+        graph.replay()
+        return static_loss.clone()
+
+    return step
 
 
 def time_sgemm(a):
@@ -159,6 +233,7 @@ def main():
     c.add_argument("--lr", type=float, default=0.05)
     c.add_argument("--seed", type=int, default=1)
     c.add_argument("--tf32", action="store_true")
+    c.add_argument("--mode", choices=["eager", "compile", "graphs"], default="eager")
     s = sub.add_parser("sgemm")
     s.add_argument("--n", type=int, default=4096)
     s.add_argument("--seconds", type=float, default=1.0)

@@ -39,9 +39,10 @@ pub async fn aggregate(
                     // On a GPU when this node offers one (the CPU if it
                     // cannot be used after all).
                     let device = evaluator_device(offers_gpus, threads);
-                    let (trainer, _) =
+                    let (trainer, runs_on) =
                         JobTrainer::new_or_cpu(device, threads, &spec, &hyper, eval_batch)
                             .map_err(|e| e.to_string())?;
+                    tracing::info!(target: "fairgrid::jobs", device = %runs_on, "evaluator built");
                     *slot = Some(trainer);
                 }
                 let trainer = slot.as_mut().expect("built above");
