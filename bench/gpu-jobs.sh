@@ -17,6 +17,9 @@
 #   bash CARRY/bench/gpu-jobs.sh --smoke    # no GPU needed: the CPU paths,
 #                                           # tiny settings (checks the script)
 #
+# Settings by environment: BATCH (per shard, 64), LOCAL (local steps, 200),
+# ROUNDS (5), LR (0.05); SKIP_KERNELS=1 runs the job and its reference only.
+#
 # Logs go to $OUT (or /tmp/gpu-jobs); tables are printed last.
 set -uo pipefail
 
@@ -89,13 +92,13 @@ grep -E '^(device|model|epoch|result|error)' "$LOGS/reference.log" | sed 's/^/  
 REF_SPS=$(grep '^result' "$LOGS/reference.log" | field train_samples_per_sec)
 REF_ACC=$(grep '^result' "$LOGS/reference.log" | field test_accuracy)
 
-stage "the job: 4 node processes, 3 owners, workers on $DEVICE ($ROUNDS rounds x $LOCAL steps x $BATCH per shard)"
+stage "the job: ${NODES:-4} node processes, 3 owners, workers on $DEVICE ($ROUNDS rounds x $LOCAL steps x $BATCH per shard)"
 rm -rf /tmp/gpu-jobs-testnet
 DEMO_DEVICE=()
 [ "$DEVICE" = cuda ] && DEMO_DEVICE=(--device cuda)
 MAX_SAMPLES=()
 [ "$MODE" = "--smoke" ] && MAX_SAMPLES=(--max-train-samples "$TRAIN_SAMPLES")
-"$TESTNET" demo "${DEMO_DEVICE[@]}" --data "$DATA_ARG" --nodes 4 --owners 3 --model cnn \
+"$TESTNET" demo "${DEMO_DEVICE[@]}" --data "$DATA_ARG" --nodes "${NODES:-4}" --owners 3 --model cnn \
     --batch "$BATCH" --local-steps "$LOCAL" --rounds "$ROUNDS" --lr "$LR" --bid-window-secs 10 \
     --round-timeout-secs 60 "${MAX_SAMPLES[@]}" --keep /tmp/gpu-jobs-testnet --timeout-secs 400 \
     >"$LOGS/job.log" 2>&1 || fail "the GPU job"
@@ -121,7 +124,9 @@ median_epochs() { # median samples_per_sec of epochs 2.. of a fairgrid train log
 }
 
 KERNEL_ROWS=""
-for batch in 256 1024; do
+KERNEL_BATCHES="256 1024"
+[ -n "${SKIP_KERNELS:-}" ] && KERNEL_BATCHES=""
+for batch in $KERNEL_BATCHES; do
     stage "kernel bar, batch $batch: fairgrid train --device $DEVICE ($EPOCHS epochs)"
     fairgrid train --device "$DEVICE" --model cnn --data "$DATA_ARG" --batch "$batch" --lr 0.05 \
         --epochs $(( EPOCHS + 1 )) --seed 1 >"$LOGS/fairgrid-b$batch.log" 2>&1 ||
@@ -153,7 +158,7 @@ pct = lambda v: f"{100 * num(v):.2f}%" if num(v) is not None else "-"
 print(f"| {samples} samples | samples/s | test accuracy |")
 print("|---|---|---|")
 print(f"| fairgrid train (one process) | {show(ref_sps)} | {pct(ref_acc)} |")
-print(f"| the job (workers in 4 node processes) | {show(job_sps)} | {pct(job_acc)} |")
+print(f"| the job (workers in node processes sharing the GPU) | {show(job_sps)} | {pct(job_acc)} |")
 if num(ref_sps) and num(job_sps):
     over = 1 - num(job_sps) / num(ref_sps)
     print(f"throughput overhead {100 * over:+.1f}% (target <= 15%); ", end="")

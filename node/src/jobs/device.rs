@@ -32,9 +32,10 @@ impl std::fmt::Display for Device {
 
 /// The kernels' trainer on whichever backend the device needs.
 pub enum JobTrainer {
-    Cpu(Trainer<CpuBackend>),
+    // Both boxed: the two trainers differ much in size.
+    Cpu(Box<Trainer<CpuBackend>>),
     #[cfg(feature = "cuda")]
-    Cuda(Trainer<fairgrid_kernels::backend::cuda::CudaBackend>),
+    Cuda(Box<Trainer<fairgrid_kernels::backend::cuda::CudaBackend>>),
 }
 
 /// Runs `$body` with `$t` bound to the trainer inside, whatever its
@@ -61,7 +62,7 @@ impl JobTrainer {
     ) -> fairgrid_kernels::Result<JobTrainer> {
         match device {
             Device::Cpu { threads } => {
-                model::trainer(spec, hyper, batch, threads).map(JobTrainer::Cpu)
+                model::trainer(spec, hyper, batch, threads).map(|t| JobTrainer::Cpu(Box::new(t)))
             }
             Device::Cuda { ordinal } => cuda_trainer(ordinal, spec, hyper, batch),
         }
@@ -138,7 +139,7 @@ fn cuda_trainer(
         batch,
         hyper.seed,
     )
-    .map(JobTrainer::Cuda)
+    .map(|trainer| JobTrainer::Cuda(Box::new(trainer)))
 }
 
 #[cfg(not(feature = "cuda"))]
