@@ -88,8 +88,28 @@ impl Conversion {
 
 /// Serialises the model's parameters as safetensors bytes.
 pub fn save_safetensors<B: Backend>(model: &Model<B>, backend: &B) -> Result<Vec<u8>> {
+    serialize(model, backend, false)
+}
+
+/// Metadata key saying how weights are stored when not as plain f32.
+const QUANT_KEY: &str = "fairgrid.quantization";
+/// Weights as int8 codes with one f32 scale per output channel.
+pub const INT8_PER_CHANNEL: &str = "int8-per-output-channel";
+/// Suffix of a quantised weight's scales: `NAME.scale`.
+const SCALE_SUFFIX: &str = ".scale";
+
+/// Serialises the model with every weight tensor (two or more dimensions)
+/// as int8: `NAME` holds the codes (`I8`, PyTorch's layout and shape) and
+/// `NAME.scale` one `F32` per output channel (the first dimension), so
+/// that `weight = NAME.float() * NAME.scale.view(-1, 1, ...)`. Biases stay
+/// `F32`. [`load_safetensors`] reads these files back (dequantised).
+pub fn save_safetensors_int8<B: Backend>(model: &Model<B>, backend: &B) -> Result<Vec<u8>> {
+    serialize(model, backend, true)
+}
+
+fn serialize<B: Backend>(model: &Model<B>, backend: &B, int8: bool) -> Result<Vec<u8>> {
     let flat = model.params_flat(backend)?;
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for info in model.param_layout() {
         let conv = Conversion::of(model, info);
         let ours = &flat[info.offset..info.offset + info.len];
@@ -97,26 +117,42 @@ pub fn save_safetensors<B: Backend>(model: &Model<B>, backend: &B) -> Result<Vec
         for (j, &v) in ours.iter().enumerate() {
             torch[conv.torch_index(j)] = v;
         }
-        let bytes = torch.iter().flat_map(|v| v.to_le_bytes()).collect();
-        tensors.push((
-            info.name.clone(),
-            conv.torch_shape(info.shape.dims()),
-            bytes,
-        ));
+        let shape = conv.torch_shape(info.shape.dims());
+        if int8 && super::compress::is_weight(info) {
+            let (codes, scales) = super::compress::quantize_per_channel(&torch, shape[0])?;
+            tensors.push((
+                info.name.clone(),
+                Dtype::I8,
+                shape.clone(),
+                codes.iter().map(|&c| c as u8).collect(),
+            ));
+            tensors.push((
+                format!("{}{SCALE_SUFFIX}", info.name),
+                Dtype::F32,
+                vec![shape[0]],
+                scales.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ));
+        } else {
+            let bytes = torch.iter().flat_map(|v| v.to_le_bytes()).collect();
+            tensors.push((info.name.clone(), Dtype::F32, shape, bytes));
+        }
     }
     let views = tensors
         .iter()
-        .map(|(name, shape, bytes)| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (name.clone(), v))
+        .map(|(name, dtype, shape, bytes)| {
+            TensorView::new(*dtype, shape.clone(), bytes).map(|v| (name.clone(), v))
         })
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| KernelError::ModelFileFormat(e.to_string()))?;
     let spec = serde_json::to_string(model.spec())
         .map_err(|e| KernelError::ModelFileFormat(e.to_string()))?;
-    let metadata = HashMap::from([
+    let mut metadata = HashMap::from([
         ("format".to_string(), "pt".to_string()),
         (SPEC_KEY.to_string(), spec),
     ]);
+    if int8 {
+        metadata.insert(QUANT_KEY.to_string(), INT8_PER_CHANNEL.to_string());
+    }
     safetensors::serialize(views, Some(metadata))
         .map_err(|e| KernelError::ModelFileFormat(e.to_string()))
 }
@@ -148,24 +184,40 @@ pub fn load_safetensors<B: Backend>(model: &mut Model<B>, backend: &B, bytes: &[
                 name: info.name.clone(),
             })?;
         let want_shape = conv.torch_shape(info.shape.dims());
-        if view.dtype() != Dtype::F32 || view.shape() != want_shape.as_slice() {
+        let quantised = view.dtype() == Dtype::I8 && super::compress::is_weight(info);
+        if !(view.dtype() == Dtype::F32 || quantised) || view.shape() != want_shape.as_slice() {
             return Err(KernelError::TensorMismatch {
                 name: info.name.clone(),
-                expected: format!("F32 {want_shape:?}"),
+                expected: format!("F32 (or I8 with {SCALE_SUFFIX}) {want_shape:?}"),
                 found: format!("{:?} {:?}", view.dtype(), view.shape()),
             });
         }
-        let data = view.data();
+        let torch: Vec<f32> = if quantised {
+            let scales = int8_scales(&file, &info.name, want_shape[0])?;
+            let codes: Vec<i8> = view.data().iter().map(|&b| b as i8).collect();
+            super::compress::dequantize_per_channel(&codes, &scales)?
+        } else {
+            view.data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect()
+        };
         let dst = &mut flat[info.offset..info.offset + info.len];
         for (j, slot) in dst.iter_mut().enumerate() {
-            let t = 4 * conv.torch_index(j);
-            *slot = f32::from_le_bytes(data[t..t + 4].try_into().expect("4 bytes"));
+            *slot = torch[conv.torch_index(j)];
         }
     }
+    let quantised: Vec<String> = model
+        .param_layout()
+        .iter()
+        .filter(|p| file.tensor(&p.name).is_ok_and(|v| v.dtype() == Dtype::I8))
+        .map(|p| format!("{}{SCALE_SUFFIX}", p.name))
+        .collect();
     let known: std::collections::BTreeSet<&str> = model
         .param_layout()
         .iter()
         .map(|p| p.name.as_str())
+        .chain(quantised.iter().map(String::as_str))
         .collect();
     let mut names = file.names();
     names.sort_unstable();
@@ -175,4 +227,26 @@ pub fn load_safetensors<B: Backend>(model: &mut Model<B>, backend: &B, bytes: &[
         });
     }
     model.set_params_flat(backend, &flat)
+}
+
+/// The `NAME.scale` tensor of a quantised weight: `F32 [channels]`.
+fn int8_scales(file: &SafeTensors<'_>, name: &str, channels: usize) -> Result<Vec<f32>> {
+    let scale_name = format!("{name}{SCALE_SUFFIX}");
+    let view = file
+        .tensor(&scale_name)
+        .map_err(|_| KernelError::MissingTensor {
+            name: scale_name.clone(),
+        })?;
+    if view.dtype() != Dtype::F32 || view.shape() != [channels] {
+        return Err(KernelError::TensorMismatch {
+            name: scale_name,
+            expected: format!("F32 [{channels}]"),
+            found: format!("{:?} {:?}", view.dtype(), view.shape()),
+        });
+    }
+    Ok(view
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect())
 }

@@ -8,10 +8,13 @@
 //! [`Model::param_layout`] lists the tensors and their offsets.
 
 mod checkpoint;
+pub mod compress;
 mod profile;
 pub mod zoo;
 
-pub use checkpoint::{load_safetensors, read_model_spec, save_safetensors};
+pub use checkpoint::{
+    INT8_PER_CHANNEL, load_safetensors, read_model_spec, save_safetensors, save_safetensors_int8,
+};
 pub use profile::LayerTiming;
 
 pub use zoo::{Arch, DEFAULT_MLP_HIDDEN, InputShape, ModelSpec};

@@ -14,6 +14,7 @@ mod init;
 pub mod job;
 mod ledger;
 mod market;
+mod model;
 mod owner;
 mod query;
 mod run;
@@ -36,6 +37,8 @@ pub enum Command {
     Market(market::MarketArgs),
     /// Train a zoo model on this machine alone (no network).
     Train(train::TrainArgs),
+    /// Work on model files: prune and quantise (`model compress`).
+    Model(model::ModelArgs),
     /// Create a node: key, documented config and API token in the data dir.
     Init(init::InitArgs),
     /// Owner keys and node certificates.
@@ -118,6 +121,7 @@ where
         Command::Devices(args) => devices::run(args),
         Command::Market(args) => market::run(args),
         Command::Train(args) => train::run(args),
+        Command::Model(args) => model::run(args),
         Command::Init(args) => init::run(args),
         Command::Owner(args) => owner::run(args),
         Command::Run(args) => run::run(args),

@@ -106,7 +106,7 @@ pub struct TrainArgs {
     pub save: Option<PathBuf>,
 }
 
-fn load_data(which: &str) -> anyhow::Result<FashionMnist> {
+pub(crate) fn load_data(which: &str) -> anyhow::Result<FashionMnist> {
     match which {
         "builtin" => builtin::fashion_mnist().context("decoding the built-in subset"),
         "system" => FashionMnist::load_dir(SYSTEM_FASHION_MNIST_DIR.as_ref()).with_context(|| {
