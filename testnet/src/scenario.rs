@@ -206,7 +206,10 @@ pub struct Outcome {
     pub nodes: usize,
     /// Samples trained per second of the rounds' wall time (start to
     /// aggregation, all rounds): the placed shards x the samples a step
-    /// takes from each x the local steps, per round.
+    /// takes from each x the local steps, per round. It counts every
+    /// placed shard in every round, so a round with a missing update
+    /// (a killed worker) makes it an overestimate: it is a figure for runs
+    /// whose rounds all had every update, as the benchmarks check.
     pub samples_per_sec: f64,
 }
 

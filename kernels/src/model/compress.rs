@@ -6,8 +6,8 @@
 //! smallest magnitude; a mask keeps them at zero during fine-tuning.
 //! Quantisation stores each weight as `code x scale[o]`, `code` an `i8` in
 //! -127..=127 and `scale[o] = max |w| over output channel o / 127` (0 for
-//! an all-zero channel), so the largest weight of each channel is exact
-//! and every other is within half a step of it. Pruned zeros stay zero.
+//! an all-zero channel), so every weight comes back within half a step
+//! (`scale[o] / 2`) of its value. Pruned zeros stay zero.
 
 use super::ParamInfo;
 use crate::error::{KernelError, Result};

@@ -29,10 +29,15 @@ impl GpuPlacer {
         let mut placed = self.placed.lock().unwrap_or_else(|e| e.into_inner());
         placed.retain(|id, _| *id == job || live.contains(id));
         let need = gpus_needed(milli, gpus);
-        if let Some(current) = placed.get(&job)
+        let each = milli.div_ceil(need.max(1) as u64);
+        if let Some(current) = placed.get_mut(&job)
             && current.len() == need
             && current.iter().all(|&(g, _)| g < gpus)
         {
+            // Same GPUs; the load they carry follows the new need.
+            for slot in current.iter_mut() {
+                slot.1 = each;
+            }
             return current.iter().map(|&(g, _)| g).collect();
         }
         placed.remove(&job);
@@ -43,9 +48,27 @@ impl GpuPlacer {
             }
         }
         let chosen = least_loaded(&load, need);
-        let each = milli.div_ceil(need.max(1) as u64);
         placed.insert(job, chosen.iter().map(|&g| (g, each)).collect());
         chosen
+    }
+}
+
+impl GpuPlacer {
+    /// The GPU a new job would go to first (the least loaded of `gpus`),
+    /// without placing anything: where a bid's speed probe runs.
+    pub fn peek(&self, gpus: usize, live: &[Hash32]) -> usize {
+        let placed = self.placed.lock().unwrap_or_else(|e| e.into_inner());
+        let mut load = vec![0u64; gpus.max(1)];
+        for (job, slots) in placed.iter() {
+            if live.contains(job) {
+                for (g, m) in slots {
+                    if let Some(l) = load.get_mut(*g) {
+                        *l += m;
+                    }
+                }
+            }
+        }
+        least_loaded(&load, 1)[0]
     }
 }
 
@@ -109,6 +132,11 @@ mod tests {
         assert_eq!(placer.place(c, 500, 2, &[a, b]), vec![0]);
         // Asked again with the same need: the same GPU.
         assert_eq!(placer.place(b, 400, 2, &[a, c]), vec![1]);
+        // Loads now: GPU 0 1000 (a, c), GPU 1 400 (b): a probe goes to 1,
+        // and peeking places nothing.
+        assert_eq!(placer.peek(2, &[a, b, c]), 1);
+        assert_eq!(placer.peek(2, &[a, b, c]), 1);
+        assert_eq!(placer.peek(2, &[b]), 0, "ended jobs carry no load");
         // 1.5 GPUs: two of them.
         assert_eq!(placer.place(b, 1500, 2, &[a, c]), vec![0, 1]);
         // a and c ended: b alone, and a new job goes where b's load is least.

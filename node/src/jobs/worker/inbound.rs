@@ -274,8 +274,6 @@ async fn work_round(
     };
     let threads = model::threads(ctx.config.worker.threads);
     let devices = super::round_devices(ctx, job, mine.len());
-    let observed_on = devices[0];
-    let device_count = devices.len() as u64;
     let input = RoundInput {
         spec: job.spec.clone(),
         job_id: job.id,
@@ -304,8 +302,8 @@ async fn work_round(
                 // several GPUs trained on each a share of the samples.
                 ctx.jobs.speeds.observe(
                     &job.spec,
-                    observed_on,
-                    t.samples / device_count,
+                    t.ran_on,
+                    t.samples / t.devices_used.max(1),
                     t.compute_ms,
                 );
             }

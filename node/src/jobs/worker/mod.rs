@@ -437,7 +437,7 @@ async fn send_bid(
     ask: u64,
     capacity: ResourceVec,
 ) -> BidAnswer {
-    let speed_milli = speed_of(ctx, job.id, &job.spec, capacity).await;
+    let speed_milli = speed_of(ctx, &job.spec, capacity).await;
     let capacity = speed::within_round_time(capacity, &job.spec, speed_milli);
     let bid = Signed::sign(
         &ctx.key,
@@ -465,78 +465,79 @@ async fn send_bid(
 /// the batch of the shards the bid can win (up to
 /// [`speed::PROBE_SHARDS`]), then refined by the rounds it trains; 0
 /// (none) if the probe fails, which the log says.
-async fn speed_of(
-    ctx: &Arc<JobsContext>,
-    job_id: Hash32,
-    spec: &JobSpec,
-    capacity: ResourceVec,
-) -> u64 {
+async fn speed_of(ctx: &Arc<JobsContext>, spec: &JobSpec, capacity: ResourceVec) -> u64 {
     if !ctx.config.worker.measure_speed {
         return 0;
     }
     let shards = capacity
         .units_of(&spec.demand_per_shard)
         .min(policy::owner_cap_of(spec));
-    let devices = devices_for_shards(ctx, job_id, spec, shards as usize);
-    // Several GPUs train a share of the shards each, side by side.
-    let per_device = match ctx.jobs.speeds.get(spec, devices[0]) {
-        Some(known) => known,
-        None => {
-            let (probed, device) = (spec.clone(), devices[0]);
-            let shards_each = shards.div_ceil(devices.len() as u64);
-            let measured =
-                tokio::task::spawn_blocking(move || speed::measure(&probed, device, shards_each))
-                    .await;
-            match measured {
-                Ok(Ok(speed_milli)) => {
-                    info!(target: TARGET, samples_per_sec = speed_milli / 1000, %device, "measured this node's speed on the job's model");
-                    ctx.jobs.speeds.insert(spec, device, speed_milli);
-                    speed_milli
-                }
-                Ok(Err(e)) => {
-                    warn!(target: TARGET, error = %e, %device, "could not measure this node's speed; bidding without it");
-                    return 0;
-                }
-                Err(e) => {
-                    warn!(target: TARGET, error = %e, "the speed probe stopped; bidding without it");
-                    return 0;
-                }
-            }
+    // One device's speed: a node that wins more GPUs than one trains
+    // faster than it claims, never slower. Probing places nothing.
+    let device = probe_device(ctx, spec);
+    if let Some(known) = ctx.jobs.speeds.get(spec, device) {
+        return known;
+    }
+    let probed = spec.clone();
+    let measured =
+        tokio::task::spawn_blocking(move || speed::measure(&probed, device, shards)).await;
+    match measured {
+        Ok(Ok(speed_milli)) => {
+            info!(target: TARGET, samples_per_sec = speed_milli / 1000, %device, "measured this node's speed on the job's model");
+            ctx.jobs.speeds.insert(spec, device, speed_milli);
+            speed_milli
         }
-    };
-    per_device
-        .saturating_mul(devices.len() as u64)
-        .min(fairgrid_protocol::messages::MAX_SPEED_MILLI)
+        Ok(Err(e)) => {
+            warn!(target: TARGET, error = %e, %device, "could not measure this node's speed; bidding without it");
+            0
+        }
+        Err(e) => {
+            warn!(target: TARGET, error = %e, "the speed probe stopped; bidding without it");
+            0
+        }
+    }
+}
+
+/// Where a bid's speed probe runs: the CPU for a job that demands no GPU,
+/// else the least loaded offered GPU.
+fn probe_device(ctx: &Arc<JobsContext>, spec: &JobSpec) -> Device {
+    let threads = model::threads(ctx.config.worker.threads);
+    let gpus = offered_gpus(ctx);
+    if !crate::jobs::device::wants_gpu(spec) || gpus == 0 {
+        return Device::Cpu { threads };
+    }
+    Device::Cuda {
+        ordinal: ctx.jobs.gpus.peek(gpus, &live_jobs(ctx)),
+    }
+}
+
+/// GPUs this node offers now: its offer's `gpu_milli` in whole GPUs,
+/// rounded up (a certificate may grant half a GPU).
+fn offered_gpus(ctx: &Arc<JobsContext>) -> usize {
+    let (offered, _) = ctx.host.offer(now_ms());
+    usize::try_from(offered.gpu_milli.div_ceil(1000)).unwrap_or(usize::MAX)
+}
+
+fn live_jobs(ctx: &Arc<JobsContext>) -> Vec<Hash32> {
+    ctx.jobs
+        .working
+        .active_jobs()
+        .iter()
+        .map(|j| j.id)
+        .collect()
 }
 
 /// The devices a round of `job` on `shards` shards trains on (see
 /// [`gpus::devices_for`]).
 pub fn round_devices(ctx: &Arc<JobsContext>, job: &WorkerJob, shards: usize) -> Vec<Device> {
-    devices_for_shards(ctx, job.id, &job.spec, shards)
-}
-
-fn devices_for_shards(
-    ctx: &Arc<JobsContext>,
-    job_id: Hash32,
-    spec: &JobSpec,
-    shards: usize,
-) -> Vec<Device> {
-    let (offered, _) = ctx.host.offer(now_ms());
-    let live: Vec<Hash32> = ctx
-        .jobs
-        .working
-        .active_jobs()
-        .iter()
-        .map(|j| j.id)
-        .collect();
     gpus::devices_for(
         &ctx.jobs.gpus,
-        job_id,
-        spec,
+        job.id,
+        &job.spec,
         shards,
-        usize::try_from(offered.gpu_milli / 1000).unwrap_or(usize::MAX),
+        offered_gpus(ctx),
         model::threads(ctx.config.worker.threads),
-        &live,
+        &live_jobs(ctx),
     )
 }
 

@@ -101,6 +101,33 @@ pub fn gpu_shards(spec: &JobSpec, free_gpu_mib: u64) -> Result<u64, String> {
     Ok(u64::try_from((free - fixed) / per_shard).unwrap_or(u64::MAX))
 }
 
+/// The most shards of a GPU job the node can bid out of `free` so that
+/// every GPU they are placed on holds its share in memory. The worker
+/// places `s` shards on `ceil(s x gpu_milli / 1000)` GPUs
+/// (`gpus::gpus_needed`) and splits them evenly, and each GPU used holds
+/// the context and the model once: so `s` fits when `ceil(s / gpus)`
+/// shards fit in one GPU's memory. The GPUs with free time are
+/// `ceil(free.gpu_milli / 1000)`, each taken to have an equal share of
+/// `free.gpu_mem_mib` (a node's GPUs are usually alike).
+pub fn gpu_bid_shards(spec: &JobSpec, free: ResourceVec) -> Result<u64, String> {
+    let gpus = free.gpu_milli.div_ceil(1000).max(1);
+    let per_gpu = gpu_shards(spec, free.gpu_mem_mib / gpus)?;
+    let by_time = free.gpu_milli / spec.demand_per_shard.gpu_milli.max(1);
+    let mut shards = by_time.min(per_gpu.saturating_mul(gpus)).max(1);
+    while shards > 1 {
+        let used = u64::try_from(super::gpus::gpus_needed(
+            shards.saturating_mul(spec.demand_per_shard.gpu_milli),
+            usize::try_from(gpus).unwrap_or(usize::MAX),
+        ))
+        .unwrap_or(u64::MAX);
+        if shards.div_ceil(used.max(1)) <= per_gpu {
+            break;
+        }
+        shards -= 1;
+    }
+    Ok(shards)
+}
+
 /// The most shards of the job one owner can win: alpha of them (at least
 /// one, and never more than the job has).
 pub fn owner_cap_of(spec: &JobSpec) -> u64 {
@@ -174,9 +201,9 @@ pub fn decide(
     let shards = u64::try_from(shards).unwrap_or(u64::MAX);
     capacity.mem_mib = shards.saturating_mul(spec.demand_per_shard.mem_mib);
     if wants_gpu(spec) {
-        // The shards that fit in the GPU memory free; a GPU shard always
-        // demands GPU time, so cutting that cuts the bid to them.
-        let on_gpu = gpu_shards(spec, free.gpu_mem_mib)?;
+        // The shards that fit in the GPU memory free, GPU by GPU; a GPU
+        // shard always demands GPU time, so cutting that cuts the bid.
+        let on_gpu = gpu_bid_shards(spec, free)?;
         let demand = spec.demand_per_shard;
         capacity.gpu_milli = capacity
             .gpu_milli
@@ -397,5 +424,39 @@ mod tests {
             why.contains(&format!("needs {one} MiB of GPU memory")),
             "{why}"
         );
+    }
+
+    /// Issue found in review: two 24 GiB GPUs are not one 48 GiB GPU.
+    /// Shards of a twentieth of a GPU all go on one GPU, so the bid holds
+    /// what one GPU's memory takes, not what both together would.
+    #[test]
+    fn gpu_memory_is_counted_per_gpu() {
+        let mut spec = sample_spec(&Keypair::from_seed(b"c"));
+        spec.demand_per_shard.gpu_milli = 50;
+        spec.hyper.batch_size = 4096;
+        let per_shard = per_shard_batch_bytes(&spec).div_ceil(1 << 20) as u64;
+        let fixed = ((u128::from(GPU_CONTEXT_MIB) << 20)
+            + kernels_spec(&spec.model).training_bytes(0))
+        .div_ceil(1 << 20) as u64;
+        // Room for 3 shards on each of 2 GPUs.
+        let per_gpu = fixed + 3 * per_shard + 1;
+        let two = ResourceVec {
+            gpu_milli: 2000,
+            gpu_mem_mib: 2 * per_gpu,
+            ..offer()
+        };
+        // 3 shards need 150 milli: one GPU, which holds 3.
+        assert_eq!(gpu_bid_shards(&spec, two).unwrap(), 3);
+        // Shards of 600 milli: 2 on 2 GPUs (one each) or 3 on 2 GPUs
+        // (two on one): 3 still fit (2 per GPU <= 3).
+        spec.demand_per_shard.gpu_milli = 600;
+        assert_eq!(gpu_bid_shards(&spec, two).unwrap(), 3);
+        // One GPU of the same memory: 1 shard of 600 milli by time.
+        let one = ResourceVec {
+            gpu_milli: 1000,
+            gpu_mem_mib: per_gpu,
+            ..offer()
+        };
+        assert_eq!(gpu_bid_shards(&spec, one).unwrap(), 1);
     }
 }

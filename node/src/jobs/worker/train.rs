@@ -14,8 +14,10 @@ use crate::jobs::model;
 
 /// A trainer on one device, built for one batch size.
 struct Placed {
-    /// The device asked for (the trainer may have fallen back to the CPU).
+    /// The device asked for.
     device: Device,
+    /// The device the trainer runs on (the CPU if the GPU fell back).
+    runs_on: Device,
     batch: usize,
     trainer: JobTrainer,
 }
@@ -60,19 +62,17 @@ impl Engine {
         }
         // Free the old trainers (and their GPU memory) before building.
         self.placed.clear();
+        // GPUs that fall back to the CPU share its threads.
+        let fallback_threads = (threads / devices.len().max(1)).max(1);
         for (&device, &batch) in devices.iter().zip(batches) {
-            let (mut trainer, _) =
-                JobTrainer::new_or_cpu(device, threads, &spec.model, &spec.hyper, batch)
+            let (mut trainer, runs_on) =
+                JobTrainer::new_or_cpu(device, fallback_threads, &spec.model, &spec.hyper, batch)
                     .map_err(|e| e.to_string())?;
             trainer.set_cancel(Arc::clone(cancel));
-            let runs_on = match &trainer {
-                JobTrainer::Cpu(_) => format!("cpu({threads} threads)"),
-                #[cfg(feature = "cuda")]
-                JobTrainer::Cuda(_) => device.to_string(),
-            };
             tracing::info!(target: "fairgrid::jobs", device = %runs_on, batch, "trainer built");
             self.placed.push(Placed {
                 device,
+                runs_on,
                 batch,
                 trainer,
             });
@@ -132,6 +132,10 @@ pub struct Trained {
     /// Samples trained and how long it took (what the speed cache learns).
     pub samples: u64,
     pub compute_ms: u64,
+    /// Where the first group trained (after any fallback to the CPU), and
+    /// how many devices shared the samples.
+    pub ran_on: Device,
+    pub devices_used: u64,
 }
 
 /// Everything a round's training needs (moved onto the blocking thread).
@@ -214,8 +218,10 @@ pub fn train_round(engine: &mut Option<Engine>, input: RoundInput) -> Result<Tra
     let groups = split_among(input.shards.len(), input.devices.len());
     let devices = &input.devices[..groups.len()];
     let batches: Vec<usize> = groups.iter().map(|g| per_shard * g.len()).collect();
-    let started = std::time::Instant::now();
     engine.place(&input.spec, devices, &batches, input.threads, &input.cancel)?;
+    // Timed after the trainers are built: a CUDA context's start is not
+    // the device's speed.
+    let started = std::time::Instant::now();
     let lr = hyper.lr_at(input.round);
     let train_group = |placed: &mut Placed, group: &std::ops::Range<usize>| {
         let set = ShardSet::new(
@@ -257,6 +263,7 @@ pub fn train_round(engine: &mut Option<Engine>, input: RoundInput) -> Result<Tra
         })?
     };
     let local = combine(parts)?;
+    let ran_on = engine.placed[0].runs_on;
     let compute_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let mut bytes = engine
         .compressor
@@ -289,6 +296,8 @@ pub fn train_round(engine: &mut Option<Engine>, input: RoundInput) -> Result<Tra
         bytes,
         samples: local.samples,
         compute_ms,
+        ran_on,
+        devices_used: groups.len() as u64,
     })
 }
 
