@@ -338,17 +338,13 @@ mod tests {
         train_round(&mut None, input).unwrap()
     }
 
-    /// Issue 12's proof that a shard is a unit of work, through the
-    /// worker's round and the coordinator's aggregation: one worker with
-    /// four shards and four workers with one each give the same new
-    /// parameters (one step of plain SGD, fp32 updates), and each
-    /// update's weight is its shards' samples.
-    #[test]
-    fn one_worker_with_four_shards_updates_like_four_with_one() {
+    /// A job of one plain SGD step per round (fp32 updates) and four
+    /// shards of 100 built-in samples.
+    fn one_step_job_with_four_shards() -> (JobSpec, Vec<(u32, Arc<Shard>)>) {
         let mut spec = spec_with(&Keypair::from_seed(b"c"), 4, Compression::Fp32);
         spec.hyper.local_steps = 1;
         let data = builtin::fashion_mnist().unwrap();
-        let shards: Vec<(u32, Arc<Shard>)> = data
+        let shards = data
             .train
             .take(400)
             .shards(100, 3)
@@ -357,6 +353,17 @@ mod tests {
             .enumerate()
             .map(|(i, s)| (i as u32, Arc::new(s)))
             .collect();
+        (spec, shards)
+    }
+
+    /// Issue 12's proof that a shard is a unit of work, through the
+    /// worker's round and the coordinator's aggregation: one worker with
+    /// four shards and four workers with one each give the same new
+    /// parameters (one step of plain SGD, fp32 updates), and each
+    /// update's weight is its shards' samples.
+    #[test]
+    fn one_worker_with_four_shards_updates_like_four_with_one() {
+        let (spec, shards) = one_step_job_with_four_shards();
         let accepted = |trained: &Trained| {
             let (_, update) = trained.update.verify_and_decode().unwrap();
             let params = model::initial_params(&spec.model, &spec.hyper).unwrap();
@@ -413,18 +420,7 @@ mod tests {
     /// its samples are all the shards'.
     #[test]
     fn a_round_split_over_two_devices_updates_like_one() {
-        let mut spec = spec_with(&Keypair::from_seed(b"c"), 4, Compression::Fp32);
-        spec.hyper.local_steps = 1;
-        let data = builtin::fashion_mnist().unwrap();
-        let shards: Vec<(u32, Arc<Shard>)> = data
-            .train
-            .take(400)
-            .shards(100, 3)
-            .unwrap()
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| (i as u32, Arc::new(s)))
-            .collect();
+        let (spec, shards) = one_step_job_with_four_shards();
         let key = Keypair::from_seed(b"w");
         let delta = |t: &Trained| {
             let n = model::initial_params(&spec.model, &spec.hyper)
