@@ -96,6 +96,14 @@ impl Compressor {
         &self.residual
     }
 
+    /// A compressor carrying `residual`, as a worker's was before a round
+    /// (what an auditor needs to encode a revealed delta the same way).
+    pub fn with_residual(scheme: Compression, residual: Vec<f32>) -> Result<Self> {
+        let mut compressor = Compressor::new(scheme)?;
+        compressor.residual = residual;
+        Ok(compressor)
+    }
+
     /// Forgets the residual, e.g. when a job restarts from a checkpoint.
     pub fn reset(&mut self) {
         self.residual.clear();

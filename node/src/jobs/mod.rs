@@ -21,6 +21,7 @@
 //! parameter sizes (the wire limits), the shard cache.
 
 pub mod archive;
+pub mod audit;
 mod context;
 pub mod coordinator;
 pub mod credits;
@@ -297,6 +298,9 @@ pub async fn handle(ctx: Arc<JobsContext>, from: NodeId, request: Request) -> Re
         }
         Request::JobLedger { job_id, entries } => {
             ledger_sync::on_request(ctx, from, job_id, entries).await
+        }
+        Request::AuditReveal { job_id, round } => {
+            worker::inbound::on_audit_reveal(ctx, from, job_id, round)
         }
         Request::Hello(_) | Request::AdvertSnapshot => Response::refused("not a job request"),
     }

@@ -77,6 +77,9 @@ pub enum Request {
     /// A worker will not deliver an update for a round it was given, and
     /// says why (signed, for the coordinator's records).
     RoundRefusal(Signed<RoundRefusal>),
+    /// The coordinator audits the sender's update for `round`: send the
+    /// raw delta and the residual the update was encoded from.
+    AuditReveal { job_id: Hash32, round: u32 },
 }
 
 const MIB: usize = 1024 * 1024;
@@ -94,6 +97,7 @@ impl WireEnum for Request {
         ("job-decline", 1024),
         ("job-ledger", MAX_LEDGER_BATCH_BYTES + MIB),
         ("round-refusal", 4096 + 256),
+        ("audit-reveal", 64),
     ];
 }
 
@@ -117,6 +121,9 @@ pub enum Response {
     /// The sender is over its request rate: try again shortly. Distinct
     /// from `Refused` so that a busy peer is not taken for an unwilling one.
     Busy,
+    /// An audited round's raw delta and the residual it was encoded with
+    /// (fp32 LE each; the residual is empty when it was zero).
+    Revealed { delta: Vec<u8>, residual: Vec<u8> },
 }
 
 impl WireEnum for Response {
@@ -130,6 +137,7 @@ impl WireEnum for Response {
         ("receipt", 8192),
         ("job-ledger", MAX_LEDGER_BATCH_BYTES + MIB),
         ("busy", 16),
+        ("revealed", 64 + 2 * MAX_PARAM_BYTES),
     ];
 }
 
@@ -255,6 +263,9 @@ mod tests {
                         update_hash: Hash32::ZERO,
                         update_len: 4,
                         compute_ms: 0,
+                        device_groups: 1,
+                        residual_in: Hash32::ZERO,
+                        residual_out: Hash32::ZERO,
                     },
                 ),
                 bytes: vec![0; 4],
@@ -278,6 +289,7 @@ mod tests {
                     issued_at: 0,
                 },
             )),
+            Request::AuditReveal { job_id, round: 3 },
         ]
     }
 
@@ -306,6 +318,10 @@ mod tests {
             )),
             Response::JobLedger(vec![entry()]),
             Response::Busy,
+            Response::Revealed {
+                delta: vec![0; 8],
+                residual: Vec::new(),
+            },
         ]
     }
 
@@ -323,6 +339,7 @@ mod tests {
             Request::JobDecline { .. } => 7,
             Request::JobLedger { .. } => 8,
             Request::RoundRefusal(_) => 9,
+            Request::AuditReveal { .. } => 10,
         }
     }
 
@@ -336,6 +353,7 @@ mod tests {
             Response::Receipt(_) => 5,
             Response::JobLedger(_) => 6,
             Response::Busy => 7,
+            Response::Revealed { .. } => 8,
         }
     }
 

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::Hash32;
 use crate::Keypair;
 use crate::identity::{NodeId, OwnerId};
-use crate::messages::{Allocation, Bid};
+use crate::messages::{Allocation, Bid, RoundUpdate};
 use crate::signed::{Signed, SignedMessage};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +122,25 @@ pub enum EntryBody {
         rounds: u32,
         reason: String,
     },
+    /// An update recomputed by an auditor: the worker's signed update, how
+    /// far the revealed delta was from the recomputed one and the
+    /// tolerance, and the hash of the evidence file (the round's
+    /// parameters, the revealed delta and residual) with which
+    /// `fairgrid audit replay` reproduces the verdict offline.
+    Audit {
+        job_id: Hash32,
+        round: u32,
+        worker: NodeId,
+        owner: OwnerId,
+        update: Signed<RoundUpdate>,
+        passed: bool,
+        /// Relative L2 distance, in parts per billion (u64::MAX: not
+        /// computed, the verdict came from an earlier check).
+        distance_ppb: u64,
+        tolerance_ppb: u64,
+        detail: String,
+        evidence: Hash32,
+    },
 }
 
 /// The kinds of entry, one sled tree each.
@@ -136,10 +155,11 @@ pub enum EntryKind {
     Verification,
     JobFinished,
     JobFailed,
+    Audit,
 }
 
 impl EntryKind {
-    pub const ALL: [EntryKind; 9] = [
+    pub const ALL: [EntryKind; 10] = [
         EntryKind::AdvertSeen,
         EntryKind::CertificateUsed,
         EntryKind::JobSubmitted,
@@ -149,6 +169,7 @@ impl EntryKind {
         EntryKind::Verification,
         EntryKind::JobFinished,
         EntryKind::JobFailed,
+        EntryKind::Audit,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -162,6 +183,7 @@ impl EntryKind {
             EntryKind::Verification => "verification",
             EntryKind::JobFinished => "job_finished",
             EntryKind::JobFailed => "job_failed",
+            EntryKind::Audit => "audit",
         }
     }
 }
@@ -178,6 +200,7 @@ impl EntryBody {
             EntryBody::Verification { .. } => EntryKind::Verification,
             EntryBody::JobFinished { .. } => EntryKind::JobFinished,
             EntryBody::JobFailed { .. } => EntryKind::JobFailed,
+            EntryBody::Audit { .. } => EntryKind::Audit,
         }
     }
 
@@ -190,7 +213,8 @@ impl EntryBody {
             | EntryBody::Credit { job_id, .. }
             | EntryBody::Verification { job_id, .. }
             | EntryBody::JobFinished { job_id, .. }
-            | EntryBody::JobFailed { job_id, .. } => Some(*job_id),
+            | EntryBody::JobFailed { job_id, .. }
+            | EntryBody::Audit { job_id, .. } => Some(*job_id),
             EntryBody::AdvertSeen { .. } | EntryBody::CertificateUsed { .. } => None,
         }
     }
@@ -200,7 +224,8 @@ impl EntryBody {
         match self {
             EntryBody::AdvertSeen { owner, .. }
             | EntryBody::CertificateUsed { owner, .. }
-            | EntryBody::Credit { owner, .. } => vec![*owner],
+            | EntryBody::Credit { owner, .. }
+            | EntryBody::Audit { owner, .. } => vec![*owner],
             EntryBody::RoundCompleted { participants, .. } => {
                 let mut owners: Vec<OwnerId> = participants.iter().map(|p| p.owner).collect();
                 owners.sort();

@@ -54,6 +54,17 @@ pub struct RoundUpdate {
     pub compression: Compression,
     pub update_hash: Hash32,
     pub update_len: u64,
+    /// How many groups the shards were split into, each trained from the
+    /// round's parameters on its own device, the deltas then averaged by
+    /// samples (1: all on one device). An auditor replays the same split.
+    pub device_groups: u32,
+    /// Hash of the error-feedback residual the worker's compressor held
+    /// before this round ([`crate::Hash32::ZERO`] for none): it must be
+    /// the `residual_out` of the worker's last acknowledged update, or
+    /// zero. Pins the state an audit needs to recompute the bytes.
+    pub residual_in: Hash32,
+    /// Hash of the residual left after encoding this round's update.
+    pub residual_out: Hash32,
 }
 
 impl SignedMessage for RoundUpdate {

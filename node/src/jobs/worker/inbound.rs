@@ -286,6 +286,7 @@ async fn work_round(
         loaded,
         threads,
         devices,
+        reset_residual: !job.acknowledged.load(std::sync::atomic::Ordering::SeqCst),
         fault: super::train::TestFault::from_env(),
         cancel: Arc::clone(&job.cancel),
     };
@@ -297,6 +298,7 @@ async fn work_round(
     .await;
     match trained {
         Ok(Ok(t)) => {
+            job.keep_reveal(Arc::clone(&t.reveal));
             if ctx.config.worker.measure_speed {
                 // The cache holds one device's speed; a round over
                 // several GPUs trained on each a share of the samples.
@@ -325,16 +327,46 @@ pub async fn deliver(
         update: trained.update.clone(),
         bytes: trained.bytes.clone(),
     };
-    match transport::call(ctx, job.coordinator, request).await {
+    let acknowledged = match transport::call(ctx, job.coordinator, request).await {
         Ok(Response::Receipt(receipt)) => read_receipt(job, &receipt, round).await,
         Ok(Response::Refused { reason }) => {
-            debug!(target: TARGET, job = %job.id, round, %reason, "update refused")
+            debug!(target: TARGET, job = %job.id, round, %reason, "update refused");
+            false
         }
-        Ok(_) => warn!(target: TARGET, job = %job.id, "unexpected answer to an update"),
+        Ok(_) => {
+            warn!(target: TARGET, job = %job.id, "unexpected answer to an update");
+            false
+        }
         Err(e) => {
-            warn!(target: TARGET, job = %job.id, round, error = %e, "update not delivered")
+            warn!(target: TARGET, job = %job.id, round, error = %e, "update not delivered");
+            false
         }
+    };
+    // The coordinator takes the next update's residual only if it saw
+    // this one's signed: without a receipt the residual starts again.
+    job.acknowledged
+        .store(acknowledged, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// An auditor asks for a round's raw delta and residual.
+pub fn on_audit_reveal(ctx: &Arc<JobsContext>, from: NodeId, job_id: Hash32, round: u32) -> Response {
+    let Some(job) = ctx.jobs.worker(&job_id) else {
+        return Response::refused(format!("not working on job {job_id}"));
+    };
+    if from != job.coordinator {
+        return Response::refused("only the job's coordinator audits its rounds");
     }
+    match job.reveal(round) {
+        Some(reveal) => Response::Revealed {
+            delta: f32_bytes(&reveal.delta),
+            residual: f32_bytes(&reveal.residual),
+        },
+        None => Response::refused(format!("round {round} is no longer kept")),
+    }
+}
+
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 /// Tells the coordinator, signed, that this round will bring no update.
@@ -369,7 +401,8 @@ pub async fn refuse_round(
     }
 }
 
-async fn read_receipt(job: &Arc<WorkerJob>, receipt: &Signed<Receipt>, round: u32) {
+/// Whether the receipt verifies and accepts the update.
+async fn read_receipt(job: &Arc<WorkerJob>, receipt: &Signed<Receipt>, round: u32) -> bool {
     match receipt.verify_and_decode() {
         Ok((signer, r))
             if signer == job.coordinator.0 && r.job_id == job.id && r.round == round =>
@@ -379,7 +412,11 @@ async fn read_receipt(job: &Arc<WorkerJob>, receipt: &Signed<Receipt>, round: u3
             } else {
                 warn!(target: TARGET, job = %job.id, round, reason = %r.reason, "update rejected by the coordinator");
             }
+            r.accepted
         }
-        _ => warn!(target: TARGET, job = %job.id, round, "receipt does not verify"),
+        _ => {
+            warn!(target: TARGET, job = %job.id, round, "receipt does not verify");
+            false
+        }
     }
 }

@@ -17,6 +17,7 @@
 //! bidding again.
 
 pub mod admission;
+pub mod faults;
 pub mod gate;
 pub mod gpus;
 pub mod inbound;
@@ -70,6 +71,11 @@ pub struct WorkerJob {
     /// start of that round (a restarted coordinator) gets it again.
     pub trained: Mutex<Option<(gate::RoundKey, Arc<train::Trained>)>>,
     pub engine: Arc<Mutex<Option<train::Engine>>>,
+    /// The last rounds' raw deltas and residuals, for an audit.
+    pub reveals: Mutex<std::collections::VecDeque<Arc<train::Reveal>>>,
+    /// The coordinator acknowledged the last update (its residual may be
+    /// carried on); cleared when an update went unacknowledged.
+    pub acknowledged: std::sync::atomic::AtomicBool,
     /// Shards loaded for training, by index.
     pub shards: Mutex<BTreeMap<u32, Arc<Shard>>>,
     /// One shard fetch at a time per job.
@@ -102,6 +108,8 @@ impl WorkerJob {
             spec,
             trained: Mutex::new(None),
             engine: Arc::new(Mutex::new(None)),
+            reveals: Mutex::new(Default::default()),
+            acknowledged: std::sync::atomic::AtomicBool::new(true),
             shards: Mutex::new(BTreeMap::new()),
             fetching: tokio::sync::Mutex::new(()),
             passed_over: std::sync::atomic::AtomicBool::new(false),
@@ -109,6 +117,26 @@ impl WorkerJob {
             hold: Mutex::new(ResourceVec::default()),
             cancel: Arc::default(),
         }
+    }
+
+    /// Rounds whose reveal is kept: an audit of a round is asked for
+    /// before the next round opens, so two leave slack.
+    pub const REVEALS_KEPT: usize = 2;
+
+    /// Keeps a trained round's reveal for an audit.
+    pub fn keep_reveal(&self, reveal: Arc<train::Reveal>) {
+        let mut reveals = self.reveals.lock().unwrap_or_else(|e| e.into_inner());
+        reveals.retain(|r| r.round != reveal.round);
+        reveals.push_back(reveal);
+        while reveals.len() > Self::REVEALS_KEPT {
+            reveals.pop_front();
+        }
+    }
+
+    /// The reveal of `round`, if it is still kept.
+    pub fn reveal(&self, round: u32) -> Option<Arc<train::Reveal>> {
+        let reveals = self.reveals.lock().unwrap_or_else(|e| e.into_inner());
+        reveals.iter().find(|r| r.round == round).cloned()
     }
 
     /// What the job holds of this node's offer.

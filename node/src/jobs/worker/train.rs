@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use fairgrid_kernels::{Compressor, LocalUpdate, Shard, ShardSet};
+pub use super::faults::TestFault;
+
+use fairgrid_kernels::{Compressor, LocalUpdate, Samples, Shard, ShardSet};
 use fairgrid_protocol::messages::{JobSpec, RoundUpdate};
 use fairgrid_protocol::{Hash32, Keypair, NodeId, Signed};
 
@@ -29,6 +31,8 @@ pub struct Engine {
     /// when the split changes.
     placed: Vec<Placed>,
     pub compressor: Compressor,
+    /// The last round's parameters, kept only for the stale-base cheat.
+    previous_params: Option<Vec<f32>>,
 }
 
 impl Engine {
@@ -38,6 +42,7 @@ impl Engine {
         Ok(Engine {
             placed: Vec::new(),
             compressor,
+            previous_params: None,
         })
     }
 
@@ -136,6 +141,18 @@ pub struct Trained {
     /// how many devices shared the samples.
     pub ran_on: Device,
     pub devices_used: u64,
+    /// What an audit of this round asks for.
+    pub reveal: Arc<Reveal>,
+}
+
+/// The raw delta of a round and the residual it was encoded with: what the
+/// worker shows an auditor (the update's bytes are their encoding).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reveal {
+    pub round: u32,
+    pub delta: Vec<f32>,
+    /// Empty when the residual was zero.
+    pub residual: Vec<f32>,
 }
 
 /// Everything a round's training needs (moved onto the blocking thread).
@@ -154,90 +171,106 @@ pub struct RoundInput {
     /// Where to train: one device, or several GPUs the shards are split
     /// over (each trains its group; the deltas are averaged by samples).
     pub devices: Vec<Device>,
+    /// The coordinator did not acknowledge the last update: its residual
+    /// is forgotten, as the coordinator only takes a residual it has seen
+    /// signed (or none).
+    pub reset_residual: bool,
     pub fault: TestFault,
     /// Stops the training before its next step once set.
     pub cancel: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// Deliberate misbehaviour, for the multi-process tests that prove a
-/// coordinator catches it. Only debug builds read it (environment variable
-/// `FAIRGRID_TEST_FAULT`: `corrupt_update` puts a NaN in the update,
-/// correctly hashed and signed; `wrong_signer` signs it with a throwaway
-/// key); a release build cannot be made to misbehave, and it is no part of
-/// the configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TestFault {
-    None,
-    CorruptUpdate,
-    WrongSigner,
+/// What a round's training is a function of: an auditor that knows these
+/// computes the same delta (up to the rounding of its hardware).
+pub struct RoundWork<'a> {
+    pub spec: &'a JobSpec,
+    pub job_id: Hash32,
+    pub round: u32,
+    pub params: &'a [f32],
+    pub loaded: &'a [Arc<Shard>],
+    pub steps: u32,
+    /// The shard each sample order is drawn for (the shard itself, but
+    /// for a test cheat).
+    pub seed_shards: Vec<u32>,
 }
 
-impl TestFault {
-    pub fn from_env() -> TestFault {
-        if !cfg!(debug_assertions) {
-            return TestFault::None;
-        }
-        match std::env::var("FAIRGRID_TEST_FAULT").as_deref() {
-            Ok("corrupt_update") => TestFault::CorruptUpdate,
-            Ok("wrong_signer") => TestFault::WrongSigner,
-            _ => TestFault::None,
+impl<'a> RoundWork<'a> {
+    /// The work a round start asks of a worker holding `loaded`, the
+    /// bytes of `shards` in the same order.
+    pub fn honest(
+        spec: &'a JobSpec,
+        job_id: Hash32,
+        round: u32,
+        params: &'a [f32],
+        shards: &[u32],
+        loaded: &'a [Arc<Shard>],
+    ) -> RoundWork<'a> {
+        RoundWork {
+            spec,
+            job_id,
+            round,
+            params,
+            loaded,
+            steps: spec.hyper.local_steps,
+            seed_shards: shards.to_vec(),
         }
     }
 }
 
-/// Trains `local_steps` steps from the round's parameters over the
-/// worker's shards, encodes the delta and signs the update. Blocking.
-pub fn train_round(engine: &mut Option<Engine>, input: RoundInput) -> Result<Trained, String> {
-    // Withdrawn before this thread got the engine: build nothing (the
-    // withdrawal has already freed the engine, or is waiting to).
-    if input.cancel.load(std::sync::atomic::Ordering::Relaxed) {
-        return Err("training cancelled: the node withdrew".into());
-    }
-    if engine.is_none() {
-        *engine = Some(Engine::new(&input.spec)?);
-    }
-    let engine = engine.as_mut().expect("built above");
-    if input.loaded.len() != input.shards.len() {
+/// Trains `work` with the shards split into groups over `devices`, and
+/// combines the groups' deltas. Returns the update, the number of groups,
+/// the device the first ran on and the milliseconds the training took
+/// (timed after the trainers are built: a CUDA context's start is not the
+/// device's speed).
+pub fn train_work(
+    engine: &mut Engine,
+    work: &RoundWork<'_>,
+    devices: &[Device],
+    threads: usize,
+    cancel: &Arc<AtomicBool>,
+) -> Result<(LocalUpdate, usize, Device, u64), String> {
+    if work.loaded.len() != work.seed_shards.len() {
         return Err(format!(
             "{} shards loaded for an order of {}",
-            input.loaded.len(),
-            input.shards.len()
+            work.loaded.len(),
+            work.seed_shards.len()
         ));
     }
-    if input.shards.is_empty() || input.devices.is_empty() {
+    if work.loaded.is_empty() || devices.is_empty() {
         return Err("a round needs at least one shard and one device".into());
     }
-    let hyper = &input.spec.hyper;
+    let hyper = &work.spec.hyper;
     // Each shard is a unit of work: a batch of `batch_size` from each.
     let per_shard = hyper.batch_size as usize;
-    let seeds: Vec<u64> = input
-        .shards
+    let seeds: Vec<u64> = work
+        .seed_shards
         .iter()
-        .map(|&shard| model::shard_seed(hyper.seed, &input.job_id, input.round, shard))
+        .map(|&shard| model::shard_seed(hyper.seed, &work.job_id, work.round, shard))
         .collect();
-    let groups = split_among(input.shards.len(), input.devices.len());
-    let devices = &input.devices[..groups.len()];
+    let groups = split_among(work.loaded.len(), devices.len());
+    let devices = &devices[..groups.len()];
     let batches: Vec<usize> = groups.iter().map(|g| per_shard * g.len()).collect();
-    engine.place(&input.spec, devices, &batches, input.threads, &input.cancel)?;
-    // Timed after the trainers are built: a CUDA context's start is not
-    // the device's speed.
+    engine.place(work.spec, devices, &batches, threads, cancel)?;
     let started = std::time::Instant::now();
-    let lr = hyper.lr_at(input.round);
+    let lr = hyper.lr_at(work.round);
     let train_group = |placed: &mut Placed, group: &std::ops::Range<usize>| {
-        let set = ShardSet::new(
-            input.loaded[group.clone()]
-                .iter()
-                .map(Arc::as_ref)
-                .collect(),
-        )
-        .map_err(|e| e.to_string())?;
+        if work.steps == 0 {
+            return Ok(LocalUpdate {
+                delta: vec![0.0; work.params.len()],
+                samples: 0,
+                mean_loss: 0.0,
+                steps: 0,
+            });
+        }
+        let set = ShardSet::new(work.loaded[group.clone()].iter().map(Arc::as_ref).collect())
+            .map_err(|e| e.to_string())?;
         placed
             .trainer
             .train_local_per_shard(
-                &input.params,
+                work.params,
                 &set,
                 per_shard,
-                hyper.local_steps,
+                work.steps,
                 lr,
                 &seeds[group.clone()],
             )
@@ -262,14 +295,66 @@ pub fn train_round(engine: &mut Option<Engine>, input: RoundInput) -> Result<Tra
                 .collect::<Result<Vec<_>, String>>()
         })?
     };
-    let local = combine(parts)?;
-    let ran_on = engine.placed[0].runs_on;
     let compute_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok((
+        combine(parts)?,
+        groups.len(),
+        engine.placed[0].runs_on,
+        compute_ms,
+    ))
+}
+
+/// Trains `local_steps` steps from the round's parameters over the
+/// worker's shards, encodes the delta and signs the update. Blocking.
+pub fn train_round(engine: &mut Option<Engine>, input: RoundInput) -> Result<Trained, String> {
+    // Withdrawn before this thread got the engine: build nothing (the
+    // withdrawal has already freed the engine, or is waiting to).
+    if input.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err("training cancelled: the node withdrew".into());
+    }
+    if engine.is_none() {
+        *engine = Some(Engine::new(&input.spec)?);
+    }
+    let engine = engine.as_mut().expect("built above");
+    let fault = input.fault;
+    let base = fault.base(&input.params, engine.previous_params.as_deref());
+    let data = fault.data(&input.loaded);
+    let mut work = RoundWork::honest(
+        &input.spec,
+        input.job_id,
+        input.round,
+        base.as_deref().unwrap_or(&input.params),
+        &input.shards,
+        data.as_deref().unwrap_or(&input.loaded),
+    );
+    work.steps = fault.steps(work.steps);
+    work.seed_shards = input.shards.iter().map(|&s| fault.seed_shard(s)).collect();
+    let (mut local, groups, ran_on, compute_ms) =
+        train_work(engine, &work, &input.devices, input.threads, &input.cancel)?;
+    if fault == TestFault::StaleBase {
+        engine.previous_params = Some(input.params.clone());
+    }
+    fault.delta(&mut local.delta);
+    if matches!(fault, TestFault::OneStepShort | TestFault::ZeroUpdate) {
+        // The cheat claims the samples of the full round.
+        let per_step: u64 = input
+            .loaded
+            .iter()
+            .map(|s| (input.spec.hyper.batch_size as usize).min(s.len()) as u64)
+            .sum();
+        local.samples = u64::from(input.spec.hyper.local_steps) * per_step;
+    }
+    if input.reset_residual {
+        engine.compressor.reset();
+    }
+    let residual = engine.compressor.residual().to_vec();
+    let residual_in = residual_hash(&residual);
     let mut bytes = engine
         .compressor
         .encode(&local.delta)
         .map_err(|e| e.to_string())?;
-    if input.fault == TestFault::CorruptUpdate && bytes.len() >= 24 {
+    let residual_out = residual_hash(engine.compressor.residual());
+    if fault == TestFault::CorruptUpdate && bytes.len() >= 24 {
         // The first value (fp32) or block scale (int8) becomes NaN; the
         // update is otherwise well formed, hashed and signed.
         bytes[20..24].copy_from_slice(&f32::NAN.to_le_bytes());
@@ -283,13 +368,25 @@ pub fn train_round(engine: &mut Option<Engine>, input: RoundInput) -> Result<Tra
         samples: local.samples,
         loss: local.mean_loss,
         compute_ms,
-        compression: hyper.compression,
+        compression: input.spec.hyper.compression,
         update_hash: Hash32::of(&bytes),
         update_len: bytes.len() as u64,
+        device_groups: groups as u32,
+        residual_in,
+        residual_out,
     };
-    let signer = match input.fault {
+    let signer = match fault {
         TestFault::WrongSigner => Keypair::generate(),
         _ => input.key,
+    };
+    let reveal = Reveal {
+        round: input.round,
+        delta: local.delta,
+        residual: if residual_in == Hash32::ZERO {
+            Vec::new()
+        } else {
+            residual
+        },
     };
     Ok(Trained {
         update: Signed::sign(&signer, &update),
@@ -297,8 +394,22 @@ pub fn train_round(engine: &mut Option<Engine>, input: RoundInput) -> Result<Tra
         samples: local.samples,
         compute_ms,
         ran_on,
-        devices_used: groups.len() as u64,
+        devices_used: groups as u64,
+        reveal: Arc::new(reveal),
     })
+}
+
+/// The hash a residual is signed as: [`Hash32::ZERO`] when every value is
+/// zero (or there is none), else BLAKE3 of its f32 little-endian bytes.
+pub fn residual_hash(residual: &[f32]) -> Hash32 {
+    if residual.iter().all(|v| *v == 0.0) {
+        return Hash32::ZERO;
+    }
+    let mut hasher = blake3::Hasher::new();
+    for v in residual {
+        hasher.update(&v.to_le_bytes());
+    }
+    Hash32(*hasher.finalize().as_bytes())
 }
 
 #[cfg(test)]
@@ -332,6 +443,7 @@ mod tests {
             loaded: shards.iter().map(|(_, s)| Arc::clone(s)).collect(),
             threads: 1,
             devices,
+            reset_residual: false,
             fault: TestFault::None,
             cancel: Arc::default(),
         };

@@ -271,6 +271,9 @@ impl Gen {
             compression: self.compression(),
             update_hash: self.hash(),
             update_len: self.u64(),
+            device_groups: self.u64() as u32,
+            residual_in: self.hash(),
+            residual_out: self.hash(),
             compute_ms: 0,
         }
     }

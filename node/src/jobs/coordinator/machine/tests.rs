@@ -157,6 +157,9 @@ impl Fixture {
             compression: Compression::Fp32,
             update_hash: Hash32::of(&bytes),
             update_len: bytes.len() as u64,
+            device_groups: 1,
+            residual_in: Hash32::ZERO,
+            residual_out: Hash32::ZERO,
             compute_ms: 0,
         };
         (Signed::sign(&self.workers[w], &update), bytes)

@@ -81,6 +81,9 @@ fn update(f: &Fixture, bytes: &[u8], edit: impl FnOnce(&mut RoundUpdate)) -> Sig
         compression: f.spec.hyper.compression,
         update_hash: Hash32::of(bytes),
         update_len: bytes.len() as u64,
+        device_groups: 1,
+        residual_in: Hash32::ZERO,
+        residual_out: Hash32::ZERO,
         compute_ms: 0,
     };
     edit(&mut u);

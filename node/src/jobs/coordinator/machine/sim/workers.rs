@@ -109,6 +109,9 @@ impl World {
             compression: self.spec.hyper.compression,
             update_hash: Hash32::of(&bytes),
             update_len: bytes.len() as u64,
+            device_groups: 1,
+            residual_in: Hash32::ZERO,
+            residual_out: Hash32::ZERO,
             compute_ms: 0,
         };
         let signed = Signed::sign(&self.workers[w].key, &update);
@@ -139,6 +142,9 @@ impl World {
             compression: self.spec.hyper.compression,
             update_hash: Hash32::of(b"forged"),
             update_len: 6,
+            device_groups: 1,
+            residual_in: Hash32::ZERO,
+            residual_out: Hash32::ZERO,
             compute_ms: 0,
         };
         Message::Update {

@@ -1,0 +1,170 @@
+//! Recomputing an audited round and judging the worker's update: a pure,
+//! blocking function of the round's inputs and what the worker revealed,
+//! so the coordinator, an auditor and `fairgrid audit replay` reach the
+//! same verdict.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use fairgrid_kernels::{Compressor, Shard};
+use fairgrid_protocol::Hash32;
+use fairgrid_protocol::messages::{JobSpec, RoundUpdate};
+
+use crate::jobs::device::Device;
+use crate::jobs::model;
+use crate::jobs::worker::train::{Engine, RoundWork, residual_hash, train_work};
+
+/// The largest relative L2 distance between a revealed delta and the
+/// auditor's recomputation that an honest worker reaches, in parts per
+/// billion. Calibrated on honest rounds across thread counts and on a GPU
+/// against the CPU (docs/benchmarks.md, "Audits"); a cheat that moves the
+/// delta by less is within the rounding of honest hardware.
+pub const TOLERANCE_PPB: u64 = 10_000_000;
+
+/// An audited round, as the auditor has it.
+pub struct AuditCase<'a> {
+    pub spec: &'a JobSpec,
+    pub job_id: Hash32,
+    /// The round's parameters (what the round start sent).
+    pub params: &'a [f32],
+    pub update: &'a RoundUpdate,
+    /// The bytes of `update.shards`, in the same order.
+    pub loaded: &'a [Arc<Shard>],
+    /// What the worker revealed: its raw delta, and the residual it
+    /// encoded it with (empty for none).
+    pub delta: &'a [f32],
+    pub residual: &'a [f32],
+}
+
+/// An auditor's judgement of one update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub passed: bool,
+    /// Relative L2 distance from the recomputed delta, in parts per
+    /// billion; `None` when an earlier check decided.
+    pub distance_ppb: Option<u64>,
+    pub detail: String,
+}
+
+impl Verdict {
+    fn failed(detail: String) -> Verdict {
+        Verdict {
+            passed: false,
+            distance_ppb: None,
+            detail,
+        }
+    }
+}
+
+/// Checks the reveal against the signed update, recomputes the round on
+/// the CPU with `threads` threads and compares. Blocking; the time of
+/// one worker's round.
+pub fn replay(case: &AuditCase<'_>, threads: usize, cancel: &Arc<AtomicBool>) -> Verdict {
+    match check_reveal(case) {
+        Ok(()) => {}
+        Err(detail) => return Verdict::failed(detail),
+    }
+    let work = RoundWork::honest(
+        case.spec,
+        case.job_id,
+        case.update.round,
+        case.params,
+        &case.update.shards,
+        case.loaded,
+    );
+    let groups = case.update.device_groups.max(1) as usize;
+    let per_group = (threads / groups).max(1);
+    let devices = vec![Device::Cpu { threads: per_group }; groups];
+    let mut engine = match Engine::new(case.spec) {
+        Ok(engine) => engine,
+        Err(e) => return Verdict::failed(format!("the auditor could not train: {e}")),
+    };
+    let (recomputed, ..) = match train_work(&mut engine, &work, &devices, threads, cancel) {
+        Ok(done) => done,
+        Err(e) => return Verdict::failed(format!("the auditor could not train: {e}")),
+    };
+    if recomputed.samples != case.update.samples {
+        return Verdict::failed(format!(
+            "the update claims {} samples; the round trains {}",
+            case.update.samples, recomputed.samples
+        ));
+    }
+    let distance = relative_distance(case.delta, &recomputed.delta);
+    let distance_ppb = (distance * 1e9).min(u64::MAX as f64) as u64;
+    let passed = distance_ppb <= TOLERANCE_PPB;
+    let detail = format!(
+        "relative distance {distance:.3e} from the recomputed delta (tolerance {:.0e})",
+        TOLERANCE_PPB as f64 / 1e9
+    );
+    Verdict {
+        passed,
+        distance_ppb: Some(distance_ppb),
+        detail,
+    }
+}
+
+/// The reveal is what the update was made from: the residual is the one
+/// signed, and encoding the delta with it gives the update's bytes and
+/// the residual signed as left over.
+fn check_reveal(case: &AuditCase<'_>) -> Result<(), String> {
+    let update = case.update;
+    let n = case.params.len();
+    if case.loaded.len() != update.shards.len() {
+        return Err(format!(
+            "{} shards loaded for an update over {}",
+            case.loaded.len(),
+            update.shards.len()
+        ));
+    }
+    if update.device_groups == 0 || update.device_groups as usize > update.shards.len().max(1) {
+        return Err(format!(
+            "{} device groups for {} shards",
+            update.device_groups,
+            update.shards.len()
+        ));
+    }
+    if case.delta.len() != n {
+        return Err(format!("revealed {} values for {n} parameters", case.delta.len()));
+    }
+    if !case.residual.is_empty() && case.residual.len() != n {
+        return Err(format!(
+            "revealed a residual of {} values for {n} parameters",
+            case.residual.len()
+        ));
+    }
+    if residual_hash(case.residual) != update.residual_in {
+        return Err("the revealed residual is not the one the update signed".into());
+    }
+    let scheme = model::kernels_compression(update.compression);
+    let residual = if case.residual.is_empty() {
+        Vec::new()
+    } else {
+        case.residual.to_vec()
+    };
+    let mut compressor =
+        Compressor::with_residual(scheme, residual).map_err(|e| format!("compression: {e}"))?;
+    let bytes = compressor
+        .encode(case.delta)
+        .map_err(|e| format!("the revealed delta does not encode: {e}"))?;
+    if Hash32::of(&bytes) != update.update_hash {
+        return Err("the revealed delta and residual do not encode to the update's bytes".into());
+    }
+    if residual_hash(compressor.residual()) != update.residual_out {
+        return Err("the residual left over is not the one the update signed".into());
+    }
+    Ok(())
+}
+
+/// ||a - b|| / ||b|| (0 when both are zero, infinite when only b is).
+pub fn relative_distance(a: &[f32], b: &[f32]) -> f64 {
+    let (mut diff, mut norm) = (0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        diff += (f64::from(*x) - f64::from(*y)).powi(2);
+        norm += f64::from(*y).powi(2);
+    }
+    match (diff, norm) {
+        (d, _) if d == 0.0 => 0.0,
+        (_, n) if n == 0.0 => f64::INFINITY,
+        (d, n) => (d / n).sqrt(),
+    }
+}

@@ -1,0 +1,216 @@
+//! The audit against the catalogue of cheats (each caught whenever it is
+//! audited) and against honest rounds on other thread counts (never
+//! failed).
+
+use std::sync::Arc;
+
+use fairgrid_kernels::Shard;
+use fairgrid_kernels::data::builtin;
+use fairgrid_protocol::messages::{Compression, JobSpec, ModelArch, RoundUpdate};
+use fairgrid_protocol::{Hash32, Keypair};
+
+use super::replay::{AuditCase, TOLERANCE_PPB, Verdict, replay};
+use crate::jobs::device::Device;
+use crate::jobs::model;
+use crate::jobs::testing::spec_with;
+use crate::jobs::worker::faults::{CHEATS, TestFault};
+use crate::jobs::worker::train::{Engine, RoundInput, Trained, train_round};
+
+/// A small MLP job with int8 updates (error feedback: the residual is part
+/// of what is audited), four local steps, and eight shards of 50 samples.
+struct Job {
+    spec: JobSpec,
+    shards: Vec<Arc<Shard>>,
+    id: Hash32,
+}
+
+fn job(compression: Compression) -> Job {
+    let mut spec = spec_with(&Keypair::from_seed(b"c"), 8, compression);
+    spec.model.arch = ModelArch::Mlp { hidden: vec![32] };
+    spec.hyper.local_steps = 4;
+    spec.hyper.momentum = 0.9;
+    let data = builtin::fashion_mnist().unwrap();
+    let shards = data
+        .train
+        .take(400)
+        .shards(50, 3)
+        .unwrap()
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    Job {
+        spec,
+        shards,
+        id: Hash32::of(b"audited job"),
+    }
+}
+
+/// One worker's rounds 0..=`last` on `shards` (its engine, and so its
+/// residual, carried between them); the parameters move by the worker's
+/// own decoded delta each round. Returns the last round's output and the
+/// parameters it started from.
+fn work(
+    job: &Job,
+    shards: &[u32],
+    last: u32,
+    threads: usize,
+    fault: TestFault,
+) -> (Trained, Vec<f32>) {
+    let key = Keypair::from_seed(b"worker");
+    let mut engine: Option<Engine> = None;
+    let mut params = model::initial_params(&job.spec.model, &job.spec.hyper).unwrap();
+    for round in 0..=last {
+        let input = RoundInput {
+            spec: job.spec.clone(),
+            job_id: job.id,
+            round,
+            worker: key.node_id(),
+            key: key.clone(),
+            params: params.clone(),
+            base_params: model::params_hash(&params),
+            shards: shards.to_vec(),
+            loaded: shards.iter().map(|&s| Arc::clone(&job.shards[s as usize])).collect(),
+            threads,
+            devices: vec![Device::Cpu { threads }],
+            reset_residual: false,
+            fault,
+            cancel: Arc::default(),
+        };
+        let trained = train_round(&mut engine, input).unwrap();
+        if round == last {
+            return (trained, params);
+        }
+        let delta = fairgrid_kernels::decode_update(&trained.bytes, params.len()).unwrap();
+        params.iter_mut().zip(&delta).for_each(|(p, d)| *p += d);
+    }
+    unreachable!("the loop returns in its last round")
+}
+
+fn audit(job: &Job, trained: &Trained, params: &[f32]) -> Verdict {
+    let (_, update) = trained.update.verify_and_decode().unwrap();
+    audit_update(job, &update, trained, params)
+}
+
+fn audit_update(job: &Job, update: &RoundUpdate, trained: &Trained, params: &[f32]) -> Verdict {
+    let loaded: Vec<Arc<Shard>> = update
+        .shards
+        .iter()
+        .map(|&s| Arc::clone(&job.shards[s as usize]))
+        .collect();
+    let case = AuditCase {
+        spec: &job.spec,
+        job_id: job.id,
+        params,
+        update,
+        loaded: &loaded,
+        delta: &trained.reveal.delta,
+        residual: &trained.reveal.residual,
+    };
+    replay(&case, 1, &Arc::default())
+}
+
+#[test]
+fn an_honest_round_passes_its_audit_with_the_residual_carried() {
+    let job = job(Compression::Int8 { block: 64 });
+    let (trained, params) = work(&job, &[0, 1], 2, 1, TestFault::None);
+    let (_, update) = trained.update.verify_and_decode().unwrap();
+    assert_ne!(update.residual_in, Hash32::ZERO, "round 2 carries a residual");
+    let verdict = audit(&job, &trained, &params);
+    assert!(verdict.passed, "{verdict:?}");
+    assert_eq!(verdict.distance_ppb, Some(0), "same machine, same threads");
+}
+
+/// Issue 13's catalogue: each cheat is caught whenever it is audited.
+#[test]
+fn every_cheat_of_the_catalogue_fails_its_audit() {
+    let job = job(Compression::Int8 { block: 64 });
+    for fault in CHEATS {
+        let (trained, params) = work(&job, &[0, 1], 2, 1, fault);
+        let verdict = audit(&job, &trained, &params);
+        assert!(!verdict.passed, "{fault:?} passed: {verdict:?}");
+        if let Some(d) = verdict.distance_ppb {
+            assert!(d > 5 * TOLERANCE_PPB, "{fault:?} only {d} ppb away");
+        }
+    }
+}
+
+/// A worker that sends another worker's update under its own name (same
+/// bytes, its own shards claimed) fails: the round on its shards differs.
+#[test]
+fn a_copied_delta_fails_its_audit() {
+    let job = job(Compression::Fp32);
+    let (other, params) = work(&job, &[2, 3], 0, 1, TestFault::None);
+    let (_, mut update) = other.update.verify_and_decode().unwrap();
+    update.shards = vec![0, 1];
+    let verdict = audit_update(&job, &update, &other, &params);
+    assert!(!verdict.passed, "{verdict:?}");
+    assert!(verdict.distance_ppb.unwrap() > 5 * TOLERANCE_PPB);
+}
+
+/// A reveal that is not what the update was made from fails before any
+/// training: another residual, another delta, or a lie about the split.
+#[test]
+fn a_reveal_that_does_not_match_the_update_fails() {
+    let job = job(Compression::Int8 { block: 64 });
+    let (trained, params) = work(&job, &[0, 1], 1, 1, TestFault::None);
+    let (_, update) = trained.update.verify_and_decode().unwrap();
+    let mut other_residual = (*trained.reveal).clone();
+    other_residual.residual[0] += 1e-3;
+    let mut other_delta = (*trained.reveal).clone();
+    other_delta.delta[7] *= 1.5;
+    for (reveal, expected) in [
+        (other_residual, "residual is not the one the update signed"),
+        (other_delta, "do not encode to the update's bytes"),
+    ] {
+        let tampered = Trained {
+            reveal: Arc::new(reveal),
+            ..clone_trained(&trained)
+        };
+        let verdict = audit_update(&job, &update, &tampered, &params);
+        assert!(!verdict.passed && verdict.detail.contains(expected), "{verdict:?}");
+    }
+    let mut split = update.clone();
+    split.device_groups = 3;
+    let verdict = audit_update(&job, &split, &trained, &params);
+    assert!(verdict.detail.contains("3 device groups for 2 shards"), "{verdict:?}");
+}
+
+fn clone_trained(t: &Trained) -> Trained {
+    Trained {
+        update: t.update.clone(),
+        bytes: t.bytes.clone(),
+        samples: t.samples,
+        compute_ms: t.compute_ms,
+        ran_on: t.ran_on,
+        devices_used: t.devices_used,
+        reveal: Arc::clone(&t.reveal),
+    }
+}
+
+/// False positives: honest rounds trained with 1, 2 or 4 threads, on one
+/// or several shards, with int8, top-k or fp32 updates, all pass an audit
+/// recomputed with one thread. 510 audited rounds.
+#[test]
+fn honest_rounds_on_any_thread_count_never_fail() {
+    let mut audited = 0;
+    let mut worst = 0;
+    for compression in [
+        Compression::Int8 { block: 64 },
+        Compression::TopK { permille: 50 },
+        Compression::Fp32,
+    ] {
+        let job = job(compression);
+        for case in 0..170u32 {
+            let threads = [1, 2, 4][case as usize % 3];
+            let first = case % 8;
+            let shards: Vec<u32> = (0..1 + case % 3).map(|k| (first + k) % 8).collect();
+            let (trained, params) = work(&job, &shards, case % 3, threads, TestFault::None);
+            let verdict = audit(&job, &trained, &params);
+            assert!(verdict.passed, "{compression:?} case {case}: {verdict:?}");
+            worst = worst.max(verdict.distance_ppb.unwrap());
+            audited += 1;
+        }
+    }
+    assert_eq!(audited, 510);
+    eprintln!("honest rounds: largest distance {worst} ppb (tolerance {TOLERANCE_PPB})");
+}
