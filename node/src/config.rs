@@ -265,6 +265,14 @@ pub struct JobsConfig {
     /// Ended jobs kept whole in memory; older ones are read back from
     /// disk when asked about, with only a summary kept in memory.
     pub ended_in_memory: u32,
+    /// Audit a sample of every round's updates by recomputing them.
+    pub audits: bool,
+    /// The lowest audit rate, however long a node's clean record, in
+    /// parts per million (new nodes are audited more often).
+    pub audit_floor_ppm: u32,
+    /// Failed audits after which an owner's bids are refused by this
+    /// coordinator (0: never refused).
+    pub refuse_owner_after_failed_audits: u32,
 }
 
 impl Default for JobsConfig {
@@ -278,6 +286,9 @@ impl Default for JobsConfig {
             eval_batch: 256,
             threads: 0,
             ended_in_memory: 16,
+            audits: true,
+            audit_floor_ppm: 50_000,
+            refuse_owner_after_failed_audits: 1,
         }
     }
 }
@@ -453,6 +464,9 @@ impl Config {
         }
         if self.jobs.eval_batch == 0 || self.jobs.eval_batch > 65_536 {
             return bad("jobs.eval_batch must be in 1..=65536".into());
+        }
+        if self.jobs.audit_floor_ppm > 1_000_000 {
+            return bad("jobs.audit_floor_ppm must be at most 1000000".into());
         }
         if self.jobs.ended_in_memory > 4096 {
             return bad("jobs.ended_in_memory must be at most 4096".into());
@@ -650,6 +664,13 @@ threads = {jobs_threads}
 # Ended jobs kept whole in memory; older ones are read from disk when asked
 # about (a summary of each stays in memory).
 ended_in_memory = {ended_in_memory}
+# Audit a sample of each round's updates by recomputing them: a node is
+# audited at once when new, then less often as its clean record grows,
+# never below audit_floor_ppm (parts per million). An owner with this many
+# failed audits has its bids refused (0 = never).
+audits = {audits}
+audit_floor_ppm = {audit_floor}
+refuse_owner_after_failed_audits = {refuse_after}
 
 [worker]
 # Bid on jobs and train their shards.
@@ -717,6 +738,9 @@ filter = "info"
         eval_batch = d.jobs.eval_batch,
         jobs_threads = d.jobs.threads,
         ended_in_memory = d.jobs.ended_in_memory,
+        audits = d.jobs.audits,
+        audit_floor = d.jobs.audit_floor_ppm,
+        refuse_after = d.jobs.refuse_owner_after_failed_audits,
         worker_enabled = d.worker.enabled,
         work_own = d.worker.work_own_jobs,
         worker_ask = d.worker.ask,

@@ -90,6 +90,8 @@ pub struct Jobs {
     pub speeds: worker::speed::SpeedCache,
     /// Which of this node's GPUs each job trains on.
     pub gpus: worker::gpus::GpuPlacer,
+    /// Each node's and owner's audit record (from the ledger at start).
+    pub standing: audit::Standing,
     stop: watch::Sender<bool>,
     inbound: Arc<Semaphore>,
     /// Every checkpointed job is back (see [`resume`]).
@@ -113,6 +115,7 @@ impl Jobs {
             window: window::NetworkWindow::new(&config.jobs),
             speeds: worker::speed::SpeedCache::default(),
             gpus: worker::gpus::GpuPlacer::default(),
+            standing: audit::Standing::default(),
             stop: watch::channel(false).0,
             inbound: Arc::new(Semaphore::new(MAX_INBOUND)),
             resumed: AtomicBool::new(false),
@@ -244,6 +247,9 @@ pub async fn resume(ctx: Arc<JobsContext>) {
     // that reaches this node's own worker finds it, and its rejoining bid
     // finds the coordinated job.
     window::seed_from_ledger(&ctx);
+    if let Err(e) = ctx.jobs.standing.replay_ledger(&ctx.ledger) {
+        warn!(target: TARGET, error = %e, "cannot read past audits from the ledger");
+    }
     let rejoining = worker::load(&ctx);
     let ids = ctx.jobs.store.coordinator_ids().unwrap_or_else(|e| {
         warn!(target: TARGET, error = %e, "cannot list the checkpointed jobs");

@@ -27,9 +27,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use fairgrid_protocol::Hash32;
 use fairgrid_protocol::codec::{decode_exact, encode};
 use fairgrid_protocol::ledger::EntryBody;
+use fairgrid_protocol::{Hash32, NodeId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -206,6 +206,15 @@ impl JobStore {
 
     fn params_dir(&self) -> PathBuf {
         self.root.join("params")
+    }
+
+    /// Where the evidence of an audit of `worker`'s update in `round` is
+    /// kept (`fairgrid audit replay` reads it).
+    pub fn evidence_path(&self, job: &Hash32, round: u32, worker: &NodeId) -> PathBuf {
+        self.root
+            .join("audits")
+            .join(job.to_hex())
+            .join(format!("{round}-{worker}.evidence"))
     }
 
     pub fn result_path(&self, job: &Hash32) -> PathBuf {

@@ -123,7 +123,10 @@ pub enum Response {
     Busy,
     /// An audited round's raw delta and the residual it was encoded with
     /// (fp32 LE each; the residual is empty when it was zero).
-    Revealed { delta: Vec<u8>, residual: Vec<u8> },
+    Revealed {
+        delta: Vec<u8>,
+        residual: Vec<u8>,
+    },
 }
 
 impl WireEnum for Response {

@@ -12,11 +12,15 @@
 //! auditor checks the reveal encodes to the signed bytes, recomputes the
 //! round and compares within [`replay::TOLERANCE_PPB`].
 
+pub mod evidence;
 pub mod replay;
 pub mod select;
+pub mod standing;
 
+pub use evidence::Evidence;
 pub use replay::{AuditCase, TOLERANCE_PPB, Verdict, relative_distance, replay};
 pub use select::{AuditRate, draw_seed, is_drawn};
+pub use standing::Standing;
 
 #[cfg(test)]
 mod tests;

@@ -124,7 +124,10 @@ fn check_reveal(case: &AuditCase<'_>) -> Result<(), String> {
         ));
     }
     if case.delta.len() != n {
-        return Err(format!("revealed {} values for {n} parameters", case.delta.len()));
+        return Err(format!(
+            "revealed {} values for {n} parameters",
+            case.delta.len()
+        ));
     }
     if !case.residual.is_empty() && case.residual.len() != n {
         return Err(format!(

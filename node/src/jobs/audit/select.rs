@@ -82,7 +82,10 @@ mod tests {
         let mut drawn = 0;
         let trials = 20_000u32;
         for round in 0..trials {
-            let updates = [(node, Hash32::of(&round.to_le_bytes())), (other, Hash32::ZERO)];
+            let updates = [
+                (node, Hash32::of(&round.to_le_bytes())),
+                (other, Hash32::ZERO),
+            ];
             let seed = draw_seed(&key, &job, round, &updates);
             assert!(is_drawn(&seed, &node, 1_000_000));
             assert!(!is_drawn(&seed, &node, 0));
@@ -92,10 +95,20 @@ mod tests {
         assert!((850..1150).contains(&drawn), "{drawn} drawn");
         // Another update of the round changes the draw.
         let a = draw_seed(&key, &job, 0, &[(node, Hash32::ZERO)]);
-        let b = draw_seed(&key, &job, 0, &[(node, Hash32::ZERO), (other, Hash32::ZERO)]);
+        let b = draw_seed(
+            &key,
+            &job,
+            0,
+            &[(node, Hash32::ZERO), (other, Hash32::ZERO)],
+        );
         assert_ne!(a, b);
         // Order does not matter.
-        let c = draw_seed(&key, &job, 0, &[(other, Hash32::ZERO), (node, Hash32::ZERO)]);
+        let c = draw_seed(
+            &key,
+            &job,
+            0,
+            &[(other, Hash32::ZERO), (node, Hash32::ZERO)],
+        );
         assert_eq!(b, c);
     }
 }

@@ -69,7 +69,10 @@ fn work(
             params: params.clone(),
             base_params: model::params_hash(&params),
             shards: shards.to_vec(),
-            loaded: shards.iter().map(|&s| Arc::clone(&job.shards[s as usize])).collect(),
+            loaded: shards
+                .iter()
+                .map(|&s| Arc::clone(&job.shards[s as usize]))
+                .collect(),
             threads,
             devices: vec![Device::Cpu { threads }],
             reset_residual: false,
@@ -114,7 +117,11 @@ fn an_honest_round_passes_its_audit_with_the_residual_carried() {
     let job = job(Compression::Int8 { block: 64 });
     let (trained, params) = work(&job, &[0, 1], 2, 1, TestFault::None);
     let (_, update) = trained.update.verify_and_decode().unwrap();
-    assert_ne!(update.residual_in, Hash32::ZERO, "round 2 carries a residual");
+    assert_ne!(
+        update.residual_in,
+        Hash32::ZERO,
+        "round 2 carries a residual"
+    );
     let verdict = audit(&job, &trained, &params);
     assert!(verdict.passed, "{verdict:?}");
     assert_eq!(verdict.distance_ppb, Some(0), "same machine, same threads");
@@ -167,12 +174,18 @@ fn a_reveal_that_does_not_match_the_update_fails() {
             ..clone_trained(&trained)
         };
         let verdict = audit_update(&job, &update, &tampered, &params);
-        assert!(!verdict.passed && verdict.detail.contains(expected), "{verdict:?}");
+        assert!(
+            !verdict.passed && verdict.detail.contains(expected),
+            "{verdict:?}"
+        );
     }
     let mut split = update.clone();
     split.device_groups = 3;
     let verdict = audit_update(&job, &split, &trained, &params);
-    assert!(verdict.detail.contains("3 device groups for 2 shards"), "{verdict:?}");
+    assert!(
+        verdict.detail.contains("3 device groups for 2 shards"),
+        "{verdict:?}"
+    );
 }
 
 fn clone_trained(t: &Trained) -> Trained {

@@ -16,7 +16,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{debug, error, info, warn};
 
 use super::machine::{Input, Output};
-use super::{CoordJob, clearing, finish, persist};
+use super::{CoordJob, auditing, clearing, finish, persist};
 use crate::jobs::JobsContext;
 use crate::jobs::{ledger_sync, transport};
 use crate::ledger::now_ms;
@@ -191,6 +191,16 @@ async fn execute(
                 debug!(target: TARGET, job = %job.id, %node, "sending the open round to a restarted worker");
                 spawn_send_start(ctx, job, node, signed, params);
             }
+        }
+        Output::Audit {
+            round,
+            params,
+            candidates,
+        } => {
+            let (s, j) = (Arc::clone(ctx), Arc::clone(job));
+            tokio::spawn(
+                async move { auditing::audit_round(&s, &j, round, params, candidates).await },
+            );
         }
         Output::Aggregate {
             round,

@@ -80,6 +80,14 @@ pub async fn on_bid(ctx: &Arc<JobsContext>, from: NodeId, signed: Signed<Bid>) -
         Ok(o) => o,
         Err(e) => return Response::refused(format!("bid certificate: {e}")),
     };
+    let limit = ctx.config.jobs.refuse_owner_after_failed_audits;
+    let failures = ctx.jobs.standing.failures(&ownership.owner);
+    if limit > 0 && failures >= limit {
+        return Response::refused(format!(
+            "owner {} failed {failures} audits here; its bids are refused (jobs.refuse_owner_after_failed_audits = {limit})",
+            ownership.owner
+        ));
+    }
     let input = Input::Bid {
         from,
         signed,
@@ -201,7 +209,7 @@ pub async fn on_update(
         Ok(Err(rejection)) => return reject(ctx, &job, from, &claimed, rejection),
         Err(e) => return Response::refused(format!("decoding thread: {e}")),
     };
-    let accepted = AcceptedUpdate::new(&update, delta, len);
+    let accepted = AcceptedUpdate::new(&signed, &update, delta, len);
     let taken = job.handle(Input::Update {
         from,
         round: update.round,

@@ -14,6 +14,7 @@
 //! - [`persist`]: checkpoints, and ledger entries written ahead into them.
 //! - [`submit`]: a new job from the API, and resuming after a restart.
 
+pub mod auditing;
 pub mod clearing;
 pub mod driver;
 pub mod finish;
@@ -111,6 +112,9 @@ pub struct CoordState {
     /// Rounds in a row that ended without an accepted update.
     pub empty_rounds: u32,
     pub result: Option<JobResult>,
+    /// The residual each worker's last acknowledged update left (what its
+    /// next update's `residual_in` must be, unless zero).
+    pub residuals: BTreeMap<NodeId, Hash32>,
 }
 
 impl CoordState {
@@ -133,6 +137,7 @@ impl CoordState {
             bytes_up: 0,
             bytes_down: 0,
             empty_rounds: 0,
+            residuals: BTreeMap::new(),
             result: None,
         }
     }

@@ -33,11 +33,20 @@ pub struct AcceptedUpdate {
     pub bytes: u64,
     /// The worker's own measure of its training time.
     pub compute_ms: u64,
+    /// The residual the worker's next update may start from.
+    pub residual_out: Hash32,
+    /// The signed update (what an audit records).
+    pub signed: Signed<RoundUpdate>,
 }
 
 impl AcceptedUpdate {
     /// A checked update with its decoded delta; `bytes` is its encoded size.
-    pub fn new(update: &RoundUpdate, delta: Vec<f32>, bytes: u64) -> AcceptedUpdate {
+    pub fn new(
+        signed: &Signed<RoundUpdate>,
+        update: &RoundUpdate,
+        delta: Vec<f32>,
+        bytes: u64,
+    ) -> AcceptedUpdate {
         AcceptedUpdate {
             delta,
             samples: update.samples,
@@ -45,6 +54,8 @@ impl AcceptedUpdate {
             update_hash: update.update_hash,
             bytes,
             compute_ms: update.compute_ms,
+            residual_out: update.residual_out,
+            signed: signed.clone(),
         }
     }
 }
@@ -189,6 +200,13 @@ impl RoundInProgress {
             return misbehaved(format!(
                 "update covers shards {:?}, the order was {:?}",
                 update.shards, order.shards
+            ));
+        }
+        if update.device_groups == 0 || update.device_groups as usize > update.shards.len() {
+            return misbehaved(format!(
+                "update split {} shards into {} device groups",
+                update.shards.len(),
+                update.device_groups
             ));
         }
         if update.compression != spec.hyper.compression {

@@ -60,7 +60,8 @@ pub async fn submit(ctx: &Arc<JobsContext>, request: JobRequest) -> Result<JobAc
     // Adverts tell us the cheapest asks even of nodes that will not bid.
     let cheapest = ctx.host.cheapest_advert(now);
     let max_bids = ctx.config.jobs.max_bids_per_job as usize;
-    let (machine, outputs) = Coordinator::submit(id, spec, params, now, cheapest, max_bids);
+    let (mut machine, outputs) = Coordinator::submit(id, spec, params, now, cheapest, max_bids);
+    machine.set_audits(ctx.config.jobs.audits);
     let job = Arc::new(CoordJob::new(
         plan,
         signed,
@@ -181,8 +182,9 @@ pub async fn resume(
         unrecorded,
     };
     let max_bids = ctx.config.jobs.max_bids_per_job as usize;
-    let (machine, outputs) =
+    let (mut machine, outputs) =
         Coordinator::resume(id, spec, stored, now_ms(), max_bids, cannot_resume);
+    machine.set_audits(ctx.config.jobs.audits);
     let state = machine.state();
     if !state.is_terminal() {
         info!(target: TARGET, job = %id, round = state.next_round, phase = ?state.phase, "resuming job from its checkpoint");

@@ -63,3 +63,23 @@ pub fn spec_with(key: &Keypair, shards: usize, compression: Compression) -> JobS
 pub fn sample_spec(key: &Keypair) -> JobSpec {
     spec_with(key, 4, Compression::Int8 { block: 256 })
 }
+
+/// A round-0 update of one shard by `worker` (hashes are placeholders).
+pub fn round_update(worker: &Keypair) -> fairgrid_protocol::messages::RoundUpdate {
+    fairgrid_protocol::messages::RoundUpdate {
+        job_id: Hash32::of(b"job"),
+        round: 0,
+        worker: worker.node_id(),
+        base_params: Hash32::ZERO,
+        shards: vec![0],
+        samples: 16,
+        loss: 1.0,
+        compute_ms: 1,
+        compression: Compression::Fp32,
+        update_hash: Hash32::ZERO,
+        update_len: 24,
+        device_groups: 1,
+        residual_in: Hash32::ZERO,
+        residual_out: Hash32::ZERO,
+    }
+}

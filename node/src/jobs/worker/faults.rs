@@ -120,9 +120,10 @@ impl TestFault {
                     let labels = (0..real.labels().len())
                         .map(|_| rng.below(classes) as u8)
                         .collect();
-                    let fake = Dataset::new("random", real.shape(), classes as usize, images, labels)
-                        .and_then(Shard::new)
-                        .expect("random data of a real shard's shape");
+                    let fake =
+                        Dataset::new("random", real.shape(), classes as usize, images, labels)
+                            .and_then(Shard::new)
+                            .expect("random data of a real shard's shape");
                     Arc::new(fake)
                 })
                 .collect(),

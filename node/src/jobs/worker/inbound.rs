@@ -349,7 +349,12 @@ pub async fn deliver(
 }
 
 /// An auditor asks for a round's raw delta and residual.
-pub fn on_audit_reveal(ctx: &Arc<JobsContext>, from: NodeId, job_id: Hash32, round: u32) -> Response {
+pub fn on_audit_reveal(
+    ctx: &Arc<JobsContext>,
+    from: NodeId,
+    job_id: Hash32,
+    round: u32,
+) -> Response {
     let Some(job) = ctx.jobs.worker(&job_id) else {
         return Response::refused(format!("not working on job {job_id}"));
     };

@@ -480,7 +480,7 @@ mod tests {
             let (_, update) = trained.update.verify_and_decode().unwrap();
             let params = model::initial_params(&spec.model, &spec.hyper).unwrap();
             let delta = fairgrid_kernels::decode_update(&trained.bytes, params.len()).unwrap();
-            AcceptedUpdate::new(&update, delta, trained.bytes.len() as u64)
+            AcceptedUpdate::new(&trained.update, &update, delta, trained.bytes.len() as u64)
         };
         let start = model::initial_params(&spec.model, &spec.hyper).unwrap();
         let one = accepted(&round(&spec, &shards, &Keypair::from_seed(b"w")));

@@ -16,6 +16,7 @@
 //! - [`rounds`]: opening, settling, closing and recording rounds.
 //! - [`ending`]: failing, finishing, credits, and the last checkpoint.
 
+mod audits;
 mod bids;
 mod claims;
 mod clearing;
@@ -40,6 +41,7 @@ use fairgrid_sdk::jobs::{JobEventKind, JobState, WorkerRoundView};
 use super::CoordState;
 use super::round::{AcceptedUpdate, Aggregate, Rejection, RoundInProgress};
 
+pub use audits::{AuditCandidate, AuditVerdict};
 pub use bids::JOB_ENDED;
 pub use clearing::no_supply_message;
 
@@ -129,6 +131,12 @@ pub enum Input {
     PeerLost {
         node: NodeId,
     },
+    /// The answer to [`Output::Audit`]: a verdict for each update the
+    /// shell drew (none when it drew none).
+    Audited {
+        round: u32,
+        verdicts: Vec<AuditVerdict>,
+    },
     /// The answer to [`Output::Aggregate`].
     Aggregated {
         round: u32,
@@ -191,6 +199,14 @@ pub enum Output {
         node: NodeId,
         round: u32,
     },
+    /// Draw which of a closed round's accepted updates to audit, audit
+    /// them against `params` (the round's parameters); answer with
+    /// [`Input::Audited`].
+    Audit {
+        round: u32,
+        params: Arc<Vec<f32>>,
+        candidates: Vec<AuditCandidate>,
+    },
     /// Aggregate and evaluate; answer with [`Input::Aggregated`].
     Aggregate {
         round: u32,
@@ -242,6 +258,7 @@ pub struct Handled {
 enum Busy {
     Clearing(Clearing),
     Publishing(Clearing),
+    Auditing(Box<RoundInProgress>),
     Aggregating(Box<RoundInProgress>),
     WritingModel,
 }
@@ -281,6 +298,8 @@ pub struct Coordinator {
     round_workers: Option<(u32, Vec<WorkerRoundView>)>,
     /// Workers far slower than their bids claimed.
     slow: claims::SlowWorkers,
+    /// Closed rounds go to the shell for audit before aggregation.
+    audits: bool,
     ended: bool,
 }
 
@@ -375,12 +394,19 @@ impl Coordinator {
             finished_here: false,
             round_workers: None,
             slow: claims::SlowWorkers::default(),
+            audits: false,
             ended: false,
         }
     }
 
     pub fn id(&self) -> Hash32 {
         self.id
+    }
+
+    /// Whether closed rounds are audited (off until the shell turns it on,
+    /// as `jobs.audits` does by default).
+    pub fn set_audits(&mut self, on: bool) {
+        self.audits = on;
     }
 
     pub fn spec(&self) -> &JobSpec {
@@ -428,9 +454,17 @@ impl Coordinator {
                 misbehaved: false,
             });
         };
-        round
-            .check(from, signed, bytes, &self.spec, now)
-            .map(|u| (u, round.param_count))
+        let update = round.check(from, signed, bytes, &self.spec, now)?;
+        // An update starts from no residual, or from the one its worker's
+        // last acknowledged update left: an audit can then trust it.
+        let known = self.state.residuals.get(&from);
+        if update.residual_in != Hash32::ZERO && known != Some(&update.residual_in) {
+            return Err(Rejection {
+                reason: "the update's residual is not the one its last acknowledged update left; start from none".into(),
+                misbehaved: false,
+            });
+        }
+        Ok((update, round.param_count))
     }
 
     /// Takes one input at `now`.
@@ -533,6 +567,10 @@ impl Coordinator {
                 if let Some(round) = self.round.as_ref().map(|r| r.round) {
                     self.settle_missed(node, round, "disconnected".into(), out);
                 }
+                Ok(())
+            }
+            Input::Audited { round, verdicts } => {
+                self.on_audited(now, round, verdicts, out);
                 Ok(())
             }
             Input::Aggregated { round, result } => {

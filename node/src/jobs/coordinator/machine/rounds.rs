@@ -122,6 +122,7 @@ impl Coordinator {
         round: u32,
         accepted: AcceptedUpdate,
     ) -> Result<(), String> {
+        let residual_out = accepted.residual_out;
         let settled = self
             .round
             .as_mut()
@@ -134,6 +135,8 @@ impl Coordinator {
                 settled
             });
         if settled {
+            // Acknowledged: the worker carries this residual on.
+            self.state.residuals.insert(from, residual_out);
             Ok(())
         } else {
             Err("the round closed before the update was taken".into())
@@ -253,6 +256,22 @@ impl Coordinator {
         } else if rejected {
             st.needs_reclear = Some(format!("an update was rejected in round {round}"));
         }
+        if self.audits && finished.accepted().next().is_some() {
+            return self.start_audit(finished, out);
+        }
+        self.aggregate_or_skip(now, finished, out);
+    }
+
+    /// Aggregates a closed (and audited) round's accepted updates, or
+    /// counts it empty when none are left.
+    pub(super) fn aggregate_or_skip(
+        &mut self,
+        now: u64,
+        finished: RoundInProgress,
+        out: &mut Vec<Output>,
+    ) {
+        let round = finished.round;
+        let st = &mut self.state;
         let updates: Vec<AcceptedUpdate> = finished.accepted().map(|(_, u)| u.clone()).collect();
         if updates.is_empty() {
             st.empty_rounds += 1;

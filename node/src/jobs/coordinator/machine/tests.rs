@@ -178,7 +178,7 @@ impl Fixture {
             .check_update(self.node(w), &signed, &bytes, now)
             .map_err(|r| r.reason)?;
         let delta = super::super::round::RoundInProgress::decode(&bytes, count).unwrap();
-        let accepted = AcceptedUpdate::new(&update, delta, bytes.len() as u64);
+        let accepted = AcceptedUpdate::new(&signed, &update, delta, bytes.len() as u64);
         let input = Input::Update {
             from: self.node(w),
             round: update.round,
@@ -566,4 +566,114 @@ fn a_worker_far_slower_than_its_claim_is_recorded_once() {
     let (round, detail) = &recorded[0];
     assert_eq!(*round, 3, "the third slow round");
     assert!(detail.contains("slower than its bid claimed"), "{detail}");
+}
+
+/// A closed round goes to audit before aggregation; an update that fails
+/// leaves the round and its worker the job, one that could not be
+/// revealed only leaves the round, and every verdict is written ahead as
+/// an `Audit` entry.
+#[test]
+fn a_failed_audit_drops_the_update_and_its_worker_and_is_written_ahead() {
+    let f = fixture(3);
+    let (mut m, start) = f.training(3);
+    m.set_audits(true);
+    let mut out = Vec::new();
+    for w in 0..3 {
+        out = f.deliver(&mut m, w, &start, T0 + 2_000).unwrap().outputs;
+    }
+    let candidates = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Audit {
+                round: 0,
+                candidates,
+                ..
+            } => Some(candidates.clone()),
+            _ => None,
+        })
+        .expect("the round closes with its last update, and goes to audit");
+    assert_eq!(candidates.len(), 3);
+    assert!(!out.iter().any(|o| matches!(o, Output::Aggregate { .. })));
+    let verdict = |w: usize, passed: bool, unrevealed: bool| AuditVerdict {
+        node: f.node(w),
+        passed,
+        unrevealed,
+        distance_ppb: if passed { 0 } else { u64::MAX },
+        tolerance_ppb: 10,
+        detail: "x".into(),
+        evidence: Hash32::ZERO,
+    };
+    let verdicts = vec![
+        verdict(0, true, false),
+        verdict(1, false, false),
+        verdict(2, false, true),
+    ];
+    let out = m
+        .handle(T0 + 3_000, Input::Audited { round: 0, verdicts })
+        .outputs;
+    let entries = write_ahead_of(&out).expect("the verdicts are written ahead");
+    let recorded: Vec<(NodeId, bool)> = entries
+        .iter()
+        .filter_map(|e| match e {
+            EntryBody::Audit { worker, passed, .. } => Some((*worker, *passed)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        recorded,
+        vec![(f.node(0), true), (f.node(1), false), (f.node(2), false)]
+    );
+    let updates = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Aggregate { updates, .. } => Some(updates.clone()),
+            _ => None,
+        })
+        .expect("what passed is aggregated");
+    assert_eq!(updates.len(), 1, "only the update that passed");
+    let st = m.state();
+    assert!(
+        st.banned.contains(&f.node(1)),
+        "a failed audit is out of the job"
+    );
+    assert!(
+        !st.banned.contains(&f.node(2)),
+        "not revealing is not cheating"
+    );
+    assert!(st.missing.contains(&f.node(2)), "but it left the round");
+}
+
+/// A worker's update may start from no residual, or from the one its
+/// last acknowledged update left; any other is refused (not as
+/// misbehaviour: the worker starts again from none).
+#[test]
+fn an_update_must_start_from_its_last_acknowledged_residual_or_none() {
+    let f = fixture(1);
+    let (mut m, start) = f.training(1);
+    let (signed, bytes) = f.update(0, &start);
+    let (_, mut update) = signed.verify_and_decode().unwrap();
+    update.residual_in = Hash32::of(b"made up");
+    let forged = Signed::sign(&f.workers[0], &update);
+    let refused = m
+        .check_update(f.node(0), &forged, &bytes, T0 + 100)
+        .unwrap_err();
+    assert!(
+        !refused.misbehaved && refused.reason.contains("residual"),
+        "{refused:?}"
+    );
+    update.residual_in = Hash32::ZERO;
+    update.residual_out = Hash32::of(b"left over");
+    let signed = Signed::sign(&f.workers[0], &update);
+    let (_, count) = m
+        .check_update(f.node(0), &signed, &bytes, T0 + 100)
+        .unwrap();
+    let delta = super::super::round::RoundInProgress::decode(&bytes, count).unwrap();
+    let accepted = AcceptedUpdate::new(&signed, &update, delta, bytes.len() as u64);
+    let input = Input::Update {
+        from: f.node(0),
+        round: 0,
+        accepted,
+    };
+    m.handle(T0 + 100, input).reply.unwrap();
+    assert_eq!(m.state().residuals[&f.node(0)], Hash32::of(b"left over"));
 }

@@ -234,6 +234,8 @@ fn aggregation_weights_by_samples_and_applies_the_outer_step() {
         update_hash: Hash32::ZERO,
         bytes: 8,
         compute_ms: 0,
+        residual_out: Hash32::ZERO,
+        signed: placeholder_signed(),
     };
     let b = AcceptedUpdate {
         delta: vec![0.0, 1.0],
@@ -242,6 +244,8 @@ fn aggregation_weights_by_samples_and_applies_the_outer_step() {
         update_hash: Hash32::ZERO,
         bytes: 8,
         compute_ms: 0,
+        residual_out: Hash32::ZERO,
+        signed: placeholder_signed(),
     };
     let out = aggregate(&[1.0, 1.0], &[&a, &b], 0.5).unwrap();
     assert_eq!(out.params, vec![1.375, 1.125]);
@@ -263,6 +267,8 @@ fn a_robust_rule_keeps_one_hostile_update_from_moving_the_model() {
         update_hash: Hash32::ZERO,
         bytes: 8,
         compute_ms: 0,
+        residual_out: Hash32::ZERO,
+        signed: placeholder_signed(),
     };
     let honest: Vec<AcceptedUpdate> = (0..4)
         .map(|i| update(vec![0.1 + 0.01 * i as f32]))
@@ -278,4 +284,9 @@ fn a_robust_rule_keeps_one_hostile_update_from_moving_the_model() {
         let out = aggregate_with(&[0.0], &all, 1.0, rule).unwrap();
         assert!((0.09..0.14).contains(&out.params[0]), "{rule:?}: {out:?}");
     }
+}
+
+fn placeholder_signed() -> Signed<RoundUpdate> {
+    let key = Keypair::from_seed(b"placeholder");
+    Signed::sign(&key, &crate::jobs::testing::samples::round_update(&key))
 }

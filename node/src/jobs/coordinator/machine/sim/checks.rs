@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use fairgrid_protocol::NodeId;
 use fairgrid_protocol::ledger::EntryBody;
 use fairgrid_protocol::market::{self, MarketPolicy};
 use fairgrid_protocol::messages::{Allocation, RoundStart};
@@ -97,7 +98,33 @@ impl Checks {
     pub fn check(&mut self, machine: &Coordinator, ledger: &[EntryBody]) {
         recorded_once(ledger);
         let spec = machine.spec();
+        let failed: BTreeSet<(u32, NodeId)> = ledger
+            .iter()
+            .filter_map(|e| match e {
+                EntryBody::Audit {
+                    round,
+                    worker,
+                    passed: false,
+                    ..
+                } => Some((*round, *worker)),
+                _ => None,
+            })
+            .collect();
         for entry in ledger {
+            if let EntryBody::RoundCompleted {
+                round,
+                participants,
+                ..
+            } = entry
+            {
+                for p in participants {
+                    assert!(
+                        !failed.contains(&(*round, p.node)),
+                        "{} counted in round {round} after failing its audit",
+                        p.node
+                    );
+                }
+            }
             if let EntryBody::RoundCompleted { participants, .. } = entry {
                 for p in participants {
                     assert_eq!(p.samples, order_samples(spec, &p.shards), "samples off");

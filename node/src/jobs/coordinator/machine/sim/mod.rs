@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::super::round::{AcceptedUpdate, RoundInProgress, aggregate_with};
-use super::{Coordinator, Input, Output, Stored};
+use super::{AuditVerdict, Coordinator, Input, Output, Stored};
 use checks::Checks;
 use workers::{Message, SimWorker, Temper};
 
@@ -112,6 +112,7 @@ impl World {
             Temper::Silent,
             Temper::Refuser,
             Temper::Corrupt,
+            Temper::Cheat,
         ];
         let workers = (0..rng.random_range(1..=5u8))
             .map(|i| SimWorker {
@@ -124,7 +125,9 @@ impl World {
                 nonce: 0,
             })
             .collect();
-        let (machine, outputs) = Coordinator::submit(id, spec.clone(), params, now, None, MAX_BIDS);
+        let (mut machine, outputs) =
+            Coordinator::submit(id, spec.clone(), params, now, None, MAX_BIDS);
+        machine.set_audits(rng.random_bool(0.7));
         let disk = Stored {
             state: machine.state.clone(),
             params: machine.params.to_vec(),
@@ -235,6 +238,34 @@ impl World {
                 {
                     self.pending.push(Pending::Start(w, start));
                 }
+            }
+            Output::Audit {
+                round, candidates, ..
+            } => {
+                // Each update is audited with probability 1/2; a cheat
+                // fails, an honest worker passes or (1 in 8) cannot reveal.
+                let mut verdicts = Vec::new();
+                for c in candidates {
+                    if !self.rng.random_bool(0.5) {
+                        continue;
+                    }
+                    let cheat = self
+                        .workers
+                        .iter()
+                        .any(|w| w.node() == c.node && w.temper == Temper::Cheat);
+                    let unrevealed = !cheat && self.rng.random_bool(0.125);
+                    verdicts.push(AuditVerdict {
+                        node: c.node,
+                        passed: !cheat && !unrevealed,
+                        unrevealed,
+                        distance_ppb: if cheat { 1 << 30 } else { 0 },
+                        tolerance_ppb: 1,
+                        detail: if cheat { "cheat" } else { "honest" }.into(),
+                        evidence: Hash32::ZERO,
+                    });
+                }
+                self.pending
+                    .push(Pending::answer(Input::Audited { round, verdicts }));
             }
             Output::Aggregate {
                 round,
@@ -368,7 +399,8 @@ impl World {
                 });
                 match decoded {
                     Ok((update, delta)) => {
-                        let accepted = AcceptedUpdate::new(&update, delta, bytes.len() as u64);
+                        let accepted =
+                            AcceptedUpdate::new(&signed, &update, delta, bytes.len() as u64);
                         let _ = self.handle(Input::Update {
                             from,
                             round: update.round,
@@ -541,6 +573,7 @@ struct Coverage {
     restarts_mid_round: u32,
     rounds_after_restart_mid_round: u32,
     updates_rejected: u32,
+    audits_failed: u32,
 }
 
 fn run(seed: u64, coverage: &mut Coverage) {
@@ -576,6 +609,11 @@ fn run(seed: u64, coverage: &mut Coverage) {
         .iter()
         .filter(|e| matches!(e, EntryBody::Verification { passed: false, .. }))
         .count() as u32;
+    coverage.audits_failed += world
+        .ledger
+        .iter()
+        .filter(|e| matches!(e, EntryBody::Audit { passed: false, .. }))
+        .count() as u32;
     if let Err(panic) = outcome {
         let from = world.trace.len().saturating_sub(60);
         eprintln!("seed {seed}, deadline {}:", world.spec.deadline);
@@ -603,4 +641,5 @@ fn every_interleaving_keeps_the_invariants() {
         "{coverage:?}"
     );
     assert!(coverage.updates_rejected > runs / 20, "{coverage:?}");
+    assert!(coverage.audits_failed > runs / 1000, "{coverage:?}");
 }

@@ -20,6 +20,8 @@ pub enum Temper {
     Refuser,
     /// Sends updates whose bytes do not match their hash.
     Corrupt,
+    /// Sends well-formed updates that fail every audit.
+    Cheat,
 }
 
 pub struct SimWorker {

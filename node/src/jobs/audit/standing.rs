@@ -1,0 +1,123 @@
+//! What this coordinator knows of each node's and owner's audits: a
+//! node's streak of clean audits sets how often it is audited; an owner's
+//! failed audits decide whether its bids are taken at all. Rebuilt from
+//! the node's own `Audit` entries when it starts.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use fairgrid_protocol::ledger::{EntryBody, EntryKind};
+use fairgrid_protocol::{NodeId, OwnerId};
+
+use crate::ledger::Ledger;
+
+#[derive(Debug, Default)]
+pub struct Standing {
+    inner: Mutex<Records>,
+}
+
+#[derive(Debug, Default)]
+struct Records {
+    streaks: BTreeMap<NodeId, u32>,
+    failed_owners: BTreeMap<OwnerId, u32>,
+}
+
+impl Standing {
+    /// Replays the ledger's `Audit` entries, oldest first.
+    pub fn replay_ledger(&self, ledger: &Ledger) -> crate::Result<()> {
+        let store = ledger.store();
+        let mut after = None;
+        loop {
+            let seqs = store.seqs_of_kind(EntryKind::Audit, after, 1024)?;
+            let Some(&last) = seqs.last() else {
+                return Ok(());
+            };
+            for seq in seqs {
+                if let Some(stored) = store.get(seq)?
+                    && let EntryBody::Audit {
+                        worker,
+                        owner,
+                        passed,
+                        detail,
+                        ..
+                    } = stored.entry()?.body
+                {
+                    let unrevealed = detail.starts_with(UNREVEALED);
+                    self.record(worker, owner, passed, unrevealed);
+                }
+            }
+            after = Some(last);
+        }
+    }
+
+    /// Clean audits in a row of `node`.
+    pub fn streak(&self, node: &NodeId) -> u32 {
+        let records = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        records.streaks.get(node).copied().unwrap_or(0)
+    }
+
+    /// Failed audits of nodes of `owner` (a round not revealed is not a
+    /// failure: it only ends the streak).
+    pub fn failures(&self, owner: &OwnerId) -> u32 {
+        let records = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        records.failed_owners.get(owner).copied().unwrap_or(0)
+    }
+
+    pub fn record(&self, node: NodeId, owner: OwnerId, passed: bool, unrevealed: bool) {
+        let mut records = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let streak = records.streaks.entry(node).or_insert(0);
+        *streak = if passed { streak.saturating_add(1) } else { 0 };
+        if !passed && !unrevealed {
+            *records.failed_owners.entry(owner).or_insert(0) += 1;
+        }
+    }
+}
+
+/// How the detail of an audit the worker did not answer begins.
+pub const UNREVEALED: &str = "not revealed";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fairgrid_protocol::{Hash32, Keypair, Signed};
+
+    #[test]
+    fn streaks_and_failures_come_back_from_the_ledger() {
+        let key = Keypair::from_seed(b"coordinator");
+        let ledger = Ledger::in_memory(key).unwrap();
+        let (a, b) = (Keypair::from_seed(b"a"), Keypair::from_seed(b"b"));
+        let update = Signed::sign(&a, &crate::jobs::testing::samples::round_update(&a));
+        let audit = |worker: &Keypair, passed: bool, detail: &str| EntryBody::Audit {
+            job_id: Hash32::ZERO,
+            round: 0,
+            worker: worker.node_id(),
+            owner: worker.owner_id(),
+            update: update.clone(),
+            passed,
+            distance_ppb: 0,
+            tolerance_ppb: 1,
+            detail: detail.into(),
+            evidence: Hash32::ZERO,
+        };
+        for body in [
+            audit(&a, true, ""),
+            audit(&a, true, ""),
+            audit(&b, false, "relative distance 1"),
+            audit(&b, true, ""),
+            audit(&a, false, "not revealed: gone"),
+            audit(&a, true, ""),
+        ] {
+            ledger.append_blocking(body).unwrap();
+        }
+        let standing = Standing::default();
+        standing.replay_ledger(&ledger).unwrap();
+        assert_eq!(standing.streak(&a.node_id()), 1);
+        assert_eq!(standing.streak(&b.node_id()), 1);
+        assert_eq!(
+            standing.failures(&a.owner_id()),
+            0,
+            "not revealed is no failure"
+        );
+        assert_eq!(standing.failures(&b.owner_id()), 1);
+    }
+}
