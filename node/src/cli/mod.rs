@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::datadir::DataDir;
 
+mod audit;
 mod devices;
 mod init;
 pub mod job;
@@ -39,6 +40,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Work on model files: prune and quantise (`model compress`).
     Model(model::ModelArgs),
+    /// Audits of training work: recompute one offline from its evidence.
+    Audit(audit::AuditArgs),
     /// Create a node: key, documented config and API token in the data dir.
     Init(init::InitArgs),
     /// Owner keys and node certificates.
@@ -122,6 +125,7 @@ where
         Command::Market(args) => market::run(args),
         Command::Train(args) => train::run(args),
         Command::Model(args) => model::run(args),
+        Command::Audit(args) => audit::run(args),
         Command::Init(args) => init::run(args),
         Command::Owner(args) => owner::run(args),
         Command::Run(args) => run::run(args),

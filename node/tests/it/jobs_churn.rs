@@ -340,3 +340,60 @@ async fn a_limit_price_no_bid_meets_fails_naming_the_cheapest_ask() {
         ledger_ok(node);
     }
 }
+
+/// Issue 13 end to end: two workers that cheat (a zero update; half the
+/// delta), well formed and signed, are audited in their first round (new
+/// nodes always are), fail, leave the job and earn nothing; the job
+/// finishes on the honest node; each verdict's evidence file replays
+/// offline to the same verdict with `fairgrid audit replay`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cheating_workers_fail_their_first_audit_and_earn_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(root.path(), 3, |i| match i {
+        1 => "zero_update",
+        2 => "scaled_delta",
+        _ => "",
+    });
+    wait_mesh(&nodes).await;
+    let api = JobsApi::of(&nodes[0]);
+    let mut request = small_job("cheats", 4, 1.0);
+    request.market.round_timeout_secs = 6;
+    let id = api.submit(&request).await.unwrap().job_id;
+    let events = api.follow(&id, Duration::from_secs(120)).await;
+    let report = api.report(&id).await;
+    assert_eq!(report.state, JobState::Finished, "{events:#?}");
+    for cheat in [&nodes[1].peer_id, &nodes[2].peer_id] {
+        let caught = events.iter().any(|e| {
+            matches!(&e.kind, JobEventKind::UpdateRejected { node, reason, .. }
+                if node == cheat && reason.starts_with("audit failed"))
+        });
+        assert!(caught, "{cheat} was not caught: {events:#?}");
+    }
+    assert_eq!(report.credits.len(), 1, "{:?}", report.credits);
+    assert!(
+        report.rounds.iter().all(|r| r.participants == 1),
+        "{:?}",
+        report.rounds
+    );
+    for node in &mut nodes {
+        ledger_ok(node);
+    }
+    // The evidence kept by the coordinator replays to the same verdicts.
+    let dir = nodes[0].dir.join("jobs").join("audits").join(&id);
+    let mut verdicts = Vec::new();
+    for file in std::fs::read_dir(&dir).unwrap() {
+        let path = file.unwrap().path();
+        let out = fairgrid(&["audit", "replay", path.to_str().unwrap(), "--threads", "1"]);
+        let worker = path.file_name().unwrap().to_str().unwrap().to_string();
+        verdicts.push((worker, out));
+    }
+    for (i, expected) in [(0, "PASSED"), (1, "FAILED"), (2, "FAILED")] {
+        let peer = &nodes[i].peer_id;
+        let replayed = verdicts
+            .iter()
+            .find(|(file, _)| file.starts_with("0-") && file.contains(peer.as_str()));
+        let (_, out) =
+            replayed.unwrap_or_else(|| panic!("no round-0 evidence of {peer}: {verdicts:?}"));
+        assert!(out.contains(expected), "{peer}: {out}");
+    }
+}

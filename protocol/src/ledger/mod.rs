@@ -132,7 +132,7 @@ pub enum EntryBody {
         round: u32,
         worker: NodeId,
         owner: OwnerId,
-        update: Signed<RoundUpdate>,
+        update: Box<Signed<RoundUpdate>>,
         passed: bool,
         /// Relative L2 distance, in parts per billion (u64::MAX: not
         /// computed, the verdict came from an earlier check).

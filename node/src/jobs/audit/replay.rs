@@ -165,9 +165,11 @@ pub fn relative_distance(a: &[f32], b: &[f32]) -> f64 {
         diff += (f64::from(*x) - f64::from(*y)).powi(2);
         norm += f64::from(*y).powi(2);
     }
-    match (diff, norm) {
-        (d, _) if d == 0.0 => 0.0,
-        (_, n) if n == 0.0 => f64::INFINITY,
-        (d, n) => (d / n).sqrt(),
+    if diff == 0.0 {
+        0.0
+    } else if norm == 0.0 {
+        f64::INFINITY
+    } else {
+        (diff / norm).sqrt()
     }
 }

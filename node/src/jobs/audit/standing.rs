@@ -92,7 +92,7 @@ mod tests {
             round: 0,
             worker: worker.node_id(),
             owner: worker.owner_id(),
-            update: update.clone(),
+            update: Box::new(update.clone()),
             passed,
             distance_ppb: 0,
             tolerance_ppb: 1,

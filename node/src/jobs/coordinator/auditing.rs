@@ -87,7 +87,12 @@ async fn audit_one(
     };
     let (delta, residual) = match reveal(ctx, job, round, candidate.node, params.len()).await {
         Ok(revealed) => revealed,
-        Err(why) => return verdict(false, true, None, format!("{UNREVEALED}: {why}")),
+        Err(Unrevealed::Absent(why)) => {
+            return verdict(false, true, None, format!("{UNREVEALED}: {why}"));
+        }
+        Err(Unrevealed::Malformed(why)) => {
+            return verdict(false, false, None, format!("malformed reveal: {why}"));
+        }
     };
     let Some(data) = job.data() else {
         return verdict(
@@ -99,7 +104,7 @@ async fn audit_one(
     };
     let evidence = Evidence {
         spec: job.signed_spec.clone(),
-        update: candidate.signed.clone(),
+        update: candidate.signed.as_ref().clone(),
         params: params.as_ref().clone(),
         delta,
         residual,
@@ -112,8 +117,17 @@ async fn audit_one(
         .evidence_path(&job.id, round, &candidate.node);
     let replayed = tokio::task::spawn_blocking(move || {
         let bytes = evidence.to_bytes();
-        let hash = Hash32::of(&bytes);
-        let kept = crate::datadir::write_atomic(&path, &bytes).map_err(|e| e.to_string());
+        let kept = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .map_err(|e| e.to_string())
+            .and_then(|()| crate::datadir::write_atomic(&path, &bytes).map_err(|e| e.to_string()));
+        // The entry names the evidence only if it was kept.
+        let hash = if kept.is_ok() {
+            Hash32::of(&bytes)
+        } else {
+            Hash32::ZERO
+        };
         (evidence.replay(threads), hash, kept)
     })
     .await;
@@ -142,6 +156,15 @@ async fn audit_one(
     }
 }
 
+/// Why a worker's round was not revealed.
+enum Unrevealed {
+    /// Unreachable, too slow, or it no longer has the round: the update
+    /// leaves the round, the worker stays.
+    Absent(String),
+    /// It answered with something that cannot be its round: a failure.
+    Malformed(String),
+}
+
 /// Asks the worker for its raw delta and residual.
 async fn reveal(
     ctx: &Arc<JobsContext>,
@@ -149,22 +172,24 @@ async fn reveal(
     round: u32,
     node: NodeId,
     params: usize,
-) -> Result<(Vec<f32>, Vec<f32>), String> {
+) -> Result<(Vec<f32>, Vec<f32>), Unrevealed> {
     let request = Request::AuditReveal {
         job_id: job.id,
         round,
     };
     let answer = tokio::time::timeout(REVEAL_TIMEOUT, transport::call(ctx, node, request))
         .await
-        .map_err(|_| format!("no answer in {} s", REVEAL_TIMEOUT.as_secs()))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| Unrevealed::Absent(format!("no answer in {} s", REVEAL_TIMEOUT.as_secs())))?
+        .map_err(|e| Unrevealed::Absent(e.to_string()))?;
     match answer {
-        Response::Revealed { delta, residual } => Ok((
-            f32s(&delta, params, "delta")?,
-            f32s(&residual, params, "residual")?,
-        )),
-        Response::Refused { reason } => Err(reason),
-        other => Err(format!("answered {other:?}")),
+        Response::Revealed { delta, residual } => {
+            let delta = f32s(&delta, params, "delta").map_err(Unrevealed::Malformed)?;
+            let residual = f32s(&residual, params, "residual").map_err(Unrevealed::Malformed)?;
+            Ok((delta, residual))
+        }
+        Response::Refused { reason } => Err(Unrevealed::Absent(reason)),
+        Response::Busy => Err(Unrevealed::Absent("busy".into())),
+        other => Err(Unrevealed::Malformed(format!("answered {other:?}"))),
     }
 }
 

@@ -36,7 +36,7 @@ pub struct AcceptedUpdate {
     /// The residual the worker's next update may start from.
     pub residual_out: Hash32,
     /// The signed update (what an audit records).
-    pub signed: Signed<RoundUpdate>,
+    pub signed: Box<Signed<RoundUpdate>>,
 }
 
 impl AcceptedUpdate {
@@ -55,7 +55,7 @@ impl AcceptedUpdate {
             bytes,
             compute_ms: update.compute_ms,
             residual_out: update.residual_out,
-            signed: signed.clone(),
+            signed: Box::new(signed.clone()),
         }
     }
 }

@@ -19,7 +19,7 @@ use super::{Busy, Coordinator, Output};
 pub struct AuditCandidate {
     pub node: NodeId,
     pub owner: OwnerId,
-    pub signed: Signed<RoundUpdate>,
+    pub signed: Box<Signed<RoundUpdate>>,
     pub update_hash: Hash32,
 }
 

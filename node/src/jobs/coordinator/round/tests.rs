@@ -235,7 +235,7 @@ fn aggregation_weights_by_samples_and_applies_the_outer_step() {
         bytes: 8,
         compute_ms: 0,
         residual_out: Hash32::ZERO,
-        signed: placeholder_signed(),
+        signed: Box::new(placeholder_signed()),
     };
     let b = AcceptedUpdate {
         delta: vec![0.0, 1.0],
@@ -245,7 +245,7 @@ fn aggregation_weights_by_samples_and_applies_the_outer_step() {
         bytes: 8,
         compute_ms: 0,
         residual_out: Hash32::ZERO,
-        signed: placeholder_signed(),
+        signed: Box::new(placeholder_signed()),
     };
     let out = aggregate(&[1.0, 1.0], &[&a, &b], 0.5).unwrap();
     assert_eq!(out.params, vec![1.375, 1.125]);
@@ -268,7 +268,7 @@ fn a_robust_rule_keeps_one_hostile_update_from_moving_the_model() {
         bytes: 8,
         compute_ms: 0,
         residual_out: Hash32::ZERO,
-        signed: placeholder_signed(),
+        signed: Box::new(placeholder_signed()),
     };
     let honest: Vec<AcceptedUpdate> = (0..4)
         .map(|i| update(vec![0.1 + 0.01 * i as f32]))
