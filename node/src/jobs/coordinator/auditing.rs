@@ -38,12 +38,21 @@ pub async fn audit_round(
         floor_ppm: ctx.config.jobs.audit_floor_ppm,
     };
     let mut verdicts = Vec::new();
+    // What the round's workers say they computed, and what auditing cost.
+    let mut worker_ms = 0u64;
+    let mut audit_ms = 0u64;
+    let total = candidates.len();
     for candidate in candidates {
+        if let Ok((_, update)) = candidate.signed.verify_and_decode() {
+            worker_ms += update.compute_ms;
+        }
         let streak = ctx.jobs.standing.streak(&candidate.node);
         if !is_drawn(&seed, &candidate.node, rate.rate_ppm(streak)) {
             continue;
         }
+        let started = std::time::Instant::now();
         let verdict = audit_one(ctx, job, round, &params, &candidate).await;
+        audit_ms += started.elapsed().as_millis() as u64;
         ctx.jobs.standing.record(
             candidate.node,
             candidate.owner,
@@ -57,6 +66,7 @@ pub async fn audit_round(
         }
         verdicts.push(verdict);
     }
+    info!(target: TARGET, job = %job.id, round, drawn = verdicts.len(), updates = total, audit_ms, worker_ms, "round audited");
     let _ = job.handle(Input::Audited { round, verdicts });
 }
 
