@@ -32,10 +32,10 @@ for b in fairgrid-testnet audits; do
     fi
 done
 
-CNN_CASES=40
-MLP_CASES=60
+CNN_CASES=30
+MLP_CASES=40
 DEVICE=(--device cuda)
-ROUNDS=12
+ROUNDS=10
 DATA_ARG=$DATA
 if [ "$MODE" = "--smoke" ]; then
     CNN_CASES=2
@@ -61,7 +61,7 @@ stage "a job on the GPU, audited on the coordinator's CPU ($ROUNDS rounds)"
 rm -rf /tmp/gpu-audits-testnet
 "$BIN/fairgrid-testnet" demo "${DEVICE[@]}" --data "$DATA_ARG" --nodes 4 --owners 3 --model cnn \
     --batch 32 --local-steps 20 --rounds "$ROUNDS" --lr 0.05 --bid-window-secs 10 \
-    --round-timeout-secs 90 --keep /tmp/gpu-audits-testnet --timeout-secs 300 \
+    --round-timeout-secs 90 --keep /tmp/gpu-audits-testnet --timeout-secs 240 \
     >"$LOGS/job.log" 2>&1 || fail "the GPU job"
 grep -E '^(result|error)' "$LOGS/job.log" | sed 's/^/  /'
 sed 's/\x1b\[[0-9;]*m//g' /tmp/gpu-audits-testnet/node*/node.log 2>/dev/null |

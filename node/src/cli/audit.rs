@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use fairgrid_protocol::Hash32;
 
-use crate::jobs::audit::{Evidence, TOLERANCE_PPB};
+use crate::jobs::audit::Evidence;
 
 #[derive(Debug, Args)]
 pub struct AuditArgs {
@@ -36,6 +36,10 @@ pub struct ReplayArgs {
     /// Training threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Replay on this node's GPU (as a coordinator with a GPU does for a
+    /// GPU job) instead of the CPU.
+    #[arg(long)]
+    pub gpu: bool,
 }
 
 pub fn run(args: AuditArgs) -> anyhow::Result<()> {
@@ -60,20 +64,23 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let evidence = Evidence::from_bytes(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.evidence.display()))?;
     let threads = crate::jobs::model::threads(args.threads as u32);
+    let device = crate::jobs::device::evaluator_device(args.gpu, threads);
+    if args.gpu && matches!(device, crate::jobs::device::Device::Cpu { .. }) {
+        bail!("--gpu: no usable GPU here");
+    }
     let (worker, verdict) = evidence
-        .replay(threads)
+        .replay(device)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.evidence.display()))?;
     let (_, update) = evidence
         .update
         .verify_and_decode()
         .context("the update was checked a moment ago")?;
     println!(
-        "audit of {worker}, job {}, round {}: {} ({}; tolerance {:.0e}; evidence {})",
+        "audit of {worker}, job {}, round {}: {} ({}; evidence {})",
         update.job_id,
         update.round,
         if verdict.passed { "PASSED" } else { "FAILED" },
         verdict.detail,
-        TOLERANCE_PPB as f64 / 1e9,
         hash.to_hex()
     );
     Ok(())

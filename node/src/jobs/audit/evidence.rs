@@ -12,6 +12,7 @@ use fairgrid_protocol::{Hash32, NodeId, Signed};
 use serde::{Deserialize, Serialize};
 
 use super::replay::{AuditCase, Verdict, replay};
+use crate::jobs::device::Device;
 use crate::jobs::model;
 
 /// Largest evidence file read back (a model at the wire's limit, its
@@ -45,7 +46,7 @@ impl Evidence {
 
     /// Checks every part against the signed messages, then replays the
     /// round: the verdict the auditor reached, reached again.
-    pub fn replay(&self, threads: usize) -> Result<(NodeId, Verdict), String> {
+    pub fn replay(&self, device: Device) -> Result<(NodeId, Verdict), String> {
         let (_, spec) = self
             .spec
             .verify_and_decode()
@@ -96,6 +97,6 @@ impl Evidence {
             delta: &self.delta,
             residual: &self.residual,
         };
-        Ok((update.worker, replay(&case, threads, &Arc::default())))
+        Ok((update.worker, replay(&case, device, &Arc::default())))
     }
 }

@@ -18,7 +18,10 @@ pub mod select;
 pub mod standing;
 
 pub use evidence::Evidence;
-pub use replay::{AuditCase, TOLERANCE_PPB, Verdict, relative_distance, replay};
+pub use replay::{
+    AuditCase, COARSE_TOLERANCE_PPB, TOLERANCE_PPB, Verdict, relative_distance, replay,
+    tolerance_ppb,
+};
 pub use select::{AuditRate, draw_seed, is_drawn};
 pub use standing::Standing;
 

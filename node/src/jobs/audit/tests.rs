@@ -109,7 +109,7 @@ fn audit_update(job: &Job, update: &RoundUpdate, trained: &Trained, params: &[f3
         delta: &trained.reveal.delta,
         residual: &trained.reveal.residual,
     };
-    replay(&case, 1, &Arc::default())
+    replay(&case, Device::Cpu { threads: 1 }, &Arc::default())
 }
 
 #[test]
@@ -226,4 +226,17 @@ fn honest_rounds_on_any_thread_count_never_fail() {
     }
     assert_eq!(audited, 510);
     eprintln!("honest rounds: largest distance {worst} ppb (tolerance {TOLERANCE_PPB})");
+}
+
+/// A GPU job replayed on a CPU is judged coarsely (the devices' roundings
+/// diverge over a round); on a GPU, or a CPU job on a CPU, strictly.
+#[test]
+fn the_tolerance_follows_the_job_and_the_auditor_device() {
+    use super::replay::{COARSE_TOLERANCE_PPB, tolerance_ppb};
+    let mut spec = job(Compression::Fp32).spec;
+    let (cpu, gpu) = (Device::Cpu { threads: 4 }, Device::Cuda { ordinal: 0 });
+    assert_eq!(tolerance_ppb(&spec, cpu), TOLERANCE_PPB);
+    spec.demand_per_shard.gpu_milli = 250;
+    assert_eq!(tolerance_ppb(&spec, cpu), COARSE_TOLERANCE_PPB);
+    assert_eq!(tolerance_ppb(&spec, gpu), TOLERANCE_PPB);
 }

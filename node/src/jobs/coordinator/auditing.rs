@@ -16,6 +16,7 @@ use super::machine::{AuditCandidate, AuditVerdict, Input};
 use crate::jobs::audit::standing::UNREVEALED;
 use crate::jobs::audit::{AuditRate, Evidence, TOLERANCE_PPB, draw_seed, is_drawn};
 use crate::jobs::data::JobData;
+use crate::jobs::device::{evaluator_device, wants_gpu};
 use crate::jobs::{JobsContext, model, transport};
 use crate::net::{Request, Response};
 
@@ -120,7 +121,11 @@ async fn audit_one(
         residual,
         shards: shard_bytes(&data, &update),
     };
+    // A GPU job is replayed on this node's GPU if it offers one (a GPU
+    // repeats a round bit for bit); otherwise on the CPU, judged coarsely.
     let threads = model::threads(ctx.config.jobs.threads);
+    let offers_gpus = ctx.host.offer(crate::ledger::now_ms()).0.gpu_milli > 0;
+    let device = evaluator_device(offers_gpus && wants_gpu(&job.spec), threads);
     let path = ctx
         .jobs
         .store
@@ -138,7 +143,7 @@ async fn audit_one(
         } else {
             Hash32::ZERO
         };
-        (evidence.replay(threads), hash, kept)
+        (evidence.replay(device), hash, kept)
     })
     .await;
     let (outcome, hash, kept) = match replayed {
@@ -158,6 +163,7 @@ async fn audit_one(
     match outcome {
         Ok((_, v)) => AuditVerdict {
             evidence: hash,
+            tolerance_ppb: v.tolerance_ppb,
             ..verdict(v.passed, false, v.distance_ppb, v.detail)
         },
         // The evidence does not hold together: the coordinator's own
