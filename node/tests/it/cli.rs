@@ -188,3 +188,35 @@ async fn ui_prints_a_link_that_logs_in_once() {
     assert!(v["url"].as_str().unwrap().contains("/#code="), "{json}");
     assert!(node.stop());
 }
+
+/// `fairgrid audit replay` on files that are no evidence: a clear error
+/// naming the file, never a verdict or a panic.
+#[test]
+fn audit_replay_refuses_what_is_not_evidence() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.evidence");
+    std::fs::write(
+        &garbage,
+        b"\x05\xff\xff\xff\xff\xff\xff\xff\xff not evidence",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(bin()).args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let path = garbage.to_str().unwrap();
+    let err = run(&["audit", "replay", path]);
+    assert!(
+        err.contains("not an audit evidence file") && err.contains("garbage.evidence"),
+        "{err}"
+    );
+    let err = run(&["audit", "replay", path, "--expect-hash", "00"]);
+    assert!(err.contains("not the evidence the ledger records"), "{err}");
+    let missing = dir.path().join("missing.evidence");
+    let err = run(&["audit", "replay", missing.to_str().unwrap()]);
+    assert!(
+        err.contains("reading") && err.contains("missing.evidence"),
+        "{err}"
+    );
+}

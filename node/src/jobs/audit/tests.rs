@@ -240,3 +240,84 @@ fn the_tolerance_follows_the_job_and_the_auditor_device() {
     assert_eq!(tolerance_ppb(&spec, cpu), COARSE_TOLERANCE_PPB);
     assert_eq!(tolerance_ppb(&spec, gpu), TOLERANCE_PPB);
 }
+
+/// Evidence as the coordinator keeps it, from a worker's round.
+fn evidence(job: &Job, trained: &Trained, params: &[f32]) -> super::Evidence {
+    let coordinator = Keypair::from_seed(b"c");
+    let mut spec = job.spec.clone();
+    spec.dataset.shards = job
+        .shards
+        .iter()
+        .map(|s| fairgrid_protocol::messages::ShardInfo {
+            hash: Hash32(s.hash()),
+            samples: 50,
+        })
+        .collect();
+    let signed_spec = fairgrid_protocol::Signed::sign(&coordinator, &spec);
+    // The update must name the signed spec's id as its job.
+    let (_, mut update) = trained.update.verify_and_decode().unwrap();
+    update.job_id = signed_spec.id();
+    let worker = Keypair::from_seed(b"worker");
+    super::Evidence {
+        spec: signed_spec,
+        update: fairgrid_protocol::Signed::sign(&worker, &update),
+        params: params.to_vec(),
+        delta: trained.reveal.delta.clone(),
+        residual: trained.reveal.residual.clone(),
+        shards: update
+            .shards
+            .iter()
+            .map(|&s| job.shards[s as usize].to_bytes())
+            .collect(),
+    }
+}
+
+/// An evidence file replays to the auditor's verdict; one whose parts do
+/// not hold together (other parameters, another shard, a forged update,
+/// bytes that are no evidence at all) is an error that says which part,
+/// never a verdict.
+#[test]
+fn evidence_replays_offline_and_tampered_evidence_is_refused() {
+    let job = job(Compression::Int8 { block: 64 });
+    // The job id is part of the shard seeds: train under the signed spec's id.
+    let probe = evidence(&job, &work(&job, &[0, 1], 0, 1, TestFault::None).0, &[]);
+    let job = Job {
+        id: probe.spec.id(),
+        ..job
+    };
+    let cpu = Device::Cpu { threads: 1 };
+    for (fault, passes) in [(TestFault::None, true), (TestFault::ScaledDelta, false)] {
+        let (trained, params) = work(&job, &[0, 1], 1, 1, fault);
+        let kept = evidence(&job, &trained, &params);
+        let read = super::Evidence::from_bytes(&kept.to_bytes()).unwrap();
+        let (_, verdict) = read.replay(cpu).unwrap();
+        assert_eq!(verdict.passed, passes, "{fault:?}: {verdict:?}");
+    }
+    let (trained, params) = work(&job, &[0, 1], 1, 1, TestFault::None);
+    let good = evidence(&job, &trained, &params);
+    let refused = |e: super::Evidence, expected: &str| {
+        let err = e.replay(cpu).unwrap_err();
+        assert!(err.contains(expected), "{err}");
+    };
+    let mut other_params = good.clone();
+    other_params.params[0] += 1.0;
+    refused(other_params, "not the ones the update started from");
+    let mut other_shard = good.clone();
+    other_shard.shards[1] = job.shards[5].to_bytes();
+    refused(other_shard, "shard 1 is not the job's");
+    let mut forged = good.clone();
+    forged.update.payload[10] ^= 1;
+    refused(forged, "the update");
+    let mut fewer = good.clone();
+    fewer.shards.pop();
+    refused(fewer, "1 shards for an update over 2");
+    let bytes = good.to_bytes();
+    for bad in [
+        &b"not evidence"[..],
+        &bytes[..bytes.len() - 1],
+        &[bytes.as_slice(), &[0]].concat(),
+    ] {
+        let err = super::Evidence::from_bytes(bad).unwrap_err();
+        assert!(err.starts_with("not an audit evidence file"), "{err}");
+    }
+}
