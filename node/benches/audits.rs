@@ -9,24 +9,19 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use fairgrid_kernels::Shard;
 use fairgrid_kernels::data::builtin;
 use fairgrid_node::jobs::audit::{
-    AuditCase, AuditRate, COARSE_TOLERANCE_PPB, TOLERANCE_PPB, draw_seed, is_drawn, replay,
+    AuditRate, COARSE_TOLERANCE_PPB, TOLERANCE_PPB, draw_seed, is_drawn,
 };
 use fairgrid_node::jobs::device::Device;
-use fairgrid_node::jobs::model;
+use fairgrid_node::jobs::testing::rounds::LoadedJob;
 use fairgrid_node::jobs::testing::spec_with;
 use fairgrid_node::jobs::worker::faults::{CHEATS, TestFault};
-use fairgrid_node::jobs::worker::train::{Engine, RoundInput, Trained, train_round};
-use fairgrid_protocol::messages::{Compression, JobSpec, ModelArch};
+use fairgrid_node::jobs::worker::train::Trained;
+use fairgrid_protocol::messages::{Compression, ModelArch};
 use fairgrid_protocol::{Hash32, Keypair};
 
-struct Job {
-    spec: JobSpec,
-    shards: Vec<Arc<Shard>>,
-    id: Hash32,
-}
+type Job = LoadedJob;
 
 fn job(arch: &str) -> Job {
     let mut spec = spec_with(
@@ -58,8 +53,6 @@ fn job(arch: &str) -> Job {
     }
 }
 
-/// Rounds 0..=last of one worker on `device`; the last round's output,
-/// its parameters, and its training time.
 fn work(
     job: &Job,
     shards: &[u32],
@@ -67,64 +60,14 @@ fn work(
     device: Device,
     fault: TestFault,
 ) -> (Trained, Vec<f32>, f64) {
-    let key = Keypair::from_seed(b"worker");
-    let mut engine: Option<Engine> = None;
-    let mut params = model::initial_params(&job.spec.model, &job.spec.hyper).unwrap();
-    let threads = match device {
-        Device::Cpu { threads } => threads,
-        Device::Cuda { .. } => 1,
-    };
-    for round in 0..=last {
-        let input = RoundInput {
-            spec: job.spec.clone(),
-            job_id: job.id,
-            round,
-            worker: key.node_id(),
-            key: key.clone(),
-            params: params.clone(),
-            base_params: model::params_hash(&params),
-            shards: shards.to_vec(),
-            loaded: shards
-                .iter()
-                .map(|&s| Arc::clone(&job.shards[s as usize]))
-                .collect(),
-            threads,
-            devices: vec![device],
-            reset_residual: false,
-            fault,
-            cancel: Arc::default(),
-        };
-        let started = Instant::now();
-        let trained = train_round(&mut engine, input).unwrap();
-        let secs = started.elapsed().as_secs_f64();
-        if round == last {
-            return (trained, params, secs);
-        }
-        let delta = fairgrid_kernels::decode_update(&trained.bytes, params.len()).unwrap();
-        params.iter_mut().zip(&delta).for_each(|(p, d)| *p += d);
-    }
-    unreachable!()
+    job.work(shards, last, device, fault)
 }
 
-/// The audit's distance (ppb) and its time.
+/// The audit's verdict, distance (ppb) and time.
 fn audit(job: &Job, trained: &Trained, params: &[f32], device: Device) -> (bool, u64, f64) {
     let (_, update) = trained.update.verify_and_decode().unwrap();
-    let loaded: Vec<Arc<Shard>> = update
-        .shards
-        .iter()
-        .map(|&s| Arc::clone(&job.shards[s as usize]))
-        .collect();
-    let case = AuditCase {
-        spec: &job.spec,
-        job_id: job.id,
-        params,
-        update: &update,
-        loaded: &loaded,
-        delta: &trained.reveal.delta,
-        residual: &trained.reveal.residual,
-    };
     let started = Instant::now();
-    let verdict = replay(&case, device, &Arc::default());
+    let verdict = job.audit(&update, trained, params, device);
     let secs = started.elapsed().as_secs_f64();
     (
         verdict.passed,

@@ -4,25 +4,20 @@
 
 use std::sync::Arc;
 
-use fairgrid_kernels::Shard;
 use fairgrid_kernels::data::builtin;
-use fairgrid_protocol::messages::{Compression, JobSpec, ModelArch, RoundUpdate};
+use fairgrid_protocol::messages::{Compression, ModelArch, RoundUpdate};
 use fairgrid_protocol::{Hash32, Keypair};
 
-use super::replay::{AuditCase, TOLERANCE_PPB, Verdict, replay};
+use super::replay::{TOLERANCE_PPB, Verdict};
 use crate::jobs::device::Device;
-use crate::jobs::model;
+use crate::jobs::testing::rounds::LoadedJob;
 use crate::jobs::testing::spec_with;
 use crate::jobs::worker::faults::{CHEATS, TestFault};
-use crate::jobs::worker::train::{Engine, RoundInput, Trained, train_round};
+use crate::jobs::worker::train::Trained;
 
 /// A small MLP job with int8 updates (error feedback: the residual is part
 /// of what is audited), four local steps, and eight shards of 50 samples.
-struct Job {
-    spec: JobSpec,
-    shards: Vec<Arc<Shard>>,
-    id: Hash32,
-}
+type Job = LoadedJob;
 
 fn job(compression: Compression) -> Job {
     let mut spec = spec_with(&Keypair::from_seed(b"c"), 8, compression);
@@ -45,10 +40,7 @@ fn job(compression: Compression) -> Job {
     }
 }
 
-/// One worker's rounds 0..=`last` on `shards` (its engine, and so its
-/// residual, carried between them); the parameters move by the worker's
-/// own decoded delta each round. Returns the last round's output and the
-/// parameters it started from.
+/// One worker's rounds 0..=`last` on `shards` with `threads` threads.
 fn work(
     job: &Job,
     shards: &[u32],
@@ -56,37 +48,8 @@ fn work(
     threads: usize,
     fault: TestFault,
 ) -> (Trained, Vec<f32>) {
-    let key = Keypair::from_seed(b"worker");
-    let mut engine: Option<Engine> = None;
-    let mut params = model::initial_params(&job.spec.model, &job.spec.hyper).unwrap();
-    for round in 0..=last {
-        let input = RoundInput {
-            spec: job.spec.clone(),
-            job_id: job.id,
-            round,
-            worker: key.node_id(),
-            key: key.clone(),
-            params: params.clone(),
-            base_params: model::params_hash(&params),
-            shards: shards.to_vec(),
-            loaded: shards
-                .iter()
-                .map(|&s| Arc::clone(&job.shards[s as usize]))
-                .collect(),
-            threads,
-            devices: vec![Device::Cpu { threads }],
-            reset_residual: false,
-            fault,
-            cancel: Arc::default(),
-        };
-        let trained = train_round(&mut engine, input).unwrap();
-        if round == last {
-            return (trained, params);
-        }
-        let delta = fairgrid_kernels::decode_update(&trained.bytes, params.len()).unwrap();
-        params.iter_mut().zip(&delta).for_each(|(p, d)| *p += d);
-    }
-    unreachable!("the loop returns in its last round")
+    let (trained, params, _) = job.work(shards, last, Device::Cpu { threads }, fault);
+    (trained, params)
 }
 
 fn audit(job: &Job, trained: &Trained, params: &[f32]) -> Verdict {
@@ -95,21 +58,7 @@ fn audit(job: &Job, trained: &Trained, params: &[f32]) -> Verdict {
 }
 
 fn audit_update(job: &Job, update: &RoundUpdate, trained: &Trained, params: &[f32]) -> Verdict {
-    let loaded: Vec<Arc<Shard>> = update
-        .shards
-        .iter()
-        .map(|&s| Arc::clone(&job.shards[s as usize]))
-        .collect();
-    let case = AuditCase {
-        spec: &job.spec,
-        job_id: job.id,
-        params,
-        update,
-        loaded: &loaded,
-        delta: &trained.reveal.delta,
-        residual: &trained.reveal.residual,
-    };
-    replay(&case, Device::Cpu { threads: 1 }, &Arc::default())
+    job.audit(update, trained, params, Device::Cpu { threads: 1 })
 }
 
 #[test]

@@ -209,7 +209,7 @@ async fn reveal(
     }
 }
 
-/// Little-endian f32s: `expected` of them, or none.
+/// Little-endian finite f32s: `expected` of them, or none.
 fn f32s(bytes: &[u8], expected: usize, what: &str) -> Result<Vec<f32>, String> {
     if bytes.is_empty() {
         return Ok(Vec::new());
@@ -220,10 +220,8 @@ fn f32s(bytes: &[u8], expected: usize, what: &str) -> Result<Vec<f32>, String> {
             bytes.len()
         ));
     }
-    Ok(bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-        .collect())
+    model::params_from_bytes(bytes)
+        .ok_or_else(|| format!("a {what} with a value that is not finite"))
 }
 
 fn shard_bytes(data: &JobData, update: &RoundUpdate) -> Vec<Vec<u8>> {

@@ -9,6 +9,7 @@
 pub mod cluster;
 pub mod host;
 pub mod net;
+pub mod rounds;
 pub mod samples;
 
 pub use samples::{sample_spec, spec_with};

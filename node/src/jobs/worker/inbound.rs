@@ -363,15 +363,11 @@ pub fn on_audit_reveal(
     }
     match job.reveal(round) {
         Some(reveal) => Response::Revealed {
-            delta: f32_bytes(&reveal.delta),
-            residual: f32_bytes(&reveal.residual),
+            delta: model::params_to_bytes(&reveal.delta),
+            residual: model::params_to_bytes(&reveal.residual),
         },
         None => Response::refused(format!("round {round} is no longer kept")),
     }
-}
-
-fn f32_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 /// Tells the coordinator, signed, that this round will bring no update.
