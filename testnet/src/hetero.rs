@@ -156,6 +156,11 @@ async fn one_run(
         .push(("FAIRGRID_WORKER_ASK".into(), ASK.to_string()));
     spec.node_env
         .push((0, "FAIRGRID_WORKER_ENABLED".into(), "false".into()));
+    // What is measured is how shards follow the workers' speeds; the
+    // coordinator's audits (replays on its CPU, a machine the workers
+    // share here) are load this comparison should not carry.
+    spec.node_env
+        .push((0, "FAIRGRID_JOBS_AUDITS".into(), "false".into()));
     let request = request(args, spec.owners.small_cpu_milli)?;
     let cluster = Cluster::start(launcher.clone(), &spec).await?;
     let slow = cluster.nodes.last().context("no nodes")?.pid;
