@@ -118,6 +118,12 @@ impl NetworkWindow {
         self.book().contains(job)
     }
 
+    /// The nodes that won shards in the latest allocation of `job` heard
+    /// of, if any was.
+    pub fn winners_of(&self, job: &Hash32) -> Option<Vec<NodeId>> {
+        self.book().get(job).map(|entry| entry.winners.clone())
+    }
+
     /// Checks the window an allocation was cleared under, as a winner must
     /// before taking part: its beta is this node's network cap or
     /// stricter, and its window counts at least the usage this node knows

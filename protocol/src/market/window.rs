@@ -218,6 +218,11 @@ impl WindowBook {
         self.jobs.contains_key(job)
     }
 
+    /// The latest allocation of `job` the book holds.
+    pub fn get(&self, job: &Hash32) -> Option<&WindowEntry> {
+        self.jobs.get(job)
+    }
+
     /// Each job's latest allocation the book holds, by job id.
     pub fn entries(&self) -> impl Iterator<Item = &WindowEntry> {
         self.jobs.values()

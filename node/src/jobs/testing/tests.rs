@@ -525,12 +525,37 @@ fn assert_nothing_held(cluster: &Cluster) {
     for node in &cluster.nodes {
         let working = &node.ctx().jobs.working;
         while !working.held().is_zero() {
-            assert!(
-                Instant::now() < until,
-                "node {} still holds {:?} with every job ended",
-                node.node_id(),
-                working.held()
-            );
+            if Instant::now() >= until {
+                let jobs: Vec<String> = working
+                    .active_jobs()
+                    .iter()
+                    .map(|w| {
+                        let (allocations, awaits) = {
+                            let machine = w.machine();
+                            (machine.record().allocations.len(), machine.awaits_allocation())
+                        };
+                        let coordinated = cluster
+                            .nodes
+                            .iter()
+                            .find_map(|n| n.ctx().jobs.coordinated(&w.id));
+                        format!(
+                            "job {} hold {:?} passed_over {} allocations {} window {} participant {:?} awaits {}",
+                            w.id,
+                            w.hold(),
+                            w.passed_over(),
+                            allocations,
+                            node.ctx().jobs.window.has_allocation(&w.id),
+                            coordinated.map(|c| c.state().participants().contains(&node.node_id())),
+                            awaits,
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "node {} still holds {:?} with every job ended: {jobs:#?}",
+                    node.node_id(),
+                    working.held()
+                );
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }

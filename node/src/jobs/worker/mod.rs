@@ -428,6 +428,14 @@ pub async fn bid(ctx: &Arc<JobsContext>, signed: Signed<JobSpec>, spec: JobSpec)
         }
     };
     info!(target: TARGET, job = %id, hold = ?terms.hold, "capacity reserved for the bid");
+    // An allocation made without this node may have been heard of before
+    // the job was added here, when there was nothing to stand by: the
+    // notice found no job and no later one comes. Without this the hold
+    // stayed until the job's deadline (the node is no participant, so the
+    // job's end never reaches it).
+    if let Some(winners) = ctx.jobs.window.winners_of(&id) {
+        allocated_without_us(ctx, &id, &winners);
+    }
     let input = Input::Bid {
         ask: terms.ask,
         capacity: terms.capacity,
