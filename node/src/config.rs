@@ -84,12 +84,34 @@ pub struct NetworkConfig {
     pub idle_timeout_secs: u64,
     /// Gossipsub heartbeat.
     pub gossip_heartbeat_ms: u64,
+    /// Relays (multiaddrs with `/p2p/PEERID`) this node reserves a slot on
+    /// and announces: how a node behind a NAT or a firewall that only
+    /// dials out can be reached.
+    pub relays: Vec<String>,
+    /// Addresses others reach this node at, when it knows them (a public
+    /// IP, a forwarded port); announced as confirmed. A relay with none
+    /// announces its listen addresses.
+    pub external_addrs: Vec<String>,
+    /// Serve as a relay for other nodes (run it on a publicly reachable
+    /// machine).
+    pub relay_server: bool,
+    /// A relay in consortium mode serves only admitted peers, with these
+    /// limits per relayed connection (enough for training traffic); in
+    /// open mode it keeps libp2p's defaults (2 minutes, 128 KiB).
+    pub relay_consortium_circuit_secs: u64,
+    pub relay_consortium_circuit_mib: u64,
+    /// Learn whether this node is reachable from outside (AutoNAT v2: peers
+    /// dial its candidate addresses back), and answer such probes.
+    pub autonat: bool,
 }
 
 impl Default for NetworkConfig {
     fn default() -> Self {
         NetworkConfig {
-            listen: vec!["/ip4/0.0.0.0/tcp/4001".into()],
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/4001".into(),
+                "/ip4/0.0.0.0/udp/4001/quic-v1".into(),
+            ],
             bootstrap: Vec::new(),
             mdns: true,
             target_peers: 25,
@@ -105,6 +127,12 @@ impl Default for NetworkConfig {
             gossip_burst: 200,
             idle_timeout_secs: 300,
             gossip_heartbeat_ms: 700,
+            relays: Vec::new(),
+            external_addrs: Vec::new(),
+            relay_server: false,
+            relay_consortium_circuit_secs: 3600,
+            relay_consortium_circuit_mib: 1024,
+            autonat: true,
         }
     }
 }
@@ -565,7 +593,7 @@ pub fn documented_template(listen: &[String], api_listen: &str) -> String {
 # flags override both. See docs/operations.md.
 
 [network]
-# Multiaddrs to listen on (TCP; with the `quic` build feature also /udp/N/quic-v1).
+# Multiaddrs to listen on: TCP (/tcp/N) and QUIC (/udp/N/quic-v1).
 listen = [{listen}]
 # Peers to bootstrap from, e.g. "/ip4/192.0.2.7/tcp/4001/p2p/12D3KooW...".
 bootstrap = []
@@ -593,6 +621,23 @@ gossip_burst = {gossip_burst}
 idle_timeout_secs = {idle}
 # Gossipsub heartbeat interval.
 gossip_heartbeat_ms = {heartbeat}
+# Relays to reserve a slot on and announce, for a node behind a NAT or a
+# firewall, e.g. "/ip4/198.51.100.7/tcp/4001/p2p/12D3KooW..." (see
+# docs/operations.md, "Behind a NAT or a firewall").
+relays = []
+# Addresses others reach this node at, if known (public IP, forwarded port),
+# e.g. "/ip4/198.51.100.7/tcp/4001"; announced as confirmed.
+external_addrs = []
+# Serve as a relay (on a publicly reachable machine; without external_addrs
+# it announces its listen addresses). In consortium mode it
+# serves only admitted peers, with these limits per relayed connection; in
+# open mode libp2p's defaults (2 minutes, 128 KiB) hold.
+relay_server = {relay_server}
+relay_consortium_circuit_secs = {relay_secs}
+relay_consortium_circuit_mib = {relay_mib}
+# Learn whether this node is reachable from outside (AutoNAT v2), and
+# answer other nodes' probes.
+autonat = {autonat}
 
 [api]
 # HTTP API address. Requests need "Authorization: Bearer <api.token>".
@@ -721,6 +766,10 @@ filter = "info"
         gossip_burst = d.network.gossip_burst,
         idle = d.network.idle_timeout_secs,
         heartbeat = d.network.gossip_heartbeat_ms,
+        relay_server = d.network.relay_server,
+        relay_secs = d.network.relay_consortium_circuit_secs,
+        relay_mib = d.network.relay_consortium_circuit_mib,
+        autonat = d.network.autonat,
         stall = d.storage.stall_secs,
         ledger_cache = d.storage.ledger_cache_mib,
         jobs_cache = d.storage.jobs_cache_mib,

@@ -32,6 +32,14 @@ pub struct Status {
     /// is outside `offer.idle_hours`); absent while it offers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_offering: Option<String>,
+    /// Whether peers outside can dial this node, as AutoNAT v2 found:
+    /// "public", "private" (reach it through a relay) or "unknown".
+    #[serde(default)]
+    pub reachability: String,
+    /// The relay slots this node holds: addresses that reach it through a
+    /// relay (`.../p2p-circuit/p2p/NODE`).
+    #[serde(default)]
+    pub relayed_addrs: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -35,6 +35,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<Status>, ApiEr
         )
     };
     let peers = shared.net.peers().await?.len();
+    let reach = shared.net.reach().await?;
     let store = shared.ledger.store();
     let head = store.head()?;
     let offered = shared
@@ -76,6 +77,15 @@ async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<Status>, ApiEr
             foreign_entries: store.foreign_count().unwrap_or(0) as u64,
         },
         not_offering,
+        reachability: serde_json::to_value(reach.reachability)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        relayed_addrs: reach
+            .relayed_addrs
+            .iter()
+            .map(|a| format!("{a}/p2p/{}", shared.node_id))
+            .collect(),
     }))
 }
 
@@ -155,7 +165,8 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Result<impl IntoResponse,
         .len() as f64;
     let entries = shared.ledger.store().len()? as f64;
     let uptime = shared.started.elapsed().as_secs_f64();
-    let text = shared.metrics.render(&[
+    let reach = shared.net.reach().await?;
+    let mut text = shared.metrics.render(&[
         ("fairgrid_peers", "Connected peers.", peers),
         (
             "fairgrid_live_adverts",
@@ -173,5 +184,6 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Result<impl IntoResponse,
             uptime,
         ),
     ]);
+    text.push_str(&reach.render());
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }

@@ -67,6 +67,12 @@ pub fn status(args: QueryArgs) -> anyhow::Result<()> {
     for addr in &status.listen_addrs {
         println!("listen    {addr}");
     }
+    for addr in &status.relayed_addrs {
+        println!("relayed   {addr}");
+    }
+    if !status.reachability.is_empty() {
+        println!("reachable {} (AutoNAT)", status.reachability);
+    }
     println!("peers     {}", status.peers);
     println!("adverts   {} live", status.live_adverts);
     if let Some(own) = &status.own_advert {

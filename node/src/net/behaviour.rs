@@ -1,6 +1,7 @@
 //! The composite `NetworkBehaviour`: connection limits, block list,
-//! identify, ping, Kademlia, mDNS, gossipsub with peer scoring, and the
-//! request-response protocol. Only plumbing: no application logic.
+//! identify, ping, Kademlia, mDNS, gossipsub with peer scoring, the
+//! request-response protocol, and reachability (relay client and server,
+//! DCUtR hole punching, AutoNAT v2). Only plumbing: no application logic.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -9,12 +10,13 @@ use std::time::Duration;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    StreamProtocol, allow_block_list, connection_limits, gossipsub, identify, identity, kad, mdns,
-    ping, request_response,
+    StreamProtocol, allow_block_list, autonat, connection_limits, dcutr, gossipsub, identify,
+    identity, kad, mdns, ping, relay, request_response,
 };
 
 use super::NetConfig;
 use super::codec::{FairgridCodec, PROTOCOL};
+use super::reach::{Admitted, relay_config};
 use super::topics::Topic;
 
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/fairgrid/kad/1.0.0");
@@ -31,10 +33,20 @@ pub struct FairgridBehaviour {
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     pub gossipsub: gossipsub::Behaviour,
     pub reqres: request_response::Behaviour<FairgridCodec>,
+    pub relay_client: relay::client::Behaviour,
+    pub relay: Toggle<relay::Behaviour>,
+    pub dcutr: dcutr::Behaviour,
+    pub autonat_client: Toggle<autonat::v2::client::Behaviour>,
+    pub autonat_server: Toggle<autonat::v2::server::Behaviour>,
 }
 
 impl FairgridBehaviour {
-    pub fn new(key: &identity::Keypair, config: &NetConfig) -> Result<Self, String> {
+    pub fn new(
+        key: &identity::Keypair,
+        relay_client: relay::client::Behaviour,
+        config: &NetConfig,
+        admitted: &Admitted,
+    ) -> Result<Self, String> {
         let peer_id = key.public().to_peer_id();
         let limits = connection_limits::ConnectionLimits::default()
             .with_max_established(Some(config.max_connections))
@@ -92,6 +104,26 @@ impl FairgridBehaviour {
             mdns: Toggle::from(mdns),
             gossipsub,
             reqres,
+            relay_client,
+            relay: Toggle::from(config.relay_server.then(|| {
+                let mut relay = relay::Behaviour::new(
+                    peer_id,
+                    relay_config(config.relay_consortium_limits, admitted),
+                );
+                // The operator says this machine is reachable: serve at
+                // once, not only once AutoNAT has confirmed an address
+                // (libp2p's default), which a relay in a private testbed or
+                // without AutoNAT servers around would never get.
+                relay.set_status(Some(relay::Status::Enable));
+                relay
+            })),
+            dcutr: dcutr::Behaviour::new(peer_id),
+            autonat_client: Toggle::from(
+                config.autonat.then(autonat::v2::client::Behaviour::default),
+            ),
+            autonat_server: Toggle::from(
+                config.autonat.then(autonat::v2::server::Behaviour::default),
+            ),
         })
     }
 }

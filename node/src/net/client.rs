@@ -71,6 +71,9 @@ pub(crate) enum Command {
     ListenAddrs {
         reply: oneshot::Sender<Vec<Multiaddr>>,
     },
+    Reach {
+        reply: oneshot::Sender<super::ReachSnapshot>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -170,6 +173,11 @@ impl NetworkClient {
 
     pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>> {
         self.call(|reply| Command::ListenAddrs { reply }).await
+    }
+
+    /// How this node can be reached and how its connections were made.
+    pub async fn reach(&self) -> Result<super::ReachSnapshot> {
+        self.call(|reply| Command::Reach { reply }).await
     }
 
     /// Stops the event loop (closing every connection).

@@ -3,22 +3,27 @@
 //! application, dials peers it discovers until it has enough, and applies
 //! per-peer rate limits before the application sees anything.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use libp2p::core::transport::ListenerId;
 use libp2p::kad;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, mdns, noise, ping, tcp, yamux};
+use libp2p::{
+    Multiaddr, PeerId, Swarm, autonat, dcutr, gossipsub, identify, mdns, noise, ping, relay, tcp,
+    yamux,
+};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::behaviour::{FairgridBehaviour, FairgridBehaviourEvent, KAD_PROTOCOL};
 use super::client::{Command, PeerSnapshot, Verdict};
 use super::rate::RateLimiter;
+use super::reach::{Admitted, ReachState, circuit_listen_addr};
 use super::topics::Topic;
 use super::wire::{Request, Response};
 use super::{NetConfig, NetEvent};
@@ -34,10 +39,15 @@ const BOOTSTRAP_EVERY: Duration = Duration::from_secs(30);
 /// should meet were known to its bootstrap node finds them within seconds,
 /// not at the next 30 s bootstrap (a 4-node test once waited over 45 s).
 const BOOTSTRAP_EVERY_UNDER_TARGET: Duration = Duration::from_secs(5);
+/// A relay slot that was refused or lost is asked for again after this
+/// long (a consortium relay serves a node only once it has admitted it,
+/// which takes a handshake after the connection).
+const RELAY_RETRY: Duration = Duration::from_secs(5);
 
 pub fn build_swarm(
     keypair: libp2p::identity::Keypair,
     config: &NetConfig,
+    admitted: &Admitted,
 ) -> Result<Swarm<FairgridBehaviour>> {
     let net_err = |e: String| NodeError::Network(e);
     let builder = libp2p::SwarmBuilder::with_existing_identity(keypair)
@@ -47,12 +57,13 @@ pub fn build_swarm(
             noise::Config::new,
             yamux::Config::default,
         )
-        .map_err(|e| net_err(format!("tcp transport: {e}")))?;
-    #[cfg(feature = "quic")]
-    let builder = builder.with_quic();
+        .map_err(|e| net_err(format!("tcp transport: {e}")))?
+        .with_quic()
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| net_err(format!("relay client transport: {e}")))?;
     let swarm = builder
-        .with_behaviour(|key| {
-            FairgridBehaviour::new(key, config)
+        .with_behaviour(|key, relay_client| {
+            FairgridBehaviour::new(key, relay_client, config, admitted)
                 .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
         })
         .map_err(|e| net_err(format!("behaviour: {e}")))?
@@ -79,8 +90,13 @@ pub struct EventLoop {
     peers: HashMap<PeerId, PeerState>,
     /// Listen addresses peers announced through identify.
     announced: HashMap<PeerId, Vec<Multiaddr>>,
-    admitted: HashSet<PeerId>,
+    admitted: Admitted,
     listen_addrs: Vec<Multiaddr>,
+    reach: ReachState,
+    /// Listeners on relay slots, by the relay address they are on.
+    relay_listeners: HashMap<ListenerId, Multiaddr>,
+    /// Relay slots to ask for again, and when.
+    relay_retries: Vec<(Instant, Multiaddr)>,
     gossip_rate: RateLimiter,
     request_rate: RateLimiter,
 }
@@ -91,6 +107,7 @@ impl EventLoop {
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<NetEvent>,
         config: NetConfig,
+        admitted: Admitted,
     ) -> Self {
         EventLoop {
             swarm,
@@ -102,8 +119,11 @@ impl EventLoop {
             pending_requests: HashMap::new(),
             peers: HashMap::new(),
             announced: HashMap::new(),
-            admitted: HashSet::new(),
+            admitted,
             listen_addrs: Vec::new(),
+            reach: ReachState::default(),
+            relay_listeners: HashMap::new(),
+            relay_retries: Vec::new(),
         }
     }
 
@@ -124,15 +144,50 @@ impl EventLoop {
                 warn!(target: TARGET, %addr, error = %e, "cannot dial bootstrap peer");
             }
         }
+        for addr in self.config.external_addrs.clone() {
+            self.swarm.add_external_address(addr);
+        }
+        for relay in self.config.relays.clone() {
+            self.listen_on_relay(relay);
+        }
         Ok(())
+    }
+
+    /// Asks `relay` for a slot (the relay client dials it if needed); a
+    /// refusal or a lost slot is retried after [`RELAY_RETRY`].
+    fn listen_on_relay(&mut self, relay: Multiaddr) {
+        match self.swarm.listen_on(circuit_listen_addr(&relay)) {
+            Ok(id) => {
+                self.relay_listeners.insert(id, relay);
+            }
+            Err(e) => {
+                warn!(target: TARGET, %relay, error = %e, "cannot ask the relay for a slot");
+                self.relay_retries
+                    .push((Instant::now() + RELAY_RETRY, relay));
+            }
+        }
+    }
+
+    fn retry_relays(&mut self) {
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.relay_retries)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
+        self.relay_retries = later;
+        for (_, relay) in due {
+            self.listen_on_relay(relay);
+        }
     }
 
     pub(crate) async fn run(mut self) {
         let mut bootstrap = tokio::time::interval(BOOTSTRAP_EVERY_UNDER_TARGET);
         bootstrap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_bootstrap: Option<Instant> = None;
+        let mut relay_retry = tokio::time::interval(Duration::from_secs(1));
+        relay_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = relay_retry.tick(), if !self.relay_retries.is_empty() => self.retry_relays(),
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown { reply }) => {
@@ -254,6 +309,9 @@ impl EventLoop {
             Command::ListenAddrs { reply } => {
                 let _ = reply.send(self.listen_addrs.clone());
             }
+            Command::Reach { reply } => {
+                let _ = reply.send(self.reach.snapshot());
+            }
             Command::Shutdown { .. } => unreachable!("handled by run"),
         }
     }
@@ -282,15 +340,46 @@ impl EventLoop {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(target: TARGET, %address, "listening");
+                self.reach.listening(&address);
+                // A relay hands its clients its external addresses: one
+                // whose operator named none announces where it listens.
+                if self.config.relay_server
+                    && self.config.external_addrs.is_empty()
+                    && is_direct(&address)
+                {
+                    self.swarm.add_external_address(address.clone());
+                }
                 self.listen_addrs.push(address.clone());
                 self.emit(NetEvent::NewListenAddr { addr: address });
             }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.reach.stopped_listening(&address);
+                self.listen_addrs.retain(|a| *a != address);
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                addresses,
+                reason,
+            } => {
+                for address in &addresses {
+                    self.reach.stopped_listening(address);
+                    self.listen_addrs.retain(|a| a != address);
+                }
+                if let Some(relay) = self.relay_listeners.remove(&listener_id) {
+                    warn!(target: TARGET, %relay, reason = ?reason.err(), "relay slot refused or lost; asking again");
+                    self.relay_retries
+                        .push((Instant::now() + RELAY_RETRY, relay));
+                }
+            }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 endpoint,
                 num_established,
                 ..
             } => {
+                self.reach
+                    .connection_established(connection_id, endpoint.get_remote_address());
                 let state = self.peers.entry(peer_id).or_insert_with(|| PeerState {
                     connections: 0,
                     since: Instant::now(),
@@ -310,9 +399,11 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established,
                 ..
             } => {
+                self.reach.connection_closed(connection_id);
                 if num_established == 0 {
                     self.peers.remove(&peer_id);
                     self.announced.remove(&peer_id);
@@ -383,6 +474,40 @@ impl EventLoop {
                 ..
             }) => {
                 debug!(target: TARGET, remaining = result.num_remaining, "kademlia bootstrap step");
+            }
+            FairgridBehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            }) => {
+                match &result {
+                    Ok(_) => {
+                        info!(target: TARGET, peer = %remote_peer_id, "hole punched: direct connection")
+                    }
+                    Err(e) => {
+                        debug!(target: TARGET, peer = %remote_peer_id, error = %e, "hole punch failed; the connection stays relayed")
+                    }
+                }
+                self.reach.hole_punch(result.map_err(|_| ()));
+            }
+            FairgridBehaviourEvent::AutonatClient(autonat::v2::client::Event {
+                tested_addr,
+                result,
+                ..
+            }) => {
+                debug!(target: TARGET, addr = %tested_addr, reachable = result.is_ok(), "AutoNAT verdict");
+                self.reach.tested(tested_addr, result.is_ok());
+            }
+            FairgridBehaviourEvent::RelayClient(relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                ..
+            }) => {
+                info!(target: TARGET, relay = %relay_peer_id, "relay slot reserved");
+            }
+            FairgridBehaviourEvent::Relay(relay::Event::ReservationReqAccepted { .. }) => {
+                self.reach.reservation_served();
+            }
+            FairgridBehaviourEvent::Relay(relay::Event::CircuitReqAccepted { .. }) => {
+                self.reach.circuit_served();
             }
             FairgridBehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {
@@ -527,4 +652,9 @@ fn short(event: &NetEvent) -> &'static str {
         NetEvent::Subscribed { .. } => "subscribed",
         NetEvent::NewListenAddr { .. } => "listen-addr",
     }
+}
+
+/// A direct (not relayed) address.
+fn is_direct(addr: &Multiaddr) -> bool {
+    super::reach::Transport::of(addr) != super::reach::Transport::Relayed
 }

@@ -16,6 +16,7 @@ pub mod codec;
 mod event_loop;
 pub mod ip_limits;
 pub mod rate;
+pub mod reach;
 pub mod topics;
 pub mod wire;
 
@@ -30,6 +31,7 @@ pub use behaviour::{KAD_PROTOCOL, score_params};
 #[cfg(any(test, feature = "test-utils"))]
 pub(crate) use client::Command;
 pub use client::{NetworkClient, PeerSnapshot, Verdict};
+pub use reach::{ReachSnapshot, Reachability};
 pub use topics::Topic;
 pub use wire::{Hello, Request, Response};
 
@@ -90,6 +92,18 @@ pub struct NetConfig {
     pub request_timeout: Duration,
     /// Consortium mode: peers enter Kademlia only once admitted.
     pub manual_kad_inserts: bool,
+    /// Relays to hold a slot on (each with `/p2p/PEERID`).
+    pub relays: Vec<Multiaddr>,
+    /// Addresses others reach this node at, announced as confirmed.
+    pub external_addrs: Vec<Multiaddr>,
+    /// Serve as a relay (its listen addresses are announced as external
+    /// when `external_addrs` is empty).
+    pub relay_server: bool,
+    /// A relay's limits per circuit in consortium mode (`None`: open mode,
+    /// libp2p's defaults).
+    pub relay_consortium_limits: Option<reach::CircuitLimits>,
+    /// AutoNAT v2, client and server.
+    pub autonat: bool,
 }
 
 impl NetConfig {
@@ -104,18 +118,41 @@ impl NetConfig {
                 })
                 .collect()
         };
-        let bootstrap = parse(&c.bootstrap, "bootstrap")?;
-        for addr in &bootstrap {
-            if !addr
-                .iter()
-                .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
-            {
-                return Err(NodeError::Config {
-                    origin: "network.bootstrap".into(),
-                    reason: format!("{addr} has no /p2p/PEERID part"),
-                });
+        let with_peer_ids = |list: &[String], what: &str| -> Result<Vec<Multiaddr>> {
+            let addrs = parse(list, what)?;
+            for addr in &addrs {
+                if !addr
+                    .iter()
+                    .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+                {
+                    return Err(NodeError::Config {
+                        origin: format!("network.{what}"),
+                        reason: format!("{addr} has no /p2p/PEERID part"),
+                    });
+                }
             }
+            Ok(addrs)
+        };
+        let bootstrap = with_peer_ids(&c.bootstrap, "bootstrap")?;
+        let relays = with_peer_ids(&c.relays, "relays")?;
+        if let Some(addr) = relays.iter().find(|a| {
+            a.iter()
+                .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2pCircuit))
+        }) {
+            return Err(NodeError::Config {
+                origin: "network.relays".into(),
+                reason: format!(
+                    "{addr} is already a relayed address; give the relay's own address"
+                ),
+            });
         }
+        let relay_consortium_limits = consortium.then(|| reach::CircuitLimits {
+            duration: Duration::from_secs(c.relay_consortium_circuit_secs.max(1)),
+            bytes: c
+                .relay_consortium_circuit_mib
+                .max(1)
+                .saturating_mul(1 << 20),
+        });
         Ok(NetConfig {
             listen: parse(&c.listen, "listen")?,
             bootstrap,
@@ -133,6 +170,11 @@ impl NetConfig {
             heartbeat: Duration::from_millis(c.gossip_heartbeat_ms.clamp(50, 10_000)),
             request_timeout: Duration::from_secs(10),
             manual_kad_inserts: consortium,
+            relays,
+            external_addrs: parse(&c.external_addrs, "external_addrs")?,
+            relay_server: c.relay_server,
+            relay_consortium_limits,
+            autonat: c.autonat,
         })
     }
 }
@@ -160,10 +202,11 @@ pub fn spawn(
 )> {
     let keypair = libp2p_keypair(key);
     let local_peer_id = keypair.public().to_peer_id();
-    let swarm = event_loop::build_swarm(keypair, &config)?;
+    let admitted = reach::Admitted::default();
+    let swarm = event_loop::build_swarm(keypair, &config, &admitted)?;
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
-    let mut event_loop = event_loop::EventLoop::new(swarm, cmd_rx, event_tx, config);
+    let mut event_loop = event_loop::EventLoop::new(swarm, cmd_rx, event_tx, config, admitted);
     event_loop.start()?;
     let handle = tokio::spawn(event_loop.run());
     Ok((

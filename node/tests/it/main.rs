@@ -21,5 +21,6 @@ mod ledger_crash;
 mod market_cli;
 #[path = "../../../sdk/tests/mock/mod.rs"]
 mod mock;
+mod relay;
 mod watchdog;
 mod wire_spec;

@@ -204,6 +204,9 @@ async fn serve(net: Arc<MemoryNet>, me: PeerId, mut commands: mpsc::Receiver<Com
             Command::ListenAddrs { reply } => {
                 let _ = reply.send(Vec::new());
             }
+            Command::Reach { reply } => {
+                let _ = reply.send(crate::net::reach::ReachState::default().snapshot());
+            }
             Command::Shutdown { reply } => {
                 let _ = reply.send(());
                 return;
