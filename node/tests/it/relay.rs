@@ -129,3 +129,40 @@ async fn a_consortium_relay_serves_a_node_only_once_admitted() {
         let _ = client.shutdown().await;
     }
 }
+
+/// Two nodes that meet through a relay punch a hole (DCUtR) and go on
+/// over a direct connection; on 127.0.0.1 nothing stands in the way, so
+/// the attempt must succeed, and both sides count it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_that_meet_through_a_relay_upgrade_to_a_direct_connection() {
+    let (relay_id, relay) = peer(b"dcutr-relay", |c| c.relay_server = true);
+    let relay_addr = address_of(relay_id, &relay).await;
+    let (listener_id, listener) = peer(b"dcutr-listener", |c| {
+        c.relays = vec![relay_addr.clone()];
+    });
+    wait_for_slot(&listener, "the listener's relay slot").await;
+    let (_, dialer) = peer(b"dcutr-dialer", |c| c.relays = vec![relay_addr.clone()]);
+    wait_for_slot(&dialer, "the dialer's relay slot").await;
+    dialer
+        .dial(
+            relay_addr
+                .clone()
+                .with(Protocol::P2pCircuit)
+                .with(Protocol::P2p(listener_id)),
+        )
+        .await
+        .unwrap();
+    let punched = wait_for(WAIT, "a hole punched", || async {
+        let mut direct = 0;
+        for side in [&dialer, &listener] {
+            let reach = side.reach().await.ok()?;
+            direct += reach.hole_punches.direct.values().sum::<u64>();
+        }
+        (direct > 0).then_some(direct)
+    })
+    .await;
+    assert!(punched >= 1);
+    for client in [dialer, listener, relay] {
+        let _ = client.shutdown().await;
+    }
+}
