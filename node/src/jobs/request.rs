@@ -51,6 +51,7 @@ pub struct JobPlan {
     pub round_timeout_ms: u64,
     pub deadline_ms: u64,
     pub on_shortfall: ShortfallPolicy,
+    pub relayed_workers: bool,
 }
 
 fn field<T>(name: &str, reason: impl std::fmt::Display) -> Result<T, String> {
@@ -89,6 +90,7 @@ pub fn plan(request: &JobRequest) -> Result<JobPlan, String> {
         round_timeout_ms: checked.round_timeout_ms,
         deadline_ms: checked.deadline_ms,
         on_shortfall: checked.on_shortfall,
+        relayed_workers: checked.relayed_workers,
     };
     // Everything the spec's own validation checks that does not depend on
     // the data (the model's size), reported with the request's field names.
@@ -179,6 +181,7 @@ impl JobPlan {
             round_timeout_ms: self.round_timeout_ms,
             deadline: now.saturating_add(self.deadline_ms),
             on_shortfall: self.on_shortfall,
+            relayed_workers: self.relayed_workers,
             submitted_at: now,
         };
         spec.validate().or_else(|e| field(&request_field(&e), e))?;

@@ -74,6 +74,10 @@ pub(crate) enum Command {
     Reach {
         reply: oneshot::Sender<super::ReachSnapshot>,
     },
+    Transports {
+        peer: PeerId,
+        reply: oneshot::Sender<Vec<super::reach::Transport>>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -178,6 +182,12 @@ impl NetworkClient {
     /// How this node can be reached and how its connections were made.
     pub async fn reach(&self) -> Result<super::ReachSnapshot> {
         self.call(|reply| Command::Reach { reply }).await
+    }
+
+    /// How this node is connected to `peer` now, one entry per open
+    /// connection (empty if it is not).
+    pub async fn transports(&self, peer: PeerId) -> Result<Vec<super::reach::Transport>> {
+        self.call(|reply| Command::Transports { peer, reply }).await
     }
 
     /// Stops the event loop (closing every connection).

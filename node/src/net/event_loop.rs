@@ -312,6 +312,9 @@ impl EventLoop {
             Command::Reach { reply } => {
                 let _ = reply.send(self.reach.snapshot());
             }
+            Command::Transports { peer, reply } => {
+                let _ = reply.send(self.reach.transports_to(&peer));
+            }
             Command::Shutdown { .. } => unreachable!("handled by run"),
         }
     }
@@ -378,8 +381,11 @@ impl EventLoop {
                 num_established,
                 ..
             } => {
-                self.reach
-                    .connection_established(connection_id, endpoint.get_remote_address());
+                self.reach.connection_established(
+                    connection_id,
+                    peer_id,
+                    endpoint.get_remote_address(),
+                );
                 let state = self.peers.entry(peer_id).or_insert_with(|| PeerState {
                     connections: 0,
                     since: Instant::now(),

@@ -49,6 +49,12 @@ impl Transport {
     }
 }
 
+/// Whether a peer's connections (one entry each) all go through a relay;
+/// false when there are none.
+pub fn only_relayed(links: &[Transport]) -> bool {
+    !links.is_empty() && links.iter().all(|t| *t == Transport::Relayed)
+}
+
 /// Whether peers outside can dial this node, as AutoNAT v2 found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -148,7 +154,7 @@ const MAX_TRACKED: usize = 4096;
 pub struct ReachState {
     tested: BTreeMap<Multiaddr, bool>,
     relayed_addrs: Vec<Multiaddr>,
-    open: HashMap<ConnectionId, Transport>,
+    open: HashMap<ConnectionId, (PeerId, Transport)>,
     connections: BTreeMap<Transport, u64>,
     hole_punches: HolePunches,
     reservations_served: u64,
@@ -156,12 +162,24 @@ pub struct ReachState {
 }
 
 impl ReachState {
-    pub fn connection_established(&mut self, id: ConnectionId, remote: &Multiaddr) {
+    pub fn connection_established(&mut self, id: ConnectionId, peer: PeerId, remote: &Multiaddr) {
         let transport = Transport::of(remote);
         *self.connections.entry(transport).or_default() += 1;
         if self.open.len() < MAX_TRACKED {
-            self.open.insert(id, transport);
+            self.open.insert(id, (peer, transport));
         }
+    }
+
+    /// How this node is connected to `peer` now, one entry per connection.
+    pub fn transports_to(&self, peer: &PeerId) -> Vec<Transport> {
+        let mut found: Vec<Transport> = self
+            .open
+            .values()
+            .filter(|(p, _)| p == peer)
+            .map(|(_, t)| *t)
+            .collect();
+        found.sort();
+        found
     }
 
     pub fn connection_closed(&mut self, id: ConnectionId) {
@@ -170,7 +188,9 @@ impl ReachState {
 
     /// A DCUtR attempt ended: with the direct connection `Ok(id)`, or not.
     pub fn hole_punch(&mut self, result: Result<ConnectionId, ()>) {
-        let transport = result.ok().and_then(|id| self.open.get(&id).copied());
+        let transport = result
+            .ok()
+            .and_then(|id| self.open.get(&id).map(|(_, t)| *t));
         match transport {
             Some(t) => *self.hole_punches.direct.entry(t).or_default() += 1,
             None => self.hole_punches.failed += 1,
@@ -314,6 +334,14 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_is_relayed_only_while_no_direct_connection_is_open() {
+        assert!(!only_relayed(&[]));
+        assert!(only_relayed(&[Transport::Relayed]));
+        assert!(!only_relayed(&[Transport::Quic, Transport::Relayed]));
+        assert!(!only_relayed(&[Transport::Tcp]));
+    }
+
+    #[test]
     fn reachability_follows_autonat_verdicts() {
         let mut state = ReachState::default();
         assert_eq!(state.snapshot().reachability, Reachability::Unknown);
@@ -336,9 +364,16 @@ mod tests {
             ConnectionId::new_unchecked(2),
             ConnectionId::new_unchecked(3),
         );
-        state.connection_established(relayed, &addr("/ip4/1.2.3.4/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit"));
-        state.connection_established(tcp, &addr("/ip4/1.2.3.4/tcp/9"));
-        state.connection_established(quic, &addr("/ip4/1.2.3.4/udp/9/quic-v1"));
+        let peer = PeerId::random();
+        state.connection_established(relayed, peer, &addr("/ip4/1.2.3.4/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit"));
+        assert_eq!(state.transports_to(&peer), vec![Transport::Relayed]);
+        state.connection_established(tcp, peer, &addr("/ip4/1.2.3.4/tcp/9"));
+        state.connection_established(quic, peer, &addr("/ip4/1.2.3.4/udp/9/quic-v1"));
+        assert_eq!(
+            state.transports_to(&peer),
+            vec![Transport::Tcp, Transport::Quic, Transport::Relayed]
+        );
+        assert!(state.transports_to(&PeerId::random()).is_empty());
         state.hole_punch(Ok(tcp));
         state.hole_punch(Ok(quic));
         state.hole_punch(Err(()));

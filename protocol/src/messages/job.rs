@@ -192,6 +192,9 @@ pub struct JobSpec {
     /// Unix milliseconds after which the job is abandoned.
     pub deadline: u64,
     pub on_shortfall: ShortfallPolicy,
+    /// Whether nodes the coordinator reaches only through a relay may bid
+    /// (a relayed link is slower and costs the relay's bandwidth).
+    pub relayed_workers: bool,
     pub submitted_at: u64,
 }
 

@@ -72,6 +72,7 @@ pub struct CheckedRequest {
     pub round_timeout_ms: u64,
     pub deadline_ms: u64,
     pub on_shortfall: ShortfallPolicy,
+    pub relayed_workers: bool,
 }
 
 impl JobRequest {
@@ -167,6 +168,7 @@ impl JobRequest {
             round_timeout_ms: m.round_timeout_secs * 1000,
             deadline_ms: m.deadline_secs * 1000,
             on_shortfall: m.on_shortfall,
+            relayed_workers: m.relayed_workers,
         })
     }
 

@@ -183,6 +183,9 @@ pub struct MarketChoice {
     /// The job is abandoned after this long.
     pub deadline_secs: u64,
     pub on_shortfall: ShortfallPolicy,
+    /// Take bids from nodes the coordinator reaches only through a relay
+    /// (behind a NAT or a firewall, where hole punching failed).
+    pub relayed_workers: bool,
 }
 
 impl Default for MarketChoice {
@@ -195,6 +198,7 @@ impl Default for MarketChoice {
             round_timeout_secs: 30,
             deadline_secs: 3600,
             on_shortfall: ShortfallPolicy::RunWithFewer,
+            relayed_workers: true,
         }
     }
 }

@@ -56,6 +56,12 @@ pub async fn on_bid(ctx: &Arc<JobsContext>, from: NodeId, signed: Signed<Bid>) -
         Ok(j) => j,
         Err(r) => return r,
     };
+    if !job.spec.relayed_workers && reached_only_through_a_relay(ctx, &from).await {
+        return Response::refused(
+            "this job takes no workers reachable only through a relay (market.relayed_workers = false); \
+             a direct connection (a public address, a forwarded port, or a punched hole) is needed",
+        );
+    }
     let now = now_ms();
     let market_job = MarketJob {
         job_id: job.id,
@@ -285,5 +291,19 @@ pub fn on_round_refusal(ctx: &JobsContext, from: NodeId, signed: Signed<RoundRef
             Response::Accepted
         }
         Err(reason) => Response::refused(reason),
+    }
+}
+
+/// Whether every connection this node has to `node` goes through a relay
+/// (observed, not declared: hole punching may have made a direct one since
+/// the node first connected). Not connected, or the network cannot say:
+/// false.
+async fn reached_only_through_a_relay(ctx: &JobsContext, node: &NodeId) -> bool {
+    let Ok(peer) = crate::jobs::transport::peer_id(node) else {
+        return false;
+    };
+    match ctx.net.transports(peer).await {
+        Ok(links) => crate::net::reach::only_relayed(&links),
+        Err(_) => false,
     }
 }

@@ -204,6 +204,10 @@ async fn serve(net: Arc<MemoryNet>, me: PeerId, mut commands: mpsc::Receiver<Com
             Command::ListenAddrs { reply } => {
                 let _ = reply.send(Vec::new());
             }
+            Command::Transports { reply, .. } => {
+                // In memory every link is direct.
+                let _ = reply.send(vec![crate::net::reach::Transport::Tcp]);
+            }
             Command::Reach { reply } => {
                 let _ = reply.send(crate::net::reach::ReachState::default().snapshot());
             }

@@ -56,6 +56,7 @@ pub fn spec_with(key: &Keypair, shards: usize, compression: Compression) -> JobS
         round_timeout_ms: 5000,
         deadline: 1_000_000,
         on_shortfall: ShortfallPolicy::RunWithFewer,
+        relayed_workers: true,
         submitted_at: 1000,
     }
 }

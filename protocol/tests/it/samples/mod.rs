@@ -171,6 +171,7 @@ impl Gen {
             round_timeout_ms: self.u64(),
             deadline: self.u64(),
             on_shortfall: [ShortfallPolicy::RunWithFewer, ShortfallPolicy::Wait][self.small(2)],
+            relayed_workers: self.small(2) == 0,
             submitted_at: self.u64(),
         }
     }
