@@ -37,6 +37,8 @@ pub struct MemoryNet {
     held: AtomicUsize,
     /// Bumped on every release.
     released: watch::Sender<u64>,
+    /// Nodes the others reach only through a relay.
+    relayed: Mutex<std::collections::BTreeSet<PeerId>>,
 }
 
 impl MemoryNet {
@@ -46,7 +48,26 @@ impl MemoryNet {
             hold: Mutex::new(None),
             held: AtomicUsize::new(0),
             released: watch::channel(0).0,
+            relayed: Mutex::new(Default::default()),
         })
+    }
+
+    /// From now on the others reach `peer` only through a relay (as its
+    /// transports say; the messages still arrive).
+    pub fn relay_only(&self, peer: PeerId) {
+        self.relayed.lock().expect("relayed lock").insert(peer);
+    }
+
+    /// How `from` is connected to `to`: relayed if either is reached only
+    /// through a relay.
+    fn transports(&self, from: &PeerId, to: &PeerId) -> Vec<crate::net::reach::Transport> {
+        use crate::net::reach::Transport;
+        let relayed = self.relayed.lock().expect("relayed lock");
+        if relayed.contains(from) || relayed.contains(to) {
+            vec![Transport::Relayed]
+        } else {
+            vec![Transport::Tcp]
+        }
     }
 
     /// Holds back every request the rule picks, as a slow link would,
@@ -204,9 +225,8 @@ async fn serve(net: Arc<MemoryNet>, me: PeerId, mut commands: mpsc::Receiver<Com
             Command::ListenAddrs { reply } => {
                 let _ = reply.send(Vec::new());
             }
-            Command::Transports { reply, .. } => {
-                // In memory every link is direct.
-                let _ = reply.send(vec![crate::net::reach::Transport::Tcp]);
+            Command::Transports { peer, reply } => {
+                let _ = reply.send(net.transports(&me, &peer));
             }
             Command::Reach { reply } => {
                 let _ = reply.send(crate::net::reach::ReachState::default().snapshot());

@@ -859,3 +859,35 @@ fn a_worker_whose_owner_comes_and_goes_rejoins_and_the_job_converges() {
         "accuracy {busy} against {calm} undisturbed"
     );
 }
+
+/// Issue 16: a job with `market.relayed_workers = false` takes no bids
+/// from a node its coordinator reaches only through a relay; the same job
+/// with the default takes that node's bid.
+#[test]
+fn a_job_that_refuses_relayed_workers_is_trained_without_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), 3, LedgerKind::InMemory).unwrap();
+    let relayed = cluster.nodes[2].node_id();
+    cluster
+        .net
+        .relay_only(crate::jobs::transport::peer_id(&relayed).unwrap());
+    let participants = |refuse: bool| {
+        let mut request = small_job(if refuse { "direct-only" } else { "any" }, 1);
+        request.market.relayed_workers = !refuse;
+        let job = submit_to(&cluster, 0, request);
+        let state = wait_finished(&cluster, job, Duration::from_secs(120));
+        let state = state.state();
+        state.participants()
+    };
+    let direct_only = participants(true);
+    assert!(
+        !direct_only.contains(&relayed),
+        "the relayed node took part: {direct_only:?}"
+    );
+    assert!(direct_only.contains(&cluster.nodes[1].node_id()));
+    let any = participants(false);
+    assert!(
+        any.contains(&relayed),
+        "the relayed node was left out by default: {any:?}"
+    );
+}
