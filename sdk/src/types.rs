@@ -102,6 +102,9 @@ pub struct AdvertInfo {
     pub hardware: HardwareView,
     pub offered: Resources,
     pub price_floor: u64,
+    /// How the node says it is reached: "direct", "relayed" or "unknown".
+    #[serde(default)]
+    pub reach: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -67,6 +67,7 @@ pub fn advert(
         seq,
         issued_at,
         expires_at: issued_at + lifetime_ms,
+        reach: fairgrid_protocol::messages::Reach::Unknown,
     }
 }
 

@@ -2,7 +2,7 @@
 //! when the re-issue point of the current one has passed, or when what the
 //! node offers changed (idle hours starting or ending). Time is an input.
 
-use fairgrid_protocol::messages::{CapacityAdvert, Hardware};
+use fairgrid_protocol::messages::{CapacityAdvert, Hardware, Reach};
 use fairgrid_protocol::{Keypair, OwnerCertificate, ResourceVec, Signed};
 
 use crate::config::OfferConfig;
@@ -58,6 +58,8 @@ pub struct AdvertPublisher {
     lifetime_ms: u64,
     reissue_after_ms: u64,
     current: Option<(CapacityAdvert, Signed<CapacityAdvert>)>,
+    /// How the node can be reached, for the next advert.
+    reach: Reach,
 }
 
 impl AdvertPublisher {
@@ -81,6 +83,7 @@ impl AdvertPublisher {
             lifetime_ms,
             reissue_after_ms: lifetime_ms * u64::from(reissue_after_percent) / 100,
             current: None,
+            reach: Reach::Unknown,
         })
     }
 
@@ -122,6 +125,12 @@ impl AdvertPublisher {
         }
     }
 
+    /// How the node can be reached from now on: a change makes a new
+    /// advert due.
+    pub fn set_reach(&mut self, reach: Reach) {
+        self.reach = reach;
+    }
+
     /// Whether a new advert should be issued at `now`.
     pub fn due(&self, now: u64) -> bool {
         match &self.current {
@@ -129,6 +138,7 @@ impl AdvertPublisher {
             Some((advert, _)) => {
                 now >= advert.issued_at.saturating_add(self.reissue_after_ms)
                     || self.offered(now) != advert.offered
+                    || self.reach != advert.reach
             }
         }
     }
@@ -149,6 +159,7 @@ impl AdvertPublisher {
             seq,
             issued_at: now,
             expires_at: now + self.lifetime_ms,
+            reach: self.reach,
         };
         let signed = Signed::sign(&self.key, &advert);
         self.current = Some((advert, signed.clone()));
@@ -210,6 +221,20 @@ mod tests {
         let (_, b) = p.issue(500).verify_and_decode().unwrap();
         assert_eq!(b.seq, 1_001);
         CapacityAdvert::check(&first, 2_000).unwrap();
+    }
+
+    #[test]
+    fn a_change_of_reach_is_advertised_at_once() {
+        let mut p = publisher("");
+        let (_, first) = p.issue(1_000).verify_and_decode().unwrap();
+        assert_eq!(first.reach, Reach::Unknown);
+        p.set_reach(Reach::Unknown);
+        assert!(!p.due(1_001));
+        p.set_reach(Reach::Relayed);
+        assert!(p.due(1_001));
+        let (_, second) = p.issue(1_001).verify_and_decode().unwrap();
+        assert_eq!(second.reach, Reach::Relayed);
+        assert!(!p.due(1_002));
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub fn advert(a: &LiveAdvert) -> AdvertInfo {
             gpu_mem_mib: ad.offered.gpu_mem_mib,
         },
         price_floor: ad.price_floor,
+        reach: ad.reach.name().to_string(),
     }
 }
 

@@ -145,8 +145,12 @@ pub async fn publish_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) 
             _ = stop.changed() => return,
         }
         let now = now_ms();
+        let reach = shared.net.reach().await.map(|r| r.advertised());
         let signed = {
             let mut publisher = shared.publisher.lock().expect("publisher lock");
+            if let Ok(reach) = reach {
+                publisher.set_reach(reach);
+            }
             if !publisher.due(now) {
                 continue;
             }

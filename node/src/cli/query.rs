@@ -129,19 +129,20 @@ pub fn adverts(args: QueryArgs) -> anyhow::Result<()> {
         return print_json(&adverts);
     }
     println!(
-        "{:<54} {:<16} {:>5} {:>7} {:>9} {:>6} {:>15}",
+        "{:<54} {:<16} {:>5} {:>7} {:>9} {:>6} {:>15}  reach",
         "node", "owner", "cores", "gflops", "mem_mib", "floor", "seq"
     );
     for a in &adverts {
         println!(
-            "{:<54} {:<16} {:>5} {:>7} {:>9} {:>6} {:>15}",
+            "{:<54} {:<16} {:>5} {:>7} {:>9} {:>6} {:>15}  {}",
             a.node_id,
             a.owner_label.chars().take(16).collect::<String>(),
             a.offered.cpu_milli / 1000,
             a.hardware.cpu_gflops,
             a.offered.mem_mib,
             a.price_floor,
-            a.seq
+            a.seq,
+            a.reach
         );
     }
     println!("{} live adverts", adverts.len());

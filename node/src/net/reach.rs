@@ -251,6 +251,20 @@ impl ReachState {
 }
 
 impl ReachSnapshot {
+    /// What the node's advert says of how it is reached: direct once an
+    /// address was confirmed from outside, else relayed while it holds a
+    /// relay slot, else unknown.
+    pub fn advertised(&self) -> fairgrid_protocol::messages::Reach {
+        use fairgrid_protocol::messages::Reach;
+        if self.reachability == Reachability::Public {
+            Reach::Direct
+        } else if !self.relayed_addrs.is_empty() {
+            Reach::Relayed
+        } else {
+            Reach::Unknown
+        }
+    }
+
     /// The Prometheus text of these figures.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -393,6 +407,19 @@ mod tests {
             text.contains("fairgrid_hole_punches_total{outcome=\"failed\",transport=\"any\"} 2")
         );
         assert!(text.contains("fairgrid_connections_total{transport=\"relayed\"} 1"));
+    }
+
+    #[test]
+    fn the_advert_says_direct_over_relayed_over_unknown() {
+        use fairgrid_protocol::messages::Reach;
+        let mut state = ReachState::default();
+        assert_eq!(state.snapshot().advertised(), Reach::Unknown);
+        state.tested(addr("/ip4/1.2.3.4/tcp/1"), false);
+        assert_eq!(state.snapshot().advertised(), Reach::Unknown);
+        state.listening(&addr("/ip4/1.2.3.4/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit"));
+        assert_eq!(state.snapshot().advertised(), Reach::Relayed);
+        state.tested(addr("/ip4/1.2.3.4/udp/1/quic-v1"), true);
+        assert_eq!(state.snapshot().advertised(), Reach::Direct);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use fairgrid_node::net::{Hello, Request, Response};
 use fairgrid_protocol::ledger::{EntryBody, EntryKind, LedgerEntry};
 use fairgrid_protocol::messages::{
     Aggregation, Allocation, Bid, CapacityAdvert, Compression, JobSpec, LrSchedule, ModelArch,
-    OptimizerKind, Receipt, RoundRefusal, RoundStart, RoundUpdate, ShortfallPolicy,
+    OptimizerKind, Reach, Receipt, RoundRefusal, RoundStart, RoundUpdate, ShortfallPolicy,
 };
 use fairgrid_protocol::{OwnerCertificate, Revocation};
 use serde_reflection::{Registry, Tracer, TracerConfig};
@@ -39,6 +39,7 @@ fn trace() -> Registry {
         OptimizerKind,
         LrSchedule,
         ShortfallPolicy,
+        Reach,
     );
     trace!(
         Hello,
@@ -144,6 +145,11 @@ mod vectors {
                 seq: 3,
                 issued_at: 1_790_000_000_000,
                 expires_at: 1_790_000_600_000,
+                reach: if gpu {
+                    fairgrid_protocol::messages::Reach::Relayed
+                } else {
+                    fairgrid_protocol::messages::Reach::Direct
+                },
             },
         )
     }

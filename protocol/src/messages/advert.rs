@@ -23,6 +23,29 @@ pub struct GpuInfo {
     pub gflops: u32,
 }
 
+/// How other nodes can reach the advertiser, as it knows it (declared: a
+/// coordinator judges the connections it has, not this).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reach {
+    /// Not known: no address confirmed from outside and no relay slot.
+    #[default]
+    Unknown,
+    /// A peer dialled one of its addresses back (AutoNAT v2).
+    Direct,
+    /// Only through a relay it holds a slot on.
+    Relayed,
+}
+
+impl Reach {
+    pub fn name(self) -> &'static str {
+        match self {
+            Reach::Unknown => "unknown",
+            Reach::Direct => "direct",
+            Reach::Relayed => "relayed",
+        }
+    }
+}
+
 /// A node's signed offer of capacity, gossiped and re-issued before expiry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapacityAdvert {
@@ -38,6 +61,7 @@ pub struct CapacityAdvert {
     /// Unix milliseconds.
     pub issued_at: u64,
     pub expires_at: u64,
+    pub reach: Reach,
 }
 
 impl SignedMessage for CapacityAdvert {

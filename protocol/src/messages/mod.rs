@@ -7,7 +7,9 @@ mod bid;
 mod job;
 mod round;
 
-pub use advert::{CapacityAdvert, GpuInfo, Hardware, MAX_ADVERT_LIFETIME_MS, MAX_CLOCK_SKEW_MS};
+pub use advert::{
+    CapacityAdvert, GpuInfo, Hardware, MAX_ADVERT_LIFETIME_MS, MAX_CLOCK_SKEW_MS, Reach,
+};
 pub use allocation::{ALGO_VERSION, Allocation, Assignment, OwnerPayment};
 pub use bid::{Bid, MAX_SPEED_MILLI};
 pub use job::{

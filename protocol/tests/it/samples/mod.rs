@@ -114,6 +114,7 @@ impl Gen {
             seq: self.u64(),
             issued_at: self.u64(),
             expires_at: self.u64(),
+            reach: [Reach::Unknown, Reach::Direct, Reach::Relayed][self.small(3)],
         }
     }
 
