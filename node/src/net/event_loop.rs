@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 use super::behaviour::{FairgridBehaviour, FairgridBehaviourEvent, KAD_PROTOCOL};
 use super::client::{Command, PeerSnapshot, Verdict};
 use super::rate::RateLimiter;
-use super::reach::{Admitted, ReachState, circuit_listen_addr};
+use super::reach::{Admitted, ReachState, circuit_listen_addr, relay_retry_delay};
 use super::topics::Topic;
 use super::wire::{Request, Response};
 use super::{NetConfig, NetEvent};
@@ -39,10 +39,6 @@ const BOOTSTRAP_EVERY: Duration = Duration::from_secs(30);
 /// should meet were known to its bootstrap node finds them within seconds,
 /// not at the next 30 s bootstrap (a 4-node test once waited over 45 s).
 const BOOTSTRAP_EVERY_UNDER_TARGET: Duration = Duration::from_secs(5);
-/// A relay slot that was refused or lost is asked for again after this
-/// long (a consortium relay serves a node only once it has admitted it,
-/// which takes a handshake after the connection).
-const RELAY_RETRY: Duration = Duration::from_secs(5);
 
 pub fn build_swarm(
     keypair: libp2p::identity::Keypair,
@@ -97,6 +93,8 @@ pub struct EventLoop {
     relay_listeners: HashMap<ListenerId, Multiaddr>,
     /// Relay slots to ask for again, and when.
     relay_retries: Vec<(Instant, Multiaddr)>,
+    /// Refusals or losses in a row, per relay (reset when it gives a slot).
+    relay_failures: HashMap<Multiaddr, u32>,
     gossip_rate: RateLimiter,
     request_rate: RateLimiter,
 }
@@ -124,6 +122,7 @@ impl EventLoop {
             reach: ReachState::default(),
             relay_listeners: HashMap::new(),
             relay_retries: Vec::new(),
+            relay_failures: HashMap::new(),
         }
     }
 
@@ -154,18 +153,28 @@ impl EventLoop {
     }
 
     /// Asks `relay` for a slot (the relay client dials it if needed); a
-    /// refusal or a lost slot is retried after [`RELAY_RETRY`].
+    /// refusal or a lost slot is retried, backing off.
     fn listen_on_relay(&mut self, relay: Multiaddr) {
         match self.swarm.listen_on(circuit_listen_addr(&relay)) {
             Ok(id) => {
                 self.relay_listeners.insert(id, relay);
             }
-            Err(e) => {
-                warn!(target: TARGET, %relay, error = %e, "cannot ask the relay for a slot");
-                self.relay_retries
-                    .push((Instant::now() + RELAY_RETRY, relay));
-            }
+            Err(e) => self.retry_relay_later(relay, &e.to_string()),
         }
+    }
+
+    /// Schedules another request for a slot on `relay`; the first failure
+    /// in a row is a warning, the ones after it only debug lines.
+    fn retry_relay_later(&mut self, relay: Multiaddr, reason: &str) {
+        let failures = self.relay_failures.entry(relay.clone()).or_default();
+        *failures += 1;
+        let delay = relay_retry_delay(*failures);
+        if *failures == 1 {
+            warn!(target: TARGET, %relay, %reason, retry_in = ?delay, "no slot on the relay; asking again");
+        } else {
+            debug!(target: TARGET, %relay, %reason, failures = *failures, retry_in = ?delay, "no slot on the relay yet");
+        }
+        self.relay_retries.push((Instant::now() + delay, relay));
     }
 
     fn retry_relays(&mut self) {
@@ -369,9 +378,8 @@ impl EventLoop {
                     self.listen_addrs.retain(|a| a != address);
                 }
                 if let Some(relay) = self.relay_listeners.remove(&listener_id) {
-                    warn!(target: TARGET, %relay, reason = ?reason.err(), "relay slot refused or lost; asking again");
-                    self.relay_retries
-                        .push((Instant::now() + RELAY_RETRY, relay));
+                    let reason = reason.err().map_or("closed".into(), |e| e.to_string());
+                    self.retry_relay_later(relay, &reason);
                 }
             }
             SwarmEvent::ConnectionEstablished {
@@ -508,6 +516,8 @@ impl EventLoop {
                 ..
             }) => {
                 info!(target: TARGET, relay = %relay_peer_id, "relay slot reserved");
+                self.relay_failures
+                    .retain(|addr, _| peer_of(addr) != Some(relay_peer_id));
             }
             FairgridBehaviourEvent::Relay(relay::Event::ReservationReqAccepted { .. }) => {
                 self.reach.reservation_served();

@@ -320,6 +320,17 @@ impl ReachSnapshot {
     }
 }
 
+/// How long to wait before asking a relay for a slot again after
+/// `failures` refusals or losses in a row: 5 s, doubling, at most 60 s (a
+/// consortium relay admits a node a moment after it connects; one that is
+/// down or refuses for good is not asked every 5 s forever).
+pub fn relay_retry_delay(failures: u32) -> Duration {
+    let first = Duration::from_secs(5);
+    first
+        .saturating_mul(1 << failures.saturating_sub(1).min(4))
+        .min(Duration::from_secs(60))
+}
+
 /// The address to listen on for a slot on `relay`: `relay/p2p-circuit`.
 pub fn circuit_listen_addr(relay: &Multiaddr) -> Multiaddr {
     relay.clone().with(Protocol::P2pCircuit)
@@ -353,6 +364,12 @@ mod tests {
         assert!(only_relayed(&[Transport::Relayed]));
         assert!(!only_relayed(&[Transport::Quic, Transport::Relayed]));
         assert!(!only_relayed(&[Transport::Tcp]));
+    }
+
+    #[test]
+    fn relay_retries_back_off_to_a_minute() {
+        let secs: Vec<u64> = (1..=7).map(|n| relay_retry_delay(n).as_secs()).collect();
+        assert_eq!(secs, vec![5, 10, 20, 40, 60, 60, 60]);
     }
 
     #[test]

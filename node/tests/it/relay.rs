@@ -115,7 +115,7 @@ async fn a_consortium_relay_serves_a_node_only_once_admitted() {
         c.listen = Vec::new();
         c.relays = vec![relay_addr.clone()];
     });
-    // Refused while not admitted (the slot is asked for again every 5 s).
+    // Refused while not admitted (asked for again after 5 s, then 10 s).
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before = member.reach().await.unwrap();
     assert!(
