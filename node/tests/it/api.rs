@@ -285,11 +285,20 @@ async fn ledger_pages_metrics_and_fairness() {
     let metrics = client.metrics().await.unwrap();
     assert!(metrics.contains("# TYPE fairgrid_ledger_entries gauge"));
     assert!(metrics.contains("fairgrid_adverts_rejected_total{reason=\"bad_signature\"} 0"));
+    // Reachability (issue 16): a node alone has no relay slot, nothing
+    // confirmed from outside and no hole punched.
+    assert!(metrics.contains("\nfairgrid_relay_slots 0\n"), "{metrics}");
+    assert!(metrics.contains("\nfairgrid_reachability 0\n"), "{metrics}");
+    assert!(
+        metrics.contains("fairgrid_hole_punches_total{outcome=\"failed\",transport=\"any\"} 0")
+    );
     let status = client.status().await.unwrap();
     assert_eq!(
         status.node_id,
         Keypair::from_seed(b"api-test").node_id().to_string()
     );
+    assert_eq!(status.reachability, "unknown");
+    assert!(status.relayed_addrs.is_empty());
     node.shutdown().await.unwrap();
 }
 
