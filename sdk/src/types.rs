@@ -61,6 +61,10 @@ pub struct PeerInfo {
     pub connected_for_ms: u64,
     /// In consortium mode: whether the peer proved a valid certificate.
     pub admitted: bool,
+    /// How this node is connected to the peer, one entry per open
+    /// connection: `tcp`, `quic` or `relayed` (through a relay).
+    #[serde(default)]
+    pub transports: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -383,16 +383,19 @@ impl Drop for Cluster {
 
 /// `fairgrid init` on loopback with OS-chosen ports; returns the PeerId.
 fn init(launcher: &Launcher, dir: &Path) -> anyhow::Result<String> {
+    init_listening(launcher, dir, &["/ip4/127.0.0.1/tcp/0"])
+}
+
+/// `fairgrid init` listening on `listen`, the API on an OS-chosen
+/// loopback port; returns the PeerId.
+pub fn init_listening(launcher: &Launcher, dir: &Path, listen: &[&str]) -> anyhow::Result<String> {
     let dir_arg = dir.display().to_string();
-    let out = launcher.run([
-        "init",
-        "--data-dir",
-        &dir_arg,
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--api-listen",
-        "127.0.0.1:0",
-    ])?;
+    let mut args = vec!["init", "--data-dir", &dir_arg];
+    for addr in listen {
+        args.extend(["--listen", addr]);
+    }
+    args.extend(["--api-listen", "127.0.0.1:0"]);
+    let out = launcher.run(args)?;
     out.lines()
         .find_map(|l| l.strip_prefix("peer id:"))
         .map(|p| p.trim().to_string())

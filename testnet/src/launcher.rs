@@ -91,6 +91,23 @@ impl Launcher {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        self.spawn_in(None, args, env, log)
+    }
+
+    /// [`Launcher::spawn`] inside the network namespace `netns` (an open
+    /// `/run/netns/NAME`; see [`crate::wan::netns::Netns::open`]).
+    pub fn spawn_in<I, S>(
+        &self,
+        netns: Option<&std::fs::File>,
+        args: I,
+        env: &[(String, String)],
+        log: &Path,
+    ) -> anyhow::Result<Child>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let netns_fd = netns.map(std::os::fd::AsRawFd::as_raw_fd);
         let log_file =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = self.command(args);
@@ -101,7 +118,7 @@ impl Launcher {
             .process_group(0);
         let parent = std::process::id();
         // SAFETY: between fork and exec only async-signal-safe calls
-        // (prctl, getppid) run, and nothing is allocated.
+        // (prctl, getppid, setns) run, and nothing is allocated.
         unsafe {
             cmd.pre_exec(move || {
                 // Die with the thread that spawned us (this is why the
@@ -112,6 +129,11 @@ impl Launcher {
                 // The parent may have died before prctl took effect.
                 if libc::getppid() as u32 != parent {
                     return Err(std::io::Error::other("the testnet exited"));
+                }
+                if let Some(fd) = netns_fd
+                    && libc::setns(fd, libc::CLONE_NEWNET) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
             });

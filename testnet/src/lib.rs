@@ -7,7 +7,8 @@
 //!   against the caps, the rounds, the model, the ledgers;
 //! - [`chaos`]: the same with workers killed mid-job;
 //! - [`bench`]: the job benchmarks (overhead, bytes, recovery, accuracy);
-//! - [`up`]: a cluster that stays up for trying the CLI by hand.
+//! - [`up`]: a cluster that stays up for trying the CLI by hand;
+//! - [`wan`]: nodes behind NATs in network namespaces (root only).
 //!
 //! [`cluster::Cluster`] starts the processes (fresh data dirs, owner keys
 //! and certificates, one bootstrap, mDNS off, OS-chosen ports) and is the
@@ -29,3 +30,4 @@ pub mod owners;
 pub mod scenario;
 pub mod soak;
 pub mod up;
+pub mod wan;

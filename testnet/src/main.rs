@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fairgrid_testnet::launcher::{Launcher, NODE_SUBCOMMAND};
-use fairgrid_testnet::{bench, chaos, demo, hetero, many, scenario, soak, up};
+use fairgrid_testnet::{bench, chaos, demo, hetero, many, scenario, soak, up, wan};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Launch fairgrid nodes on 127.0.0.1 and run scenarios.
@@ -42,6 +42,9 @@ enum Command {
     /// same job with shards by offered capacity, then by measured speed;
     /// straggler ratio, wall time and shares.
     Hetero(hetero::HeteroArgs),
+    /// Nodes behind pairs of NAT types in network namespaces (as root),
+    /// a relay between them: directly connected, relayed, or not at all.
+    NatMatrix(wan::matrix::MatrixArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +73,14 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let launcher = Launcher::current()?;
+    if let Command::NatMatrix(args) = &cli.command {
+        // Blocking and on this thread (the nodes die with it). A Ctrl-C
+        // kills the process: the nodes die with it and the next testbed
+        // sweeps its namespaces.
+        let trials = wan::matrix::run(&launcher, args)?;
+        print!("{}", wan::matrix::report(&trials));
+        return Ok(ExitCode::SUCCESS);
+    }
     // One thread: the node processes die with the thread that spawned them
     // (see launcher.rs), and this one lives as long as the testnet.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -107,6 +118,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let timeout = args.timeout_secs;
                 interruptible(Some(timeout), hetero::run(launcher, &args), |line| line).await
             }
+            Command::NatMatrix(_) => unreachable!("run above"),
             Command::Up(args) => {
                 interruptible(None, up::run(launcher, &args), |()| "stopped".to_string()).await
             }

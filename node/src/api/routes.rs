@@ -103,6 +103,7 @@ async fn peers(State(shared): State<Arc<Shared>>) -> Result<Json<Vec<PeerInfo>>,
                 connections: p.connections,
                 connected_for_ms: p.connected_for_ms,
                 admitted: p.admitted,
+                transports: p.transports,
             })
             .collect(),
     ))

@@ -105,16 +105,22 @@ pub fn peers(args: QueryArgs) -> anyhow::Result<()> {
         return print_json(&peers);
     }
     println!(
-        "{:<54} {:>7} {:>8} {:>9}  address",
-        "peer", "rtt_ms", "score", "admitted"
+        "{:<54} {:>7} {:>8} {:>9} {:<12} address",
+        "peer", "rtt_ms", "score", "admitted", "via"
     );
     for p in &peers {
+        let via = if p.transports.is_empty() {
+            "-".to_string()
+        } else {
+            p.transports.join(",")
+        };
         println!(
-            "{:<54} {:>7} {:>8} {:>9}  {}",
+            "{:<54} {:>7} {:>8} {:>9} {:<12} {}",
             p.peer_id,
             p.rtt_ms.map_or("-".into(), |r| r.to_string()),
             p.gossip_score.map_or("-".into(), |s| format!("{s:.1}")),
             p.admitted,
+            via,
             p.addresses.first().map_or("-", String::as_str)
         );
     }

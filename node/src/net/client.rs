@@ -33,6 +33,8 @@ pub struct PeerSnapshot {
     pub connections: u32,
     pub connected_for_ms: u64,
     pub admitted: bool,
+    /// One per open connection: `tcp`, `quic` or `relayed`.
+    pub transports: Vec<String>,
 }
 
 pub(crate) enum Command {

@@ -133,21 +133,28 @@ impl EventLoop {
                 .listen_on(addr.clone())
                 .map_err(|e| NodeError::Network(format!("cannot listen on {addr}: {e}")))?;
         }
+        // Relays first: asking for a slot dials the relay, and a relay
+        // that is also a bootstrap peer must not be dialled twice at once
+        // (the second dial is refused, and with it the slot request).
+        let relay_peers: Vec<PeerId> = self.config.relays.iter().filter_map(peer_of).collect();
+        for relay in self.config.relays.clone() {
+            self.listen_on_relay(relay);
+        }
         for addr in self.config.bootstrap.clone() {
             let Some(peer) = peer_of(&addr) else { continue };
             self.swarm
                 .behaviour_mut()
                 .kad
-                .add_address(&peer, addr.clone());
+                .add_address(&peer, without_peer(&addr));
+            if relay_peers.contains(&peer) {
+                continue;
+            }
             if let Err(e) = self.swarm.dial(addr.clone()) {
                 warn!(target: TARGET, %addr, error = %e, "cannot dial bootstrap peer");
             }
         }
         for addr in self.config.external_addrs.clone() {
             self.swarm.add_external_address(addr);
-        }
-        for relay in self.config.relays.clone() {
-            self.listen_on_relay(relay);
         }
         Ok(())
     }
@@ -163,18 +170,33 @@ impl EventLoop {
         }
     }
 
-    /// Schedules another request for a slot on `relay`; the first failure
-    /// in a row is a warning, the ones after it only debug lines.
+    /// Schedules another request for a slot on `relay`; the second failure
+    /// in a row is a warning (the first is usual at start, when the slot
+    /// request meets another dial to the relay and is asked again as soon
+    /// as the relay is connected), the others only debug lines.
     fn retry_relay_later(&mut self, relay: Multiaddr, reason: &str) {
         let failures = self.relay_failures.entry(relay.clone()).or_default();
         *failures += 1;
         let delay = relay_retry_delay(*failures);
-        if *failures == 1 {
+        if *failures == 2 {
             warn!(target: TARGET, %relay, %reason, retry_in = ?delay, "no slot on the relay; asking again");
         } else {
             debug!(target: TARGET, %relay, %reason, failures = *failures, retry_in = ?delay, "no slot on the relay yet");
         }
         self.relay_retries.push((Instant::now() + delay, relay));
+    }
+
+    /// A relay we wait to ask again is now connected: ask at once (a slot
+    /// request refused because another dial to the relay was under way,
+    /// as at start, need not wait out its back-off).
+    fn retry_relay_now(&mut self, peer: PeerId) {
+        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.relay_retries)
+            .into_iter()
+            .partition(|(_, relay)| peer_of(relay) == Some(peer));
+        self.relay_retries = later;
+        for (_, relay) in now {
+            self.listen_on_relay(relay);
+        }
     }
 
     fn retry_relays(&mut self) {
@@ -290,7 +312,7 @@ impl EventLoop {
             }
             Command::Dial { addr, reply } => {
                 if let Some(peer) = peer_of(&addr) {
-                    behaviour.kad.add_address(&peer, addr.clone());
+                    behaviour.kad.add_address(&peer, without_peer(&addr));
                 }
                 let result = self
                     .swarm
@@ -342,6 +364,12 @@ impl EventLoop {
                 connections: state.connections,
                 connected_for_ms: state.since.elapsed().as_millis() as u64,
                 admitted: !self.config.manual_kad_inserts || self.admitted.contains(peer),
+                transports: self
+                    .reach
+                    .transports_to(peer)
+                    .into_iter()
+                    .map(|t| t.label().to_string())
+                    .collect(),
             })
             .collect();
         out.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
@@ -409,6 +437,7 @@ impl EventLoop {
                 if num_established.get() == 1 {
                     debug!(target: TARGET, peer = %peer_id, "connected");
                     self.emit(NetEvent::Connected { peer: peer_id });
+                    self.retry_relay_now(peer_id);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -652,11 +681,23 @@ impl EventLoop {
     }
 }
 
+/// The peer an address leads to: its last `/p2p/ID` (for a relayed
+/// address `RELAY/p2p/R/p2p-circuit/p2p/ID`, the peer behind the relay).
 fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
-    addr.iter().find_map(|p| match p {
-        Protocol::P2p(peer) => Some(peer),
+    match addr.iter().last() {
+        Some(Protocol::P2p(peer)) => Some(peer),
         _ => None,
-    })
+    }
+}
+
+/// `addr` without its trailing `/p2p/ID`: what Kademlia stores (the swarm
+/// appends the peer id when it dials; two would make it unparseable).
+fn without_peer(addr: &Multiaddr) -> Multiaddr {
+    let mut addr = addr.clone();
+    if matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+        addr.pop();
+    }
+    addr
 }
 
 fn short(event: &NetEvent) -> &'static str {
@@ -673,4 +714,32 @@ fn short(event: &NetEvent) -> &'static str {
 /// A direct (not relayed) address.
 fn is_direct(addr: &Multiaddr) -> bool {
     super::reach::Transport::of(addr) != super::reach::Transport::Relayed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relayed_address_leads_to_the_peer_behind_the_relay() {
+        let relay = PeerId::random();
+        let target = PeerId::random();
+        let direct: Multiaddr = format!("/ip4/10.0.0.1/tcp/4001/p2p/{target}")
+            .parse()
+            .unwrap();
+        let relayed: Multiaddr =
+            format!("/ip4/10.0.0.1/tcp/4001/p2p/{relay}/p2p-circuit/p2p/{target}")
+                .parse()
+                .unwrap();
+        assert_eq!(peer_of(&direct), Some(target));
+        assert_eq!(peer_of(&relayed), Some(target));
+        assert_eq!(without_peer(&direct).to_string(), "/ip4/10.0.0.1/tcp/4001");
+        assert_eq!(
+            without_peer(&relayed).to_string(),
+            format!("/ip4/10.0.0.1/tcp/4001/p2p/{relay}/p2p-circuit")
+        );
+        let bare: Multiaddr = "/ip4/10.0.0.1/tcp/4001".parse().unwrap();
+        assert_eq!(peer_of(&bare), None);
+        assert_eq!(without_peer(&bare), bare);
+    }
 }

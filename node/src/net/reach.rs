@@ -40,7 +40,7 @@ impl Transport {
         }
     }
 
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",
             Transport::Quic => "quic",

@@ -8,3 +8,4 @@ mod cluster;
 mod dashboard;
 mod demo;
 mod python_client;
+mod wan;

@@ -1,0 +1,14 @@
+//! The wide-area testbed (issue 16): nodes in network namespaces behind
+//! NAT routers, a relay on a shared "internet", links shaped with `tbf`.
+//! It needs root and `ip`, `nft` and `tc`; without them it stops and says
+//! so ([`netns::unavailable`]). Traffic stays inside the namespaces it
+//! made: the nodes' APIs are reached from threads that entered them.
+//!
+//! - [`testbed`]: namespaces, veth pairs, NAT rules and shaping;
+//! - [`node`]: a node process in a namespace, and its API;
+//! - [`matrix`]: the NAT matrix (direct, relayed, or not connected).
+
+pub mod matrix;
+pub mod netns;
+pub mod node;
+pub mod testbed;

@@ -1,0 +1,72 @@
+//! Issue 16's wide-area testbed: nodes behind NAT routers in network
+//! namespaces, a relay on the testbed's "internet". It needs root (and
+//! `ip`, `nft`, `tc`); .ci/run runs these as root with --ignored. Without
+//! root they fail with that reason rather than pass.
+
+use std::time::Duration;
+
+use fairgrid_testnet::launcher::Launcher;
+use fairgrid_testnet::wan::matrix::{self, MatrixArgs, Outcome, Over};
+use fairgrid_testnet::wan::testbed::Nat;
+
+fn launcher() -> Launcher {
+    Launcher::new(env!("CARGO_BIN_EXE_fairgrid-testnet"))
+}
+
+/// The NAT matrix, one trial per pair and transport: every pair ends up
+/// connected (directly or through the relay); where both NATs allow hole
+/// punching at least 70% of pairs connect directly (the libp2p study's
+/// figure); where neither side can be reached unsolicited and one maps
+/// per flow, the pair stays relayed.
+#[test]
+#[ignore = "needs root for network namespaces and NAT rules; .ci/run runs it (as root) with --ignored"]
+fn nat_matrix_direct_where_nats_allow_relayed_elsewhere() {
+    let args = MatrixArgs {
+        trials: 1,
+        punch_secs: 8,
+        nats: Nat::ALL.to_vec(),
+        keep_files: false,
+        transports: vec![Over::Tcp, Over::Quic],
+        log_filter: "info".into(),
+    };
+    let started = std::time::Instant::now();
+    let trials = matrix::run(&launcher(), &args).expect("the matrix runs");
+    let report = matrix::report(&trials);
+    eprintln!("{report}");
+    assert_eq!(trials.len(), 12, "6 pairs x 2 transports");
+    assert!(
+        trials.iter().all(|t| t.outcome != Outcome::NotConnected),
+        "every pair is connected at least through the relay:\n{report}"
+    );
+    let (direct, punchable) = matrix::direct_where_punchable(&trials);
+    assert!(
+        direct * 10 >= punchable * 7,
+        "{direct}/{punchable} direct:\n{report}"
+    );
+    for t in &trials {
+        if !Nat::hole_punchable(t.nats.0, t.nats.1) {
+            assert_eq!(t.outcome, Outcome::Relayed, "{report}");
+        }
+        if t.nats == (Nat::PortRestricted, Nat::PortRestricted) {
+            assert!(
+                matches!(t.outcome, Outcome::Direct(_)),
+                "two cone NATs punch a hole over {}:\n{report}",
+                t.over
+            );
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(600));
+    assert!(
+        no_testbed_namespaces_left(),
+        "the testbed removes its namespaces"
+    );
+}
+
+fn no_testbed_namespaces_left() -> bool {
+    let list = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    let prefix = format!("fgw{}-", std::process::id());
+    !String::from_utf8_lossy(&list.stdout).contains(&prefix)
+}
