@@ -37,13 +37,26 @@ pub struct BenchArgs {
     /// the overhead, bytes and recovery benchmarks.
     #[arg(long)]
     pub accuracy: bool,
+    /// Synchronous int8 training (one local step per round, the job's
+    /// rounds x local steps rounds) against the job as given (many local
+    /// steps, the outer step of --outer-lr and --outer-momentum: DiLoCo),
+    /// one after the other on the same nodes: accuracy and bytes.
+    #[arg(long)]
+    pub diloco: bool,
+    /// With --diloco: the synchronous run's learning rate (default: the
+    /// job's). Its momentum restarts every round, so it wants a larger
+    /// rate than many local steps with momentum do.
+    #[arg(long)]
+    pub sync_lr: Option<f32>,
 }
 
 pub async fn run(launcher: Launcher, args: &BenchArgs) -> anyhow::Result<String> {
     let mut prepared = scenario::prepare(launcher, &args.scenario).await?;
     let client = prepared.cluster.nodes[0].client()?;
     let request = prepared.request.clone();
-    let result = if args.accuracy {
+    let result = if args.diloco {
+        diloco(&client, &request, args.sync_lr).await
+    } else if args.accuracy {
         accuracy(&client, &request).await
     } else {
         timings(&mut prepared, &client, &request).await
@@ -355,6 +368,7 @@ fn lr_at(t: &fairgrid_sdk::jobs::TrainingChoice, round: u32) -> f32 {
         seed: t.seed,
         schedule: t.schedule,
         aggregation: Default::default(),
+        outer_momentum: t.outer_momentum,
     };
     hyper.lr_at(round)
 }
@@ -397,6 +411,92 @@ async fn accuracy(client: &Client, request: &JobRequest) -> anyhow::Result<Strin
     ))
 }
 
+/// The job as synchronous int8 SGD (H = 1, as many rounds as the job has
+/// local steps in all, a plain outer step) and as given.
+async fn diloco(
+    client: &Client,
+    request: &JobRequest,
+    sync_lr: Option<f32>,
+) -> anyhow::Result<String> {
+    let t = &request.training;
+    let mut sync = request.clone();
+    sync.name = format!("{}-sync", request.name);
+    sync.training.rounds = t.rounds * t.local_steps;
+    sync.training.local_steps = 1;
+    sync.training.outer_lr = 1.0;
+    sync.training.outer_momentum = 0.0;
+    sync.training.lr = sync_lr.unwrap_or(t.lr);
+    let mut runs = Vec::new();
+    for job in [&sync, request] {
+        let started = Instant::now();
+        let report = run_job(client, job).await?;
+        let wall = started.elapsed().as_secs_f64();
+        let accuracy = report.final_test_accuracy.context("no accuracy")?;
+        runs.push((job.training.clone(), accuracy, report, wall));
+    }
+    // Equal accuracy: the synchronous run's accuracy (reported as its
+    // accuracy: the mean over its
+    // last tenth of rounds: one round's figure swings by a point or two)
+    // less 0.5 pp.
+    let target = settled_accuracy(&runs[0].2.rounds) - 0.005;
+    println!();
+    println!(
+        "| run | rounds x H | lr | outer lr, momentum | test accuracy | bytes (up + down) | bytes to {:.2}% | wall |",
+        target * 100.0
+    );
+    println!("|---|---|---|---|---:|---:|---:|---:|");
+    let mut to_target = Vec::new();
+    for ((t, accuracy, report, wall), label) in runs.iter().zip(["synchronous int8", "as given"]) {
+        let reached = bytes_to_accuracy(&report.rounds, target);
+        to_target.push(reached);
+        println!(
+            "| {label} | {} x {} | {} | {}, {} | {:.2}% | {} | {} | {wall:.0} s |",
+            t.rounds,
+            t.local_steps,
+            t.lr,
+            t.outer_lr,
+            t.outer_momentum,
+            accuracy * 100.0,
+            report.bytes_up + report.bytes_down,
+            reached.map_or("never".to_string(), |b| b.to_string()),
+        );
+    }
+    let ratio = match (to_target[0], to_target[1]) {
+        (Some(sync), Some(given)) => format!("{:.1}", sync as f64 / given.max(1) as f64),
+        _ => "none".into(),
+    };
+    Ok(format!(
+        "bench diloco sync_accuracy={:.4} accuracy={:.4} diff_pp={:.2} fewer_bytes_to_equal_accuracy={ratio}",
+        target + 0.005,
+        runs[1].1,
+        (runs[1].1 - target - 0.005) * 100.0,
+    ))
+}
+
+/// The mean test accuracy over the last tenth of the rounds (at least one).
+fn settled_accuracy(rounds: &[fairgrid_sdk::jobs::RoundReport]) -> f32 {
+    let last: Vec<f32> = rounds
+        .iter()
+        .rev()
+        .take(rounds.len().div_ceil(10).max(1))
+        .filter_map(|r| r.test_accuracy)
+        .collect();
+    last.iter().sum::<f32>() / last.len().max(1) as f32
+}
+
+/// Bytes moved (up and down) until a round's test accuracy first reached
+/// `target`; `None` if none did.
+fn bytes_to_accuracy(rounds: &[fairgrid_sdk::jobs::RoundReport], target: f32) -> Option<u64> {
+    let mut total = 0;
+    for round in rounds {
+        total += round.bytes_up + round.bytes_down;
+        if round.test_accuracy.is_some_and(|a| a >= target) {
+            return Some(total);
+        }
+    }
+    None
+}
+
 /// One trainer on all the shards with the workers' combined batch, the
 /// same local steps per round and the same rounds and outer step.
 fn single_node(request: &JobRequest, workers: usize) -> anyhow::Result<f32> {
@@ -432,6 +532,31 @@ fn single_node(request: &JobRequest, workers: usize) -> anyhow::Result<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_count_until_the_accuracy_is_first_reached() {
+        let round = |accuracy: Option<f32>| fairgrid_sdk::jobs::RoundReport {
+            round: 0,
+            train_loss: 1.0,
+            test_accuracy: accuracy,
+            participants: 1,
+            bytes_up: 10,
+            bytes_down: 30,
+            duration_ms: 1,
+        };
+        let rounds: Vec<_> = [0.5, 0.7, 0.8, 0.75]
+            .into_iter()
+            .map(|a| round(Some(a)))
+            .collect();
+        assert_eq!(bytes_to_accuracy(&rounds, 0.7), Some(80));
+        assert_eq!(bytes_to_accuracy(&rounds, 0.9), None);
+        assert_eq!(settled_accuracy(&rounds), 0.75, "the last tenth: one round");
+        let many: Vec<_> = (0..20).map(|i| round(Some(i as f32 / 100.0))).collect();
+        assert!(
+            (settled_accuracy(&many) - 0.185).abs() < 1e-6,
+            "mean of the last two"
+        );
+    }
 
     #[test]
     fn median_takes_the_middle_value() {

@@ -74,6 +74,12 @@ pub struct Tuning {
     /// Seconds nodes have to bid (default 3).
     #[arg(long)]
     pub bid_window_secs: Option<u64>,
+    /// Step size of the coordinator's outer update (default 1).
+    #[arg(long)]
+    pub outer_lr: Option<f32>,
+    /// Nesterov momentum of the outer update (default 0).
+    #[arg(long)]
+    pub outer_momentum: Option<f32>,
 }
 
 /// The demo job for `owners` owners, with capacity `small_cpu_milli` per
@@ -118,6 +124,8 @@ pub fn demo_request(
             batch_size: tuning.batch.unwrap_or(8),
             lr: tuning.lr.unwrap_or(lr),
             schedule: tuning.schedule.unwrap_or(LrSchedule::Cosine),
+            outer_lr: tuning.outer_lr.unwrap_or(1.0),
+            outer_momentum: tuning.outer_momentum.unwrap_or(0.0),
             ..TrainingChoice::default()
         },
         market: MarketChoice {

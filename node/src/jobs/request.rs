@@ -227,6 +227,7 @@ fn request_field(e: &fairgrid_protocol::ProtocolError) -> String {
         ("hyper.local_steps", "training.local_steps"),
         ("hyper.batch_size", "training.batch_size"),
         ("hyper.outer_lr", "training.outer_lr"),
+        ("hyper.outer_momentum", "training.outer_momentum"),
         ("hyper.lr", "training.lr"),
         ("hyper.momentum", "training.momentum"),
         ("hyper.compression", "training.compression"),

@@ -107,6 +107,10 @@ pub struct HyperParams {
     pub schedule: LrSchedule,
     /// How the coordinator combines the round's deltas.
     pub aggregation: Aggregation,
+    /// Nesterov momentum of the coordinator's outer step, in [0, 1): 0 is
+    /// plain `params + outer_lr x mean`; DiLoCo uses 0.9 (docs/protocol.md,
+    /// "Outer step").
+    pub outer_momentum: f32,
 }
 
 /// How the coordinator combines a round's accepted deltas.
@@ -289,6 +293,12 @@ impl JobSpec {
         if !h.momentum.is_finite() || !(0.0..1.0).contains(&h.momentum) {
             return bad("hyper.momentum", format!("{} is not in [0, 1)", h.momentum));
         }
+        if !h.outer_momentum.is_finite() || !(0.0..1.0).contains(&h.outer_momentum) {
+            return bad(
+                "hyper.outer_momentum",
+                format!("{} is not in [0, 1)", h.outer_momentum),
+            );
+        }
         match h.compression {
             Compression::Int8 { block } if block == 0 || block > 1 << 20 => {
                 return bad(
@@ -364,6 +374,7 @@ mod tests {
             seed: 0,
             schedule,
             aggregation: Default::default(),
+            outer_momentum: 0.0,
         }
     }
 

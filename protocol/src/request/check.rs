@@ -216,11 +216,13 @@ impl JobRequest {
                 return bad(field, format!("{value} is not a step size in (0, 100]"));
             }
         }
-        if !t.momentum.is_finite() || !(0.0..1.0).contains(&t.momentum) {
-            return bad(
-                "training.momentum",
-                format!("{} is not in [0, 1)", t.momentum),
-            );
+        for (field, value) in [
+            ("training.momentum", t.momentum),
+            ("training.outer_momentum", t.outer_momentum),
+        ] {
+            if !value.is_finite() || !(0.0..1.0).contains(&value) {
+                return bad(field, format!("{value} is not in [0, 1)"));
+            }
         }
         let compression = match t.compression {
             CompressionName::Int8 => {
@@ -262,6 +264,7 @@ impl JobRequest {
             seed: t.seed,
             schedule: t.schedule,
             aggregation,
+            outer_momentum: t.outer_momentum,
         })
     }
 }

@@ -132,6 +132,10 @@ pub struct TrainingChoice {
     pub momentum: f32,
     /// Step size of the coordinator's outer update (1.0 = plain averaging).
     pub outer_lr: f32,
+    /// Nesterov momentum of the outer update, in [0, 1): 0 (default) is
+    /// plain averaging; with many local steps (DiLoCo) 0.9 with
+    /// `outer_lr` 0.7 (docs/sdk.md, "Training over slow links").
+    pub outer_momentum: f32,
     pub compression: CompressionName,
     pub int8_block: u32,
     pub topk_permille: u32,
@@ -158,6 +162,7 @@ impl Default for TrainingChoice {
             lr: 0.05,
             momentum: 0.9,
             outer_lr: 1.0,
+            outer_momentum: 0.0,
             compression: CompressionName::Int8,
             int8_block: 256,
             topk_permille: 10,

@@ -102,6 +102,14 @@ fn each_bad_field_is_named() {
         "training.outer_lr"
     );
     assert_eq!(field(|r| r.training.momentum = 1.0), "training.momentum");
+    assert_eq!(
+        field(|r| r.training.outer_momentum = -0.1),
+        "training.outer_momentum"
+    );
+    assert_eq!(
+        field(|r| r.training.outer_momentum = f32::INFINITY),
+        "training.outer_momentum"
+    );
     assert_eq!(field(|r| r.training.int8_block = 0), "training.int8_block");
     assert_eq!(
         field(|r| {

@@ -201,6 +201,10 @@ pub struct CoordJob {
     pub events: EventLog,
     /// The coordinator's evaluator (built on first use, blocking threads only).
     pub evaluator: Arc<Mutex<Option<JobTrainer>>>,
+    /// The outer step's Nesterov velocity (`hyper.outer_momentum`), carried
+    /// from round to round in memory: a restarted coordinator starts it
+    /// again from zero.
+    pub outer_velocity: Arc<Mutex<Vec<f32>>>,
 }
 
 /// Read access to a job's state (the machine's lock is held meanwhile).
@@ -237,6 +241,7 @@ impl CoordJob {
             inbox: tokio::sync::Mutex::new(inbox),
             events,
             evaluator: Arc::new(Mutex::new(None)),
+            outer_velocity: Arc::new(Mutex::new(Vec::new())),
         }
     }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use fairgrid_kernels::compress::robust;
 use fairgrid_kernels::{decode_update, weighted_mean};
-use fairgrid_protocol::messages::{Aggregation, JobSpec, RoundUpdate};
+use fairgrid_protocol::messages::{Aggregation, HyperParams, JobSpec, RoundUpdate};
 use fairgrid_protocol::{Hash32, NodeId, OwnerId, Signed};
 
 use super::super::model::kernels_compression;
@@ -277,22 +277,85 @@ pub struct Aggregate {
     pub samples: u64,
 }
 
-/// Applies the sample-weighted mean of the accepted deltas with the outer
-/// step: `params + outer_lr * mean`.
+/// The coordinator's outer step. The round's combined delta `d` is the
+/// negated outer gradient; with Nesterov momentum `mu` (DiLoCo's outer
+/// optimizer) the velocity is `v = mu v + d` and the step
+/// `params + lr (d + mu v)`. With `mu = 0` it is `params + lr d`, plain
+/// averaging when `lr = 1`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OuterStep {
+    pub lr: f32,
+    pub momentum: f32,
+}
+
+impl OuterStep {
+    pub fn of(hyper: &HyperParams) -> OuterStep {
+        OuterStep {
+            lr: hyper.outer_lr,
+            momentum: hyper.outer_momentum,
+        }
+    }
+
+    /// No momentum: `params + lr d`.
+    pub fn plain(lr: f32) -> OuterStep {
+        OuterStep { lr, momentum: 0.0 }
+    }
+
+    /// The new parameters and the new velocity (empty without momentum;
+    /// an empty `velocity` counts as zeros).
+    pub fn apply(&self, params: &[f32], delta: &[f32], velocity: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        if self.momentum == 0.0 {
+            let new = params
+                .iter()
+                .zip(delta)
+                .map(|(p, d)| p + self.lr * d)
+                .collect();
+            return (new, Vec::new());
+        }
+        let mu = self.momentum;
+        let v: Vec<f32> = if velocity.len() == delta.len() {
+            velocity
+                .iter()
+                .zip(delta)
+                .map(|(v, d)| mu * v + d)
+                .collect()
+        } else {
+            delta.to_vec()
+        };
+        let new = params
+            .iter()
+            .zip(delta.iter().zip(&v))
+            .map(|(p, (d, v))| p + self.lr * (d + mu * v))
+            .collect();
+        (new, v)
+    }
+}
+
+/// Applies the sample-weighted mean of the accepted deltas with a plain
+/// outer step: `params + outer_lr * mean`.
 pub fn aggregate(
     params: &[f32],
     updates: &[&AcceptedUpdate],
     outer_lr: f32,
 ) -> Result<Aggregate, String> {
-    aggregate_with(params, updates, outer_lr, Aggregation::Mean)
+    aggregate_with(
+        params,
+        updates,
+        OuterStep::plain(outer_lr),
+        &mut Vec::new(),
+        Aggregation::Mean,
+    )
 }
 
 /// [`aggregate`] with the job's rule for combining the deltas (the mean,
-/// or a robust rule: `fairgrid_kernels::compress::robust`).
+/// or a robust rule: `fairgrid_kernels::compress::robust`) and its outer
+/// step. `velocity` is the outer momentum carried between rounds; it is
+/// replaced only when the step succeeds.
 pub fn aggregate_with(
     params: &[f32],
     updates: &[&AcceptedUpdate],
-    outer_lr: f32,
+    outer: OuterStep,
+    velocity: &mut Vec<f32>,
     rule: Aggregation,
 ) -> Result<Aggregate, String> {
     let deltas: Vec<(&[f32], u64)> = updates
@@ -312,14 +375,11 @@ pub fn aggregate_with(
             params.len()
         ));
     }
-    let new: Vec<f32> = params
-        .iter()
-        .zip(&mean)
-        .map(|(p, d)| p + outer_lr * d)
-        .collect();
+    let (new, next_velocity) = outer.apply(params, &mean, velocity);
     if let Some(i) = new.iter().position(|v| !v.is_finite()) {
         return Err(format!("aggregated parameter {i} is not finite"));
     }
+    *velocity = next_velocity;
     let samples: u64 = updates.iter().map(|u| u.samples).sum();
     let loss = updates
         .iter()

@@ -43,6 +43,7 @@ pub fn spec_with(key: &Keypair, shards: usize, compression: Compression) -> JobS
             seed: 1,
             schedule: LrSchedule::Constant,
             aggregation: Default::default(),
+            outer_momentum: 0.0,
         },
         demand_per_shard: ResourceVec {
             cpu_milli: 100,

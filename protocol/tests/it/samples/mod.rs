@@ -164,6 +164,7 @@ impl Gen {
                 seed: self.u64(),
                 schedule: [LrSchedule::Constant, LrSchedule::Cosine][self.small(2)],
                 aggregation: Default::default(),
+                outer_momentum: self.f32(),
             },
             demand_per_shard: self.resources(),
             limit_price: self.u64(),

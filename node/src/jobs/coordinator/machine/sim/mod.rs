@@ -17,7 +17,7 @@ use fairgrid_protocol::{Hash32, Keypair, Signed, TrustPolicy};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::super::round::{AcceptedUpdate, RoundInProgress, aggregate_with};
+use super::super::round::{AcceptedUpdate, OuterStep, RoundInProgress, aggregate_with};
 use super::{AuditVerdict, Coordinator, Input, Output, Stored};
 use checks::Checks;
 use workers::{Message, SimWorker, Temper};
@@ -65,6 +65,8 @@ pub struct World {
     /// Rounds recorded when the coordinator last restarted with a round open.
     restart_mid_round: Option<usize>,
     ended: bool,
+    /// The outer step's momentum, as the node keeps it beside the machine.
+    outer_velocity: Vec<f32>,
     checks: Checks,
     /// What happened, for the report of a failing seed.
     trace: Vec<String>,
@@ -155,6 +157,7 @@ impl World {
             restarted_at: Vec::new(),
             restart_mid_round: None,
             ended: false,
+            outer_velocity: Vec::new(),
             checks: Checks::default(),
             trace: Vec::new(),
         }
@@ -274,8 +277,14 @@ impl World {
             } => {
                 let refs: Vec<&AcceptedUpdate> = updates.iter().collect();
                 let hyper = &self.spec.hyper;
-                let result = aggregate_with(&params, &refs, hyper.outer_lr, hyper.aggregation)
-                    .map(|a| (a, 0.5));
+                let result = aggregate_with(
+                    &params,
+                    &refs,
+                    OuterStep::of(hyper),
+                    &mut self.outer_velocity,
+                    hyper.aggregation,
+                )
+                .map(|a| (a, 0.5));
                 self.pending
                     .push(Pending::answer(Input::Aggregated { round, result }));
             }
@@ -480,6 +489,8 @@ impl World {
         self.wake = None;
         self.last_start = None;
         self.ended = false;
+        // As on a node: the velocity lives in memory, not in checkpoints.
+        self.outer_velocity.clear();
         let (machine, outputs) = Coordinator::resume(
             self.id,
             self.spec.clone(),
