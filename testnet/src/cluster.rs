@@ -30,6 +30,18 @@ pub struct ClusterSpec {
     pub root: Option<PathBuf>,
     /// How long to wait for the nodes to start and see each other.
     pub ready_timeout: Duration,
+    /// Per node, the network namespace it runs in (`ip netns` name; see
+    /// [`crate::wan`]); none, or a shorter list, leaves the rest on
+    /// loopback. A namespaced node listens on 0.0.0.0 port 4001 (TCP and
+    /// QUIC) and its API is bridged to 127.0.0.1 here.
+    pub netns: Vec<Option<String>>,
+    /// Bootstrap peers for every node (default: node 0, for the others).
+    pub bootstrap: Vec<String>,
+    /// Node 0 is a relay at this address (TCP port 4001), which every
+    /// other node holds a slot on and bootstraps through.
+    pub relay_via_node0: Option<std::net::Ipv4Addr>,
+    /// Consortium mode: only nodes certified by the cluster's owners.
+    pub consortium: bool,
 }
 
 impl ClusterSpec {
@@ -42,6 +54,10 @@ impl ClusterSpec {
             node_threads: 1,
             root: None,
             ready_timeout: Duration::from_secs(60),
+            netns: Vec::new(),
+            bootstrap: Vec::new(),
+            relay_via_node0: None,
+            consortium: false,
         })
     }
 }
@@ -63,6 +79,10 @@ pub struct NodeProcess {
     /// How it was started (without bootstrap peers), to start it again.
     args: Vec<String>,
     env: Vec<(String, String)>,
+    /// The network namespace it runs in, if not the testnet's.
+    pub netns: Option<String>,
+    /// Its API made reachable from here, when it runs in a namespace.
+    bridge: Option<crate::wan::bridge::ApiBridge>,
 }
 
 impl NodeProcess {
@@ -170,17 +190,43 @@ impl Cluster {
             .owners
             .create(&cluster.launcher, &root.join("owners"))?;
         let mut prepared = Vec::new();
+        let netns_of = |index: usize| spec.netns.get(index).cloned().flatten();
         for index in 0..spec.nodes {
             let dir = root.join(format!("node{index}"));
-            let peer_id = init(&cluster.launcher, &dir)?;
+            let peer_id = match netns_of(index) {
+                None => init(&cluster.launcher, &dir)?,
+                Some(_) => init_listening(&cluster.launcher, &dir, &WAN_LISTEN)?,
+            };
             let owner = spec.owners.owner_of(index);
             cluster.owners[owner].certify(&cluster.launcher, &peer_id, &dir.join("node.cert"))?;
             prepared.push((index, dir, peer_id, owner));
         }
         let deadline = Instant::now() + spec.ready_timeout;
-        let mut bootstrap: Vec<String> = Vec::new();
+        let mut bootstrap: Vec<String> = spec.bootstrap.clone();
+        let mut shared_env = spec.env.clone();
+        if spec.consortium {
+            let allowlist: Vec<String> = cluster.owners.iter().map(|o| o.id.clone()).collect();
+            shared_env.push(("FAIRGRID_TRUST_CONSORTIUM".into(), "true".into()));
+            shared_env.push(("FAIRGRID_TRUST_ALLOWLIST".into(), allowlist.join(",")));
+        }
+        let relay = match (spec.relay_via_node0, prepared.first()) {
+            (Some(ip), Some((_, _, relay_id, _))) => {
+                Some(format!("/ip4/{ip}/tcp/4001/p2p/{relay_id}"))
+            }
+            _ => None,
+        };
         for (index, dir, peer_id, owner) in prepared {
-            let mut env = spec.env.clone();
+            let mut env = shared_env.clone();
+            match &relay {
+                Some(_) if index == 0 => {
+                    env.push(("FAIRGRID_NETWORK_RELAY_SERVER".into(), "true".into()))
+                }
+                Some(relay) => {
+                    env.push(("FAIRGRID_NETWORK_RELAYS".into(), relay.clone()));
+                    bootstrap = vec![relay.clone()];
+                }
+                None => {}
+            }
             env.extend(spec.owners.node_env(owner));
             env.extend(thread_env(&dir, spec.node_threads)?);
             env.extend(
@@ -204,7 +250,17 @@ impl Cluster {
             for b in &bootstrap {
                 args.extend(["--bootstrap".to_string(), b.clone()]);
             }
-            let child = cluster.launcher.spawn(&args, &env, &dir.join("node.log"))?;
+            let netns = netns_of(index);
+            let netns_file = netns
+                .as_deref()
+                .map(crate::wan::netns::open_netns)
+                .transpose()?;
+            let child = cluster.launcher.spawn_in(
+                netns_file.as_ref(),
+                &args,
+                &env,
+                &dir.join("node.log"),
+            )?;
             cluster.nodes.push(NodeProcess {
                 index,
                 pid: child.id(),
@@ -217,11 +273,15 @@ impl Cluster {
                 owner,
                 api: String::new(),
                 listen: Vec::new(),
+                netns,
+                bridge: None,
             });
             if index == 0 {
-                // Everyone else joins through the first node.
                 cluster.wait_run_files(0, deadline).await?;
-                bootstrap = cluster.nodes[0].listen.clone();
+                if spec.bootstrap.is_empty() && relay.is_none() {
+                    // Everyone else joins through the first node.
+                    bootstrap = cluster.nodes[0].listen.clone();
+                }
             }
         }
         for i in 1..cluster.nodes.len() {
@@ -248,9 +308,17 @@ impl Cluster {
         for b in &bootstrap {
             args.extend(["--bootstrap".to_string(), b.clone()]);
         }
-        let child = self
-            .launcher
-            .spawn(&args, &node.env, &node.dir.join("node.log"))?;
+        let netns_file = node
+            .netns
+            .as_deref()
+            .map(crate::wan::netns::open_netns)
+            .transpose()?;
+        let child = self.launcher.spawn_in(
+            netns_file.as_ref(),
+            &args,
+            &node.env,
+            &node.dir.join("node.log"),
+        )?;
         node.pid = child.id();
         node.child = Some(child);
         self.wait_run_files(i, Instant::now() + timeout).await
@@ -298,6 +366,12 @@ impl Cluster {
         let api = std::fs::read_to_string(node.dir.join("run/api.addr"))
             .context("reading run/api.addr")?;
         node.api = format!("http://{}", api.trim());
+        if let Some(ns) = &node.netns {
+            let target = api.trim().parse().context("run/api.addr")?;
+            let bridge = crate::wan::bridge::ApiBridge::start(ns, target)?;
+            node.api = bridge.url();
+            node.bridge = Some(bridge);
+        }
         node.listen = std::fs::read_to_string(&listen_file)?
             .lines()
             .map(str::trim)
@@ -380,6 +454,10 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// Where a node in a namespace listens: each namespace has ports of its
+/// own, and a fixed one is what a NAT keeps.
+pub const WAN_LISTEN: [&str; 2] = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"];
 
 /// `fairgrid init` on loopback with OS-chosen ports; returns the PeerId.
 fn init(launcher: &Launcher, dir: &Path) -> anyhow::Result<String> {

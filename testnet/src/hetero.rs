@@ -10,15 +10,14 @@
 //! of the throughput observed in the rounds.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use fairgrid_node::cli::job::follow_with_progress;
-use fairgrid_sdk::jobs::{JobEvent, JobEventKind, JobRequest, JobState, WorkerRoundView};
+use fairgrid_sdk::jobs::{JobEvent, JobEventKind, JobRequest, WorkerRoundView};
 
 use crate::cgroup::CpuQuota;
 use crate::cluster::{Cluster, ClusterSpec};
-use crate::job::{Model, Tuning, demo_request};
+use crate::job::{Model, Tuning, demo_request, submit_and_follow};
 use crate::launcher::Launcher;
 use crate::scenario::dump_logs;
 
@@ -188,19 +187,8 @@ async fn measure(
         .await
         .context("waiting for the nodes to see each other")?;
     let client = cluster.nodes[0].client()?;
-    let started = Instant::now();
-    let accepted = client.submit_job(request).await.context("submitting")?;
-    let followed = tokio::time::timeout(
-        Duration::from_secs(timeout_secs),
-        follow_with_progress(&client, &accepted.job_id, request.training.rounds, |_| {}),
-    )
-    .await
-    .context("the job did not end in time")??;
-    let wall = started.elapsed();
-    if followed.state != JobState::Finished {
-        bail!("the job failed: {:?}", followed.failure);
-    }
-    let report = client.job_report(&accepted.job_id).await?;
+    let (job_id, followed, wall) = submit_and_follow(&client, request, timeout_secs).await?;
+    let report = client.job_report(&job_id).await?;
     let allocation = report.allocation.context("no allocation in the report")?;
     let rounds = round_workers(&followed.events);
     let mut workers: BTreeMap<String, (u32, f64)> = BTreeMap::new();
@@ -225,7 +213,7 @@ async fn measure(
 }
 
 /// Each completed round's workers, in order.
-fn round_workers(events: &[JobEvent]) -> Vec<Vec<WorkerRoundView>> {
+pub fn round_workers(events: &[JobEvent]) -> Vec<Vec<WorkerRoundView>> {
     events
         .iter()
         .filter_map(|e| match &e.kind {

@@ -173,6 +173,38 @@ pub fn describe_data(data: &str) -> String {
     }
 }
 
+/// Submits `request`, follows it with a progress bar for up to
+/// `timeout_secs`, and fails unless it finished: the job's id, what was
+/// followed, and the wall time from submission.
+pub async fn submit_and_follow(
+    client: &fairgrid_sdk::Client,
+    request: &JobRequest,
+    timeout_secs: u64,
+) -> anyhow::Result<(
+    String,
+    fairgrid_node::cli::job::FollowReport,
+    std::time::Duration,
+)> {
+    let started = std::time::Instant::now();
+    let accepted = client.submit_job(request).await.context("submitting")?;
+    let followed = tokio::time::timeout(
+        std::time::Duration::from_secs(timeout_secs),
+        fairgrid_node::cli::job::follow_with_progress(
+            client,
+            &accepted.job_id,
+            request.training.rounds,
+            |_| {},
+        ),
+    )
+    .await
+    .context("the job did not end in time")??;
+    let wall = started.elapsed();
+    if followed.state != fairgrid_sdk::jobs::JobState::Finished {
+        anyhow::bail!("the job failed: {:?}", followed.failure);
+    }
+    Ok((accepted.job_id, followed, wall))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

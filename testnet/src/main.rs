@@ -45,6 +45,9 @@ enum Command {
     /// Nodes behind pairs of NAT types in network namespaces (as root),
     /// a relay between them: directly connected, relayed, or not at all.
     NatMatrix(wan::matrix::MatrixArgs),
+    /// One job across NATs in network namespaces (as root): the relay on
+    /// the testbed's internet, the coordinator and workers behind NATs.
+    WanJob(wan::job::WanJobArgs),
 }
 
 fn main() -> ExitCode {
@@ -119,6 +122,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 interruptible(Some(timeout), hetero::run(launcher, &args), |line| line).await
             }
             Command::NatMatrix(_) => unreachable!("run above"),
+            Command::WanJob(args) => {
+                let timeout = args.timeout_secs + 120;
+                interruptible(Some(timeout), wan::job::run(launcher, &args), |line| line).await
+            }
             Command::Up(args) => {
                 interruptible(None, up::run(launcher, &args), |()| "stopped".to_string()).await
             }

@@ -324,9 +324,10 @@ pub fn handle_request(
     let permit = Arc::clone(&ctx.jobs.inbound).try_acquire_owned();
     tokio::spawn(async move {
         let response = match (permit, peer.to_string().parse::<NodeId>()) {
-            _ if ctx.consortium() && !ctx.host.admitted(&peer) => {
-                Response::refused("not admitted: present a certificate first")
-            }
+            _ if ctx.consortium() && !ctx.host.admitted(&peer) => Response::refused(format!(
+                "{}: present a certificate first",
+                worker::NOT_ADMITTED
+            )),
             (Err(_), _) => Response::refused("busy: too many job requests in flight"),
             (_, Err(_)) => Response::refused("peer id is not an ed25519 node key"),
             (Ok(_permit), Ok(from)) => handle(Arc::clone(&ctx), from, request).await,

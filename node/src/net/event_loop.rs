@@ -30,6 +30,9 @@ use super::{NetConfig, NetEvent};
 use crate::error::{NodeError, Result};
 
 const TARGET: &str = "fairgrid::net";
+/// After we admit a relay, how soon to ask it again for a slot it refused
+/// (it admits us when our certificate reaches it, about as fast).
+const RELAY_RETRY_AFTER_ADMISSION: Duration = Duration::from_millis(500);
 /// Outbound requests in flight, at most.
 const MAX_PENDING_REQUESTS: usize = 1024;
 /// How often to re-run the Kademlia bootstrap once the node has
@@ -170,20 +173,65 @@ impl EventLoop {
         }
     }
 
-    /// Schedules another request for a slot on `relay`; the second failure
-    /// in a row is a warning (the first is usual at start, when the slot
-    /// request meets another dial to the relay and is asked again as soon
-    /// as the relay is connected), the others only debug lines.
+    /// Schedules another request for a slot on `relay`; the third failure
+    /// in a row is a warning (two are usual at start: the slot request
+    /// meets another dial to the relay and is asked again once the relay
+    /// is connected, and a consortium relay refuses until it has admitted
+    /// this node), the others only debug lines.
     fn retry_relay_later(&mut self, relay: Multiaddr, reason: &str) {
         let failures = self.relay_failures.entry(relay.clone()).or_default();
         *failures += 1;
-        let delay = relay_retry_delay(*failures);
-        if *failures == 2 {
+        let mut delay = relay_retry_delay(*failures);
+        if *failures <= 2 && peer_of(&relay).is_some_and(|p| self.admitted.contains(&p)) {
+            // We admitted the relay already; it is about to admit us.
+            delay = delay.min(RELAY_RETRY_AFTER_ADMISSION);
+        }
+        if *failures == 3 {
             warn!(target: TARGET, %relay, %reason, retry_in = ?delay, "no slot on the relay; asking again");
         } else {
             debug!(target: TARGET, %relay, %reason, failures = *failures, retry_in = ?delay, "no slot on the relay yet");
         }
         self.relay_retries.push((Instant::now() + delay, relay));
+    }
+
+    /// Before a request to a peer we are not connected to: dial it through
+    /// our relays as well as at the addresses we know. A peer behind a NAT
+    /// announces no address we can reach, but the nodes of a consortium
+    /// share its relay, where the peer holds a slot; once connected, DCUtR
+    /// may replace the relayed connection with a direct one. (The request's
+    /// own dial then waits for this one; without relays nothing changes.)
+    fn dial_through_relays(&mut self, peer: PeerId) {
+        if self.config.relays.is_empty() || self.swarm.is_connected(&peer) {
+            return;
+        }
+        let via_relays: Vec<Multiaddr> = self
+            .config
+            .relays
+            .iter()
+            .filter(|relay| peer_of(relay) != Some(peer))
+            .map(circuit_listen_addr)
+            .collect();
+        if via_relays.is_empty() {
+            return;
+        }
+        let opts = DialOpts::peer_id(peer)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .addresses(via_relays)
+            .extend_addresses_through_behaviour()
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            debug!(target: TARGET, %peer, error = %e, "no dial through the relays");
+        }
+    }
+
+    /// Brings a pending retry for relay `peer` forward to `after` from now.
+    fn retry_relay_soon(&mut self, peer: PeerId, after: Duration) {
+        let soon = Instant::now() + after;
+        for (at, relay) in &mut self.relay_retries {
+            if peer_of(relay) == Some(peer) && *at > soon {
+                *at = soon;
+            }
+        }
     }
 
     /// A relay we wait to ask again is now connected: ask at once (a slot
@@ -302,7 +350,12 @@ impl EventLoop {
                     )));
                     return;
                 }
-                let id = behaviour.reqres.send_request(&peer, request);
+                self.dial_through_relays(peer);
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .reqres
+                    .send_request(&peer, request);
                 self.pending_requests.insert(id, reply);
             }
             Command::Respond { channel, response } => {
@@ -327,6 +380,10 @@ impl EventLoop {
                         self.swarm.behaviour_mut().kad.add_address(&peer, addr);
                     }
                 }
+                // A consortium relay admits us as we admit it (both show
+                // their certificates at once): ask again for a slot it
+                // refused before, in a moment rather than after back-off.
+                self.retry_relay_soon(peer, RELAY_RETRY_AFTER_ADMISSION);
             }
             Command::Ban { peer } => {
                 self.admitted.remove(&peer);
@@ -421,6 +478,7 @@ impl EventLoop {
                     connection_id,
                     peer_id,
                     endpoint.get_remote_address(),
+                    endpoint.is_relayed(),
                 );
                 let state = self.peers.entry(peer_id).or_insert_with(|| PeerState {
                     connections: 0,

@@ -162,8 +162,21 @@ pub struct ReachState {
 }
 
 impl ReachState {
-    pub fn connection_established(&mut self, id: ConnectionId, peer: PeerId, remote: &Multiaddr) {
-        let transport = Transport::of(remote);
+    /// A connection opened; `relayed` as libp2p says of its endpoint (an
+    /// inbound relayed connection's remote address is only `/p2p/ID`: the
+    /// circuit shows in its local address).
+    pub fn connection_established(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        remote: &Multiaddr,
+        relayed: bool,
+    ) {
+        let transport = if relayed {
+            Transport::Relayed
+        } else {
+            Transport::of(remote)
+        };
         *self.connections.entry(transport).or_default() += 1;
         if self.open.len() < MAX_TRACKED {
             self.open.insert(id, (peer, transport));
@@ -396,15 +409,24 @@ mod tests {
             ConnectionId::new_unchecked(3),
         );
         let peer = PeerId::random();
-        state.connection_established(relayed, peer, &addr("/ip4/1.2.3.4/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit"));
+        state.connection_established(relayed, peer, &addr("/ip4/1.2.3.4/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit"), true);
         assert_eq!(state.transports_to(&peer), vec![Transport::Relayed]);
-        state.connection_established(tcp, peer, &addr("/ip4/1.2.3.4/tcp/9"));
-        state.connection_established(quic, peer, &addr("/ip4/1.2.3.4/udp/9/quic-v1"));
+        state.connection_established(tcp, peer, &addr("/ip4/1.2.3.4/tcp/9"), false);
+        state.connection_established(quic, peer, &addr("/ip4/1.2.3.4/udp/9/quic-v1"), false);
         assert_eq!(
             state.transports_to(&peer),
             vec![Transport::Tcp, Transport::Quic, Transport::Relayed]
         );
         assert!(state.transports_to(&PeerId::random()).is_empty());
+        // Inbound through a relay, the remote address is only the peer id.
+        let mut inbound_state = ReachState::default();
+        let other = PeerId::random();
+        let inbound = ConnectionId::new_unchecked(4);
+        inbound_state.connection_established(inbound, other, &addr(&format!("/p2p/{other}")), true);
+        assert_eq!(
+            inbound_state.transports_to(&other),
+            vec![Transport::Relayed]
+        );
         state.hole_punch(Ok(tcp));
         state.hole_punch(Ok(quic));
         state.hole_punch(Err(()));

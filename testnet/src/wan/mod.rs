@@ -6,8 +6,13 @@
 //!
 //! - [`testbed`]: namespaces, veth pairs, NAT rules and shaping;
 //! - [`node`]: a node process in a namespace, and its API;
-//! - [`matrix`]: the NAT matrix (direct, relayed, or not connected).
+//! - [`bridge`]: a namespaced node's API, reachable from the testnet's
+//!   namespace (so a [`crate::cluster::Cluster`] can place nodes in them);
+//! - [`matrix`]: the NAT matrix (direct, relayed, or not connected);
+//! - [`job`]: a job across the testbed, direct or through the relay.
 
+pub mod bridge;
+pub mod job;
 pub mod matrix;
 pub mod netns;
 pub mod node;

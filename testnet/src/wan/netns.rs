@@ -87,8 +87,7 @@ impl Netns {
     /// The namespace as a file, for `setns(2)` (see
     /// [`crate::launcher::Launcher::spawn_in`]).
     pub fn open(&self) -> anyhow::Result<std::fs::File> {
-        let path = std::path::Path::new("/run/netns").join(&self.name);
-        std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))
+        open_netns(&self.name)
     }
 
     /// Runs `work` on a thread that has entered the namespace: sockets it
@@ -122,6 +121,12 @@ impl Drop for Netns {
         kill_all_in(&self.name);
         let _ = sh("ip", ["netns", "del", &self.name]);
     }
+}
+
+/// The namespace named `name` (`ip netns`) as a file, for `setns(2)`.
+pub fn open_netns(name: &str) -> anyhow::Result<std::fs::File> {
+    let path = std::path::Path::new("/run/netns").join(name);
+    std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))
 }
 
 /// Deletes the namespaces `{prefix}PID-*` of testbeds whose process is

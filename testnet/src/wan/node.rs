@@ -12,8 +12,8 @@ use fairgrid_sdk::Client;
 use super::netns::Netns;
 use crate::launcher::Launcher;
 
-/// The port every testbed node listens on (TCP and QUIC): each namespace
-/// has ports of its own, and a fixed one is what a NAT preserves.
+/// The port every testbed node listens on (TCP and QUIC; the cluster's
+/// `WAN_LISTEN`).
 pub const PORT: u16 = 4001;
 
 pub struct WanNode {
@@ -38,14 +38,7 @@ impl WanNode {
         env: &[(String, String)],
         extra_args: &[String],
     ) -> anyhow::Result<WanNode> {
-        let peer_id = crate::cluster::init_listening(
-            launcher,
-            dir,
-            &[
-                &format!("/ip4/0.0.0.0/tcp/{PORT}"),
-                &format!("/ip4/0.0.0.0/udp/{PORT}/quic-v1"),
-            ],
-        )?;
+        let peer_id = crate::cluster::init_listening(launcher, dir, &crate::cluster::WAN_LISTEN)?;
         let dir_arg = dir.display().to_string();
         let mut args = vec![
             "run".to_string(),

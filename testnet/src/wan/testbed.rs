@@ -122,6 +122,11 @@ impl Testbed {
             "br0",
         ])?;
         internet.ip(["link", "set", "br0", "up"])?;
+        // Counts what the internet's own address (the relay) receives and
+        // sends; frames the bridge forwards between sites do not pass here.
+        internet.nft(
+            "table ip fairgrid_acct {\n  chain input { type filter hook input priority filter; counter; }\n  chain output { type filter hook output priority filter; counter; }\n}\n",
+        )?;
         let mut testbed = Testbed {
             sites: Vec::new(),
             internet,
@@ -204,6 +209,27 @@ impl Testbed {
     }
 }
 
+impl Testbed {
+    /// Bytes the internet namespace's own address (the relay) has received
+    /// and sent since the testbed was made.
+    pub fn relay_bytes(&self) -> anyhow::Result<u64> {
+        let listing = self
+            .internet
+            .exec("nft", ["list", "table", "ip", "fairgrid_acct"])?;
+        Ok(counted_bytes(&listing))
+    }
+}
+
+/// The sum of every `bytes N` in an nft listing of counters.
+fn counted_bytes(listing: &str) -> u64 {
+    let words: Vec<&str> = listing.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter(|w| w[0] == "bytes")
+        .filter_map(|w| w[1].trim_end_matches([';', ',']).parse::<u64>().ok())
+        .sum()
+}
+
 /// A token bucket on `dev`'s egress: `rate` with a burst of 10 ms worth
 /// of it (at least 16 KiB) and a queue of up to 100 ms.
 fn shape_egress(ns: &Netns, dev: &str, shape: Shaping) -> anyhow::Result<()> {
@@ -231,6 +257,13 @@ fn shape_egress(ns: &Netns, dev: &str, shape: Shaping) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_are_read_from_an_nft_listing() {
+        let listing = "table ip fairgrid_acct {\n\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n\t\tcounter packets 12 bytes 3400\n\t}\n\tchain output {\n\t\tcounter packets 3 bytes 600\n\t}\n}\n";
+        assert_eq!(counted_bytes(listing), 4000);
+        assert_eq!(counted_bytes("table ip t { }"), 0);
+    }
 
     #[test]
     fn which_pairs_can_punch_a_hole() {

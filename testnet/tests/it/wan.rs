@@ -70,3 +70,44 @@ fn no_testbed_namespaces_left() -> bool {
     let prefix = format!("fgw{}-", std::process::id());
     !String::from_utf8_lossy(&list.stdout).contains(&prefix)
 }
+
+/// A job whose coordinator and workers all sit behind NATs completes, with
+/// the workers behind cone NATs (hole punching possible) and behind
+/// symmetric ones (the job's traffic goes through the consortium relay).
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs root for network namespaces and NAT rules; .ci/run runs it (as root) with --ignored"]
+async fn jobs_across_nats_complete_directly_and_through_the_relay() {
+    use fairgrid_testnet::job::{Model, Tuning};
+    use fairgrid_testnet::wan::job::{WanJobArgs, measure};
+    for worker_nat in [Nat::PortRestricted, Nat::Symmetric] {
+        let args = WanJobArgs {
+            coordinator_nat: Nat::PortRestricted,
+            worker_nat,
+            workers: 2,
+            rate_mbit: 100,
+            model: Model::Mlp,
+            tuning: Tuning {
+                rounds: Some(4),
+                // Bids cross the relay from cold connections, after each
+                // worker's one-second speed probe: more than the default 3 s.
+                bid_window_secs: Some(8),
+                ..Tuning::default()
+            },
+            timeout_secs: 180,
+        };
+        let figures = measure(launcher(), &args)
+            .await
+            .unwrap_or_else(|e| panic!("the job behind {worker_nat:?} NATs: {e:#}"));
+        eprintln!("{:?}: {}", worker_nat, figures.line());
+        assert!(figures.accuracy > 0.5, "{}", figures.line());
+        assert!(figures.job_bytes > 0);
+        if worker_nat == Nat::Symmetric {
+            assert!(
+                figures.relay_bytes > figures.job_bytes / 2,
+                "through the relay: {}",
+                figures.line()
+            );
+        }
+    }
+    assert!(no_testbed_namespaces_left());
+}

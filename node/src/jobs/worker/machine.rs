@@ -23,6 +23,12 @@ pub const BID_RETRY_MS: u64 = 1000;
 /// How a refusal that is worth trying again begins.
 pub const BUSY: &str = "busy";
 
+/// How a consortium node's refusal to a peer it has not admitted yet
+/// starts. Also passing: a bid is often what first connects a worker to
+/// the coordinator (through a relay, say), and the certificates cross
+/// while it does.
+pub const NOT_ADMITTED: &str = "not admitted";
+
 /// What a worker keeps on disk about a job, besides its spec.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Record {
@@ -324,7 +330,9 @@ impl Worker {
                 out.outputs.push(Output::ExchangeLedger);
                 self.finish(&mut out.outputs);
             }
-            BidAnswer::Refused(reason) if !reason.starts_with(BUSY) => {
+            BidAnswer::Refused(reason)
+                if !reason.starts_with(BUSY) && !reason.starts_with(NOT_ADMITTED) =>
+            {
                 self.bidding = None;
                 if rejoin {
                     self.finish(&mut out.outputs);

@@ -44,7 +44,7 @@ use crate::jobs::device::Device;
 use crate::jobs::model;
 use crate::ledger::now_ms;
 use crate::net::{Request, Response, Verdict};
-pub use machine::BUSY;
+pub use machine::{BUSY, NOT_ADMITTED};
 use machine::{BidAnswer, Input, Output, Reply, Worker};
 
 const TARGET: &str = "fairgrid::jobs";

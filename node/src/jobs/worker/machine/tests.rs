@@ -136,8 +136,11 @@ fn a_busy_or_unreachable_coordinator_is_tried_again_then_given_up() {
     let mut now = 0;
     let mut sends = 1;
     loop {
-        let answer = if sends % 2 == 0 {
+        let answer = if sends % 3 == 0 {
             BidAnswer::Refused(format!("{BUSY}: this node is still loading its jobs"))
+        } else if sends % 3 == 1 {
+            // The coordinator has not seen our certificate yet.
+            BidAnswer::Refused(format!("{NOT_ADMITTED}: present a certificate first"))
         } else {
             BidAnswer::Failed("connection refused".into())
         };
