@@ -129,7 +129,7 @@ pub fn open_netns(name: &str) -> anyhow::Result<std::fs::File> {
     std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))
 }
 
-/// Deletes the namespaces `{prefix}PID-*` of testbeds whose process is
+/// Deletes the namespaces `{prefix}PIDxN-*` of testbeds whose process is
 /// gone (killed before its guards ran: a SIGKILL, a Ctrl-C).
 pub fn sweep_stale(prefix: &str) {
     let Ok(list) = sh("ip", ["netns", "list"]) else {
@@ -138,7 +138,7 @@ pub fn sweep_stale(prefix: &str) {
     for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
         let Some(pid) = name
             .strip_prefix(prefix)
-            .and_then(|rest| rest.split('-').next())
+            .and_then(|rest| rest.split(['x', '-']).next())
             .and_then(|pid| pid.parse::<u32>().ok())
         else {
             continue;

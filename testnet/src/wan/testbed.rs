@@ -83,7 +83,8 @@ pub struct Shaping {
     pub rate_mbit: u32,
 }
 
-/// Every testbed namespace is named `fgwPID-...`.
+/// Every testbed namespace is named `fgwPIDxN-...` (N counts the
+/// process's testbeds).
 const NAME_PREFIX: &str = "fgw";
 
 /// The internet's address prefix; the relay and bootstrap node sit at
@@ -111,7 +112,11 @@ impl Testbed {
     pub fn create(nats: &[Nat], shaping: Option<Shaping>) -> anyhow::Result<Testbed> {
         anyhow::ensure!(nats.len() <= 200, "at most 200 sites");
         super::netns::sweep_stale(NAME_PREFIX);
-        let tag = format!("{NAME_PREFIX}{}", std::process::id());
+        // Several testbeds may live in one process at once (tests run in
+        // parallel): each gets a number of its own.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = format!("{NAME_PREFIX}{}x{n}", std::process::id());
         let internet = Netns::create(&format!("{tag}-inet"))?;
         internet.ip(["link", "add", "br0", "type", "bridge"])?;
         internet.ip([

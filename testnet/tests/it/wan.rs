@@ -9,6 +9,14 @@ use fairgrid_testnet::launcher::Launcher;
 use fairgrid_testnet::wan::matrix::{self, MatrixArgs, Outcome, Over};
 use fairgrid_testnet::wan::testbed::Nat;
 
+/// One testbed at a time: each test checks that it left no namespace of
+/// this process behind, and two at once would share the 2 cores.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn launcher() -> Launcher {
     Launcher::new(env!("CARGO_BIN_EXE_fairgrid-testnet"))
 }
@@ -21,6 +29,7 @@ fn launcher() -> Launcher {
 #[test]
 #[ignore = "needs root for network namespaces and NAT rules; .ci/run runs it (as root) with --ignored"]
 fn nat_matrix_direct_where_nats_allow_relayed_elsewhere() {
+    let _alone = one_at_a_time();
     let args = MatrixArgs {
         trials: 1,
         punch_secs: 8,
@@ -67,47 +76,55 @@ fn no_testbed_namespaces_left() -> bool {
         .args(["netns", "list"])
         .output()
         .expect("ip netns list");
-    let prefix = format!("fgw{}-", std::process::id());
+    let prefix = format!("fgw{}x", std::process::id());
     !String::from_utf8_lossy(&list.stdout).contains(&prefix)
 }
 
 /// A job whose coordinator and workers all sit behind NATs completes, with
 /// the workers behind cone NATs (hole punching possible) and behind
 /// symmetric ones (the job's traffic goes through the consortium relay).
-#[tokio::test(flavor = "current_thread")]
+#[test]
 #[ignore = "needs root for network namespaces and NAT rules; .ci/run runs it (as root) with --ignored"]
-async fn jobs_across_nats_complete_directly_and_through_the_relay() {
-    use fairgrid_testnet::job::{Model, Tuning};
-    use fairgrid_testnet::wan::job::{WanJobArgs, measure};
-    for worker_nat in [Nat::PortRestricted, Nat::Symmetric] {
-        let args = WanJobArgs {
-            coordinator_nat: Nat::PortRestricted,
-            worker_nat,
-            workers: 2,
-            rate_mbit: 100,
-            model: Model::Mlp,
-            tuning: Tuning {
-                rounds: Some(4),
-                // Bids cross the relay from cold connections, after each
-                // worker's one-second speed probe: more than the default 3 s.
-                bid_window_secs: Some(8),
-                ..Tuning::default()
-            },
-            timeout_secs: 180,
-        };
-        let figures = measure(launcher(), &args)
-            .await
-            .unwrap_or_else(|e| panic!("the job behind {worker_nat:?} NATs: {e:#}"));
-        eprintln!("{:?}: {}", worker_nat, figures.line());
-        assert!(figures.accuracy > 0.5, "{}", figures.line());
-        assert!(figures.job_bytes > 0);
-        if worker_nat == Nat::Symmetric {
-            assert!(
-                figures.relay_bytes > figures.job_bytes / 2,
-                "through the relay: {}",
-                figures.line()
-            );
+fn jobs_across_nats_complete_directly_and_through_the_relay() {
+    let _alone = one_at_a_time();
+    // One thread: the nodes die with the thread that started them.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use fairgrid_testnet::job::{Model, Tuning};
+        use fairgrid_testnet::wan::job::{WanJobArgs, measure};
+        for worker_nat in [Nat::PortRestricted, Nat::Symmetric] {
+            let args = WanJobArgs {
+                coordinator_nat: Nat::PortRestricted,
+                worker_nat,
+                workers: 2,
+                rate_mbit: 100,
+                model: Model::Mlp,
+                tuning: Tuning {
+                    rounds: Some(4),
+                    // Bids cross the relay from cold connections, after each
+                    // worker's one-second speed probe: more than the default 3 s.
+                    bid_window_secs: Some(8),
+                    ..Tuning::default()
+                },
+                timeout_secs: 180,
+            };
+            let figures = measure(launcher(), &args)
+                .await
+                .unwrap_or_else(|e| panic!("the job behind {worker_nat:?} NATs: {e:#}"));
+            eprintln!("{:?}: {}", worker_nat, figures.line());
+            assert!(figures.accuracy > 0.5, "{}", figures.line());
+            assert!(figures.job_bytes > 0);
+            if worker_nat == Nat::Symmetric {
+                assert!(
+                    figures.relay_bytes > figures.job_bytes / 2,
+                    "through the relay: {}",
+                    figures.line()
+                );
+            }
         }
-    }
-    assert!(no_testbed_namespaces_left());
+        assert!(no_testbed_namespaces_left());
+    });
 }
