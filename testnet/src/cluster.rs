@@ -251,12 +251,9 @@ impl Cluster {
                 args.extend(["--bootstrap".to_string(), b.clone()]);
             }
             let netns = netns_of(index);
-            let netns_file = netns
-                .as_deref()
-                .map(crate::wan::netns::open_netns)
-                .transpose()?;
-            let child = cluster.launcher.spawn_in(
-                netns_file.as_ref(),
+            let child = spawn_node(
+                &cluster.launcher,
+                netns.as_deref(),
                 &args,
                 &env,
                 &dir.join("node.log"),
@@ -308,13 +305,9 @@ impl Cluster {
         for b in &bootstrap {
             args.extend(["--bootstrap".to_string(), b.clone()]);
         }
-        let netns_file = node
-            .netns
-            .as_deref()
-            .map(crate::wan::netns::open_netns)
-            .transpose()?;
-        let child = self.launcher.spawn_in(
-            netns_file.as_ref(),
+        let child = spawn_node(
+            &self.launcher,
+            node.netns.as_deref(),
             &args,
             &node.env,
             &node.dir.join("node.log"),
@@ -453,6 +446,19 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// `fairgrid ARGS` as a node daemon, inside network namespace `netns`
+/// (an `ip netns` name) if given.
+fn spawn_node(
+    launcher: &Launcher,
+    netns: Option<&str>,
+    args: &[String],
+    env: &[(String, String)],
+    log: &Path,
+) -> anyhow::Result<Child> {
+    let netns_file = netns.map(crate::wan::netns::open_netns).transpose()?;
+    launcher.spawn_in(netns_file.as_ref(), args, env, log)
 }
 
 /// Where a node in a namespace listens: each namespace has ports of its
