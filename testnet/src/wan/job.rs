@@ -4,8 +4,11 @@
 //! links optionally shaped. Reported: how the coordinator reaches each
 //! worker (direct after a hole punch, or relayed), the median round time,
 //! compute utilisation (the slowest worker's training time over the round
-//! time, summed over the rounds after the first), the bytes the job moved
-//! and those that went through the relay's machine.
+//! time, summed over the rounds after the first), what is not compute in a
+//! round (communication, aggregation, evaluation) and the number of local
+//! steps that would make it a tenth of the round ([`local_steps_for`]),
+//! the bytes the job moved and those that went through the relay's
+//! machine.
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +34,11 @@ pub struct WanJobArgs {
     /// Each site's link to the internet, Mbit/s each way (0: unshaped).
     #[arg(long, default_value_t = 0)]
     pub rate_mbit: u32,
+    /// Added to each direction of each site's link, milliseconds (a
+    /// worker behind one site and the coordinator behind another are
+    /// `2 × 2 × delay` of round trip apart).
+    #[arg(long, default_value_t = 0)]
+    pub delay_ms: u32,
     #[arg(long, value_enum, default_value_t = Model::Mlp)]
     pub model: Model,
     #[command(flatten)]
@@ -47,6 +55,14 @@ pub struct WanFigures {
     pub transports: Vec<Vec<String>>,
     pub median_round_ms: u64,
     pub utilisation: f64,
+    /// Median over the rounds after the first of the round time less the
+    /// slowest worker's training time.
+    pub overhead_ms: u64,
+    /// The slowest worker's training time per local step, milliseconds.
+    pub step_ms: f64,
+    /// Local steps for 90% compute utilisation at this overhead and step
+    /// time.
+    pub recommended_local_steps: u32,
     pub job_bytes: u64,
     /// Bytes in and out of the relay's own address during the job.
     pub relay_bytes: u64,
@@ -72,12 +88,15 @@ impl WanFigures {
             })
             .collect();
         format!(
-            "wan-job accuracy={:.4} workers={} relayed_workers={relayed} via={} median_round_ms={} utilisation={:.3} job_bytes={} relay_bytes={} wall_s={:.1}",
+            "wan-job accuracy={:.4} workers={} relayed_workers={relayed} via={} median_round_ms={} utilisation={:.3} overhead_ms={} step_ms={:.1} local_steps_for_90pct={} job_bytes={} relay_bytes={} wall_s={:.1}",
             self.accuracy,
             self.transports.len(),
             via.join(","),
             self.median_round_ms,
             self.utilisation,
+            self.overhead_ms,
+            self.step_ms,
+            self.recommended_local_steps,
             self.job_bytes,
             self.relay_bytes,
             self.wall.as_secs_f64()
@@ -99,8 +118,9 @@ pub async fn measure(launcher: Launcher, args: &WanJobArgs) -> anyhow::Result<Wa
     let nats: Vec<Nat> = std::iter::once(args.coordinator_nat)
         .chain(std::iter::repeat_n(args.worker_nat, args.workers))
         .collect();
-    let shaping = (args.rate_mbit > 0).then_some(Shaping {
+    let shaping = Some(Shaping {
         rate_mbit: args.rate_mbit,
+        delay_ms: args.delay_ms,
     });
     let testbed = Testbed::create(&nats, shaping)?;
     let nodes = 2 + args.workers;
@@ -171,10 +191,18 @@ async fn run_job(
         .collect();
     let per_round = round_workers(&followed.events);
     let (mut compute, mut total) = (0u64, 0u64);
+    let mut overheads = Vec::new();
+    // The first round also carries the workers' start (shards fetched,
+    // trainers built): left out.
     for (round, workers) in report.rounds.iter().zip(&per_round).skip(1) {
-        compute += workers.iter().map(|w| w.compute_millis).max().unwrap_or(0);
+        let slowest = workers.iter().map(|w| w.compute_millis).max().unwrap_or(0);
+        compute += slowest;
         total += round.duration_ms;
+        overheads.push(round.duration_ms.saturating_sub(slowest));
     }
+    let measured_rounds = overheads.len().max(1) as f64;
+    let overhead_ms = median(overheads);
+    let step_ms = compute as f64 / measured_rounds / f64::from(request.training.local_steps.max(1));
     let mut durations: Vec<u64> = report.rounds.iter().map(|r| r.duration_ms).collect();
     durations.sort();
     Ok(WanFigures {
@@ -182,10 +210,34 @@ async fn run_job(
         transports,
         median_round_ms: durations.get(durations.len() / 2).copied().unwrap_or(0),
         utilisation: compute as f64 / total.max(1) as f64,
+        overhead_ms,
+        step_ms,
+        recommended_local_steps: local_steps_for(0.9, overhead_ms as f64, step_ms),
         job_bytes: report.bytes_up + report.bytes_down,
         relay_bytes,
         wall,
     })
+}
+
+fn median(mut values: Vec<u64>) -> u64 {
+    values.sort_unstable();
+    values.get(values.len() / 2).copied().unwrap_or(0)
+}
+
+/// Local steps per round that make training `target` of the round time,
+/// when everything else in a round (sending the parameters, the updates,
+/// aggregating) takes `overhead_ms` and one step `step_ms`: training time
+/// `H × step` over `H × step + overhead` reaches `target` at
+/// `H = target / (1 − target) × overhead / step`. At least 1; 0 when the
+/// step time is unknown.
+pub fn local_steps_for(target: f64, overhead_ms: f64, step_ms: f64) -> u32 {
+    if !(step_ms > 0.0) || !(0.0..1.0).contains(&target) {
+        return 0;
+    }
+    let steps = target / (1.0 - target) * overhead_ms.max(0.0) / step_ms;
+    // 0.9 / 0.1 is 9.000000000000002 in floating point: no extra step
+    // for rounding noise.
+    ((steps - 1e-9).ceil() as u32).max(1)
 }
 
 /// Waits until `node` holds a slot on the relay (so that peers it cannot
@@ -239,5 +291,29 @@ async fn wait_for_adverts(
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_steps_make_training_the_target_share_of_a_round() {
+        // 2 s of overhead, 25 ms a step: 9 x 2000 / 25 = 720 steps, and
+        // then 720 x 25 = 18 s of 20 s is training.
+        assert_eq!(local_steps_for(0.9, 2000.0, 25.0), 720);
+        let h = f64::from(local_steps_for(0.9, 1234.0, 7.0));
+        assert!(h * 7.0 / (h * 7.0 + 1234.0) >= 0.9);
+        assert_eq!(local_steps_for(0.5, 100.0, 10.0), 10);
+        assert_eq!(local_steps_for(0.9, 0.0, 10.0), 1);
+        assert_eq!(local_steps_for(0.9, 100.0, 0.0), 0);
+        assert_eq!(local_steps_for(1.0, 100.0, 1.0), 0);
+    }
+
+    #[test]
+    fn the_median_of_nothing_is_zero() {
+        assert_eq!(median(vec![]), 0);
+        assert_eq!(median(vec![5, 1, 3]), 3);
     }
 }

@@ -195,7 +195,7 @@ where
 }
 
 /// Why the testbed cannot run here, if it cannot: it needs root and the
-/// `ip`, `nft` and `tc` programs.
+/// `ip`, `nft`, `tc` and `iptables` (the delay lines' NFQUEUE) programs.
 pub fn unavailable() -> Option<String> {
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } != 0 {
@@ -203,7 +203,12 @@ pub fn unavailable() -> Option<String> {
             "the wide-area testbed needs root (network namespaces, NAT rules, shaping)".into(),
         );
     }
-    for (program, package) in [("ip", "iproute2"), ("nft", "nftables"), ("tc", "iproute2")] {
+    for (program, package) in [
+        ("ip", "iproute2"),
+        ("nft", "nftables"),
+        ("tc", "iproute2"),
+        ("iptables", "iptables"),
+    ] {
         let found = Command::new(program)
             .arg("-V")
             .stdout(Stdio::null())

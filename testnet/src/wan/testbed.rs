@@ -9,7 +9,7 @@
 //! Each router masquerades its LAN behind its public address with the
 //! site's [`Nat`] behaviour (nftables); links can be shaped with `tbf`
 //! both ways (upload on the router's `wan`, download on the internet's
-//! port). Every namespace is named after this process, so parallel runs do
+//! port) and delayed both ways by the router ([`super::delay`]). Every namespace is named after this process, so parallel runs do
 //! not meet, and all go when the [`Testbed`] is dropped (or, if the process
 //! was killed first, when the next testbed starts).
 
@@ -17,6 +17,7 @@ use std::net::Ipv4Addr;
 
 use anyhow::Context;
 
+use super::delay::DelayLine;
 use super::netns::Netns;
 
 /// How a site's router translates and filters.
@@ -77,10 +78,12 @@ impl Nat {
 }
 
 /// Shaping of every site's link to the internet.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Shaping {
-    /// Each direction's rate, Mbit/s.
+    /// Each direction's rate, Mbit/s (0: not limited).
     pub rate_mbit: u32,
+    /// Added to each direction of the link, milliseconds (0: none).
+    pub delay_ms: u32,
 }
 
 /// Every testbed namespace is named `fgwPIDxN-...` (N counts the
@@ -92,6 +95,8 @@ const NAME_PREFIX: &str = "fgw";
 const INTERNET_PREFIX: [u8; 3] = [10, 77, 0];
 
 pub struct Site {
+    /// First, so it stops before the router's namespace goes.
+    pub delay: Option<DelayLine>,
     pub nat: Nat,
     pub host: Netns,
     pub router: Netns,
@@ -200,11 +205,21 @@ impl Testbed {
         router.exec("sysctl", ["-qw", "net.ipv4.ip_forward=1"])?;
         router.nft(&nat.ruleset("fairgrid_nat", host_ip))?;
 
-        if let Some(shape) = shaping {
+        let shape = shaping.unwrap_or_default();
+        if shape.rate_mbit > 0 {
             shape_egress(&router, "wan", shape)?;
             shape_egress(&self.internet, &port, shape)?;
         }
+        let delay = match shape.delay_ms {
+            0 => None,
+            ms => Some(DelayLine::start(
+                &router,
+                0,
+                std::time::Duration::from_millis(u64::from(ms)),
+            )?),
+        };
         Ok(Site {
+            delay,
             nat,
             host,
             router,

@@ -71,6 +71,60 @@ fn nat_matrix_direct_where_nats_allow_relayed_elsewhere() {
     );
 }
 
+/// The delay line adds what it is asked to each direction of a site's
+/// link: a TCP handshake from a host behind a site to the internet takes
+/// one round trip, twice the site's delay, and not much more.
+#[test]
+#[ignore = "needs root for network namespaces and NFQUEUE; .ci/run runs it (as root) with --ignored"]
+fn a_delayed_site_link_adds_its_delay_each_way() {
+    use fairgrid_testnet::wan::testbed::{Shaping, Testbed};
+    let _alone = one_at_a_time();
+    let delay_ms = 30;
+    let testbed = Testbed::create(
+        &[Nat::PortRestricted],
+        Some(Shaping {
+            rate_mbit: 0,
+            delay_ms,
+        }),
+    )
+    .expect("the testbed");
+    let listener = testbed
+        .internet
+        .run_inside(|| Ok(std::net::TcpListener::bind((Testbed::INTERNET_HOST, 0))?))
+        .expect("a listener on the internet");
+    let target = listener.local_addr().unwrap();
+    let handshakes: Vec<Duration> = testbed.sites[0]
+        .host
+        .run_inside(move || {
+            let mut times = Vec::new();
+            for _ in 0..5 {
+                let started = std::time::Instant::now();
+                let stream = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5))?;
+                times.push(started.elapsed());
+                drop(stream);
+            }
+            Ok(times)
+        })
+        .expect("connections from behind the site");
+    let round_trip = Duration::from_millis(2 * u64::from(delay_ms));
+    eprintln!("TCP handshakes through a site delayed {delay_ms} ms each way: {handshakes:?}");
+    for took in &handshakes {
+        assert!(
+            *took >= round_trip && *took < round_trip + Duration::from_millis(15),
+            "handshakes took {handshakes:?}, expected just over {round_trip:?}"
+        );
+    }
+    let line = testbed.sites[0].delay.as_ref().expect("a delay line");
+    assert_eq!(
+        line.counters
+            .errors
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    drop(testbed);
+    assert!(no_testbed_namespaces_left());
+}
+
 fn no_testbed_namespaces_left() -> bool {
     let list = std::process::Command::new("ip")
         .args(["netns", "list"])
@@ -101,6 +155,7 @@ fn jobs_across_nats_complete_directly_and_through_the_relay() {
                 worker_nat,
                 workers: 2,
                 rate_mbit: 100,
+                delay_ms: 0,
                 model: Model::Mlp,
                 tuning: Tuning {
                     rounds: Some(4),
