@@ -10,7 +10,7 @@ use futures::StreamExt;
 use libp2p::core::transport::ListenerId;
 use libp2p::kad;
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::request_response::{self, InboundRequestId, OutboundFailure, OutboundRequestId};
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{
@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use super::behaviour::{FairgridBehaviour, FairgridBehaviourEvent, KAD_PROTOCOL};
 use super::client::{Command, PeerSnapshot, Verdict};
+use super::in_flight::{InFlight, Outbound};
 use super::rate::RateLimiter;
 use super::reach::{Admitted, ReachState, circuit_listen_addr, relay_retry_delay};
 use super::topics::Topic;
@@ -85,7 +86,8 @@ pub struct EventLoop {
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<NetEvent>,
     config: NetConfig,
-    pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<Response>>>,
+    requests:
+        InFlight<OutboundRequestId, InboundRequestId, Request, oneshot::Sender<Result<Response>>>,
     peers: HashMap<PeerId, PeerState>,
     /// Listen addresses peers announced through identify.
     announced: HashMap<PeerId, Vec<Multiaddr>>,
@@ -117,7 +119,7 @@ impl EventLoop {
             gossip_rate: RateLimiter::new(config.gossip_rate.0, config.gossip_rate.1),
             request_rate: RateLimiter::new(config.request_rate.0, config.request_rate.1),
             config,
-            pending_requests: HashMap::new(),
+            requests: InFlight::default(),
             peers: HashMap::new(),
             announced: HashMap::new(),
             admitted,
@@ -344,19 +346,19 @@ impl EventLoop {
                 request,
                 reply,
             } => {
-                if self.pending_requests.len() >= MAX_PENDING_REQUESTS {
+                if self.requests.outbound_len() >= MAX_PENDING_REQUESTS {
                     let _ = reply.send(Err(NodeError::Network(
                         "too many requests in flight".into(),
                     )));
                     return;
                 }
                 self.dial_through_relays(peer);
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .reqres
-                    .send_request(&peer, request);
-                self.pending_requests.insert(id, reply);
+                self.send_request(Outbound {
+                    peer,
+                    request,
+                    reply,
+                    resent: false,
+                });
             }
             Command::Respond { channel, response } => {
                 if behaviour.reqres.send_response(channel, response).is_err() {
@@ -497,6 +499,7 @@ impl EventLoop {
                     self.emit(NetEvent::Connected { peer: peer_id });
                     self.retry_relay_now(peer_id);
                 }
+                self.close_redundant_relayed(peer_id);
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -511,6 +514,7 @@ impl EventLoop {
                     self.admitted.remove(&peer_id);
                     self.gossip_rate.forget(&peer_id);
                     self.request_rate.forget(&peer_id);
+                    self.requests.forget_inbound(&peer_id);
                     debug!(target: TARGET, peer = %peer_id, "disconnected");
                     self.emit(NetEvent::Disconnected { peer: peer_id });
                 } else if let Some(state) = self.peers.get_mut(&peer_id) {
@@ -693,8 +697,11 @@ impl EventLoop {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
-                    request, channel, ..
+                    request_id,
+                    request,
+                    channel,
                 } => {
+                    self.requests.received(request_id, peer);
                     if !self.request_rate.allow(peer, Instant::now()) {
                         warn!(target: TARGET, %peer, "request rate limit exceeded; refused");
                         let _ = self
@@ -714,9 +721,10 @@ impl EventLoop {
                     request_id,
                     response,
                 } => {
-                    if let Some(reply) = self.pending_requests.remove(&request_id) {
-                        let _ = reply.send(Ok(response));
+                    if let Some(sent) = self.requests.finished(&request_id) {
+                        let _ = sent.reply.send(Ok(response));
                     }
+                    self.close_redundant_relayed(peer);
                 }
             },
             request_response::Event::OutboundFailure {
@@ -725,16 +733,83 @@ impl EventLoop {
                 error,
                 ..
             } => {
-                if let Some(reply) = self.pending_requests.remove(&request_id) {
-                    let _ = reply.send(Err(NodeError::Network(format!(
-                        "request to {peer} failed: {error}"
-                    ))));
+                if let Some(sent) = self.requests.finished(&request_id) {
+                    self.request_failed(sent, error);
                 }
+                self.close_redundant_relayed(peer);
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
+            request_response::Event::InboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
                 debug!(target: TARGET, %peer, %error, "inbound request failed");
+                self.requests.answered(&request_id);
+                self.close_redundant_relayed(peer);
             }
-            request_response::Event::ResponseSent { .. } => {}
+            request_response::Event::ResponseSent {
+                peer, request_id, ..
+            } => {
+                self.requests.answered(&request_id);
+                self.close_redundant_relayed(peer);
+            }
+        }
+    }
+
+    fn send_request(&mut self, outbound: Outbound<Request, oneshot::Sender<Result<Response>>>) {
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .reqres
+            .send_request(&outbound.peer, outbound.request.clone());
+        self.requests.sent(id, outbound);
+    }
+
+    /// A request whose connection closed under it goes once more over
+    /// another connection to the peer, if one is left (we may have closed
+    /// a redundant relayed one just as it was sent); any other failure is
+    /// the caller's. The receiver may have handled the first copy before
+    /// its connection closed: a repeated round start is accepted again, a
+    /// repeated update or bid is refused as a duplicate (not as
+    /// misbehaviour: the first copy counts), reads are answered again.
+    fn request_failed(
+        &mut self,
+        sent: Outbound<Request, oneshot::Sender<Result<Response>>>,
+        error: OutboundFailure,
+    ) {
+        let still_connected = self
+            .peers
+            .get(&sent.peer)
+            .is_some_and(|s| s.connections > 0);
+        if matches!(error, OutboundFailure::ConnectionClosed) && !sent.resent && still_connected {
+            debug!(target: TARGET, peer = %sent.peer, "connection closed under a request; sending it again");
+            self.send_request(Outbound {
+                resent: true,
+                ..sent
+            });
+            return;
+        }
+        let _ = sent.reply.send(Err(NodeError::Network(format!(
+            "request to {} failed: {error}",
+            sent.peer
+        ))));
+    }
+
+    /// Once a direct connection to `peer` is open beside relayed ones (a
+    /// hole punch succeeded), closes the relayed ones, but only while no
+    /// request either way is in flight with the peer: request-response
+    /// spreads requests over all of a peer's connections, so a relayed
+    /// one left open carries part of the traffic through the relay, and
+    /// one closed with a request on it fails that request.
+    fn close_redundant_relayed(&mut self, peer: PeerId) {
+        if self.requests.any_with(&peer) {
+            return;
+        }
+        for connection in self.reach.redundant_relayed(&peer) {
+            if self.swarm.close_connection(connection) {
+                debug!(target: TARGET, %peer, "relayed connection closed: a direct one is open");
+            }
         }
     }
 }

@@ -14,6 +14,7 @@ mod behaviour;
 mod client;
 pub mod codec;
 mod event_loop;
+mod in_flight;
 pub mod ip_limits;
 pub mod rate;
 pub mod reach;

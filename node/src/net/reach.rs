@@ -195,6 +195,19 @@ impl ReachState {
         found
     }
 
+    /// `peer`'s relayed connections when a direct one to it is open too
+    /// (after a hole punch): they only cost the relay bandwidth.
+    pub fn redundant_relayed(&self, peer: &PeerId) -> Vec<ConnectionId> {
+        let to_peer = || self.open.iter().filter(move |(_, (p, _))| p == peer);
+        if !to_peer().any(|(_, (_, t))| *t != Transport::Relayed) {
+            return Vec::new();
+        }
+        to_peer()
+            .filter(|(_, (_, t))| *t == Transport::Relayed)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     pub fn connection_closed(&mut self, id: ConnectionId) {
         self.open.remove(&id);
     }
@@ -398,6 +411,35 @@ mod tests {
         // The latest verdict per address counts.
         state.tested(addr("/ip4/1.2.3.4/udp/1/quic-v1"), false);
         assert_eq!(state.snapshot().reachability, Reachability::Private);
+    }
+
+    #[test]
+    fn relayed_connections_are_redundant_only_beside_a_direct_one() {
+        let mut state = ReachState::default();
+        let (peer, other) = (PeerId::random(), PeerId::random());
+        let circuit = addr(
+            "/ip4/1.2.3.4/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit",
+        );
+        let (relayed, second, direct, elsewhere) = (
+            ConnectionId::new_unchecked(1),
+            ConnectionId::new_unchecked(2),
+            ConnectionId::new_unchecked(3),
+            ConnectionId::new_unchecked(4),
+        );
+        state.connection_established(relayed, peer, &circuit, true);
+        state.connection_established(second, peer, &circuit, true);
+        state.connection_established(elsewhere, other, &addr("/ip4/5.6.7.8/tcp/9"), false);
+        assert!(
+            state.redundant_relayed(&peer).is_empty(),
+            "relayed only: the relay is the way to the peer"
+        );
+        state.connection_established(direct, peer, &addr("/ip4/1.2.3.4/udp/9/quic-v1"), false);
+        let mut redundant = state.redundant_relayed(&peer);
+        redundant.sort();
+        assert_eq!(redundant, vec![relayed, second]);
+        assert!(state.redundant_relayed(&other).is_empty());
+        state.connection_closed(direct);
+        assert!(state.redundant_relayed(&peer).is_empty());
     }
 
     #[test]

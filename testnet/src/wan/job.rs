@@ -231,7 +231,7 @@ fn median(mut values: Vec<u64>) -> u64 {
 /// `H = target / (1 − target) × overhead / step`. At least 1; 0 when the
 /// step time is unknown.
 pub fn local_steps_for(target: f64, overhead_ms: f64, step_ms: f64) -> u32 {
-    if !(step_ms > 0.0) || !(0.0..1.0).contains(&target) {
+    if step_ms.is_nan() || step_ms <= 0.0 || !(0.0..1.0).contains(&target) {
         return 0;
     }
     let steps = target / (1.0 - target) * overhead_ms.max(0.0) / step_ms;
