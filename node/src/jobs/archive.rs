@@ -14,7 +14,6 @@ use fairgrid_sdk::jobs::JobStatus;
 use super::coordinator::machine::{Coordinator, Stored};
 use super::coordinator::{Checkpoint, CoordJob};
 use super::events::EventLog;
-use super::model;
 use super::store::{JobStore, StoredCheckpoint};
 use super::views;
 use crate::ledger::now_ms;
@@ -85,14 +84,16 @@ pub fn restore(stored: StoredCheckpoint<Checkpoint>, max_bids: usize) -> Result<
     let (_, spec) = signed.verify_and_decode().map_err(|e| {
         format!("the checkpoint of job {id} holds a spec that does not verify: {e}")
     })?;
-    let params = stored
+    let bytes = stored
         .params
         .as_deref()
-        .and_then(model::params_from_bytes)
-        .ok_or_else(|| format!("the checkpoint of job {id} has no usable parameters"))?;
+        .ok_or_else(|| format!("the checkpoint of job {id} has no parameters"))?;
+    let (params, velocity) = crate::jobs::coordinator::stored_params(&spec, bytes)
+        .map_err(|e| format!("the checkpoint of job {id} has no usable parameters: {e}"))?;
     let stored = Stored {
         state,
         params,
+        velocity,
         unrecorded: Vec::new(),
     };
     let (machine, outputs) = Coordinator::resume(id, spec, stored, now_ms(), max_bids, None);

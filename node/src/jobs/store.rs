@@ -4,7 +4,8 @@
 //! jobs/db/        sled: coordinator checkpoints, the hash of their parameters
 //!                 and the ledger entries they hold as not yet recorded,
 //!                 worker records
-//! jobs/params/    each checkpoint's parameters, `<job>-<BLAKE3>.params`
+//! jobs/params/    each checkpoint's parameters (fp32 LE, then the outer
+//!                 momentum when the job has one), `<job>-<BLAKE3>.params`
 //! jobs/shards/    fetched shards, named by their BLAKE3 hash (a bounded cache)
 //! jobs/results/   finished jobs' models (<job id>.safetensors)
 //! ```

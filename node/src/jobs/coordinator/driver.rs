@@ -205,10 +205,13 @@ async fn execute(
         Output::Aggregate {
             round,
             params,
+            velocity,
             updates,
         } => {
             let (s, j) = (Arc::clone(ctx), Arc::clone(job));
-            tokio::spawn(async move { finish::aggregate(&s, &j, round, params, updates).await });
+            tokio::spawn(async move {
+                finish::aggregate(&s, &j, round, params, velocity, updates).await
+            });
         }
         Output::WriteModel { params } => {
             let (s, j) = (Arc::clone(ctx), Arc::clone(job));

@@ -21,29 +21,26 @@ pub async fn aggregate(
     job: &Arc<CoordJob>,
     round: u32,
     params: Arc<Vec<f32>>,
+    velocity: Arc<Vec<f32>>,
     updates: Vec<AcceptedUpdate>,
 ) {
     let result = match job.data() {
         None => Err("the job's data is gone".to_string()),
         Some(data) => {
             let evaluator = Arc::clone(&job.evaluator);
-            let velocity = Arc::clone(&job.outer_velocity);
             let (spec, hyper) = (job.spec.model.clone(), job.spec.hyper.clone());
             let threads = model::threads(ctx.config.jobs.threads);
             let offers_gpus = ctx.host.offer(crate::ledger::now_ms()).0.gpu_milli > 0;
             let eval_batch = ctx.config.jobs.eval_batch as usize;
             let computed = tokio::task::spawn_blocking(move || {
                 let refs: Vec<&AcceptedUpdate> = updates.iter().collect();
-                let next = {
-                    let mut velocity = velocity.lock().expect("outer velocity lock");
-                    aggregate_with(
-                        &params,
-                        &refs,
-                        OuterStep::of(&hyper),
-                        &mut velocity,
-                        hyper.aggregation,
-                    )?
-                };
+                let next = aggregate_with(
+                    &params,
+                    &refs,
+                    OuterStep::of(&hyper),
+                    &velocity,
+                    hyper.aggregation,
+                )?;
                 let mut slot = evaluator.lock().expect("evaluator lock");
                 if slot.is_none() {
                     // On a GPU when this node offers one (the CPU if it

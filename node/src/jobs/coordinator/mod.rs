@@ -201,10 +201,6 @@ pub struct CoordJob {
     pub events: EventLog,
     /// The coordinator's evaluator (built on first use, blocking threads only).
     pub evaluator: Arc<Mutex<Option<JobTrainer>>>,
-    /// The outer step's Nesterov velocity (`hyper.outer_momentum`), carried
-    /// from round to round in memory: a restarted coordinator starts it
-    /// again from zero.
-    pub outer_velocity: Arc<Mutex<Vec<f32>>>,
 }
 
 /// Read access to a job's state (the machine's lock is held meanwhile).
@@ -241,7 +237,6 @@ impl CoordJob {
             inbox: tokio::sync::Mutex::new(inbox),
             events,
             evaluator: Arc::new(Mutex::new(None)),
-            outer_velocity: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -306,8 +301,9 @@ impl CoordJob {
     }
 
     /// The checkpoint of the machine as it stands, with the parameters
-    /// and the entries not yet recorded.
-    pub fn checkpoint(&self) -> (Checkpoint, Arc<Vec<f32>>, Vec<EntryBody>) {
+    /// (followed by the outer velocity, when the job has one: see
+    /// [`split_params`]) and the entries not yet recorded.
+    pub fn checkpoint(&self) -> (Checkpoint, Vec<f32>, Vec<EntryBody>) {
         let snapshot = self.machine().snapshot();
         let checkpoint = Checkpoint {
             plan: self.plan.clone(),
@@ -315,6 +311,66 @@ impl CoordJob {
             state: snapshot.state,
             events: self.events.record(),
         };
-        (checkpoint, snapshot.params, snapshot.unrecorded)
+        let mut stored = Vec::with_capacity(snapshot.params.len() + snapshot.velocity.len());
+        stored.extend_from_slice(&snapshot.params);
+        stored.extend_from_slice(&snapshot.velocity);
+        (checkpoint, stored, snapshot.unrecorded)
+    }
+}
+
+/// A checkpoint's parameter bytes (fp32 LE) for `spec`'s model, as the
+/// parameters and the outer velocity.
+pub fn stored_params(
+    spec: &fairgrid_protocol::messages::JobSpec,
+    bytes: &[u8],
+) -> Result<(Vec<f32>, Vec<f32>), String> {
+    let stored = crate::jobs::model::params_from_bytes(bytes)
+        .ok_or("the parameters are not finite fp32 values")?;
+    let count = crate::jobs::model::kernels_spec(&spec.model).param_count();
+    let count = usize::try_from(count).map_err(|e| e.to_string())?;
+    split_params(stored, count)
+}
+
+/// A checkpoint's stored values as the parameters and the outer velocity:
+/// `param_count` values, then as many again when the job carries outer
+/// momentum (none otherwise). Anything else does not fit the job.
+pub fn split_params(
+    mut stored: Vec<f32>,
+    param_count: usize,
+) -> Result<(Vec<f32>, Vec<f32>), String> {
+    if stored.len() == param_count {
+        return Ok((stored, Vec::new()));
+    }
+    if param_count > 0 && stored.len() == 2 * param_count {
+        let velocity = stored.split_off(param_count);
+        return Ok((stored, velocity));
+    }
+    Err(format!(
+        "{} stored values for a model of {param_count} parameters",
+        stored.len()
+    ))
+}
+
+#[cfg(test)]
+mod stored_params_tests {
+    use super::split_params;
+
+    #[test]
+    fn stored_values_are_the_parameters_then_the_velocity_or_nothing_else() {
+        assert_eq!(
+            split_params(vec![1.0, 2.0], 2).unwrap(),
+            (vec![1.0, 2.0], vec![])
+        );
+        assert_eq!(
+            split_params(vec![1.0, 2.0, 0.5, 0.25], 2).unwrap(),
+            (vec![1.0, 2.0], vec![0.5, 0.25])
+        );
+        let err = split_params(vec![1.0, 2.0, 3.0], 2).unwrap_err();
+        assert!(
+            err.contains("3 stored values for a model of 2 parameters"),
+            "{err}"
+        );
+        assert!(split_params(vec![], 0).is_ok());
+        assert!(split_params(vec![1.0], 0).is_err());
     }
 }

@@ -272,6 +272,9 @@ pub const MAX_DELTA_ABS: f32 = 1.0e4;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Aggregate {
     pub params: Vec<f32>,
+    /// The outer momentum to carry to the next round (empty without
+    /// momentum).
+    pub velocity: Vec<f32>,
     /// Sample-weighted mean of the workers' training losses.
     pub train_loss: f32,
     pub samples: u64,
@@ -342,20 +345,20 @@ pub fn aggregate(
         params,
         updates,
         OuterStep::plain(outer_lr),
-        &mut Vec::new(),
+        &[],
         Aggregation::Mean,
     )
 }
 
 /// [`aggregate`] with the job's rule for combining the deltas (the mean,
 /// or a robust rule: `fairgrid_kernels::compress::robust`) and its outer
-/// step. `velocity` is the outer momentum carried between rounds; it is
-/// replaced only when the step succeeds.
+/// step. `velocity` is the outer momentum carried into this round; the
+/// result carries the next one.
 pub fn aggregate_with(
     params: &[f32],
     updates: &[&AcceptedUpdate],
     outer: OuterStep,
-    velocity: &mut Vec<f32>,
+    velocity: &[f32],
     rule: Aggregation,
 ) -> Result<Aggregate, String> {
     let deltas: Vec<(&[f32], u64)> = updates
@@ -379,7 +382,6 @@ pub fn aggregate_with(
     if let Some(i) = new.iter().position(|v| !v.is_finite()) {
         return Err(format!("aggregated parameter {i} is not finite"));
     }
-    *velocity = next_velocity;
     let samples: u64 = updates.iter().map(|u| u.samples).sum();
     let loss = updates
         .iter()
@@ -388,6 +390,7 @@ pub fn aggregate_with(
         / samples.max(1) as f64;
     Ok(Aggregate {
         params: new,
+        velocity: next_velocity,
         train_loss: loss as f32,
         samples,
     })

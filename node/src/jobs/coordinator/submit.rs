@@ -159,10 +159,16 @@ pub async fn resume(
             return;
         }
     };
-    let params = params.as_deref().and_then(model::params_from_bytes);
-    let Some(params) = params else {
-        warn!(target: TARGET, job = %id, "checkpoint has no usable parameters; skipped");
+    let Some(bytes) = params else {
+        warn!(target: TARGET, job = %id, "checkpoint has no parameters; skipped");
         return;
+    };
+    let (params, velocity) = match super::stored_params(&spec, &bytes) {
+        Ok(split) => split,
+        Err(e) => {
+            warn!(target: TARGET, job = %id, error = %e, "checkpoint has no usable parameters; skipped");
+            return;
+        }
     };
     let mut data = None;
     let mut cannot_resume = None;
@@ -179,6 +185,7 @@ pub async fn resume(
     let stored = Stored {
         state,
         params,
+        velocity,
         unrecorded,
     };
     let max_bids = ctx.config.jobs.max_bids_per_job as usize;

@@ -198,7 +198,11 @@ fn a_coordinator_stopped_mid_round_and_started_again_keeps_every_worker() {
             && matches!(request, Request::RoundUpdate { update, .. }
                 if update.verify_and_decode().is_ok_and(|(_, u)| u.round == 1))
     }));
-    let job = submit_to(&cluster, 0, small_job("restart", 4));
+    let mut request = small_job("restart", 4);
+    // With outer momentum: round 0's velocity must come back from the
+    // checkpoint with the parameters.
+    request.training.outer_momentum = 0.5;
+    let job = submit_to(&cluster, 0, request);
     wait_held(&cluster, 3, "round 1 updates never came");
     let coordinated = cluster.nodes[0].ctx().jobs.coordinated(&job).unwrap();
     let open = coordinated.machine().open_round().map(|r| r.round);
@@ -208,6 +212,20 @@ fn a_coordinator_stopped_mid_round_and_started_again_keeps_every_worker() {
     // The held updates find the coordinator gone.
     cluster.net.release();
     cluster.resume(0).unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    while !cluster.nodes[0].ctx().jobs.resumed() {
+        assert!(Instant::now() < until, "jobs never resumed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let resumed = cluster.nodes[0].ctx().jobs.coordinated(&job).unwrap();
+    let snapshot = resumed.machine().snapshot();
+    assert_eq!(
+        snapshot.velocity.len(),
+        snapshot.params.len(),
+        "the outer velocity of round 0 is back"
+    );
+    assert!(snapshot.velocity.iter().any(|v| *v != 0.0));
+    drop(resumed);
     let coordinated = wait_finished(&cluster, job, Duration::from_secs(180));
     let state = coordinated.state();
     let per_round: Vec<(u32, u32)> = state

@@ -207,10 +207,12 @@ pub enum Output {
         params: Arc<Vec<f32>>,
         candidates: Vec<AuditCandidate>,
     },
-    /// Aggregate and evaluate; answer with [`Input::Aggregated`].
+    /// Aggregate (the outer step starting from `velocity`) and evaluate;
+    /// answer with [`Input::Aggregated`].
     Aggregate {
         round: u32,
         params: Arc<Vec<f32>>,
+        velocity: Arc<Vec<f32>>,
         updates: Vec<AcceptedUpdate>,
     },
     /// Write the trained model; answer with [`Input::ModelWritten`].
@@ -234,6 +236,8 @@ pub enum Output {
 pub struct Snapshot {
     pub state: CoordState,
     pub params: Arc<Vec<f32>>,
+    /// The outer momentum the next round's step starts from.
+    pub velocity: Arc<Vec<f32>>,
     pub unrecorded: Vec<EntryBody>,
 }
 
@@ -242,6 +246,8 @@ pub struct Snapshot {
 pub struct Stored {
     pub state: CoordState,
     pub params: Vec<f32>,
+    /// Empty without outer momentum (or from a checkpoint without it).
+    pub velocity: Vec<f32>,
     pub unrecorded: Vec<EntryBody>,
 }
 
@@ -283,6 +289,9 @@ pub struct Coordinator {
     spec: JobSpec,
     state: CoordState,
     params: Arc<Vec<f32>>,
+    /// The outer step's Nesterov velocity (`hyper.outer_momentum`),
+    /// replaced with the parameters and checkpointed with them.
+    velocity: Arc<Vec<f32>>,
     round: Option<RoundInProgress>,
     /// Entries the state implies that the ledger may not hold yet.
     unrecorded: Vec<EntryBody>,
@@ -345,9 +354,13 @@ impl Coordinator {
         let Stored {
             state,
             params,
+            velocity,
             unrecorded,
         } = stored;
         let mut machine = Coordinator::new(id, spec, state, params, unrecorded, max_bids);
+        if velocity.len() == machine.params.len() {
+            machine.velocity = Arc::new(velocity);
+        }
         let mut out = Vec::new();
         if machine.state.is_terminal() && machine.unrecorded.is_empty() {
             // Ended before the restart and fully recorded: nothing to do.
@@ -386,6 +399,7 @@ impl Coordinator {
             spec,
             state,
             params: Arc::new(params),
+            velocity: Arc::new(Vec::new()),
             round: None,
             unrecorded,
             busy: None,
@@ -435,6 +449,7 @@ impl Coordinator {
         Snapshot {
             state: self.state.clone(),
             params: Arc::clone(&self.params),
+            velocity: Arc::clone(&self.velocity),
             unrecorded: self.unrecorded.clone(),
         }
     }

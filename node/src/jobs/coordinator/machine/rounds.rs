@@ -286,6 +286,7 @@ impl Coordinator {
         out.push(Output::Aggregate {
             round,
             params: Arc::clone(&self.params),
+            velocity: Arc::clone(&self.velocity),
             updates,
         });
         self.busy = Some(Busy::Aggregating(Box::new(finished)));
@@ -390,6 +391,7 @@ impl Coordinator {
             duration_ms: now.saturating_sub(finished.started_ms),
         };
         self.params = Arc::new(next.params);
+        self.velocity = Arc::new(next.velocity);
         let st = &mut self.state;
         st.next_round = round + 1;
         st.empty_rounds = 0;

@@ -230,6 +230,7 @@ fn events(out: &[Output]) -> Vec<&JobEventKind> {
 fn aggregated(round: u32) -> Input {
     let aggregate = Aggregate {
         params: vec![0.1; PARAMS],
+        velocity: vec![0.02; PARAMS],
         train_loss: 0.4,
         samples: 10,
     };
@@ -315,6 +316,47 @@ fn the_clearing_leaves_out_a_worker_that_withdrew_until_it_bids_again() {
     assert!(!m.state().banned.contains(&f.node(1)));
 }
 
+/// The outer momentum is checkpointed with the parameters: a coordinator
+/// restarted after a round steps the next one from the velocity that
+/// round left, not from zero.
+#[test]
+fn the_outer_velocity_survives_a_restart() {
+    let f = fixture(1);
+    let (mut m, start) = f.training(1);
+    let now = start.issued_at + 1_000;
+    let out = f.deliver(&mut m, 0, &start, now).unwrap().outputs;
+    assert!(
+        out.iter().any(
+            |o| matches!(o, Output::Aggregate { round: 0, velocity, .. } if velocity.is_empty())
+        )
+    );
+    let out = m.handle(now + 1, aggregated(0)).outputs;
+    let entries = write_ahead_of(&out).unwrap();
+    let out = m.handle(now + 2, done(entries)).outputs;
+    let next = start_of(&out).expect("round 1 opens");
+    let snapshot = m.snapshot();
+    assert_eq!(*snapshot.velocity, vec![0.02; PARAMS]);
+    let stored = Stored {
+        state: snapshot.state,
+        params: snapshot.params.to_vec(),
+        velocity: snapshot.velocity.to_vec(),
+        unrecorded: snapshot.unrecorded,
+    };
+    let later = now + 500;
+    let (mut resumed, _) = Coordinator::resume(f.id, f.spec.clone(), stored, later, 16, None);
+    let out = f
+        .deliver(&mut resumed, 0, &next, later + 10)
+        .unwrap()
+        .outputs;
+    assert!(
+        out.iter().any(|o| matches!(
+            o,
+            Output::Aggregate { round: 1, velocity, .. } if **velocity == vec![0.02; PARAMS]
+        )),
+        "round 1 steps from the velocity round 0 left"
+    );
+}
+
 #[test]
 fn a_restarted_coordinator_reopens_the_same_round_and_takes_updates_made_for_it() {
     let f = fixture(2);
@@ -323,6 +365,7 @@ fn a_restarted_coordinator_reopens_the_same_round_and_takes_updates_made_for_it(
     let stored = Stored {
         state: snapshot.state,
         params: snapshot.params.to_vec(),
+        velocity: snapshot.velocity.to_vec(),
         unrecorded: snapshot.unrecorded,
     };
     let now = before.issued_at + 2_000;
@@ -509,6 +552,7 @@ fn a_resumed_job_appends_what_its_checkpoint_held_unless_the_ledger_has_it() {
     let stored = Stored {
         state: snapshot.state,
         params: snapshot.params.to_vec(),
+        velocity: snapshot.velocity.to_vec(),
         unrecorded: snapshot.unrecorded.clone(),
     };
     let (_, out) = Coordinator::resume(f.id, f.spec.clone(), stored, T0 + 5, 16, None);

@@ -66,7 +66,6 @@ pub struct World {
     restart_mid_round: Option<usize>,
     ended: bool,
     /// The outer step's momentum, as the node keeps it beside the machine.
-    outer_velocity: Vec<f32>,
     checks: Checks,
     /// What happened, for the report of a failing seed.
     trace: Vec<String>,
@@ -133,6 +132,7 @@ impl World {
         let disk = Stored {
             state: machine.state.clone(),
             params: machine.params.to_vec(),
+            velocity: Vec::new(),
             unrecorded: Vec::new(),
         };
         World {
@@ -157,7 +157,6 @@ impl World {
             restarted_at: Vec::new(),
             restart_mid_round: None,
             ended: false,
-            outer_velocity: Vec::new(),
             checks: Checks::default(),
             trace: Vec::new(),
         }
@@ -273,6 +272,7 @@ impl World {
             Output::Aggregate {
                 round,
                 params,
+                velocity,
                 updates,
             } => {
                 let refs: Vec<&AcceptedUpdate> = updates.iter().collect();
@@ -281,7 +281,7 @@ impl World {
                     &params,
                     &refs,
                     OuterStep::of(hyper),
-                    &mut self.outer_velocity,
+                    &velocity,
                     hyper.aggregation,
                 )
                 .map(|a| (a, 0.5));
@@ -307,6 +307,7 @@ impl World {
         self.disk = Stored {
             state: snapshot.state,
             params: snapshot.params.to_vec(),
+            velocity: snapshot.velocity.to_vec(),
             unrecorded: snapshot.unrecorded,
         };
         self.checks.persisted(&self.disk);
@@ -489,8 +490,6 @@ impl World {
         self.wake = None;
         self.last_start = None;
         self.ended = false;
-        // As on a node: the velocity lives in memory, not in checkpoints.
-        self.outer_velocity.clear();
         let (machine, outputs) = Coordinator::resume(
             self.id,
             self.spec.clone(),
