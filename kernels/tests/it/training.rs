@@ -300,3 +300,44 @@ fn a_cancelled_trainer_stops_before_the_next_step() {
         .unwrap();
     assert_eq!(trained.steps, 5);
 }
+
+/// An audited round is recomputed on another machine, with another thread
+/// count: a local round's update is the same bit for bit with 1 to 4 CPU
+/// threads (issue 13), for the MLP and the CNN.
+#[test]
+fn a_local_round_is_bit_exact_whatever_the_thread_count() {
+    let d = data();
+    let shards = d.train.take(600).shards(200, 5).unwrap();
+    let mine = ShardSet::new(shards.iter().take(2).collect()).unwrap();
+    for arch in [Arch::Mlp { hidden: vec![64] }, Arch::Cnn] {
+        let spec = ModelSpec::fashion_mnist(arch.clone());
+        let round = |threads: usize| {
+            let backend = fairgrid_kernels::CpuBackend::new(threads).unwrap();
+            let mut t =
+                Trainer::new(backend, &spec, OptimizerConfig::sgd(0.05, 0.9), 40, 1).unwrap();
+            let start = t.params_flat().unwrap();
+            t.train_local(&start, &mine, 3, 0.05, 11).unwrap()
+        };
+        let one = round(1);
+        for threads in [2, 3, 4, 7] {
+            let other = round(threads);
+            let differ = one
+                .delta
+                .iter()
+                .zip(&other.delta)
+                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                .count();
+            assert_eq!(
+                differ,
+                0,
+                "{arch:?}: {differ} of {} values differ between 1 and {threads} threads",
+                one.delta.len()
+            );
+            assert_eq!(
+                one.mean_loss.to_bits(),
+                other.mean_loss.to_bits(),
+                "{arch:?}: the loss too"
+            );
+        }
+    }
+}

@@ -7,8 +7,9 @@
 //! transposes: `Y[rows, C_out] = col[rows, KH*KW*C_in] * W^T`, and the
 //! output rows are already `[N, H, W, C]`. The backward pass re-unfolds
 //! the input instead of keeping the (large) im2col matrix from the forward
-//! pass, accumulates each thread's weight gradient in its own scratch, and
-//! sums those in thread order so results are reproducible.
+//! pass, accumulates the weight gradient of each of a fixed number of
+//! batch chunks on its own, and sums those in chunk order, so results are
+//! the same bit for bit whatever the thread count.
 
 use super::elementwise::{accumulate_column_sums, add_assign, add_bias_rows};
 use super::gemm::{MatMut, MatRef, matmul};
@@ -22,6 +23,14 @@ use crate::error::{KernelError, Result};
 const COL_BLOCK_FLOATS: usize = 128 * 1024;
 /// Below this many multiply-adds a convolution runs on one thread.
 const PARALLEL_MIN_FLOPS: usize = 1 << 17;
+/// The backward pass cuts the batch into at most this many chunks, fixed
+/// whatever the thread count, and sums their weight gradients in chunk
+/// order: a round is then the same bit for bit on 1 or 64 threads (an
+/// audit recomputes it on another machine). A chunk holds at least one
+/// im2col block, so products keep their size, and the partials at most
+/// [`MAX_PARTIAL_FLOATS`] (32 MiB); more threads than chunks wait.
+const GRAD_CHUNKS: usize = 64;
+const MAX_PARTIAL_FLOATS: usize = 8 << 20;
 
 pub(crate) fn validate(g: &Conv2dGeometry) -> Result<()> {
     let bad = |reason: String| Err(KernelError::config("conv2d geometry", reason));
@@ -295,58 +304,77 @@ pub(crate) fn backward(
     let dx = dx.map(|d| Disjoint::new(&mut d[..g.input_len()]));
     let short = short_patch(g);
     let flops = g.output_len() * patch * if dx.is_some() { 2 } else { 1 };
-    let parts = workers.run(flops, PARALLEL_MIN_FLOPS, |t, parts| {
-        let mine = split(g.batch, parts, t);
+    // One partial weight and bias gradient per chunk of the batch, each
+    // summed over its samples in order, then the partials in chunk order:
+    // the chunks do not depend on the thread count, so neither does the
+    // result.
+    let partial_len = wlen + g.out_c;
+    let chunks = GRAD_CHUNKS
+        .min(g.batch.div_ceil(block))
+        .min(MAX_PARTIAL_FLOATS / partial_len)
+        .max(1);
+    let mut partials_guard = workers.shared_scratch();
+    let partials = Disjoint::new(grow(&mut partials_guard, chunks * partial_len));
+    workers.run(flops, PARALLEL_MIN_FLOPS, |t, parts| {
         let mut guard = workers.scratch(t);
         let scratch = &mut *guard;
-        grow(&mut scratch.dw, wlen).fill(0.0);
-        grow(&mut scratch.db, g.out_c).fill(0.0);
-        let mut n0 = mine.start;
-        while n0 < mine.end {
-            let count = block.min(mine.end - n0);
-            let rows = count * pixels;
-            let dy_block = &dy[n0 * out_per..(n0 + count) * out_per];
-            let col = grow(&mut scratch.col, rows * patch);
-            im2col(g, &x[n0 * in_per..(n0 + count) * in_per], count, col);
-            // dW += dY^T * col
-            if short {
-                short_patch_weight_grad(col, dy_block, &mut scratch.dw[..wlen], g.out_c);
-            } else {
-                matmul(
-                    MatMut::rows(&mut scratch.dw[..wlen], g.out_c, patch),
-                    MatRef::transposed(dy_block, g.out_c, rows),
-                    MatRef::rows(col, rows, patch),
-                    1.0,
-                    1.0,
-                );
+        for chunk in (t..chunks).step_by(parts) {
+            // SAFETY: each chunk's partial is written by one thread only.
+            let partial = unsafe { partials.range(chunk * partial_len..(chunk + 1) * partial_len) };
+            partial.fill(0.0);
+            let (chunk_dw, chunk_db) = partial.split_at_mut(wlen);
+            let samples = split(g.batch, chunks, chunk);
+            let mut n0 = samples.start;
+            while n0 < samples.end {
+                let count = block.min(samples.end - n0);
+                let rows = count * pixels;
+                let dy_block = &dy[n0 * out_per..(n0 + count) * out_per];
+                let col = grow(&mut scratch.col, rows * patch);
+                im2col(g, &x[n0 * in_per..(n0 + count) * in_per], count, col);
+                // dW += dY^T * col
+                if short {
+                    short_patch_weight_grad(col, dy_block, chunk_dw, g.out_c);
+                } else {
+                    matmul(
+                        MatMut::rows(chunk_dw, g.out_c, patch),
+                        MatRef::transposed(dy_block, g.out_c, rows),
+                        MatRef::rows(col, rows, patch),
+                        1.0,
+                        1.0,
+                    );
+                }
+                accumulate_column_sums(dy_block, chunk_db);
+                if let Some(dx) = &dx {
+                    // dcol = dY * W, then fold back onto the input pixels.
+                    matmul(
+                        MatMut::rows(col, rows, patch),
+                        MatRef::rows(dy_block, rows, g.out_c),
+                        weights,
+                        1.0,
+                        0.0,
+                    );
+                    // SAFETY: sample ranges of different chunks do not overlap.
+                    let dx_block = unsafe { dx.range(n0 * in_per..(n0 + count) * in_per) };
+                    dx_block.fill(0.0);
+                    col2im(g, col, count, dx_block);
+                }
+                n0 += count;
             }
-            accumulate_column_sums(dy_block, &mut scratch.db[..g.out_c]);
-            if let Some(dx) = &dx {
-                // dcol = dY * W, then fold back onto the input pixels.
-                matmul(
-                    MatMut::rows(col, rows, patch),
-                    MatRef::rows(dy_block, rows, g.out_c),
-                    weights,
-                    1.0,
-                    0.0,
-                );
-                // SAFETY: sample ranges of different threads do not overlap.
-                let dx_block = unsafe { dx.range(n0 * in_per..(n0 + count) * in_per) };
-                dx_block.fill(0.0);
-                col2im(g, col, count, dx_block);
-            }
-            n0 += count;
         }
     });
+    drop(partials);
     let (dw, db) = (&mut dw[..wlen], &mut db[..g.out_c]);
-    for t in 0..parts {
-        let scratch = workers.scratch(t);
-        if t == 0 {
-            dw.copy_from_slice(&scratch.dw[..wlen]);
-            db.copy_from_slice(&scratch.db[..g.out_c]);
+    for (chunk, partial) in partials_guard[..chunks * partial_len]
+        .chunks_exact(partial_len)
+        .enumerate()
+    {
+        let (chunk_dw, chunk_db) = partial.split_at(wlen);
+        if chunk == 0 {
+            dw.copy_from_slice(chunk_dw);
+            db.copy_from_slice(chunk_db);
         } else {
-            add_assign(dw, &scratch.dw[..wlen]);
-            add_assign(db, &scratch.db[..g.out_c]);
+            add_assign(dw, chunk_dw);
+            add_assign(db, chunk_db);
         }
     }
     Ok(())

@@ -1,9 +1,10 @@
 //! The CPU backend's threading: one persistent rayon pool, static
 //! partitioning, and per-thread scratch space.
 //!
-//! Work is split statically (thread `t` of `T` always gets the same range)
-//! so that reductions happen in a fixed order and results are bit-for-bit
-//! reproducible for a given thread count. Each thread owns one scratch
+//! Work is split statically (thread `t` of `T` always gets the same range).
+//! Reductions over the batch go through chunks fixed whatever `T` (see
+//! `conv::backward`), so results are the same bit for bit on any thread
+//! count. Each thread owns one scratch
 //! slot; buffers in it grow to the largest size seen and are then reused,
 //! so a training step does not allocate.
 
@@ -18,10 +19,6 @@ use crate::error::{KernelError, Result};
 pub(crate) struct Scratch {
     /// im2col / column-gradient block.
     pub col: Vec<f32>,
-    /// Partial weight gradient of this thread.
-    pub dw: Vec<f32>,
-    /// Partial bias gradient (or row sums) of this thread.
-    pub db: Vec<f32>,
 }
 
 /// Grows `buf` to at least `len` elements (never shrinks) and returns the

@@ -18,9 +18,11 @@ use crate::jobs::worker::train::{Engine, RoundWork, residual_hash, train_work};
 /// auditor's recomputation that passes, in parts per billion, when the
 /// auditor replays on the kind of device the job trains on (the CPU for a
 /// CPU job, a GPU for a GPU job). Calibrated on honest rounds (docs/
-/// benchmarks.md, "Audits"): CPU thread counts differ by up to 1.4e-3 on
-/// the CNN; a GPU repeats itself bit for bit. A cheat that moves the delta
-/// by less than 1% is within what honest hardware differs by.
+/// benchmarks.md, "Audits"): CPU thread counts differed by up to 1.4e-3 on
+/// the CNN before the convolutions' gradients were summed in fixed chunks
+/// (now they agree bit for bit; CPUs that take other SIMD kernels were not
+/// compared); a GPU repeats itself bit for bit. A cheat that moves the
+/// delta by less than 1% is within what honest hardware differs by.
 pub const TOLERANCE_PPB: u64 = 10_000_000;
 
 /// The tolerance when a GPU job's round is replayed on a CPU (the auditor
