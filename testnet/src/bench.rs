@@ -369,6 +369,7 @@ fn lr_at(t: &fairgrid_sdk::jobs::TrainingChoice, round: u32) -> f32 {
         schedule: t.schedule,
         aggregation: Default::default(),
         outer_momentum: t.outer_momentum,
+        eval_every: t.eval_every,
     };
     hyper.lr_at(round)
 }
@@ -425,6 +426,8 @@ async fn diloco(
     sync.training.local_steps = 1;
     sync.training.outer_lr = 1.0;
     sync.training.outer_momentum = 0.0;
+    // Bytes to equal accuracy needs every round's accuracy.
+    sync.training.eval_every = 1;
     sync.training.lr = sync_lr.unwrap_or(t.lr);
     let mut runs = Vec::new();
     for job in [&sync, request] {

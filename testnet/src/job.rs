@@ -80,6 +80,9 @@ pub struct Tuning {
     /// Nesterov momentum of the outer update (default 0).
     #[arg(long)]
     pub outer_momentum: Option<f32>,
+    /// Evaluate after every this many rounds and the last (default 1).
+    #[arg(long)]
+    pub eval_every: Option<u32>,
 }
 
 /// The demo job for `owners` owners, with capacity `small_cpu_milli` per
@@ -126,6 +129,7 @@ pub fn demo_request(
             schedule: tuning.schedule.unwrap_or(LrSchedule::Cosine),
             outer_lr: tuning.outer_lr.unwrap_or(1.0),
             outer_momentum: tuning.outer_momentum.unwrap_or(0.0),
+            eval_every: tuning.eval_every.unwrap_or(1),
             ..TrainingChoice::default()
         },
         market: MarketChoice {

@@ -228,6 +228,7 @@ fn request_field(e: &fairgrid_protocol::ProtocolError) -> String {
         ("hyper.batch_size", "training.batch_size"),
         ("hyper.outer_lr", "training.outer_lr"),
         ("hyper.outer_momentum", "training.outer_momentum"),
+        ("hyper.eval_every", "training.eval_every"),
         ("hyper.lr", "training.lr"),
         ("hyper.momentum", "training.momentum"),
         ("hyper.compression", "training.compression"),

@@ -111,6 +111,19 @@ pub struct HyperParams {
     /// plain `params + outer_lr x mean`; DiLoCo uses 0.9 (docs/protocol.md,
     /// "Outer step").
     pub outer_momentum: f32,
+    /// The coordinator evaluates the new parameters on the test set after
+    /// every `eval_every`-th round and after the last (1: every round).
+    /// Evaluation is on the round's critical path: over long links with
+    /// a large test set, evaluating less often shortens rounds.
+    pub eval_every: u32,
+}
+
+impl HyperParams {
+    /// Whether the coordinator evaluates after `round` (counted from 0):
+    /// every `eval_every`-th round and always the last.
+    pub fn evaluates_after(&self, round: u32) -> bool {
+        (round + 1).is_multiple_of(self.eval_every.max(1)) || round + 1 >= self.rounds
+    }
 }
 
 /// How the coordinator combines a round's accepted deltas.
@@ -299,6 +312,9 @@ impl JobSpec {
                 format!("{} is not in [0, 1)", h.outer_momentum),
             );
         }
+        if h.eval_every == 0 {
+            return bad("hyper.eval_every", "0 is not at least 1".to_string());
+        }
         match h.compression {
             Compression::Int8 { block } if block == 0 || block > 1 << 20 => {
                 return bad(
@@ -375,6 +391,7 @@ mod tests {
             schedule,
             aggregation: Default::default(),
             outer_momentum: 0.0,
+            eval_every: 1,
         }
     }
 
@@ -387,5 +404,22 @@ mod tests {
         assert!(cosine.lr_at(10) < 1e-9);
         assert!((1..10).all(|r| cosine.lr_at(r) < cosine.lr_at(r - 1)));
         assert_eq!(hyper(LrSchedule::Constant).lr_at(7), 0.1);
+    }
+
+    #[test]
+    fn evaluation_every_nth_round_and_always_the_last() {
+        let every = |n: u32| {
+            let h = HyperParams {
+                eval_every: n,
+                ..hyper(LrSchedule::Constant)
+            };
+            (0..10)
+                .filter(|&r| h.evaluates_after(r))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(every(1), (0..10).collect::<Vec<_>>());
+        assert_eq!(every(4), vec![3, 7, 9], "the 4th, the 8th and the last");
+        assert_eq!(every(10), vec![9]);
+        assert_eq!(every(50), vec![9], "the last round is always evaluated");
     }
 }

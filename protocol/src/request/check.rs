@@ -224,6 +224,12 @@ impl JobRequest {
                 return bad(field, format!("{value} is not in [0, 1)"));
             }
         }
+        in_range(
+            "training.eval_every",
+            t.eval_every.into(),
+            1,
+            MAX_ROUNDS.into(),
+        )?;
         let compression = match t.compression {
             CompressionName::Int8 => {
                 in_range(
@@ -265,6 +271,7 @@ impl JobRequest {
             schedule: t.schedule,
             aggregation,
             outer_momentum: t.outer_momentum,
+            eval_every: t.eval_every,
         })
     }
 }

@@ -136,6 +136,9 @@ pub struct TrainingChoice {
     /// plain averaging; with many local steps (DiLoCo) 0.9 with
     /// `outer_lr` 0.7 (docs/sdk.md, "Training over slow links").
     pub outer_momentum: f32,
+    /// Evaluate on the test set after every this many rounds, and after
+    /// the last (1, the default: every round).
+    pub eval_every: u32,
     pub compression: CompressionName,
     pub int8_block: u32,
     pub topk_permille: u32,
@@ -163,6 +166,7 @@ impl Default for TrainingChoice {
             momentum: 0.9,
             outer_lr: 1.0,
             outer_momentum: 0.0,
+            eval_every: 1,
             compression: CompressionName::Int8,
             int8_block: 256,
             topk_permille: 10,

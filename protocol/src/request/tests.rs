@@ -110,6 +110,11 @@ fn each_bad_field_is_named() {
         field(|r| r.training.outer_momentum = f32::INFINITY),
         "training.outer_momentum"
     );
+    assert_eq!(field(|r| r.training.eval_every = 0), "training.eval_every");
+    assert_eq!(
+        field(|r| r.training.eval_every = u32::MAX),
+        "training.eval_every"
+    );
     assert_eq!(field(|r| r.training.int8_block = 0), "training.int8_block");
     assert_eq!(
         field(|r| {

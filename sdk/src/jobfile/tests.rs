@@ -235,6 +235,7 @@ fn nonsense_values_are_refused_by_name() {
         ("[training]\nlr = -1.0\n", "training.lr"),
         ("[training]\nouter_lr = inf\n", "training.outer_lr"),
         ("[training]\nmomentum = 1.0\n", "training.momentum"),
+        ("[training]\neval_every = 0\n", "training.eval_every"),
         ("[market]\ndeadline_secs = 3\n", "market.deadline_secs"),
     ] {
         let (got, reason) = invalid_field(&with(extra));

@@ -362,7 +362,6 @@ pub(crate) fn backward(
             }
         }
     });
-    drop(partials);
     let (dw, db) = (&mut dw[..wlen], &mut db[..g.out_c]);
     for (chunk, partial) in partials_guard[..chunks * partial_len]
         .chunks_exact(partial_len)

@@ -204,14 +204,19 @@ async fn execute(
         }
         Output::Aggregate {
             round,
+            evaluate,
             params,
             velocity,
             updates,
         } => {
             let (s, j) = (Arc::clone(ctx), Arc::clone(job));
-            tokio::spawn(async move {
-                finish::aggregate(&s, &j, round, params, velocity, updates).await
-            });
+            let step = finish::Step {
+                round,
+                evaluate,
+                params,
+                velocity,
+            };
+            tokio::spawn(async move { finish::aggregate(&s, &j, step, updates).await });
         }
         Output::WriteModel { params } => {
             let (s, j) = (Arc::clone(ctx), Arc::clone(job));

@@ -14,16 +14,24 @@ use crate::jobs::JobsContext;
 use crate::jobs::device::{JobTrainer, evaluator_device};
 use crate::jobs::model;
 
-/// Applies the accepted updates and evaluates the new parameters on the
-/// job's test set.
+/// One round's outer step, as the machine asked for it.
+pub struct Step {
+    pub round: u32,
+    /// Evaluate the new parameters on the job's test set.
+    pub evaluate: bool,
+    pub params: Arc<Vec<f32>>,
+    pub velocity: Arc<Vec<f32>>,
+}
+
+/// Applies the accepted updates and, when the step asks, evaluates the new
+/// parameters on the job's test set.
 pub async fn aggregate(
     ctx: &Arc<JobsContext>,
     job: &Arc<CoordJob>,
-    round: u32,
-    params: Arc<Vec<f32>>,
-    velocity: Arc<Vec<f32>>,
+    step: Step,
     updates: Vec<AcceptedUpdate>,
 ) {
+    let round = step.round;
     let result = match job.data() {
         None => Err("the job's data is gone".to_string()),
         Some(data) => {
@@ -35,12 +43,15 @@ pub async fn aggregate(
             let computed = tokio::task::spawn_blocking(move || {
                 let refs: Vec<&AcceptedUpdate> = updates.iter().collect();
                 let next = aggregate_with(
-                    &params,
+                    &step.params,
                     &refs,
                     OuterStep::of(&hyper),
-                    &velocity,
+                    &step.velocity,
                     hyper.aggregation,
                 )?;
+                if !step.evaluate {
+                    return Ok((next, None));
+                }
                 let mut slot = evaluator.lock().expect("evaluator lock");
                 if slot.is_none() {
                     // On a GPU when this node offers one (the CPU if it
@@ -57,7 +68,7 @@ pub async fn aggregate(
                     .set_params_flat(&next.params)
                     .map_err(|e| e.to_string())?;
                 let metrics = trainer.evaluate(&data.test).map_err(|e| e.to_string())?;
-                Ok::<_, String>((next, metrics.accuracy as f32))
+                Ok::<_, String>((next, Some(metrics.accuracy as f32)))
             })
             .await;
             computed.unwrap_or_else(|e| Err(format!("aggregation thread: {e}")))

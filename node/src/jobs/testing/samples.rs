@@ -44,6 +44,7 @@ pub fn spec_with(key: &Keypair, shards: usize, compression: Compression) -> JobS
             schedule: LrSchedule::Constant,
             aggregation: Default::default(),
             outer_momentum: 0.0,
+            eval_every: 1,
         },
         demand_per_shard: ResourceVec {
             cpu_milli: 100,

@@ -165,6 +165,7 @@ impl Gen {
                 schedule: [LrSchedule::Constant, LrSchedule::Cosine][self.small(2)],
                 aggregation: Default::default(),
                 outer_momentum: self.f32(),
+                eval_every: self.u32(),
             },
             demand_per_shard: self.resources(),
             limit_price: self.u64(),

@@ -137,10 +137,11 @@ pub enum Input {
         round: u32,
         verdicts: Vec<AuditVerdict>,
     },
-    /// The answer to [`Output::Aggregate`].
+    /// The answer to [`Output::Aggregate`]: the new parameters, and
+    /// their test accuracy when the round was to be evaluated.
     Aggregated {
         round: u32,
-        result: Result<(Aggregate, f32), String>,
+        result: Result<(Aggregate, Option<f32>), String>,
     },
     /// The answer to [`Output::WriteModel`]: the model file's hash.
     ModelWritten {
@@ -207,10 +208,11 @@ pub enum Output {
         params: Arc<Vec<f32>>,
         candidates: Vec<AuditCandidate>,
     },
-    /// Aggregate (the outer step starting from `velocity`) and evaluate;
-    /// answer with [`Input::Aggregated`].
+    /// Aggregate (the outer step starting from `velocity`) and, with
+    /// `evaluate`, evaluate the result; answer with [`Input::Aggregated`].
     Aggregate {
         round: u32,
+        evaluate: bool,
         params: Arc<Vec<f32>>,
         velocity: Arc<Vec<f32>>,
         updates: Vec<AcceptedUpdate>,

@@ -285,6 +285,7 @@ impl Coordinator {
         }
         out.push(Output::Aggregate {
             round,
+            evaluate: self.spec.hyper.evaluates_after(round),
             params: Arc::clone(&self.params),
             velocity: Arc::clone(&self.velocity),
             updates,
@@ -298,7 +299,7 @@ impl Coordinator {
         &mut self,
         now: u64,
         round: u32,
-        result: Result<(Aggregate, f32), String>,
+        result: Result<(Aggregate, Option<f32>), String>,
         out: &mut Vec<Output>,
     ) {
         let finished = match self.busy.take() {
@@ -372,7 +373,7 @@ impl Coordinator {
             participants,
             model_hash,
             train_loss_micro: (f64::from(next.train_loss) * 1e6) as u64,
-            test_accuracy_ppm: Some((f64::from(accuracy) * 1e6).round() as u32),
+            test_accuracy_ppm: accuracy.map(|a| (f64::from(a) * 1e6).round() as u32),
         };
         let record = RoundRecord {
             round,
@@ -385,7 +386,7 @@ impl Coordinator {
                 })
                 .collect(),
             train_loss: next.train_loss,
-            test_accuracy: Some(accuracy),
+            test_accuracy: accuracy,
             bytes_up,
             bytes_down: finished.bytes_down,
             duration_ms: now.saturating_sub(finished.started_ms),

@@ -236,7 +236,7 @@ fn aggregated(round: u32) -> Input {
     };
     Input::Aggregated {
         round,
-        result: Ok((aggregate, 0.75)),
+        result: Ok((aggregate, Some(0.75))),
     }
 }
 

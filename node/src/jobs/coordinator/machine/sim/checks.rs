@@ -2,10 +2,10 @@
 
 use std::collections::BTreeSet;
 
-use fairgrid_protocol::NodeId;
 use fairgrid_protocol::ledger::EntryBody;
 use fairgrid_protocol::market::{self, MarketPolicy};
 use fairgrid_protocol::messages::{Allocation, RoundStart};
+use fairgrid_protocol::{Hash32, NodeId};
 use fairgrid_sdk::jobs::JobState;
 
 use super::super::rounds::order_samples;
@@ -98,15 +98,25 @@ impl Checks {
     pub fn check(&mut self, machine: &Coordinator, ledger: &[EntryBody]) {
         recorded_once(ledger);
         let spec = machine.spec();
-        let failed: BTreeSet<(u32, NodeId)> = ledger
+        // A failed update is never counted. (Its worker may still take
+        // part in the round again with another update: one that could not
+        // reveal its round is out of the round, not of the job, and the
+        // round may be opened again.)
+        let failed: BTreeSet<(u32, NodeId, Hash32)> = ledger
             .iter()
             .filter_map(|e| match e {
                 EntryBody::Audit {
                     round,
                     worker,
+                    update,
                     passed: false,
                     ..
-                } => Some((*round, *worker)),
+                } => {
+                    let (_, update) = update
+                        .verify_and_decode()
+                        .expect("an audited update decodes");
+                    Some((*round, *worker, update.update_hash))
+                }
                 _ => None,
             })
             .collect();
@@ -119,11 +129,25 @@ impl Checks {
             {
                 for p in participants {
                     assert!(
-                        !failed.contains(&(*round, p.node)),
-                        "{} counted in round {round} after failing its audit",
+                        !failed.contains(&(*round, p.node, p.update_hash)),
+                        "{}'s update counted in round {round} after failing its audit",
                         p.node
                     );
                 }
+            }
+            if let EntryBody::RoundCompleted {
+                round,
+                test_accuracy_ppm,
+                ..
+            } = entry
+            {
+                assert_eq!(
+                    test_accuracy_ppm.is_some(),
+                    spec.hyper.evaluates_after(*round),
+                    "round {round} of {} evaluated every {}",
+                    spec.hyper.rounds,
+                    spec.hyper.eval_every
+                );
             }
             if let EntryBody::RoundCompleted { participants, .. } = entry {
                 for p in participants {

@@ -80,6 +80,7 @@ fn sim_spec(key: &Keypair, rng: &mut ChaCha8Rng) -> JobSpec {
         width: 2,
     };
     spec.hyper.rounds = rng.random_range(1..=4);
+    spec.hyper.eval_every = rng.random_range(1..=3);
     spec.alpha_ppm = [340_000, 500_000, 1_000_000][rng.random_range(0..3)];
     spec.on_shortfall = if rng.random_bool(0.2) {
         fairgrid_protocol::messages::ShortfallPolicy::Wait
@@ -271,6 +272,7 @@ impl World {
             }
             Output::Aggregate {
                 round,
+                evaluate,
                 params,
                 velocity,
                 updates,
@@ -284,7 +286,7 @@ impl World {
                     &velocity,
                     hyper.aggregation,
                 )
-                .map(|a| (a, 0.5));
+                .map(|a| (a, evaluate.then_some(0.5)));
                 self.pending
                     .push(Pending::answer(Input::Aggregated { round, result }));
             }
