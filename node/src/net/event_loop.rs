@@ -562,11 +562,16 @@ impl EventLoop {
             }
             FairgridBehaviourEvent::Ping(ping::Event {
                 peer,
+                connection,
                 result: Ok(rtt),
-                ..
             }) => {
                 if let Some(state) = self.peers.get_mut(&peer) {
                     state.rtt = Some(rtt);
+                }
+                // A connection a ping crossed both ways is one the peer
+                // kept: a relayed one beside it may go.
+                if self.reach.answered_ping(connection) {
+                    self.close_redundant_relayed(peer);
                 }
             }
             FairgridBehaviourEvent::Kad(kad::Event::RoutingUpdated {
@@ -797,7 +802,9 @@ impl EventLoop {
     }
 
     /// Once a direct connection to `peer` is open beside relayed ones (a
-    /// hole punch succeeded), closes the relayed ones, but only while no
+    /// hole punch succeeded) and a ping has crossed it (the peer kept it:
+    /// it may refuse a new connection after we counted it established),
+    /// closes the relayed ones, but only while no
     /// request either way is in flight with the peer: request-response
     /// spreads requests over all of a peer's connections, so a relayed
     /// one left open carries part of the traffic through the relay, and

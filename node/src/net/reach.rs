@@ -155,6 +155,8 @@ pub struct ReachState {
     tested: BTreeMap<Multiaddr, bool>,
     relayed_addrs: Vec<Multiaddr>,
     open: HashMap<ConnectionId, (PeerId, Transport)>,
+    /// Open connections a ping has crossed both ways.
+    pinged: HashSet<ConnectionId>,
     connections: BTreeMap<Transport, u64>,
     hole_punches: HolePunches,
     reservations_served: u64,
@@ -195,11 +197,20 @@ impl ReachState {
         found
     }
 
+    /// A ping was answered over `id`; true the first time, for an open
+    /// connection.
+    pub fn answered_ping(&mut self, id: ConnectionId) -> bool {
+        self.open.contains_key(&id) && self.pinged.insert(id)
+    }
+
     /// `peer`'s relayed connections when a direct one to it is open too
-    /// (after a hole punch): they only cost the relay bandwidth.
+    /// (after a hole punch) and a ping has crossed it: they only cost the
+    /// relay bandwidth.
     pub fn redundant_relayed(&self, peer: &PeerId) -> Vec<ConnectionId> {
         let to_peer = || self.open.iter().filter(move |(_, (p, _))| p == peer);
-        if !to_peer().any(|(_, (_, t))| *t != Transport::Relayed) {
+        let proven_direct =
+            to_peer().any(|(id, (_, t))| *t != Transport::Relayed && self.pinged.contains(id));
+        if !proven_direct {
             return Vec::new();
         }
         to_peer()
@@ -210,6 +221,7 @@ impl ReachState {
 
     pub fn connection_closed(&mut self, id: ConnectionId) {
         self.open.remove(&id);
+        self.pinged.remove(&id);
     }
 
     /// A DCUtR attempt ended: with the direct connection `Ok(id)`, or not.
@@ -434,6 +446,21 @@ mod tests {
             "relayed only: the relay is the way to the peer"
         );
         state.connection_established(direct, peer, &addr("/ip4/1.2.3.4/udp/9/quic-v1"), false);
+        assert!(
+            state.redundant_relayed(&peer).is_empty(),
+            "not before a ping has crossed the direct connection"
+        );
+        assert!(state.answered_ping(relayed));
+        assert!(
+            state.redundant_relayed(&peer).is_empty(),
+            "a ping over a relayed connection proves nothing direct"
+        );
+        assert!(state.answered_ping(direct));
+        assert!(!state.answered_ping(direct), "news only once");
+        assert!(
+            !state.answered_ping(ConnectionId::new_unchecked(99)),
+            "not for a connection that is not open"
+        );
         let mut redundant = state.redundant_relayed(&peer);
         redundant.sort();
         assert_eq!(redundant, vec![relayed, second]);
