@@ -122,7 +122,7 @@ impl<B: Backend> Optimizer<B> {
         config.validate()?;
         let zeros = |model: &Model<B>| -> Result<Vec<Tensor<B>>> {
             model
-                .params()
+                .trainable_params()
                 .map(|p| Tensor::zeros(backend, p.value.shape().clone()))
                 .collect()
         };
@@ -180,7 +180,7 @@ impl<B: Backend> Optimizer<B> {
         self.steps += 1;
         let mut second = self.second.iter_mut();
         let mut tensors: Vec<UpdateTensor<'_, B::Buf>> = model
-            .params_mut()
+            .trainable_params_mut()
             .zip(self.first.iter_mut())
             .map(|(param, first)| {
                 let len = param.numel();
@@ -252,7 +252,7 @@ impl<B: Backend> Optimizer<B> {
                     nesterov,
                     weight_decay,
                 };
-                for (param, v) in model.params_mut().zip(self.first.iter_mut()) {
+                for (param, v) in model.trainable_params_mut().zip(self.first.iter_mut()) {
                     let n = param.numel();
                     let (p, g) = (param.value.buf_mut(), param.grad.buf());
                     backend.sgd_step(&hyper, p, g, v.buf_mut(), n)?;
@@ -274,7 +274,7 @@ impl<B: Backend> Optimizer<B> {
                     step: self.steps,
                 };
                 let state = self.first.iter_mut().zip(self.second.iter_mut());
-                for (param, (m, v)) in model.params_mut().zip(state) {
+                for (param, (m, v)) in model.trainable_params_mut().zip(state) {
                     let n = param.numel();
                     let (p, g) = (param.value.buf_mut(), param.grad.buf());
                     backend.adam_step(&hyper, p, g, m.buf_mut(), v.buf_mut(), n)?;

@@ -16,6 +16,7 @@
 use crate::backend::{Backend, StepStats};
 use crate::data::{Samples, ShardSet, gather_batch};
 use crate::error::{KernelError, Result};
+use crate::layers::Pass;
 use crate::model::{Model, ModelSpec};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::rng::SplitMix64;
@@ -65,6 +66,9 @@ pub struct Trainer<B: Backend> {
     stats: B::Stats,
     report_interval: u32,
     step_limit: Option<u64>,
+    /// The model's seed: dropout masks of `step` and `train_epoch` derive
+    /// from it.
+    seed: u64,
     /// Checked before every step of local training.
     cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
@@ -129,6 +133,7 @@ impl<B: Backend> Trainer<B> {
             stats,
             report_interval: 1,
             step_limit: None,
+            seed,
             cancel: None,
         })
     }
@@ -216,15 +221,24 @@ impl<B: Backend> Trainer<B> {
     /// rate `lr`. Returns the batch's mean loss and correct count (waiting
     /// for the device to compute them).
     pub fn step(&mut self, data: &dyn Samples, indices: &[u32], lr: f32) -> Result<(f64, u64)> {
-        self.queue_step(data, indices, lr)?;
+        let pass_seed = SplitMix64::derive(self.seed, self.steps + 1).next_u64();
+        self.queue_step(data, indices, lr, pass_seed)?;
         let stats = self.collect()?;
         Ok((stats.loss_sum / indices.len() as f64, stats.correct))
     }
 
     /// Queues one step without waiting for the device: forward, loss into
     /// the statistics, backward, the gradient checks, the guarded update.
-    fn queue_step(&mut self, data: &dyn Samples, indices: &[u32], lr: f32) -> Result<()> {
+    /// Dropout masks derive from `pass_seed`.
+    fn queue_step(
+        &mut self,
+        data: &dyn Samples,
+        indices: &[u32],
+        lr: f32,
+        pass_seed: u64,
+    ) -> Result<()> {
         self.check_data(data)?;
+        self.model.set_pass(Pass::Train { seed: pass_seed });
         self.load_batch(data, indices)?;
         let n = indices.len();
         let step = self.steps + 1;
@@ -246,7 +260,7 @@ impl<B: Backend> Trainer<B> {
         // before it reaches the parameters.
         let grads: Vec<_> = self
             .model
-            .params()
+            .trainable_params()
             .map(|p| (p.grad.buf(), p.numel()))
             .collect();
         self.backend
@@ -296,7 +310,8 @@ impl<B: Backend> Trainer<B> {
             if self.step_limit.is_some_and(|limit| self.steps >= limit) {
                 break;
             }
-            self.queue_step(data, chunk, lr(self.steps))?;
+            let pass_seed = SplitMix64::derive(seed, self.steps + 1).next_u64();
+            self.queue_step(data, chunk, lr(self.steps), pass_seed)?;
             pending_steps += 1;
             pending_samples += chunk.len() as u64;
             let at_limit = self.step_limit.is_some_and(|limit| self.steps >= limit);
@@ -324,6 +339,7 @@ impl<B: Backend> Trainer<B> {
     /// the device, at the end).
     pub fn evaluate(&mut self, data: &dyn Samples) -> Result<Metrics> {
         self.check_data(data)?;
+        self.model.set_pass(Pass::Eval);
         let classes = self.model.spec().classes;
         let all: Vec<u32> = (0..data.len() as u32).collect();
         for chunk in all.chunks(self.batch) {
@@ -378,6 +394,7 @@ impl<B: Backend> Trainer<B> {
         }];
         let n = indices.len();
         let step = self.steps + 1;
+        self.model.set_pass(Pass::Train { seed: step });
         let classes = self.model.spec().classes;
         self.dlogits
             .resize(&self.backend, crate::tensor::Shape::new([n, classes]))?;
@@ -400,7 +417,7 @@ impl<B: Backend> Trainer<B> {
         let started = Instant::now();
         let grads: Vec<_> = self
             .model
-            .params()
+            .trainable_params()
             .map(|p| (p.grad.buf(), p.numel()))
             .collect();
         self.backend
@@ -437,7 +454,7 @@ impl<B: Backend> Trainer<B> {
     ) -> Result<LocalUpdate> {
         let per_step = self.batch.min(data.len());
         let mut order = SampleOrder::new(seed, 0..data.len());
-        self.run_local(start, data, steps, lr, |batch| {
+        self.run_local(start, data, steps, lr, seed, |batch| {
             for _ in 0..per_step {
                 batch.push(order.next());
             }
@@ -487,7 +504,11 @@ impl<B: Backend> Trainer<B> {
             .enumerate()
             .map(|(k, &seed)| SampleOrder::new(seed, data.shard_range(k)))
             .collect();
-        self.run_local(start, data, steps, lr, |batch| {
+        // Dropout masks follow the shards' seeds too.
+        let pass_seed = seeds
+            .iter()
+            .fold(0x5EED_u64, |acc, &s| SplitMix64::derive(acc, s).next_u64());
+        self.run_local(start, data, steps, lr, pass_seed, |batch| {
             for (order, &take) in orders.iter_mut().zip(&takes) {
                 for _ in 0..take {
                     batch.push(order.next());
@@ -517,6 +538,7 @@ impl<B: Backend> Trainer<B> {
         data: &dyn Samples,
         steps: u32,
         lr: f32,
+        pass_seed: u64,
         mut fill: impl FnMut(&mut Vec<u32>),
     ) -> Result<LocalUpdate> {
         if steps == 0 {
@@ -530,13 +552,14 @@ impl<B: Backend> Trainer<B> {
         self.optimizer.reset(&self.backend)?;
         let mut batch = Vec::with_capacity(self.batch);
         let mut samples = 0u64;
-        for _ in 0..steps {
+        for step in 0..steps {
             if self.cancelled() {
                 return Err(KernelError::Cancelled);
             }
             batch.clear();
             fill(&mut batch);
-            self.queue_step(data, &batch, lr)?;
+            let step_seed = SplitMix64::derive(pass_seed, u64::from(step)).next_u64();
+            self.queue_step(data, &batch, lr, step_seed)?;
             samples += batch.len() as u64;
         }
         let stats = self.collect()?;

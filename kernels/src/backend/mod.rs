@@ -123,6 +123,48 @@ impl PoolGeometry {
     }
 }
 
+/// A smooth activation applied elementwise (ReLU has its own ops).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `x * Phi(x)` with the exact normal CDF (PyTorch's default `GELU()`).
+    Gelu,
+    Tanh,
+}
+
+/// Batch normalisation over a `[rows, channels]` view of channels-last
+/// activations: rows are `N * H * W` for images (`BatchNorm2d`), `N` for
+/// flat features (`BatchNorm1d`). PyTorch's semantics: biased variance to
+/// normalise, unbiased variance into the running estimate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NormGeometry {
+    pub rows: usize,
+    pub channels: usize,
+    pub eps: f32,
+    /// Weight of the new batch in the running statistics (PyTorch's 0.1).
+    pub momentum: f32,
+}
+
+impl NormGeometry {
+    pub fn len(&self) -> usize {
+        self.rows * self.channels
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Which elements a dropout keeps: element `i` is kept when
+/// [`crate::rng::dropout_keeps`]`(seed, i, threshold)`, and scaled by
+/// `scale = 1 / (1 - p)`. A pure function of the seed, the same on every
+/// backend, so an audit recomputes the same masks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DropoutMask {
+    pub seed: u64,
+    /// `p * 2^24`, rounded.
+    pub threshold: u32,
+    pub scale: f32,
+}
+
 /// One SGD step (PyTorch semantics): `v = momentum * v + (g + wd * p)`;
 /// `p -= lr * v`, or with Nesterov `p -= lr * (g + wd * p + momentum * v)`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -271,6 +313,79 @@ pub trait Backend: Send + Sync + 'static {
         len: usize,
     ) -> Result<()>;
 
+    /// `y = f(x)` over `len` elements.
+    fn activation_forward(
+        &self,
+        kind: Activation,
+        x: &Self::Buf,
+        y: &mut Self::Buf,
+        len: usize,
+    ) -> Result<()>;
+    /// `dx = dy * f'(x)` over `len` elements (`y` is the forward output).
+    fn activation_backward(
+        &self,
+        kind: Activation,
+        x: &Self::Buf,
+        y: &Self::Buf,
+        dy: &Self::Buf,
+        dx: &mut Self::Buf,
+        len: usize,
+    ) -> Result<()>;
+    /// `y[i] = x[i] * scale` where the mask keeps `i`, else 0. The same op
+    /// with the same mask is the backward pass (`x` = output gradient).
+    fn dropout(
+        &self,
+        mask: &DropoutMask,
+        x: &Self::Buf,
+        y: &mut Self::Buf,
+        len: usize,
+    ) -> Result<()>;
+
+    // ---- batch normalisation ----
+    /// Training mode: normalises with the batch's statistics, writes the
+    /// batch mean and `1 / sqrt(var + eps)` per channel (for backward), and
+    /// moves the running statistics towards the batch's.
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_forward_train(
+        &self,
+        g: &NormGeometry,
+        x: &Self::Buf,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        running_mean: &mut Self::Buf,
+        running_var: &mut Self::Buf,
+        saved_mean: &mut Self::Buf,
+        saved_invstd: &mut Self::Buf,
+        y: &mut Self::Buf,
+    ) -> Result<()>;
+    /// Evaluation mode: normalises with the running statistics.
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_forward_eval(
+        &self,
+        g: &NormGeometry,
+        x: &Self::Buf,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        running_mean: &Self::Buf,
+        running_var: &Self::Buf,
+        y: &mut Self::Buf,
+    ) -> Result<()>;
+    /// Gradients of the training-mode forward: `dgamma`, `dbeta`
+    /// (overwritten) and, when given, `dx` (overwritten).
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_backward(
+        &self,
+        g: &NormGeometry,
+        x: &Self::Buf,
+        dy: &Self::Buf,
+        gamma: &Self::Buf,
+        saved_mean: &Self::Buf,
+        saved_invstd: &Self::Buf,
+        dgamma: &mut Self::Buf,
+        dbeta: &mut Self::Buf,
+        dx: Option<&mut Self::Buf>,
+    ) -> Result<()>;
+
     // ---- convolution (channels-last input, OHWI weights) ----
     /// `y = conv(x, w) + b`.
     fn conv2d_forward(
@@ -316,6 +431,13 @@ pub trait Backend: Send + Sync + 'static {
         argmax: &Self::IdxBuf,
         dx: &mut Self::Buf,
     ) -> Result<()>;
+
+    /// Average pooling (no padding, every window full): `y` is the mean
+    /// of its window.
+    fn avgpool_forward(&self, g: &PoolGeometry, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
+    /// `dx` is overwritten: each input gets `dy / (kernel * kernel)` of
+    /// every window holding it.
+    fn avgpool_backward(&self, g: &PoolGeometry, dy: &Self::Buf, dx: &mut Self::Buf) -> Result<()>;
 
     // ---- loss ----
     /// Softmax cross-entropy over `[rows, classes]` logits. Returns the

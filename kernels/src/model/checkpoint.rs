@@ -13,10 +13,9 @@ use std::collections::HashMap;
 
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
-use super::{Model, ModelSpec, ParamInfo};
+use super::{Model, ModelSpec, ParamInfo, TorchLayout};
 use crate::backend::Backend;
 use crate::error::{KernelError, Result};
-use crate::layers::Layer;
 
 const SPEC_KEY: &str = "fairgrid.model";
 
@@ -37,25 +36,11 @@ enum Conversion {
 }
 
 impl Conversion {
-    fn of<B: Backend>(model: &Model<B>, info: &ParamInfo) -> Conversion {
-        let dims = info.shape.dims();
-        match &model.layers()[info.layer] {
-            Layer::Conv2d(_) if dims.len() == 4 => Conversion::Conv {
-                o: dims[0],
-                k: dims[1],
-                i: dims[3],
-            },
-            Layer::Linear(_) if dims.len() == 2 && info.layer > 0 => {
-                let before = &model.layers()[info.layer - 1];
-                let flat_in = model.layer_input_shape(info.layer - 1).dims();
-                match (before, flat_in) {
-                    (Layer::Flatten(_), &[_, h, w, c]) if c > 1 && h * w > 1 => {
-                        Conversion::FlattenColumns { pixels: h * w, c }
-                    }
-                    _ => Conversion::Identity,
-                }
-            }
-            _ => Conversion::Identity,
+    fn of(info: &ParamInfo) -> Conversion {
+        match info.torch {
+            TorchLayout::Same => Conversion::Identity,
+            TorchLayout::Conv { o, k, i } => Conversion::Conv { o, k, i },
+            TorchLayout::FlattenColumns { pixels, c } => Conversion::FlattenColumns { pixels, c },
         }
     }
 
@@ -111,7 +96,7 @@ fn serialize<B: Backend>(model: &Model<B>, backend: &B, int8: bool) -> Result<Ve
     let flat = model.params_flat(backend)?;
     let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for info in model.param_layout() {
-        let conv = Conversion::of(model, info);
+        let conv = Conversion::of(info);
         let ours = &flat[info.offset..info.offset + info.len];
         let mut torch = vec![0.0f32; info.len];
         for (j, &v) in ours.iter().enumerate() {
@@ -177,7 +162,7 @@ pub fn load_safetensors<B: Backend>(model: &mut Model<B>, backend: &B, bytes: &[
         SafeTensors::deserialize(bytes).map_err(|e| KernelError::ModelFileFormat(e.to_string()))?;
     let mut flat = vec![0.0f32; model.param_count()];
     for info in model.param_layout() {
-        let conv = Conversion::of(model, info);
+        let conv = Conversion::of(info);
         let view = file
             .tensor(&info.name)
             .map_err(|_| KernelError::MissingTensor {

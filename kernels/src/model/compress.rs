@@ -142,6 +142,8 @@ mod tests {
                 shape: Shape::new([2, 4]),
                 offset: 0,
                 len: 8,
+                trainable: true,
+                torch: super::super::TorchLayout::Same,
             },
             ParamInfo {
                 name: "0.bias".into(),
@@ -149,6 +151,8 @@ mod tests {
                 shape: Shape::new([2]),
                 offset: 8,
                 len: 2,
+                trainable: true,
+                torch: super::super::TorchLayout::Same,
             },
         ]
     }

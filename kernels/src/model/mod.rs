@@ -7,6 +7,7 @@
 //! whose input columns follow the channels-last flatten order `(h, w, c)`.
 //! [`Model::param_layout`] lists the tensors and their offsets.
 
+pub mod arch;
 mod checkpoint;
 pub mod compress;
 mod profile;
@@ -17,11 +18,12 @@ pub use checkpoint::{
 };
 pub use profile::LayerTiming;
 
+pub use arch::{LayerSpec, Op};
 pub use zoo::{Arch, DEFAULT_MLP_HIDDEN, InputShape, ModelSpec};
 
 use crate::backend::Backend;
 use crate::error::{KernelError, Result};
-use crate::layers::{Layer, Param};
+use crate::layers::{Layer, Param, Pass};
 use crate::tensor::{Shape, Tensor};
 
 /// Where one parameter tensor sits in the flat buffer.
@@ -35,6 +37,29 @@ pub struct ParamInfo {
     pub shape: Shape,
     pub offset: usize,
     pub len: usize,
+    /// False for batch norm's running statistics.
+    pub trainable: bool,
+    /// How the tensor's layout differs from PyTorch's.
+    pub torch: TorchLayout,
+}
+
+/// How a tensor in fairgrid's layout maps to PyTorch's (model files
+/// convert; see `checkpoint.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TorchLayout {
+    Same,
+    /// A conv weight: `[o, k, k, i]` here, `[o, i, k, k]` in PyTorch.
+    Conv {
+        o: usize,
+        k: usize,
+        i: usize,
+    },
+    /// The first linear weight after a flatten of an image: columns in
+    /// `(h, w, c)` order here, `(c, h, w)` in PyTorch.
+    FlattenColumns {
+        pixels: usize,
+        c: usize,
+    },
 }
 
 pub struct Model<B: Backend> {
@@ -49,6 +74,9 @@ pub struct Model<B: Backend> {
     first_trainable: usize,
     /// Input shape of each layer for a batch of one.
     input_shapes: Vec<Shape>,
+    /// Values a residual block's inner layers hold per sample, per layer.
+    inner_per_item: Vec<usize>,
+    pass: Pass,
 }
 
 impl<B: Backend> Model<B> {
@@ -56,29 +84,40 @@ impl<B: Backend> Model<B> {
     pub fn new(backend: &B, spec: &ModelSpec, seed: u64) -> Result<Self> {
         let (torch_index, layers): (Vec<usize>, Vec<Layer<B>>) =
             spec.build(backend, seed)?.into_iter().unzip();
+        let i = spec.input;
+        let mut shape = Shape::new([1, i.height, i.width, i.channels]);
+        let mut input_shapes = Vec::with_capacity(layers.len());
+        let mut inner_per_item = Vec::with_capacity(layers.len());
+        for layer in &layers {
+            inner_per_item.push(layer.inner_inputs_per_item(&shape)?);
+            input_shapes.push(shape.clone());
+            shape = layer.output_shape(&shape)?;
+        }
         let mut layout = Vec::new();
         let mut offset = 0;
         for (index, layer) in layers.iter().enumerate() {
+            let flatten_columns = flattened_image_before(&layers, &input_shapes, index);
             for (kind, param) in layer.params() {
                 let len = param.numel();
+                let dims = param.value.shape().dims();
+                let torch = match (layer, dims) {
+                    (_, &[o, k, _, i]) => TorchLayout::Conv { o, k, i },
+                    (Layer::Linear(_), &[_, _]) => flatten_columns.unwrap_or(TorchLayout::Same),
+                    _ => TorchLayout::Same,
+                };
                 layout.push(ParamInfo {
                     name: format!("{}.{kind}", torch_index[index]),
                     layer: index,
                     shape: param.value.shape().clone(),
                     offset,
                     len,
+                    trainable: param.trainable,
+                    torch,
                 });
                 offset += len;
             }
         }
         let first_trainable = layout.first().map_or(layers.len(), |p| p.layer);
-        let i = spec.input;
-        let mut shape = Shape::new([1, i.height, i.width, i.channels]);
-        let mut input_shapes = Vec::with_capacity(layers.len());
-        for layer in &layers {
-            input_shapes.push(shape.clone());
-            shape = layer.output_shape(&shape)?;
-        }
         Ok(Model {
             spec: spec.clone(),
             layers,
@@ -87,7 +126,14 @@ impl<B: Backend> Model<B> {
             param_count: offset,
             first_trainable,
             input_shapes,
+            inner_per_item,
+            pass: Pass::Train { seed: 0 },
         })
+    }
+
+    /// What the next forward passes are for (training by default).
+    pub fn set_pass(&mut self, pass: Pass) {
+        self.pass = pass;
     }
 
     pub fn spec(&self) -> &ModelSpec {
@@ -127,7 +173,8 @@ impl<B: Backend> Model<B> {
         let per_item: u128 = self
             .input_shapes
             .iter()
-            .map(|s| s.per_item() as u128)
+            .zip(&self.inner_per_item)
+            .map(|(s, &inner)| (s.per_item() + inner) as u128)
             .sum::<u128>()
             * 2;
         let logits = self.spec.classes as u128 * 2;
@@ -154,7 +201,7 @@ impl<B: Backend> Model<B> {
         for i in 0..self.layers.len() {
             let (before, rest) = self.layers.split_at_mut(i);
             let input = if i == 0 { x } else { before[i - 1].output() };
-            rest[0].forward(backend, input)?;
+            rest[0].forward(backend, input, self.pass)?;
         }
         Ok(self.logits())
     }
@@ -201,6 +248,15 @@ impl<B: Backend> Model<B> {
         self.layers.iter_mut().flat_map(|l| l.params_mut())
     }
 
+    /// The parameters the optimizer updates (not batch-norm statistics).
+    pub fn trainable_params(&self) -> impl Iterator<Item = &Param<B>> {
+        self.params().filter(|p| p.trainable)
+    }
+
+    pub fn trainable_params_mut(&mut self) -> impl Iterator<Item = &mut Param<B>> {
+        self.params_mut().filter(|p| p.trainable)
+    }
+
     /// All parameters as one contiguous buffer (see the module docs).
     pub fn params_flat(&self, backend: &B) -> Result<Vec<f32>> {
         let mut out = vec![0.0; self.param_count];
@@ -213,10 +269,14 @@ impl<B: Backend> Model<B> {
         Ok(out)
     }
 
-    /// All gradients of the latest backward pass, in the same order.
+    /// All gradients of the latest backward pass, in the same order (zero
+    /// for tensors that are not trained).
     pub fn grads_flat(&self, backend: &B) -> Result<Vec<f32>> {
         let mut out = vec![0.0; self.param_count];
         for (info, param) in self.layout.iter().zip(self.params()) {
+            if !param.trainable {
+                continue;
+            }
             backend.download(
                 param.grad.buf(),
                 &mut out[info.offset..info.offset + info.len],
@@ -249,4 +309,31 @@ impl<B: Backend> Model<B> {
         }
         Ok(())
     }
+}
+
+/// For layer `index`: when it is the first linear after a flatten of a
+/// multi-channel image (with only elementwise layers between), how its
+/// columns map to PyTorch's order.
+fn flattened_image_before<B: Backend>(
+    layers: &[Layer<B>],
+    input_shapes: &[Shape],
+    index: usize,
+) -> Option<TorchLayout> {
+    let mut j = index;
+    while j > 0 {
+        j -= 1;
+        match &layers[j] {
+            Layer::Relu(_) | Layer::Smooth(_) | Layer::Dropout(_) => continue,
+            Layer::Flatten(_) => {
+                return match input_shapes[j].dims() {
+                    &[_, h, w, c] if c > 1 && h * w > 1 => {
+                        Some(TorchLayout::FlattenColumns { pixels: h * w, c })
+                    }
+                    _ => None,
+                };
+            }
+            _ => return None,
+        }
+    }
+    None
 }

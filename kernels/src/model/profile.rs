@@ -49,7 +49,7 @@ impl<B: Backend> Model<B> {
             let started = Instant::now();
             let (before, rest) = self.layers.split_at_mut(i);
             let input = if i == 0 { x } else { before[i - 1].output() };
-            rest[0].forward(backend, input)?;
+            rest[0].forward(backend, input, self.pass)?;
             backend.synchronize()?;
             timings[i].forward = started.elapsed();
         }

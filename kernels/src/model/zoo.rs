@@ -6,10 +6,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::Backend;
+use super::arch::{self, Activ, Checked, LayerSpec, Op};
+use crate::backend::{Activation, Backend};
 use crate::error::{KernelError, Result};
 use crate::init::Init;
-use crate::layers::{Conv2d, Flatten, Layer, Linear, MaxPool2d, Relu};
+use crate::layers::{
+    AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, Relu, Residual,
+    Smooth,
+};
 use crate::rng::SplitMix64;
 
 /// Which network.
@@ -24,6 +28,8 @@ pub enum Arch {
     /// with 32, 64 and 128 channels, then Flatten, Linear(.., 128), ReLU,
     /// Linear(128, classes).
     Cnn,
+    /// A declared list of layers (see [`super::arch`]).
+    Layers(Vec<LayerSpec>),
 }
 
 impl std::fmt::Display for Arch {
@@ -35,6 +41,7 @@ impl std::fmt::Display for Arch {
                 write!(f, "mlp({})", widths.join("-"))
             }
             Arch::Cnn => write!(f, "cnn"),
+            Arch::Layers(layers) => write!(f, "layers({})", layers.len()),
         }
     }
 }
@@ -81,6 +88,62 @@ impl ModelSpec {
         }
     }
 
+    /// The architecture as a layer list, in PyTorch's order (the zoo's
+    /// models are presets).
+    pub fn layer_list(&self) -> Vec<LayerSpec> {
+        let op = LayerSpec::Op;
+        let linear = |out_features| op(Op::Linear { out_features });
+        match &self.arch {
+            Arch::LogReg => vec![op(Op::Flatten), linear(self.classes)],
+            Arch::Mlp { hidden } => {
+                let mut layers = vec![op(Op::Flatten)];
+                for &h in hidden {
+                    layers.extend([linear(h), op(Op::Relu)]);
+                }
+                layers.push(linear(self.classes));
+                layers
+            }
+            Arch::Cnn => {
+                let mut layers = Vec::new();
+                for out_channels in CNN_CHANNELS {
+                    layers.extend([
+                        op(Op::Conv2d {
+                            out_channels,
+                            kernel: 3,
+                            stride: 1,
+                            padding: 1,
+                        }),
+                        op(Op::Relu),
+                        op(Op::MaxPool2d {
+                            kernel: 2,
+                            stride: 2,
+                        }),
+                    ]);
+                }
+                layers.extend([
+                    op(Op::Flatten),
+                    linear(CNN_FC),
+                    op(Op::Relu),
+                    linear(self.classes),
+                ]);
+                layers
+            }
+            Arch::Layers(layers) => layers.clone(),
+        }
+    }
+
+    fn input_activ(&self) -> Activ {
+        Activ::Image {
+            c: self.input.channels,
+            h: self.input.height,
+            w: self.input.width,
+        }
+    }
+
+    fn checked(&self) -> Result<Checked> {
+        arch::check(&self.layer_list(), self.input_activ(), self.classes)
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad = |reason: String| Err(KernelError::config("model spec", reason));
         let i = self.input;
@@ -94,81 +157,52 @@ impl ModelSpec {
             return bad(format!("{} classes, need 2..=10000", self.classes));
         }
         match &self.arch {
-            Arch::Mlp { hidden } if hidden.is_empty() || hidden.len() > 8 => bad(format!(
-                "MLP with {} hidden layers, need 1..=8",
-                hidden.len()
-            )),
+            Arch::Mlp { hidden } if hidden.is_empty() || hidden.len() > 8 => {
+                return bad(format!(
+                    "MLP with {} hidden layers, need 1..=8",
+                    hidden.len()
+                ));
+            }
             Arch::Mlp { hidden } if hidden.iter().any(|&w| w == 0 || w > 8192) => {
-                bad(format!("MLP hidden widths {hidden:?} not all in 1..=8192"))
+                return bad(format!("MLP hidden widths {hidden:?} not all in 1..=8192"));
             }
-            Arch::Cnn if i.height < 8 || i.width < 8 => bad(format!(
-                "the CNN pools three times and needs 8x8 inputs, got {i:?}"
-            )),
-            _ => Ok(()),
+            Arch::Cnn if i.height < 8 || i.width < 8 => {
+                return bad(format!(
+                    "the CNN pools three times and needs 8x8 inputs, got {i:?}"
+                ));
+            }
+            _ => {}
         }
+        self.checked().map(|_| ())
     }
 
-    /// Number of parameters, computed from the spec alone (nothing is
-    /// allocated), so oversized jobs can be refused before building them.
+    /// Number of values in the flat buffer (parameters and batch-norm
+    /// statistics), computed from the spec alone (nothing is allocated), so
+    /// oversized jobs can be refused before building them. `u128::MAX` for
+    /// a spec that does not check.
     pub fn param_count(&self) -> u128 {
-        let linear = |i: usize, o: usize| (i as u128 + 1) * o as u128;
-        match &self.arch {
-            Arch::LogReg => linear(self.input.numel(), self.classes),
-            Arch::Mlp { hidden } => {
-                let mut width = self.input.numel();
-                let mut total = 0;
-                for &h in hidden {
-                    total += linear(width, h);
-                    width = h;
-                }
-                total + linear(width, self.classes)
-            }
-            Arch::Cnn => {
-                let mut channels = self.input.channels;
-                let mut total = 0;
-                for out in CNN_CHANNELS {
-                    total += linear(channels * 9, out);
-                    channels = out;
-                }
-                let (h, w) = self.cnn_final_hw();
-                total + linear(channels * h * w, CNN_FC) + linear(CNN_FC, self.classes)
-            }
-        }
+        self.checked().map_or(u128::MAX, |c| c.params)
     }
 
-    /// Values each layer's input holds for one sample, in layer order:
+    /// Values each layer's input holds for one sample (with, for a
+    /// residual block, its inner layers' inputs), in the order layers run:
     /// what [`Model::training_bytes`](crate::model::Model::training_bytes)
     /// counts, computed from the spec alone so a worker can tell before it
-    /// bids (and before anything is allocated) whether a job fits.
+    /// bids (and before anything is allocated) whether a job fits. Empty
+    /// for a spec that does not check.
     pub fn layer_inputs_per_sample(&self) -> Vec<u128> {
-        let numel = self.input.numel() as u128;
-        let mut inputs = Vec::new();
-        match &self.arch {
-            Arch::LogReg => inputs.extend([numel, numel]),
-            Arch::Mlp { hidden } => {
-                inputs.push(numel);
-                let mut width = numel;
-                for &h in hidden {
-                    inputs.extend([width, h as u128]);
-                    width = h as u128;
-                }
-                inputs.push(width);
-            }
-            Arch::Cnn => {
-                let (mut c, mut h, mut w) = (
-                    self.input.channels as u128,
-                    self.input.height as u128,
-                    self.input.width as u128,
-                );
-                for out in CNN_CHANNELS {
-                    let out = out as u128;
-                    inputs.extend([c * h * w, out * h * w, out * (h / 2) * (w / 2)]);
-                    (c, h, w) = (out, h / 2, w / 2);
-                }
-                inputs.extend([c * h * w, c * h * w, CNN_FC as u128, CNN_FC as u128]);
-            }
-        }
-        inputs
+        self.checked().map_or_else(
+            |_| Vec::new(),
+            |c| {
+                c.inputs
+                    .iter()
+                    .map(|(input, inner)| {
+                        input.numel() as u128
+                            + inner.iter().map(|a| a.numel() as u128).sum::<u128>()
+                    })
+                    .collect()
+            },
+        )
     }
 
     /// Bytes a trainer of this model plans to use at `batch` (see
@@ -179,84 +213,138 @@ impl ModelSpec {
         4 * ((per_item + logits) * batch as u128 + 4 * self.param_count())
     }
 
-    /// Spatial size after the CNN's three poolings (each rounds down).
-    pub fn cnn_final_hw(&self) -> (usize, usize) {
-        (self.input.height / 8, self.input.width / 8)
-    }
-
     /// Builds the layers with weights drawn from `seed`, each paired with
-    /// its PyTorch index. Layer `i` draws from its own stream, so layer
-    /// sizes do not shift each other's init.
+    /// its PyTorch index. Layer `i` (in the order layers run) draws from
+    /// its own stream, so layer sizes do not shift each other's init.
+    /// Convolutions and hidden linear layers start Kaiming-normal, the
+    /// last linear layer Xavier-uniform, batch norms at the identity.
     pub(crate) fn build<B: Backend>(
         &self,
         backend: &B,
         seed: u64,
     ) -> Result<Vec<(usize, Layer<B>)>> {
         self.validate()?;
-        let mut layers: Vec<Layer<B>> = Vec::new();
-        let rng = |index: usize| SplitMix64::derive(seed, index as u64);
-        let linear = |layers: &Vec<Layer<B>>, i: usize, o: usize, init: Init| {
-            Linear::new(backend, i, o, init, &mut rng(layers.len())).map(Layer::Linear)
-        };
-        // PyTorch order unless a block says otherwise.
-        let mut torch_order: Vec<usize> = Vec::new();
-        match &self.arch {
-            Arch::LogReg => {
-                layers.push(Layer::Flatten(Flatten::new(backend)?));
-                layers.push(linear(
-                    &layers,
-                    self.input.numel(),
-                    self.classes,
-                    Init::XavierUniform,
-                )?);
-            }
-            Arch::Mlp { hidden } => {
-                layers.push(Layer::Flatten(Flatten::new(backend)?));
-                let mut width = self.input.numel();
-                for &h in hidden {
-                    layers.push(linear(&layers, width, h, Init::KaimingNormal)?);
-                    layers.push(Layer::Relu(Relu::new(backend)?));
-                    width = h;
+        let placed = arch::execution_order(&self.layer_list());
+        let last_linear = placed
+            .iter()
+            .rposition(|p| matches!(p.spec, LayerSpec::Op(Op::Linear { .. })));
+        let mut shape = self.input_activ();
+        let mut layers = Vec::with_capacity(placed.len());
+        for (index, p) in placed.into_iter().enumerate() {
+            let layer = match &p.spec {
+                LayerSpec::Op(op) => {
+                    let init = if Some(index) == last_linear {
+                        Init::XavierUniform
+                    } else {
+                        Init::KaimingNormal
+                    };
+                    let salt = index as u64;
+                    let layer = build_op(backend, op, shape, init, seed, salt)?;
+                    shape = op_shape(op, shape);
+                    layer
                 }
-                layers.push(linear(&layers, width, self.classes, Init::XavierUniform)?);
-            }
-            Arch::Cnn => {
-                let mut channels = self.input.channels;
-                for out in CNN_CHANNELS {
-                    let conv = Conv2d::new(
-                        backend,
-                        channels,
-                        out,
-                        3,
-                        1,
-                        1,
-                        Init::KaimingNormal,
-                        &mut rng(layers.len()),
-                    )?;
-                    let at = layers.len();
-                    layers.push(Layer::Conv2d(conv));
-                    layers.push(Layer::MaxPool2d(MaxPool2d::new(backend, 2, 2)?));
-                    layers.push(Layer::Relu(Relu::new(backend)?));
-                    torch_order.extend([at, at + 2, at + 1]);
-                    channels = out;
+                LayerSpec::Residual(inner) => {
+                    let mut built = Vec::with_capacity(inner.len());
+                    let mut x = shape;
+                    for (j, op) in inner.iter().enumerate() {
+                        let salt = ((index as u64 + 1) << 16) | j as u64;
+                        built.push(build_op(backend, op, x, Init::KaimingNormal, seed, salt)?);
+                        x = op_shape(op, x);
+                    }
+                    Layer::Residual(Residual::new(backend, built)?)
                 }
-                layers.push(Layer::Flatten(Flatten::new(backend)?));
-                let (h, w) = self.cnn_final_hw();
-                layers.push(linear(
-                    &layers,
-                    channels * h * w,
-                    CNN_FC,
-                    Init::KaimingNormal,
-                )?);
-                layers.push(Layer::Relu(Relu::new(backend)?));
-                layers.push(linear(&layers, CNN_FC, self.classes, Init::XavierUniform)?);
-            }
+            };
+            layers.push((p.torch_index, layer));
         }
-        while torch_order.len() < layers.len() {
-            torch_order.push(torch_order.len());
-        }
-        Ok(torch_order.into_iter().zip(layers).collect())
+        Ok(layers)
     }
+}
+
+/// The output of an op already checked by [`arch::check`].
+fn op_shape(op: &Op, input: Activ) -> Activ {
+    match (*op, input) {
+        (
+            Op::Conv2d {
+                out_channels,
+                kernel,
+                stride,
+                padding,
+            },
+            Activ::Image { h, w, .. },
+        ) => Activ::Image {
+            c: out_channels,
+            h: (h + 2 * padding - kernel) / stride + 1,
+            w: (w + 2 * padding - kernel) / stride + 1,
+        },
+        (
+            Op::MaxPool2d { kernel, stride } | Op::AvgPool2d { kernel, stride },
+            Activ::Image { c, h, w },
+        ) => Activ::Image {
+            c,
+            h: (h - kernel) / stride + 1,
+            w: (w - kernel) / stride + 1,
+        },
+        (Op::Linear { out_features }, _) => Activ::Flat(out_features),
+        (Op::Flatten, a) => Activ::Flat(a.numel()),
+        (_, a) => a,
+    }
+}
+
+/// One layer; `salt` is its place in the model (its init stream and its
+/// dropout masks).
+fn build_op<B: Backend>(
+    backend: &B,
+    op: &Op,
+    input: Activ,
+    init: Init,
+    seed: u64,
+    salt: u64,
+) -> Result<Layer<B>> {
+    let mut rng = SplitMix64::derive(seed, salt);
+    let channels = match input {
+        Activ::Image { c, .. } => c,
+        Activ::Flat(f) => f,
+    };
+    Ok(match *op {
+        Op::Conv2d {
+            out_channels,
+            kernel,
+            stride,
+            padding,
+        } => Layer::Conv2d(Conv2d::new(
+            backend,
+            channels,
+            out_channels,
+            kernel,
+            stride,
+            padding,
+            Init::KaimingNormal,
+            &mut rng,
+        )?),
+        Op::MaxPool2d { kernel, stride } => {
+            Layer::MaxPool2d(MaxPool2d::new(backend, kernel, stride)?)
+        }
+        Op::AvgPool2d { kernel, stride } => {
+            Layer::AvgPool2d(AvgPool2d::new(backend, kernel, stride)?)
+        }
+        Op::Linear { out_features } => Layer::Linear(Linear::new(
+            backend,
+            channels,
+            out_features,
+            init,
+            &mut rng,
+        )?),
+        Op::Relu => Layer::Relu(Relu::new(backend)?),
+        Op::Gelu => Layer::Smooth(Smooth::new(backend, Activation::Gelu)?),
+        Op::Tanh => Layer::Smooth(Smooth::new(backend, Activation::Tanh)?),
+        Op::Dropout { p_ppm } => Layer::Dropout(Dropout::new(
+            backend,
+            (f64::from(p_ppm) / f64::from(arch::PPM)) as f32,
+            salt,
+        )?),
+        Op::BatchNorm => Layer::BatchNorm(BatchNorm::new(backend, channels)?),
+        Op::Flatten => Layer::Flatten(Flatten::new(backend)?),
+    })
 }
 
 #[cfg(test)]

@@ -3,10 +3,11 @@
 
 use crate::common;
 
+use crate::gradcheck_layers::{self as more, PASS_SEED};
 use common::*;
 use fairgrid_kernels::backend::Backend;
 use fairgrid_kernels::init::Init;
-use fairgrid_kernels::layers::{Conv2d, Flatten, Layer, Linear, MaxPool2d, Relu};
+use fairgrid_kernels::layers::{Conv2d, Flatten, Layer, Linear, MaxPool2d, Pass, Relu};
 use fairgrid_kernels::rng::SplitMix64;
 use fairgrid_kernels::tensor::IndexTensor;
 use fairgrid_kernels::{Arch, InputShape, Model, ModelSpec, Result, Shape, Tensor, test_device};
@@ -14,7 +15,7 @@ use fairgrid_kernels::{Arch, InputShape, Model, ModelSpec, Result, Shape, Tensor
 const TOL: f64 = 1e-4;
 
 /// f32-representable random values, so both paths see the same numbers.
-fn randf(seed: u64, len: usize, scale: f64) -> Vec<f64> {
+pub fn randf(seed: u64, len: usize, scale: f64) -> Vec<f64> {
     to_f64(&to_f32(&randn(seed, len, scale)))
 }
 
@@ -38,7 +39,7 @@ fn grads<B: Backend>(be: &B, layer: &Layer<B>) -> Result<Vec<Vec<f32>>> {
 
 /// Checks a layer's backward pass against numeric gradients of
 /// `L = sum(f(x, params) * r)` computed with the reference `f`.
-fn check_layer<B: Backend>(
+pub fn check_layer<B: Backend>(
     be: &B,
     name: &str,
     layer: &mut Layer<B>,
@@ -50,7 +51,7 @@ fn check_layer<B: Backend>(
     let refs: Vec<&[f64]> = params.iter().map(|p| p.as_slice()).collect();
     set_params(be, layer, &refs)?;
     let xt = Tensor::from_host(be, in_shape, &to_f32(&x))?;
-    layer.forward(be, &xt)?;
+    layer.forward(be, &xt, Pass::Train { seed: PASS_SEED })?;
     let want_y = reference(&x, &params);
     assert_close(
         &format!("{name} forward"),
@@ -257,9 +258,15 @@ fn loss_gradient<B: Backend>(be: &B) -> Result<()> {
 }
 test_device!(loss_gradient);
 
-/// f64 forward of a whole zoo model from its flat parameters, by walking
-/// the layer list (so it checks the model's wiring, not just the layers).
-fn reference_model<B: Backend>(model: &Model<B>, flat: &[f64], x: &[f64], n: usize) -> Vec<f64> {
+/// f64 forward of a whole model from its flat parameters, by walking the
+/// layer list (so it checks the model's wiring, not just the layers).
+/// Dropout masks are those of a training pass with [`PASS_SEED`].
+pub fn reference_model<B: Backend>(
+    model: &Model<B>,
+    flat: &[f64],
+    x: &[f64],
+    n: usize,
+) -> Vec<f64> {
     let layout = model.param_layout();
     let mut act = x.to_vec();
     for (index, layer) in model.layers().iter().enumerate() {
@@ -269,36 +276,68 @@ fn reference_model<B: Backend>(model: &Model<B>, flat: &[f64], x: &[f64], n: usi
             .filter(|p| p.layer == index)
             .map(|p| &flat[p.offset..p.offset + p.len])
             .collect();
-        act = match layer {
-            Layer::Conv2d(c) => {
-                let g = Conv {
-                    n,
-                    h: dims[1],
-                    w: dims[2],
-                    c: dims[3],
-                    o: c.out_channels(),
-                    k: c.kernel(),
-                    stride: c.stride(),
-                    pad: c.pad(),
-                };
-                conv2d(&g, &act, params[0], params[1])
-            }
-            Layer::Linear(l) => linear(
-                &act,
-                params[0],
-                params[1],
-                n,
-                l.in_features(),
-                l.out_features(),
-            ),
-            Layer::Relu(_) => relu(&act),
-            Layer::MaxPool2d(p) => {
-                maxpool(&act, n, dims[1], dims[2], dims[3], p.kernel(), p.stride())
-            }
-            Layer::Flatten(_) => act,
-        };
+        act = reference_layer(layer, &dims, &params, act, n);
     }
     act
+}
+
+/// One layer of [`reference_model`]; `dims` is its input shape for a
+/// batch of one and `params` its tensors in order.
+fn reference_layer<B: Backend>(
+    layer: &Layer<B>,
+    dims: &[usize],
+    params: &[&[f64]],
+    act: Vec<f64>,
+    n: usize,
+) -> Vec<f64> {
+    match layer {
+        Layer::Conv2d(c) => {
+            let g = Conv {
+                n,
+                h: dims[1],
+                w: dims[2],
+                c: dims[3],
+                o: c.out_channels(),
+                k: c.kernel(),
+                stride: c.stride(),
+                pad: c.pad(),
+            };
+            conv2d(&g, &act, params[0], params[1])
+        }
+        Layer::Linear(l) => linear(
+            &act,
+            params[0],
+            params[1],
+            n,
+            l.in_features(),
+            l.out_features(),
+        ),
+        Layer::Relu(_) => relu(&act),
+        Layer::MaxPool2d(p) => maxpool(&act, n, dims[1], dims[2], dims[3], p.kernel(), p.stride()),
+        Layer::AvgPool2d(p) => {
+            more::avgpool(&act, (n, dims[1], dims[2], dims[3]), p.kernel(), p.stride())
+        }
+        Layer::Flatten(_) => act,
+        Layer::Smooth(s) => match s.kind() {
+            fairgrid_kernels::backend::Activation::Gelu => more::gelu(&act),
+            fairgrid_kernels::backend::Activation::Tanh => more::tanh(&act),
+        },
+        Layer::Dropout(d) => more::dropout(&act, d, PASS_SEED),
+        Layer::BatchNorm(b) => more::batchnorm(&act, b.channels(), params[0], params[1]),
+        Layer::Residual(r) => {
+            let mut inner_act = act.clone();
+            let mut shape = Shape::new(dims.to_vec());
+            let mut used = 0;
+            for inner in r.inner() {
+                let count = inner.params().len();
+                let inner_params = &params[used..used + count];
+                used += count;
+                inner_act = reference_layer(inner, shape.dims(), inner_params, inner_act, n);
+                shape = inner.output_shape(&shape).expect("checked model");
+            }
+            act.iter().zip(inner_act).map(|(a, b)| a + b).collect()
+        }
+    }
 }
 
 fn model_gradients<B: Backend>(be: &B) -> Result<()> {

@@ -4,8 +4,10 @@
 
 mod common;
 mod gradcheck;
+mod gradcheck_layers;
 mod hostile;
 mod ops;
 mod parity;
+mod parity_layers;
 mod properties;
 mod training;

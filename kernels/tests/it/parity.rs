@@ -32,25 +32,25 @@ fn seed() -> u64 {
     seed
 }
 
-fn randn(rng: &mut SplitMix64, len: usize, scale: f64) -> Vec<f32> {
+pub fn randn(rng: &mut SplitMix64, len: usize, scale: f64) -> Vec<f32> {
     (0..len).map(|_| (rng.normal() * scale) as f32).collect()
 }
 
-fn up<B: Backend>(be: &B, v: &[f32]) -> Result<B::Buf> {
+pub fn up<B: Backend>(be: &B, v: &[f32]) -> Result<B::Buf> {
     let mut buf = be.alloc(v.len())?;
     be.upload(v, &mut buf)?;
     Ok(buf)
 }
 
 /// `len` elements plus three guards, all NaN.
-fn poisoned<B: Backend>(be: &B, len: usize) -> Result<B::Buf> {
+pub fn poisoned<B: Backend>(be: &B, len: usize) -> Result<B::Buf> {
     let mut buf = be.alloc(len + 3)?;
     be.fill(&mut buf, len + 3, f32::NAN)?;
     Ok(buf)
 }
 
 /// The first `len` elements; the guards must still be NaN.
-fn down<B: Backend>(be: &B, buf: &B::Buf, len: usize, guarded: bool) -> Result<Vec<f32>> {
+pub fn down<B: Backend>(be: &B, buf: &B::Buf, len: usize, guarded: bool) -> Result<Vec<f32>> {
     let mut out = vec![0.0; len + if guarded { 3 } else { 0 }];
     be.download(buf, &mut out)?;
     if guarded {
@@ -81,18 +81,18 @@ fn max_error(what: &str, gpu: &[f32], cpu: &[f32]) -> f64 {
     worst
 }
 
-fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], tol: f64) {
+pub fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], tol: f64) {
     let err = max_error(what, gpu, cpu);
     assert!(err <= tol, "{what}: relative error {err:.2e} > {tol:.0e}");
 }
 
-struct Pair {
-    cpu: CpuBackend,
-    gpu: CudaBackend,
-    rng: SplitMix64,
+pub struct Pair {
+    pub cpu: CpuBackend,
+    pub gpu: CudaBackend,
+    pub rng: SplitMix64,
 }
 
-fn pair(test: &str) -> Option<Pair> {
+pub fn pair(test: &str) -> Option<Pair> {
     let gpu = cuda_backend(test)?;
     Some(Pair {
         cpu: cpu_backend(),

@@ -3,10 +3,11 @@
 //! and NaN detection.
 
 use fairgrid_kernels::data::builtin;
+use fairgrid_kernels::model::{LayerSpec, Op};
 use fairgrid_kernels::test_utils::cpu_backend;
 use fairgrid_kernels::{
-    Arch, Compression, Compressor, Dataset, KernelError, ModelSpec, OptimizerConfig, Samples,
-    ShardSet, Trainer, decode_update, weighted_mean,
+    Arch, Compression, Compressor, Dataset, InputShape, KernelError, Model, ModelSpec,
+    OptimizerConfig, Samples, ShardSet, Tensor, Trainer, decode_update, weighted_mean,
 };
 
 fn data() -> fairgrid_kernels::FashionMnist {
@@ -309,7 +310,8 @@ fn a_local_round_is_bit_exact_whatever_the_thread_count() {
     let d = data();
     let shards = d.train.take(600).shards(200, 5).unwrap();
     let mine = ShardSet::new(shards.iter().take(2).collect()).unwrap();
-    for arch in [Arch::Mlp { hidden: vec![64] }, Arch::Cnn] {
+    let declared = Arch::Layers(declared_with_norm_and_dropout());
+    for arch in [Arch::Mlp { hidden: vec![64] }, Arch::Cnn, declared] {
         let spec = ModelSpec::fashion_mnist(arch.clone());
         let round = |threads: usize| {
             let backend = fairgrid_kernels::CpuBackend::new(threads).unwrap();
@@ -340,4 +342,117 @@ fn a_local_round_is_bit_exact_whatever_the_thread_count() {
             );
         }
     }
+}
+
+/// A small declared network with every layer that keeps state or draws
+/// randomness: batch norm (2d and 1d), dropout, a residual block.
+fn declared_with_norm_and_dropout() -> Vec<LayerSpec> {
+    let op = LayerSpec::Op;
+    vec![
+        op(Op::Conv2d {
+            out_channels: 8,
+            kernel: 3,
+            stride: 2,
+            padding: 1,
+        }),
+        op(Op::BatchNorm),
+        op(Op::Relu),
+        LayerSpec::Residual(vec![
+            Op::Conv2d {
+                out_channels: 8,
+                kernel: 3,
+                stride: 1,
+                padding: 1,
+            },
+            Op::Gelu,
+        ]),
+        op(Op::AvgPool2d {
+            kernel: 2,
+            stride: 2,
+        }),
+        op(Op::Flatten),
+        op(Op::Dropout { p_ppm: 200_000 }),
+        op(Op::Linear { out_features: 32 }),
+        op(Op::BatchNorm),
+        op(Op::Tanh),
+        op(Op::Linear { out_features: 10 }),
+    ]
+}
+
+#[test]
+fn the_zoo_models_are_presets_of_the_declared_list() {
+    let input = InputShape {
+        channels: 3,
+        height: 32,
+        width: 32,
+    };
+    let be = fairgrid_kernels::CpuBackend::new(2).unwrap();
+    for arch in [
+        Arch::Cnn,
+        Arch::Mlp {
+            hidden: vec![64, 32],
+        },
+        Arch::LogReg,
+    ] {
+        let zoo = ModelSpec {
+            arch: arch.clone(),
+            input,
+            classes: 10,
+        };
+        let declared = ModelSpec {
+            arch: Arch::Layers(zoo.layer_list()),
+            ..zoo.clone()
+        };
+        let mut a = Model::new(&be, &zoo, 42).unwrap();
+        let mut b = Model::new(&be, &declared, 42).unwrap();
+        assert_eq!(a.param_layout(), b.param_layout(), "{arch}");
+        assert_eq!(
+            a.params_flat(&be).unwrap(),
+            b.params_flat(&be).unwrap(),
+            "{arch}"
+        );
+        assert_eq!(a.pytorch_modules(), b.pytorch_modules(), "{arch}");
+        let x: Vec<f32> = (0..4 * input.numel())
+            .map(|i| (i % 17) as f32 / 17.0)
+            .collect();
+        let x = Tensor::from_host(&be, a.input_shape(4), &x).unwrap();
+        let ya = a.forward(&be, &x).unwrap().to_host(&be).unwrap();
+        let yb = b.forward(&be, &x).unwrap().to_host(&be).unwrap();
+        assert_eq!(ya, yb, "{arch}");
+    }
+}
+
+#[test]
+fn a_declared_model_trains_and_its_file_loads_back() {
+    let d = data();
+    let spec = ModelSpec::fashion_mnist(Arch::Layers(declared_with_norm_and_dropout()));
+    let backend = fairgrid_kernels::CpuBackend::new(2).unwrap();
+    let mut t = Trainer::new(backend, &spec, OptimizerConfig::sgd(0.05, 0.9), 64, 3).unwrap();
+    let before = t.evaluate(&d.test).unwrap().accuracy;
+    t.train_epoch(&d.train, 1, &|_| 0.05, &mut |_, _| true)
+        .unwrap();
+    let after = t.evaluate(&d.test).unwrap();
+    assert!(
+        after.accuracy > before + 0.3 && after.accuracy > 0.6,
+        "accuracy {before} -> {}",
+        after.accuracy
+    );
+    // The running statistics moved and travel with the weights.
+    let bytes = fairgrid_kernels::save_safetensors(t.model(), t.backend()).unwrap();
+    let be = fairgrid_kernels::CpuBackend::new(1).unwrap();
+    let read = fairgrid_kernels::model::read_model_spec(&bytes).unwrap();
+    assert_eq!(read.as_ref(), Some(&spec));
+    let mut loaded = Model::new(&be, &spec, 99).unwrap();
+    fairgrid_kernels::load_safetensors(&mut loaded, &be, &bytes).unwrap();
+    assert_eq!(loaded.params_flat(&be).unwrap(), t.params_flat().unwrap());
+    let running_var = loaded
+        .param_layout()
+        .iter()
+        .find(|p| p.name == "1.running_var")
+        .unwrap();
+    let values = &t.params_flat().unwrap()[running_var.offset..][..running_var.len];
+    assert!(
+        values.iter().any(|&v| v != 1.0),
+        "running variance never moved"
+    );
 }

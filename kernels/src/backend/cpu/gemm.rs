@@ -153,9 +153,24 @@ pub(crate) fn matmul(
 
 /// Below this many multiply-adds a product runs on one thread.
 const PARALLEL_MIN_FLOPS: usize = 1 << 18;
+/// A product is cut into at most this many blocks of rows of C...
+const MAX_ROW_BLOCKS: usize = 32;
+/// ...of at least this many rows.
+const MIN_ROW_BLOCK: usize = 64;
 
-/// The backend's general GEMM: rows of C are split statically across the
-/// worker threads, each running a single-threaded product.
+/// Rows of C per single-threaded product. It depends on the shape alone,
+/// never on the thread count: the `gemm` crate picks its blocking and
+/// kernels from the shape of each call, so an element of C computed in a
+/// call of another height can differ in its last bits. With blocks fixed
+/// by the shape, a product gives the same bits on any number of threads
+/// (audits recompute rounds exactly; see docs/kernels.md).
+fn row_block(m: usize) -> usize {
+    m.div_ceil(MAX_ROW_BLOCKS).max(MIN_ROW_BLOCK)
+}
+
+/// The backend's general GEMM: C is cut into blocks of rows fixed by the
+/// shape ([`row_block`]); the blocks are split statically across the
+/// worker threads, each running single-threaded products.
 pub(crate) fn gemm_op(
     workers: &Workers,
     spec: GemmSpec,
@@ -184,21 +199,23 @@ pub(crate) fn gemm_op(
     } else {
         MatRef::rows(b, k, n)
     };
+    let block = row_block(m);
+    let blocks = m.div_ceil(block);
     let c = Disjoint::new(&mut c[..need_c]);
     workers.run(m * n * k, PARALLEL_MIN_FLOPS, |t, parts| {
-        let rows = split(m, parts, t);
-        if rows.is_empty() {
-            return;
+        for index in split(blocks, parts, t) {
+            let start = index * block;
+            let rows = block.min(m - start);
+            // SAFETY: blocks are disjoint and each belongs to one thread.
+            let dst = unsafe { c.range(start * n..(start + rows) * n) };
+            matmul(
+                MatMut::rows(dst, rows, n),
+                lhs.row_block(start, rows),
+                rhs,
+                spec.alpha,
+                spec.beta,
+            );
         }
-        // SAFETY: thread `t` writes only its own row range of C.
-        let dst = unsafe { c.range(rows.start * n..rows.end * n) };
-        matmul(
-            MatMut::rows(dst, rows.len(), n),
-            lhs.row_block(rows.start, rows.len()),
-            rhs,
-            spec.alpha,
-            spec.beta,
-        );
     });
     Ok(())
 }

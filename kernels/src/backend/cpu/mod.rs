@@ -2,17 +2,21 @@
 //! through the `gemm` crate, and a persistent pool of `threads` workers
 //! runs every large op (see [`parallel`] for how work is split).
 
+mod avgpool;
 pub(crate) mod conv;
 mod elementwise;
 mod gemm;
 mod loss;
+mod norm;
 mod optim;
 pub(crate) mod parallel;
 pub(crate) mod pool;
 mod simd;
+mod smooth;
 
 use crate::backend::{
-    AdamHyper, Backend, Conv2dGeometry, GemmSpec, LossStats, PoolGeometry, SgdHyper, StepStats,
+    Activation, AdamHyper, Backend, Conv2dGeometry, DropoutMask, GemmSpec, LossStats, NormGeometry,
+    PoolGeometry, SgdHyper, StepStats,
 };
 use crate::compress::int8;
 use crate::error::{KernelError, Result};
@@ -138,6 +142,108 @@ impl Backend for CpuBackend {
         elementwise::relu_backward(&self.workers, y, dy, dx, len)
     }
 
+    fn activation_forward(
+        &self,
+        kind: Activation,
+        x: &Vec<f32>,
+        y: &mut Vec<f32>,
+        len: usize,
+    ) -> Result<()> {
+        smooth::activation_forward(&self.workers, kind, x, y, len)
+    }
+
+    fn activation_backward(
+        &self,
+        kind: Activation,
+        x: &Vec<f32>,
+        y: &Vec<f32>,
+        dy: &Vec<f32>,
+        dx: &mut Vec<f32>,
+        len: usize,
+    ) -> Result<()> {
+        smooth::activation_backward(&self.workers, kind, (x, y), dy, dx, len)
+    }
+
+    fn dropout(
+        &self,
+        mask: &DropoutMask,
+        x: &Vec<f32>,
+        y: &mut Vec<f32>,
+        len: usize,
+    ) -> Result<()> {
+        smooth::dropout(&self.workers, mask, x, y, len)
+    }
+
+    fn batchnorm_forward_train(
+        &self,
+        g: &NormGeometry,
+        x: &Vec<f32>,
+        gamma: &Vec<f32>,
+        beta: &Vec<f32>,
+        running_mean: &mut Vec<f32>,
+        running_var: &mut Vec<f32>,
+        saved_mean: &mut Vec<f32>,
+        saved_invstd: &mut Vec<f32>,
+        y: &mut Vec<f32>,
+    ) -> Result<()> {
+        norm::forward_train(
+            &self.workers,
+            g,
+            x,
+            (gamma, beta),
+            running_mean,
+            running_var,
+            saved_mean,
+            saved_invstd,
+            y,
+        )
+    }
+
+    fn batchnorm_forward_eval(
+        &self,
+        g: &NormGeometry,
+        x: &Vec<f32>,
+        gamma: &Vec<f32>,
+        beta: &Vec<f32>,
+        running_mean: &Vec<f32>,
+        running_var: &Vec<f32>,
+        y: &mut Vec<f32>,
+    ) -> Result<()> {
+        norm::forward_eval(
+            &self.workers,
+            g,
+            x,
+            (gamma, beta),
+            (running_mean, running_var),
+            y,
+        )
+    }
+
+    fn batchnorm_backward(
+        &self,
+        g: &NormGeometry,
+        x: &Vec<f32>,
+        dy: &Vec<f32>,
+        gamma: &Vec<f32>,
+        saved_mean: &Vec<f32>,
+        saved_invstd: &Vec<f32>,
+        dgamma: &mut Vec<f32>,
+        dbeta: &mut Vec<f32>,
+        dx: Option<&mut Vec<f32>>,
+    ) -> Result<()> {
+        norm::backward(
+            &self.workers,
+            g,
+            x,
+            dy,
+            gamma,
+            (saved_mean, saved_invstd),
+            dgamma,
+            dbeta,
+            dx.map(|d| d.as_mut_slice()),
+        )
+    }
+
     fn conv2d_forward(
         &self,
         g: &Conv2dGeometry,
@@ -189,6 +295,14 @@ impl Backend for CpuBackend {
         dx: &mut Vec<f32>,
     ) -> Result<()> {
         pool::backward(&self.workers, g, dy, argmax, dx)
+    }
+
+    fn avgpool_forward(&self, g: &PoolGeometry, x: &Vec<f32>, y: &mut Vec<f32>) -> Result<()> {
+        avgpool::forward(&self.workers, g, x, y)
+    }
+
+    fn avgpool_backward(&self, g: &PoolGeometry, dy: &Vec<f32>, dx: &mut Vec<f32>) -> Result<()> {
+        avgpool::backward(&self.workers, g, dy, dx)
     }
 
     fn softmax_xent(

@@ -60,7 +60,7 @@ struct ConvParams {
 /// Mirrors `struct Pool` in `cu/common.cuh`.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct PoolParams {
+pub(super) struct PoolParams {
     n: i32,
     h: i32,
     w: i32,
@@ -359,7 +359,7 @@ pub(super) fn column_sums(
     launch!(be, column_finish, finish, [partial, chunks as u32, n, out])
 }
 
-fn pool_params(op: &'static str, g: &PoolGeometry) -> Result<PoolParams> {
+pub(super) fn pool_params(op: &'static str, g: &PoolGeometry) -> Result<PoolParams> {
     count(op, g.input_len())?;
     Ok(PoolParams {
         n: dim(op, g.batch)?,

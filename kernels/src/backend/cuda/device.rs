@@ -20,7 +20,7 @@ use super::cuda_error;
 use crate::error::{KernelError, Result};
 
 /// The kernel sources, in the order NVRTC sees them (the header first).
-const SOURCES: [(&str, &str); 7] = [
+const SOURCES: [(&str, &str); 8] = [
     ("common.cuh", include_str!("cu/common.cuh")),
     ("elementwise.cu", include_str!("cu/elementwise.cu")),
     ("loss.cu", include_str!("cu/loss.cu")),
@@ -28,6 +28,7 @@ const SOURCES: [(&str, &str); 7] = [
     ("conv.cu", include_str!("cu/conv.cu")),
     ("optim.cu", include_str!("cu/optim.cu")),
     ("quant.cu", include_str!("cu/quant.cu")),
+    ("layers.cu", include_str!("cu/layers.cu")),
 ];
 
 /// Threads per block for the grid-stride kernels.
@@ -88,6 +89,16 @@ kernel_table!(
     adam_step_multi,
     quantize_int8_ef,
     dequantize_int8,
+    activation_forward,
+    activation_backward,
+    dropout,
+    avgpool_forward,
+    avgpool_backward,
+    norm_partials,
+    norm_finish_forward,
+    norm_finish_backward,
+    norm_apply,
+    norm_input_grad,
 );
 
 /// A device's context and kernels, shared by every backend on it.

@@ -19,6 +19,7 @@
 mod blas;
 mod conv;
 mod device;
+mod layers;
 mod memory;
 mod ops;
 mod optim;
@@ -91,6 +92,8 @@ pub(crate) struct State {
     col: Option<DeviceBuf<f32>>,
     /// Partial column sums (bias gradients).
     partial_sums: Option<DeviceBuf<f32>>,
+    /// Per-chunk partial sums of batch normalisation.
+    norm_partials: Option<DeviceBuf<f64>>,
     /// Per-block partial sums of `sum_squares` and its result.
     partials: DeviceBuf<f64>,
     /// Statistics for the synchronous `softmax_xent`.
@@ -146,6 +149,7 @@ impl CudaBackend {
             bytes: DeviceBuf::zeros(&stream, STAGING_SLOT_BYTES, &mem)?,
             col: None,
             partial_sums: None,
+            norm_partials: None,
             partials: DeviceBuf::zeros(&stream, PARTIAL_BLOCKS + 1, &mem)?,
             stats: DeviceBuf::zeros(&stream, 6, &mem)?,
             codes: None,

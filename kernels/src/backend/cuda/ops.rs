@@ -6,11 +6,11 @@
 use super::memory::as_bytes;
 use super::{
     CudaBackend, CudaBuf, CudaIdxBuf, CudaStats, DeviceBuf, PARTIAL_BLOCKS, check, conv, count,
-    launch,
+    launch, layers,
 };
 use crate::backend::{
-    AdamHyper, Backend, Conv2dGeometry, DeviceMemory, GemmSpec, LossStats, PoolGeometry, SgdHyper,
-    StepStats, UpdateTensor,
+    Activation, AdamHyper, Backend, Conv2dGeometry, DeviceMemory, DropoutMask, GemmSpec, LossStats,
+    NormGeometry, PoolGeometry, SgdHyper, StepStats, UpdateTensor,
 };
 use crate::error::{KernelError, Result};
 
@@ -323,6 +323,95 @@ impl Backend for CudaBackend {
         )
     }
 
+    fn activation_forward(
+        &self,
+        kind: Activation,
+        x: &CudaBuf,
+        y: &mut CudaBuf,
+        len: usize,
+    ) -> Result<()> {
+        layers::activation_forward(self, kind, x, y, len)
+    }
+
+    fn activation_backward(
+        &self,
+        kind: Activation,
+        x: &CudaBuf,
+        y: &CudaBuf,
+        dy: &CudaBuf,
+        dx: &mut CudaBuf,
+        len: usize,
+    ) -> Result<()> {
+        layers::activation_backward(self, kind, (x, y), dy, dx, len)
+    }
+
+    fn dropout(&self, mask: &DropoutMask, x: &CudaBuf, y: &mut CudaBuf, len: usize) -> Result<()> {
+        layers::dropout(self, mask, x, y, len)
+    }
+
+    fn batchnorm_forward_train(
+        &self,
+        g: &NormGeometry,
+        x: &CudaBuf,
+        gamma: &CudaBuf,
+        beta: &CudaBuf,
+        running_mean: &mut CudaBuf,
+        running_var: &mut CudaBuf,
+        saved_mean: &mut CudaBuf,
+        saved_invstd: &mut CudaBuf,
+        y: &mut CudaBuf,
+    ) -> Result<()> {
+        layers::batchnorm_forward_train(
+            self,
+            g,
+            x,
+            (gamma, beta),
+            running_mean,
+            running_var,
+            saved_mean,
+            saved_invstd,
+            y,
+        )
+    }
+
+    fn batchnorm_forward_eval(
+        &self,
+        g: &NormGeometry,
+        x: &CudaBuf,
+        gamma: &CudaBuf,
+        beta: &CudaBuf,
+        running_mean: &CudaBuf,
+        running_var: &CudaBuf,
+        y: &mut CudaBuf,
+    ) -> Result<()> {
+        layers::batchnorm_forward_eval(self, g, x, (gamma, beta), (running_mean, running_var), y)
+    }
+
+    fn batchnorm_backward(
+        &self,
+        g: &NormGeometry,
+        x: &CudaBuf,
+        dy: &CudaBuf,
+        gamma: &CudaBuf,
+        saved_mean: &CudaBuf,
+        saved_invstd: &CudaBuf,
+        dgamma: &mut CudaBuf,
+        dbeta: &mut CudaBuf,
+        dx: Option<&mut CudaBuf>,
+    ) -> Result<()> {
+        layers::batchnorm_backward(
+            self,
+            g,
+            x,
+            dy,
+            gamma,
+            (saved_mean, saved_invstd),
+            dgamma,
+            dbeta,
+            dx,
+        )
+    }
+
     fn conv2d_forward(
         &self,
         g: &Conv2dGeometry,
@@ -365,6 +454,14 @@ impl Backend for CudaBackend {
         dx: &mut CudaBuf,
     ) -> Result<()> {
         conv::maxpool_backward(self, g, dy, argmax, dx)
+    }
+
+    fn avgpool_forward(&self, g: &PoolGeometry, x: &CudaBuf, y: &mut CudaBuf) -> Result<()> {
+        layers::avgpool_forward(self, g, x, y)
+    }
+
+    fn avgpool_backward(&self, g: &PoolGeometry, dy: &CudaBuf, dx: &mut CudaBuf) -> Result<()> {
+        layers::avgpool_backward(self, g, dy, dx)
     }
 
     fn softmax_xent(
