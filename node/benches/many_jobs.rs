@@ -26,6 +26,7 @@ fn job(name: &str) -> JobRequest {
         model: ModelChoice {
             arch: ArchName::Mlp,
             hidden: None,
+            layers: None,
         },
         data: DataChoice {
             source: "builtin".into(),

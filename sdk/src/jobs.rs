@@ -11,8 +11,8 @@ pub use fairgrid_protocol::messages::{LrSchedule, OptimizerKind, ShortfallPolicy
 /// The job request is the protocol's: one type, checked once
 /// ([`JobRequest::check`]), for the SDK, the CLI, the node and the testnet.
 pub use fairgrid_protocol::request::{
-    AggregationName, ArchName, CompressionName, DataChoice, JobRequest, MarketChoice, ModelChoice,
-    ShardDemand, TrainingChoice,
+    AggregationName, ArchName, CompressionName, DataChoice, JobRequest, LayerChoice, MarketChoice,
+    ModelChoice, ShardDemand, TrainingChoice,
 };
 
 /// `POST /v1/jobs` answer (202 Accepted).

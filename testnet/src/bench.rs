@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use fairgrid_kernels::data::{SYSTEM_FASHION_MNIST_DIR, builtin};
 use fairgrid_kernels::{
-    Arch, Compression, Compressor, CpuBackend, FashionMnist, ModelSpec, OptimizerConfig, Shard,
-    ShardSet, Trainer, decode_update, weighted_mean,
+    Compression, Compressor, CpuBackend, FashionMnist, ModelSpec, OptimizerConfig, Shard, ShardSet,
+    Trainer, decode_update, weighted_mean,
 };
 use fairgrid_node::cli::job::follow_with_progress;
-use fairgrid_protocol::messages::{self, HyperParams, ModelArch, OptimizerKind};
+use fairgrid_protocol::messages::{self, HyperParams, OptimizerKind};
 use fairgrid_sdk::Client;
 use fairgrid_sdk::jobs::{CompressionName, JobEventKind, JobRequest, JobState, TrainingReport};
 
@@ -173,14 +173,16 @@ fn load(source: &str) -> anyhow::Result<FashionMnist> {
 }
 
 fn arch(request: &JobRequest) -> anyhow::Result<ModelSpec> {
-    let arch = match request.check()?.arch {
-        ModelArch::Cnn => Arch::Cnn,
-        ModelArch::Mlp { hidden } => Arch::Mlp {
-            hidden: hidden.iter().map(|&w| w as usize).collect(),
+    let wire = fairgrid_protocol::messages::ModelSpec {
+        arch: request.check()?.arch,
+        input: fairgrid_protocol::messages::InputShape {
+            channels: 1,
+            height: 28,
+            width: 28,
         },
-        ModelArch::LogReg => Arch::LogReg,
+        classes: 10,
     };
-    Ok(ModelSpec::fashion_mnist(arch))
+    Ok(fairgrid_node::jobs::model::kernels_spec(&wire))
 }
 
 /// The shards of `request`, cut as the coordinator cuts them.

@@ -115,6 +115,7 @@ pub fn demo_request(
         model: ModelChoice {
             arch: model.arch(),
             hidden: None,
+            layers: None,
         },
         data: DataChoice {
             source: data.to_string(),

@@ -119,6 +119,7 @@ mod tests {
             model: ModelChoice {
                 arch: ArchName::Logreg,
                 hidden: None,
+                layers: None,
             },
             data: DataChoice {
                 source: "builtin".into(),
@@ -166,6 +167,7 @@ mod tests {
             model: ModelChoice {
                 arch: ArchName::Cnn,
                 hidden: None,
+                layers: None,
             },
             data: DataChoice {
                 source: dir.path().display().to_string(),

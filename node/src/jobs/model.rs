@@ -1,9 +1,12 @@
 //! The protocol's description of a job's model and training turned into
 //! the kernels' types, and the trainers both sides build from it.
 
+use fairgrid_kernels::model::{LayerSpec, Op};
 use fairgrid_kernels::{Arch, CpuBackend, OptimizerConfig, Trainer};
 use fairgrid_protocol::Hash32;
-use fairgrid_protocol::messages::{Compression, HyperParams, ModelArch, ModelSpec, OptimizerKind};
+use fairgrid_protocol::messages::{
+    Compression, HyperParams, Layer, LayerOp, ModelArch, ModelSpec, OptimizerKind,
+};
 
 pub fn kernels_spec(spec: &ModelSpec) -> fairgrid_kernels::ModelSpec {
     fairgrid_kernels::ModelSpec {
@@ -13,6 +16,7 @@ pub fn kernels_spec(spec: &ModelSpec) -> fairgrid_kernels::ModelSpec {
                 hidden: hidden.iter().map(|&w| w as usize).collect(),
             },
             ModelArch::Cnn => Arch::Cnn,
+            ModelArch::Layers(layers) => Arch::Layers(layers.iter().map(kernels_layer).collect()),
         },
         input: fairgrid_kernels::InputShape {
             channels: spec.input.channels as usize,
@@ -20,6 +24,47 @@ pub fn kernels_spec(spec: &ModelSpec) -> fairgrid_kernels::ModelSpec {
             width: spec.input.width as usize,
         },
         classes: spec.classes as usize,
+    }
+}
+
+fn kernels_layer(layer: &Layer) -> LayerSpec {
+    match layer {
+        Layer::Op(op) => LayerSpec::Op(kernels_op(*op)),
+        Layer::Residual(ops) => LayerSpec::Residual(ops.iter().map(|&op| kernels_op(op)).collect()),
+    }
+}
+
+fn kernels_op(op: LayerOp) -> Op {
+    let n = |v: u32| v as usize;
+    match op {
+        LayerOp::Conv2d {
+            out_channels,
+            kernel,
+            stride,
+            padding,
+        } => Op::Conv2d {
+            out_channels: n(out_channels),
+            kernel: n(kernel),
+            stride: n(stride),
+            padding: n(padding),
+        },
+        LayerOp::MaxPool2d { kernel, stride } => Op::MaxPool2d {
+            kernel: n(kernel),
+            stride: n(stride),
+        },
+        LayerOp::AvgPool2d { kernel, stride } => Op::AvgPool2d {
+            kernel: n(kernel),
+            stride: n(stride),
+        },
+        LayerOp::Linear { out_features } => Op::Linear {
+            out_features: n(out_features),
+        },
+        LayerOp::Relu => Op::Relu,
+        LayerOp::Gelu => Op::Gelu,
+        LayerOp::Tanh => Op::Tanh,
+        LayerOp::Dropout { p_ppm } => Op::Dropout { p_ppm },
+        LayerOp::BatchNorm => Op::BatchNorm,
+        LayerOp::Flatten => Op::Flatten,
     }
 }
 

@@ -257,6 +257,7 @@ mod tests {
             model: ModelChoice {
                 arch: ArchName::Logreg,
                 hidden: None,
+                layers: None,
             },
             data: DataChoice {
                 source: "builtin".into(),

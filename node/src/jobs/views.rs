@@ -26,6 +26,7 @@ fn model_name(arch: &ModelArch) -> String {
             let widths: Vec<String> = hidden.iter().map(|w| w.to_string()).collect();
             format!("mlp({})", widths.join("-"))
         }
+        ModelArch::Layers(layers) => format!("layers({})", layers.len()),
     }
 }
 

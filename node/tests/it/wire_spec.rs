@@ -10,8 +10,9 @@
 use fairgrid_node::net::{Hello, Request, Response};
 use fairgrid_protocol::ledger::{EntryBody, EntryKind, LedgerEntry};
 use fairgrid_protocol::messages::{
-    Aggregation, Allocation, Bid, CapacityAdvert, Compression, JobSpec, LrSchedule, ModelArch,
-    OptimizerKind, Reach, Receipt, RoundRefusal, RoundStart, RoundUpdate, ShortfallPolicy,
+    Aggregation, Allocation, Bid, CapacityAdvert, Compression, JobSpec, Layer, LayerOp, LrSchedule,
+    ModelArch, OptimizerKind, Reach, Receipt, RoundRefusal, RoundStart, RoundUpdate,
+    ShortfallPolicy,
 };
 use fairgrid_protocol::{OwnerCertificate, Revocation};
 use serde_reflection::{Registry, Tracer, TracerConfig};
@@ -35,6 +36,8 @@ fn trace() -> Registry {
         EntryKind,
         Compression,
         Aggregation,
+        LayerOp,
+        Layer,
         ModelArch,
         OptimizerKind,
         LrSchedule,

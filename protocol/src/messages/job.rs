@@ -16,6 +16,60 @@ pub enum ModelArch {
     },
     /// conv32-pool-conv64-pool-conv128-pool-fc128-fc10 (the seed paper's CNN).
     Cnn,
+    /// A declared list of layers, run in order (docs/protocol.md,
+    /// "Declared architectures"). Shapes are checked by the kernels.
+    Layers(Vec<Layer>),
+}
+
+/// Most layers a declared architecture holds, counting those inside
+/// residual blocks.
+pub const MAX_DECLARED_LAYERS: usize = 64;
+/// Most layers inside one residual block.
+pub const MAX_RESIDUAL_LAYERS: usize = 16;
+
+/// One entry of a declared architecture: a layer, or a residual block
+/// `x + f(x)` of plain layers. Blocks do not nest, so decoding stays two
+/// levels deep whatever a peer sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layer {
+    Op(LayerOp),
+    Residual(Vec<LayerOp>),
+}
+
+/// A layer of a declared architecture (PyTorch's module in brackets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerOp {
+    /// `Conv2d(in, out_channels, kernel, stride, padding)`.
+    Conv2d {
+        out_channels: u32,
+        kernel: u32,
+        stride: u32,
+        padding: u32,
+    },
+    MaxPool2d {
+        kernel: u32,
+        stride: u32,
+    },
+    AvgPool2d {
+        kernel: u32,
+        stride: u32,
+    },
+    Linear {
+        out_features: u32,
+    },
+    Relu,
+    /// `GELU()` (exact, with erf).
+    Gelu,
+    Tanh,
+    /// `Dropout(p)`, p in parts per million.
+    Dropout {
+        p_ppm: u32,
+    },
+    /// `BatchNorm2d` on images, `BatchNorm1d` on features.
+    BatchNorm,
+    Flatten,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -358,6 +412,26 @@ impl JobSpec {
                 "model.arch",
                 "MLP needs 1..=8 hidden layers of 1..=8192".into(),
             );
+        }
+        if let ModelArch::Layers(layers) = &self.model.arch {
+            let total: usize = layers
+                .iter()
+                .map(|l| match l {
+                    Layer::Op(_) => 1,
+                    Layer::Residual(inner) => 1 + inner.len(),
+                })
+                .sum();
+            let block_too_big = layers.iter().any(
+                |l| matches!(l, Layer::Residual(inner) if inner.is_empty() || inner.len() > MAX_RESIDUAL_LAYERS),
+            );
+            if layers.is_empty() || total > MAX_DECLARED_LAYERS || block_too_big {
+                return bad(
+                    "model.layers",
+                    format!(
+                        "need 1..={MAX_DECLARED_LAYERS} layers in all and 1..={MAX_RESIDUAL_LAYERS} per residual block"
+                    ),
+                );
+            }
         }
         if self.round_timeout_ms == 0 {
             return bad("round_timeout_ms", "must be positive".into());

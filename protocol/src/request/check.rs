@@ -2,6 +2,7 @@
 //! place; and the two that need the shard count (how many shards, and
 //! whether the owner cap can hold one).
 
+use std::borrow::Cow;
 use std::fmt;
 
 use super::{AggregationName, ArchName, CompressionName, JobRequest};
@@ -26,8 +27,9 @@ const DEFAULT_HIDDEN: [u32; 2] = [256, 128];
 /// A request field and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
-    /// Dotted path, as the request spells it ("market.alpha").
-    pub field: &'static str,
+    /// Dotted path, as the request spells it ("market.alpha",
+    /// "model.layers[3].p").
+    pub field: Cow<'static, str>,
     pub reason: String,
 }
 
@@ -39,9 +41,12 @@ impl fmt::Display for FieldError {
 
 impl std::error::Error for FieldError {}
 
-fn bad<T>(field: &'static str, reason: impl Into<String>) -> Result<T, FieldError> {
+pub(super) fn bad<T>(
+    field: impl Into<Cow<'static, str>>,
+    reason: impl Into<String>,
+) -> Result<T, FieldError> {
     Err(FieldError {
-        field,
+        field: field.into(),
         reason: reason.into(),
     })
 }
@@ -174,6 +179,20 @@ impl JobRequest {
 
     fn arch(&self) -> Result<ModelArch, FieldError> {
         match (self.model.arch, &self.model.hidden) {
+            (ArchName::Layers, None) => match &self.model.layers {
+                Some(layers) => Ok(ModelArch::Layers(super::layers::to_wire(layers)?)),
+                None => bad(
+                    "model.layers",
+                    "arch \"layers\" needs a layers list (docs/sdk.md, \"Your own architecture\")",
+                ),
+            },
+            (_, _) if self.model.layers.is_some() && self.model.arch != ArchName::Layers => bad(
+                "model.layers",
+                format!(
+                    "a {} has its own layers; set arch = \"layers\" to declare them",
+                    self.model.arch
+                ),
+            ),
             (ArchName::Logreg, None) => Ok(ModelArch::LogReg),
             (ArchName::Cnn, None) => Ok(ModelArch::Cnn),
             (ArchName::Mlp, hidden) => {

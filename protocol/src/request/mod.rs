@@ -7,6 +7,7 @@
 //! names its field. `docs/sdk.md` documents it with examples.
 
 mod check;
+mod layers;
 #[cfg(test)]
 mod tests;
 
@@ -18,6 +19,7 @@ pub use check::{
     CheckedRequest, FieldError, MAX_BID_WINDOW_SECS, MAX_DEADLINE_SECS, MAX_NAME_BYTES,
     MAX_ROUND_TIMEOUT_SECS, MAX_SHARD_SAMPLES, owner_cap,
 };
+pub use layers::LayerChoice;
 
 /// `POST /v1/jobs`: what a developer asks for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,13 +35,14 @@ pub struct JobRequest {
     pub market: MarketChoice,
 }
 
-/// The zoo's models.
+/// The zoo's models, or `layers` for a declared architecture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ArchName {
     Cnn,
     Mlp,
     Logreg,
+    Layers,
 }
 
 impl ArchName {
@@ -48,6 +51,7 @@ impl ArchName {
             ArchName::Cnn => "cnn",
             ArchName::Mlp => "mlp",
             ArchName::Logreg => "logreg",
+            ArchName::Layers => "layers",
         }
     }
 }
@@ -58,14 +62,17 @@ impl std::fmt::Display for ArchName {
     }
 }
 
-/// A model from the built-in zoo.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A model from the built-in zoo, or declared layer by layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelChoice {
     pub arch: ArchName,
     /// Hidden widths, for "mlp" only (default [256, 128]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hidden: Option<Vec<u32>>,
+    /// The layers, for "layers" only, in PyTorch's order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<Vec<LayerChoice>>,
 }
 
 /// Where the coordinator (the node the job is submitted to) reads the data.

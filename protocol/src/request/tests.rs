@@ -200,3 +200,83 @@ fn a_robust_aggregation_is_chosen_by_name_and_checked() {
     let e = with(r#"{"aggregation": "trimmed_mean", "trim": 0}"#).unwrap_err();
     assert!(e.to_string().contains("training.trim"), "{e}");
 }
+
+#[test]
+fn declared_layers_parse_from_toml_with_pytorch_defaults() {
+    let toml = r#"
+        name = "declared"
+        [model]
+        arch = "layers"
+        layers = [
+          { type = "conv2d", out_channels = 8, kernel = 3, padding = 1 },
+          { type = "batch_norm" },
+          { type = "relu" },
+          { type = "max_pool2d", kernel = 2 },
+          { type = "residual", layers = [ { type = "conv2d", out_channels = 8, kernel = 3, padding = 1 }, { type = "gelu" } ] },
+          { type = "flatten" },
+          { type = "dropout", p = 0.25 },
+          { type = "linear", out_features = 10 },
+        ]
+        [data]
+        source = "builtin"
+    "#;
+    let r: JobRequest = toml::from_str(toml).unwrap();
+    let ModelArch::Layers(layers) = r.check().unwrap().arch else {
+        panic!("not a declared model");
+    };
+    use crate::messages::{Layer, LayerOp};
+    assert_eq!(layers.len(), 8);
+    assert_eq!(
+        layers[0],
+        Layer::Op(LayerOp::Conv2d {
+            out_channels: 8,
+            kernel: 3,
+            stride: 1,
+            padding: 1
+        })
+    );
+    assert_eq!(
+        layers[3],
+        Layer::Op(LayerOp::MaxPool2d {
+            kernel: 2,
+            stride: 2
+        })
+    );
+    assert!(matches!(&layers[4], Layer::Residual(inner) if inner.len() == 2));
+    assert_eq!(layers[6], Layer::Op(LayerOp::Dropout { p_ppm: 250_000 }));
+}
+
+#[test]
+fn bad_declared_layers_name_their_field() {
+    use super::LayerChoice as L;
+    let declared = |layers: Option<Vec<L>>| {
+        move |r: &mut JobRequest| {
+            r.model.arch = ArchName::Layers;
+            r.model.layers = layers;
+        }
+    };
+    assert_eq!(err(declared(None)).field, "model.layers");
+    let e = err(declared(Some(vec![L::Flatten, L::Dropout { p: 1.0 }])));
+    assert_eq!(e.field, "model.layers[1].p");
+    let nested = L::Residual {
+        layers: vec![L::Residual {
+            layers: vec![L::Relu],
+        }],
+    };
+    let e = err(declared(Some(vec![nested])));
+    assert_eq!(e.field, "model.layers[0][0]");
+    assert!(e.reason.contains("do not nest"), "{e}");
+    let e = err(declared(Some(vec![L::Relu; 65])));
+    assert_eq!(e.field, "model.layers");
+    let e = err(|r| r.model.layers = Some(vec![L::Relu]));
+    assert_eq!(e.field, "model.layers");
+    assert!(e.reason.contains("arch = \"layers\""), "{e}");
+    let e = parse_error(
+        r#"{"name": "t", "model": {"arch": "layers", "layers": [{"type": "conv3d"}]}, "data": {"source": "b"}}"#,
+    );
+    assert!(e.contains("unknown variant `conv3d`"), "{e}");
+    let e = parse_error(
+        r#"{"name": "t", "model": {"arch": "layers", "layers": [{"type": "linear", "out_features": 3, "bias": false}]}, "data": {"source": "b"}}"#,
+    );
+    assert!(e.contains("bias"), "{e}");
+}

@@ -266,7 +266,12 @@ mod tests {
     fn nvrtc_compiles_every_kernel() {
         // SAFETY: only tries to dlopen the library.
         if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-            eprintln!("skipping nvrtc_compiles_every_kernel: libnvrtc not found");
+            // CI installs NVRTC and sets this: there the test must run.
+            assert!(
+                std::env::var_os("FAIRGRID_REQUIRE_NVRTC").is_none(),
+                "FAIRGRID_REQUIRE_NVRTC is set but libnvrtc cannot be loaded"
+            );
+            eprintln!("SKIPPED nvrtc_compiles_every_kernel: libnvrtc not found (CI installs it)");
             return;
         }
         for cc in [(7, 5), (8, 0), (8, 9), (9, 0)] {

@@ -15,4 +15,6 @@ pub mod samples;
 pub use samples::{sample_spec, spec_with};
 
 #[cfg(test)]
+mod declared;
+#[cfg(test)]
 mod tests;

@@ -17,12 +17,13 @@ use crate::jobs::coordinator::{CoordJob, submit};
 use crate::net::Request;
 
 /// A small logreg job on the built-in data: 8 shards of 500 samples.
-fn small_job(name: &str, rounds: u32) -> JobRequest {
+pub(super) fn small_job(name: &str, rounds: u32) -> JobRequest {
     JobRequest {
         name: name.into(),
         model: ModelChoice {
             arch: ArchName::Logreg,
             hidden: None,
+            layers: None,
         },
         data: DataChoice {
             source: "builtin".into(),
@@ -46,7 +47,7 @@ fn small_job(name: &str, rounds: u32) -> JobRequest {
     }
 }
 
-fn submit_to(cluster: &Cluster, node: usize, request: JobRequest) -> Hash32 {
+pub(super) fn submit_to(cluster: &Cluster, node: usize, request: JobRequest) -> Hash32 {
     let ctx = cluster.nodes[node].ctx().clone();
     let accepted = cluster
         .on(node, async move { submit::submit(&ctx, request).await })
@@ -84,7 +85,7 @@ fn wait_for(
 
 /// Waits (bounded) for the coordinator's job to end and checks it
 /// finished.
-fn wait_finished(cluster: &Cluster, job: Hash32, limit: Duration) -> Arc<CoordJob> {
+pub(super) fn wait_finished(cluster: &Cluster, job: Hash32, limit: Duration) -> Arc<CoordJob> {
     wait_for(cluster, 0, job, limit, "finished", |s| s.is_terminal());
     let coordinated = cluster.nodes[0].ctx().jobs.coordinated(&job).unwrap();
     {
@@ -114,14 +115,18 @@ fn own_entries(cluster: &Cluster, node: usize, job: &Hash32) -> Vec<EntryBody> {
         .collect()
 }
 
-fn count(entries: &[EntryBody], kind: EntryKind) -> usize {
+pub(super) fn count(entries: &[EntryBody], kind: EntryKind) -> usize {
     entries.iter().filter(|e| e.kind() == kind).count()
 }
 
 /// The coordinator's entries for the job, once its `JobFinished` is
 /// appended (entries written ahead into the last checkpoint are appended
 /// just after it).
-fn entries_once_finished(cluster: &Cluster, node: usize, job: &Hash32) -> Vec<EntryBody> {
+pub(super) fn entries_once_finished(
+    cluster: &Cluster,
+    node: usize,
+    job: &Hash32,
+) -> Vec<EntryBody> {
     let until = Instant::now() + Duration::from_secs(30);
     loop {
         let entries = own_entries(cluster, node, job);

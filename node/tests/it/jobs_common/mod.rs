@@ -149,6 +149,7 @@ pub fn small_job(name: &str, rounds: u32, alpha: f64) -> JobRequest {
         model: ModelChoice {
             arch: fairgrid_sdk::jobs::ArchName::Logreg,
             hidden: None,
+            layers: None,
         },
         data: DataChoice {
             source: "builtin".into(),

@@ -1,0 +1,69 @@
+//! A job whose model is declared layer by layer, through the real
+//! coordinator and workers in one process: it trains, and every audited
+//! round (batch norm and dropout included) recomputes exactly.
+
+use std::time::Duration;
+
+use fairgrid_protocol::ledger::{EntryBody, EntryKind};
+use fairgrid_sdk::jobs::{ArchName, LayerChoice};
+
+use super::cluster::{Cluster, LedgerKind};
+use super::tests::{count, entries_once_finished, small_job, submit_to, wait_finished};
+
+fn declared_layers() -> Vec<LayerChoice> {
+    vec![
+        LayerChoice::Conv2d {
+            out_channels: 4,
+            kernel: 3,
+            stride: 2,
+            padding: 1,
+        },
+        LayerChoice::BatchNorm,
+        LayerChoice::Relu,
+        LayerChoice::Residual {
+            layers: vec![
+                LayerChoice::Conv2d {
+                    out_channels: 4,
+                    kernel: 3,
+                    stride: 1,
+                    padding: 1,
+                },
+                LayerChoice::Gelu,
+            ],
+        },
+        LayerChoice::AvgPool2d {
+            kernel: 2,
+            stride: None,
+        },
+        LayerChoice::Flatten,
+        LayerChoice::Dropout { p: 0.1 },
+        LayerChoice::Linear { out_features: 10 },
+    ]
+}
+
+#[test]
+fn a_declared_model_trains_across_nodes_and_its_audits_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), 3, LedgerKind::InMemory).unwrap();
+    let mut request = small_job("declared", 4);
+    request.model.arch = ArchName::Layers;
+    request.model.layers = Some(declared_layers());
+    let job = submit_to(&cluster, 0, request);
+    let coordinated = wait_finished(&cluster, job, Duration::from_secs(180));
+    let state = coordinated.state();
+    assert_eq!(state.rounds.len(), 4);
+    let accuracy = state
+        .rounds
+        .last()
+        .and_then(|r| r.test_accuracy)
+        .expect("the last round is evaluated");
+    assert!(accuracy > 0.5, "accuracy {accuracy} after 4 rounds");
+    drop(state);
+    let entries = entries_once_finished(&cluster, 0, &job);
+    assert_eq!(count(&entries, EntryKind::JobFinished), 1);
+    for entry in &entries {
+        if let EntryBody::Audit { passed, detail, .. } = entry {
+            assert!(*passed, "an honest round failed its audit: {detail}");
+        }
+    }
+}
