@@ -19,6 +19,8 @@ pub const MAX_RESIDUAL_LAYERS: usize = 16;
 pub const MAX_CHANNELS: usize = 4096;
 pub const MAX_FEATURES: usize = 65_536;
 pub const MAX_KERNEL: usize = 15;
+/// A pooling window may cover the whole input (global pooling).
+pub const MAX_POOL: usize = 512;
 /// Parts per million (dropout's probability).
 pub const PPM: u32 = 1_000_000;
 
@@ -123,8 +125,8 @@ fn op_output(op: &Op, input: Activ, at: At) -> Result<Activ> {
     };
     let pooled = |name: &str, kernel: usize, stride: usize| -> Result<Activ> {
         let (c, h, w) = image(name)?;
-        in_range(at, "kernel", kernel, 1, MAX_KERNEL)?;
-        in_range(at, "stride", stride, 1, MAX_KERNEL)?;
+        in_range(at, "kernel", kernel, 1, MAX_POOL)?;
+        in_range(at, "stride", stride, 1, MAX_POOL)?;
         if kernel > h || kernel > w {
             return Err(bad(at, format!("{name} window {kernel} exceeds {h}x{w}")));
         }

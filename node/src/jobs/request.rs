@@ -209,9 +209,16 @@ impl JobPlan {
             classes: 10,
         };
         // With one shard, alpha always allows 0 shards unless it is 1; the
-        // cap check runs again with the real shard count.
+        // cap check runs again with the real shard count. A declared model
+        // is checked against the real input and classes only (a CIFAR-100
+        // network does not fit the stand-in), so a zoo model stands in.
+        let arch = match self.arch {
+            ModelArch::Layers(_) => ModelArch::LogReg,
+            ref zoo => zoo.clone(),
+        };
         let plan = JobPlan {
             alpha_ppm: PPM,
+            arch,
             ..self.clone()
         };
         plan.spec(NodeId(PublicKey([0; 32])), 0, 1, &facts)
@@ -293,6 +300,68 @@ mod tests {
             r.model.hidden = Some(vec![8192; 8]);
         });
         assert!(big.starts_with("model:"), "{big}");
+    }
+
+    fn facts(
+        shards: &[fairgrid_protocol::messages::ShardInfo],
+        input: InputShape,
+        classes: u32,
+    ) -> DataFacts<'_> {
+        DataFacts {
+            dataset_name: "d".into(),
+            shards,
+            test_hash: fairgrid_protocol::Hash32::ZERO,
+            test_samples: 1,
+            input,
+            classes,
+        }
+    }
+
+    #[test]
+    fn a_declared_model_is_checked_against_the_real_data_and_names_its_layer() {
+        let text = include_str!("../../../docs/examples/declared.toml");
+        let example: JobRequest = toml::from_str(text).unwrap();
+        let shards = vec![
+            fairgrid_protocol::messages::ShardInfo {
+                hash: fairgrid_protocol::Hash32::ZERO,
+                samples: 5,
+            };
+            8
+        ];
+        let fashion = InputShape {
+            channels: 1,
+            height: 28,
+            width: 28,
+        };
+        let node = NodeId(PublicKey([1; 32]));
+        let spec = plan(&example)
+            .unwrap()
+            .spec(node, 0, 10, &facts(&shards, fashion, 10));
+        assert!(spec.is_ok(), "{spec:?}");
+        // A CIFAR-100 network passes the checks that need no data, then
+        // meets the data it was written for, or one it does not fit.
+        let mut cifar100 = request();
+        cifar100.model.arch = ArchName::Layers;
+        cifar100.model.layers = Some(vec![
+            fairgrid_protocol::request::LayerChoice::AvgPool2d {
+                kernel: 32,
+                stride: None,
+            },
+            fairgrid_protocol::request::LayerChoice::Flatten,
+            fairgrid_protocol::request::LayerChoice::Linear { out_features: 100 },
+        ]);
+        let p = plan(&cifar100).unwrap();
+        let cifar = InputShape {
+            channels: 3,
+            height: 32,
+            width: 32,
+        };
+        let fits = p.spec(node, 0, 10, &facts(&shards, cifar, 100));
+        assert!(fits.is_ok(), "{fits:?}");
+        let e = p
+            .spec(node, 0, 10, &facts(&shards, fashion, 10))
+            .unwrap_err();
+        assert!(e.starts_with("model:") && e.contains("layers[0]"), "{e}");
     }
 
     #[test]
