@@ -140,14 +140,38 @@ def arch_of(model):
     return _zoo_name(model) or {"arch": "layers", "layers": layers}
 
 
+INT8_PER_CHANNEL = "int8-per-output-channel"
+_DTYPES = {"F32": (torch.float32, 4), "I8": (torch.int8, 1)}
+
+
 def read_safetensors(path):
-    """The file's tensors as torch tensors, and its metadata."""
+    """The file's tensors as float32 torch tensors, and its metadata. An
+    int8 model (`fairgrid model compress --int8`: `NAME` as I8 codes and
+    `NAME.scale` one F32 per output channel) is dequantised,
+    `NAME = codes * scale`, as docs/sdk.md ("Compressed models") says."""
     raw, meta = safetensors.read(path)
     tensors = {}
     for name, (dtype, shape, data) in raw.items():
-        if dtype != "F32":
-            raise ValueError(f"{path}: tensor {name} is {dtype}, not F32")
-        tensors[name] = torch.frombuffer(bytearray(data), dtype=torch.float32).reshape(shape)
+        if dtype not in _DTYPES:
+            raise ValueError(f"{path}: tensor {name} is {dtype}, not F32 or I8")
+        torch_dtype, size = _DTYPES[dtype]
+        count = 1
+        for d in shape:
+            count *= d
+        if len(data) != count * size:
+            raise ValueError(f"{path}: tensor {name} holds {len(data)} bytes for shape {shape}")
+        tensors[name] = torch.frombuffer(bytearray(data), dtype=torch_dtype).reshape(shape)
+    if meta.get("fairgrid.quantization") == INT8_PER_CHANNEL:
+        for name in [n for n, t in tensors.items() if t.dtype == torch.int8]:
+            scale = tensors.pop(f"{name}.scale", None)
+            codes = tensors[name]
+            if scale is None or scale.dtype != torch.float32 or scale.shape != (codes.shape[0],):
+                raise ValueError(f"{path}: {name} has no scale of {codes.shape[0]} floats")
+            view = [-1] + [1] * (codes.dim() - 1)
+            tensors[name] = codes.float() * scale.view(view)
+    stray = [n for n, t in tensors.items() if t.dtype != torch.float32]
+    if stray:
+        raise ValueError(f"{path}: int8 tensors {stray} in a file not marked {INT8_PER_CHANNEL}")
     return tensors, meta
 
 

@@ -91,3 +91,39 @@ def test_a_declared_network_trains_and_pytorch_agrees_with_the_report(testnet, t
     # The same parameters on the same 2000 images: only float rounding
     # near a decision boundary may flip a prediction.
     assert abs(accuracy - reported) <= 2 / len(labels), (accuracy, reported)
+
+
+def _write_safetensors(path, tensors, meta):
+    """A minimal safetensors writer: {name: (dtype, shape, bytes)}."""
+    import json
+    header, body = {"__metadata__": meta}, b""
+    for name, (dtype, shape, data) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape,
+                        "data_offsets": [len(body), len(body) + len(data)]}
+        body += data
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + body)
+
+
+def test_an_int8_model_file_loads_dequantised(tmp_path):
+    codes = torch.tensor([[-127, 0, 5], [64, -1, 127]], dtype=torch.int8)
+    scale = torch.tensor([0.5, 0.25], dtype=torch.float32)
+    bias = torch.tensor([1.0, -2.0], dtype=torch.float32)
+    tensors = {
+        "1.weight": ("I8", [2, 3], bytes(codes.view(torch.uint8).flatten().tolist())),
+        "1.weight.scale": ("F32", [2], struct.pack("<2f", *scale.tolist())),
+        "1.bias": ("F32", [2], struct.pack("<2f", *bias.tolist())),
+    }
+    path = tmp_path / "int8.safetensors"
+    _write_safetensors(path, tensors, {"fairgrid.quantization": ft.INT8_PER_CHANNEL})
+    net = ft.load_into(nn.Sequential(nn.Flatten(), nn.Linear(3, 2)), path)
+    assert torch.equal(net[1].weight, codes.float() * scale.view(-1, 1))
+    assert torch.equal(net[1].bias, bias)
+    # Not marked as quantised: refused, not misread.
+    _write_safetensors(path, tensors, {})
+    with pytest.raises(ValueError, match="not marked"):
+        ft.read_safetensors(path)
+    del tensors["1.weight.scale"]
+    _write_safetensors(path, tensors, {"fairgrid.quantization": ft.INT8_PER_CHANNEL})
+    with pytest.raises(ValueError, match="no scale"):
+        ft.read_safetensors(path)
