@@ -48,6 +48,7 @@ fn job(name: &str) -> JobRequest {
             on_shortfall: ShortfallPolicy::Wait,
             ..MarketChoice::default()
         },
+        result: Default::default(),
     }
 }
 

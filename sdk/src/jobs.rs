@@ -12,7 +12,7 @@ pub use fairgrid_protocol::messages::{LrSchedule, OptimizerKind, ShortfallPolicy
 /// ([`JobRequest::check`]), for the SDK, the CLI, the node and the testnet.
 pub use fairgrid_protocol::request::{
     AggregationName, ArchName, CompressionName, DataChoice, JobRequest, LayerChoice, MarketChoice,
-    ModelChoice, ShardDemand, TrainingChoice,
+    ModelChoice, ResultChoice, ShardDemand, TrainingChoice,
 };
 
 /// `POST /v1/jobs` answer (202 Accepted).
@@ -254,6 +254,22 @@ pub struct TrainingReport {
     pub credits: Vec<CreditView>,
     /// Hash of the final model file (BLAKE3, hex).
     pub model_hash: Option<String>,
+    /// When the job asked for a compressed result (`[result]`): the file
+    /// against the model as trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<CompressionView>,
+}
+
+/// Size and test accuracy of the compressed result against the model as
+/// trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompressionView {
+    pub size_before: u64,
+    pub size_after: u64,
+    pub test_accuracy_before: f32,
+    pub test_accuracy_after: f32,
+    /// Fraction of the weight tensors' entries that are zero.
+    pub weight_sparsity: f32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -372,6 +372,7 @@ fn lr_at(t: &fairgrid_sdk::jobs::TrainingChoice, round: u32) -> f32 {
         aggregation: Default::default(),
         outer_momentum: t.outer_momentum,
         eval_every: t.eval_every,
+        result: Default::default(),
     };
     hyper.lr_at(round)
 }

@@ -147,6 +147,7 @@ pub fn demo_request(
             deadline_secs: 3600,
             ..MarketChoice::default()
         },
+        result: Default::default(),
     })
 }
 

@@ -11,6 +11,7 @@ pub mod arch;
 mod checkpoint;
 pub mod compress;
 mod profile;
+pub mod shrink;
 pub mod zoo;
 
 pub use checkpoint::{

@@ -8,10 +8,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use fairgrid_kernels::model::compress::{apply_mask, prune_by_magnitude, weight_sparsity};
-use fairgrid_kernels::{
-    CpuBackend, FashionMnist, Model, ModelSpec, OptimizerConfig, Samples, Trainer, model,
-};
+use fairgrid_kernels::model::shrink::{ShrinkOptions, shrink};
+use fairgrid_kernels::{CpuBackend, Model, ModelSpec, OptimizerConfig, Samples, Trainer, model};
 
 #[derive(Debug, Args)]
 pub struct ModelArgs {
@@ -87,6 +85,9 @@ fn compress(args: CompressArgs) -> anyhow::Result<Compressed> {
     if args.prune == 0.0 && !args.int8 {
         bail!("nothing to do: give --prune and/or --int8");
     }
+    if args.finetune_steps > 0 && args.prune == 0.0 {
+        bail!("--finetune-steps needs --prune");
+    }
     let bytes =
         std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
     let spec = model::read_model_spec(&bytes)
@@ -118,57 +119,47 @@ fn compress(args: CompressArgs) -> anyhow::Result<Compressed> {
     let params =
         params_of(&spec, &bytes).with_context(|| format!("loading {}", args.input.display()))?;
     trainer.set_params_flat(&params)?;
-    let accuracy_before = trainer.evaluate(&data.test)?.accuracy;
+    let options = ShrinkOptions {
+        prune: args.prune,
+        finetune_steps: args.finetune_steps,
+        lr: args.lr,
+        int8: args.int8,
+        seed: args.seed,
+    };
+    let (file, report) = shrink(&mut trainer, &data.train, &data.test, &options)?;
     println!(
         "model: {} ({} parameters), {} bytes, test accuracy {:.4}",
         spec.arch,
         params.len(),
         bytes.len(),
-        accuracy_before
+        report.accuracy_before
     );
-    if args.prune > 0.0 {
-        let mut flat = params;
-        let layout = trainer.model().param_layout().to_vec();
-        let keep = prune_by_magnitude(&layout, &mut flat, args.prune)?;
-        trainer.set_params_flat(&flat)?;
-        let pruned = trainer.evaluate(&data.test)?.accuracy;
+    if let Some(pruned) = report.accuracy_pruned {
         println!(
             "pruned {:.0}% of each weight tensor: test accuracy {pruned:.4}",
             args.prune * 100.0
         );
-        if args.finetune_steps > 0 {
-            finetune(&mut trainer, &data, &keep, &args)?;
-            let tuned = trainer.evaluate(&data.test)?.accuracy;
-            println!(
-                "fine-tuned {} steps (batch {}, lr {}): test accuracy {tuned:.4}",
-                args.finetune_steps, args.batch, args.lr
-            );
-        }
     }
-    let file = if args.int8 {
-        model::save_safetensors_int8(trainer.model(), trainer.backend())?
-    } else {
-        model::save_safetensors(trainer.model(), trainer.backend())?
-    };
+    if let Some(tuned) = report.accuracy_finetuned {
+        println!(
+            "fine-tuned {} steps (batch {}, lr {}): test accuracy {tuned:.4}",
+            args.finetune_steps, args.batch, args.lr
+        );
+    }
     write_file(&args.out, &file)?;
-    // The accuracy after is that of the file as written, read back.
-    let written = params_of(&spec, &file).context("reading the written file back")?;
-    trainer.set_params_flat(&written)?;
-    let accuracy_after = trainer.evaluate(&data.test)?.accuracy;
-    let sparsity = weight_sparsity(trainer.model().param_layout(), &written);
     let result = Compressed {
         size_before: bytes.len() as u64,
         size_after: file.len() as u64,
-        accuracy_before,
-        accuracy_after,
-        sparsity,
+        accuracy_before: report.accuracy_before,
+        accuracy_after: report.accuracy_after,
+        sparsity: report.sparsity,
     };
     println!(
         "wrote {} ({} bytes{}, {:.1}% of the weights zero)",
         args.out.display(),
         file.len(),
         if args.int8 { ", int8 weights" } else { "" },
-        sparsity * 100.0
+        result.sparsity * 100.0
     );
     println!(
         "result size_before={} size_after={} size_ratio={:.3} test_accuracy_before={:.4} test_accuracy_after={:.4} weight_sparsity={:.3}",
@@ -188,34 +179,6 @@ fn params_of(spec: &ModelSpec, bytes: &[u8]) -> anyhow::Result<Vec<f32>> {
     let mut model = Model::new(&backend, spec, 0)?;
     model::load_safetensors(&mut model, &backend, bytes)?;
     Ok(model.params_flat(&backend)?)
-}
-
-/// `steps` SGD steps over a seeded order of the training samples, the
-/// pruned weights put back to zero after each.
-fn finetune(
-    trainer: &mut Trainer<CpuBackend>,
-    data: &FashionMnist,
-    keep: &[bool],
-    args: &CompressArgs,
-) -> anyhow::Result<()> {
-    let n = data.train.len() as u64;
-    let batch = args.batch.min(data.train.len());
-    let mut state = args.seed ^ 0x9e37_79b9_7f4a_7c15;
-    for _ in 0..args.finetune_steps {
-        let indices: Vec<u32> = (0..batch)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                ((state >> 33) % n) as u32
-            })
-            .collect();
-        trainer.step(&data.train, &indices, args.lr)?;
-        let mut flat = trainer.params_flat()?;
-        apply_mask(&mut flat, keep);
-        trainer.set_params_flat(&flat)?;
-    }
-    Ok(())
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

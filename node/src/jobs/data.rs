@@ -128,6 +128,7 @@ mod tests {
             },
             training: Default::default(),
             market: MarketChoice::default(),
+            result: Default::default(),
         };
         let plan = super::super::request::plan(&request).unwrap();
         let a = load(&plan).unwrap();
@@ -176,6 +177,7 @@ mod tests {
             },
             training: Default::default(),
             market: MarketChoice::default(),
+            result: Default::default(),
         };
         let plan = super::super::request::plan(&request).unwrap();
         let data = load(&plan).unwrap();

@@ -273,6 +273,7 @@ mod tests {
             },
             training: TrainingChoice::default(),
             market: MarketChoice::default(),
+            result: Default::default(),
         }
     }
 

@@ -85,19 +85,27 @@ fn open_trees(slot: &Mutex<Option<Trees>>, path: &Path, cache_bytes: u64) -> Res
     if let Some(trees) = slot.as_ref() {
         return Ok(trees.clone());
     }
+    let trees = open_waiting(path, cache_bytes)?;
+    tracing::info!(target: "fairgrid::jobs", path = %path.display(), "job store reopened");
+    *slot = Some(trees.clone());
+    Ok(trees)
+}
+
+/// Opens the database, waiting up to [`REOPEN_WAIT`] while an earlier
+/// handle's background threads still hold its lock (a store dropped and
+/// opened again in one process: sled lets go of the lock only when they
+/// end). Blocking.
+fn open_waiting(path: &Path, cache_bytes: u64) -> Result<Trees> {
     let deadline = std::time::Instant::now() + REOPEN_WAIT;
-    let trees = loop {
+    loop {
         match Trees::open(path, cache_bytes) {
-            Ok(trees) => break trees,
+            Ok(trees) => return Ok(trees),
             Err(_) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
             Err(e) => return Err(e),
         }
-    };
-    tracing::info!(target: "fairgrid::jobs", path = %path.display(), "job store reopened");
-    *slot = Some(trees.clone());
-    Ok(trees)
+    }
 }
 
 /// What the params tree holds for a checkpoint: this tag and the BLAKE3
@@ -193,7 +201,7 @@ impl JobStore {
             let path = root.join(dir);
             std::fs::create_dir_all(&path).map_err(|e| NodeError::io(&path, e))?;
         }
-        let trees = Trees::open(&root.join("db"), cache_bytes)?;
+        let trees = open_waiting(&root.join("db"), cache_bytes)?;
         Ok(JobStore {
             trees: Arc::new(Mutex::new(Some(trees))),
             root: root.to_path_buf(),

@@ -154,6 +154,15 @@ pub fn report(job: &CoordJob) -> TrainingReport {
             })
             .unwrap_or_default(),
         model_hash: st.result.as_ref().map(|r| r.model_hash.to_hex()),
+        compression: st.result.as_ref().and_then(|r| r.compression).map(|c| {
+            fairgrid_sdk::jobs::CompressionView {
+                size_before: c.size_before,
+                size_after: c.size_after,
+                test_accuracy_before: c.accuracy_before,
+                test_accuracy_after: c.accuracy_after,
+                weight_sparsity: c.weight_sparsity,
+            }
+        }),
     }
 }
 

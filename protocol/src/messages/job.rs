@@ -170,6 +170,33 @@ pub struct HyperParams {
     /// Evaluation is on the round's critical path: over long links with
     /// a large test set, evaluating less often shortens rounds.
     pub eval_every: u32,
+    /// What the coordinator does to the final model before it is the
+    /// job's result (nothing by default).
+    pub result: ModelCompression,
+}
+
+/// Compression of a job's final model (docs/sdk.md, "Compressed models"):
+/// magnitude pruning of each weight tensor, fine-tuning with the pruned
+/// weights held at zero, int8 storage with per-channel scales.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct ModelCompression {
+    /// Fraction of each weight tensor set to zero, in parts per million
+    /// (below 10^6; 0: no pruning).
+    pub prune_ppm: u32,
+    /// Fine-tuning steps on the coordinator after pruning (0: none).
+    pub finetune_steps: u32,
+    pub finetune_lr: f32,
+    pub int8: bool,
+}
+
+/// Most fine-tuning steps a job may ask of its coordinator.
+pub const MAX_FINETUNE_STEPS: u32 = 10_000;
+
+impl ModelCompression {
+    /// Whether the result is compressed at all.
+    pub fn is_requested(&self) -> bool {
+        self.prune_ppm > 0 || self.int8
+    }
 }
 
 impl HyperParams {
@@ -384,6 +411,19 @@ impl JobSpec {
             }
             _ => {}
         }
+        let r = &h.result;
+        if r.prune_ppm >= PPM
+            || r.finetune_steps > MAX_FINETUNE_STEPS
+            || (r.finetune_steps > 0
+                && (r.prune_ppm == 0 || !(r.finetune_lr.is_finite() && r.finetune_lr > 0.0)))
+        {
+            return bad(
+                "hyper.result",
+                format!(
+                    "pruning below 1, at most {MAX_FINETUNE_STEPS} fine-tuning steps, and those only after pruning with a positive rate: {r:?}"
+                ),
+            );
+        }
         if let Aggregation::TrimmedMean { trim } = h.aggregation
             && (trim == 0 || trim > MAX_TRIM)
         {
@@ -466,6 +506,7 @@ mod tests {
             aggregation: Default::default(),
             outer_momentum: 0.0,
             eval_every: 1,
+            result: ModelCompression::default(),
         }
     }
 

@@ -14,8 +14,8 @@ pub use allocation::{ALGO_VERSION, Allocation, Assignment, OwnerPayment};
 pub use bid::{Bid, MAX_SPEED_MILLI};
 pub use job::{
     Aggregation, Compression, DatasetDescriptor, HyperParams, InputShape, JobSpec, Layer, LayerOp,
-    LrSchedule, MAX_DECLARED_LAYERS, MAX_RESIDUAL_LAYERS, MAX_ROUNDS, MAX_SHARD_BYTES, MAX_SHARDS,
-    MAX_TRIM, ModelArch, ModelSpec, OptimizerKind, PPM, SHARD_HEADER_BYTES, ShardInfo,
-    ShortfallPolicy,
+    LrSchedule, MAX_DECLARED_LAYERS, MAX_FINETUNE_STEPS, MAX_RESIDUAL_LAYERS, MAX_ROUNDS,
+    MAX_SHARD_BYTES, MAX_SHARDS, MAX_TRIM, ModelArch, ModelCompression, ModelSpec, OptimizerKind,
+    PPM, SHARD_HEADER_BYTES, ShardInfo, ShortfallPolicy,
 };
 pub use round::{Receipt, RoundRefusal, RoundStart, RoundUpdate, WorkOrder};

@@ -8,8 +8,8 @@ use std::fmt;
 use super::{AggregationName, ArchName, CompressionName, JobRequest};
 use crate::ResourceVec;
 use crate::messages::{
-    Aggregation, Compression, HyperParams, MAX_ROUNDS, MAX_SHARDS, MAX_TRIM, ModelArch, PPM,
-    ShortfallPolicy,
+    Aggregation, Compression, HyperParams, MAX_FINETUNE_STEPS, MAX_ROUNDS, MAX_SHARDS, MAX_TRIM,
+    ModelArch, ModelCompression, PPM, ShortfallPolicy,
 };
 
 /// Longest job name, in bytes.
@@ -177,6 +177,37 @@ impl JobRequest {
         })
     }
 
+    fn result_compression(&self) -> Result<ModelCompression, FieldError> {
+        let r = &self.result;
+        if !(r.prune.is_finite() && (0.0..1.0).contains(&r.prune)) {
+            return bad("result.prune", format!("{} is not in [0, 1)", r.prune));
+        }
+        if r.finetune_steps > MAX_FINETUNE_STEPS {
+            return bad(
+                "result.finetune_steps",
+                format!("{} is more than {MAX_FINETUNE_STEPS}", r.finetune_steps),
+            );
+        }
+        if r.finetune_steps > 0 && r.prune == 0.0 {
+            return bad(
+                "result.finetune_steps",
+                "fine-tuning repairs pruning: set result.prune too",
+            );
+        }
+        if !(r.finetune_lr.is_finite() && r.finetune_lr > 0.0) {
+            return bad(
+                "result.finetune_lr",
+                format!("{} is not a positive number", r.finetune_lr),
+            );
+        }
+        Ok(ModelCompression {
+            prune_ppm: ((r.prune * f64::from(PPM)).round() as u32).min(PPM - 1),
+            finetune_steps: r.finetune_steps,
+            finetune_lr: r.finetune_lr,
+            int8: r.int8,
+        })
+    }
+
     fn arch(&self) -> Result<ModelArch, FieldError> {
         match (self.model.arch, &self.model.hidden) {
             (ArchName::Layers, None) => match &self.model.layers {
@@ -291,6 +322,7 @@ impl JobRequest {
             aggregation,
             outer_momentum: t.outer_momentum,
             eval_every: t.eval_every,
+            result: self.result_compression()?,
         })
     }
 }

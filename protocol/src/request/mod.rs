@@ -33,6 +33,43 @@ pub struct JobRequest {
     pub training: TrainingChoice,
     #[serde(default)]
     pub market: MarketChoice,
+    /// What to do to the trained model before it is the job's result.
+    #[serde(default, skip_serializing_if = "ResultChoice::is_plain")]
+    pub result: ResultChoice,
+}
+
+/// `[result]`: compression of the final model, done by the coordinator
+/// once training ends (docs/sdk.md, "Compressed models"). By default the
+/// result is the fp32 model as trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResultChoice {
+    /// Fraction of each weight tensor set to zero, smallest magnitudes
+    /// first, in [0, 1).
+    pub prune: f64,
+    /// SGD steps on the training data after pruning, the pruned weights
+    /// held at zero (on the coordinator; at most 10,000).
+    pub finetune_steps: u32,
+    pub finetune_lr: f32,
+    /// Store the weights as int8 with one scale per output channel.
+    pub int8: bool,
+}
+
+impl Default for ResultChoice {
+    fn default() -> Self {
+        ResultChoice {
+            prune: 0.0,
+            finetune_steps: 0,
+            finetune_lr: 0.01,
+            int8: false,
+        }
+    }
+}
+
+impl ResultChoice {
+    pub fn is_plain(&self) -> bool {
+        *self == ResultChoice::default()
+    }
 }
 
 /// The zoo's models, or `layers` for a declared architecture.

@@ -280,3 +280,34 @@ fn bad_declared_layers_name_their_field() {
     );
     assert!(e.contains("bias"), "{e}");
 }
+
+#[test]
+fn a_compressed_result_is_asked_for_in_its_own_table() {
+    let r: JobRequest = toml::from_str(
+        "name = \"c\"\n[model]\narch = \"cnn\"\n[data]\nsource = \"builtin\"\n[result]\nprune = 0.5\nfinetune_steps = 200\nint8 = true\n",
+    )
+    .unwrap();
+    let result = r.check().unwrap().hyper.result;
+    assert_eq!(result.prune_ppm, 500_000);
+    assert_eq!(result.finetune_steps, 200);
+    assert!(result.int8 && result.is_requested());
+    assert!(!request().check().unwrap().hyper.result.is_requested());
+    assert_eq!(err(|r| r.result.prune = 1.0).field, "result.prune");
+    assert_eq!(err(|r| r.result.prune = f64::NAN).field, "result.prune");
+    assert_eq!(
+        err(|r| r.result.finetune_steps = 10).field,
+        "result.finetune_steps"
+    );
+    assert_eq!(
+        err(|r| {
+            r.result.prune = 0.5;
+            r.result.finetune_steps = 10_001;
+        })
+        .field,
+        "result.finetune_steps"
+    );
+    assert_eq!(
+        err(|r| r.result.finetune_lr = -1.0).field,
+        "result.finetune_lr"
+    );
+}

@@ -160,14 +160,14 @@ fn a_cap_below_one_shard_is_impossible() {
 }
 
 #[test]
-fn models_outside_the_zoo_are_refused() {
+fn unknown_architectures_are_refused() {
     let message = syntax_error(&MINIMAL.replace("\"cnn\"", "\"resnet50\""));
     assert!(
         message.starts_with("model.arch: unknown variant `resnet50`"),
         "{message}"
     );
     assert!(
-        message.contains("`cnn`, `mlp`, `logreg` (line 4)"),
+        message.contains("`cnn`, `mlp`, `logreg`, `layers` (line 4)"),
         "{message}"
     );
     let (field, _) =

@@ -395,6 +395,7 @@ pub fn training_report(id: &str) -> TrainingReport {
             shards: 4,
         }],
         model_hash: Some(hash),
+        compression: None,
     }
 }
 

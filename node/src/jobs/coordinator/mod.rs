@@ -80,6 +80,18 @@ pub struct JobResult {
     pub model_hash: Hash32,
     pub test_accuracy: f32,
     pub credits: Vec<CreditRecord>,
+    /// When the job asked for a compressed result: what it cost.
+    pub compression: Option<CompressionReport>,
+}
+
+/// The result file against the model as trained (test accuracy of each).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CompressionReport {
+    pub size_before: u64,
+    pub size_after: u64,
+    pub accuracy_before: f32,
+    pub accuracy_after: f32,
+    pub weight_sparsity: f32,
 }
 
 /// The checkpointed state of a coordinated job.

@@ -45,6 +45,7 @@ pub fn spec_with(key: &Keypair, shards: usize, compression: Compression) -> JobS
             aggregation: Default::default(),
             outer_momentum: 0.0,
             eval_every: 1,
+            result: Default::default(),
         },
         demand_per_shard: ResourceVec {
             cpu_milli: 100,

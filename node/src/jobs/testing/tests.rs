@@ -44,6 +44,7 @@ pub(super) fn small_job(name: &str, rounds: u32) -> JobRequest {
             deadline_secs: 300,
             ..MarketChoice::default()
         },
+        result: Default::default(),
     }
 }
 

@@ -171,6 +171,7 @@ pub fn small_job(name: &str, rounds: u32, alpha: f64) -> JobRequest {
             deadline_secs: 600,
             ..MarketChoice::default()
         },
+        result: Default::default(),
     }
 }
 

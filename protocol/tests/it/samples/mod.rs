@@ -166,6 +166,12 @@ impl Gen {
                 aggregation: Default::default(),
                 outer_momentum: self.f32(),
                 eval_every: self.u32(),
+                result: ModelCompression {
+                    prune_ppm: self.u32(),
+                    finetune_steps: self.u32(),
+                    finetune_lr: self.f32(),
+                    int8: self.small(2) == 1,
+                },
             },
             demand_per_shard: self.resources(),
             limit_price: self.u64(),

@@ -9,7 +9,7 @@ use fairgrid_protocol::Hash32;
 use fairgrid_protocol::ledger::EntryBody;
 use fairgrid_sdk::jobs::{JobEventKind, JobState};
 
-use super::super::{CreditRecord, JobResult};
+use super::super::{CompressionReport, CreditRecord, JobResult};
 use super::{Busy, Coordinator, Output, Step};
 use crate::jobs::credits::{self, RoundWork};
 
@@ -75,15 +75,15 @@ impl Coordinator {
     pub(super) fn on_model_written(
         &mut self,
         now: u64,
-        result: Result<Hash32, String>,
+        result: Result<(Hash32, Option<CompressionReport>), String>,
         out: &mut Vec<Output>,
     ) {
         if !matches!(self.busy, Some(Busy::WritingModel)) {
             return;
         }
         self.busy = None;
-        let model_hash = match result {
-            Ok(hash) => hash,
+        let (model_hash, compression) = match result {
+            Ok(written) => written,
             Err(e) => return self.fail(now, format!("writing the model: {e}"), out),
         };
         let owed = self.credits_owed();
@@ -118,6 +118,7 @@ impl Coordinator {
         st.result = Some(JobResult {
             model_hash,
             test_accuracy: accuracy,
+            compression,
             credits: owed
                 .iter()
                 .map(|c| CreditRecord {

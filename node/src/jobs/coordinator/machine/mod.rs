@@ -38,8 +38,8 @@ use fairgrid_protocol::messages::{
 use fairgrid_protocol::{Hash32, NodeId, OwnerId, Signed};
 use fairgrid_sdk::jobs::{JobEventKind, JobState, WorkerRoundView};
 
-use super::CoordState;
 use super::round::{AcceptedUpdate, Aggregate, Rejection, RoundInProgress};
+use super::{CompressionReport, CoordState};
 
 pub use audits::{AuditCandidate, AuditVerdict};
 pub use bids::JOB_ENDED;
@@ -143,9 +143,10 @@ pub enum Input {
         round: u32,
         result: Result<(Aggregate, Option<f32>), String>,
     },
-    /// The answer to [`Output::WriteModel`]: the model file's hash.
+    /// The answer to [`Output::WriteModel`]: the model file's hash and,
+    /// when the job asked for a compressed result, what it cost.
     ModelWritten {
-        result: Result<Hash32, String>,
+        result: Result<(Hash32, Option<CompressionReport>), String>,
     },
     /// The answer to [`Output::WriteAhead`]: the entries appended, in
     /// order, and the error that stopped it, if any.

@@ -504,7 +504,7 @@ fn an_answer_that_arrives_after_the_deadline_does_not_finish_the_job() {
         .handle(start.issued_at + 3, done(write_ahead_of(&out).unwrap()))
         .outputs;
     assert!(out.iter().any(|o| matches!(o, Output::WriteModel { .. })));
-    let result = Ok(Hash32::of(b"model"));
+    let result = Ok((Hash32::of(b"model"), None));
     m.handle(f.spec.deadline + 5, Input::ModelWritten { result });
     assert_eq!(m.state().phase, JobState::Failed);
 }
@@ -522,7 +522,7 @@ fn a_finished_job_writes_its_credits_and_end_ahead_and_shares_its_entries() {
         .handle(
             start.issued_at + 5,
             Input::ModelWritten {
-                result: Ok(Hash32::of(b"m")),
+                result: Ok((Hash32::of(b"m"), None)),
             },
         )
         .outputs;

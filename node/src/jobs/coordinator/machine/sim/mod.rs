@@ -291,7 +291,10 @@ impl World {
                     .push(Pending::answer(Input::Aggregated { round, result }));
             }
             Output::WriteModel { params } => {
-                let result = Ok(Hash32::of(&crate::jobs::model::params_to_bytes(&params)));
+                let result = Ok((
+                    Hash32::of(&crate::jobs::model::params_to_bytes(&params)),
+                    None,
+                ));
                 self.pending
                     .push(Pending::answer(Input::ModelWritten { result }));
             }
