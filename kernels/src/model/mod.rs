@@ -10,6 +10,7 @@
 pub mod arch;
 mod checkpoint;
 pub mod compress;
+pub mod int8;
 mod profile;
 pub mod shrink;
 pub mod zoo;
@@ -143,6 +144,10 @@ impl<B: Backend> Model<B> {
 
     pub fn layers(&self) -> &[Layer<B>] {
         &self.layers
+    }
+
+    pub(crate) fn layers_mut(&mut self) -> &mut [Layer<B>] {
+        &mut self.layers
     }
 
     pub fn param_count(&self) -> usize {

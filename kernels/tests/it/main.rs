@@ -6,6 +6,7 @@ mod common;
 mod gradcheck;
 mod gradcheck_layers;
 mod hostile;
+mod int8;
 mod ops;
 mod parity;
 mod parity_layers;

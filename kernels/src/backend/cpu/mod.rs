@@ -11,7 +11,7 @@ mod norm;
 mod optim;
 pub(crate) mod parallel;
 pub(crate) mod pool;
-mod simd;
+pub(crate) mod simd;
 mod smooth;
 
 use crate::backend::{
