@@ -370,6 +370,32 @@ mod tests {
                 hidden: vec![64, 32, 16],
             },
             Arch::Cnn,
+            Arch::Layers(vec![
+                LayerSpec::Op(Op::Conv2d {
+                    out_channels: 4,
+                    kernel: 3,
+                    stride: 1,
+                    padding: 1,
+                }),
+                LayerSpec::Op(Op::BatchNorm),
+                LayerSpec::Residual(vec![
+                    Op::Conv2d {
+                        out_channels: 4,
+                        kernel: 3,
+                        stride: 1,
+                        padding: 1,
+                    },
+                    Op::Gelu,
+                ]),
+                LayerSpec::Op(Op::Relu),
+                LayerSpec::Op(Op::MaxPool2d {
+                    kernel: 2,
+                    stride: 2,
+                }),
+                LayerSpec::Op(Op::Flatten),
+                LayerSpec::Op(Op::Dropout { p_ppm: 1000 }),
+                LayerSpec::Op(Op::Linear { out_features: 7 }),
+            ]),
         ];
         for input in inputs {
             for arch in archs.clone() {
