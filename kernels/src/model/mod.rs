@@ -12,6 +12,7 @@ mod checkpoint;
 pub mod compress;
 pub mod int8;
 mod profile;
+pub mod selfcheck;
 pub mod shrink;
 pub mod zoo;
 

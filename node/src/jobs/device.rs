@@ -132,14 +132,50 @@ fn cuda_trainer(
     batch: usize,
 ) -> fairgrid_kernels::Result<JobTrainer> {
     use fairgrid_kernels::backend::cuda::CudaBackend;
+    let kernels_spec = model::kernels_spec(spec);
+    let backend = CudaBackend::new(ordinal)?;
+    if fairgrid_kernels::model::selfcheck::uses_declared_layers(&kernels_spec) {
+        declared_layers_checked(ordinal, &backend)?;
+    }
     fairgrid_kernels::Trainer::new(
-        CudaBackend::new(ordinal)?,
-        &model::kernels_spec(spec),
+        backend,
+        &kernels_spec,
         model::optimizer(hyper),
         batch,
         hyper.seed,
     )
     .map(|trainer| JobTrainer::Cuda(Box::new(trainer)))
+}
+
+/// The GPU's verdict on the declared architectures' layers (checked
+/// against the CPU once per GPU and process; see `model::selfcheck`).
+#[cfg(feature = "cuda")]
+fn declared_layers_checked(
+    ordinal: usize,
+    backend: &fairgrid_kernels::backend::cuda::CudaBackend,
+) -> fairgrid_kernels::Result<()> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static VERDICTS: Mutex<Option<HashMap<usize, Result<(), String>>>> = Mutex::new(None);
+    let mut verdicts = VERDICTS.lock().unwrap_or_else(|p| p.into_inner());
+    let verdict = verdicts
+        .get_or_insert_with(HashMap::new)
+        .entry(ordinal)
+        .or_insert_with(|| {
+            let verdict = fairgrid_kernels::model::selfcheck::agrees_with_cpu(backend)
+                .map_err(|e| e.to_string());
+            match &verdict {
+                Ok(()) => tracing::info!(target: "fairgrid::jobs", ordinal, "GPU agrees with the CPU on the declared layers"),
+                Err(e) => warn!(target: "fairgrid::jobs", ordinal, error = %e, "GPU fails the declared layers' self-check; such jobs train on the CPU"),
+            }
+            verdict
+        });
+    verdict
+        .clone()
+        .map_err(|reason| fairgrid_kernels::KernelError::Backend {
+            backend: "cuda",
+            reason,
+        })
 }
 
 #[cfg(not(feature = "cuda"))]
