@@ -10,7 +10,7 @@ use fairgrid_kernels::data::builtin;
 use fairgrid_kernels::model::int8::Int8Model;
 use fairgrid_kernels::{Arch, CpuBackend, Model, ModelSpec, OptimizerConfig, Samples, Trainer};
 
-const BATCH: usize = 256;
+const BATCH: usize = 64;
 const PASSES: usize = 5;
 
 fn median(mut times: Vec<Duration>) -> Duration {

@@ -5,20 +5,26 @@
 //! (the layout `save_safetensors_int8` stores); each sample's input to a
 //! convolution or linear layer is quantised on the fly with its own scale
 //! (`max |x| / 127`). An output is `sum(xq * wq) * sx * sw[o] + b[o]`.
-//! Layers inside residual blocks, and every other layer, run in f32 with
-//! the model's own code, in evaluation mode.
+//! Layers inside residual blocks, layers with fewer than 32 inputs per
+//! output (a one-channel image's first convolution), and every other
+//! layer run in f32 with the model's own code, in evaluation mode.
 
 use super::Model;
 use super::compress::quantize_per_channel;
 use crate::backend::Backend;
 use crate::backend::cpu::CpuBackend;
 use crate::backend::cpu::parallel::{Disjoint, Workers, split};
-use crate::backend::cpu::simd::multiversion;
 use crate::data::{Samples, gather_batch};
 use crate::error::{KernelError, Result};
 use crate::layers::{Layer, Pass};
 use crate::tensor::{Shape, Tensor};
 use crate::train::{Metrics, PIXEL_SCALE};
+
+/// Convolutions whose patch (or linear layers whose input) holds fewer
+/// values stay in f32: the first convolution of a one-channel image (a
+/// 3x3 patch of 9) is a small share of the work, and int8 sums that short
+/// gain nothing. Common practice keeps the first layer in f32 too.
+const MIN_INT8_ROW: usize = 32;
 
 /// A convolution or linear layer's weights as int8.
 struct QuantLayer {
@@ -62,6 +68,10 @@ impl Int8Model {
             };
             let (weights, bias) = (tensors[0], tensors[1]);
             let out = bias.len();
+            if weights.len() / out < MIN_INT8_ROW {
+                quant.push(None);
+                continue;
+            }
             let (codes, scales) = quantize_per_channel(weights, out)?;
             quant.push(Some(QuantLayer {
                 codes,
@@ -226,25 +236,81 @@ fn im2col_pixel(
     }
 }
 
-multiversion! {
-    /// `acc[o] = sum_j row[j] * w[o * len + j]` for every output `o`.
-    fn dot_rows(row: &[i8], w: &[i8], len: usize, acc: &mut [i32]) {
-        for (o, a) in acc.iter_mut().enumerate() {
-            let wr = &w[o * len..(o + 1) * len];
-            // Pairs of i16 products summed into i32 lanes (pmaddwd).
-            let mut lanes = [0i32; 16];
-            let chunks = row.len() / 16;
-            for c in 0..chunks {
-                let (x, y) = (&row[c * 16..c * 16 + 16], &wr[c * 16..c * 16 + 16]);
-                for l in 0..16 {
-                    lanes[l] += i32::from(i16::from(x[l]) * i16::from(y[l]));
-                }
+/// `acc[o] = sum_j row[j] * w[o * len + j]` for every output `o`.
+fn dot_rows(row: &[i8], w: &[i8], len: usize, acc: &mut [i32]) {
+    assert!(
+        row.len() >= len && w.len() >= acc.len() * len,
+        "dot_rows bounds"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if crate::backend::cpu::simd::has_avx2() {
+        // SAFETY: AVX2 is present (checked just above); the bounds are
+        // asserted above and every load stays inside them.
+        return unsafe { dot_rows_avx2(row, w, len, acc) };
+    }
+    for (o, a) in acc.iter_mut().enumerate() {
+        let wr = &w[o * len..(o + 1) * len];
+        *a = row[..len]
+            .iter()
+            .zip(wr)
+            .map(|(&x, &y)| i32::from(x) * i32::from(y))
+            .sum();
+    }
+}
+
+/// AVX2: 16 values sign-extended to i16, multiplied and summed in pairs
+/// into eight i32 lanes (`vpmaddwd`), four outputs per pass so that each
+/// converted slice of `row` serves four weight rows.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_rows_avx2(row: &[i8], w: &[i8], len: usize, acc: &mut [i32]) {
+    use std::arch::x86_64::*;
+    let load16 = |p: *const i8| {
+        // SAFETY: callers pass pointers with 16 readable bytes.
+        unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(p as *const __m128i)) }
+    };
+    let hsum = |v: __m256i| {
+        let mut lanes = [0i32; 8];
+        // SAFETY: `lanes` holds 32 bytes.
+        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, v) };
+        lanes.iter().sum::<i32>()
+    };
+    let full = len / 16 * 16;
+    let tail = |o: usize| -> i32 {
+        (full..len)
+            .map(|j| i32::from(row[j]) * i32::from(w[o * len + j]))
+            .sum()
+    };
+    let (xp, wp) = (row.as_ptr(), w.as_ptr());
+    let mut o = 0;
+    while o + 4 <= acc.len() {
+        let mut sums = [_mm256_setzero_si256(); 4];
+        let mut j = 0;
+        while j < full {
+            // SAFETY: j + 16 <= len, within `row` and each weight row.
+            let x = load16(unsafe { xp.add(j) });
+            for (r, sum) in sums.iter_mut().enumerate() {
+                // SAFETY: as above, in weight row o + r < acc.len().
+                let y = load16(unsafe { wp.add((o + r) * len + j) });
+                *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(x, y));
             }
-            let mut total: i32 = lanes.iter().sum();
-            for j in chunks * 16..row.len() {
-                total += i32::from(row[j]) * i32::from(wr[j]);
-            }
-            *a = total;
+            j += 16;
         }
+        for (r, sum) in sums.iter().enumerate() {
+            acc[o + r] = hsum(*sum) + tail(o + r);
+        }
+        o += 4;
+    }
+    while o < acc.len() {
+        let mut sum = _mm256_setzero_si256();
+        let mut j = 0;
+        while j < full {
+            // SAFETY: j + 16 <= len, within `row` and weight row o.
+            let (x, y) = unsafe { (load16(xp.add(j)), load16(wp.add(o * len + j))) };
+            sum = _mm256_add_epi32(sum, _mm256_madd_epi16(x, y));
+            j += 16;
+        }
+        acc[o] = hsum(sum) + tail(o);
+        o += 1;
     }
 }
