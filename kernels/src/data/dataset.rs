@@ -276,13 +276,20 @@ pub type FashionMnist = TrainTest;
 impl TrainTest {
     /// Reads a data set directory in whichever format its files are:
     /// CIFAR-10 or CIFAR-100 binary ([`super::cifar`]), NumPy arrays
-    /// ([`super::npy`]), or else the four Fashion-MNIST IDX files.
+    /// ([`super::npy`]), safetensors arrays ([`super::tensors`]), or else
+    /// the four Fashion-MNIST IDX files.
     pub fn load_dir(dir: &Path) -> Result<Self> {
         if let Some(format) = super::cifar::Cifar::detect(dir) {
             return super::cifar::load_cifar_dir(dir, format);
         }
         if super::npy::NPY_FILES.iter().any(|f| dir.join(f).exists()) {
             return super::npy::load_npy_dir(dir);
+        }
+        if super::tensors::SAFETENSORS_FILES
+            .iter()
+            .any(|f| dir.join(f).exists())
+        {
+            return super::tensors::load_safetensors_dir(dir);
         }
         Self::load_idx_dir(dir)
     }

@@ -7,6 +7,7 @@ mod dataset;
 pub mod idx;
 pub mod npy;
 mod shard;
+pub mod tensors;
 
 pub use dataset::{Dataset, FashionMnist, SYSTEM_FASHION_MNIST_DIR, Samples, ShardSet, TrainTest};
 pub use shard::{MAX_SHARD_SAMPLES, Shard};

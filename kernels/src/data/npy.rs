@@ -209,7 +209,7 @@ fn read(dir: &Path, name: &str) -> Result<(NpyArray, String)> {
     Ok((parse_npy(&bytes, &label)?, label))
 }
 
-fn labels_of(array: NpyArray, file: &str) -> Result<Vec<u8>> {
+pub(super) fn labels_of(array: NpyArray, file: &str) -> Result<Vec<u8>> {
     let bad = |reason: String| KernelError::DatasetInvalid {
         name: file.to_string(),
         reason,
@@ -230,7 +230,7 @@ fn labels_of(array: NpyArray, file: &str) -> Result<Vec<u8>> {
         .collect()
 }
 
-fn images_of(array: NpyArray, file: &str) -> Result<(InputShape, Vec<u8>)> {
+pub(super) fn images_of(array: NpyArray, file: &str) -> Result<(InputShape, Vec<u8>)> {
     let bad = |reason: String| KernelError::DatasetInvalid {
         name: file.to_string(),
         reason,
@@ -268,9 +268,19 @@ fn split(dir: &Path, which: &str) -> Result<(InputShape, Vec<u8>, Vec<u8>)> {
 
 /// Reads a `.npy` dataset directory ([`NPY_FILES`]).
 pub fn load_npy_dir(dir: &Path) -> Result<TrainTest> {
-    let (shape, train_images, train_labels) = split(dir, "train")?;
-    let (test_shape, test_images, test_labels) = split(dir, "test")?;
-    let name = format!("npy:{}", dir.display());
+    let train = split(dir, "train")?;
+    let test = split(dir, "test")?;
+    train_test(format!("npy:{}", dir.display()), dir, train, test)
+}
+
+/// The train and test splits of an array directory as a data set: both of
+/// one shape, classes from the largest label.
+pub(super) fn train_test(
+    name: String,
+    dir: &Path,
+    (shape, train_images, train_labels): (InputShape, Vec<u8>, Vec<u8>),
+    (test_shape, test_images, test_labels): (InputShape, Vec<u8>, Vec<u8>),
+) -> Result<TrainTest> {
     if test_shape != shape {
         return Err(KernelError::DatasetInvalid {
             name,
