@@ -9,7 +9,7 @@
 /// Whether dropout keeps element `index` under `seed`: SplitMix64's mix of
 /// the pair, top 24 bits against `threshold` (`p * 2^24`). Stateless, so
 /// any element's mask is computed alone, the same way on the CPU and in
-/// the CUDA kernel (`dropout` in elementwise.cu).
+/// the CUDA kernel (`dropout` in layers.cu).
 pub fn dropout_keeps(seed: u64, index: u64, threshold: u32) -> bool {
     let mut z = seed ^ index.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

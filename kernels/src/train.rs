@@ -394,7 +394,9 @@ impl<B: Backend> Trainer<B> {
         }];
         let n = indices.len();
         let step = self.steps + 1;
-        self.model.set_pass(Pass::Train { seed: step });
+        self.model.set_pass(Pass::Train {
+            seed: SplitMix64::derive(self.seed, step).next_u64(),
+        });
         let classes = self.model.spec().classes;
         self.dlogits
             .resize(&self.backend, crate::tensor::Shape::new([n, classes]))?;

@@ -192,7 +192,7 @@ fn op_output(op: &Op, input: Activ, at: At) -> Result<Activ> {
 }
 
 /// Parameters (and batch-norm buffers) of `op` on `input`.
-fn op_params(op: &Op, input: Activ) -> u128 {
+pub(crate) fn op_params(op: &Op, input: Activ) -> u128 {
     match (*op, input) {
         (
             Op::Conv2d {
@@ -287,7 +287,8 @@ pub fn check(layers: &[LayerSpec], input: Activ, classes: usize) -> Result<Check
                 shape = op_output(op, shape, at)?;
                 params += op_params(op, before);
                 match op {
-                    Op::Flatten => flattened_image = matches!(before, Activ::Image { .. }),
+                    // A flatten of features keeps the image's column order.
+                    Op::Flatten => flattened_image |= matches!(before, Activ::Image { .. }),
                     Op::Linear { .. } => flattened_image = false,
                     _ => {}
                 }
@@ -422,6 +423,13 @@ mod tests {
             linear(10),
         ];
         assert!(err(&bn_after_flatten).contains("layers[1]: batch_norm between"));
+        let twice = [
+            LayerSpec::Op(Op::Flatten),
+            LayerSpec::Op(Op::Flatten),
+            LayerSpec::Op(Op::BatchNorm),
+            linear(10),
+        ];
+        assert!(err(&twice).contains("layers[2]: batch_norm between"));
         let too_many = vec![LayerSpec::Op(Op::Relu); MAX_LAYERS + 1];
         assert!(err(&too_many).contains("at most 64"));
         assert!(err(&[LayerSpec::Op(Op::Dropout { p_ppm: PPM })]).contains("not below 1"));

@@ -25,6 +25,8 @@ use crate::train::{Metrics, PIXEL_SCALE};
 /// 3x3 patch of 9) is a small share of the work, and int8 sums that short
 /// gain nothing. Common practice keeps the first layer in f32 too.
 const MIN_INT8_ROW: usize = 32;
+/// Longer rows stay in f32 too: 127 * 127 * 133,144 overflows an i32 sum.
+const MAX_INT8_ROW: usize = 131_072;
 
 /// A convolution or linear layer's weights as int8.
 struct QuantLayer {
@@ -68,7 +70,7 @@ impl Int8Model {
             };
             let (weights, bias) = (tensors[0], tensors[1]);
             let out = bias.len();
-            if weights.len() / out < MIN_INT8_ROW {
+            if !(MIN_INT8_ROW..=MAX_INT8_ROW).contains(&(weights.len() / out)) {
                 quant.push(None);
                 continue;
             }

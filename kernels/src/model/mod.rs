@@ -331,6 +331,8 @@ fn flattened_image_before<B: Backend>(
         j -= 1;
         match &layers[j] {
             Layer::Relu(_) | Layer::Smooth(_) | Layer::Dropout(_) => continue,
+            // A flatten of features changes nothing: look past it.
+            Layer::Flatten(_) if input_shapes[j].dims().len() == 2 => continue,
             Layer::Flatten(_) => {
                 return match input_shapes[j].dims() {
                     &[_, h, w, c] if c > 1 && h * w > 1 => {

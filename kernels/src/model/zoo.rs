@@ -205,12 +205,47 @@ impl ModelSpec {
         )
     }
 
+    /// Where the flat buffer holds values no optimizer trains (batch
+    /// norm's running mean and variance), from the spec alone: the
+    /// coordinator averages these plainly, whatever its outer step.
+    pub fn statistics_ranges(&self) -> Vec<std::ops::Range<usize>> {
+        let Ok(checked) = self.checked() else {
+            return Vec::new();
+        };
+        let mut ranges = Vec::new();
+        let mut offset = 0usize;
+        let mut visit = |op: &Op, input: Activ| {
+            let count = arch::op_params(op, input) as usize;
+            if matches!(op, Op::BatchNorm) {
+                let c = count / 4;
+                ranges.push(offset + 2 * c..offset + 4 * c);
+            }
+            offset += count;
+        };
+        let placed = arch::execution_order(&self.layer_list());
+        for (p, (input, inner_inputs)) in placed.iter().zip(&checked.inputs) {
+            match &p.spec {
+                LayerSpec::Op(op) => visit(op, *input),
+                LayerSpec::Residual(ops) => {
+                    for (op, x) in ops.iter().zip(inner_inputs) {
+                        visit(op, *x);
+                    }
+                }
+            }
+        }
+        ranges
+    }
+
     /// Bytes a trainer of this model plans to use at `batch` (see
     /// [`Model::training_bytes`](crate::model::Model::training_bytes)).
     pub fn training_bytes(&self, batch: usize) -> u128 {
         let per_item: u128 = self.layer_inputs_per_sample().iter().sum::<u128>() * 2;
         let logits = self.classes as u128 * 2;
-        4 * ((per_item + logits) * batch as u128 + 4 * self.param_count())
+        // Saturating: a spec that does not check counts u128::MAX values.
+        (per_item + logits)
+            .saturating_mul(batch as u128)
+            .saturating_add(self.param_count().saturating_mul(4))
+            .saturating_mul(4)
     }
 
     /// Builds the layers with weights drawn from `seed`, each paired with

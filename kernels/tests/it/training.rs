@@ -456,3 +456,26 @@ fn a_declared_model_trains_and_its_file_loads_back() {
         "running variance never moved"
     );
 }
+
+#[test]
+fn the_spec_knows_where_the_untrained_statistics_are() {
+    let spec = ModelSpec::fashion_mnist(Arch::Layers(declared_with_norm_and_dropout()));
+    let be = fairgrid_kernels::CpuBackend::new(1).unwrap();
+    let model = Model::new(&be, &spec, 1).unwrap();
+    let built: Vec<std::ops::Range<usize>> = model
+        .param_layout()
+        .iter()
+        .filter(|p| !p.trainable)
+        .map(|p| p.offset..p.offset + p.len)
+        .collect::<Vec<_>>()
+        .chunks(2)
+        .map(|pair| pair[0].start..pair[1].end)
+        .collect();
+    assert_eq!(built.len(), 2, "two batch norms");
+    assert_eq!(spec.statistics_ranges(), built);
+    assert!(
+        ModelSpec::fashion_mnist(Arch::Cnn)
+            .statistics_ranges()
+            .is_empty()
+    );
+}

@@ -157,25 +157,31 @@ fn declared_layers_checked(
     use std::collections::HashMap;
     use std::sync::Mutex;
     static VERDICTS: Mutex<Option<HashMap<usize, Result<(), String>>>> = Mutex::new(None);
+    use fairgrid_kernels::model::selfcheck;
     let mut verdicts = VERDICTS.lock().unwrap_or_else(|p| p.into_inner());
-    let verdict = verdicts
-        .get_or_insert_with(HashMap::new)
-        .entry(ordinal)
-        .or_insert_with(|| {
-            let verdict = fairgrid_kernels::model::selfcheck::agrees_with_cpu(backend)
-                .map_err(|e| e.to_string());
-            match &verdict {
-                Ok(()) => tracing::info!(target: "fairgrid::jobs", ordinal, "GPU agrees with the CPU on the declared layers"),
-                Err(e) => warn!(target: "fairgrid::jobs", ordinal, error = %e, "GPU fails the declared layers' self-check; such jobs train on the CPU"),
+    let verdicts = verdicts.get_or_insert_with(HashMap::new);
+    let verdict = match verdicts.get(&ordinal) {
+        Some(verdict) => verdict.clone(),
+        None => match selfcheck::agrees_with_cpu(backend) {
+            Ok(()) => {
+                tracing::info!(target: "fairgrid::jobs", ordinal, "GPU agrees with the CPU on the declared layers");
+                verdicts.insert(ordinal, Ok(()));
+                Ok(())
             }
-            verdict
-        });
-    verdict
-        .clone()
-        .map_err(|reason| fairgrid_kernels::KernelError::Backend {
-            backend: "cuda",
-            reason,
-        })
+            // A wrong result is kept for the process's life; a check
+            // that could not run (out of memory, say) is tried again.
+            Err(e) if selfcheck::is_mismatch(&e) => {
+                warn!(target: "fairgrid::jobs", ordinal, error = %e, "GPU fails the declared layers' self-check; such jobs train on the CPU");
+                verdicts.insert(ordinal, Err(e.to_string()));
+                Err(e.to_string())
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    verdict.map_err(|reason| fairgrid_kernels::KernelError::Backend {
+        backend: "cuda",
+        reason,
+    })
 }
 
 #[cfg(not(feature = "cuda"))]

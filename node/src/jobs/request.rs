@@ -13,6 +13,7 @@ use fairgrid_protocol::request::{JobRequest, owner_cap};
 use fairgrid_protocol::{NodeId, PublicKey, ResourceVec};
 
 use crate::net::wire::MAX_PARAM_BYTES;
+use fairgrid_kernels::model::{LayerSpec, Op};
 
 /// Where the coordinator reads the training data.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -141,6 +142,18 @@ impl JobPlan {
         kernels_spec
             .validate()
             .or_else(|e| field("model", e.to_string()))?;
+        // Batch norm trains on a batch's statistics: one sample of
+        // features has none (PyTorch refuses it too).
+        let has_batch_norm = kernels_spec.layer_list().iter().any(|l| match l {
+            LayerSpec::Op(op) => matches!(op, Op::BatchNorm),
+            LayerSpec::Residual(ops) => ops.iter().any(|op| matches!(op, Op::BatchNorm)),
+        });
+        if has_batch_norm && self.hyper.batch_size < 2 {
+            return field(
+                "training.batch_size",
+                "a model with batch_norm needs batches of at least 2 samples",
+            );
+        }
         let bytes = kernels_spec.param_count().saturating_mul(4);
         if bytes > MAX_PARAM_BYTES as u128 {
             return field(
@@ -339,6 +352,13 @@ mod tests {
             .unwrap()
             .spec(node, 0, 10, &facts(&shards, fashion, 10));
         assert!(spec.is_ok(), "{spec:?}");
+        let mut single = example.clone();
+        single.training.batch_size = 1;
+        let e = plan(&single)
+            .unwrap()
+            .spec(node, 0, 10, &facts(&shards, fashion, 10))
+            .unwrap_err();
+        assert!(e.starts_with("training.batch_size:"), "{e}");
         // A CIFAR-100 network passes the checks that need no data, then
         // meets the data it was written for, or one it does not fit.
         let mut cifar100 = request();

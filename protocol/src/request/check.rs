@@ -241,7 +241,7 @@ impl JobRequest {
             }
             (other, Some(_)) => bad(
                 "model.hidden",
-                format!("only an mlp has hidden widths, not a {other:?}"),
+                format!("only an mlp has hidden widths, not a {other}"),
             ),
         }
     }

@@ -39,8 +39,11 @@ def _zoo_name(model):
         return {"arch": "logreg"}
     if kinds and kinds[0] == "Flatten" and kinds[-1] == "Linear" and len(kinds) >= 4:
         body = kinds[1:-1]
-        if body == ["Linear", "ReLU"] * (len(body) // 2):
-            return {"arch": "mlp", "hidden": [m.out_features for m in layers[1:-1:2]]}
+        hidden = [m.out_features for m in layers[1:-1:2]]
+        # Within the zoo's bounds only; a wider or deeper MLP is declared.
+        if (body == ["Linear", "ReLU"] * (len(body) // 2) and len(hidden) <= 8
+                and all(w <= 8192 for w in hidden)):
+            return {"arch": "mlp", "hidden": hidden}
     cnn = ["Conv2d", "ReLU", "MaxPool2d"] * 3 + ["Flatten", "Linear", "ReLU", "Linear"]
     if kinds == cnn:
         for i, out in enumerate(CNN_CHANNELS):

@@ -25,6 +25,8 @@ def test_zoo_shapes_keep_their_names():
     assert ft.arch_of(nn.Sequential(nn.Flatten(), nn.Linear(784, 10))) == {"arch": "logreg"}
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
     assert ft.arch_of(mlp) == {"arch": "mlp", "hidden": [64]}
+    wide = nn.Sequential(nn.Flatten(), nn.Linear(784, 9000), nn.ReLU(), nn.Linear(9000, 10))
+    assert ft.arch_of(wide)["arch"] == "layers", "beyond the zoo's bounds: declared"
     cnn = nn.Sequential(
         nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),

@@ -154,9 +154,10 @@ pub(crate) fn matmul(
 /// Below this many multiply-adds a product runs on one thread.
 const PARALLEL_MIN_FLOPS: usize = 1 << 18;
 /// A product is cut into at most this many blocks of rows of C...
-const MAX_ROW_BLOCKS: usize = 32;
-/// ...of at least this many rows.
-const MIN_ROW_BLOCK: usize = 64;
+const MAX_ROW_BLOCKS: usize = 64;
+/// ...of at least this many rows (small enough that a batch of 64 still
+/// spreads over the threads).
+const MIN_ROW_BLOCK: usize = 16;
 
 /// Rows of C per single-threaded product. It depends on the shape alone,
 /// never on the thread count: the `gemm` crate picks its blocking and

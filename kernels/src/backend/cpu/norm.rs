@@ -125,7 +125,7 @@ pub(crate) fn forward_eval(
     }
     let invstd: Vec<f32> = running_var[..c]
         .iter()
-        .map(|&v| (1.0 / (f64::from(v) + f64::from(g.eps)).sqrt()) as f32)
+        .map(|&v| (1.0 / (f64::from(v).max(0.0) + f64::from(g.eps)).sqrt()) as f32)
         .collect();
     par_rows(workers, g, y, |rows, out| {
         let xs = &x[rows.start * c..rows.end * c];

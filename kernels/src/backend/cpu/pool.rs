@@ -11,13 +11,13 @@ const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
 pub(crate) fn validate(g: &PoolGeometry) -> Result<()> {
     if g.kernel == 0 || g.stride == 0 || g.channels == 0 {
         return Err(KernelError::config(
-            "max-pool geometry",
+            "pool geometry",
             format!("zero kernel, stride or channels in {g:?}"),
         ));
     }
     if g.in_h < g.kernel || g.in_w < g.kernel {
         return Err(KernelError::config(
-            "max-pool geometry",
+            "pool geometry",
             format!("window larger than the input in {g:?}"),
         ));
     }

@@ -46,12 +46,14 @@ pub async fn aggregate(
             let eval_batch = ctx.config.jobs.eval_batch as usize;
             let computed = tokio::task::spawn_blocking(move || {
                 let refs: Vec<&AcceptedUpdate> = updates.iter().collect();
+                let statistics = model::kernels_spec(&spec).statistics_ranges();
                 let next = aggregate_with(
                     &step.params,
                     &refs,
                     OuterStep::of(&hyper),
                     &step.velocity,
                     hyper.aggregation,
+                    &statistics,
                 )?;
                 if !step.evaluate {
                     return Ok((next, None));
@@ -92,9 +94,22 @@ pub async fn write_model(ctx: &Arc<JobsContext>, job: &Arc<CoordJob>, params: Ar
     let threads = model::threads(ctx.config.jobs.threads);
     let written = tokio::task::spawn_blocking(move || {
         let compression = hyper.result;
-        let (file, report) = if compression.is_requested() {
-            let data = data.ok_or("the job's data is gone")?;
-            let (file, report) = compress_result(&spec, &hyper, &params, &data, threads)?;
+        let compressed = match (compression.is_requested(), data) {
+            (false, _) => None,
+            (true, None) => Some(Err("the job's data is gone".to_string())),
+            (true, Some(data)) => Some(compress_result(&spec, &hyper, &params, &data, threads)),
+        };
+        // A compression that fails must not cost the workers their credit
+        // (written once the model is): the result is then the fp32 model
+        // and the report has no compression part.
+        let compressed = match compressed {
+            Some(Err(error)) => {
+                tracing::warn!(target: "fairgrid::jobs", %error, "compressing the result failed; delivering the fp32 model");
+                None
+            }
+            other => other.map(|r| r.expect("errors handled above")),
+        };
+        let (file, report) = if let Some((file, report)) = compressed {
             (file, Some(report))
         } else {
             let mut trainer = model::trainer(&spec, &hyper, 1, 1).map_err(|e| e.to_string())?;

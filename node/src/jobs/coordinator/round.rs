@@ -347,19 +347,25 @@ pub fn aggregate(
         OuterStep::plain(outer_lr),
         &[],
         Aggregation::Mean,
+        &[],
     )
 }
 
 /// [`aggregate`] with the job's rule for combining the deltas (the mean,
 /// or a robust rule: `fairgrid_kernels::compress::robust`) and its outer
 /// step. `velocity` is the outer momentum carried into this round; the
-/// result carries the next one.
+/// result carries the next one. In `statistics` (batch norm's running
+/// mean and variance: `ModelSpec::statistics_ranges`) the new values are
+/// the plain combination, `params + mean`, with no outer learning rate or
+/// momentum: they are averages the workers measured, not a gradient step,
+/// and an outer step could push a variance below zero.
 pub fn aggregate_with(
     params: &[f32],
     updates: &[&AcceptedUpdate],
     outer: OuterStep,
     velocity: &[f32],
     rule: Aggregation,
+    statistics: &[std::ops::Range<usize>],
 ) -> Result<Aggregate, String> {
     let deltas: Vec<(&[f32], u64)> = updates
         .iter()
@@ -378,7 +384,25 @@ pub fn aggregate_with(
             params.len()
         ));
     }
-    let (new, next_velocity) = outer.apply(params, &mean, velocity);
+    let (mut new, mut next_velocity) = outer.apply(params, &mean, velocity);
+    for range in statistics {
+        let Some(values) = new.get_mut(range.clone()) else {
+            return Err(format!(
+                "statistics at {range:?} outside {} parameters",
+                params.len()
+            ));
+        };
+        for ((v, p), d) in values
+            .iter_mut()
+            .zip(&params[range.clone()])
+            .zip(&mean[range.clone()])
+        {
+            *v = p + d;
+        }
+        if let Some(velocity) = next_velocity.get_mut(range.clone()) {
+            velocity.fill(0.0);
+        }
+    }
     if let Some(i) = new.iter().position(|v| !v.is_finite()) {
         return Err(format!("aggregated parameter {i} is not finite"));
     }

@@ -162,14 +162,15 @@ FG_KERNEL void norm_finish_backward(const double* __restrict__ partial, u32 chun
 }
 
 // y = (x - mean) * invstd * gamma + beta. With `eval`, `stat` holds the
-// running variance and invstd is computed from it.
+// running variance (a negative one counts as 0) and invstd is computed
+// from it.
 FG_KERNEL void norm_apply(const float* __restrict__ x, const float* __restrict__ mean,
                           const float* __restrict__ stat, const float* __restrict__ gamma,
                           const float* __restrict__ beta, float* __restrict__ y, u32 n, u32 c,
                           u32 eval, float eps) {
     FOR_EACH(i, n) {
         u32 ch = i % c;
-        float invstd = eval ? (float)(1.0 / sqrt((double)stat[ch] + (double)eps)) : stat[ch];
+        float invstd = eval ? (float)(1.0 / sqrt(fmax((double)stat[ch], 0.0) + (double)eps)) : stat[ch];
         y[i] = (x[i] - mean[ch]) * invstd * gamma[ch] + beta[ch];
     }
 }

@@ -249,13 +249,13 @@ fn a_robust_rule_keeps_one_hostile_update_from_moving_the_model() {
     let hostile = update(vec![-1e4]);
     let all: Vec<&AcceptedUpdate> = honest.iter().chain([&hostile]).collect();
     let plain = OuterStep::plain(1.0);
-    let mean = aggregate_with(&[0.0], &all, plain, &[], Aggregation::Mean).unwrap();
+    let mean = aggregate_with(&[0.0], &all, plain, &[], Aggregation::Mean, &[]).unwrap();
     assert!(mean.params[0] < -1000.0, "the mean follows the attacker");
     for rule in [
         Aggregation::TrimmedMean { trim: 1 },
         Aggregation::CenteredClip,
     ] {
-        let out = aggregate_with(&[0.0], &all, plain, &[], rule).unwrap();
+        let out = aggregate_with(&[0.0], &all, plain, &[], rule, &[]).unwrap();
         assert!((0.09..0.14).contains(&out.params[0]), "{rule:?}: {out:?}");
     }
 }
@@ -272,12 +272,20 @@ fn the_outer_step_carries_nesterov_momentum_between_rounds() {
     };
     let d1 = update(vec![1.0, -2.0]);
     // v = d = [1, -2]; p = 0 + 0.5 (d + 0.9 v) = 0.5 x 1.9 d.
-    let one = aggregate_with(&[0.0, 0.0], &[&d1], outer, &[], Aggregation::Mean).unwrap();
+    let one = aggregate_with(&[0.0, 0.0], &[&d1], outer, &[], Aggregation::Mean, &[]).unwrap();
     assert_eq!(one.velocity, vec![1.0, -2.0]);
     assert!((one.params[0] - 0.95).abs() < 1e-6 && (one.params[1] + 1.9).abs() < 1e-6);
     // v = 0.9 [1, -2] + [1, 0] = [1.9, -1.8]; p += 0.5 ([1, 0] + 0.9 v).
     let d2 = update(vec![1.0, 0.0]);
-    let two = aggregate_with(&one.params, &[&d2], outer, &one.velocity, Aggregation::Mean).unwrap();
+    let two = aggregate_with(
+        &one.params,
+        &[&d2],
+        outer,
+        &one.velocity,
+        Aggregation::Mean,
+        &[],
+    )
+    .unwrap();
     let v = &two.velocity;
     assert!((v[0] - 1.9).abs() < 1e-6 && (v[1] + 1.8).abs() < 1e-6);
     assert!((two.params[0] - (0.95 + 0.5 * (1.0 + 0.9 * 1.9))).abs() < 1e-5);
@@ -285,7 +293,7 @@ fn the_outer_step_carries_nesterov_momentum_between_rounds() {
 
     let huge = update(vec![f32::MAX, 0.0]);
     assert!(
-        aggregate_with(&two.params, &[&huge], outer, v, Aggregation::Mean).is_err(),
+        aggregate_with(&two.params, &[&huge], outer, v, Aggregation::Mean, &[]).is_err(),
         "a step that overflows is refused"
     );
 
@@ -295,10 +303,34 @@ fn the_outer_step_carries_nesterov_momentum_between_rounds() {
         OuterStep::plain(1.0),
         &[],
         Aggregation::Mean,
+        &[],
     )
     .unwrap();
     assert_eq!(plain.params, vec![2.0, -1.0]);
     assert!(plain.velocity.is_empty(), "no momentum, no velocity");
+}
+
+#[test]
+fn batch_norm_statistics_are_averaged_plainly_whatever_the_outer_step() {
+    // Value 1 is a running variance: 1.0 at the round's start, 0.01 in
+    // every worker's model (delta -0.99). DiLoCo's outer step would put it
+    // at 1 + 0.7 * 1.9 * -0.99 < 0.
+    let outer = OuterStep {
+        lr: 0.7,
+        momentum: 0.9,
+    };
+    let d = accepted(vec![0.5, -0.99], 1, 1.0);
+    let variance = [std::ops::Range { start: 1, end: 2 }];
+    let out = aggregate_with(&[0.0, 1.0], &[&d], outer, &[], Aggregation::Mean, &variance).unwrap();
+    assert!((out.params[1] - 0.01).abs() < 1e-6, "{:?}", out.params);
+    assert_eq!(out.velocity[1], 0.0);
+    assert!(
+        (out.params[0] - 0.7 * 1.9 * 0.5).abs() < 1e-6,
+        "a weight takes the outer step"
+    );
+    let outside = [std::ops::Range { start: 1, end: 3 }];
+    let bad = aggregate_with(&[0.0, 1.0], &[&d], outer, &[], Aggregation::Mean, &outside);
+    assert!(bad.is_err(), "statistics outside the parameters");
 }
 
 /// An accepted update with this delta, weight and loss.

@@ -285,6 +285,7 @@ impl World {
                     OuterStep::of(hyper),
                     &velocity,
                     hyper.aggregation,
+                    &[],
                 )
                 .map(|a| (a, evaluate.then_some(0.5)));
                 self.pending
