@@ -249,6 +249,33 @@ impl<B: Backend> Layer<B> {
     }
 }
 
+/// The geometry of a `kernel` x `kernel` pooling window moved by `stride`
+/// over channels-last `input` (max or average pooling, named `op`).
+pub(crate) fn pool_geometry(
+    op: &'static str,
+    input: &Shape,
+    kernel: usize,
+    stride: usize,
+) -> Result<crate::backend::PoolGeometry> {
+    expect_shape(op, input, &[None, None, None])?;
+    let d = input.dims();
+    if d[1] < kernel || d[2] < kernel {
+        return Err(KernelError::shape(
+            op,
+            format!("spatial size of at least {kernel}"),
+            input,
+        ));
+    }
+    Ok(crate::backend::PoolGeometry {
+        batch: d[0],
+        in_h: d[1],
+        in_w: d[2],
+        channels: d[3],
+        kernel,
+        stride,
+    })
+}
+
 /// Checks that `x` has rank `rank` and per-item dims `want` (None = any).
 pub(crate) fn expect_shape(op: &'static str, x: &Shape, want: &[Option<usize>]) -> Result<()> {
     let dims = x.dims();

@@ -1,6 +1,6 @@
 //! Parameter-free layers: ReLU, max pooling and flatten.
 
-use super::expect_shape;
+use super::pool_geometry;
 use crate::backend::{Backend, PoolGeometry};
 use crate::error::{KernelError, Result};
 use crate::tensor::{IndexTensor, Shape, Tensor};
@@ -73,23 +73,7 @@ impl<B: Backend> MaxPool2d<B> {
     }
 
     fn geometry(&self, input: &Shape) -> Result<PoolGeometry> {
-        expect_shape("MaxPool2d", input, &[None, None, None])?;
-        let d = input.dims();
-        if d[1] < self.kernel || d[2] < self.kernel {
-            return Err(KernelError::shape(
-                "MaxPool2d",
-                format!("spatial size of at least {}", self.kernel),
-                input,
-            ));
-        }
-        Ok(PoolGeometry {
-            batch: d[0],
-            in_h: d[1],
-            in_w: d[2],
-            channels: d[3],
-            kernel: self.kernel,
-            stride: self.stride,
-        })
+        pool_geometry("MaxPool2d", input, self.kernel, self.stride)
     }
 
     pub fn output_shape(&self, input: &Shape) -> Result<Shape> {

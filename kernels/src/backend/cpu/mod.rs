@@ -7,7 +7,7 @@ pub(crate) mod conv;
 mod elementwise;
 mod gemm;
 mod loss;
-mod norm;
+pub(crate) mod norm;
 mod optim;
 pub(crate) mod parallel;
 pub(crate) mod pool;

@@ -11,7 +11,7 @@ use crate::error::{KernelError, Result};
 
 const PARALLEL_MIN_ELEMENTS: usize = 1 << 16;
 
-fn validate(op: &'static str, g: &NormGeometry) -> Result<()> {
+pub(crate) fn validate(op: &'static str, g: &NormGeometry) -> Result<()> {
     if g.channels == 0 || g.rows == 0 {
         return Err(KernelError::config(op, format!("empty geometry {g:?}")));
     }

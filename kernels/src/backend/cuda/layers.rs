@@ -9,7 +9,7 @@ use super::conv::pool_params;
 use super::{CudaBackend, CudaBuf, check, count, launch};
 use crate::backend::cpu::pool::validate as validate_pool;
 use crate::backend::{Activation, DropoutMask, NormGeometry, PoolGeometry};
-use crate::error::{KernelError, Result};
+use crate::error::Result;
 
 /// Row chunks of the batch-norm partial sums, at most.
 const NORM_CHUNKS: usize = 64;
@@ -142,15 +142,7 @@ pub(super) fn avgpool_backward(
 }
 
 fn validate_norm(op: &'static str, g: &NormGeometry) -> Result<(u32, u32)> {
-    if g.channels == 0 || g.rows == 0 {
-        return Err(KernelError::config(op, format!("empty geometry {g:?}")));
-    }
-    if !(g.eps > 0.0 && g.eps.is_finite() && (0.0..=1.0).contains(&g.momentum)) {
-        return Err(KernelError::config(
-            op,
-            format!("eps {} or momentum {} out of range", g.eps, g.momentum),
-        ));
-    }
+    crate::backend::cpu::norm::validate(op, g)?;
     count(op, g.len())?;
     Ok((g.rows as u32, g.channels as u32))
 }
