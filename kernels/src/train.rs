@@ -14,7 +14,7 @@
 //! parameters are exactly those before it.
 
 use crate::backend::{Backend, StepStats};
-use crate::data::{Samples, ShardSet, gather_batch};
+use crate::data::{PixelKind, Pixels, Samples, ShardSet, gather_batch};
 use crate::error::{KernelError, Result};
 use crate::layers::Pass;
 use crate::model::{Model, ModelSpec};
@@ -60,7 +60,7 @@ pub struct Trainer<B: Backend> {
     x: Tensor<B>,
     labels: IndexTensor<B>,
     dlogits: Tensor<B>,
-    host_images: Vec<u8>,
+    host_images: Pixels,
     host_labels: Vec<u32>,
     steps: u64,
     stats: B::Stats,
@@ -127,7 +127,7 @@ impl<B: Backend> Trainer<B> {
             x,
             labels,
             dlogits,
-            host_images: Vec::with_capacity(batch * spec.input.numel()),
+            host_images: Pixels::empty(PixelKind::U8),
             host_labels: Vec::with_capacity(batch),
             steps: 0,
             stats,
@@ -212,8 +212,13 @@ impl<B: Backend> Trainer<B> {
         gather_batch(data, indices, &mut self.host_images, &mut self.host_labels);
         let n = indices.len();
         self.x.resize(&self.backend, self.model.input_shape(n))?;
-        self.backend
-            .upload_u8_scaled(&self.host_images, PIXEL_SCALE, self.x.buf_mut())?;
+        match &self.host_images {
+            Pixels::U8(bytes) => {
+                self.backend
+                    .upload_u8_scaled(bytes, PIXEL_SCALE, self.x.buf_mut())?;
+            }
+            Pixels::F32(values) => self.backend.upload(values, self.x.buf_mut())?,
+        }
         self.labels.write_host(&self.backend, &self.host_labels)
     }
 

@@ -179,6 +179,7 @@ fn arch(request: &JobRequest) -> anyhow::Result<ModelSpec> {
             channels: 1,
             height: 28,
             width: 28,
+            values: fairgrid_protocol::messages::ValueKind::U8,
         },
         classes: 10,
     };

@@ -227,7 +227,10 @@ mod tests {
             assert_eq!(data.train.classes(), format.classes());
             // The last file's last record, pixel for pixel.
             let last = data.train.len() - 1;
-            assert_eq!(data.train.image(last), sample(last as u8).as_slice());
+            assert_eq!(
+                data.train.image(last),
+                crate::data::SampleRef::U8(sample(last as u8).as_slice())
+            );
             assert_eq!(data.train.label(last), ((files - 1 + 3) % 10) as u8);
             assert_eq!(data.test.label(2), 6);
         }

@@ -1,9 +1,11 @@
-//! In-memory labelled image datasets. Images stay as bytes (4x smaller
-//! than f32) and are converted per batch on the device.
+//! In-memory labelled datasets. Byte images stay bytes (4x smaller than
+//! f32) and are converted per batch on the device; f32 values (normalised
+//! images, tabular features as `F x 1 x 1`) are used as they are.
 
 use std::path::{Path, PathBuf};
 
 use super::idx::{IdxArray, read_idx_file};
+use super::pixels::{PixelKind, Pixels, SampleRef};
 use super::shard::Shard;
 use crate::error::{KernelError, Result};
 use crate::model::InputShape;
@@ -18,31 +20,35 @@ pub trait Samples {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Sample `i`'s pixels, row-major `(h, w, c)`.
-    fn image(&self, i: usize) -> &[u8];
+    /// Whether the values are bytes or f32 (one kind for all samples).
+    fn kind(&self) -> PixelKind;
+    /// Sample `i`'s values, row-major `(h, w, c)`.
+    fn image(&self, i: usize) -> SampleRef<'_>;
     fn label(&self, i: usize) -> u8;
 }
 
-/// Labelled images, sample-major, each `(h, w, c)` row-major.
+/// Labelled samples, sample-major, each `(h, w, c)` row-major.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dataset {
     name: String,
     shape: InputShape,
     classes: usize,
-    images: Vec<u8>,
+    images: Pixels,
     labels: Vec<u8>,
 }
 
 impl Dataset {
-    /// Checks sizes and label range; `classes` must be in 2..=256.
+    /// Checks sizes, label range and (for f32) that every value is
+    /// finite; `classes` must be in 2..=256.
     pub fn new(
         name: impl Into<String>,
         shape: InputShape,
         classes: usize,
-        images: Vec<u8>,
+        images: impl Into<Pixels>,
         labels: Vec<u8>,
     ) -> Result<Self> {
         let name = name.into();
+        let images = images.into();
         let bad = |reason: String| KernelError::DatasetInvalid {
             name: name.clone(),
             reason,
@@ -55,10 +61,16 @@ impl Dataset {
         }
         if images.len() != labels.len() * shape.numel() {
             return Err(bad(format!(
-                "{} image bytes for {} labels of {} pixels",
+                "{} values for {} labels of {} values each",
                 images.len(),
                 labels.len(),
                 shape.numel()
+            )));
+        }
+        if let Some((i, v)) = images.first_non_finite() {
+            return Err(bad(format!(
+                "value {v} of sample {} (index {i}) is not finite",
+                i / shape.numel()
             )));
         }
         if let Some(i) = labels.iter().position(|&l| l as usize >= classes) {
@@ -119,7 +131,7 @@ impl Dataset {
         &self.labels
     }
 
-    pub fn images(&self) -> &[u8] {
+    pub fn images(&self) -> &Pixels {
         &self.images
     }
 
@@ -130,22 +142,24 @@ impl Dataset {
             name: format!("{}[..{n}]", self.name),
             shape: self.shape,
             classes: self.classes,
-            images: self.images[..n * self.shape.numel()].to_vec(),
+            images: match self.images.slice(0..n * self.shape.numel()) {
+                SampleRef::U8(v) => Pixels::U8(v.to_vec()),
+                SampleRef::F32(v) => Pixels::F32(v.to_vec()),
+            },
             labels: self.labels[..n].to_vec(),
         }
     }
 
     /// Samples `order[0]`, `order[1]`, ... as a new dataset.
     pub fn select(&self, name: impl Into<String>, order: &[u32]) -> Result<Dataset> {
-        let per = self.shape.numel();
-        let mut images = Vec::with_capacity(order.len() * per);
+        let mut images = Pixels::empty(self.images.kind());
         let mut labels = Vec::with_capacity(order.len());
         for &i in order {
             let i = i as usize;
             if i >= self.labels.len() {
                 return Err(KernelError::shape("Dataset::select", self.labels.len(), i));
             }
-            images.extend_from_slice(self.image(i));
+            images.extend(self.image(i));
             labels.push(self.labels[i]);
         }
         Dataset::new(name, self.shape, self.classes, images, labels)
@@ -178,9 +192,12 @@ impl Samples for Dataset {
     fn len(&self) -> usize {
         self.labels.len()
     }
-    fn image(&self, i: usize) -> &[u8] {
+    fn kind(&self) -> PixelKind {
+        self.images.kind()
+    }
+    fn image(&self, i: usize) -> SampleRef<'_> {
         let per = self.shape.numel();
-        &self.images[i * per..(i + 1) * per]
+        self.images.slice(i * per..(i + 1) * per)
     }
     fn label(&self, i: usize) -> u8 {
         self.labels[i]
@@ -195,17 +212,27 @@ pub struct ShardSet<'a> {
 }
 
 impl<'a> ShardSet<'a> {
-    /// All shards must share shape and class count.
+    /// All shards must share shape, class count and value kind.
     pub fn new(shards: Vec<&'a Shard>) -> Result<Self> {
+        let describe = |s: &Shard| {
+            format!(
+                "{:?} {} with {} classes",
+                s.shape(),
+                s.kind().name(),
+                s.classes()
+            )
+        };
         if let Some(first) = shards.first()
-            && let Some(other) = shards
-                .iter()
-                .find(|s| s.shape() != first.shape() || s.classes() != first.classes())
+            && let Some(other) = shards.iter().find(|s| {
+                s.shape() != first.shape()
+                    || s.classes() != first.classes()
+                    || s.kind() != first.kind()
+            })
         {
             return Err(KernelError::shape(
                 "ShardSet",
-                format!("{:?} with {} classes", first.shape(), first.classes()),
-                format!("{:?} with {} classes", other.shape(), other.classes()),
+                describe(first),
+                describe(other),
             ));
         }
         let mut starts = vec![0];
@@ -248,7 +275,10 @@ impl Samples for ShardSet<'_> {
     fn len(&self) -> usize {
         self.starts.last().copied().unwrap_or(0)
     }
-    fn image(&self, i: usize) -> &[u8] {
+    fn kind(&self) -> PixelKind {
+        self.shards.first().map_or(PixelKind::U8, |s| s.kind())
+    }
+    fn image(&self, i: usize) -> SampleRef<'_> {
         let (s, j) = self.locate(i);
         self.shards[s].image(j)
     }
@@ -282,7 +312,7 @@ impl TrainTest {
         if let Some(format) = super::cifar::Cifar::detect(dir) {
             return super::cifar::load_cifar_dir(dir, format);
         }
-        if super::npy::NPY_FILES.iter().any(|f| dir.join(f).exists()) {
+        if super::npy::detect(dir) {
             return super::npy::load_npy_dir(dir);
         }
         if super::tensors::SAFETENSORS_FILES

@@ -1,15 +1,18 @@
-//! Datasets: the IDX, CIFAR binary and NumPy readers, in-memory datasets,
-//! hashed shards, the built-in Fashion-MNIST subset, and batch assembly.
+//! Datasets: the IDX, CIFAR binary, NumPy and safetensors readers,
+//! in-memory datasets of byte or f32 values, hashed shards, the built-in
+//! Fashion-MNIST subset, and batch assembly.
 
 pub mod builtin;
 pub mod cifar;
 mod dataset;
 pub mod idx;
 pub mod npy;
+mod pixels;
 mod shard;
 pub mod tensors;
 
 pub use dataset::{Dataset, FashionMnist, SYSTEM_FASHION_MNIST_DIR, Samples, ShardSet, TrainTest};
+pub use pixels::{PixelKind, Pixels, SampleRef};
 pub use shard::{MAX_SHARD_SAMPLES, Shard};
 
 /// The bytes of a dataset file; a missing file and a read error name it.
@@ -25,19 +28,19 @@ pub(crate) fn read_dataset_file(path: &std::path::Path) -> crate::error::Result<
     })
 }
 
-/// Copies the samples `indices` into a batch: pixels (sample-major) into
-/// `images`, labels into `labels`. Both are cleared first and reuse their
-/// capacity.
+/// Copies the samples `indices` into a batch: values (sample-major, of the
+/// samples' kind) into `images`, labels into `labels`. Both are cleared
+/// first and reuse their capacity.
 pub fn gather_batch(
     samples: &dyn Samples,
     indices: &[u32],
-    images: &mut Vec<u8>,
+    images: &mut Pixels,
     labels: &mut Vec<u32>,
 ) {
-    images.clear();
+    images.clear_as(samples.kind());
     labels.clear();
     for &i in indices {
-        images.extend_from_slice(samples.image(i as usize));
+        images.extend(samples.image(i as usize));
         labels.push(u32::from(samples.label(i as usize)));
     }
 }

@@ -1,16 +1,21 @@
 //! NumPy `.npy` arrays (format versions 1 to 3) as a dataset directory:
-//! `train_images.npy`, `train_labels.npy`, `test_images.npy`,
-//! `test_labels.npy`. Images are `uint8`, shaped `[N, H, W]` (one
-//! channel) or `[N, H, W, C]` (channels last, as NumPy and PIL hold
-//! them); labels are integers (any width, either byte order) shaped `[N]`,
-//! in `0..classes` where classes is the largest label plus one (at least
-//! 2, at most 256). Save with `np.save(path, np.ascontiguousarray(a))`.
+//! per split (`train`, `test`) either `{split}_images.npy` or
+//! `{split}_features.npy`, and `{split}_labels.npy`. Images are `uint8`
+//! (scaled by 1/255 in training) or floats (`float32`, or `float64`
+//! narrowed to f32; used as they are), shaped `[N, H, W]` (one channel)
+//! or `[N, H, W, C]` (channels last, as NumPy and PIL hold them).
+//! Features (tabular data) are floats shaped `[N, F]`, the model's input
+//! `F x 1 x 1`, which layers see as F features. Labels are integers (any
+//! width, either byte order) shaped `[N]`, in `0..classes` where classes
+//! is the largest label plus one (at least 2, at most 256). Every float
+//! must be finite. Save with `np.save(path, np.ascontiguousarray(a))`.
 //! Anything else (another dtype, Fortran order, a header or payload that
 //! does not match) is refused with the file's name and the problem.
 
 use std::path::Path;
 
 use super::dataset::{Dataset, TrainTest};
+use super::pixels::Pixels;
 use crate::error::{KernelError, Result};
 use crate::model::InputShape;
 
@@ -18,7 +23,8 @@ const MAGIC: &[u8] = b"\x93NUMPY";
 /// Longest header accepted (NumPy writes well under a kilobyte).
 const MAX_HEADER: usize = 64 * 1024;
 
-/// The files a `.npy` dataset directory holds.
+/// The files a `.npy` dataset directory of images holds (one of tabular
+/// data holds `*_features.npy` instead of `*_images.npy`).
 pub const NPY_FILES: [&str; 4] = [
     "train_images.npy",
     "train_labels.npy",
@@ -26,22 +32,32 @@ pub const NPY_FILES: [&str; 4] = [
     "test_labels.npy",
 ];
 
-/// A parsed array: its shape and elements widened to i64 (labels) or
-/// kept as bytes (`uint8`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Whether `dir` holds any of a `.npy` dataset's files.
+pub fn detect(dir: &Path) -> bool {
+    NPY_FILES
+        .iter()
+        .chain(&["train_features.npy", "test_features.npy"])
+        .any(|f| dir.join(f).exists())
+}
+
+/// A parsed array: its shape and elements widened to i64 (integers),
+/// kept as bytes (`uint8`) or as f32 (floats).
+#[derive(Debug, Clone, PartialEq)]
 pub struct NpyArray {
     pub shape: Vec<usize>,
     pub data: NpyData,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum NpyData {
     U8(Vec<u8>),
     Int(Vec<i64>),
+    F32(Vec<f32>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Dtype {
+    float: bool,
     signed: bool,
     bytes: usize,
     big_endian: bool,
@@ -52,22 +68,26 @@ fn dtype(descr: &str) -> std::result::Result<Dtype, String> {
         Some(b'<' | b'>' | b'|' | b'=') => (descr.as_bytes()[0], &descr[1..]),
         _ => (b'=', descr),
     };
-    let (signed, bytes) = match code {
-        "u1" | "B" => (false, 1),
-        "i1" | "b" => (true, 1),
-        "u2" => (false, 2),
-        "i2" => (true, 2),
-        "u4" => (false, 4),
-        "i4" => (true, 4),
-        "u8" => (false, 8),
-        "i8" => (true, 8),
+    let (float, signed, bytes) = match code {
+        "u1" | "B" => (false, false, 1),
+        "i1" | "b" => (false, true, 1),
+        "u2" => (false, false, 2),
+        "i2" => (false, true, 2),
+        "u4" => (false, false, 4),
+        "i4" => (false, true, 4),
+        "u8" => (false, false, 8),
+        "i8" => (false, true, 8),
+        "f4" | "f" => (true, true, 4),
+        "f8" | "d" => (true, true, 8),
         other => {
             return Err(format!(
-                "dtype {other:?} is not supported: images must be uint8 and labels integers"
+                "dtype {other:?} is not supported: images must be uint8 or float32/float64, \
+                 features float32/float64 and labels integers"
             ));
         }
     };
     Ok(Dtype {
+        float,
         signed,
         bytes,
         big_endian: order == b'>',
@@ -174,7 +194,9 @@ pub fn parse_npy(bytes: &[u8], file: &str) -> Result<NpyArray> {
             payload.len()
         )));
     }
-    let data = if dtype.bytes == 1 && !dtype.signed {
+    let data = if dtype.float {
+        NpyData::F32(floats(payload, dtype))
+    } else if dtype.bytes == 1 && !dtype.signed {
         NpyData::U8(payload.to_vec())
     } else {
         NpyData::Int(
@@ -202,6 +224,26 @@ pub fn parse_npy(bytes: &[u8], file: &str) -> Result<NpyArray> {
     Ok(NpyArray { shape, data })
 }
 
+/// 4- or 8-byte floats as f32 (float64 rounds to the nearest f32; one
+/// beyond f32's range becomes infinite, which datasets refuse).
+fn floats(payload: &[u8], dtype: Dtype) -> Vec<f32> {
+    payload
+        .chunks_exact(dtype.bytes)
+        .map(|c| {
+            let mut b = [0u8; 8];
+            b[..c.len()].copy_from_slice(c);
+            if dtype.big_endian {
+                b[..c.len()].reverse();
+            }
+            if dtype.bytes == 4 {
+                f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+            } else {
+                f64::from_le_bytes(b) as f32
+            }
+        })
+        .collect()
+}
+
 fn read(dir: &Path, name: &str) -> Result<(NpyArray, String)> {
     let path = dir.join(name);
     let bytes = super::read_dataset_file(&path)?;
@@ -220,6 +262,7 @@ pub(super) fn labels_of(array: NpyArray, file: &str) -> Result<Vec<u8>> {
     let values: Vec<i64> = match array.data {
         NpyData::U8(v) => v.into_iter().map(i64::from).collect(),
         NpyData::Int(v) => v,
+        NpyData::F32(_) => return Err(bad("labels are floats, not integers".into())),
     };
     values
         .iter()
@@ -230,7 +273,7 @@ pub(super) fn labels_of(array: NpyArray, file: &str) -> Result<Vec<u8>> {
         .collect()
 }
 
-pub(super) fn images_of(array: NpyArray, file: &str) -> Result<(InputShape, Vec<u8>)> {
+pub(super) fn images_of(array: NpyArray, file: &str) -> Result<(InputShape, Pixels)> {
     let bad = |reason: String| KernelError::DatasetInvalid {
         name: file.to_string(),
         reason,
@@ -253,18 +296,69 @@ pub(super) fn images_of(array: NpyArray, file: &str) -> Result<(InputShape, Vec<
             )));
         }
     };
+    shape.check_bounds().map_err(bad)?;
     match array.data {
-        NpyData::U8(v) => Ok((shape, v)),
-        NpyData::Int(_) => Err(bad("images must be uint8".into())),
+        NpyData::U8(v) => Ok((shape, Pixels::U8(v))),
+        NpyData::F32(v) => Ok((shape, finite(v, file)?)),
+        NpyData::Int(_) => Err(bad(
+            "images must be uint8 or floats (float32, float64), not wider integers".into(),
+        )),
     }
 }
 
-fn split(dir: &Path, which: &str) -> Result<(InputShape, Vec<u8>, Vec<u8>)> {
-    let (images, images_file) = read(dir, &format!("{which}_images.npy"))?;
+/// Tabular features `[N, F]` (floats) as samples of shape `F x 1 x 1`.
+pub(super) fn features_of(array: NpyArray, file: &str) -> Result<(InputShape, Pixels)> {
+    let bad = |reason: String| KernelError::DatasetInvalid {
+        name: file.to_string(),
+        reason,
+    };
+    let [_, f] = array.shape[..] else {
+        return Err(bad(format!(
+            "features are shaped {:?}, not [N, F]",
+            array.shape
+        )));
+    };
+    let shape = InputShape {
+        channels: f,
+        height: 1,
+        width: 1,
+    };
+    shape.check_bounds().map_err(bad)?;
+    match array.data {
+        NpyData::F32(v) => Ok((shape, finite(v, file)?)),
+        _ => Err(bad("features must be floats (float32 or float64)".into())),
+    }
+}
+
+/// Float values, refused by file and place when one is NaN or infinite
+/// (a float64 beyond f32's range is infinite once narrowed).
+fn finite(values: Vec<f32>, file: &str) -> Result<Pixels> {
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(KernelError::DatasetInvalid {
+            name: file.to_string(),
+            reason: format!("element {i} is {}, not a finite float32", values[i]),
+        });
+    }
+    Ok(Pixels::F32(values))
+}
+
+/// One split's values and labels: `{which}_features.npy` when present,
+/// else `{which}_images.npy`.
+fn split(dir: &Path, which: &str) -> Result<Split> {
+    let features = format!("{which}_features.npy");
+    let (shape, pixels) = if dir.join(&features).exists() {
+        let (array, file) = read(dir, &features)?;
+        features_of(array, &file)?
+    } else {
+        let (array, file) = read(dir, &format!("{which}_images.npy"))?;
+        images_of(array, &file)?
+    };
     let (labels, labels_file) = read(dir, &format!("{which}_labels.npy"))?;
-    let (shape, pixels) = images_of(images, &images_file)?;
     Ok((shape, pixels, labels_of(labels, &labels_file)?))
 }
+
+/// A split's sample shape, values and labels.
+pub(super) type Split = (InputShape, Pixels, Vec<u8>);
 
 /// Reads a `.npy` dataset directory ([`NPY_FILES`]).
 pub fn load_npy_dir(dir: &Path) -> Result<TrainTest> {
@@ -278,13 +372,23 @@ pub fn load_npy_dir(dir: &Path) -> Result<TrainTest> {
 pub(super) fn train_test(
     name: String,
     dir: &Path,
-    (shape, train_images, train_labels): (InputShape, Vec<u8>, Vec<u8>),
-    (test_shape, test_images, test_labels): (InputShape, Vec<u8>, Vec<u8>),
+    (shape, train_images, train_labels): Split,
+    (test_shape, test_images, test_labels): Split,
 ) -> Result<TrainTest> {
     if test_shape != shape {
         return Err(KernelError::DatasetInvalid {
             name,
-            reason: format!("train images are {shape:?} but test images {test_shape:?}"),
+            reason: format!("train samples are {shape:?} but test samples {test_shape:?}"),
+        });
+    }
+    if train_images.kind() != test_images.kind() {
+        return Err(KernelError::DatasetInvalid {
+            name,
+            reason: format!(
+                "train values are {} but test values {}",
+                train_images.kind().name(),
+                test_images.kind().name()
+            ),
         });
     }
     let classes = train_labels
@@ -385,7 +489,7 @@ mod tests {
         assert_eq!(data.train.shape().channels, 3);
         assert_eq!(data.train.label(3), 9);
         assert_eq!(data.test.label(1), 5, "big-endian int32");
-        assert_eq!(data.train.image(1)[0], 48);
+        assert_eq!(data.train.image(1).to_f32(1.0)[0], 48.0);
         let grey: Vec<u8> = vec![7; 2 * 3 * 3];
         let a = parse_npy(&encode_npy("|u1", &[2, 3, 3], &grey), "g").unwrap();
         assert_eq!((a.shape, a.data), (vec![2, 3, 3], NpyData::U8(grey)));
@@ -393,13 +497,135 @@ mod tests {
         assert_eq!(neg.data, NpyData::Int(vec![-3]));
     }
 
+    fn le32(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn float_images_and_tabular_features_load_as_f32() {
+        use crate::data::{PixelKind, SampleRef};
+        let dir = tempfile::tempdir().unwrap();
+        let labels = encode_npy("|u1", &[2], &[0, 1]);
+        // float32 images, little-endian; float64 images, big-endian.
+        let train: Vec<f32> = (0..2 * 2 * 2).map(|i| i as f32 * 0.25 - 1.0).collect();
+        write(
+            dir.path(),
+            "train_images.npy",
+            encode_npy("<f4", &[2, 2, 2], &le32(&train)),
+        );
+        let test: Vec<u8> = [0.5f64, -3.25, 1e-3, 7.0, 0.0, 1.0, 2.0, 3.0]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect();
+        write(
+            dir.path(),
+            "test_images.npy",
+            encode_npy(">f8", &[2, 2, 2], &test),
+        );
+        write(dir.path(), "train_labels.npy", labels.clone());
+        write(dir.path(), "test_labels.npy", labels.clone());
+        let data = TrainTest::load_dir(dir.path()).unwrap();
+        assert_eq!(data.train.kind(), PixelKind::F32);
+        assert_eq!(data.train.image(1), SampleRef::F32(&train[4..]));
+        assert_eq!(data.test.image(0), SampleRef::F32(&[0.5, -3.25, 1e-3, 7.0]));
+        assert_eq!(data.train.shape().channels, 1);
+
+        // Features [N, F] become F x 1 x 1 samples.
+        let dir = tempfile::tempdir().unwrap();
+        let rows: Vec<f32> = (0..3 * 5).map(|i| i as f32 / 3.0).collect();
+        write(
+            dir.path(),
+            "train_features.npy",
+            encode_npy("<f4", &[3, 5], &le32(&rows)),
+        );
+        write(
+            dir.path(),
+            "test_features.npy",
+            encode_npy("<f4", &[1, 5], &le32(&rows[..5])),
+        );
+        write(
+            dir.path(),
+            "train_labels.npy",
+            encode_npy("<i4", &[3], &[0; 12]),
+        );
+        write(dir.path(), "test_labels.npy", encode_npy("|u1", &[1], &[2]));
+        let data = TrainTest::load_dir(dir.path()).unwrap();
+        assert_eq!(
+            data.train.shape(),
+            InputShape {
+                channels: 5,
+                height: 1,
+                width: 1
+            }
+        );
+        assert_eq!(data.train.image(2), SampleRef::F32(&rows[10..]));
+        assert_eq!(data.train.classes(), 3, "the test split's label 2 counts");
+    }
+
+    #[test]
+    fn float_files_that_are_not_what_they_claim_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let two_labels = encode_npy("|u1", &[2], &[0, 1]);
+        write(dir.path(), "train_labels.npy", two_labels.clone());
+        write(dir.path(), "test_labels.npy", two_labels);
+        let load = |name: &str, bytes: Vec<u8>| {
+            write(dir.path(), name, bytes);
+            let e = TrainTest::load_dir(dir.path()).unwrap_err().to_string();
+            let _ = std::fs::remove_file(dir.path().join(name));
+            e
+        };
+        write(
+            dir.path(),
+            "test_features.npy",
+            encode_npy("<f4", &[2, 2], &le32(&[0.0; 4])),
+        );
+        let e = load(
+            "train_features.npy",
+            encode_npy("<f4", &[2, 2], &le32(&[0.0, f32::NAN, 1.0, 2.0])),
+        );
+        assert!(
+            e.contains("train_features.npy") && e.contains("element 1 is NaN"),
+            "{e}"
+        );
+        let huge: Vec<u8> = [1e300f64, 0.0, 0.0, 0.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let e = load("train_features.npy", encode_npy("<f8", &[2, 2], &huge));
+        assert!(e.contains("element 0 is inf"), "{e}");
+        let e = load("train_features.npy", encode_npy("|u1", &[2, 2], &[0; 4]));
+        assert!(e.contains("features must be floats"), "{e}");
+        let e = load(
+            "train_features.npy",
+            encode_npy("<f4", &[2, 2, 1], &le32(&[0.0; 4])),
+        );
+        assert!(e.contains("not [N, F]"), "{e}");
+        let e = load(
+            "train_features.npy",
+            encode_npy("<f4", &[2, 5000], &le32(&[0.0; 10_000])),
+        );
+        assert!(e.contains("5000 features, at most 4096"), "{e}");
+        // Byte images for training, float ones for testing.
+        write(
+            dir.path(),
+            "test_images.npy",
+            encode_npy("<f4", &[2, 1, 2], &le32(&[0.0; 4])),
+        );
+        let _ = std::fs::remove_file(dir.path().join("test_features.npy"));
+        let e = load("train_images.npy", encode_npy("|u1", &[2, 1, 2], &[0; 4]));
+        assert!(
+            e.contains("train values are uint8 but test values float32"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn files_that_are_not_what_they_claim_are_named_with_the_problem() {
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (b"PK\x03\x04not npy".to_vec(), "no \\x93NUMPY magic"),
             (
-                encode_npy("<f4", &[2], &[0; 8]),
-                "dtype \"f4\" is not supported",
+                encode_npy("<c8", &[2], &[0; 16]),
+                "dtype \"c8\" is not supported",
             ),
             (
                 encode_npy("|u1", &[2, 2], &[0; 3]),
@@ -464,7 +690,7 @@ mod tests {
             encode_npy("|u1", &[2, 4, 4, 1], &[0; 32]),
         );
         let err = load_npy_dir(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("but test images"), "{err}");
+        assert!(err.contains("but test samples"), "{err}");
         let dir = dataset_dir();
         write(
             dir.path(),

@@ -5,23 +5,28 @@
 //! protocol's `ShardInfo.hash`, is `BLAKE3(bytes)`:
 //! ```text
 //! offset      size        field
-//! 0           8           magic "FGSHARD1"
+//! 0           8           magic "FGSHARD1" (byte values) or "FGSHARDF" (f32)
 //! 8           4           samples N (>= 1)
-//! 12          4           channels C (1..=16)
+//! 12          4           channels C (1..=16; 1..=4096 when H = W = 1)
 //! 16          4           height H (1..=512)
 //! 20          4           width W (1..=512)
 //! 24          4           classes K (2..=256)
-//! 28          N*H*W*C     images, sample by sample, each row-major (h, w, c)
-//! 28+N*H*W*C  N           labels, one byte each, < K
+//! 28          N*H*W*C*B   values, sample by sample, each row-major (h, w, c):
+//!                         B = 1 (bytes) or 4 (f32 little-endian, finite)
+//! 28+N*H*W*C*B N          labels, one byte each, < K
 //! ```
+//! Byte shards are what they were before f32 values existed, so their
+//! hashes did not change.
 //! A worker that fetched shard bytes recomputes the hash and then decodes
 //! with [`Shard::from_bytes`], which checks every field.
 
 use super::dataset::{Dataset, Samples};
+use super::pixels::{PixelKind, Pixels, SampleRef};
 use crate::error::{KernelError, Result};
 use crate::model::InputShape;
 
 const MAGIC: &[u8; 8] = b"FGSHARD1";
+const MAGIC_F32: &[u8; 8] = b"FGSHARDF";
 const HEADER: usize = 28;
 /// Most samples one shard may hold.
 pub const MAX_SHARD_SAMPLES: usize = 1 << 20;
@@ -54,11 +59,8 @@ impl Shard {
                 format!("{} samples, need 1..={MAX_SHARD_SAMPLES}", data.len()),
             ));
         }
-        if s.channels > 16 || s.height > 512 || s.width > 512 {
-            return Err(KernelError::config(
-                "shard",
-                format!("sample shape {s:?} larger than 16x512x512"),
-            ));
+        if let Err(reason) = s.check_bounds() {
+            return Err(KernelError::config("shard", reason));
         }
         Ok(Shard { data })
     }
@@ -71,12 +73,16 @@ impl Shard {
     pub fn to_bytes(&self) -> Vec<u8> {
         let s = self.data.shape();
         let n = self.data.len();
-        let mut out = Vec::with_capacity(HEADER + self.data.images().len() + n);
-        out.extend_from_slice(MAGIC);
+        let images = self.data.images();
+        let mut out = Vec::with_capacity(HEADER + images.len() * images.kind().bytes() + n);
+        out.extend_from_slice(match images.kind() {
+            PixelKind::U8 => MAGIC,
+            PixelKind::F32 => MAGIC_F32,
+        });
         for v in [n, s.channels, s.height, s.width, self.data.classes()] {
             out.extend_from_slice(&(v as u32).to_le_bytes());
         }
-        out.extend_from_slice(self.data.images());
+        out.extend_from_slice(&images.to_le_bytes());
         out.extend_from_slice(self.data.labels());
         out
     }
@@ -100,9 +106,11 @@ impl Shard {
                 bytes.len()
             ));
         }
-        if &bytes[..8] != MAGIC {
-            return fail(format!("bad magic {:02x?}", &bytes[..8]));
-        }
+        let kind = match &bytes[..8] {
+            m if m == MAGIC => PixelKind::U8,
+            m if m == MAGIC_F32 => PixelKind::F32,
+            other => return fail(format!("bad magic {other:02x?}")),
+        };
         let field = |i: usize| {
             u32::from_le_bytes(bytes[8 + 4 * i..12 + 4 * i].try_into().expect("4 bytes")) as usize
         };
@@ -110,32 +118,40 @@ impl Shard {
         if n == 0 || n > MAX_SHARD_SAMPLES {
             return fail(format!("{n} samples, need 1..={MAX_SHARD_SAMPLES}"));
         }
-        if !(1..=16).contains(&c) || !(1..=512).contains(&h) || !(1..=512).contains(&w) {
-            return fail(format!(
-                "sample shape {c}x{h}x{w} outside 1..=16 x 1..=512 x 1..=512"
-            ));
+        let shape = InputShape {
+            channels: c,
+            height: h,
+            width: w,
+        };
+        if let Err(reason) = shape.check_bounds() {
+            return fail(format!("sample shape: {reason}"));
         }
         if !(2..=256).contains(&k) {
             return fail(format!("{k} classes, need 2..=256"));
         }
-        let pixels = n * c * h * w;
-        let want = HEADER + pixels + n;
+        // At most 2^20 samples of 2^22 values of 4 bytes: fits in u64.
+        let values = n * c * h * w;
+        let value_bytes = values * kind.bytes();
+        let want = HEADER + value_bytes + n;
         if bytes.len() != want {
             return fail(format!("{} bytes, the header implies {want}", bytes.len()));
         }
-        let images = bytes[HEADER..HEADER + pixels].to_vec();
-        let labels = bytes[HEADER + pixels..].to_vec();
+        let raw = &bytes[HEADER..HEADER + value_bytes];
+        let images = match kind {
+            PixelKind::U8 => Pixels::U8(raw.to_vec()),
+            PixelKind::F32 => Pixels::F32(
+                raw.chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+                    .collect(),
+            ),
+        };
+        let labels = bytes[HEADER + value_bytes..].to_vec();
         if let Some(i) = labels.iter().position(|&l| l as usize >= k) {
             return fail(format!(
                 "label {} of sample {i} is not below {k}",
                 labels[i]
             ));
         }
-        let shape = InputShape {
-            channels: c,
-            height: h,
-            width: w,
-        };
         let name = format!("shard {}", hex_prefix(&Shard::hash_bytes(bytes)));
         let data = Dataset::new(name, shape, k, images, labels)
             .map_err(|e| KernelError::ShardDecode(e.to_string()))?;
@@ -157,7 +173,10 @@ impl Samples for Shard {
     fn len(&self) -> usize {
         self.data.len()
     }
-    fn image(&self, i: usize) -> &[u8] {
+    fn kind(&self) -> PixelKind {
+        self.data.kind()
+    }
+    fn image(&self, i: usize) -> SampleRef<'_> {
         self.data.image(i)
     }
     fn label(&self, i: usize) -> u8 {

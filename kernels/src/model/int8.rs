@@ -14,7 +14,7 @@ use super::compress::quantize_per_channel;
 use crate::backend::Backend;
 use crate::backend::cpu::CpuBackend;
 use crate::backend::cpu::parallel::{Disjoint, Workers, split};
-use crate::data::{Samples, gather_batch};
+use crate::data::{Pixels, Samples, gather_batch};
 use crate::error::{KernelError, Result};
 use crate::layers::{Layer, Pass};
 use crate::tensor::{Shape, Tensor};
@@ -121,12 +121,12 @@ impl Int8Model {
     /// computed: `loss` is 0).
     pub fn evaluate(&mut self, data: &dyn Samples, batch: usize) -> Result<Metrics> {
         let classes = self.model.spec().classes;
-        let (mut images, mut labels) = (Vec::new(), Vec::new());
+        let (mut images, mut labels) = (Pixels::empty(data.kind()), Vec::new());
         let mut correct = 0u64;
         let all: Vec<u32> = (0..data.len() as u32).collect();
         for chunk in all.chunks(batch.max(1)) {
             gather_batch(data, chunk, &mut images, &mut labels);
-            let x: Vec<f32> = images.iter().map(|&b| f32::from(b) * PIXEL_SCALE).collect();
+            let x = images.slice(0..images.len()).to_f32(PIXEL_SCALE);
             let logits = self.forward(&x, chunk.len())?;
             for (row, &label) in logits.chunks_exact(classes).zip(&labels) {
                 let best = (0..classes)

@@ -82,13 +82,22 @@ pub struct Model<B: Backend> {
     pass: Pass,
 }
 
+/// `n` samples of `spec`'s input: `[N, H, W, C]` for images, `[N, F]` for
+/// tabular features (`F x 1 x 1`).
+fn input_shape_of(spec: &ModelSpec, n: usize) -> Shape {
+    let i = spec.input;
+    if i.is_features() {
+        return Shape::new([n, i.channels]);
+    }
+    Shape::new([n, i.height, i.width, i.channels])
+}
+
 impl<B: Backend> Model<B> {
     /// Builds `spec` with weights drawn from `seed`.
     pub fn new(backend: &B, spec: &ModelSpec, seed: u64) -> Result<Self> {
         let (torch_index, layers): (Vec<usize>, Vec<Layer<B>>) =
             spec.build(backend, seed)?.into_iter().unzip();
-        let i = spec.input;
-        let mut shape = Shape::new([1, i.height, i.width, i.channels]);
+        let mut shape = input_shape_of(spec, 1);
         let mut input_shapes = Vec::with_capacity(layers.len());
         let mut inner_per_item = Vec::with_capacity(layers.len());
         for layer in &layers {
@@ -194,9 +203,9 @@ impl<B: Backend> Model<B> {
     }
 
     /// Input shape for a batch of `n`: `[n, H, W, C]`.
+    /// `[N, H, W, C]` for images, `[N, F]` for tabular features.
     pub fn input_shape(&self, n: usize) -> Shape {
-        let i = self.spec.input;
-        Shape::new([n, i.height, i.width, i.channels])
+        input_shape_of(&self.spec, n)
     }
 
     /// Runs every layer; returns the logits `[N, classes]`.

@@ -54,9 +54,42 @@ pub struct InputShape {
     pub width: usize,
 }
 
+/// Most channels of an image input.
+pub const MAX_IMAGE_CHANNELS: usize = 16;
+/// Largest height and width of an image input.
+pub const MAX_IMAGE_SIDE: usize = 512;
+/// Most features of a tabular input (`F x 1 x 1`).
+pub const MAX_FEATURES: usize = 4096;
+
 impl InputShape {
     pub fn numel(&self) -> usize {
         self.channels * self.height * self.width
+    }
+
+    /// `F x 1 x 1`: a sample of `F` features (tabular data), which the
+    /// layers see as features, not as an image.
+    pub fn is_features(&self) -> bool {
+        self.height == 1 && self.width == 1
+    }
+
+    /// Within the bounds every node accepts: an image of at most
+    /// 16 x 512 x 512, or at most 4,096 features (the protocol's
+    /// `JobSpec` checks the same).
+    pub fn check_bounds(&self) -> std::result::Result<(), String> {
+        let (c, h, w) = (self.channels, self.height, self.width);
+        if c == 0 || h == 0 || w == 0 {
+            return Err(format!("zero dimension in {c}x{h}x{w}"));
+        }
+        if self.is_features() {
+            if c > MAX_FEATURES {
+                return Err(format!("{c} features, at most {MAX_FEATURES}"));
+            }
+        } else if c > MAX_IMAGE_CHANNELS || h > MAX_IMAGE_SIDE || w > MAX_IMAGE_SIDE {
+            return Err(format!(
+                "a {c}x{h}x{w} image is larger than {MAX_IMAGE_CHANNELS}x{MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -132,7 +165,11 @@ impl ModelSpec {
         }
     }
 
+    /// Tabular inputs (`F x 1 x 1`) are features, as PyTorch's `[N, F]`.
     fn input_activ(&self) -> Activ {
+        if self.input.is_features() {
+            return Activ::Flat(self.input.channels);
+        }
         Activ::Image {
             c: self.input.channels,
             h: self.input.height,
@@ -147,11 +184,8 @@ impl ModelSpec {
     pub fn validate(&self) -> Result<()> {
         let bad = |reason: String| Err(KernelError::config("model spec", reason));
         let i = self.input;
-        if i.channels == 0 || i.height == 0 || i.width == 0 {
-            return bad(format!("zero input dimension in {i:?}"));
-        }
-        if i.channels > 16 || i.height > 512 || i.width > 512 {
-            return bad(format!("input {i:?} larger than 16x512x512"));
+        if let Err(reason) = i.check_bounds() {
+            return bad(format!("input: {reason}"));
         }
         if self.classes < 2 || self.classes > 10_000 {
             return bad(format!("{} classes, need 2..=10000", self.classes));

@@ -107,7 +107,7 @@ fn tiny_dataset(n: usize) -> Dataset {
         height: 2,
         width: 3,
     };
-    let images = (0..n * 6).map(|i| (i * 7 % 251) as u8).collect();
+    let images: Vec<u8> = (0..n * 6).map(|i| (i * 7 % 251) as u8).collect();
     let labels = (0..n).map(|i| (i % 4) as u8).collect();
     Dataset::new("tiny", shape, 4, images, labels).unwrap()
 }
@@ -120,7 +120,7 @@ fn shard_bytes_follow_the_documented_layout() {
     for v in [3u32, 1, 2, 3, 4] {
         want.extend_from_slice(&v.to_le_bytes());
     }
-    want.extend_from_slice(shard.dataset().images());
+    want.extend_from_slice(&shard.dataset().images().to_le_bytes());
     want.extend_from_slice(&[0, 1, 2]);
     assert_eq!(bytes, want);
     assert_eq!(shard.hash(), *blake3::hash(&want).as_bytes());
@@ -155,6 +155,62 @@ fn hostile_shard_bytes_are_refused() {
     assert!(decode(&patch(4, 2)).contains("label"));
 }
 
+/// Three samples of 4 tabular features (`4 x 1 x 1`, f32).
+fn tiny_features() -> Dataset {
+    let shape = InputShape {
+        channels: 4,
+        height: 1,
+        width: 1,
+    };
+    let values: Vec<f32> = (0..12).map(|i| i as f32 * -0.5 + 1e-3).collect();
+    Dataset::new("features", shape, 2, values, vec![0, 1, 1]).unwrap()
+}
+
+#[test]
+fn f32_shards_follow_the_layout_and_hostile_ones_are_refused() {
+    let shard = Shard::new(tiny_features()).unwrap();
+    let bytes = shard.to_bytes();
+    let mut want = b"FGSHARDF".to_vec();
+    for v in [3u32, 4, 1, 1, 2] {
+        want.extend_from_slice(&v.to_le_bytes());
+    }
+    for i in 0..12 {
+        want.extend_from_slice(&(i as f32 * -0.5 + 1e-3).to_le_bytes());
+    }
+    want.extend_from_slice(&[0, 1, 1]);
+    assert_eq!(bytes, want);
+    let back = Shard::from_bytes(&bytes).unwrap();
+    assert_eq!(back, shard);
+    assert_eq!(back.hash(), shard.hash());
+
+    let decode = |b: &[u8]| match Shard::from_bytes(b) {
+        Err(KernelError::ShardDecode(reason)) => reason,
+        other => panic!("expected a shard error, got {other:?}"),
+    };
+    // A NaN or an infinity among the values.
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut b = bytes.clone();
+        b[28 + 4 * 5..28 + 4 * 6].copy_from_slice(&bad.to_le_bytes());
+        assert!(decode(&b).contains("not finite"), "{bad}");
+    }
+    // The byte magic on f32 values: the length no longer matches.
+    let mut b = bytes.clone();
+    b[..8].copy_from_slice(b"FGSHARD1");
+    assert!(decode(&b).contains("implies"));
+    // Features beyond the bound, and an image with too many channels.
+    let mut b = bytes.clone();
+    b[12..16].copy_from_slice(&5000u32.to_le_bytes());
+    assert!(decode(&b).contains("5000 features"));
+    let mut b = bytes.clone();
+    b[12..16].copy_from_slice(&20u32.to_le_bytes());
+    b[16..20].copy_from_slice(&2u32.to_le_bytes());
+    assert!(decode(&b).contains("larger than 16x512x512"));
+    // A set mixing byte and f32 shards is refused by kind.
+    let bytes_shard = Shard::new(tiny_dataset(2)).unwrap();
+    let err = ShardSet::new(vec![&shard, &bytes_shard]).err().unwrap();
+    assert!(err.to_string().contains("float32"), "{err}");
+}
+
 #[test]
 fn shards_are_deterministic_cover_the_data_and_chain_as_a_set() {
     let data = tiny_dataset(10);
@@ -175,8 +231,12 @@ fn shards_are_deterministic_cover_the_data_and_chain_as_a_set() {
     let set = ShardSet::new(a.iter().collect()).unwrap();
     use fairgrid_kernels::Samples;
     assert_eq!(set.len(), 10);
-    let mut seen: Vec<Vec<u8>> = (0..10).map(|i| set.image(i).to_vec()).collect();
-    let mut all: Vec<Vec<u8>> = (0..10).map(|i| data.image(i).to_vec()).collect();
+    let bytes = |s: fairgrid_kernels::data::SampleRef<'_>| match s {
+        fairgrid_kernels::data::SampleRef::U8(v) => v.to_vec(),
+        other => panic!("byte images expected, got {other:?}"),
+    };
+    let mut seen: Vec<Vec<u8>> = (0..10).map(|i| bytes(set.image(i))).collect();
+    let mut all: Vec<Vec<u8>> = (0..10).map(|i| bytes(data.image(i))).collect();
     seen.sort();
     all.sort();
     assert_eq!(seen, all, "shards hold every sample exactly once");

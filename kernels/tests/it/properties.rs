@@ -51,7 +51,7 @@ proptest! {
     #[test]
     fn shard_round_trips(n in 1usize..20, c in 1usize..4, h in 1usize..6, w in 1usize..6, k in 2usize..12, seed: u64) {
         let mut rng = fairgrid_kernels::rng::SplitMix64::new(seed);
-        let images = (0..n * c * h * w).map(|_| rng.below(256) as u8).collect();
+        let images: Vec<u8> = (0..n * c * h * w).map(|_| rng.below(256) as u8).collect();
         let labels = (0..n).map(|_| rng.below(k as u64) as u8).collect();
         let shape = InputShape { channels: c, height: h, width: w };
         let shard = Shard::new(Dataset::new("p", shape, k, images, labels).unwrap()).unwrap();

@@ -479,3 +479,137 @@ fn the_spec_knows_where_the_untrained_statistics_are() {
             .is_empty()
     );
 }
+
+/// `data` with every byte `b` stored as the f32 `b / 255`, which is what
+/// training makes of a byte.
+fn as_f32(data: &Dataset) -> Dataset {
+    let fairgrid_kernels::data::Pixels::U8(bytes) = data.images() else {
+        panic!("byte images expected");
+    };
+    let values: Vec<f32> = bytes
+        .iter()
+        .map(|&b| f32::from(b) * fairgrid_kernels::train::PIXEL_SCALE)
+        .collect();
+    Dataset::new(
+        "as-f32",
+        data.shape(),
+        data.classes(),
+        values,
+        data.labels().to_vec(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn f32_images_train_exactly_like_the_bytes_they_scale() {
+    let d = data();
+    let train = d.train.take(512);
+    let spec = ModelSpec::fashion_mnist(Arch::Layers(declared_with_norm_and_dropout()));
+    let run = |data: &Dataset| {
+        let mut t =
+            Trainer::new(cpu_backend(), &spec, OptimizerConfig::sgd(0.05, 0.9), 32, 5).unwrap();
+        t.train_epoch(data, 0, &|_| 0.05, &mut |_, _| true).unwrap();
+        (
+            t.params_flat().unwrap(),
+            t.evaluate(&d.test.take(200)).unwrap(),
+        )
+    };
+    let (bytes_params, bytes_eval) = run(&train);
+    let (f32_params, f32_eval) = run(&as_f32(&train));
+    assert!(
+        bytes_params
+            .iter()
+            .zip(&f32_params)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "parameters differ"
+    );
+    assert_eq!(bytes_eval.accuracy, f32_eval.accuracy);
+}
+
+/// Two Gaussian clusters in 6 features, label = which cluster: tabular
+/// data (`6 x 1 x 1`) that a linear layer separates.
+fn clusters(n: usize, seed: u64) -> Dataset {
+    let mut rng = fairgrid_kernels::rng::SplitMix64::new(seed);
+    let mut values = Vec::with_capacity(n * 6);
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let label = (i % 2) as u8;
+        let centre = if label == 0 { -1.5 } else { 1.5 };
+        for _ in 0..6 {
+            // Roughly normal: the sum of four uniforms, centred.
+            let u: f32 = (0..4)
+                .map(|_| rng.below(1 << 20) as f32 / (1 << 20) as f32)
+                .sum();
+            values.push(centre + (u - 2.0) * 1.5);
+        }
+        labels.push(label);
+    }
+    let shape = InputShape {
+        channels: 6,
+        height: 1,
+        width: 1,
+    };
+    Dataset::new("clusters", shape, 2, values, labels).unwrap()
+}
+
+#[test]
+fn tabular_features_train_without_a_flatten() {
+    let train = clusters(2000, 1);
+    let test = clusters(500, 2);
+    // Linear straight on the features, batch norm as BatchNorm1d.
+    let layers = vec![
+        LayerSpec::Op(Op::Linear { out_features: 16 }),
+        LayerSpec::Op(Op::BatchNorm),
+        LayerSpec::Op(Op::Relu),
+        LayerSpec::Op(Op::Linear { out_features: 2 }),
+    ];
+    let spec = ModelSpec {
+        arch: Arch::Layers(layers),
+        input: train.shape(),
+        classes: 2,
+    };
+    spec.validate().unwrap();
+    let accuracy = train_epochs(&spec, OptimizerConfig::sgd(0.05, 0.9), 3, &train, &test);
+    assert!(accuracy > 0.9, "accuracy {accuracy}");
+    // The MLP preset (a flatten first, a no-op on features), and its int8
+    // inference.
+    let mlp = ModelSpec {
+        arch: Arch::Mlp { hidden: vec![64] },
+        ..spec.clone()
+    };
+    let mut t = Trainer::new(cpu_backend(), &mlp, OptimizerConfig::sgd(0.05, 0.9), 64, 1).unwrap();
+    for epoch in 0..3 {
+        t.train_epoch(&train, epoch, &|_| 0.05, &mut |_, _| true)
+            .unwrap();
+    }
+    let fp32 = t.evaluate(&test).unwrap().accuracy;
+    let be = fairgrid_kernels::CpuBackend::new(1).unwrap();
+    let mut model = Model::new(&be, &mlp, 0).unwrap();
+    model
+        .set_params_flat(&be, &t.params_flat().unwrap())
+        .unwrap();
+    let int8 = fairgrid_kernels::model::int8::Int8Model::new(model, be, 1)
+        .unwrap()
+        .evaluate(&test, 100)
+        .unwrap()
+        .accuracy;
+    assert!(
+        fp32 > 0.9 && (fp32 - int8).abs() < 0.02,
+        "fp32 {fp32}, int8 {int8}"
+    );
+    // A convolution needs an image; features are not one.
+    let conv = ModelSpec {
+        arch: Arch::Layers(vec![LayerSpec::Op(Op::Conv2d {
+            out_channels: 4,
+            kernel: 1,
+            stride: 1,
+            padding: 0,
+        })]),
+        ..spec
+    };
+    let err = conv.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("conv2d needs an image, got 6 features"),
+        "{err}"
+    );
+}

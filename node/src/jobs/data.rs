@@ -6,10 +6,10 @@
 
 use std::sync::Arc;
 
-use fairgrid_kernels::data::{SYSTEM_FASHION_MNIST_DIR, builtin};
+use fairgrid_kernels::data::{PixelKind, SYSTEM_FASHION_MNIST_DIR, builtin};
 use fairgrid_kernels::{Dataset, FashionMnist, Samples, Shard, TrainTest};
 use fairgrid_protocol::Hash32;
-use fairgrid_protocol::messages::{InputShape, JobSpec, ShardInfo};
+use fairgrid_protocol::messages::{InputShape, JobSpec, ShardInfo, ValueKind};
 
 use super::request::{DataFacts, DataSource, JobPlan};
 
@@ -102,9 +102,18 @@ pub fn load(plan: &JobPlan) -> Result<JobData, String> {
             channels: shape.channels as u32,
             height: shape.height as u32,
             width: shape.width as u32,
+            values: value_kind(train.kind()),
         },
         classes: train.classes() as u32,
     })
+}
+
+/// The wire's name for a data set's value kind.
+pub fn value_kind(kind: PixelKind) -> ValueKind {
+    match kind {
+        PixelKind::U8 => ValueKind::U8,
+        PixelKind::F32 => ValueKind::F32,
+    }
 }
 
 #[cfg(test)]
@@ -191,5 +200,58 @@ mod tests {
             format!("cifar-10/{}", dir.path().display())
         );
         assert_eq!(data.test.len(), 20);
+    }
+
+    /// `docs/examples/tabular.toml` on a directory of NumPy features: the
+    /// job's input is `F x 1 x 1` f32, its shards are f32 shards of the
+    /// size the spec declares, and the declared network (a linear layer
+    /// straight on the features) checks against the data.
+    #[test]
+    fn a_directory_of_tabular_features_becomes_a_job() {
+        use fairgrid_kernels::data::npy::encode_npy;
+        let dir = tempfile::tempdir().unwrap();
+        let floats = |n: usize| -> Vec<u8> {
+            (0..n * 7)
+                .flat_map(|i| (i as f32 * 0.01 - 1.0).to_le_bytes())
+                .collect()
+        };
+        let labels = |n: usize| -> Vec<u8> { (0..n).map(|i| (i % 2) as u8).collect() };
+        for (split, n) in [("train", 1200), ("test", 100)] {
+            let write = |name: &str, bytes: Vec<u8>| {
+                std::fs::write(dir.path().join(format!("{split}_{name}.npy")), bytes).unwrap()
+            };
+            write("features", encode_npy("<f4", &[n, 7], &floats(n)));
+            write("labels", encode_npy("|u1", &[n], &labels(n)));
+        }
+        let text = include_str!("../../../docs/examples/tabular.toml");
+        let mut request: JobRequest = toml::from_str(text).unwrap();
+        request.data.source = dir.path().display().to_string();
+        let plan = super::super::request::plan(&request).unwrap();
+        let data = load(&plan).unwrap();
+        assert_eq!(
+            data.input,
+            InputShape {
+                channels: 7,
+                height: 1,
+                width: 1,
+                values: ValueKind::F32,
+            }
+        );
+        assert_eq!((data.classes, data.shards.len()), (2, 3));
+        for (info, bytes) in data.shards.iter().zip(&data.shard_bytes) {
+            assert_eq!(bytes.len() as u64, info.bytes(&data.input));
+            let shard = Shard::from_bytes(bytes).unwrap();
+            assert_eq!(shard.kind(), PixelKind::F32);
+        }
+        let node = fairgrid_protocol::NodeId(fairgrid_protocol::PublicKey([1; 32]));
+        let spec = plan.spec(node, 1, 0, &data.facts()).unwrap();
+        spec.validate().unwrap();
+        // The same network on images is refused by its first layer.
+        let mut images = request.clone();
+        images.data.source = "builtin".into();
+        let plan = super::super::request::plan(&images).unwrap();
+        let data = load(&plan).unwrap();
+        let err = plan.spec(node, 1, 0, &data.facts()).unwrap_err();
+        assert!(err.contains("linear needs features"), "{err}");
     }
 }

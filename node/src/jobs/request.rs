@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use fairgrid_protocol::market::PPM;
 use fairgrid_protocol::messages::{
     DatasetDescriptor, HyperParams, InputShape, JobSpec, ModelArch, ModelSpec, ShortfallPolicy,
+    ValueKind,
 };
 use fairgrid_protocol::request::{JobRequest, owner_cap};
 use fairgrid_protocol::{NodeId, PublicKey, ResourceVec};
@@ -218,6 +219,7 @@ impl JobPlan {
                 channels: 1,
                 height: 28,
                 width: 28,
+                values: ValueKind::U8,
             },
             classes: 10,
         };
@@ -346,6 +348,7 @@ mod tests {
             channels: 1,
             height: 28,
             width: 28,
+            values: ValueKind::U8,
         };
         let node = NodeId(PublicKey([1; 32]));
         let spec = plan(&example)
@@ -376,6 +379,7 @@ mod tests {
             channels: 3,
             height: 32,
             width: 32,
+            values: ValueKind::U8,
         };
         let fits = p.spec(node, 0, 10, &facts(&shards, cifar, 100));
         assert!(fits.is_ok(), "{fits:?}");
@@ -406,6 +410,7 @@ mod tests {
                 channels: 1,
                 height: 28,
                 width: 28,
+                values: ValueKind::U8,
             },
             classes: 10,
         };

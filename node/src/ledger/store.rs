@@ -161,23 +161,43 @@ pub struct LedgerStore {
     handles: Arc<Mutex<Option<Arc<Handles>>>>,
 }
 
+/// How long an open waits for sled's lock: a database closed in this
+/// process lets go of it only when sled's background threads end, which
+/// took longer than an immediate reopen on a loaded machine (a test's
+/// reopen failed as "locked"). A lock that a running node holds is
+/// reported after this wait.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn open_handles(path: &Path, cache_bytes: u64) -> Result<Handles> {
-    let db = sled::Config::new()
-        .path(path)
-        .mode(sled::Mode::HighThroughput)
-        // sled caches up to 1 GiB by default: bounded (`storage.
-        // ledger_cache_mib`) for a node that runs for months.
-        .cache_capacity(cache_bytes)
-        .open()
-        .map_err(|e| match e {
-            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                NodeError::Ledger(format!(
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let db = loop {
+        let opened = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            // sled caches up to 1 GiB by default: bounded (`storage.
+            // ledger_cache_mib`) for a node that runs for months.
+            .cache_capacity(cache_bytes)
+            .open();
+        match opened {
+            Ok(db) => break db,
+            Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock") => {
+                if std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    continue;
+                }
+                return Err(NodeError::Ledger(format!(
                     "{} is locked by a running node; query it through its API instead",
                     path.display()
-                ))
+                )));
             }
-            other => NodeError::Ledger(format!("opening {}: {other}", path.display())),
-        })?;
+            Err(other) => {
+                return Err(NodeError::Ledger(format!(
+                    "opening {}: {other}",
+                    path.display()
+                )));
+            }
+        }
+    };
     let trees = Trees::open(&db)?;
     Ok(Handles { db, trees })
 }

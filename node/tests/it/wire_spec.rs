@@ -12,7 +12,7 @@ use fairgrid_protocol::ledger::{EntryBody, EntryKind, LedgerEntry};
 use fairgrid_protocol::messages::{
     Aggregation, Allocation, Bid, CapacityAdvert, Compression, JobSpec, Layer, LayerOp, LrSchedule,
     ModelArch, OptimizerKind, Reach, Receipt, RoundRefusal, RoundStart, RoundUpdate,
-    ShortfallPolicy,
+    ShortfallPolicy, ValueKind,
 };
 use fairgrid_protocol::{OwnerCertificate, Revocation};
 use serde_reflection::{Registry, Tracer, TracerConfig};
@@ -42,6 +42,7 @@ fn trace() -> Registry {
         OptimizerKind,
         LrSchedule,
         ShortfallPolicy,
+        ValueKind,
         Reach,
     );
     trace!(

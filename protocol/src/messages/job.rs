@@ -72,11 +72,33 @@ pub enum LayerOp {
     Flatten,
 }
 
+/// A sample's shape as the data holds it: `channels x height x width`
+/// values (row-major `(h, w, c)`), `F x 1 x 1` for F tabular features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputShape {
     pub channels: u32,
     pub height: u32,
     pub width: u32,
+    pub values: ValueKind,
+}
+
+/// How a shard stores its values, and what the model sees.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ValueKind {
+    /// One byte each (shard magic `FGSHARD1`), scaled by 1/255.
+    #[default]
+    U8,
+    /// f32 little-endian (shard magic `FGSHARDF`), used as they are.
+    F32,
+}
+
+impl ValueKind {
+    pub fn bytes(self) -> u64 {
+        match self {
+            ValueKind::U8 => 1,
+            ValueKind::F32 => 4,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,11 +122,12 @@ pub const MAX_SHARD_BYTES: u64 = 16 * 1024 * 1024;
 
 impl ShardInfo {
     /// Its size on the wire and in a worker's memory: the header, then
-    /// one byte per pixel and one label byte per sample.
+    /// each sample's values (1 or 4 bytes each) and one label byte.
     pub fn bytes(&self, input: &InputShape) -> u64 {
         let per_sample = u64::from(input.channels)
             .saturating_mul(u64::from(input.height))
             .saturating_mul(u64::from(input.width))
+            .saturating_mul(input.values.bytes())
             .saturating_add(1);
         SHARD_HEADER_BYTES.saturating_add(per_sample.saturating_mul(u64::from(self.samples)))
     }
@@ -436,8 +459,14 @@ impl JobSpec {
         if input.channels == 0 || input.height == 0 || input.width == 0 {
             return bad("model.input", "zero dimension".into());
         }
-        if input.channels > 16 || input.height > 512 || input.width > 512 {
-            return bad("model.input", "larger than 16x512x512".into());
+        // `F x 1 x 1` is F features (tabular data); anything else an image.
+        // The kernels' `InputShape::check_bounds` holds the same rule.
+        let features = input.height == 1 && input.width == 1;
+        if features && input.channels > 4096 {
+            return bad("model.input", "more than 4096 features".into());
+        }
+        if !features && (input.channels > 16 || input.height > 512 || input.width > 512) {
+            return bad("model.input", "an image larger than 16x512x512".into());
         }
         if self.model.classes < 2 || self.model.classes > 10_000 {
             return bad(

@@ -16,6 +16,6 @@ pub use job::{
     Aggregation, Compression, DatasetDescriptor, HyperParams, InputShape, JobSpec, Layer, LayerOp,
     LrSchedule, MAX_DECLARED_LAYERS, MAX_FINETUNE_STEPS, MAX_RESIDUAL_LAYERS, MAX_ROUNDS,
     MAX_SHARD_BYTES, MAX_SHARDS, MAX_TRIM, ModelArch, ModelCompression, ModelSpec, OptimizerKind,
-    PPM, SHARD_HEADER_BYTES, ShardInfo, ShortfallPolicy,
+    PPM, SHARD_HEADER_BYTES, ShardInfo, ShortfallPolicy, ValueKind,
 };
 pub use round::{Receipt, RoundRefusal, RoundStart, RoundUpdate, WorkOrder};

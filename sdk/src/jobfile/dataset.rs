@@ -1,8 +1,9 @@
 //! What the client can tell about a job's dataset before sending it: the
 //! built-in subset's size, and for a directory (or the system copy) which
 //! format its files are (Fashion-MNIST IDX, CIFAR-10/100 binary, NumPy
-//! arrays: the node's readers, `fairgrid_kernels::data`) and, where a
-//! header or the file sizes tell, how many training samples they hold.
+//! or safetensors arrays: the node's readers, `fairgrid_kernels::data`)
+//! and, where a header or the file sizes tell, how many training samples
+//! they hold.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -24,13 +25,40 @@ pub const IDX_FILES: [&str; 4] = [
     "t10k-labels-idx1-ubyte",
 ];
 
-/// A NumPy arrays directory (`fairgrid_kernels::data::npy`).
+/// A NumPy arrays directory (`fairgrid_kernels::data::npy`) of images;
+/// one of tabular data holds `*_features.npy` instead of `*_images.npy`.
 pub const NPY_FILES: [&str; 4] = [
     "train_images.npy",
     "train_labels.npy",
     "test_images.npy",
     "test_labels.npy",
 ];
+
+/// A safetensors arrays directory (`fairgrid_kernels::data::tensors`).
+pub const SAFETENSORS_FILES: [&str; 2] = ["train.safetensors", "test.safetensors"];
+
+/// The files a NumPy directory lacks (`None` when it is not one): per
+/// split, its labels and its images or features.
+fn npy_missing(dir: &Path) -> Option<Vec<String>> {
+    let has = |f: &str| dir.join(f).is_file();
+    let mut any = false;
+    let mut missing = Vec::new();
+    for split in ["train", "test"] {
+        let (images, features, labels) = (
+            format!("{split}_images.npy"),
+            format!("{split}_features.npy"),
+            format!("{split}_labels.npy"),
+        );
+        any |= has(&images) || has(&features) || has(&labels);
+        if !has(&images) && !has(&features) {
+            missing.push(format!("{images} (or {features})"));
+        }
+        if !has(&labels) {
+            missing.push(labels);
+        }
+    }
+    any.then_some(missing)
+}
 
 /// CIFAR binary batches: (training files, test file, bytes per record).
 const CIFAR: [(&[&str], &str, u64); 2] = [
@@ -127,15 +155,33 @@ fn directory(dir: &Path, name: &str) -> Result<DatasetFacts, (&'static str, Stri
     if let Some(facts) = cifar(dir, name)? {
         return Ok(facts);
     }
-    if let Some(missing) = NPY_FILES.iter().find(|f| !dir.join(f).is_file())
-        && NPY_FILES.iter().any(|f| dir.join(f).is_file())
-    {
-        return Err((
-            "data.source",
-            format!("{} holds NumPy arrays but no {missing}", dir.display()),
-        ));
-    }
-    if NPY_FILES.iter().all(|f| dir.join(f).is_file()) {
+    let arrays = match npy_missing(dir) {
+        Some(missing) if !missing.is_empty() => {
+            return Err((
+                "data.source",
+                format!(
+                    "{} holds NumPy arrays but no {}",
+                    dir.display(),
+                    missing.join(", no ")
+                ),
+            ));
+        }
+        Some(_) => true,
+        None => match SAFETENSORS_FILES.iter().find(|f| !dir.join(f).is_file()) {
+            Some(missing) if SAFETENSORS_FILES.iter().any(|f| dir.join(f).is_file()) => {
+                return Err((
+                    "data.source",
+                    format!(
+                        "{} holds safetensors arrays but no {missing}",
+                        dir.display()
+                    ),
+                ));
+            }
+            Some(_) => false,
+            None => true,
+        },
+    };
+    if arrays {
         // The node reads the arrays; the count is in their headers.
         return Ok(DatasetFacts {
             name: name.to_string(),
@@ -154,9 +200,10 @@ fn directory(dir: &Path, name: &str) -> Result<DatasetFacts, (&'static str, Stri
                 return Err((
                     "data.source",
                     format!(
-                        "{} has no {file} (or {file}.gz){hint}; a data directory holds the four Fashion-MNIST IDX files, CIFAR-10 or CIFAR-100 binary batches, or NumPy arrays ({})",
+                        "{} has no {file} (or {file}.gz){hint}; a data directory holds the four Fashion-MNIST IDX files, CIFAR-10 or CIFAR-100 binary batches, NumPy arrays ({}; features_*.npy for tabular data) or safetensors arrays ({})",
                         dir.display(),
-                        NPY_FILES.join(", ")
+                        NPY_FILES.join(", "),
+                        SAFETENSORS_FILES.join(", ")
                     ),
                 ));
             }

@@ -489,6 +489,29 @@ fn cifar_and_numpy_directories_are_recognised_before_sending() {
         .unwrap();
     assert_eq!(facts.train_samples, None, "the node reads the headers");
 
+    // Tabular features instead of images; safetensors arrays.
+    let tabular = root.path().join("tabular");
+    std::fs::create_dir_all(&tabular).unwrap();
+    for file in ["train_features.npy", "train_labels.npy", "test_labels.npy"] {
+        std::fs::write(tabular.join(file), b"\x93NUMPY").unwrap();
+    }
+    let (_, reason) =
+        dataset::dataset_facts(tabular.to_str().unwrap(), DataCheck::Local).unwrap_err();
+    assert!(
+        reason.contains("no test_images.npy (or test_features.npy)"),
+        "{reason}"
+    );
+    std::fs::write(tabular.join("test_features.npy"), b"\x93NUMPY").unwrap();
+    assert!(dataset::dataset_facts(tabular.to_str().unwrap(), DataCheck::Local).is_ok());
+    let tensors = root.path().join("tensors");
+    std::fs::create_dir_all(&tensors).unwrap();
+    std::fs::write(tensors.join("train.safetensors"), b"{}").unwrap();
+    let (_, reason) =
+        dataset::dataset_facts(tensors.to_str().unwrap(), DataCheck::Local).unwrap_err();
+    assert!(reason.contains("no test.safetensors"), "{reason}");
+    std::fs::write(tensors.join("test.safetensors"), b"{}").unwrap();
+    assert!(dataset::dataset_facts(tensors.to_str().unwrap(), DataCheck::Local).is_ok());
+
     // An empty directory names every format it could have held.
     let empty = root.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();

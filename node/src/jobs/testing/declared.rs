@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use fairgrid_protocol::ledger::{EntryBody, EntryKind};
-use fairgrid_sdk::jobs::{ArchName, LayerChoice};
+use fairgrid_sdk::jobs::{ArchName, JobRequest, LayerChoice};
 
 use super::cluster::{Cluster, LedgerKind};
 use super::tests::{count, entries_once_finished, small_job, submit_to, wait_finished};
@@ -48,18 +48,26 @@ fn a_declared_model_trains_across_nodes_and_its_audits_pass() {
     let mut request = small_job("declared", 4);
     request.model.arch = ArchName::Layers;
     request.model.layers = Some(declared_layers());
-    let job = submit_to(&cluster, 0, request);
-    let coordinated = wait_finished(&cluster, job, Duration::from_secs(180));
+    let accuracy = run_with_clean_audits(&cluster, request, 4);
+    assert!(accuracy > 0.5, "accuracy {accuracy} after 4 rounds");
+}
+
+/// Submits `request` to node 0, waits until its `rounds` rounds are done,
+/// and checks that rounds were audited (new nodes are, often: the
+/// recomputation really ran) and every audit passed. Returns the last
+/// round's test accuracy.
+pub(super) fn run_with_clean_audits(cluster: &Cluster, request: JobRequest, rounds: usize) -> f32 {
+    let job = submit_to(cluster, 0, request);
+    let coordinated = wait_finished(cluster, job, Duration::from_secs(180));
     let state = coordinated.state();
-    assert_eq!(state.rounds.len(), 4);
+    assert_eq!(state.rounds.len(), rounds);
     let accuracy = state
         .rounds
         .last()
         .and_then(|r| r.test_accuracy)
         .expect("the last round is evaluated");
-    assert!(accuracy > 0.5, "accuracy {accuracy} after 4 rounds");
     drop(state);
-    let entries = entries_once_finished(&cluster, 0, &job);
+    let entries = entries_once_finished(cluster, 0, &job);
     assert_eq!(count(&entries, EntryKind::JobFinished), 1);
     let mut audits = 0;
     for entry in &entries {
@@ -68,6 +76,6 @@ fn a_declared_model_trains_across_nodes_and_its_audits_pass() {
             audits += 1;
         }
     }
-    // New nodes are audited often: the recomputation really ran.
     assert!(audits > 0, "no round was audited");
+    accuracy
 }

@@ -19,4 +19,6 @@ mod compressed;
 #[cfg(test)]
 mod declared;
 #[cfg(test)]
+mod tabular;
+#[cfg(test)]
 mod tests;

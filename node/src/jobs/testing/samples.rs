@@ -17,6 +17,7 @@ pub fn spec_with(key: &Keypair, shards: usize, compression: Compression) -> JobS
                 channels: 1,
                 height: 28,
                 width: 28,
+                values: fairgrid_protocol::messages::ValueKind::U8,
             },
             classes: 10,
         },

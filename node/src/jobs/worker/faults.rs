@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use fairgrid_kernels::data::{PixelKind, Pixels};
 use fairgrid_kernels::rng::SplitMix64;
 use fairgrid_kernels::{Dataset, Samples, Shard};
 
@@ -114,9 +115,17 @@ impl TestFault {
                 .map(|shard| {
                     let real = shard.dataset();
                     let classes = real.classes() as u64;
-                    let images = (0..real.images().len())
-                        .map(|_| rng.below(256) as u8)
-                        .collect();
+                    let count = real.images().len();
+                    let images = match real.images().kind() {
+                        PixelKind::U8 => {
+                            Pixels::U8((0..count).map(|_| rng.below(256) as u8).collect())
+                        }
+                        PixelKind::F32 => Pixels::F32(
+                            (0..count)
+                                .map(|_| rng.below(1 << 16) as f32 / 65536.0)
+                                .collect(),
+                        ),
+                    };
                     let labels = (0..real.labels().len())
                         .map(|_| rng.below(classes) as u8)
                         .collect();

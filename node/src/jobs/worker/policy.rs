@@ -349,6 +349,7 @@ mod tests {
             channels: 1,
             height: 512,
             width: 512,
+            values: fairgrid_protocol::messages::ValueKind::U8,
         };
         spec.model.classes = 2;
         spec.hyper.batch_size = 4;

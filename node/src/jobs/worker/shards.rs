@@ -170,6 +170,21 @@ fn accept(ctx: &JobsContext, job: &WorkerJob, index: u32, bytes: &[u8]) -> Resul
     if shard.len() != info.samples as usize {
         return Err("sample count differs from the spec".into());
     }
+    let input = &job.spec.model.input;
+    let shape = shard.shape();
+    let kind = crate::jobs::data::value_kind(shard.kind());
+    if (shape.channels, shape.height, shape.width, kind)
+        != (
+            input.channels as usize,
+            input.height as usize,
+            input.width as usize,
+            input.values,
+        )
+    {
+        return Err(format!(
+            "{shape:?} of {kind:?} values, the spec says {input:?}"
+        ));
+    }
     if let Err(e) = ctx.jobs.shards.put(&hash, bytes) {
         warn!(target: TARGET, job = %job.id, error = %e, "shard not cached");
     }

@@ -134,6 +134,7 @@ impl Gen {
                     channels: 1,
                     height: 28,
                     width: 28,
+                    values: fairgrid_protocol::messages::ValueKind::U8,
                 },
                 classes: 10,
             },

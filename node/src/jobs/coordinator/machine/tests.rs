@@ -32,6 +32,7 @@ fn fixture(workers: u8) -> Fixture {
         channels: 1,
         height: 2,
         width: 2,
+        values: fairgrid_protocol::messages::ValueKind::U8,
     };
     spec.alpha_ppm = 1_000_000;
     spec.submitted_at = T0;

@@ -78,6 +78,7 @@ fn sim_spec(key: &Keypair, rng: &mut ChaCha8Rng) -> JobSpec {
         channels: 1,
         height: 2,
         width: 2,
+        values: fairgrid_protocol::messages::ValueKind::U8,
     };
     spec.hyper.rounds = rng.random_range(1..=4);
     spec.hyper.eval_every = rng.random_range(1..=3);
