@@ -82,13 +82,12 @@ impl<B: Backend> BatchNorm<B> {
         let g = self.geometry(x.shape())?;
         self.out.resize(backend, x.shape().clone())?;
         self.trained = matches!(pass, Pass::Train { .. });
+        // One value per channel (a batch of one sample of features: a
+        // worker holding only a job's one-sample last shard, or an epoch's
+        // last batch) trains too, where PyTorch refuses: the output is
+        // beta, nothing flows back through the layer, and the running
+        // statistics stay. Refusing would fail the worker's whole round.
         if self.trained {
-            if g.rows < 2 {
-                return Err(KernelError::config(
-                    "BatchNorm",
-                    "training needs more than one value per channel (batch of one?)",
-                ));
-            }
             backend.batchnorm_forward_train(
                 &g,
                 x.buf(),

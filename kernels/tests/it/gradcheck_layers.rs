@@ -213,6 +213,30 @@ fn batchnorm_running_statistics_follow_pytorch() {
     );
 }
 
+/// One sample of features: one value per channel says nothing of the
+/// variance, so the running statistics stay (they would decay toward a
+/// variance of 0); two values move them.
+fn batchnorm_one_row_keeps_the_running_statistics<B: Backend>(be: &B) -> Result<()> {
+    let stats_after = |rows: &[f32]| -> Result<Vec<Vec<f32>>> {
+        let mut layer = BatchNorm::new(be, 2)?;
+        let x = Tensor::from_host(be, Shape::new([rows.len() / 2, 2]), rows)?;
+        layer.forward(be, &x, Pass::Train { seed: 0 })?;
+        let layer = Layer::BatchNorm(layer);
+        layer
+            .params()
+            .iter()
+            .map(|(_, p)| p.value.to_host(be))
+            .collect()
+    };
+    let one = stats_after(&[5.0, -3.0])?;
+    assert_eq!((&one[2], &one[3]), (&vec![0.0, 0.0], &vec![1.0, 1.0]));
+    let two = stats_after(&[5.0, -3.0, 7.0, -3.0])?;
+    assert_eq!(two[2], vec![0.6, -0.3]);
+    assert!((two[3][0] - (0.9 + 0.1 * 2.0)).abs() < 1e-6 && two[3][1] == 0.9);
+    Ok(())
+}
+test_device!(batchnorm_one_row_keeps_the_running_statistics);
+
 fn residual_gradients<B: Backend>(be: &B) -> Result<()> {
     let mut rng = SplitMix64::new(3);
     let conv = Conv2d::new(be, 3, 3, 3, 1, 1, Init::KaimingNormal, &mut rng)?;

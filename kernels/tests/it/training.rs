@@ -571,6 +571,16 @@ fn tabular_features_train_without_a_flatten() {
     spec.validate().unwrap();
     let accuracy = train_epochs(&spec, OptimizerConfig::sgd(0.05, 0.9), 3, &train, &test);
     assert!(accuracy > 0.9, "accuracy {accuracy}");
+    // 1,985 = 31 x 64 + 1: each epoch ends on a batch of one sample, whose
+    // batch norm sees one value per channel (it trains; PyTorch refuses).
+    let odd = train_epochs(
+        &spec,
+        OptimizerConfig::sgd(0.05, 0.9),
+        3,
+        &clusters(1985, 3),
+        &test,
+    );
+    assert!(odd > 0.9, "accuracy {odd}");
     // The MLP preset (a flatten first, a no-op on features), and its int8
     // inference.
     let mlp = ModelSpec {

@@ -82,9 +82,15 @@ pub(crate) fn forward_train(
     for ch in 0..c {
         let mean = sum[ch] / n;
         let var = (squares[ch] / n - mean * mean).max(0.0);
-        let unbiased = if g.rows > 1 { var * n / (n - 1.0) } else { var };
         saved_mean[ch] = mean as f32;
         saved_invstd[ch] = (1.0 / (var + f64::from(g.eps)).sqrt()) as f32;
+        // One value per channel says nothing of the variance and would pull
+        // the running variance toward 0 (a worker holding only a job's
+        // one-sample last shard of features); PyTorch refuses such a batch.
+        if g.rows < 2 {
+            continue;
+        }
+        let unbiased = var * n / (n - 1.0);
         running_mean[ch] =
             ((1.0 - momentum) * f64::from(running_mean[ch]) + momentum * mean) as f32;
         running_var[ch] =

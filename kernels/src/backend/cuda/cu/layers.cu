@@ -139,10 +139,12 @@ FG_KERNEL void norm_finish_forward(const double* __restrict__ partial, u32 chunk
         double n = (double)rows;
         double mean = s1 / n;
         double var = fmax(s2 / n - mean * mean, 0.0);
-        double unbiased = rows > 1 ? var * n / (n - 1.0) : var;
         double m = (double)momentum;
         saved_mean[ch] = (float)mean;
         saved_invstd[ch] = (float)(1.0 / sqrt(var + (double)eps));
+        // One value per channel: the running statistics stay (the CPU's rule).
+        if (rows < 2) continue;
+        double unbiased = var * n / (n - 1.0);
         running_mean[ch] = (float)((1.0 - m) * (double)running_mean[ch] + m * mean);
         running_var[ch] = (float)((1.0 - m) * (double)running_var[ch] + m * unbiased);
     }
