@@ -11,4 +11,5 @@ mod ops;
 mod parity;
 mod parity_layers;
 mod properties;
+mod simd_paths;
 mod training;

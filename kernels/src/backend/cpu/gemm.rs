@@ -1,6 +1,15 @@
 //! Matrix products through the `gemm` crate, behind a bounds-checked
 //! strided-matrix wrapper. Strides let the callers express transposes
 //! without copying: `gemm` packs whatever layout it is given.
+//!
+//! Audits recompute rounds bit for bit on other machines, so a product
+//! must give the same bits whichever SIMD kernels `gemm` picks at run
+//! time (AVX2+FMA or AVX-512). Its packed kernels do (each element sums
+//! along k in the same order at any vector width), but for small and
+//! thin products it switches to dot-product and matrix-vector kernels
+//! that reduce across vector lanes, whose order depends on the width: 3
+//! of 400 random products differed between the two. Those shapes
+//! ([`width_dependent`]) run here instead ([`portable_matmul`]).
 
 use super::parallel::{Disjoint, Workers, split};
 use crate::backend::GemmSpec;
@@ -111,6 +120,9 @@ pub(crate) fn matmul(
     if m == 0 || n == 0 {
         return;
     }
+    if width_dependent(m, n, k) {
+        return portable_matmul(dst, lhs, rhs, ab_scale, dst_scale);
+    }
     if k == 0 {
         for i in 0..m {
             for j in 0..n {
@@ -149,6 +161,73 @@ pub(crate) fn matmul(
             gemm::Parallelism::None,
         );
     }
+}
+
+/// Whether `gemm` would compute an `m x n x k` product with kernels whose
+/// summation order depends on the SIMD width: `gemm-common` 0.19 sends
+/// m <= 1 or n <= 1 to matrix-vector kernels, k <= 2 to outer products,
+/// and m x n <= 256 (with row-major A and column-major B) to dot-product
+/// kernels; all of them go to [`portable_matmul`]. An upgrade of `gemm`
+/// must re-check this list (the `simd_paths` test runs every product
+/// shape class on both paths in CI).
+pub(crate) fn width_dependent(m: usize, n: usize, k: usize) -> bool {
+    m <= 1 || n <= 1 || k <= 2 || m * n <= 256
+}
+
+/// `dst = ab_scale * lhs * rhs + dst_scale * dst` with each element summed
+/// along k in order, in plain f32 multiplies and adds (Rust never fuses
+/// them): the same bits on every x86-64 CPU at any vector width (the
+/// compiler vectorises across a row of C, never along k).
+fn portable_matmul(
+    dst: MatMut<'_>,
+    lhs: MatRef<'_>,
+    rhs: MatRef<'_>,
+    ab_scale: f32,
+    dst_scale: f32,
+) {
+    let (m, n, k) = (dst.rows, dst.cols, lhs.cols);
+    let mut acc = vec![0.0f32; n];
+    for i in 0..m {
+        acc.fill(0.0);
+        for p in 0..k {
+            let a = lhs.data[i * lhs.rs + p * lhs.cs];
+            let row = &rhs.data[p * rhs.rs..];
+            if rhs.cs == 1 {
+                for (s, &b) in acc.iter_mut().zip(&row[..n]) {
+                    *s += a * b;
+                }
+            } else {
+                for (j, s) in acc.iter_mut().enumerate() {
+                    *s += a * row[j * rhs.cs];
+                }
+            }
+        }
+        for (j, &s) in acc.iter().enumerate() {
+            let v = &mut dst.data[i * dst.rs + j * dst.cs];
+            *v = if dst_scale == 0.0 {
+                ab_scale * s
+            } else {
+                ab_scale * s + dst_scale * *v
+            };
+        }
+    }
+}
+
+/// Which of `gemm`'s x86 kernel families this process runs: "avx512f"
+/// (built with the `avx512` feature, on a CPU that has it), "fma"
+/// (AVX2+FMA) or "scalar" (neither; such a CPU's rounds need not match
+/// the others'). What `gemm` itself checks, in its order.
+pub fn gemm_simd_path() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if cfg!(feature = "avx512") && std::arch::is_x86_feature_detected!("avx512f") {
+            return "avx512f";
+        }
+        if std::arch::is_x86_feature_detected!("fma") {
+            return "fma";
+        }
+    }
+    "scalar"
 }
 
 /// Below this many multiply-adds a product runs on one thread.

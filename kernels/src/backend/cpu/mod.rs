@@ -6,6 +6,7 @@ mod avgpool;
 pub(crate) mod conv;
 mod elementwise;
 mod gemm;
+pub use gemm::gemm_simd_path;
 mod loss;
 pub(crate) mod norm;
 mod optim;

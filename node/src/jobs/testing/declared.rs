@@ -71,8 +71,17 @@ pub(super) fn run_with_clean_audits(cluster: &Cluster, request: JobRequest, roun
     assert_eq!(count(&entries, EntryKind::JobFinished), 1);
     let mut audits = 0;
     for entry in &entries {
-        if let EntryBody::Audit { passed, detail, .. } = entry {
+        if let EntryBody::Audit {
+            passed,
+            detail,
+            distance_ppb,
+            ..
+        } = entry
+        {
             assert!(*passed, "an honest round failed its audit: {detail}");
+            // CPU rounds replay bit for bit on the CPU (u64::MAX: decided
+            // by an earlier check, which an honest update never fails).
+            assert_eq!(*distance_ppb, 0, "an honest CPU round replayed inexactly");
             audits += 1;
         }
     }
