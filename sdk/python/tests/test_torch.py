@@ -95,6 +95,49 @@ def test_a_declared_network_trains_and_pytorch_agrees_with_the_report(testnet, t
     assert abs(accuracy - reported) <= 2 / len(labels), (accuracy, reported)
 
 
+def _save_npy(path, tensor, descr):
+    """A version 1.0 .npy file of a contiguous tensor (NumPy's layout)."""
+    shape = tuple(tensor.shape)
+    header = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}"
+    header += " " * ((64 - (10 + len(header) + 1) % 64) % 64) + "\n"
+    values = tensor.flatten().tolist()  # no NumPy needed
+    data = struct.pack(f"<{len(values)}f", *values) if descr == "<f4" else bytes(values)
+    path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + data)
+
+
+def test_tabular_features_train_and_pytorch_agrees_with_the_report(testnet, tmp_path):
+    """Your own data: float32 features written as .npy files, a network
+    that starts with a linear layer (no flatten) and BatchNorm1d."""
+    generator = torch.Generator().manual_seed(1)
+    data = tmp_path / "tabular"
+    data.mkdir()
+    splits = {}
+    for split, n in [("train", 1500), ("test", 300)]:
+        labels = torch.arange(n) % 2
+        features = (labels.float() * 2 - 1)[:, None] + 1.5 * torch.randn(n, 5, generator=generator)
+        _save_npy(data / f"{split}_features.npy", features.float(), "<f4")
+        _save_npy(data / f"{split}_labels.npy", labels.to(torch.uint8), "|u1")
+        splits[split] = (features.float(), labels)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2))
+    assert ft.arch_of(net)["layers"][0] == {"type": "linear", "out_features": 16}
+    node = fairgrid.connect(testnet[0]["dir"])
+    job = node.submit({"name": "torch-tabular", "model": ft.arch_of(net),
+                       "data": {"source": str(data), "shard_size": 250},
+                       "training": {"rounds": 3, "local_steps": 10, "lr": 0.05},
+                       "market": {"alpha": 0.5}})
+    job.follow(progress=False, timeout=300)
+    reported = job.report()["final_test_accuracy"]
+    ft.load_into(net, job.download(tmp_path / "m.safetensors"))
+    features, labels = splits["test"]
+    with torch.no_grad():
+        predicted = net(features).argmax(dim=1)
+    accuracy = (predicted == labels).float().mean().item()
+    print(f"PyTorch accuracy {accuracy:.4f}, fairgrid's report {reported:.4f}")
+    assert reported > 0.7, reported
+    assert abs(accuracy - reported) <= 2 / len(labels), (accuracy, reported)
+
+
 def _write_safetensors(path, tensors, meta):
     """A minimal safetensors writer: {name: (dtype, shape, bytes)}."""
     import json
