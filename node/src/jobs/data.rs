@@ -253,5 +253,20 @@ mod tests {
         let data = load(&plan).unwrap();
         let err = plan.spec(node, 1, 0, &data.facts()).unwrap_err();
         assert!(err.contains("linear needs features"), "{err}");
+
+        // A NaN among the features: the job is refused, naming the file.
+        let mut bad = floats(100);
+        bad[4 * 33..4 * 34].copy_from_slice(&f32::NAN.to_le_bytes());
+        std::fs::write(
+            dir.path().join("test_features.npy"),
+            encode_npy("<f4", &[100, 7], &bad),
+        )
+        .unwrap();
+        let plan = super::super::request::plan(&request).unwrap();
+        let err = load(&plan).err().unwrap();
+        assert!(
+            err.contains("test_features.npy") && err.contains("element 33 is NaN"),
+            "{err}"
+        );
     }
 }
