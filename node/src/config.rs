@@ -344,6 +344,25 @@ pub struct WorkerConfig {
     /// (about 1 s, once per model) and put it in the bid, so that the
     /// job's shards follow speed rather than cores.
     pub measure_speed: bool,
+    /// Weights of submitters in the DRF admission order, by the
+    /// submitting node's id (1..=1000; an unlisted submitter weighs 1). A
+    /// consortium gives every node the same table, so that every node
+    /// computes the same order.
+    pub submitter_weights: BTreeMap<String, u32>,
+}
+
+/// Most entries in `worker.submitter_weights`, and the largest weight.
+const MAX_WEIGHTED_SUBMITTERS: usize = 10_000;
+const MAX_SUBMITTER_WEIGHT: u32 = 1000;
+
+impl WorkerConfig {
+    /// The submitter weights, by node (checked by [`Config::validate`]).
+    pub fn weights(&self) -> BTreeMap<fairgrid_protocol::NodeId, u32> {
+        self.submitter_weights
+            .iter()
+            .filter_map(|(node, &w)| Some((node.parse().ok()?, w)))
+            .collect()
+    }
 }
 
 impl Default for WorkerConfig {
@@ -357,6 +376,7 @@ impl Default for WorkerConfig {
             shard_cache_mib: 1024,
             admission_delay_ms: 200,
             measure_speed: true,
+            submitter_weights: BTreeMap::new(),
         }
     }
 }
@@ -504,6 +524,24 @@ impl Config {
         }
         if self.worker.max_jobs == 0 {
             return bad("worker.max_jobs must be positive".into());
+        }
+        if self.worker.submitter_weights.len() > MAX_WEIGHTED_SUBMITTERS {
+            return bad(format!(
+                "worker.submitter_weights has {} entries, at most {MAX_WEIGHTED_SUBMITTERS}",
+                self.worker.submitter_weights.len()
+            ));
+        }
+        for (node, &weight) in &self.worker.submitter_weights {
+            if node.parse::<fairgrid_protocol::NodeId>().is_err() {
+                return bad(format!(
+                    "worker.submitter_weights: {node:?} is not a node id (12D3KooW...)"
+                ));
+            }
+            if !(1..=MAX_SUBMITTER_WEIGHT).contains(&weight) {
+                return bad(format!(
+                    "worker.submitter_weights: {node}'s weight {weight} is not in 1..={MAX_SUBMITTER_WEIGHT}"
+                ));
+            }
         }
         for owner in &self.trust.allowlist {
             if owner.parse::<fairgrid_protocol::OwnerId>().is_err() {
@@ -736,6 +774,10 @@ admission_delay_ms = {admission_delay}
 # Measure how fast this node trains a job's model before bidding (about
 # 1 s, once per model) and bid it, so that shards follow speed.
 measure_speed = {measure_speed}
+# Weights of submitters in that DRF order, by submitting node id (1..=1000;
+# unlisted: 1), e.g. {{ "12D3KooW..." = 2 }}. A consortium gives every node
+# the same table.
+submitter_weights = {{}}
 
 [storage]
 # A storage call that has not returned after this long stops the node
@@ -828,6 +870,26 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn submitter_weights_name_real_nodes_with_bounded_weights() {
+        let node = fairgrid_protocol::Keypair::from_seed(b"w").node_id();
+        let load = |table: &str| {
+            Config::from_toml_and_env(
+                &format!("[worker]\nsubmitter_weights = {table}\n"),
+                "t",
+                &env(&[]),
+            )
+        };
+        let ok = load(&format!("{{ \"{node}\" = 3 }}")).unwrap();
+        assert_eq!(ok.worker.weights(), BTreeMap::from([(node, 3)]));
+        let err = load("{ \"alice\" = 2 }").unwrap_err().to_string();
+        assert!(err.contains("\"alice\" is not a node id"), "{err}");
+        let err = load(&format!("{{ \"{node}\" = 0 }}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("weight 0 is not in 1..=1000"), "{err}");
     }
 
     #[test]

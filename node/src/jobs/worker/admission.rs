@@ -83,7 +83,8 @@ async fn pass(ctx: &Arc<JobsContext>) {
     }
     let usage = ctx.jobs.window.usage_by_submitter(now);
     let pool = ctx.host.pool(now);
-    let ordered = admission_order(open, &usage, &pool);
+    let weights = ctx.config.worker.weights();
+    let ordered = admission_order(open, &usage, &pool, &weights);
     debug!(target: TARGET, jobs = ordered.len(), "admission pass");
     for (signed, spec) in ordered {
         super::bid(ctx, signed, spec).await;
@@ -92,12 +93,14 @@ async fn pass(ctx: &Arc<JobsContext>) {
 
 /// The jobs in the order they are bid on: each submitter's jobs by
 /// submission time (then id), submitters by weighted DRF over `usage` and
-/// `pool` (every weight 1), ties broken by a seed all nodes hearing the
-/// same jobs share (the hash of their sorted ids).
+/// `pool` (`weights` from `worker.submitter_weights`, 1 for a submitter
+/// not listed), ties broken by a seed all nodes hearing the same jobs
+/// share (the hash of their sorted ids).
 pub fn admission_order(
     mut jobs: Vec<(Signed<JobSpec>, JobSpec)>,
     usage: &BTreeMap<NodeId, ResourceVec>,
     pool: &ResourceVec,
+    weights: &BTreeMap<NodeId, u32>,
 ) -> Vec<(Signed<JobSpec>, JobSpec)> {
     jobs.sort_by_key(|(signed, spec)| (spec.submitted_at, signed.id()));
     let mut ids: Vec<Hash32> = jobs.iter().map(|(s, _)| s.id()).collect();
@@ -108,7 +111,7 @@ pub fn admission_order(
         .map(|(signed, spec)| Contender {
             job_id: signed.id(),
             submitter: spec.submitter,
-            weight: 1,
+            weight: weights.get(&spec.submitter).copied().unwrap_or(1).max(1),
             demand: spec
                 .demand_per_shard
                 .saturating_mul(u64::from(spec.shard_count())),
@@ -144,7 +147,7 @@ mod tests {
             job(&c, 6),
         ];
         let pool = jobs[0].1.demand_per_shard.saturating_mul(100);
-        let order = admission_order(jobs.clone(), &BTreeMap::new(), &pool);
+        let order = admission_order(jobs.clone(), &BTreeMap::new(), &pool, &BTreeMap::new());
         let submitters: Vec<NodeId> = order.iter().map(|(_, s)| s.submitter).collect();
         let firsts: std::collections::BTreeSet<NodeId> = submitters[..3].iter().copied().collect();
         assert_eq!(firsts.len(), 3, "one job of each submitter first");
@@ -158,17 +161,40 @@ mod tests {
         // The order does not depend on the order jobs were heard in.
         let mut reversed = jobs.clone();
         reversed.reverse();
-        let again: Vec<Hash32> = admission_order(reversed, &BTreeMap::new(), &pool)
-            .iter()
-            .map(|(s, _)| s.id())
-            .collect();
+        let again: Vec<Hash32> =
+            admission_order(reversed, &BTreeMap::new(), &pool, &BTreeMap::new())
+                .iter()
+                .map(|(s, _)| s.id())
+                .collect();
         let first: Vec<Hash32> = order.iter().map(|(s, _)| s.id()).collect();
         assert_eq!(again, first);
 
         // b already holds much of the pool: its jobs come last.
         let usage = BTreeMap::from([(b.node_id(), pool)]);
-        let order = admission_order(jobs, &usage, &pool);
+        let order = admission_order(jobs.clone(), &usage, &pool, &BTreeMap::new());
         let last_two: Vec<NodeId> = order[4..].iter().map(|(_, s)| s.submitter).collect();
         assert_eq!(last_two, vec![b.node_id(), b.node_id()]);
+    }
+
+    #[test]
+    fn a_heavier_submitter_goes_before_one_holding_less() {
+        let [a, b, c] = [b"a", b"b", b"c"].map(|s| Keypair::from_seed(s));
+        let jobs = vec![job(&a, 1), job(&b, 2), job(&c, 3)];
+        let pool = jobs[0].1.demand_per_shard.saturating_mul(100);
+        // a holds 40% of the pool, c 30%, b nothing.
+        let usage = BTreeMap::from([
+            (a.node_id(), jobs[0].1.demand_per_shard.saturating_mul(40)),
+            (c.node_id(), jobs[0].1.demand_per_shard.saturating_mul(30)),
+        ]);
+        let submitters = |weights: &BTreeMap<NodeId, u32>| -> Vec<NodeId> {
+            admission_order(jobs.clone(), &usage, &pool, weights)
+                .iter()
+                .map(|(_, s)| s.submitter)
+                .collect()
+        };
+        let (a, b, c) = (a.node_id(), b.node_id(), c.node_id());
+        assert_eq!(submitters(&BTreeMap::new()), vec![b, c, a]);
+        // Weight 2: a's 40% counts as 20%, less than c's 30%.
+        assert_eq!(submitters(&BTreeMap::from([(a, 2)])), vec![b, a, c]);
     }
 }
