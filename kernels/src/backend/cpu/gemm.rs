@@ -120,21 +120,9 @@ pub(crate) fn matmul(
     if m == 0 || n == 0 {
         return;
     }
+    // k == 0 is among these (C = dst_scale * C).
     if width_dependent(m, n, k) {
         return portable_matmul(dst, lhs, rhs, ab_scale, dst_scale);
-    }
-    if k == 0 {
-        for i in 0..m {
-            for j in 0..n {
-                let v = &mut dst.data[i * dst.rs + j * dst.cs];
-                *v = if dst_scale == 0.0 {
-                    0.0
-                } else {
-                    *v * dst_scale
-                };
-            }
-        }
-        return;
     }
     // SAFETY: the asserts above prove every index the product touches is
     // inside its slice; `dst` is a unique borrow so it aliases neither input.
