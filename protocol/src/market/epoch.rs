@@ -17,7 +17,7 @@ use super::{MarketError, MarketJob, MarketPolicy, ValidBid, WindowUsage};
 use super::{clear_valid, first_difference};
 use crate::Hash32;
 use crate::identity::NodeId;
-use crate::messages::Allocation;
+use crate::messages::{Allocation, ShortfallPolicy};
 use crate::resources::ResourceVec;
 
 /// One job competing in the epoch, with its validated bids.
@@ -28,6 +28,10 @@ pub struct EpochJob {
     /// The submitter's weight (> 0); a submitter's first job's weight counts.
     pub weight: u32,
     pub alpha_ppm: u32,
+    /// `Wait`: the job is admitted only if every shard is placed; one
+    /// that cannot be is left out of the epoch (takes nothing, is not in
+    /// the result) and waits for the next, as its coordinator does.
+    pub on_shortfall: ShortfallPolicy,
     pub bids: Vec<ValidBid>,
 }
 
@@ -41,9 +45,10 @@ pub struct EpochPolicy {
     pub seed: Hash32,
 }
 
-/// Admits the jobs in weighted-DRF order and returns each job's
-/// allocation in admission order. A submitter's jobs keep their input
-/// order.
+/// Admits the jobs in weighted-DRF order and returns each admitted job's
+/// allocation in admission order (a `Wait` job with a shortfall is not
+/// admitted and its submitter's next job is considered instead). A
+/// submitter's jobs keep their input order.
 pub fn admit_epoch(
     jobs: &[EpochJob],
     policy: &EpochPolicy,
@@ -93,6 +98,9 @@ pub fn admit_epoch(
             window: window.clone(),
         };
         let allocation = clear_valid(&job.job, &bids, &market_policy, cleared_at)?;
+        if allocation.shortfall > 0 && job.on_shortfall == ShortfallPolicy::Wait {
+            continue;
+        }
         let demand = job.job.demand_per_shard;
         for a in &allocation.assignments {
             let used = demand.saturating_mul(a.shards.len() as u64);

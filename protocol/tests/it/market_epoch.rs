@@ -6,7 +6,7 @@ use crate::common;
 use common::{bid, job, node};
 use fairgrid_protocol::Hash32;
 use fairgrid_protocol::market::{EpochJob, EpochPolicy, MarketError, admit_epoch, verify_epoch};
-use fairgrid_protocol::messages::Allocation;
+use fairgrid_protocol::messages::{Allocation, ShortfallPolicy};
 
 fn epoch_job(
     name: &[u8],
@@ -22,6 +22,7 @@ fn epoch_job(
         submitter: node(1_000_000 + submitter),
         weight,
         alpha_ppm: 1_000_000,
+        on_shortfall: ShortfallPolicy::RunWithFewer,
         bids: nodes.map(|i| bid(i, i % 3, 10, 8)).collect(),
     }
 }
@@ -203,4 +204,39 @@ fn the_network_cap_holds_across_the_epoch() {
 fn a_zero_weight_is_refused() {
     let jobs = vec![epoch_job(b"z", 1, 0, 5, 0..3)];
     assert!(admit_epoch(&jobs, &EpochPolicy::default(), 0).is_err());
+}
+
+#[test]
+fn a_job_that_waits_for_all_its_shards_takes_nothing_when_they_do_not_fit() {
+    // Ten nodes of 8 shards: 80 in all. 50 + 40 do not fit; 50 + 20 do.
+    let mut jobs = vec![
+        epoch_job(b"a", 1, 1, 50, 0..10),
+        epoch_job(b"b", 2, 1, 40, 0..10),
+        epoch_job(b"c", 2, 1, 20, 0..10),
+    ];
+    for j in &mut jobs {
+        j.on_shortfall = ShortfallPolicy::Wait;
+    }
+    // A tie-break seed under which submitter 1 goes first.
+    let policy = (0u8..64)
+        .map(|i| EpochPolicy {
+            beta_ppm: 1_000_000,
+            seed: Hash32::of(&[i]),
+            ..Default::default()
+        })
+        .find(|p| admit_epoch(&jobs, p, 0).unwrap()[0].job_id == Hash32::of(b"a"))
+        .unwrap();
+    let allocations = admit_epoch(&jobs, &policy, 0).unwrap();
+    let admitted: Vec<(Hash32, u32)> = allocations.iter().map(|a| (a.job_id, placed(a))).collect();
+    // b waits; its capacity goes to c, submitter 2's next job.
+    assert_eq!(
+        admitted,
+        vec![(Hash32::of(b"a"), 50), (Hash32::of(b"c"), 20)]
+    );
+    verify_epoch(&allocations, &jobs, &policy).unwrap();
+    // Running with fewer, b takes the 30 left and c nothing.
+    jobs[1].on_shortfall = ShortfallPolicy::RunWithFewer;
+    let allocations = admit_epoch(&jobs, &policy, 0).unwrap();
+    assert_eq!(placed(&allocations[1]), 30);
+    assert_eq!(allocations[1].shortfall, 10);
 }

@@ -102,8 +102,11 @@ fn chaos_kills_a_worker_and_the_job_still_completes() {
 /// jobs each at once under a 50% network cap. The scenario itself checks,
 /// from the ledgers alone, that no node ever held more shards than it
 /// offers, that every recorded window holds what all ledgers had settled
-/// before it, that no owner passed its cap, and that every submitter's
-/// first job was placed before any second one; it fails otherwise.
+/// before it, that no owner passed its cap, that every submitter's first
+/// job was placed before any second one, and that while the jobs competed
+/// each submitter held within one shard of the weighted-DRF solution
+/// (`market::admit_epoch`); it fails otherwise. The pool holds three of
+/// the jobs at once, so that solution is one job (12 shards) each.
 #[test]
 fn many_jobs_from_three_submitters_keep_offers_caps_and_drf_order() {
     let last = run(
@@ -127,6 +130,7 @@ fn many_jobs_from_three_submitters_keep_offers_caps_and_drf_order() {
     let f = fields(&last);
     assert_eq!(f["jobs_finished"], "6", "{last}");
     assert_eq!(f["drf_order"], "ok", "{last}");
+    assert_eq!(f["drf_shares"], "12/12/12", "{last}");
     assert!(f["windows_checked"].parse::<u32>().unwrap() >= 6, "{last}");
     let (held, offered) = f["fullest_node"].split_once('/').unwrap();
     let (held, offered): (u32, u32) = (held.parse().unwrap(), offered.parse().unwrap());

@@ -5,7 +5,11 @@
 //! `JobFinished`), every allocation's recorded network window holds what
 //! every other coordinator had recorded and settled before it, and the
 //! jobs were placed in DRF order (every submitter's first job before any
-//! submitter's second).
+//! submitter's second), and each submitter's jobs held, while all of them
+//! competed, within one shard of what the weighted-DRF solution gives it
+//! ([`drf`]).
+
+mod drf;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -15,7 +19,7 @@ use fairgrid_protocol::ledger::{EntryBody, LedgerEntry};
 use fairgrid_protocol::market::{WindowUsage, check_recorded, owner_cap};
 use fairgrid_protocol::messages::Allocation;
 use fairgrid_protocol::messages::ShortfallPolicy;
-use fairgrid_protocol::{Hash32, Signed};
+use fairgrid_protocol::{Hash32, NodeId, ResourceVec, Signed};
 use fairgrid_sdk::Client;
 use fairgrid_sdk::jobs::{JobRequest, JobState};
 
@@ -48,6 +52,7 @@ pub struct ManyArgs {
 /// One job as its coordinator's ledger recorded it.
 struct JobRecord {
     submitter: usize,
+    submitter_id: NodeId,
     allocations: Vec<Allocation>,
     finished_at: Option<u64>,
 }
@@ -66,9 +71,11 @@ pub async fn run(launcher: Launcher, args: &ManyArgs) -> anyhow::Result<String> 
         s.model,
         &s.data,
         s.owners,
-        // Half a small owner's share per shard: every node holds more
-        // shards than one job's alpha lets it win.
-        spec.owners.small_cpu_milli / 2,
+        // A third of a small owner's share per shard: a small owner's
+        // one node holds three times what one job's alpha lets it win, so
+        // the pool holds three jobs at once (one per submitter when they
+        // are admitted in DRF order), never four.
+        spec.owners.small_cpu_milli / 3,
         &s.tuning,
     )?;
     request.market.on_shortfall = ShortfallPolicy::Wait;
@@ -133,6 +140,7 @@ async fn many(cluster: &Cluster, args: &ManyArgs, request: &JobRequest) -> anyho
         let entries = decoded(&cluster.nodes[*submitter].client()?, job).await?;
         let mut record = JobRecord {
             submitter: *submitter,
+            submitter_id: cluster.nodes[*submitter].peer_id.parse()?,
             allocations: Vec::new(),
             finished_at: None,
         };
@@ -153,8 +161,9 @@ async fn many(cluster: &Cluster, args: &ManyArgs, request: &JobRequest) -> anyho
     let (held, offered) = offers_held(cluster, &records, request).await?;
     let window = windows_hold(&records, args.beta_ppm)?;
     drf_order_held(&records, args.submitters)?;
+    let shares = drf_shares_held(cluster, &records, request, args.beta_ppm).await?;
     Ok(format!(
-        "result jobs_finished={} fullest_node={held}/{offered} windows_checked={window} drf_order=ok",
+        "result jobs_finished={} fullest_node={held}/{offered} windows_checked={window} drf_order=ok drf_shares={shares}",
         records.len()
     ))
 }
@@ -317,4 +326,88 @@ fn drf_order_held(records: &BTreeMap<Hash32, JobRecord>, submitters: usize) -> a
         bail!("placed in this order (time, submitter): {placed:?}");
     }
     Ok(())
+}
+
+/// The shards each submitter's jobs were given before the first job
+/// finished (the contended epoch), against the DRF solutions for the same
+/// jobs over the nodes' offers. Returns the observed shares, "12/24/12"
+/// in the order of the submitters' node indices.
+async fn drf_shares_held(
+    cluster: &Cluster,
+    records: &BTreeMap<Hash32, JobRecord>,
+    request: &JobRequest,
+    beta_ppm: u32,
+) -> anyhow::Result<String> {
+    let first_end = records
+        .values()
+        .filter_map(|r| r.finished_at)
+        .min()
+        .context("no job recorded its end")?;
+    let mut pool = Vec::new();
+    for a in cluster.nodes[0].client()?.adverts().await? {
+        let o = &a.offered;
+        pool.push(drf::PoolNode {
+            node: a.node_id.parse()?,
+            owner: a.owner.parse()?,
+            offer: ResourceVec {
+                cpu_milli: o.cpu_milli,
+                mem_mib: o.mem_mib,
+                gpu_milli: o.gpu_milli,
+                gpu_mem_mib: o.gpu_mem_mib,
+            },
+            ask: a.price_floor,
+        });
+    }
+    let d = &request.market.demand_per_shard;
+    let mut jobs: Vec<(usize, drf::Contender)> = Vec::new();
+    let mut observed = drf::Shares::new();
+    for (job_id, r) in records {
+        let first = r.allocations.first().context("a job without allocation")?;
+        jobs.push((
+            r.submitter,
+            drf::Contender {
+                job_id: *job_id,
+                submitter: r.submitter_id,
+                shards: first.shards.len() as u32,
+                demand_per_shard: ResourceVec {
+                    cpu_milli: d.cpu_milli,
+                    mem_mib: d.mem_mib,
+                    gpu_milli: d.gpu_milli,
+                    gpu_mem_mib: d.gpu_mem_mib,
+                },
+                limit_price: request.market.limit_price,
+                alpha_ppm: first.policy.alpha_ppm,
+                on_shortfall: request.market.on_shortfall,
+            },
+        ));
+        let held = r
+            .allocations
+            .iter()
+            .filter(|a| a.cleared_at < first_end)
+            .max_by_key(|a| a.attempt)
+            .map_or(0, |a| u64::from(a.assigned_shards()));
+        *observed.entry(r.submitter_id).or_default() += held;
+    }
+    // Each submitter's jobs in submission order (its jobs are alike).
+    jobs.sort_by_key(|(submitter, _)| *submitter);
+    let jobs: Vec<drf::Contender> = jobs.into_iter().map(|(_, j)| j).collect();
+    let solutions = drf::solutions(&jobs, &pool, beta_ppm)?;
+    let matched = drf::check(&observed, &solutions)?;
+    println!(
+        "  contended epoch: shards per submitter {}; DRF solution {}",
+        drf::shares_text(&observed.clone().into_iter().collect::<Vec<_>>()),
+        drf::shares_text(&matched)
+    );
+    let mut by_index: Vec<(usize, u64)> = records
+        .values()
+        .map(|r| (r.submitter, observed[&r.submitter_id]))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    by_index.dedup_by_key(|(i, _)| *i);
+    Ok(by_index
+        .iter()
+        .map(|(_, n)| n.to_string())
+        .collect::<Vec<_>>()
+        .join("/"))
 }
