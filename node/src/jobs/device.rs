@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use fairgrid_kernels::{
     CpuBackend, LocalUpdate, Metrics, Samples, ShardSet, Trainer, backend::select,
 };
-use fairgrid_protocol::messages::{HyperParams, ModelSpec};
+use fairgrid_protocol::messages::{Arithmetic, HyperParams, ModelSpec};
 use tracing::warn;
 
 use super::model;
@@ -27,6 +27,28 @@ impl std::fmt::Display for Device {
             Device::Cpu { threads } => write!(f, "cpu({threads} threads)"),
             Device::Cuda { ordinal } => write!(f, "cuda:{ordinal}"),
         }
+    }
+}
+
+/// The arithmetic of a round trained on `devices` (each group's): a GPU if
+/// any group ran on one, else this CPU's class.
+pub fn arithmetic(devices: impl IntoIterator<Item = Device>) -> Arithmetic {
+    if devices
+        .into_iter()
+        .any(|d| matches!(d, Device::Cuda { .. }))
+    {
+        Arithmetic::Gpu
+    } else {
+        cpu_arithmetic()
+    }
+}
+
+/// This CPU's arithmetic class.
+pub fn cpu_arithmetic() -> Arithmetic {
+    if fairgrid_kernels::backend::cpu::has_avx2_fma() {
+        Arithmetic::X86Avx2Fma
+    } else {
+        Arithmetic::OtherCpu
     }
 }
 

@@ -269,6 +269,7 @@ mod tests {
                         device_groups: 1,
                         residual_in: Hash32::ZERO,
                         residual_out: Hash32::ZERO,
+                        arithmetic: fairgrid_protocol::messages::Arithmetic::X86Avx2Fma,
                     },
                 ),
                 bytes: vec![0; 4],

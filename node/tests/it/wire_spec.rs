@@ -10,8 +10,8 @@
 use fairgrid_node::net::{Hello, Request, Response};
 use fairgrid_protocol::ledger::{EntryBody, EntryKind, LedgerEntry};
 use fairgrid_protocol::messages::{
-    Aggregation, Allocation, Bid, CapacityAdvert, Compression, JobSpec, Layer, LayerOp, LrSchedule,
-    ModelArch, OptimizerKind, Reach, Receipt, RoundRefusal, RoundStart, RoundUpdate,
+    Aggregation, Allocation, Arithmetic, Bid, CapacityAdvert, Compression, JobSpec, Layer, LayerOp,
+    LrSchedule, ModelArch, OptimizerKind, Reach, Receipt, RoundRefusal, RoundStart, RoundUpdate,
     ShortfallPolicy, ValueKind,
 };
 use fairgrid_protocol::{OwnerCertificate, Revocation};
@@ -43,6 +43,7 @@ fn trace() -> Registry {
         LrSchedule,
         ShortfallPolicy,
         ValueKind,
+        Arithmetic,
         Reach,
     );
     trace!(

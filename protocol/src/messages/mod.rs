@@ -18,4 +18,4 @@ pub use job::{
     MAX_SHARD_BYTES, MAX_SHARDS, MAX_TRIM, ModelArch, ModelCompression, ModelSpec, OptimizerKind,
     PPM, SHARD_HEADER_BYTES, ShardInfo, ShortfallPolicy, ValueKind,
 };
-pub use round::{Receipt, RoundRefusal, RoundStart, RoundUpdate, WorkOrder};
+pub use round::{Arithmetic, Receipt, RoundRefusal, RoundStart, RoundUpdate, WorkOrder};

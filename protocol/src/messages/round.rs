@@ -65,6 +65,26 @@ pub struct RoundUpdate {
     pub residual_in: Hash32,
     /// Hash of the residual left after encoding this round's update.
     pub residual_out: Hash32,
+    /// What arithmetic the round was trained with: an auditor of the
+    /// same CPU class replays it exactly (docs/protocol.md, "Audits").
+    pub arithmetic: Arithmetic,
+}
+
+/// The arithmetic a round was trained with, as its worker declares it.
+/// fairgrid's CPU kernels give the same bits on every CPU of one class,
+/// whatever the thread count, so a CPU job's round trained and replayed
+/// in the class [`Arithmetic::X86Avx2Fma`] must match exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arithmetic {
+    /// x86-64 with AVX2 and FMA, AVX-512 included (the GEMM's AVX-512 and
+    /// AVX2 kernels give the same bits).
+    X86Avx2Fma,
+    /// Any other CPU: x86-64 without AVX2+FMA (baseline SSE2 kernels), or
+    /// another architecture.
+    OtherCpu,
+    /// At least one of the round's device groups trained on a GPU.
+    Gpu,
 }
 
 impl SignedMessage for RoundUpdate {

@@ -13,6 +13,13 @@ mod optim;
 pub(crate) mod parallel;
 pub(crate) mod pool;
 pub(crate) mod simd;
+
+/// Whether this CPU runs the kernels' AVX2+FMA code (its own loops and
+/// the GEMM's AVX2 or AVX-512 kernels, which give the same bits): every
+/// such CPU trains a round to the same bits.
+pub fn has_avx2_fma() -> bool {
+    simd::has_avx2()
+}
 mod smooth;
 
 use crate::backend::{

@@ -8,9 +8,9 @@ use std::sync::atomic::AtomicBool;
 
 use fairgrid_kernels::{Compressor, Shard};
 use fairgrid_protocol::Hash32;
-use fairgrid_protocol::messages::{JobSpec, RoundUpdate};
+use fairgrid_protocol::messages::{Arithmetic, JobSpec, RoundUpdate};
 
-use crate::jobs::device::{Device, wants_gpu};
+use crate::jobs::device::{Device, cpu_arithmetic, wants_gpu};
 use crate::jobs::model;
 use crate::jobs::worker::train::{Engine, RoundWork, residual_hash, train_work};
 
@@ -32,10 +32,23 @@ pub const TOLERANCE_PPB: u64 = 10_000_000;
 /// judged there.
 pub const COARSE_TOLERANCE_PPB: u64 = 250_000_000;
 
-/// The tolerance for replaying a round of `spec` on `auditor`.
-pub fn tolerance_ppb(spec: &JobSpec, auditor: Device) -> u64 {
+/// The tolerance for replaying a round of `spec`, trained with
+/// `trained_with`, on `auditor` whose CPU is of class `auditor_cpu`: none
+/// (the exact rule) for a CPU job trained and replayed on CPUs of the
+/// class whose rounds are bit-exact, else as calibrated.
+pub fn tolerance_ppb(
+    spec: &JobSpec,
+    trained_with: Arithmetic,
+    auditor: Device,
+    auditor_cpu: Arithmetic,
+) -> u64 {
     match auditor {
         Device::Cpu { .. } if wants_gpu(spec) => COARSE_TOLERANCE_PPB,
+        Device::Cpu { .. }
+            if trained_with == Arithmetic::X86Avx2Fma && auditor_cpu == Arithmetic::X86Avx2Fma =>
+        {
+            0
+        }
         _ => TOLERANCE_PPB,
     }
 }
@@ -126,12 +139,15 @@ pub fn replay(case: &AuditCase<'_>, device: Device, cancel: &Arc<AtomicBool>) ->
     let distance = relative_distance(case.delta, &recomputed.delta);
     let distance_ppb = (distance * 1e9).min(u64::MAX as f64) as u64;
     // A GPU that fell back to the CPU replays as the CPU.
-    let tolerance = tolerance_ppb(case.spec, ran_on);
+    let tolerance = tolerance_ppb(case.spec, case.update.arithmetic, ran_on, cpu_arithmetic());
     let passed = distance_ppb <= tolerance;
-    let detail = format!(
-        "relative distance {distance:.3e} from the delta recomputed on {ran_on} (tolerance {:.2e})",
-        tolerance as f64 / 1e9
-    );
+    let rule = if tolerance == 0 {
+        "exact: both CPUs x86 AVX2+FMA".to_string()
+    } else {
+        format!("tolerance {:.2e}", tolerance as f64 / 1e9)
+    };
+    let detail =
+        format!("relative distance {distance:.3e} from the delta recomputed on {ran_on} ({rule})");
     Verdict {
         passed,
         distance_ppb: Some(distance_ppb),

@@ -90,6 +90,52 @@ fn every_cheat_of_the_catalogue_fails_its_audit() {
     }
 }
 
+/// The exact rule: a cheat within the 1% tolerance (99.9% of the delta)
+/// fails when the worker and the auditor are both x86 AVX2+FMA CPUs, and
+/// passes when the worker declares other arithmetic (judged within 1%),
+/// as it does on an auditor of another class (this test's machine may be
+/// either: the verdict is checked against its class).
+#[test]
+fn a_cheat_within_the_tolerance_fails_the_exact_rule() {
+    use crate::jobs::device::cpu_arithmetic;
+    use fairgrid_protocol::messages::Arithmetic;
+    let job = job(Compression::Fp32);
+    let (trained, params) = work(&job, &[0, 1], 1, 2, TestFault::NudgedDelta);
+    let (_, update) = trained.update.verify_and_decode().unwrap();
+    assert_eq!(update.arithmetic, cpu_arithmetic());
+    let exact = cpu_arithmetic() == Arithmetic::X86Avx2Fma;
+    eprintln!(
+        "this CPU: {:?} (exact rule applies: {exact})",
+        cpu_arithmetic()
+    );
+    let verdict = audit_update(&job, &update, &trained, &params);
+    eprintln!("the nudged delta: {}", verdict.detail);
+    let distance = verdict.distance_ppb.unwrap();
+    assert!(
+        (500_000..2_000_000).contains(&distance),
+        "a 0.1% nudge: {verdict:?}"
+    );
+    assert_eq!(verdict.passed, !exact, "{verdict:?}");
+    if exact {
+        assert_eq!(verdict.tolerance_ppb, 0);
+        assert!(verdict.detail.contains("exact"), "{verdict:?}");
+    }
+    let declared_other = RoundUpdate {
+        arithmetic: Arithmetic::OtherCpu,
+        ..update.clone()
+    };
+    let verdict = audit_update(&job, &declared_other, &trained, &params);
+    assert!(verdict.passed, "judged within 1%: {verdict:?}");
+    assert_eq!(verdict.tolerance_ppb, TOLERANCE_PPB);
+    // Honest, the same round passes the exact rule at distance 0.
+    let (honest, params) = work(&job, &[0, 1], 1, 2, TestFault::None);
+    let verdict = audit(&job, &honest, &params);
+    assert!(
+        verdict.passed && verdict.distance_ppb == Some(0),
+        "{verdict:?}"
+    );
+}
+
 /// A worker that sends another worker's update under its own name (same
 /// bytes, its own shards claimed) fails: the round on its shards differs.
 #[test]
@@ -178,16 +224,33 @@ fn honest_rounds_on_any_thread_count_never_fail() {
 }
 
 /// A GPU job replayed on a CPU is judged coarsely (the devices' roundings
-/// diverge over a round); on a GPU, or a CPU job on a CPU, strictly.
+/// diverge over a round); on a GPU, or a CPU job on a CPU, strictly; a
+/// CPU job trained and replayed on x86 AVX2+FMA CPUs, exactly.
 #[test]
-fn the_tolerance_follows_the_job_and_the_auditor_device() {
+fn the_tolerance_follows_the_job_the_worker_and_the_auditor() {
     use super::replay::{COARSE_TOLERANCE_PPB, tolerance_ppb};
-    let mut spec = job(Compression::Fp32).spec;
+    use fairgrid_protocol::messages::Arithmetic::{Gpu, OtherCpu, X86Avx2Fma};
+    let cpu_job = job(Compression::Fp32).spec;
+    let mut gpu_job = cpu_job.clone();
+    gpu_job.demand_per_shard.gpu_milli = 250;
     let (cpu, gpu) = (Device::Cpu { threads: 4 }, Device::Cuda { ordinal: 0 });
-    assert_eq!(tolerance_ppb(&spec, cpu), TOLERANCE_PPB);
-    spec.demand_per_shard.gpu_milli = 250;
-    assert_eq!(tolerance_ppb(&spec, cpu), COARSE_TOLERANCE_PPB);
-    assert_eq!(tolerance_ppb(&spec, gpu), TOLERANCE_PPB);
+    // (job, trained with, replayed on, the auditor's CPU) -> tolerance
+    let cases = [
+        (&cpu_job, X86Avx2Fma, cpu, X86Avx2Fma, 0),
+        (&cpu_job, OtherCpu, cpu, X86Avx2Fma, TOLERANCE_PPB),
+        (&cpu_job, X86Avx2Fma, cpu, OtherCpu, TOLERANCE_PPB),
+        (&cpu_job, Gpu, cpu, X86Avx2Fma, TOLERANCE_PPB),
+        (&gpu_job, X86Avx2Fma, cpu, X86Avx2Fma, COARSE_TOLERANCE_PPB),
+        (&gpu_job, Gpu, cpu, X86Avx2Fma, COARSE_TOLERANCE_PPB),
+        (&gpu_job, Gpu, gpu, X86Avx2Fma, TOLERANCE_PPB),
+    ];
+    for (spec, trained, replayed, auditor, expected) in cases {
+        assert_eq!(
+            tolerance_ppb(spec, trained, replayed, auditor),
+            expected,
+            "{trained:?} replayed on {replayed} ({auditor:?})"
+        );
+    }
 }
 
 /// Evidence as the coordinator keeps it, from a worker's round.

@@ -86,5 +86,6 @@ pub fn round_update(worker: &Keypair) -> fairgrid_protocol::messages::RoundUpdat
         device_groups: 1,
         residual_in: Hash32::ZERO,
         residual_out: Hash32::ZERO,
+        arithmetic: fairgrid_protocol::messages::Arithmetic::X86Avx2Fma,
     }
 }

@@ -35,6 +35,10 @@ pub enum TestFault {
     NoisedDelta,
     /// Trains on random pixels and labels instead of its shards.
     RandomData,
+    /// Sends 99.9% of its delta: within the 1% tolerance (skipping the
+    /// last of a thousand local steps moves a delta about as much), so
+    /// only the exact rule catches it.
+    NudgedDelta,
 }
 
 /// Every cheat of the catalogue (the copied delta is another worker's
@@ -71,6 +75,7 @@ impl TestFault {
             "scaled_delta" => TestFault::ScaledDelta,
             "noised_delta" => TestFault::NoisedDelta,
             "random_data" => TestFault::RandomData,
+            "nudged_delta" => TestFault::NudgedDelta,
             _ => return None,
         })
     }
@@ -144,6 +149,7 @@ impl TestFault {
         match self {
             TestFault::ZeroUpdate => delta.fill(0.0),
             TestFault::ScaledDelta => delta.iter_mut().for_each(|d| *d *= 0.5),
+            TestFault::NudgedDelta => delta.iter_mut().for_each(|d| *d *= 0.999),
             TestFault::NoisedDelta => {
                 let rms = (delta.iter().map(|d| f64::from(*d).powi(2)).sum::<f64>()
                     / delta.len().max(1) as f64)

@@ -11,7 +11,7 @@ use fairgrid_kernels::{Compressor, LocalUpdate, Samples, Shard, ShardSet};
 use fairgrid_protocol::messages::{JobSpec, RoundUpdate};
 use fairgrid_protocol::{Hash32, Keypair, NodeId, Signed};
 
-use crate::jobs::device::{Device, JobTrainer};
+use crate::jobs::device::{Device, JobTrainer, arithmetic};
 use crate::jobs::model;
 
 /// A trainer on one device, built for one batch size.
@@ -374,6 +374,7 @@ pub fn train_round(engine: &mut Option<Engine>, input: RoundInput) -> Result<Tra
         device_groups: groups as u32,
         residual_in,
         residual_out,
+        arithmetic: arithmetic(engine.placed.iter().take(groups).map(|p| p.runs_on)),
     };
     let signer = match fault {
         TestFault::WrongSigner => Keypair::generate(),

@@ -286,6 +286,11 @@ impl Gen {
             residual_in: self.hash(),
             residual_out: self.hash(),
             compute_ms: 0,
+            arithmetic: [
+                Arithmetic::X86Avx2Fma,
+                Arithmetic::OtherCpu,
+                Arithmetic::Gpu,
+            ][self.small(3)],
         }
     }
 

@@ -161,6 +161,7 @@ impl Fixture {
             device_groups: 1,
             residual_in: Hash32::ZERO,
             residual_out: Hash32::ZERO,
+            arithmetic: fairgrid_protocol::messages::Arithmetic::X86Avx2Fma,
             compute_ms: 0,
         };
         (Signed::sign(&self.workers[w], &update), bytes)

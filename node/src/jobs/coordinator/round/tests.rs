@@ -84,6 +84,7 @@ fn update(f: &Fixture, bytes: &[u8], edit: impl FnOnce(&mut RoundUpdate)) -> Sig
         device_groups: 1,
         residual_in: Hash32::ZERO,
         residual_out: Hash32::ZERO,
+        arithmetic: fairgrid_protocol::messages::Arithmetic::X86Avx2Fma,
         compute_ms: 0,
     };
     edit(&mut u);

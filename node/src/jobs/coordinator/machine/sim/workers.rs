@@ -114,6 +114,7 @@ impl World {
             device_groups: 1,
             residual_in: Hash32::ZERO,
             residual_out: Hash32::ZERO,
+            arithmetic: fairgrid_protocol::messages::Arithmetic::X86Avx2Fma,
             compute_ms: 0,
         };
         let signed = Signed::sign(&self.workers[w].key, &update);
@@ -147,6 +148,7 @@ impl World {
             device_groups: 1,
             residual_in: Hash32::ZERO,
             residual_out: Hash32::ZERO,
+            arithmetic: fairgrid_protocol::messages::Arithmetic::X86Avx2Fma,
             compute_ms: 0,
         };
         Message::Update {
