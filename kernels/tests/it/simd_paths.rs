@@ -18,7 +18,7 @@ use fairgrid_kernels::rng::SplitMix64;
 use fairgrid_kernels::{Arch, CpuBackend, ModelSpec, OptimizerConfig, Trainer};
 
 /// BLAKE3 of every product's and the round's bits, first 16 hex digits.
-const DIGEST: &str = "49db269f58bfa943";
+const DIGEST: &str = "92050b79abf465ed";
 
 fn products(hasher: &mut blake3::Hasher) {
     let be = CpuBackend::new(2).unwrap();

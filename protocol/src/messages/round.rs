@@ -78,7 +78,7 @@ pub struct RoundUpdate {
 #[serde(rename_all = "snake_case")]
 pub enum Arithmetic {
     /// x86-64 with AVX2 and FMA, AVX-512 included (the GEMM's AVX-512 and
-    /// AVX2 kernels give the same bits).
+    /// AVX2 kernels give the same bits, whatever the L1 cache).
     X86Avx2Fma,
     /// Any other CPU: x86-64 without AVX2+FMA (baseline SSE2 kernels), or
     /// another architecture.

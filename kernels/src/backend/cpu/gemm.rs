@@ -9,7 +9,9 @@
 //! thin products it switches to dot-product and matrix-vector kernels
 //! that reduce across vector lanes, whose order depends on the width: 3
 //! of 400 random products differed between the two. Those shapes
-//! ([`width_dependent`]) run here instead ([`portable_matmul`]).
+//! ([`width_dependent`]) run here instead ([`portable_matmul`]). And it
+//! sums long products (k > 512) in blocks sized by the L1 cache, so k is
+//! cut into chunks by its size first ([`k_chunks`]).
 
 use super::parallel::{Disjoint, Workers, split};
 use crate::backend::GemmSpec;
@@ -124,31 +126,54 @@ pub(crate) fn matmul(
     if width_dependent(m, n, k) {
         return portable_matmul(dst, lhs, rhs, ab_scale, dst_scale);
     }
-    // SAFETY: the asserts above prove every index the product touches is
-    // inside its slice; `dst` is a unique borrow so it aliases neither input.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.data.as_mut_ptr(),
-            dst.cs as isize,
-            dst.rs as isize,
-            dst_scale != 0.0,
-            lhs.data.as_ptr(),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr(),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            dst_scale,
-            ab_scale,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
+    // Each chunk of k is one call; the later ones add to what the earlier
+    // left in `dst`.
+    let mut scale = dst_scale;
+    for (start, len) in k_chunks(k) {
+        // SAFETY: the asserts above prove every index the product touches
+        // is inside its slice (a chunk reads columns `start..start + len`
+        // of `lhs` and the same rows of `rhs`, all below k); `dst` is a
+        // unique borrow so it aliases neither input.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                len,
+                dst.data.as_mut_ptr(),
+                dst.cs as isize,
+                dst.rs as isize,
+                scale != 0.0,
+                lhs.data.as_ptr().add(start * lhs.cs),
+                lhs.cs as isize,
+                lhs.rs as isize,
+                rhs.data.as_ptr().add(start * rhs.rs),
+                rhs.cs as isize,
+                rhs.rs as isize,
+                scale,
+                ab_scale,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        scale = 1.0;
     }
+}
+
+/// Most of k one `gemm` call sums. Above it, `gemm-common` 0.19 cuts k
+/// into blocks sized from the L1 cache's geometry (512 on an 8-way 32 KiB
+/// L1, 1024 on a 12-way 48 KiB one) and adds their partial sums, so the
+/// bits of a product would follow the CPU's cache; at or below it, it
+/// never cuts k. So k is cut here, by its size alone.
+const MAX_GEMM_K: usize = 512;
+
+/// `(start, len)` of each chunk of k: as few as keep each within
+/// [`MAX_GEMM_K`], their sizes differing by one at most (so above 512
+/// each is at least 256, and never takes `gemm`'s small-k kernels).
+fn k_chunks(k: usize) -> impl Iterator<Item = (usize, usize)> {
+    let count = k.div_ceil(MAX_GEMM_K);
+    (0..count).map(move |i| (i * k / count, (i + 1) * k / count - i * k / count))
 }
 
 /// Whether `gemm` would compute an `m x n x k` product with kernels whose
@@ -290,6 +315,28 @@ pub(crate) fn gemm_op(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn k_is_cut_by_its_size_alone_into_chunks_gemm_never_cuts() {
+        let chunks = |k| super::k_chunks(k).collect::<Vec<_>>();
+        assert_eq!(chunks(0), vec![]);
+        assert_eq!(chunks(3), vec![(0, 3)]);
+        assert_eq!(chunks(512), vec![(0, 512)]);
+        assert_eq!(chunks(784), vec![(0, 392), (392, 392)]);
+        assert_eq!(chunks(513), vec![(0, 256), (256, 257)]);
+        assert_eq!(
+            chunks(1568),
+            vec![(0, 392), (392, 392), (784, 392), (1176, 392)]
+        );
+        for k in 513..5000 {
+            let all = chunks(k);
+            assert_eq!(all.iter().map(|c| c.1).sum::<usize>(), k);
+            assert!(
+                all.iter().all(|c| (256..=512).contains(&c.1)),
+                "{k}: {all:?}"
+            );
+        }
+    }
+
     use super::*;
 
     fn naive(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], ta: bool, tb: bool) -> Vec<f32> {

@@ -40,11 +40,13 @@ pub(crate) fn softmax_xent(
                 best = c;
             }
         }
+        // libm's exp and log, not the platform's: the same bits whatever
+        // libc the node runs on (audits replay rounds exactly).
         let mut denom = 0.0f64;
         for &v in row {
-            denom += f64::from(v - max).exp();
+            denom += libm::exp(f64::from(v - max));
         }
-        let log_denom = denom.ln();
+        let log_denom = libm::log(denom);
         stats.loss_sum += log_denom - f64::from(row[label] - max);
         if best == label {
             stats.correct += 1;
@@ -52,7 +54,7 @@ pub(crate) fn softmax_xent(
         if let Some(d) = dlogits.as_deref_mut() {
             let drow = &mut d[r * classes..(r + 1) * classes];
             for (c, (g, &v)) in drow.iter_mut().zip(row).enumerate() {
-                let p = (f64::from(v - max) - log_denom).exp() as f32;
+                let p = libm::exp(f64::from(v - max) - log_denom) as f32;
                 let target = if c == label { 1.0 } else { 0.0 };
                 *g = (p - target) * inv_rows;
             }

@@ -1,6 +1,8 @@
 //! GELU, tanh and dropout on the CPU, split across threads by element
 //! ranges (each element depends only on itself, so any split gives the
-//! same bits).
+//! same bits). `exp`, `erf` and `tanh` come from the `libm` crate (musl's
+//! algorithms in Rust), not the platform's maths library, whose last bits
+//! differ between libc builds: an audit replays a round exactly.
 
 use super::elementwise::{check, par_ranges};
 use super::parallel::{Disjoint, Workers};
@@ -18,7 +20,7 @@ fn gelu(x: f32) -> f32 {
 
 fn gelu_grad(x: f32) -> f32 {
     let cdf = 0.5 * (1.0 + libm::erff(x * FRAC_1_SQRT_2));
-    let pdf = INV_SQRT_2PI * (-0.5 * x * x).exp();
+    let pdf = INV_SQRT_2PI * libm::expf(-0.5 * x * x);
     cdf + x * pdf
 }
 
@@ -38,7 +40,7 @@ pub(crate) fn activation_forward(
         for (o, &v) in out.iter_mut().zip(&x[r]) {
             *o = match kind {
                 Activation::Gelu => gelu(v),
-                Activation::Tanh => v.tanh(),
+                Activation::Tanh => libm::tanhf(v),
             };
         }
     });

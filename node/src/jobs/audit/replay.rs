@@ -33,23 +33,36 @@ pub const TOLERANCE_PPB: u64 = 10_000_000;
 pub const COARSE_TOLERANCE_PPB: u64 = 250_000_000;
 
 /// The tolerance for replaying a round of `spec`, trained with
-/// `trained_with`, on `auditor` whose CPU is of class `auditor_cpu`: none
-/// (the exact rule) for a CPU job trained and replayed on CPUs of the
-/// class whose rounds are bit-exact, else as calibrated.
+/// `trained_with`, on `auditor` whose CPU is of class `auditor_cpu`:
+/// - coarse when one side ran on a GPU and the other on a CPU (their
+///   roundings diverge over a round);
+/// - none (the exact rule) when both ran on x86 AVX2+FMA CPUs, whose
+///   rounds are bit-exact;
+/// - else as calibrated (a GPU against itself, other CPUs).
+///
+/// A CPU job never trains on a GPU, so a worker that says it did is
+/// judged as the CPU it ran on.
 pub fn tolerance_ppb(
     spec: &JobSpec,
     trained_with: Arithmetic,
     auditor: Device,
     auditor_cpu: Arithmetic,
 ) -> u64 {
-    match auditor {
-        Device::Cpu { .. } if wants_gpu(spec) => COARSE_TOLERANCE_PPB,
-        Device::Cpu { .. }
-            if trained_with == Arithmetic::X86Avx2Fma && auditor_cpu == Arithmetic::X86Avx2Fma =>
-        {
-            0
-        }
-        _ => TOLERANCE_PPB,
+    let trained_with = match trained_with {
+        Arithmetic::Gpu if !wants_gpu(spec) => Arithmetic::X86Avx2Fma,
+        other => other,
+    };
+    let trained_on_cpu = trained_with != Arithmetic::Gpu;
+    let replayed_on_cpu = matches!(auditor, Device::Cpu { .. });
+    if trained_on_cpu != replayed_on_cpu {
+        COARSE_TOLERANCE_PPB
+    } else if replayed_on_cpu
+        && trained_with == Arithmetic::X86Avx2Fma
+        && auditor_cpu == Arithmetic::X86Avx2Fma
+    {
+        0
+    } else {
+        TOLERANCE_PPB
     }
 }
 

@@ -223,9 +223,10 @@ fn honest_rounds_on_any_thread_count_never_fail() {
     eprintln!("honest rounds: largest distance {worst} ppb (tolerance {TOLERANCE_PPB})");
 }
 
-/// A GPU job replayed on a CPU is judged coarsely (the devices' roundings
-/// diverge over a round); on a GPU, or a CPU job on a CPU, strictly; a
-/// CPU job trained and replayed on x86 AVX2+FMA CPUs, exactly.
+/// A round trained on a GPU and replayed on a CPU (or the other way) is
+/// judged coarsely (the devices' roundings diverge over a round); on the
+/// same kind of device strictly; trained and replayed on x86 AVX2+FMA
+/// CPUs, exactly.
 #[test]
 fn the_tolerance_follows_the_job_the_worker_and_the_auditor() {
     use super::replay::{COARSE_TOLERANCE_PPB, tolerance_ppb};
@@ -239,10 +240,15 @@ fn the_tolerance_follows_the_job_the_worker_and_the_auditor() {
         (&cpu_job, X86Avx2Fma, cpu, X86Avx2Fma, 0),
         (&cpu_job, OtherCpu, cpu, X86Avx2Fma, TOLERANCE_PPB),
         (&cpu_job, X86Avx2Fma, cpu, OtherCpu, TOLERANCE_PPB),
-        (&cpu_job, Gpu, cpu, X86Avx2Fma, TOLERANCE_PPB),
-        (&gpu_job, X86Avx2Fma, cpu, X86Avx2Fma, COARSE_TOLERANCE_PPB),
-        (&gpu_job, Gpu, cpu, X86Avx2Fma, COARSE_TOLERANCE_PPB),
+        (&cpu_job, OtherCpu, cpu, OtherCpu, TOLERANCE_PPB),
+        // A CPU job never trains on a GPU: judged as the CPU it ran on.
+        (&cpu_job, Gpu, cpu, X86Avx2Fma, 0),
         (&gpu_job, Gpu, gpu, X86Avx2Fma, TOLERANCE_PPB),
+        (&gpu_job, Gpu, cpu, X86Avx2Fma, COARSE_TOLERANCE_PPB),
+        // A GPU job's worker that fell back to its CPU.
+        (&gpu_job, X86Avx2Fma, gpu, X86Avx2Fma, COARSE_TOLERANCE_PPB),
+        (&gpu_job, OtherCpu, gpu, X86Avx2Fma, COARSE_TOLERANCE_PPB),
+        (&gpu_job, X86Avx2Fma, cpu, X86Avx2Fma, 0),
     ];
     for (spec, trained, replayed, auditor, expected) in cases {
         assert_eq!(
