@@ -103,6 +103,10 @@ pub struct NetworkConfig {
     /// Learn whether this node is reachable from outside (AutoNAT v2: peers
     /// dial its candidate addresses back), and answer such probes.
     pub autonat: bool,
+    /// Ask the LAN's router for port mappings (UPnP IGD) so that peers
+    /// outside can dial this node. Off by default: it multicasts SSDP on
+    /// the LAN, which campus networks and tests must not see.
+    pub upnp: bool,
 }
 
 impl Default for NetworkConfig {
@@ -133,6 +137,7 @@ impl Default for NetworkConfig {
             relay_consortium_circuit_secs: 3600,
             relay_consortium_circuit_mib: 1024,
             autonat: true,
+            upnp: false,
         }
     }
 }
@@ -676,6 +681,9 @@ relay_consortium_circuit_mib = {relay_mib}
 # Learn whether this node is reachable from outside (AutoNAT v2), and
 # answer other nodes' probes.
 autonat = {autonat}
+# Ask the router for port mappings (UPnP IGD: home routers); the mapped
+# address is announced when the router's own address is public.
+upnp = {upnp}
 
 [api]
 # HTTP API address. Requests need "Authorization: Bearer <api.token>".
@@ -812,6 +820,7 @@ filter = "info"
         relay_secs = d.network.relay_consortium_circuit_secs,
         relay_mib = d.network.relay_consortium_circuit_mib,
         autonat = d.network.autonat,
+        upnp = d.network.upnp,
         stall = d.storage.stall_secs,
         ledger_cache = d.storage.ledger_cache_mib,
         jobs_cache = d.storage.jobs_cache_mib,

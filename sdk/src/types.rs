@@ -40,6 +40,13 @@ pub struct Status {
     /// relay (`.../p2p-circuit/p2p/NODE`).
     #[serde(default)]
     pub relayed_addrs: Vec<String>,
+    /// UPnP port mapping (`network.upnp`): "off", "searching", "gateway",
+    /// "no_gateway" or "non_routable_gateway".
+    #[serde(default)]
+    pub upnp: String,
+    /// External addresses the LAN's router forwards to this node (UPnP).
+    #[serde(default)]
+    pub upnp_addrs: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -86,6 +86,16 @@ async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<Status>, ApiEr
             .iter()
             .map(|a| format!("{a}/p2p/{}", shared.node_id))
             .collect(),
+        upnp: serde_json::to_value(reach.upnp.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        upnp_addrs: reach
+            .upnp
+            .mapped
+            .iter()
+            .map(|a| format!("{a}/p2p/{}", shared.node_id))
+            .collect(),
     }))
 }
 

@@ -73,6 +73,12 @@ pub fn status(args: QueryArgs) -> anyhow::Result<()> {
     if !status.reachability.is_empty() {
         println!("reachable {} (AutoNAT)", status.reachability);
     }
+    if !status.upnp.is_empty() && status.upnp != "off" {
+        println!("upnp      {}", status.upnp);
+    }
+    for addr in &status.upnp_addrs {
+        println!("mapped    {addr} (UPnP)");
+    }
     println!("peers     {}", status.peers);
     println!("adverts   {} live", status.live_adverts);
     if let Some(own) = &status.own_advert {

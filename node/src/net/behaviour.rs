@@ -1,7 +1,8 @@
 //! The composite `NetworkBehaviour`: connection limits, block list,
 //! identify, ping, Kademlia, mDNS, gossipsub with peer scoring, the
 //! request-response protocol, and reachability (relay client and server,
-//! DCUtR hole punching, AutoNAT v2). Only plumbing: no application logic.
+//! DCUtR hole punching, AutoNAT v2, UPnP port mapping). Only plumbing: no
+//! application logic.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -11,7 +12,7 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
     StreamProtocol, allow_block_list, autonat, connection_limits, dcutr, gossipsub, identify,
-    identity, kad, mdns, ping, relay, request_response,
+    identity, kad, mdns, ping, relay, request_response, upnp,
 };
 
 use super::NetConfig;
@@ -38,6 +39,7 @@ pub struct FairgridBehaviour {
     pub dcutr: dcutr::Behaviour,
     pub autonat_client: Toggle<autonat::v2::client::Behaviour>,
     pub autonat_server: Toggle<autonat::v2::server::Behaviour>,
+    pub upnp: Toggle<upnp::tokio::Behaviour>,
 }
 
 impl FairgridBehaviour {
@@ -124,6 +126,7 @@ impl FairgridBehaviour {
             autonat_server: Toggle::from(
                 config.autonat.then(autonat::v2::server::Behaviour::default),
             ),
+            upnp: Toggle::from(config.upnp.then(upnp::tokio::Behaviour::default)),
         })
     }
 }

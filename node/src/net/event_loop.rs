@@ -15,7 +15,7 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{
     Multiaddr, PeerId, Swarm, autonat, dcutr, gossipsub, identify, mdns, noise, ping, relay, tcp,
-    yamux,
+    upnp, yamux,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -112,6 +112,8 @@ impl EventLoop {
         config: NetConfig,
         admitted: Admitted,
     ) -> Self {
+        let mut reach = ReachState::default();
+        reach.upnp = super::upnp::UpnpState::new(config.upnp);
         EventLoop {
             swarm,
             commands,
@@ -124,7 +126,7 @@ impl EventLoop {
             announced: HashMap::new(),
             admitted,
             listen_addrs: Vec::new(),
-            reach: ReachState::default(),
+            reach,
             relay_listeners: HashMap::new(),
             relay_retries: Vec::new(),
             relay_failures: HashMap::new(),
@@ -614,6 +616,23 @@ impl EventLoop {
                 info!(target: TARGET, relay = %relay_peer_id, "relay slot reserved");
                 self.relay_failures
                     .retain(|addr, _| peer_of(addr) != Some(relay_peer_id));
+            }
+            FairgridBehaviourEvent::Upnp(event) => {
+                match &event {
+                    upnp::Event::NewExternalAddr { external_addr, .. } => {
+                        info!(target: TARGET, addr = %external_addr, "the router forwards this address to the node (UPnP)")
+                    }
+                    upnp::Event::ExpiredExternalAddr { external_addr, .. } => {
+                        warn!(target: TARGET, addr = %external_addr, "the router stopped forwarding this address (UPnP)")
+                    }
+                    upnp::Event::GatewayNotFound => {
+                        info!(target: TARGET, "no UPnP router answered; network.upnp has no effect here")
+                    }
+                    upnp::Event::NonRoutableGateway => {
+                        info!(target: TARGET, "the UPnP router's own address is not public (another NAT is in front of it); no mapping made")
+                    }
+                }
+                self.reach.upnp.on_event(&event);
             }
             FairgridBehaviourEvent::Relay(relay::Event::ReservationReqAccepted { .. }) => {
                 self.reach.reservation_served();

@@ -19,6 +19,7 @@ pub mod ip_limits;
 pub mod rate;
 pub mod reach;
 pub mod topics;
+pub mod upnp;
 pub mod wire;
 
 use std::time::Duration;
@@ -105,6 +106,7 @@ pub struct NetConfig {
     pub relay_consortium_limits: Option<reach::CircuitLimits>,
     /// AutoNAT v2, client and server.
     pub autonat: bool,
+    pub upnp: bool,
 }
 
 impl NetConfig {
@@ -176,6 +178,7 @@ impl NetConfig {
             relay_server: c.relay_server,
             relay_consortium_limits,
             autonat: c.autonat,
+            upnp: c.upnp,
         })
     }
 }

@@ -2,7 +2,7 @@
 //! relay slots it holds), how its connections were made (direct over TCP
 //! or QUIC, or relayed), and how hole punching (DCUtR) went. The event
 //! loop feeds a [`ReachState`]; `/metrics` and the peers view read its
-//! [`ReachSnapshot`].
+//! [`ReachSnapshot`]. UPnP port mapping is kept in [`super::upnp`].
 //!
 //! The relay role: [`relay_config`] keeps libp2p's limits in open mode and
 //! raises them in consortium mode, where only admitted peers may reserve a
@@ -143,6 +143,7 @@ pub struct ReachSnapshot {
     /// As a relay: reservations accepted and circuits opened for others.
     pub relay_reservations_served: u64,
     pub relay_circuits_served: u64,
+    pub upnp: super::upnp::UpnpState,
 }
 
 /// Connections kept track of for hole-punch outcomes, at most (the
@@ -161,6 +162,7 @@ pub struct ReachState {
     hole_punches: HolePunches,
     reservations_served: u64,
     circuits_served: u64,
+    pub upnp: super::upnp::UpnpState,
 }
 
 impl ReachState {
@@ -284,17 +286,19 @@ impl ReachState {
             hole_punches: self.hole_punches.clone(),
             relay_reservations_served: self.reservations_served,
             relay_circuits_served: self.circuits_served,
+            upnp: self.upnp.clone(),
         }
     }
 }
 
 impl ReachSnapshot {
     /// What the node's advert says of how it is reached: direct once an
-    /// address was confirmed from outside, else relayed while it holds a
-    /// relay slot, else unknown.
+    /// address was confirmed from outside or a router with a public
+    /// address forwards one (UPnP), else relayed while it holds a relay
+    /// slot, else unknown.
     pub fn advertised(&self) -> fairgrid_protocol::messages::Reach {
         use fairgrid_protocol::messages::Reach;
-        if self.reachability == Reachability::Public {
+        if self.reachability == Reachability::Public || self.upnp.is_mapped() {
             Reach::Direct
         } else if !self.relayed_addrs.is_empty() {
             Reach::Relayed
@@ -354,6 +358,7 @@ impl ReachSnapshot {
             "# HELP fairgrid_relay_served_total As a relay: reservations accepted and circuits opened for other nodes.\n# TYPE fairgrid_relay_served_total counter\nfairgrid_relay_served_total{{what=\"reservation\"}} {}\nfairgrid_relay_served_total{{what=\"circuit\"}} {}",
             self.relay_reservations_served, self.relay_circuits_served
         );
+        self.upnp.render(&mut out);
         out
     }
 }

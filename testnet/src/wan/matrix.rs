@@ -225,7 +225,7 @@ fn one_trial(
     })
 }
 
-fn transports_to(node: &WanNode, ns: &Netns, peer: &str) -> anyhow::Result<Vec<String>> {
+pub(crate) fn transports_to(node: &WanNode, ns: &Netns, peer: &str) -> anyhow::Result<Vec<String>> {
     let peers = node.api(ns, |c| async move { Ok(c.peers().await?) })?;
     Ok(peers
         .into_iter()
@@ -235,7 +235,7 @@ fn transports_to(node: &WanNode, ns: &Netns, peer: &str) -> anyhow::Result<Vec<S
 }
 
 /// Polls `probe` every 100 ms until it yields a value, for up to `timeout`.
-fn wait<T>(
+pub(crate) fn wait<T>(
     timeout: Duration,
     what: &str,
     mut probe: impl FnMut() -> anyhow::Result<Option<T>>,

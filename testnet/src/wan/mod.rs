@@ -10,7 +10,8 @@
 //! - [`bridge`]: a namespaced node's API, reachable from the testnet's
 //!   namespace (so a [`crate::cluster::Cluster`] can place nodes in them);
 //! - [`matrix`]: the NAT matrix (direct, relayed, or not connected);
-//! - [`job`]: a job across the testbed, direct or through the relay.
+//! - [`job`]: a job across the testbed, direct or through the relay;
+//! - [`upnp`]: a node behind a home router that forwards its port (UPnP).
 
 pub mod bridge;
 pub mod delay;
@@ -19,3 +20,4 @@ pub mod matrix;
 pub mod netns;
 pub mod node;
 pub mod testbed;
+pub mod upnp;

@@ -88,7 +88,7 @@ pub struct Shaping {
 
 /// Every testbed namespace is named `fgwPIDxN-...` (N counts the
 /// process's testbeds).
-const NAME_PREFIX: &str = "fgw";
+pub(crate) const NAME_PREFIX: &str = "fgw";
 
 /// The internet's address prefix; the relay and bootstrap node sit at
 /// [`Testbed::INTERNET_HOST`].

@@ -192,3 +192,32 @@ fn jobs_across_nats_complete_directly_and_through_the_relay() {
         assert!(no_testbed_namespaces_left());
     });
 }
+
+/// UPnP: a node behind a home router (miniupnpd, which drops connections
+/// nobody asked for) cannot be dialled from the internet; with
+/// `network.upnp` it asks the router to forward its ports, its status
+/// shows the mapped addresses, and the same dial connects directly.
+#[test]
+#[ignore = "needs root for network namespaces and miniupnpd; .ci/run runs it (as root) with --ignored"]
+fn upnp_lets_a_node_behind_a_home_router_be_dialled_directly() {
+    let _alone = one_at_a_time();
+    if let Some(why) = fairgrid_testnet::wan::upnp::unavailable() {
+        panic!("cannot run: {why}");
+    }
+    let outcome = fairgrid_testnet::wan::upnp::run(&launcher()).unwrap();
+    eprintln!("{outcome:?}");
+    assert!(
+        outcome.without.is_empty(),
+        "reached without UPnP: {outcome:?}"
+    );
+    assert_eq!(outcome.status, "gateway", "{outcome:?}");
+    assert!(
+        outcome
+            .mapped
+            .iter()
+            .any(|a| a.starts_with("/ip4/44.0.0.2/tcp/4001/p2p/")),
+        "{outcome:?}"
+    );
+    assert_eq!(outcome.with, vec!["tcp".to_string()], "{outcome:?}");
+    assert!(no_testbed_namespaces_left());
+}
