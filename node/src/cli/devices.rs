@@ -35,9 +35,19 @@ pub fn run(args: DevicesArgs) -> anyhow::Result<()> {
     };
     let report = devices(&options);
     let cpu = report.cpu;
+    // The GEMM kernels and the arithmetic class an update declares
+    // (audits replay an x86_avx2_fma round exactly).
     println!(
-        "cpu  cores={} threads={} sgemm_gflops={:.1} fma_peak_gflops={:.1}",
-        cpu.cores, cpu.threads, cpu.sgemm_gflops, cpu.fma_peak_gflops
+        "cpu  cores={} threads={} sgemm_gflops={:.1} fma_peak_gflops={:.1} gemm_kernels={} arithmetic={}",
+        cpu.cores,
+        cpu.threads,
+        cpu.sgemm_gflops,
+        cpu.fma_peak_gflops,
+        fairgrid_kernels::backend::cpu::gemm_simd_path(),
+        match crate::jobs::device::cpu_arithmetic() {
+            fairgrid_protocol::messages::Arithmetic::X86Avx2Fma => "x86_avx2_fma",
+            _ => "other_cpu",
+        }
     );
     match report.cuda {
         Err(why) => println!("cuda unavailable: {why}"),
