@@ -398,16 +398,13 @@ async fn drf_shares_held(
         drf::shares_text(&observed.clone().into_iter().collect::<Vec<_>>()),
         drf::shares_text(&matched)
     );
-    let mut by_index: Vec<(usize, u64)> = records
+    let by_index: BTreeMap<usize, u64> = records
         .values()
         .map(|r| (r.submitter, observed[&r.submitter_id]))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
         .collect();
-    by_index.dedup_by_key(|(i, _)| *i);
     Ok(by_index
-        .iter()
-        .map(|(_, n)| n.to_string())
+        .values()
+        .map(u64::to_string)
         .collect::<Vec<_>>()
         .join("/"))
 }
