@@ -124,6 +124,14 @@ fn many_jobs_from_three_submitters_keep_offers_caps_and_drf_order() {
             "10",
             "--max-train-samples",
             "2000",
+            // DRF orders the jobs a node hears within its admission
+            // delay; on a loaded machine a submitter's job once reached
+            // the nodes more than the default second after the others
+            // and was placed after another submitter's second job.
+            "--admission-delay-ms",
+            "4000",
+            "--bid-window-secs",
+            "6",
         ],
         Duration::from_secs(300),
     );
