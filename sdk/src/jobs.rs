@@ -287,6 +287,11 @@ pub struct RoundReport {
 pub struct CreditView {
     pub owner: String,
     pub label: String,
+    /// Milli-credits earned, audits included.
     pub amount: u64,
+    /// Of `amount`, what auditing other owners' work earned (paid like
+    /// the work it replayed, on top of the allocation's payments).
+    #[serde(default)]
+    pub audit_amount: u64,
     pub shards: u32,
 }

@@ -166,14 +166,22 @@ pub fn rounds_table(rounds: &[RoundReport]) -> String {
 
 pub fn credits_table(credits: &[CreditView]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{:<18} {:>6} {:>10}", "owner", "shards", "credits");
+    let _ = writeln!(
+        out,
+        "{:<18} {:>6} {:>10} {:>12}",
+        "owner", "shards", "credits", "for audits"
+    );
     for c in credits {
         let label = if c.label.is_empty() {
             short(&c.owner)
         } else {
             c.label.chars().take(18).collect()
         };
-        let _ = writeln!(out, "{label:<18} {:>6} {:>10}", c.shards, c.amount);
+        let _ = writeln!(
+            out,
+            "{label:<18} {:>6} {:>10} {:>12}",
+            c.shards, c.amount, c.audit_amount
+        );
     }
     out
 }

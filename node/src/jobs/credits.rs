@@ -11,11 +11,17 @@
 //! update was rejected, earns nothing; with one allocation and every update
 //! accepted the total is `P` minus at most `R - 1` milli-credits of
 //! rounding.
+//!
+//! An audit another owner's node did, upheld, is paid like the work it
+//! repeated: auditing an update over `a` shards of owner `w` in round `r`
+//! earns the auditor's owner `floor(P_w * a / (q_w * R))`, what `w` earns
+//! for those shards.
 
 use std::collections::BTreeMap;
 
 use fairgrid_protocol::messages::Allocation;
 use fairgrid_protocol::{Hash32, OwnerId};
+use serde::{Deserialize, Serialize};
 
 /// One round's accepted work: shards covered by accepted updates, per
 /// owner, and which allocation was in force.
@@ -23,6 +29,17 @@ use fairgrid_protocol::{Hash32, OwnerId};
 pub struct RoundWork {
     pub allocation: usize,
     pub accepted_shards: BTreeMap<OwnerId, u32>,
+    /// Upheld audits by other owners' nodes.
+    pub audited: Vec<AuditWork>,
+}
+
+/// An upheld audit of `shards` of `worker_owner`'s work by a node of
+/// `auditor_owner`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditWork {
+    pub auditor_owner: OwnerId,
+    pub worker_owner: OwnerId,
+    pub shards: u32,
 }
 
 /// An owner's credit for the job.
@@ -31,6 +48,8 @@ pub struct OwnerCredit {
     pub owner: OwnerId,
     /// Milli-credits earned.
     pub amount: u64,
+    /// Of which for audits of other owners' work.
+    pub audits: u64,
     /// Shard-rounds accepted, divided by the rounds (whole shards on average).
     pub shards: u32,
     /// Highest ask among the winners of the last allocation it held shards in.
@@ -47,33 +66,48 @@ pub fn credits(
     total_rounds: u32,
 ) -> Vec<OwnerCredit> {
     let r = u128::from(total_rounds.max(1));
-    let mut earned: BTreeMap<OwnerId, (u128, u64, usize)> = BTreeMap::new();
+    // owner -> (amount, of which for audits, shard-rounds, last allocation)
+    let mut earned: BTreeMap<OwnerId, (u128, u128, u64, usize)> = BTreeMap::new();
     for work in rounds {
         let Some(allocation) = allocations.get(work.allocation) else {
             continue;
         };
-        for (owner, &accepted) in &work.accepted_shards {
-            let Some(pay) = allocation.payments.iter().find(|p| p.owner == *owner) else {
+        // (who earns, whose payment prices the shards, how many, audit?)
+        let paid = work
+            .accepted_shards
+            .iter()
+            .map(|(owner, &accepted)| (*owner, *owner, accepted, false))
+            .chain(
+                work.audited
+                    .iter()
+                    .map(|a| (a.auditor_owner, a.worker_owner, a.shards, true)),
+            );
+        for (earner, priced_as, shards, audit) in paid {
+            let Some(pay) = allocation.payments.iter().find(|p| p.owner == priced_as) else {
                 continue;
             };
-            if pay.shards == 0 || accepted == 0 {
+            if pay.shards == 0 || shards == 0 {
                 continue;
             }
-            let a = u128::from(accepted.min(pay.shards));
+            let a = u128::from(shards.min(pay.shards));
             let amount = u128::from(pay.payment) * a / (u128::from(pay.shards) * r);
-            let entry = earned.entry(*owner).or_insert((0, 0, work.allocation));
+            let entry = earned.entry(earner).or_insert((0, 0, 0, work.allocation));
             entry.0 += amount;
-            entry.1 += a as u64;
-            entry.2 = entry.2.max(work.allocation);
+            if audit {
+                entry.1 += amount;
+            }
+            entry.2 += a as u64;
+            entry.3 = entry.3.max(work.allocation);
         }
     }
     earned
         .into_iter()
-        .map(|(owner, (amount, shard_rounds, last))| {
+        .map(|(owner, (amount, audits, shard_rounds, last))| {
             let allocation = &allocations[last];
             OwnerCredit {
                 owner,
                 amount: amount.min(u128::from(u64::MAX)) as u64,
+                audits: audits.min(u128::from(u64::MAX)) as u64,
                 shards: (u128::from(shard_rounds) / r) as u32,
                 clearing_price: allocation
                     .assignments
@@ -135,7 +169,40 @@ mod tests {
         RoundWork {
             allocation,
             accepted_shards: accepted.iter().map(|&(o, a)| (owner(o), a)).collect(),
+            audited: Vec::new(),
         }
+    }
+
+    #[test]
+    fn an_upheld_audit_earns_what_the_audited_shards_earn() {
+        // Owner 3 holds no shards; it audits owner 1's 4 shards in round 0.
+        let allocs = [allocation(&[(1, 4, 1000), (2, 6, 900)])];
+        let mut rounds: Vec<RoundWork> = (0..2).map(|_| work(0, &[(1, 4), (2, 6)])).collect();
+        rounds[0].audited.push(AuditWork {
+            auditor_owner: owner(3),
+            worker_owner: owner(1),
+            shards: 4,
+        });
+        // And owner 2 audits 2 of owner 1's shards (a part of an update
+        // cannot be audited, but the price is per shard).
+        rounds[1].audited.push(AuditWork {
+            auditor_owner: owner(2),
+            worker_owner: owner(1),
+            shards: 2,
+        });
+        let c = credits(&allocs, &rounds, 2);
+        let by: BTreeMap<OwnerId, u64> = c.iter().map(|c| (c.owner, c.amount)).collect();
+        assert_eq!(by[&owner(1)], 1000, "the audited owner is paid in full");
+        assert_eq!(by[&owner(3)], 500, "one round of owner 1's 4 shards");
+        let audits: BTreeMap<OwnerId, u64> = c.iter().map(|c| (c.owner, c.audits)).collect();
+        assert_eq!(audits[&owner(3)], 500);
+        assert_eq!(audits[&owner(2)], 250);
+        assert_eq!(audits[&owner(1)], 0);
+        assert_eq!(by[&owner(2)], 900 + 250);
+        // An owner the allocation does not price earns nothing for an audit.
+        rounds[0].audited[0].worker_owner = owner(9);
+        let c = credits(&allocs, &rounds, 2);
+        assert!(c.iter().all(|c| c.owner != owner(3)), "{c:?}");
     }
 
     #[test]

@@ -94,6 +94,11 @@ pub struct Jobs {
     pub standing: audit::Standing,
     stop: watch::Sender<bool>,
     inbound: Arc<Semaphore>,
+    /// Audits this node runs for coordinators: one at a time.
+    pub auditing: Arc<Semaphore>,
+    /// Tests only: this node's audit reports all say "failed".
+    #[cfg(test)]
+    pub lying_auditor: AtomicBool,
     /// Every checkpointed job is back (see [`resume`]).
     resumed: AtomicBool,
 }
@@ -118,6 +123,9 @@ impl Jobs {
             standing: audit::Standing::default(),
             stop: watch::channel(false).0,
             inbound: Arc::new(Semaphore::new(MAX_INBOUND)),
+            auditing: Arc::new(Semaphore::new(1)),
+            #[cfg(test)]
+            lying_auditor: AtomicBool::new(false),
             resumed: AtomicBool::new(false),
         })
     }
@@ -308,6 +316,10 @@ pub async fn handle(ctx: Arc<JobsContext>, from: NodeId, request: Request) -> Re
         Request::AuditReveal { job_id, round } => {
             worker::inbound::on_audit_reveal(ctx, from, job_id, round)
         }
+        Request::AuditReplay { evidence } => {
+            worker::auditor::on_audit_replay(ctx, from, evidence).await
+        }
+        Request::AuditReport(report) => coordinator::inbound::on_audit_report(ctx, from, report),
         Request::Hello(_) | Request::AdvertSnapshot => Response::refused("not a job request"),
     }
 }

@@ -148,6 +148,7 @@ pub fn report(job: &CoordJob) -> TrainingReport {
                         owner: c.owner.to_string(),
                         label: owner_label(&st, &c.owner),
                         amount: c.amount,
+                        audit_amount: c.audits,
                         shards: c.shards,
                     })
                     .collect()

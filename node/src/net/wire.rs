@@ -8,7 +8,7 @@
 
 use fairgrid_protocol::ledger::LedgerEntry;
 use fairgrid_protocol::messages::{
-    Allocation, Bid, Receipt, RoundRefusal, RoundStart, RoundUpdate,
+    Allocation, AuditReport, Bid, Receipt, RoundRefusal, RoundStart, RoundUpdate,
 };
 use fairgrid_protocol::{Hash32, OwnerCertificate, Signed};
 use serde::de::DeserializeOwned;
@@ -38,6 +38,11 @@ pub const MAX_SHARD_BATCH: usize = 1024;
 /// Most ledger bytes one `JobLedger` message carries; larger sets go in
 /// several messages.
 pub const MAX_LEDGER_BATCH_BYTES: usize = 24 * 1024 * 1024;
+/// Largest audit evidence sent to another node to replay (the round's
+/// parameters, the revealed delta and residual, the signed job and the
+/// order's shards): it must cross within a request's timeout. A
+/// coordinator replays bigger evidence itself.
+pub const MAX_WIRE_EVIDENCE_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -80,6 +85,14 @@ pub enum Request {
     /// The coordinator audits the sender's update for `round`: send the
     /// raw delta and the residual the update was encoded from.
     AuditReveal { job_id: Hash32, round: u32 },
+    /// The coordinator of a job the receiver works for asks it to audit
+    /// another owner's update: the evidence file's bytes (`jobs::audit::
+    /// Evidence`). Answered `Accepted` at once; the verdict follows as an
+    /// `AuditReport` request.
+    AuditReplay { evidence: Vec<u8> },
+    /// An auditor's signed verdict on the evidence it was sent, to the
+    /// job's coordinator.
+    AuditReport(Signed<AuditReport>),
 }
 
 const MIB: usize = 1024 * 1024;
@@ -98,6 +111,8 @@ impl WireEnum for Request {
         ("job-ledger", MAX_LEDGER_BATCH_BYTES + MIB),
         ("round-refusal", 4096 + 256),
         ("audit-reveal", 64),
+        ("audit-replay", 64 + MAX_WIRE_EVIDENCE_BYTES),
+        ("audit-report", 8192),
     ];
 }
 
@@ -294,6 +309,24 @@ mod tests {
                 },
             )),
             Request::AuditReveal { job_id, round: 3 },
+            Request::AuditReplay {
+                evidence: vec![7; 32],
+            },
+            Request::AuditReport(Signed::sign(
+                &key,
+                &fairgrid_protocol::messages::AuditReport {
+                    job_id,
+                    round: 0,
+                    worker: key.node_id(),
+                    auditor: key.node_id(),
+                    evidence: Hash32::ZERO,
+                    passed: false,
+                    distance_ppb: u64::MAX,
+                    tolerance_ppb: 0,
+                    detail: "x".repeat(1024),
+                    issued_at: 0,
+                },
+            )),
         ]
     }
 
@@ -344,6 +377,8 @@ mod tests {
             Request::JobLedger { .. } => 8,
             Request::RoundRefusal(_) => 9,
             Request::AuditReveal { .. } => 10,
+            Request::AuditReplay { .. } => 11,
+            Request::AuditReport(_) => 12,
         }
     }
 

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::Hash32;
 use crate::Keypair;
 use crate::identity::{NodeId, OwnerId};
-use crate::messages::{Allocation, Bid, RoundUpdate};
+use crate::messages::{Allocation, AuditReport, Bid, RoundUpdate};
 use crate::signed::{Signed, SignedMessage};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +141,20 @@ pub enum EntryBody {
         detail: String,
         evidence: Hash32,
     },
+    /// An audit another owner's node did for the coordinator: its signed
+    /// report, and whether the coordinator upheld it (a pass is taken as
+    /// given; a failure only once the coordinator's own replay agrees).
+    /// An upheld report earns the auditor's owner what the audited work
+    /// earns (`shards` of the worker's owner, this round).
+    AuditReported {
+        job_id: Hash32,
+        round: u32,
+        report: Box<Signed<AuditReport>>,
+        auditor_owner: OwnerId,
+        worker_owner: OwnerId,
+        shards: u32,
+        upheld: bool,
+    },
 }
 
 /// The kinds of entry, one sled tree each.
@@ -156,10 +170,11 @@ pub enum EntryKind {
     JobFinished,
     JobFailed,
     Audit,
+    AuditReported,
 }
 
 impl EntryKind {
-    pub const ALL: [EntryKind; 10] = [
+    pub const ALL: [EntryKind; 11] = [
         EntryKind::AdvertSeen,
         EntryKind::CertificateUsed,
         EntryKind::JobSubmitted,
@@ -170,6 +185,7 @@ impl EntryKind {
         EntryKind::JobFinished,
         EntryKind::JobFailed,
         EntryKind::Audit,
+        EntryKind::AuditReported,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -184,6 +200,7 @@ impl EntryKind {
             EntryKind::JobFinished => "job_finished",
             EntryKind::JobFailed => "job_failed",
             EntryKind::Audit => "audit",
+            EntryKind::AuditReported => "audit_reported",
         }
     }
 }
@@ -201,6 +218,7 @@ impl EntryBody {
             EntryBody::JobFinished { .. } => EntryKind::JobFinished,
             EntryBody::JobFailed { .. } => EntryKind::JobFailed,
             EntryBody::Audit { .. } => EntryKind::Audit,
+            EntryBody::AuditReported { .. } => EntryKind::AuditReported,
         }
     }
 
@@ -214,7 +232,8 @@ impl EntryBody {
             | EntryBody::Verification { job_id, .. }
             | EntryBody::JobFinished { job_id, .. }
             | EntryBody::JobFailed { job_id, .. }
-            | EntryBody::Audit { job_id, .. } => Some(*job_id),
+            | EntryBody::Audit { job_id, .. }
+            | EntryBody::AuditReported { job_id, .. } => Some(*job_id),
             EntryBody::AdvertSeen { .. } | EntryBody::CertificateUsed { .. } => None,
         }
     }
@@ -226,6 +245,7 @@ impl EntryBody {
             | EntryBody::CertificateUsed { owner, .. }
             | EntryBody::Credit { owner, .. }
             | EntryBody::Audit { owner, .. } => vec![*owner],
+            EntryBody::AuditReported { auditor_owner, .. } => vec![*auditor_owner],
             EntryBody::RoundCompleted { participants, .. } => {
                 let mut owners: Vec<OwnerId> = participants.iter().map(|p| p.owner).collect();
                 owners.sort();

@@ -3,6 +3,7 @@
 
 mod advert;
 mod allocation;
+mod audit;
 mod bid;
 mod job;
 mod round;
@@ -11,6 +12,7 @@ pub use advert::{
     CapacityAdvert, GpuInfo, Hardware, MAX_ADVERT_LIFETIME_MS, MAX_CLOCK_SKEW_MS, Reach,
 };
 pub use allocation::{ALGO_VERSION, Allocation, Assignment, OwnerPayment};
+pub use audit::AuditReport;
 pub use bid::{Bid, MAX_SPEED_MILLI};
 pub use job::{
     Aggregation, Compression, DatasetDescriptor, HyperParams, InputShape, JobSpec, Layer, LayerOp,

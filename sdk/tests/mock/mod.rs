@@ -392,6 +392,7 @@ pub fn training_report(id: &str) -> TrainingReport {
             owner: "aa".repeat(32),
             label: "Univ A".into(),
             amount: 600,
+            audit_amount: 0,
             shards: 4,
         }],
         model_hash: Some(hash),

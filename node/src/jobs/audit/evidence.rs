@@ -47,6 +47,28 @@ impl Evidence {
     /// Checks every part against the signed messages, then replays the
     /// round: the verdict the auditor reached, reached again.
     pub fn replay(&self, device: Device) -> Result<(NodeId, Verdict), String> {
+        let checked = self.check()?;
+        Ok((checked.update.worker, self.replay_checked(&checked, device)))
+    }
+
+    /// Replays evidence [`Evidence::check`] passed.
+    pub fn replay_checked(&self, checked: &Checked, device: Device) -> Verdict {
+        let case = AuditCase {
+            spec: &checked.spec,
+            job_id: checked.job_id,
+            params: &self.params,
+            update: &checked.update,
+            loaded: &checked.loaded,
+            delta: &self.delta,
+            residual: &self.residual,
+        };
+        replay(&case, device, &Arc::default())
+    }
+
+    /// Checks every part against the signed messages that pin it: the
+    /// spec's and the update's signatures, the parameters against the
+    /// update's base, each shard against the spec's hash.
+    pub fn check(&self) -> Result<Checked, String> {
         let (_, spec) = self
             .spec
             .verify_and_decode()
@@ -88,15 +110,19 @@ impl Evidence {
             let shard = Shard::from_bytes(bytes).map_err(|e| format!("shard {index}: {e}"))?;
             loaded.push(Arc::new(shard));
         }
-        let case = AuditCase {
-            spec: &spec,
+        Ok(Checked {
+            spec,
             job_id,
-            params: &self.params,
-            update: &update,
-            loaded: &loaded,
-            delta: &self.delta,
-            residual: &self.residual,
-        };
-        Ok((update.worker, replay(&case, device, &Arc::default())))
+            update,
+            loaded,
+        })
     }
+}
+
+/// Evidence whose parts hold together, decoded.
+pub struct Checked {
+    pub spec: JobSpec,
+    pub job_id: fairgrid_protocol::Hash32,
+    pub update: RoundUpdate,
+    pub loaded: Vec<Arc<Shard>>,
 }

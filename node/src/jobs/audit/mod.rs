@@ -3,6 +3,8 @@
 //!
 //! - [`select`]: which updates, drawn after they are all in, at a rate that
 //!   adapts to each node's record.
+//! - [`assign`]: who recomputes each drawn update (another owner's node,
+//!   or the coordinator).
 //! - [`replay`]: the recomputation and the verdict, a pure function of the
 //!   round's inputs and what the worker revealed.
 //!
@@ -12,6 +14,7 @@
 //! auditor checks the reveal encodes to the signed bytes, recomputes the
 //! round and compares within [`replay::TOLERANCE_PPB`].
 
+pub mod assign;
 pub mod evidence;
 pub mod replay;
 pub mod select;

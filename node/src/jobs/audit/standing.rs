@@ -23,31 +23,52 @@ struct Records {
 }
 
 impl Standing {
-    /// Replays the ledger's `Audit` entries, oldest first.
+    /// Replays the ledger's `Audit` entries and overruled auditors'
+    /// reports (`AuditReported`, not upheld), oldest first.
     pub fn replay_ledger(&self, ledger: &Ledger) -> crate::Result<()> {
         let store = ledger.store();
-        let mut after = None;
-        loop {
-            let seqs = store.seqs_of_kind(EntryKind::Audit, after, 1024)?;
-            let Some(&last) = seqs.last() else {
-                return Ok(());
+        let mut seqs = Vec::new();
+        for kind in [EntryKind::Audit, EntryKind::AuditReported] {
+            let mut after = None;
+            loop {
+                let batch = store.seqs_of_kind(kind, after, 1024)?;
+                let Some(&last) = batch.last() else {
+                    break;
+                };
+                seqs.extend(batch);
+                after = Some(last);
+            }
+        }
+        seqs.sort_unstable();
+        for seq in seqs {
+            let Some(stored) = store.get(seq)? else {
+                continue;
             };
-            for seq in seqs {
-                if let Some(stored) = store.get(seq)?
-                    && let EntryBody::Audit {
-                        worker,
-                        owner,
-                        passed,
-                        detail,
-                        ..
-                    } = stored.entry()?.body
-                {
+            match stored.entry()?.body {
+                EntryBody::Audit {
+                    worker,
+                    owner,
+                    passed,
+                    detail,
+                    ..
+                } => {
                     let unrevealed = detail.starts_with(UNREVEALED);
                     self.record(worker, owner, passed, unrevealed);
                 }
+                EntryBody::AuditReported {
+                    report,
+                    auditor_owner,
+                    upheld: false,
+                    ..
+                } => {
+                    if let Ok((_, r)) = report.verify_and_decode() {
+                        self.record(r.auditor, auditor_owner, false, false);
+                    }
+                }
+                _ => {}
             }
-            after = Some(last);
         }
+        Ok(())
     }
 
     /// Clean audits in a row of `node`.
@@ -85,7 +106,11 @@ mod tests {
     fn streaks_and_failures_come_back_from_the_ledger() {
         let key = Keypair::from_seed(b"coordinator");
         let ledger = Ledger::in_memory(key).unwrap();
-        let (a, b) = (Keypair::from_seed(b"a"), Keypair::from_seed(b"b"));
+        let (a, b, c) = (
+            Keypair::from_seed(b"a"),
+            Keypair::from_seed(b"b"),
+            Keypair::from_seed(b"c"),
+        );
         let update = Signed::sign(&a, &crate::jobs::testing::samples::round_update(&a));
         let audit = |worker: &Keypair, passed: bool, detail: &str| EntryBody::Audit {
             job_id: Hash32::ZERO,
@@ -99,7 +124,33 @@ mod tests {
             detail: detail.into(),
             evidence: Hash32::ZERO,
         };
+        let reported = |upheld: bool| EntryBody::AuditReported {
+            job_id: Hash32::ZERO,
+            round: 0,
+            report: Box::new(Signed::sign(
+                &c,
+                &fairgrid_protocol::messages::AuditReport {
+                    job_id: Hash32::ZERO,
+                    round: 0,
+                    worker: a.node_id(),
+                    auditor: c.node_id(),
+                    evidence: Hash32::ZERO,
+                    passed: false,
+                    distance_ppb: 1,
+                    tolerance_ppb: 0,
+                    detail: String::new(),
+                    issued_at: 0,
+                },
+            )),
+            auditor_owner: c.owner_id(),
+            worker_owner: a.owner_id(),
+            shards: 1,
+            upheld,
+        };
         for body in [
+            audit(&c, true, ""),
+            audit(&c, true, ""),
+            reported(true),
             audit(&a, true, ""),
             audit(&a, true, ""),
             audit(&b, false, "relative distance 1"),
@@ -119,5 +170,15 @@ mod tests {
             "not revealed is no failure"
         );
         assert_eq!(standing.failures(&b.owner_id()), 1);
+        // An upheld report is no failure of its auditor's.
+        assert_eq!(standing.streak(&c.node_id()), 2);
+        assert_eq!(standing.failures(&c.owner_id()), 0);
+        // An overruled one is.
+        ledger.append_blocking(reported(false)).unwrap();
+        let standing = Standing::default();
+        standing.replay_ledger(&ledger).unwrap();
+        assert_eq!(standing.streak(&c.node_id()), 0);
+        assert_eq!(standing.failures(&c.owner_id()), 1);
+        assert_eq!(standing.streak(&a.node_id()), 1);
     }
 }

@@ -1,29 +1,45 @@
 //! The coordinator's audits, as the shell runs them: the draw (signed by
 //! this node's key, so no worker can predict it), the reveal asked of
-//! each drawn worker, the recomputation on a blocking thread, the
-//! evidence file, and the node's standing. The verdicts go back to the
-//! machine as [`Input::Audited`].
+//! each drawn worker, the evidence file, the recomputation (by a node of
+//! another owner when one may, else here on a blocking thread), and the
+//! node's standing. The verdicts go back to the machine as
+//! [`Input::Audited`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fairgrid_protocol::messages::RoundUpdate;
-use fairgrid_protocol::{Hash32, NodeId};
+use fairgrid_protocol::messages::{AuditReport, RoundUpdate};
+use fairgrid_protocol::{Hash32, NodeId, OwnerId, Signed};
 use tracing::{info, warn};
 
 use super::CoordJob;
-use super::machine::{AuditCandidate, AuditVerdict, Input};
+use super::machine::{AuditCandidate, AuditVerdict, AuditorReport, Input};
+use crate::jobs::audit::assign::{Auditor, Drawn, assign_auditors};
 use crate::jobs::audit::standing::UNREVEALED;
-use crate::jobs::audit::{AuditRate, Evidence, TOLERANCE_PPB, draw_seed, is_drawn};
+use crate::jobs::audit::{AuditRate, Evidence, TOLERANCE_PPB, Verdict, draw_seed, is_drawn};
 use crate::jobs::data::JobData;
 use crate::jobs::device::{evaluator_device, wants_gpu};
 use crate::jobs::{JobsContext, model, transport};
+use crate::net::wire::MAX_WIRE_EVIDENCE_BYTES;
 use crate::net::{Request, Response};
 
 const TARGET: &str = "fairgrid::audit";
 
 /// How long a worker has to reveal a round.
 const REVEAL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long an auditor has to replay a round the worker says took
+/// `compute_ms`: four times that and half a minute, at most a quarter of
+/// an hour; past it the coordinator replays the round itself.
+fn replay_timeout(compute_ms: u64) -> Duration {
+    Duration::from_millis(
+        compute_ms
+            .saturating_mul(4)
+            .saturating_add(30_000)
+            .min(900_000),
+    )
+}
 
 /// Draws, audits and answers the machine.
 pub async fn audit_round(
@@ -32,43 +48,93 @@ pub async fn audit_round(
     round: u32,
     params: Arc<Vec<f32>>,
     candidates: Vec<AuditCandidate>,
+    caps: BTreeMap<OwnerId, u32>,
 ) {
     let pairs: Vec<(NodeId, Hash32)> = candidates.iter().map(|c| (c.node, c.update_hash)).collect();
     let seed = draw_seed(&ctx.key, &job.id, round, &pairs);
     let rate = AuditRate {
         floor_ppm: ctx.config.jobs.audit_floor_ppm,
     };
-    let mut verdicts = Vec::new();
-    // What the round's workers say they computed, and what auditing cost.
-    let mut worker_ms = 0u64;
-    let mut audit_ms = 0u64;
-    let total = candidates.len();
-    for candidate in candidates {
-        if let Ok((_, update)) = candidate.signed.verify_and_decode() {
-            worker_ms += update.compute_ms;
-        }
-        let streak = ctx.jobs.standing.streak(&candidate.node);
-        if !is_drawn(&seed, &candidate.node, rate.rate_ppm(streak)) {
-            continue;
-        }
-        let started = std::time::Instant::now();
-        let verdict = audit_one(ctx, job, round, &params, &candidate).await;
-        audit_ms += started.elapsed().as_millis() as u64;
+    // What the round's workers say they computed.
+    let worker_ms: u64 = candidates
+        .iter()
+        .filter_map(|c| c.signed.verify_and_decode().ok())
+        .map(|(_, u)| u.compute_ms)
+        .sum();
+    let pool: Vec<Auditor> = candidates
+        .iter()
+        .map(|c| Auditor {
+            node: c.node,
+            owner: c.owner,
+            streak: ctx.jobs.standing.streak(&c.node),
+        })
+        .collect();
+    let drawn: Vec<&AuditCandidate> = candidates
+        .iter()
+        .zip(&pool)
+        .filter(|(c, a)| is_drawn(&seed, &c.node, rate.rate_ppm(a.streak)))
+        .map(|(c, _)| c)
+        .collect();
+    let picks = assign_auditors(
+        &seed,
+        &ctx.node_id,
+        &drawn
+            .iter()
+            .map(|c| Drawn {
+                worker: c.node,
+                owner: c.owner,
+                shards: c.shards,
+            })
+            .collect::<Vec<_>>(),
+        &pool,
+        |owner| caps.get(owner).copied().unwrap_or(0),
+    );
+    let started = std::time::Instant::now();
+    let audits = drawn.iter().zip(&picks).map(|(candidate, pick)| {
+        let auditor = pick.map(|i| pool[i].clone());
+        audit_one(ctx, job, round, &params, candidate, auditor)
+    });
+    let verdicts = futures::future::join_all(audits).await;
+    let audit_ms = started.elapsed().as_millis() as u64;
+    let mut remote = 0;
+    for (verdict, candidate) in verdicts.iter().zip(&drawn) {
         ctx.jobs.standing.record(
             candidate.node,
             candidate.owner,
             verdict.passed,
             verdict.unrevealed,
         );
+        if let Some(report) = &verdict.report {
+            remote += 1;
+            if !report.upheld {
+                warn!(target: TARGET, job = %job.id, round, auditor = %report.auditor, worker = %candidate.node, "an auditor's failure was overruled by this node's replay");
+                ctx.jobs
+                    .standing
+                    .record(report.auditor, report.auditor_owner, false, false);
+            }
+        }
         if verdict.passed {
             info!(target: TARGET, job = %job.id, round, worker = %candidate.node, detail = %verdict.detail, "audit passed");
         } else {
             warn!(target: TARGET, job = %job.id, round, worker = %candidate.node, detail = %verdict.detail, "audit failed");
         }
-        verdicts.push(verdict);
     }
-    info!(target: TARGET, job = %job.id, round, drawn = verdicts.len(), updates = total, audit_ms, worker_ms, "round audited");
+    info!(target: TARGET, job = %job.id, round, drawn = verdicts.len(), by_other_owners = remote, updates = candidates.len(), audit_ms, worker_ms, "round audited");
     let _ = job.handle(Input::Audited { round, verdicts });
+}
+
+/// A verdict the coordinator reached without a replay (or could not).
+fn decided(node: NodeId, passed: bool, unrevealed: bool, detail: String) -> AuditVerdict {
+    AuditVerdict {
+        node,
+        passed,
+        unrevealed,
+        distance_ppb: u64::MAX,
+        tolerance_ppb: TOLERANCE_PPB,
+        detail,
+        evidence: Hash32::ZERO,
+        report: None,
+    }
 }
 
 async fn audit_one(
@@ -77,99 +143,214 @@ async fn audit_one(
     round: u32,
     params: &Arc<Vec<f32>>,
     candidate: &AuditCandidate,
+    auditor: Option<Auditor>,
 ) -> AuditVerdict {
-    let verdict =
-        |passed: bool, unrevealed: bool, distance: Option<u64>, detail: String| AuditVerdict {
-            node: candidate.node,
-            passed,
-            unrevealed,
-            distance_ppb: distance.unwrap_or(u64::MAX),
-            tolerance_ppb: TOLERANCE_PPB,
-            detail,
-            evidence: Hash32::ZERO,
-        };
+    let node = candidate.node;
     let Ok((_, update)) = candidate.signed.verify_and_decode() else {
-        return verdict(
-            false,
-            false,
-            None,
-            "the accepted update no longer verifies".into(),
-        );
+        let detail = "the accepted update no longer verifies".into();
+        return decided(node, false, false, detail);
     };
-    let (delta, residual) = match reveal(ctx, job, round, candidate.node, params.len()).await {
+    let (delta, residual) = match reveal(ctx, job, round, node, params.len()).await {
         Ok(revealed) => revealed,
         Err(Unrevealed::Absent(why)) => {
-            return verdict(false, true, None, format!("{UNREVEALED}: {why}"));
+            return decided(node, false, true, format!("{UNREVEALED}: {why}"));
         }
         Err(Unrevealed::Malformed(why)) => {
-            return verdict(false, false, None, format!("malformed reveal: {why}"));
+            return decided(node, false, false, format!("malformed reveal: {why}"));
         }
     };
     let Some(data) = job.data() else {
-        return verdict(
-            false,
-            true,
-            None,
-            format!("{UNREVEALED}: the job's data is gone"),
-        );
+        let detail = format!("{UNREVEALED}: the job's data is gone");
+        return decided(node, false, true, detail);
     };
-    let evidence = Evidence {
+    let evidence = Arc::new(Evidence {
         spec: job.signed_spec.clone(),
         update: candidate.signed.as_ref().clone(),
         params: params.as_ref().clone(),
         delta,
         residual,
         shards: shard_bytes(&data, &update),
+    });
+    let (bytes, hash) = match keep_evidence(ctx, job, round, node, &evidence).await {
+        Ok(kept) => kept,
+        Err(e) => return decided(node, true, false, format!("not judged: {e}")),
     };
-    // A GPU job is replayed on this node's GPU if it offers one (a GPU
-    // repeats a round bit for bit); otherwise on the CPU, judged coarsely.
-    let threads = model::threads(ctx.config.jobs.threads);
-    let offers_gpus = ctx.host.offer(crate::ledger::now_ms()).0.gpu_milli > 0;
-    let device = evaluator_device(offers_gpus && wants_gpu(&job.spec), threads);
-    let path = ctx
-        .jobs
-        .store
-        .evidence_path(&job.id, round, &candidate.node);
-    let replayed = tokio::task::spawn_blocking(move || {
+    let mut report = None;
+    if let Some(auditor) = auditor {
+        if bytes.len() > MAX_WIRE_EVIDENCE_BYTES {
+            info!(target: TARGET, job = %job.id, round, bytes = bytes.len(), "evidence too big to send: audited here");
+        } else {
+            let timeout = replay_timeout(update.compute_ms);
+            match ask_auditor(ctx, job, &auditor, bytes, hash, &update, timeout).await {
+                Ok((signed, r)) if r.passed => {
+                    return AuditVerdict {
+                        node,
+                        passed: true,
+                        unrevealed: false,
+                        distance_ppb: r.distance_ppb,
+                        tolerance_ppb: r.tolerance_ppb,
+                        detail: format!("audited by {}: {}", auditor.node, r.detail),
+                        evidence: hash,
+                        report: Some(AuditorReport {
+                            signed: Box::new(signed),
+                            auditor: auditor.node,
+                            auditor_owner: auditor.owner,
+                            upheld: true,
+                        }),
+                    };
+                }
+                // A failure costs the worker its credit and its place:
+                // this node confirms it before it counts.
+                Ok((signed, _)) => report = Some((signed, auditor)),
+                Err(e) => {
+                    warn!(target: TARGET, job = %job.id, round, auditor = %auditor.node, error = %e, "no report from the auditor: audited here");
+                }
+            }
+        }
+    }
+    let verdict = match replay_here(ctx, job, evidence).await {
+        Ok(v) => v,
+        // The evidence does not hold together: the coordinator's own
+        // records are at fault, never the worker.
+        Err(e) => return decided(node, true, false, format!("not judged: {e}")),
+    };
+    let report = report.map(|(signed, auditor)| AuditorReport {
+        signed: Box::new(signed),
+        auditor: auditor.node,
+        auditor_owner: auditor.owner,
+        upheld: !verdict.passed,
+    });
+    let detail = match &report {
+        Some(r) if r.upheld => format!(
+            "audited by {} and confirmed here: {}",
+            r.auditor, verdict.detail
+        ),
+        Some(r) => format!(
+            "{} reported a failure; replayed here: {}",
+            r.auditor, verdict.detail
+        ),
+        None => verdict.detail,
+    };
+    AuditVerdict {
+        node,
+        passed: verdict.passed,
+        unrevealed: false,
+        distance_ppb: verdict.distance_ppb.unwrap_or(u64::MAX),
+        tolerance_ppb: verdict.tolerance_ppb,
+        detail,
+        evidence: hash,
+        report,
+    }
+}
+
+/// Encodes the evidence and keeps it under the data dir; its hash is
+/// what the `Audit` entry names (`Hash32::ZERO` if it could not be kept).
+async fn keep_evidence(
+    ctx: &Arc<JobsContext>,
+    job: &Arc<CoordJob>,
+    round: u32,
+    worker: NodeId,
+    evidence: &Arc<Evidence>,
+) -> Result<(Vec<u8>, Hash32), String> {
+    let path = ctx.jobs.store.evidence_path(&job.id, round, &worker);
+    let evidence = Arc::clone(evidence);
+    let (bytes, kept) = tokio::task::spawn_blocking(move || {
         let bytes = evidence.to_bytes();
         let kept = path
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
             .map_err(|e| e.to_string())
             .and_then(|()| crate::datadir::write_atomic(&path, &bytes).map_err(|e| e.to_string()));
-        // The entry names the evidence only if it was kept.
-        let hash = if kept.is_ok() {
-            Hash32::of(&bytes)
-        } else {
-            Hash32::ZERO
-        };
-        (evidence.replay(device), hash, kept)
+        (bytes, kept)
     })
-    .await;
-    let (outcome, hash, kept) = match replayed {
-        Ok(done) => done,
+    .await
+    .map_err(|e| format!("the audit thread failed ({e})"))?;
+    let hash = match kept {
+        Ok(()) => Hash32::of(&bytes),
         Err(e) => {
-            return verdict(
-                true,
-                false,
-                None,
-                format!("the audit thread failed ({e}); not judged"),
-            );
+            warn!(target: TARGET, job = %job.id, round, error = %e, "audit evidence not kept");
+            Hash32::ZERO
         }
     };
-    if let Err(e) = kept {
-        warn!(target: TARGET, job = %job.id, round, error = %e, "audit evidence not kept");
+    Ok((bytes, hash))
+}
+
+/// Replays the round on this node: a GPU job on its GPU if it offers one
+/// (a GPU repeats a round bit for bit), otherwise on the CPU.
+async fn replay_here(
+    ctx: &Arc<JobsContext>,
+    job: &Arc<CoordJob>,
+    evidence: Arc<Evidence>,
+) -> Result<Verdict, String> {
+    let threads = model::threads(ctx.config.jobs.threads);
+    let offers_gpus = ctx.host.offer(crate::ledger::now_ms()).0.gpu_milli > 0;
+    let device = evaluator_device(offers_gpus && wants_gpu(&job.spec), threads);
+    tokio::task::spawn_blocking(move || evidence.replay(device))
+        .await
+        .map_err(|e| format!("the audit thread failed ({e})"))?
+        .map(|(_, verdict)| verdict)
+}
+
+/// Sends the evidence to `auditor`, waits for its report (sent back as a
+/// request of its own) and checks it is its own, for this update and
+/// these bytes.
+async fn ask_auditor(
+    ctx: &Arc<JobsContext>,
+    job: &Arc<CoordJob>,
+    auditor: &Auditor,
+    evidence: Vec<u8>,
+    hash: Hash32,
+    update: &RoundUpdate,
+    timeout: Duration,
+) -> Result<(Signed<AuditReport>, AuditReport), String> {
+    let awaited = &job.awaited_reports;
+    let report = awaited.expect(update.round, update.worker, auditor.node);
+    let asked = async {
+        let request = Request::AuditReplay { evidence };
+        match transport::call(ctx, auditor.node, request).await {
+            Ok(Response::Accepted) => {}
+            Ok(Response::Refused { reason }) => return Err(format!("refused: {reason}")),
+            Ok(Response::Busy) => return Err("busy".into()),
+            Ok(other) => return Err(format!("answered {other:?}")),
+            Err(e) => return Err(e.to_string()),
+        }
+        tokio::time::timeout(timeout, report)
+            .await
+            .map_err(|_| format!("no report in {} s", timeout.as_secs()))?
+            .map_err(|_| "the wait for the report was dropped".to_string())
+    };
+    let signed = asked.await;
+    awaited.forget(update.round, &update.worker);
+    let signed = signed?;
+    let (signer, report) = signed
+        .verify_and_decode()
+        .map_err(|e| format!("the report: {e}"))?;
+    check_report(&report, signer, auditor.node, update, hash)?;
+    Ok((signed, report))
+}
+
+/// A report counts only if the auditor asked signed it, for the update
+/// and the evidence it was sent.
+fn check_report(
+    report: &AuditReport,
+    signer: fairgrid_protocol::PublicKey,
+    auditor: NodeId,
+    update: &RoundUpdate,
+    evidence: Hash32,
+) -> Result<(), String> {
+    if signer != auditor.0 || report.auditor != auditor {
+        return Err("the report is not the auditor's".into());
     }
-    match outcome {
-        Ok((_, v)) => AuditVerdict {
-            evidence: hash,
-            tolerance_ppb: v.tolerance_ppb,
-            ..verdict(v.passed, false, v.distance_ppb, v.detail)
-        },
-        // The evidence does not hold together: the coordinator's own
-        // records are at fault, never the worker.
-        Err(e) => verdict(true, false, None, format!("not judged: {e}")),
+    if report.job_id != update.job_id
+        || report.round != update.round
+        || report.worker != update.worker
+    {
+        return Err("the report is for another update".into());
     }
+    if report.evidence != evidence {
+        return Err("the report judged other evidence".into());
+    }
+    Ok(())
 }
 
 /// Why a worker's round was not revealed.

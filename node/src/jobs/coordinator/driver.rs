@@ -196,11 +196,12 @@ async fn execute(
             round,
             params,
             candidates,
+            caps,
         } => {
             let (s, j) = (Arc::clone(ctx), Arc::clone(job));
-            tokio::spawn(
-                async move { auditing::audit_round(&s, &j, round, params, candidates).await },
-            );
+            tokio::spawn(async move {
+                auditing::audit_round(&s, &j, round, params, candidates, caps).await
+            });
         }
         Output::Aggregate {
             round,

@@ -294,6 +294,26 @@ pub fn on_round_refusal(ctx: &JobsContext, from: NodeId, signed: Signed<RoundRef
     }
 }
 
+/// An auditor's report on an update this node asked it to replay.
+pub fn on_audit_report(
+    ctx: &JobsContext,
+    from: NodeId,
+    signed: Signed<fairgrid_protocol::messages::AuditReport>,
+) -> Response {
+    let job_id = match signed.verify_and_decode() {
+        Ok((_, r)) => r.job_id,
+        Err(e) => return Response::refused(format!("audit report: {e}")),
+    };
+    let job = match job_of(ctx, &job_id) {
+        Ok(j) => j,
+        Err(r) => return r,
+    };
+    match job.awaited_reports.deliver(from, signed) {
+        Ok(()) => Response::Accepted,
+        Err(reason) => Response::refused(reason),
+    }
+}
+
 /// Whether every connection this node has to `node` goes through a relay
 /// (observed, not declared: hole punching may have made a direct one since
 /// the node first connected). Not connected, or the network cannot say:

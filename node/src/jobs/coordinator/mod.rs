@@ -15,6 +15,7 @@
 //! - [`submit`]: a new job from the API, and resuming after a restart.
 
 pub mod auditing;
+pub mod awaited;
 pub mod clearing;
 pub mod driver;
 pub mod finish;
@@ -60,6 +61,8 @@ pub struct RoundRecord {
     pub allocation: usize,
     /// Workers whose updates were accepted: (node, owner, shards).
     pub accepted: Vec<(NodeId, OwnerId, u32)>,
+    /// Audits other owners' nodes did for the round, upheld (paid).
+    pub audited: Vec<crate::jobs::credits::AuditWork>,
     pub train_loss: f32,
     pub test_accuracy: Option<f32>,
     pub bytes_up: u64,
@@ -72,6 +75,8 @@ pub struct RoundRecord {
 pub struct CreditRecord {
     pub owner: OwnerId,
     pub amount: u64,
+    /// Of `amount`, what audits of other owners' work earned.
+    pub audits: u64,
     pub shards: u32,
 }
 
@@ -213,6 +218,8 @@ pub struct CoordJob {
     pub events: EventLog,
     /// The coordinator's evaluator (built on first use, blocking threads only).
     pub evaluator: Arc<Mutex<Option<JobTrainer>>>,
+    /// Audit reports asked of other owners' nodes and not yet in.
+    pub awaited_reports: awaited::AwaitedReports,
 }
 
 /// Read access to a job's state (the machine's lock is held meanwhile).
@@ -249,6 +256,7 @@ impl CoordJob {
             inbox: tokio::sync::Mutex::new(inbox),
             events,
             evaluator: Arc::new(Mutex::new(None)),
+            awaited_reports: awaited::AwaitedReports::default(),
         }
     }
 

@@ -107,6 +107,8 @@ pub struct RoundInProgress {
     /// When each accepted update was taken (for the per-worker view).
     pub arrivals: BTreeMap<NodeId, u64>,
     pub bytes_down: u64,
+    /// Upheld audits by other owners' nodes (set once audited).
+    pub audited: Vec<crate::jobs::credits::AuditWork>,
 }
 
 impl RoundInProgress {

@@ -41,6 +41,8 @@ pub struct ClusterNode {
     pub dir: PathBuf,
     pub ledger_kind: LedgerKind,
     pub offer: ResourceVec,
+    /// The lowest ask per shard its bids make, in milli-credits.
+    pub price_floor: u64,
     pub config: Config,
     running: Option<(Runtime, Arc<JobsContext>)>,
 }
@@ -108,6 +110,19 @@ impl Cluster {
         offer: ResourceVec,
         config: Config,
     ) -> Result<Cluster> {
+        Cluster::start_priced(root, n, ledger_kind, offer, config, 1)
+    }
+
+    /// [`Cluster::start_configured`] with every node asking at least
+    /// `price_floor` milli-credits per shard.
+    pub fn start_priced(
+        root: &Path,
+        n: usize,
+        ledger_kind: LedgerKind,
+        offer: ResourceVec,
+        config: Config,
+        price_floor: u64,
+    ) -> Result<Cluster> {
         let mut cluster = Cluster {
             net: MemoryNet::new(),
             nodes: Vec::new(),
@@ -118,6 +133,7 @@ impl Cluster {
                 dir: root.join(format!("n{i}")),
                 ledger_kind,
                 offer,
+                price_floor,
                 config: config.clone(),
                 running: None,
             });
@@ -195,6 +211,6 @@ async fn open_node(net: &Arc<MemoryNet>, node: &ClusterNode) -> Result<Arc<JobsC
         net: net.client(peer),
         ledger,
         jobs,
-        host: Arc::new(TestHost::new(node.offer, 1)),
+        host: Arc::new(TestHost::new(node.offer, node.price_floor)),
     }))
 }

@@ -15,6 +15,8 @@ pub mod samples;
 pub use samples::{sample_spec, spec_with};
 
 #[cfg(test)]
+mod auditors;
+#[cfg(test)]
 mod compressed;
 #[cfg(test)]
 mod declared;

@@ -97,7 +97,7 @@ pub(super) fn wait_finished(cluster: &Cluster, job: Hash32, limit: Duration) -> 
 }
 
 /// Waits (bounded) until the network holds `count` messages back.
-fn wait_held(cluster: &Cluster, count: usize, what: &str) {
+pub(super) fn wait_held(cluster: &Cluster, count: usize, what: &str) {
     let until = Instant::now() + Duration::from_secs(120);
     while cluster.net.held() < count {
         assert!(Instant::now() < until, "{what}");

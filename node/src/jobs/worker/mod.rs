@@ -17,6 +17,7 @@
 //! bidding again.
 
 pub mod admission;
+pub mod auditor;
 pub mod faults;
 pub mod gate;
 pub mod gpus;

@@ -4,15 +4,18 @@
 //! credit) before aggregation, its worker leaves the job, and every
 //! verdict is recorded, written ahead, as an `Audit` entry.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use fairgrid_protocol::ledger::EntryBody;
-use fairgrid_protocol::messages::RoundUpdate;
+use fairgrid_protocol::market::owner_cap;
+use fairgrid_protocol::messages::{AuditReport, RoundUpdate};
 use fairgrid_protocol::{Hash32, NodeId, OwnerId, Signed};
 use fairgrid_sdk::jobs::JobEventKind;
 
 use super::super::round::{Outcome, RoundInProgress};
 use super::{Busy, Coordinator, Output};
+use crate::jobs::credits::AuditWork;
 
 /// An accepted update the shell may audit.
 #[derive(Debug, Clone)]
@@ -21,6 +24,8 @@ pub struct AuditCandidate {
     pub owner: OwnerId,
     pub signed: Box<Signed<RoundUpdate>>,
     pub update_hash: Hash32,
+    /// Shards of its order.
+    pub shards: u32,
 }
 
 /// The shell's answer for one audited update.
@@ -38,6 +43,19 @@ pub struct AuditVerdict {
     pub detail: String,
     /// Hash of the evidence file the shell kept.
     pub evidence: Hash32,
+    /// Another owner's node audited the update: its signed report.
+    pub report: Option<AuditorReport>,
+}
+
+/// A report an auditor signed, and whether the coordinator upheld it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditorReport {
+    pub signed: Box<Signed<AuditReport>>,
+    pub auditor: NodeId,
+    pub auditor_owner: OwnerId,
+    /// A pass is upheld as given; a failure once the coordinator's own
+    /// replay agrees. An overruled auditor leaves the job.
+    pub upheld: bool,
 }
 
 impl Coordinator {
@@ -50,12 +68,26 @@ impl Coordinator {
                 owner: finished.orders[node].owner,
                 signed: u.signed.clone(),
                 update_hash: u.update_hash,
+                shards: finished.orders[node].shards.len() as u32,
             })
-            .collect();
+            .collect::<Vec<_>>();
+        // Each owner audits at most what the allocation's cap lets it train.
+        let caps = match self.state.allocations.get(finished.allocation) {
+            Some(record) => {
+                let allocation = &record.allocation;
+                let m = allocation.shards.len() as u32;
+                candidates
+                    .iter()
+                    .map(|c| (c.owner, owner_cap(&allocation.policy, m, &c.owner)))
+                    .collect()
+            }
+            None => BTreeMap::new(),
+        };
         out.push(Output::Audit {
             round: finished.round,
             params: Arc::clone(&self.params),
             candidates,
+            caps,
         });
         self.busy = Some(Busy::Auditing(Box::new(finished)));
     }
@@ -81,6 +113,34 @@ impl Coordinator {
                 continue;
             };
             let order = &finished.orders[&verdict.node];
+            if let Some(report) = &verdict.report {
+                let shards = order.shards.len() as u32;
+                entries.push(EntryBody::AuditReported {
+                    job_id: self.id,
+                    round,
+                    report: report.signed.clone(),
+                    auditor_owner: report.auditor_owner,
+                    worker_owner: order.owner,
+                    shards,
+                    upheld: report.upheld,
+                });
+                if report.upheld {
+                    finished.audited.push(AuditWork {
+                        auditor_owner: report.auditor_owner,
+                        worker_owner: order.owner,
+                        shards,
+                    });
+                } else {
+                    // It failed an update the coordinator's replay passed.
+                    let st = &mut self.state;
+                    st.banned.insert(report.auditor);
+                    st.needs_reclear = Some(format!(
+                        "{}: its audit report was overruled",
+                        report.auditor
+                    ));
+                    st.updated_at = now;
+                }
+            }
             entries.push(EntryBody::Audit {
                 job_id: self.id,
                 round,

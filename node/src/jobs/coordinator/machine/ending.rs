@@ -124,6 +124,7 @@ impl Coordinator {
                 .map(|c| CreditRecord {
                     owner: c.owner,
                     amount: c.amount,
+                    audits: c.audits,
                     shards: c.shards,
                 })
                 .collect(),
@@ -155,6 +156,7 @@ impl Coordinator {
                 RoundWork {
                     allocation: r.allocation,
                     accepted_shards: accepted,
+                    audited: r.audited.clone(),
                 }
             })
             .collect();

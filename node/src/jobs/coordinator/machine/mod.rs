@@ -27,7 +27,7 @@ mod sim;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use fairgrid_protocol::ledger::EntryBody;
@@ -41,7 +41,7 @@ use fairgrid_sdk::jobs::{JobEventKind, JobState, WorkerRoundView};
 use super::round::{AcceptedUpdate, Aggregate, Rejection, RoundInProgress};
 use super::{CompressionReport, CoordState};
 
-pub use audits::{AuditCandidate, AuditVerdict};
+pub use audits::{AuditCandidate, AuditVerdict, AuditorReport};
 pub use bids::JOB_ENDED;
 pub use clearing::no_supply_message;
 
@@ -208,6 +208,9 @@ pub enum Output {
         round: u32,
         params: Arc<Vec<f32>>,
         candidates: Vec<AuditCandidate>,
+        /// The per-owner cap of the allocation in force, for the owners
+        /// of the candidates (who may audit how many shards).
+        caps: BTreeMap<OwnerId, u32>,
     },
     /// Aggregate (the outer step starting from `velocity`) and, with
     /// `evaluate`, evaluate the result; answer with [`Input::Aggregated`].

@@ -91,6 +91,7 @@ impl Coordinator {
             outcomes: BTreeMap::new(),
             arrivals: BTreeMap::new(),
             bytes_down: 0,
+            audited: Vec::new(),
         });
     }
 
@@ -385,6 +386,7 @@ impl Coordinator {
                     (**n, order.owner, order.shards.len() as u32)
                 })
                 .collect(),
+            audited: finished.audited.clone(),
             train_loss: next.train_loss,
             test_accuracy: accuracy,
             bytes_up,

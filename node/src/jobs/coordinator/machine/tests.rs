@@ -614,6 +614,34 @@ fn a_worker_far_slower_than_its_claim_is_recorded_once() {
     assert!(detail.contains("slower than its bid claimed"), "{detail}");
 }
 
+/// A machine with audits on whose round 0 has every update of `f`'s
+/// workers, and the outputs of the last.
+fn round_closed_for_audit(f: &Fixture) -> (Coordinator, Vec<Output>) {
+    let workers = f.workers.len();
+    let (mut m, start) = f.training(workers);
+    m.set_audits(true);
+    let mut out = Vec::new();
+    for w in 0..workers {
+        out = f.deliver(&mut m, w, &start, T0 + 2_000).unwrap().outputs;
+    }
+    (m, out)
+}
+
+/// The round-0 audit the outputs hand the shell.
+fn audit_output(out: &[Output]) -> (Vec<AuditCandidate>, BTreeMap<OwnerId, u32>) {
+    out.iter()
+        .find_map(|o| match o {
+            Output::Audit {
+                round: 0,
+                candidates,
+                caps,
+                ..
+            } => Some((candidates.clone(), caps.clone())),
+            _ => None,
+        })
+        .expect("the round closes with its last update, and goes to audit")
+}
+
 /// A closed round goes to audit before aggregation; an update that fails
 /// leaves the round and its worker the job, one that could not be
 /// revealed only leaves the round, and every verdict is written ahead as
@@ -621,23 +649,8 @@ fn a_worker_far_slower_than_its_claim_is_recorded_once() {
 #[test]
 fn a_failed_audit_drops_the_update_and_its_worker_and_is_written_ahead() {
     let f = fixture(3);
-    let (mut m, start) = f.training(3);
-    m.set_audits(true);
-    let mut out = Vec::new();
-    for w in 0..3 {
-        out = f.deliver(&mut m, w, &start, T0 + 2_000).unwrap().outputs;
-    }
-    let candidates = out
-        .iter()
-        .find_map(|o| match o {
-            Output::Audit {
-                round: 0,
-                candidates,
-                ..
-            } => Some(candidates.clone()),
-            _ => None,
-        })
-        .expect("the round closes with its last update, and goes to audit");
+    let (mut m, out) = round_closed_for_audit(&f);
+    let (candidates, _) = audit_output(&out);
     assert_eq!(candidates.len(), 3);
     assert!(!out.iter().any(|o| matches!(o, Output::Aggregate { .. })));
     let verdict = |w: usize, passed: bool, unrevealed: bool| AuditVerdict {
@@ -648,6 +661,7 @@ fn a_failed_audit_drops_the_update_and_its_worker_and_is_written_ahead() {
         tolerance_ppb: 10,
         detail: "x".into(),
         evidence: Hash32::ZERO,
+        report: None,
     };
     let verdicts = vec![
         verdict(0, true, false),
@@ -687,6 +701,118 @@ fn a_failed_audit_drops_the_update_and_its_worker_and_is_written_ahead() {
         "not revealing is not cheating"
     );
     assert!(st.missing.contains(&f.node(2)), "but it left the round");
+}
+
+/// An auditor's report is recorded as `AuditReported`; an upheld one
+/// pays its owner (the round record carries the audit work), an
+/// overruled one puts the auditor out of the job.
+#[test]
+fn an_auditors_report_is_paid_when_upheld_and_its_auditor_out_when_overruled() {
+    let f = fixture(3);
+    let (mut m, out) = round_closed_for_audit(&f);
+    let (candidates, caps) = audit_output(&out);
+    // The caps of the allocation in force, for every candidate's owner.
+    assert!(
+        candidates
+            .iter()
+            .all(|c| caps.contains_key(&c.owner) && c.shards > 0)
+    );
+    let owner = |w: usize| {
+        candidates
+            .iter()
+            .find(|c| c.node == f.node(w))
+            .unwrap()
+            .owner
+    };
+    let report = |auditor: usize, worker: usize, upheld: bool| AuditorReport {
+        signed: Box::new(Signed::sign(
+            &f.workers[auditor],
+            &fairgrid_protocol::messages::AuditReport {
+                job_id: f.id,
+                round: 0,
+                worker: f.node(worker),
+                auditor: f.node(auditor),
+                evidence: Hash32::ZERO,
+                passed: upheld,
+                distance_ppb: 0,
+                tolerance_ppb: 0,
+                detail: String::new(),
+                issued_at: 0,
+            },
+        )),
+        auditor: f.node(auditor),
+        auditor_owner: owner(auditor),
+        upheld,
+    };
+    let verdict = |w: usize, report: AuditorReport| AuditVerdict {
+        node: f.node(w),
+        passed: true,
+        unrevealed: false,
+        distance_ppb: 0,
+        tolerance_ppb: 0,
+        detail: "x".into(),
+        evidence: Hash32::ZERO,
+        report: Some(report),
+    };
+    // Node 1 audited node 0 (upheld); node 2 failed node 1, overruled.
+    let verdicts = vec![
+        verdict(0, report(1, 0, true)),
+        verdict(1, report(2, 1, false)),
+    ];
+    let out = m
+        .handle(T0 + 3_000, Input::Audited { round: 0, verdicts })
+        .outputs;
+    let entries = write_ahead_of(&out).expect("the verdicts are written ahead");
+    let reported: Vec<(NodeId, bool)> = entries
+        .iter()
+        .filter_map(|e| match e {
+            EntryBody::AuditReported {
+                report,
+                upheld,
+                auditor_owner,
+                worker_owner,
+                ..
+            } => {
+                let (_, r) = report.verify_and_decode().unwrap();
+                let w = (0..3).find(|&w| f.node(w) == r.auditor).unwrap();
+                assert_eq!(*auditor_owner, owner(w));
+                assert_ne!(auditor_owner, worker_owner);
+                Some((r.auditor, *upheld))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reported, vec![(f.node(1), true), (f.node(2), false)]);
+    assert!(
+        m.state().banned.contains(&f.node(2)),
+        "the overruled auditor"
+    );
+    assert!(!m.state().banned.contains(&f.node(1)));
+    // Both audited updates passed: all three are aggregated.
+    let updates = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Aggregate { updates, .. } => Some(updates.len()),
+            _ => None,
+        })
+        .expect("aggregated");
+    assert_eq!(updates, 3);
+    let Some(Busy::Aggregating(finished)) = &m.busy else {
+        panic!("aggregating");
+    };
+    assert_eq!(
+        finished.audited,
+        vec![crate::jobs::credits::AuditWork {
+            auditor_owner: owner(1),
+            worker_owner: owner(0),
+            shards: candidates
+                .iter()
+                .find(|c| c.node == f.node(0))
+                .unwrap()
+                .shards,
+        }],
+        "only the upheld audit is paid"
+    );
 }
 
 /// A worker's update may start from no residual, or from the one its

@@ -48,6 +48,7 @@ fn fixture(compression: Compression) -> Fixture {
         outcomes: BTreeMap::new(),
         arrivals: BTreeMap::new(),
         bytes_down: 0,
+        audited: Vec::new(),
     };
     Fixture {
         coordinator,

@@ -266,6 +266,7 @@ impl World {
                         tolerance_ppb: 1,
                         detail: if cheat { "cheat" } else { "honest" }.into(),
                         evidence: Hash32::ZERO,
+                        report: None,
                     });
                 }
                 self.pending
