@@ -99,6 +99,9 @@ pub struct Jobs {
     /// Tests only: this node's audit reports all say "failed".
     #[cfg(test)]
     pub lying_auditor: AtomicBool,
+    /// Tests only: this node takes evidence and never reports.
+    #[cfg(test)]
+    pub silent_auditor: AtomicBool,
     /// Every checkpointed job is back (see [`resume`]).
     resumed: AtomicBool,
 }
@@ -126,6 +129,8 @@ impl Jobs {
             auditing: Arc::new(Semaphore::new(1)),
             #[cfg(test)]
             lying_auditor: AtomicBool::new(false),
+            #[cfg(test)]
+            silent_auditor: AtomicBool::new(false),
             resumed: AtomicBool::new(false),
         })
     }

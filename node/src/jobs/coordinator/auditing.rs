@@ -61,8 +61,10 @@ pub async fn audit_round(
         .filter_map(|c| c.signed.verify_and_decode().ok())
         .map(|(_, u)| u.compute_ms)
         .sum();
+    // A node that took evidence and never reported judges no more here.
     let pool: Vec<Auditor> = candidates
         .iter()
+        .filter(|c| !job.awaited_reports.went_silent(&c.node))
         .map(|c| Auditor {
             node: c.node,
             owner: c.owner,
@@ -71,9 +73,10 @@ pub async fn audit_round(
         .collect();
     let drawn: Vec<&AuditCandidate> = candidates
         .iter()
-        .zip(&pool)
-        .filter(|(c, a)| is_drawn(&seed, &c.node, rate.rate_ppm(a.streak)))
-        .map(|(c, _)| c)
+        .filter(|c| {
+            let streak = ctx.jobs.standing.streak(&c.node);
+            is_drawn(&seed, &c.node, rate.rate_ppm(streak))
+        })
         .collect();
     let picks = assign_auditors(
         &seed,
@@ -180,7 +183,7 @@ async fn audit_one(
         if bytes.len() > MAX_WIRE_EVIDENCE_BYTES {
             info!(target: TARGET, job = %job.id, round, bytes = bytes.len(), "evidence too big to send: audited here");
         } else {
-            let timeout = replay_timeout(update.compute_ms);
+            let timeout = replay_timeout(update.compute_ms.min(candidate.observed_ms));
             match ask_auditor(ctx, job, &auditor, bytes, hash, &update, timeout).await {
                 Ok((signed, r)) if r.passed => {
                     return AuditVerdict {
@@ -314,10 +317,16 @@ async fn ask_auditor(
             Ok(other) => return Err(format!("answered {other:?}")),
             Err(e) => return Err(e.to_string()),
         }
-        tokio::time::timeout(timeout, report)
-            .await
-            .map_err(|_| format!("no report in {} s", timeout.as_secs()))?
-            .map_err(|_| "the wait for the report was dropped".to_string())
+        match tokio::time::timeout(timeout, report).await {
+            Ok(report) => report.map_err(|_| "the wait for the report was dropped".to_string()),
+            Err(_) => {
+                awaited.silenced(auditor.node);
+                Err(format!(
+                    "took the evidence, no report in {} s",
+                    timeout.as_secs()
+                ))
+            }
+        }
     };
     let signed = asked.await;
     awaited.forget(update.round, &update.worker);

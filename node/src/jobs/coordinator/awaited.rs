@@ -3,9 +3,11 @@
 //! its own, as a worker sends its update: a replay takes a round's
 //! compute, far longer than a request may stay open. A report is taken
 //! only from the auditor it was asked of, for the update it was asked
-//! about, once.
+//! about, once. A node that took evidence and sent no report in time is
+//! not asked again in this job (a crash looks the same; either way a
+//! round should not wait on it twice).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use fairgrid_protocol::messages::AuditReport;
@@ -18,6 +20,8 @@ type Waiting = (NodeId, oneshot::Sender<Signed<AuditReport>>);
 pub struct AwaitedReports {
     /// By (round, audited worker): the auditor asked and where its report goes.
     waiting: Mutex<BTreeMap<(u32, NodeId), Waiting>>,
+    /// Auditors that took evidence and never reported.
+    silent: Mutex<BTreeSet<NodeId>>,
 }
 
 impl AwaitedReports {
@@ -36,6 +40,21 @@ impl AwaitedReports {
     /// Stops waiting (the report came, or the wait is over).
     pub fn forget(&self, round: u32, worker: &NodeId) {
         self.lock().remove(&(round, *worker));
+    }
+
+    /// `auditor` took evidence and sent no report in time.
+    pub fn silenced(&self, auditor: NodeId) {
+        self.silent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(auditor);
+    }
+
+    pub fn went_silent(&self, node: &NodeId) -> bool {
+        self.silent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(node)
     }
 
     /// A report `from` a peer: handed to the audit waiting for it.
@@ -110,5 +129,8 @@ mod tests {
         let _rx = awaited.expect(5, worker, a.node_id());
         awaited.forget(5, &worker);
         assert!(awaited.deliver(a.node_id(), report(&a, worker, 5)).is_err());
+        assert!(!awaited.went_silent(&a.node_id()));
+        awaited.silenced(a.node_id());
+        assert!(awaited.went_silent(&a.node_id()));
     }
 }

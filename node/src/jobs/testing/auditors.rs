@@ -188,6 +188,39 @@ fn an_auditor_that_fails_honest_work_is_overruled_and_leaves_the_job() {
     );
 }
 
+/// A node that takes evidence and never reports holds up one audit for
+/// its wait, then the coordinator replays the round and asks it no more.
+#[test]
+fn an_auditor_that_never_reports_is_asked_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster_auditing_everything(dir.path());
+    let silent = cluster.nodes[2].node_id();
+    cluster.nodes[2]
+        .ctx()
+        .jobs
+        .silent_auditor
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let to_silent = crate::jobs::transport::peer_id(&silent).unwrap();
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&asked);
+    cluster.net.hold(Box::new(move |to, request| {
+        if *to == to_silent && matches!(request, crate::net::Request::AuditReplay { .. }) {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        false
+    }));
+    let job = submit_to(&cluster, 0, small_job("a silent auditor", 4));
+    wait_finished(&cluster, job, Duration::from_secs(180));
+    let entries = entries_once_finished(&cluster, 0, &job);
+    assert_eq!(failed_audits(&entries), Vec::<String>::new());
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(
+        reports(&entries)
+            .iter()
+            .all(|(auditor, _, _)| *auditor != silent)
+    );
+}
+
 /// What an auditor is sent is checked before it is judged: bytes that are
 /// no evidence, evidence from anyone but the job's coordinator, evidence
 /// whose parts do not match what the update signed, and a node's own

@@ -26,6 +26,10 @@ pub struct AuditCandidate {
     pub update_hash: Hash32,
     /// Shards of its order.
     pub shards: u32,
+    /// From the round's start to the update's arrival, as this node saw
+    /// it (bounds how long an auditor is given: the worker's own
+    /// `compute_ms` is self-reported).
+    pub observed_ms: u64,
 }
 
 /// The shell's answer for one audited update.
@@ -69,6 +73,10 @@ impl Coordinator {
                 signed: u.signed.clone(),
                 update_hash: u.update_hash,
                 shards: finished.orders[node].shards.len() as u32,
+                observed_ms: finished
+                    .arrivals
+                    .get(node)
+                    .map_or(0, |at| at.saturating_sub(finished.started_ms)),
             })
             .collect::<Vec<_>>();
         // Each owner audits at most what the allocation's cap lets it train.
