@@ -50,7 +50,8 @@ pub struct OwnerCredit {
     pub amount: u64,
     /// Of which for audits of other owners' work.
     pub audits: u64,
-    /// Shard-rounds accepted, divided by the rounds (whole shards on average).
+    /// Shard-rounds accepted, divided by the rounds (whole shards on
+    /// average; audits not counted).
     pub shards: u32,
     /// Highest ask among the winners of the last allocation it held shards in.
     pub clearing_price: u64,
@@ -95,8 +96,9 @@ pub fn credits(
             entry.0 += amount;
             if audit {
                 entry.1 += amount;
+            } else {
+                entry.2 += a as u64;
             }
-            entry.2 += a as u64;
             entry.3 = entry.3.max(work.allocation);
         }
     }

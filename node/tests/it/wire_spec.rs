@@ -8,7 +8,7 @@
 //! (serde-generate) to speak fairgrid in another language.
 
 use fairgrid_node::net::{Hello, Request, Response};
-use fairgrid_protocol::ledger::{EntryBody, EntryKind, LedgerEntry};
+use fairgrid_protocol::ledger::{EntryBody, EntryKind, LedgerEntry, ReportOutcome};
 use fairgrid_protocol::messages::{
     Aggregation, Allocation, Arithmetic, Bid, CapacityAdvert, Compression, JobSpec, Layer, LayerOp,
     LrSchedule, ModelArch, OptimizerKind, Reach, Receipt, RoundRefusal, RoundStart, RoundUpdate,
@@ -45,6 +45,7 @@ fn trace() -> Registry {
         ValueKind,
         Arithmetic,
         Reach,
+        ReportOutcome,
     );
     trace!(
         Hello,

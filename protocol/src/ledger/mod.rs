@@ -142,8 +142,7 @@ pub enum EntryBody {
         evidence: Hash32,
     },
     /// An audit another owner's node did for the coordinator: its signed
-    /// report, and whether the coordinator upheld it (a pass is taken as
-    /// given; a failure only once the coordinator's own replay agrees).
+    /// report, and what the coordinator made of it (see [`ReportOutcome`]).
     /// An upheld report earns the auditor's owner what the audited work
     /// earns (`shards` of the worker's owner, this round).
     AuditReported {
@@ -153,8 +152,24 @@ pub enum EntryBody {
         auditor_owner: OwnerId,
         worker_owner: OwnerId,
         shards: u32,
-        upheld: bool,
+        outcome: ReportOutcome,
     },
+}
+
+/// What a coordinator made of an auditor's report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReportOutcome {
+    /// Taken as the verdict (a pass not rechecked), or the coordinator's
+    /// own replay agreed: paid.
+    Upheld,
+    /// The coordinator's replay disagreed under a rule at least as
+    /// favourable to the report (as strict for a failure, as lenient for
+    /// a pass): the auditor is out of the job, its owner counts a failure.
+    Overruled,
+    /// They disagreed, but the coordinator judged by a rule the report's
+    /// could not be held to (the two replayed on different kinds of
+    /// arithmetic): neither paid nor held against the auditor.
+    Unconfirmed,
 }
 
 /// The kinds of entry, one sled tree each.

@@ -5,6 +5,8 @@
 //! - its owner is not the worker's (no owner judges its own work);
 //! - it is not the coordinator (which is the fallback anyway);
 //! - it has passed an audit here (a node never checked judges no one);
+//! - it has not been given another update this round (it replays one at
+//!   a time);
 //! - its owner's audited shards this round stay within the per-owner cap
 //!   of the allocation in force, the cap that bounds what the owner trains:
 //!   no owner holds more of a round's verdicts than of its work.
@@ -46,6 +48,7 @@ pub fn assign_auditors(
     cap: impl Fn(&OwnerId) -> u32,
 ) -> Vec<Option<usize>> {
     let mut load: BTreeMap<OwnerId, u32> = BTreeMap::new();
+    let mut given = vec![false; pool.len()];
     drawn
         .iter()
         .map(|d| {
@@ -53,6 +56,7 @@ pub fn assign_auditors(
                 .filter(|&i| {
                     let a = &pool[i];
                     a.owner != d.owner
+                        && !given[i]
                         && a.node != *coordinator
                         && a.streak > 0
                         && load.get(&a.owner).copied().unwrap_or(0) + d.shards <= cap(&a.owner)
@@ -69,6 +73,7 @@ pub fn assign_auditors(
             .prefix_u64();
             let chosen = eligible[(x % eligible.len() as u64) as usize];
             *load.entry(pool[chosen].owner).or_insert(0) += d.shards;
+            given[chosen] = true;
             Some(chosen)
         })
         .collect()
@@ -147,6 +152,19 @@ mod tests {
             assert!(by_owner.values().all(|&s| s <= 4), "{got:?}");
             assert_eq!(got.iter().flatten().count(), 2, "{got:?}");
             assert_eq!(got[2], None, "the third has no room left: {got:?}");
+        }
+    }
+
+    #[test]
+    fn a_node_is_given_one_update_a_round() {
+        let pool = [auditor(5, 5, 1), auditor(6, 6, 1)];
+        let updates = [drawn(1, 1, 1), drawn(2, 2, 1), drawn(3, 3, 1)];
+        for s in 0..64u32 {
+            let seed = Hash32::of(&s.to_le_bytes());
+            let got = assign_auditors(&seed, &node(0), &updates, &pool, |_| 100);
+            let given: Vec<usize> = got.iter().flatten().copied().collect();
+            assert_eq!(given.len(), 2, "{got:?}");
+            assert_ne!(given[0], given[1], "{got:?}");
         }
     }
 

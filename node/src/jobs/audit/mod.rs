@@ -5,6 +5,8 @@
 //!   adapts to each node's record.
 //! - [`assign`]: who recomputes each drawn update (another owner's node,
 //!   or the coordinator).
+//! - [`reconcile`]: which of an auditor's passes are rechecked, and what a
+//!   disagreement with the coordinator's replay says about the auditor.
 //! - [`replay`]: the recomputation and the verdict, a pure function of the
 //!   round's inputs and what the worker revealed.
 //!
@@ -16,6 +18,7 @@
 
 pub mod assign;
 pub mod evidence;
+pub mod reconcile;
 pub mod replay;
 pub mod select;
 pub mod standing;

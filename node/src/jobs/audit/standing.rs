@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use fairgrid_protocol::ledger::{EntryBody, EntryKind};
+use fairgrid_protocol::ledger::{EntryBody, EntryKind, ReportOutcome};
 use fairgrid_protocol::{NodeId, OwnerId};
 
 use crate::ledger::Ledger;
@@ -24,7 +24,7 @@ struct Records {
 
 impl Standing {
     /// Replays the ledger's `Audit` entries and overruled auditors'
-    /// reports (`AuditReported`, not upheld), oldest first.
+    /// reports (`AuditReported`), oldest first.
     pub fn replay_ledger(&self, ledger: &Ledger) -> crate::Result<()> {
         let store = ledger.store();
         let mut seqs = Vec::new();
@@ -58,7 +58,7 @@ impl Standing {
                 EntryBody::AuditReported {
                     report,
                     auditor_owner,
-                    upheld: false,
+                    outcome: ReportOutcome::Overruled,
                     ..
                 } => {
                     if let Ok((_, r)) = report.verify_and_decode() {
@@ -124,7 +124,7 @@ mod tests {
             detail: detail.into(),
             evidence: Hash32::ZERO,
         };
-        let reported = |upheld: bool| EntryBody::AuditReported {
+        let reported = |outcome: ReportOutcome| EntryBody::AuditReported {
             job_id: Hash32::ZERO,
             round: 0,
             report: Box::new(Signed::sign(
@@ -145,12 +145,13 @@ mod tests {
             auditor_owner: c.owner_id(),
             worker_owner: a.owner_id(),
             shards: 1,
-            upheld,
+            outcome,
         };
         for body in [
             audit(&c, true, ""),
             audit(&c, true, ""),
-            reported(true),
+            reported(ReportOutcome::Upheld),
+            reported(ReportOutcome::Unconfirmed),
             audit(&a, true, ""),
             audit(&a, true, ""),
             audit(&b, false, "relative distance 1"),
@@ -170,11 +171,13 @@ mod tests {
             "not revealed is no failure"
         );
         assert_eq!(standing.failures(&b.owner_id()), 1);
-        // An upheld report is no failure of its auditor's.
+        // An upheld or unconfirmed report is no failure of its auditor's.
         assert_eq!(standing.streak(&c.node_id()), 2);
         assert_eq!(standing.failures(&c.owner_id()), 0);
         // An overruled one is.
-        ledger.append_blocking(reported(false)).unwrap();
+        ledger
+            .append_blocking(reported(ReportOutcome::Overruled))
+            .unwrap();
         let standing = Standing::default();
         standing.replay_ledger(&ledger).unwrap();
         assert_eq!(standing.streak(&c.node_id()), 0);

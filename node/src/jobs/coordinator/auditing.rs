@@ -9,13 +9,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fairgrid_protocol::ledger::ReportOutcome;
 use fairgrid_protocol::messages::{AuditReport, RoundUpdate};
 use fairgrid_protocol::{Hash32, NodeId, OwnerId, Signed};
+use futures::StreamExt;
 use tracing::{info, warn};
 
 use super::CoordJob;
 use super::machine::{AuditCandidate, AuditVerdict, AuditorReport, Input};
 use crate::jobs::audit::assign::{Auditor, Drawn, assign_auditors};
+use crate::jobs::audit::reconcile::{rechecks_pass, reconcile};
 use crate::jobs::audit::standing::UNREVEALED;
 use crate::jobs::audit::{AuditRate, Evidence, TOLERANCE_PPB, Verdict, draw_seed, is_drawn};
 use crate::jobs::data::JobData;
@@ -28,6 +31,9 @@ const TARGET: &str = "fairgrid::audit";
 
 /// How long a worker has to reveal a round.
 const REVEAL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Audits of one round in flight at once.
+const MAX_AUDITS_IN_FLIGHT: usize = 8;
 
 /// How long an auditor has to replay a round the worker says took
 /// `compute_ms`: four times that and half a minute, at most a quarter of
@@ -93,11 +99,26 @@ pub async fn audit_round(
         |owner| caps.get(owner).copied().unwrap_or(0),
     );
     let started = std::time::Instant::now();
-    let audits = drawn.iter().zip(&picks).map(|(candidate, pick)| {
+    // Remote audits at once, a bounded number in flight (each holds its
+    // evidence); this node's own replays one at a time.
+    let shared = RoundAudit {
+        ctx,
+        job,
+        round,
+        params: &params,
+        seed,
+        rate,
+        local: tokio::sync::Semaphore::new(1),
+    };
+    let mut audits = Vec::with_capacity(drawn.len());
+    for (&candidate, pick) in drawn.iter().zip(&picks) {
         let auditor = pick.map(|i| pool[i].clone());
-        audit_one(ctx, job, round, &params, candidate, auditor)
-    });
-    let verdicts = futures::future::join_all(audits).await;
+        audits.push(audit_one(&shared, candidate, auditor));
+    }
+    let verdicts: Vec<AuditVerdict> = futures::stream::iter(audits)
+        .buffered(MAX_AUDITS_IN_FLIGHT)
+        .collect()
+        .await;
     let audit_ms = started.elapsed().as_millis() as u64;
     let mut remote = 0;
     for (verdict, candidate) in verdicts.iter().zip(&drawn) {
@@ -109,7 +130,7 @@ pub async fn audit_round(
         );
         if let Some(report) = &verdict.report {
             remote += 1;
-            if !report.upheld {
+            if report.outcome == ReportOutcome::Overruled {
                 warn!(target: TARGET, job = %job.id, round, auditor = %report.auditor, worker = %candidate.node, "an auditor's failure was overruled by this node's replay");
                 ctx.jobs
                     .standing
@@ -140,14 +161,30 @@ fn decided(node: NodeId, passed: bool, unrevealed: bool, detail: String) -> Audi
     }
 }
 
-async fn audit_one(
-    ctx: &Arc<JobsContext>,
-    job: &Arc<CoordJob>,
+/// What every audit of one round shares.
+struct RoundAudit<'a> {
+    ctx: &'a Arc<JobsContext>,
+    job: &'a Arc<CoordJob>,
     round: u32,
-    params: &Arc<Vec<f32>>,
+    params: &'a Arc<Vec<f32>>,
+    seed: Hash32,
+    rate: AuditRate,
+    /// This node's own replays, one at a time.
+    local: tokio::sync::Semaphore,
+}
+
+async fn audit_one(
+    shared: &RoundAudit<'_>,
     candidate: &AuditCandidate,
     auditor: Option<Auditor>,
 ) -> AuditVerdict {
+    let RoundAudit {
+        ctx,
+        job,
+        round,
+        params,
+        ..
+    } = *shared;
     let node = candidate.node;
     let Ok((_, update)) = candidate.signed.verify_and_decode() else {
         let detail = "the accepted update no longer verifies".into();
@@ -183,57 +220,69 @@ async fn audit_one(
         if bytes.len() > MAX_WIRE_EVIDENCE_BYTES {
             info!(target: TARGET, job = %job.id, round, bytes = bytes.len(), "evidence too big to send: audited here");
         } else {
-            let timeout = replay_timeout(update.compute_ms.min(candidate.observed_ms));
-            match ask_auditor(ctx, job, &auditor, bytes, hash, &update, timeout).await {
-                Ok((signed, r)) if r.passed => {
-                    return AuditVerdict {
-                        node,
-                        passed: true,
-                        unrevealed: false,
-                        distance_ppb: r.distance_ppb,
-                        tolerance_ppb: r.tolerance_ppb,
-                        detail: format!("audited by {}: {}", auditor.node, r.detail),
-                        evidence: hash,
-                        report: Some(AuditorReport {
-                            signed: Box::new(signed),
-                            auditor: auditor.node,
-                            auditor_owner: auditor.owner,
-                            upheld: true,
-                        }),
-                    };
+            // The round as this node saw it: a worker's own compute_ms
+            // could starve its auditor of time.
+            let timeout = replay_timeout(candidate.observed_ms);
+            match ask_auditor(ctx, job, &auditor, bytes, &update, timeout).await {
+                Ok((signed, r)) => {
+                    let recheck =
+                        rechecks_pass(&shared.seed, &node, shared.rate.rate_ppm(auditor.streak));
+                    if r.passed && !recheck {
+                        return AuditVerdict {
+                            node,
+                            passed: true,
+                            unrevealed: false,
+                            distance_ppb: r.distance_ppb,
+                            tolerance_ppb: r.tolerance_ppb,
+                            detail: format!("audited by {}: {}", auditor.node, r.detail),
+                            evidence: hash,
+                            report: Some(AuditorReport {
+                                signed: Box::new(signed),
+                                auditor: auditor.node,
+                                auditor_owner: auditor.owner,
+                                outcome: ReportOutcome::Upheld,
+                            }),
+                        };
+                    }
+                    // A failure costs the worker its credit and its place,
+                    // so this node confirms it; some passes it rechecks.
+                    report = Some((signed, r, auditor));
                 }
-                // A failure costs the worker its credit and its place:
-                // this node confirms it before it counts.
-                Ok((signed, _)) => report = Some((signed, auditor)),
                 Err(e) => {
                     warn!(target: TARGET, job = %job.id, round, auditor = %auditor.node, error = %e, "no report from the auditor: audited here");
                 }
             }
         }
     }
-    let verdict = match replay_here(ctx, job, evidence).await {
+    let verdict = {
+        let _one_at_a_time = shared.local.acquire().await;
+        replay_here(ctx, job, evidence).await
+    };
+    let verdict = match verdict {
         Ok(v) => v,
         // The evidence does not hold together: the coordinator's own
         // records are at fault, never the worker.
         Err(e) => return decided(node, true, false, format!("not judged: {e}")),
     };
-    let report = report.map(|(signed, auditor)| AuditorReport {
+    let report = report.map(|(signed, r, auditor)| AuditorReport {
         signed: Box::new(signed),
         auditor: auditor.node,
         auditor_owner: auditor.owner,
-        upheld: !verdict.passed,
+        outcome: reconcile(
+            r.passed,
+            r.tolerance_ppb,
+            verdict.passed,
+            verdict.tolerance_ppb,
+        ),
     });
     let detail = match &report {
-        Some(r) if r.upheld => format!(
-            "audited by {} and confirmed here: {}",
-            r.auditor, verdict.detail
-        ),
         Some(r) => format!(
-            "{} reported a failure; replayed here: {}",
-            r.auditor, verdict.detail
+            "{} reported; replayed here ({:?}): {}",
+            r.auditor, r.outcome, verdict.detail
         ),
         None => verdict.detail,
     };
+    // The worker's verdict is this node's whenever it replayed.
     AuditVerdict {
         node,
         passed: verdict.passed,
@@ -302,10 +351,11 @@ async fn ask_auditor(
     job: &Arc<CoordJob>,
     auditor: &Auditor,
     evidence: Vec<u8>,
-    hash: Hash32,
     update: &RoundUpdate,
     timeout: Duration,
 ) -> Result<(Signed<AuditReport>, AuditReport), String> {
+    // What is sent, whether or not this node could keep a copy.
+    let hash = Hash32::of(&evidence);
     let awaited = &job.awaited_reports;
     let report = awaited.expect(update.round, update.worker, auditor.node);
     let asked = async {
@@ -321,6 +371,10 @@ async fn ask_auditor(
             Ok(report) => report.map_err(|_| "the wait for the report was dropped".to_string()),
             Err(_) => {
                 awaited.silenced(auditor.node);
+                // Its clean record ends, as a worker's that does not reveal.
+                ctx.jobs
+                    .standing
+                    .record(auditor.node, auditor.owner, false, true);
                 Err(format!(
                     "took the evidence, no report in {} s",
                     timeout.as_secs()

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use fairgrid_protocol::ledger::{EntryBody, EntryKind};
+use fairgrid_protocol::ledger::{EntryBody, EntryKind, ReportOutcome};
 use fairgrid_protocol::{NodeId, OwnerId};
 
 use super::cluster::{Cluster, LedgerKind, test_config, test_offer};
@@ -22,9 +22,9 @@ fn cluster_auditing_everything(dir: &std::path::Path) -> Cluster {
     Cluster::start_priced(dir, 3, LedgerKind::InMemory, test_offer(), config, 200).unwrap()
 }
 
-/// The reports in the coordinator's ledger: (auditor, worker, upheld),
+/// The reports in the coordinator's ledger: (auditor, worker, outcome),
 /// each checked to be signed by its auditor and not of the worker's owner.
-fn reports(entries: &[EntryBody]) -> Vec<(NodeId, NodeId, bool)> {
+fn reports(entries: &[EntryBody]) -> Vec<(NodeId, NodeId, ReportOutcome)> {
     entries
         .iter()
         .filter_map(|e| match e {
@@ -32,14 +32,14 @@ fn reports(entries: &[EntryBody]) -> Vec<(NodeId, NodeId, bool)> {
                 report,
                 auditor_owner,
                 worker_owner,
-                upheld,
+                outcome,
                 ..
             } => {
                 let (signer, r) = report.verify_and_decode().expect("a signed report");
                 assert_eq!(signer, r.auditor.0, "signed by its auditor");
                 assert_ne!(auditor_owner, worker_owner, "an owner judged itself");
                 assert_eq!(*auditor_owner, OwnerId(r.auditor.0));
-                Some((r.auditor, r.worker, *upheld))
+                Some((r.auditor, r.worker, *outcome))
             }
             _ => None,
         })
@@ -71,8 +71,8 @@ fn other_owners_nodes_audit_rounds_and_are_paid_for_it() {
     let reports = reports(&entries);
     assert!(!reports.is_empty(), "no round was audited by another node");
     let coordinator = cluster.nodes[0].node_id();
-    for (auditor, worker, upheld) in &reports {
-        assert!(upheld, "an honest report was overruled");
+    for (auditor, worker, outcome) in &reports {
+        assert_eq!(*outcome, ReportOutcome::Upheld, "an honest report");
         assert_ne!(auditor, worker);
         assert_ne!(*auditor, coordinator, "the coordinator is the fallback");
     }
@@ -151,9 +151,17 @@ fn an_auditor_that_fails_honest_work_is_overruled_and_leaves_the_job() {
     // Every worker it accused passed the coordinator's replay.
     assert_eq!(failed_audits(&entries), Vec::<String>::new());
     let reports = reports(&entries);
-    let overruled: Vec<_> = reports.iter().filter(|(_, _, upheld)| !upheld).collect();
+    let overruled: Vec<_> = reports
+        .iter()
+        .filter(|(_, _, outcome)| *outcome != ReportOutcome::Upheld)
+        .collect();
     assert!(!overruled.is_empty(), "the liar never audited: {reports:?}");
-    assert!(overruled.iter().all(|(auditor, _, _)| *auditor == liar));
+    assert!(
+        overruled
+            .iter()
+            .all(|(auditor, _, outcome)| *auditor == liar && *outcome == ReportOutcome::Overruled),
+        "{overruled:?}"
+    );
     let state = coordinated.state();
     assert!(state.banned.contains(&liar), "the liar stays in the job");
     // No round after its report counted it, and its overruled reports
@@ -278,7 +286,7 @@ fn an_auditor_refuses_hostile_evidence_and_judges_only_what_holds_together() {
     );
     refused(ask(coordinator, Vec::new()), "not an audit evidence file");
     let outsider = cluster.nodes[(1..3).find(|&i| i != a).unwrap()].node_id();
-    refused(ask(outsider, other.clone()), "only the job's coordinator");
+    refused(ask(outsider, other.clone()), "only the coordinator");
     let mut tampered = Evidence::from_bytes(other).unwrap();
     tampered.params[0] += 1.0;
     refused(
@@ -291,9 +299,12 @@ fn an_auditor_refuses_hostile_evidence_and_judges_only_what_holds_together() {
         shard[last] ^= 1;
     }
     refused(ask(coordinator, tampered.to_bytes()), "is not the job's");
-    if let Some((_, own)) = kept.iter().find(|(w, _)| *w == auditor) {
-        refused(ask(coordinator, own.clone()), "its own update");
-    }
+    // Every worker is drawn (floor 100%): the auditor's own round is kept.
+    let (_, own) = kept
+        .iter()
+        .find(|(w, _)| *w == auditor)
+        .expect("the auditor's own evidence");
+    refused(ask(coordinator, own.clone()), "its own update");
     // What holds together is taken; the report goes to the coordinator
     // as a request of its own.
     assert!(matches!(

@@ -23,35 +23,51 @@ const TARGET: &str = "fairgrid::audit";
 /// update: checked and taken at once, replayed on a blocking thread, and
 /// the signed report sent to the coordinator as a request of its own.
 pub async fn on_audit_replay(ctx: &Arc<JobsContext>, from: NodeId, bytes: Vec<u8>) -> Response {
-    let evidence_hash = Hash32::of(&bytes);
-    let evidence = match Evidence::from_bytes(&bytes) {
-        Ok(e) => e,
-        Err(e) => return Response::refused(e),
+    // Only a coordinator of a job this node works on, before any decoding.
+    if !ctx
+        .jobs
+        .working
+        .active_jobs()
+        .iter()
+        .any(|job| job.coordinator == from)
+    {
+        return Response::refused(
+            "only the coordinator of a job this node works on asks for audits",
+        );
+    }
+    // One audit at a time: it takes a round's compute.
+    let Ok(permit) = Arc::clone(&ctx.jobs.auditing).try_acquire_owned() else {
+        return Response::Busy;
     };
-    drop(bytes);
-    let job_id = evidence.spec.id();
+    // Decoding and checking up to 64 MiB is blocking work.
+    let checked = tokio::task::spawn_blocking(move || {
+        let evidence_hash = Hash32::of(&bytes);
+        let evidence = Evidence::from_bytes(&bytes)?;
+        drop(bytes);
+        // Evidence that does not hold together is the coordinator's
+        // fault, never the worker's: refused, not judged.
+        let checked = evidence
+            .check()
+            .map_err(|e| format!("the evidence does not hold together: {e}"))?;
+        Ok::<_, String>((evidence_hash, evidence, checked))
+    })
+    .await;
+    let (evidence_hash, evidence, checked) = match checked {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => return Response::refused(e),
+        Err(e) => return Response::refused(format!("the audit thread failed: {e}")),
+    };
+    let job_id = checked.job_id;
     let Some(job) = ctx.jobs.worker(&job_id) else {
         return Response::refused(format!("not working on job {job_id}"));
     };
     if from != job.coordinator {
         return Response::refused("only the job's coordinator asks for its audits");
     }
-    // Evidence that does not hold together is the coordinator's fault,
-    // never the worker's: refused, not judged.
-    let checked = match evidence.check() {
-        Ok(checked) => checked,
-        Err(e) => {
-            return Response::refused(format!("the evidence does not hold together: {e}"));
-        }
-    };
     let (round, worker) = (checked.update.round, checked.update.worker);
     if worker == ctx.node_id {
         return Response::refused("a node does not audit its own update");
     }
-    // One audit at a time: it takes a round's compute.
-    let Ok(permit) = Arc::clone(&ctx.jobs.auditing).try_acquire_owned() else {
-        return Response::Busy;
-    };
     #[cfg(test)]
     if ctx
         .jobs

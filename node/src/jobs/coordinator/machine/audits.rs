@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use fairgrid_protocol::ledger::EntryBody;
+use fairgrid_protocol::ledger::{EntryBody, ReportOutcome};
 use fairgrid_protocol::market::owner_cap;
 use fairgrid_protocol::messages::{AuditReport, RoundUpdate};
 use fairgrid_protocol::{Hash32, NodeId, OwnerId, Signed};
@@ -51,15 +51,14 @@ pub struct AuditVerdict {
     pub report: Option<AuditorReport>,
 }
 
-/// A report an auditor signed, and whether the coordinator upheld it.
+/// A report an auditor signed, and what the coordinator made of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditorReport {
     pub signed: Box<Signed<AuditReport>>,
     pub auditor: NodeId,
     pub auditor_owner: OwnerId,
-    /// A pass is upheld as given; a failure once the coordinator's own
-    /// replay agrees. An overruled auditor leaves the job.
-    pub upheld: bool,
+    /// Upheld: paid. Overruled: the auditor leaves the job.
+    pub outcome: ReportOutcome,
 }
 
 impl Coordinator {
@@ -130,16 +129,16 @@ impl Coordinator {
                     auditor_owner: report.auditor_owner,
                     worker_owner: order.owner,
                     shards,
-                    upheld: report.upheld,
+                    outcome: report.outcome,
                 });
-                if report.upheld {
+                if report.outcome == ReportOutcome::Upheld {
                     finished.audited.push(AuditWork {
                         auditor_owner: report.auditor_owner,
                         worker_owner: order.owner,
                         shards,
                     });
-                } else {
-                    // It failed an update the coordinator's replay passed.
+                } else if report.outcome == ReportOutcome::Overruled {
+                    // The coordinator's replay contradicted it.
                     let st = &mut self.state;
                     st.banned.insert(report.auditor);
                     st.needs_reclear = Some(format!(

@@ -1,7 +1,7 @@
 //! Unit tests of the coordinator machine: one behaviour each, driven by
 //! hand. The random interleavings are in `sim`.
 
-use fairgrid_protocol::ledger::EntryBody;
+use fairgrid_protocol::ledger::{EntryBody, ReportOutcome};
 use fairgrid_protocol::market::{self, MarketPolicy};
 use fairgrid_protocol::messages::{
     Bid, Compression, InputShape, JobSpec, RoundRefusal, RoundStart, RoundUpdate,
@@ -724,7 +724,7 @@ fn an_auditors_report_is_paid_when_upheld_and_its_auditor_out_when_overruled() {
             .unwrap()
             .owner
     };
-    let report = |auditor: usize, worker: usize, upheld: bool| AuditorReport {
+    let report = |auditor: usize, worker: usize, outcome: ReportOutcome| AuditorReport {
         signed: Box::new(Signed::sign(
             &f.workers[auditor],
             &fairgrid_protocol::messages::AuditReport {
@@ -733,7 +733,7 @@ fn an_auditors_report_is_paid_when_upheld_and_its_auditor_out_when_overruled() {
                 worker: f.node(worker),
                 auditor: f.node(auditor),
                 evidence: Hash32::ZERO,
-                passed: upheld,
+                passed: outcome == ReportOutcome::Upheld,
                 distance_ppb: 0,
                 tolerance_ppb: 0,
                 detail: String::new(),
@@ -742,7 +742,7 @@ fn an_auditors_report_is_paid_when_upheld_and_its_auditor_out_when_overruled() {
         )),
         auditor: f.node(auditor),
         auditor_owner: owner(auditor),
-        upheld,
+        outcome,
     };
     let verdict = |w: usize, report: AuditorReport| AuditVerdict {
         node: f.node(w),
@@ -754,21 +754,23 @@ fn an_auditors_report_is_paid_when_upheld_and_its_auditor_out_when_overruled() {
         evidence: Hash32::ZERO,
         report: Some(report),
     };
-    // Node 1 audited node 0 (upheld); node 2 failed node 1, overruled.
+    // Node 1 audited node 0 (upheld); node 2 failed node 1, overruled;
+    // node 0 failed node 2, unconfirmed.
     let verdicts = vec![
-        verdict(0, report(1, 0, true)),
-        verdict(1, report(2, 1, false)),
+        verdict(0, report(1, 0, ReportOutcome::Upheld)),
+        verdict(1, report(2, 1, ReportOutcome::Overruled)),
+        verdict(2, report(0, 2, ReportOutcome::Unconfirmed)),
     ];
     let out = m
         .handle(T0 + 3_000, Input::Audited { round: 0, verdicts })
         .outputs;
     let entries = write_ahead_of(&out).expect("the verdicts are written ahead");
-    let reported: Vec<(NodeId, bool)> = entries
+    let reported: Vec<(NodeId, ReportOutcome)> = entries
         .iter()
         .filter_map(|e| match e {
             EntryBody::AuditReported {
                 report,
-                upheld,
+                outcome,
                 auditor_owner,
                 worker_owner,
                 ..
@@ -777,17 +779,28 @@ fn an_auditors_report_is_paid_when_upheld_and_its_auditor_out_when_overruled() {
                 let w = (0..3).find(|&w| f.node(w) == r.auditor).unwrap();
                 assert_eq!(*auditor_owner, owner(w));
                 assert_ne!(auditor_owner, worker_owner);
-                Some((r.auditor, *upheld))
+                Some((r.auditor, *outcome))
             }
             _ => None,
         })
         .collect();
-    assert_eq!(reported, vec![(f.node(1), true), (f.node(2), false)]);
+    assert_eq!(
+        reported,
+        vec![
+            (f.node(1), ReportOutcome::Upheld),
+            (f.node(2), ReportOutcome::Overruled),
+            (f.node(0), ReportOutcome::Unconfirmed)
+        ]
+    );
     assert!(
         m.state().banned.contains(&f.node(2)),
         "the overruled auditor"
     );
     assert!(!m.state().banned.contains(&f.node(1)));
+    assert!(
+        !m.state().banned.contains(&f.node(0)),
+        "unconfirmed is no fault"
+    );
     // Both audited updates passed: all three are aggregated.
     let updates = out
         .iter()
