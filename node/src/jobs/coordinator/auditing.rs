@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fairgrid_protocol::ledger::ReportOutcome;
-use fairgrid_protocol::messages::{AuditReport, RoundUpdate};
+use fairgrid_protocol::messages::{Arithmetic, AuditReport, RoundUpdate};
 use fairgrid_protocol::{Hash32, NodeId, OwnerId, Signed};
 use futures::StreamExt;
 use tracing::{info, warn};
@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use super::CoordJob;
 use super::machine::{AuditCandidate, AuditVerdict, AuditorReport, Input};
 use crate::jobs::audit::assign::{Auditor, Drawn, assign_auditors};
-use crate::jobs::audit::reconcile::{rechecks_pass, reconcile};
+use crate::jobs::audit::reconcile::{auditor_tolerance, rechecks_pass, reconcile};
 use crate::jobs::audit::standing::UNREVEALED;
 use crate::jobs::audit::{AuditRate, Evidence, TOLERANCE_PPB, Verdict, draw_seed, is_drawn};
 use crate::jobs::data::JobData;
@@ -109,16 +109,25 @@ pub async fn audit_round(
         seed,
         rate,
         local: tokio::sync::Semaphore::new(1),
+        arithmetic: candidates
+            .iter()
+            .filter_map(|c| c.signed.verify_and_decode().ok())
+            .map(|(_, u)| (u.worker, u.arithmetic))
+            .collect(),
     };
     let mut audits = Vec::with_capacity(drawn.len());
-    for (&candidate, pick) in drawn.iter().zip(&picks) {
+    for (i, (&candidate, pick)) in drawn.iter().zip(&picks).enumerate() {
         let auditor = pick.map(|i| pool[i].clone());
-        audits.push(audit_one(&shared, candidate, auditor));
+        let audit = audit_one(&shared, candidate, auditor);
+        audits.push(async move { (i, audit.await) });
     }
-    let verdicts: Vec<AuditVerdict> = futures::stream::iter(audits)
-        .buffered(MAX_AUDITS_IN_FLIGHT)
+    // Unordered, so a slow audit does not hold back the next ones.
+    let mut verdicts: Vec<(usize, AuditVerdict)> = futures::stream::iter(audits)
+        .buffer_unordered(MAX_AUDITS_IN_FLIGHT)
         .collect()
         .await;
+    verdicts.sort_by_key(|(i, _)| *i);
+    let verdicts: Vec<AuditVerdict> = verdicts.into_iter().map(|(_, v)| v).collect();
     let audit_ms = started.elapsed().as_millis() as u64;
     let mut remote = 0;
     for (verdict, candidate) in verdicts.iter().zip(&drawn) {
@@ -171,6 +180,19 @@ struct RoundAudit<'a> {
     rate: AuditRate,
     /// This node's own replays, one at a time.
     local: tokio::sync::Semaphore,
+    /// The arithmetic each worker's update this round declared.
+    arithmetic: BTreeMap<NodeId, Arithmetic>,
+}
+
+/// The rule an honest `auditor` judged `update` by (never the one its
+/// report states).
+fn auditor_rule(shared: &RoundAudit<'_>, update: &RoundUpdate, auditor: &Auditor) -> u64 {
+    let theirs = shared
+        .arithmetic
+        .get(&auditor.node)
+        .copied()
+        .unwrap_or(Arithmetic::OtherCpu);
+    auditor_tolerance(&shared.job.spec, update.arithmetic, theirs)
 }
 
 async fn audit_one(
@@ -268,12 +290,7 @@ async fn audit_one(
         signed: Box::new(signed),
         auditor: auditor.node,
         auditor_owner: auditor.owner,
-        outcome: reconcile(
-            r.passed,
-            r.tolerance_ppb,
-            verdict.passed,
-            verdict.tolerance_ppb,
-        ),
+        outcome: reconcile(r.passed, auditor_rule(shared, &update, &auditor), &verdict),
     });
     let detail = match &report {
         Some(r) => format!(

@@ -257,16 +257,25 @@ fn an_auditor_refuses_hostile_evidence_and_judges_only_what_holds_together() {
         .find(|&i| crate::jobs::transport::peer_id(&cluster.nodes[i].node_id()).unwrap() == to)
         .unwrap();
     let coordinator = cluster.nodes[0].node_id();
-    // The round-1 evidence the coordinator kept, by worker.
+    // The round-1 evidence the coordinator kept, by worker: every worker
+    // is drawn (floor 100%); the others' audits go on while one is held.
     let store = &cluster.nodes[0].ctx().jobs.store;
-    let kept: Vec<(NodeId, Vec<u8>)> = (0..3)
-        .filter_map(|w| {
-            let worker = cluster.nodes[w].node_id();
-            std::fs::read(store.evidence_path(&job, 1, &worker))
-                .ok()
-                .map(|b| (worker, b))
-        })
-        .collect();
+    let read_all = || -> Vec<(NodeId, Vec<u8>)> {
+        (0..3)
+            .filter_map(|w| {
+                let worker = cluster.nodes[w].node_id();
+                std::fs::read(store.evidence_path(&job, 1, &worker))
+                    .ok()
+                    .map(|b| (worker, b))
+            })
+            .collect()
+    };
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    let mut kept = read_all();
+    while kept.len() < 3 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+        kept = read_all();
+    }
     let auditor = cluster.nodes[a].node_id();
     let (_, other) = kept
         .iter()
