@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use fairgrid_protocol::market::PPM;
 use fairgrid_protocol::messages::{
-    DatasetDescriptor, HyperParams, InputShape, JobSpec, ModelArch, ModelSpec, ShortfallPolicy,
-    ValueKind,
+    Arithmetic, DatasetDescriptor, HyperParams, InputShape, JobSpec, ModelArch, ModelSpec,
+    ShortfallPolicy, ValueKind,
 };
 use fairgrid_protocol::request::{JobRequest, owner_cap};
 use fairgrid_protocol::{NodeId, PublicKey, ResourceVec};
@@ -54,6 +54,7 @@ pub struct JobPlan {
     pub deadline_ms: u64,
     pub on_shortfall: ShortfallPolicy,
     pub relayed_workers: bool,
+    pub exact_audits: bool,
 }
 
 fn field<T>(name: &str, reason: impl std::fmt::Display) -> Result<T, String> {
@@ -93,7 +94,16 @@ pub fn plan(request: &JobRequest) -> Result<JobPlan, String> {
         deadline_ms: checked.deadline_ms,
         on_shortfall: checked.on_shortfall,
         relayed_workers: checked.relayed_workers,
+        exact_audits: checked.exact_audits,
     };
+    // This node replays the audited rounds that an auditor fails: under
+    // the exact rule only if its own CPU is of the exact class.
+    if plan.exact_audits && crate::jobs::device::cpu_arithmetic() != Arithmetic::X86Avx2Fma {
+        return field(
+            "market.exact_audits",
+            "this node's CPU is not an x86-64 with AVX2 and FMA, so it cannot replay the job's rounds bit for bit",
+        );
+    }
     // Everything the spec's own validation checks that does not depend on
     // the data (the model's size), reported with the request's field names.
     plan.check_without_data().map(|_| plan.clone())
@@ -196,6 +206,7 @@ impl JobPlan {
             deadline: now.saturating_add(self.deadline_ms),
             on_shortfall: self.on_shortfall,
             relayed_workers: self.relayed_workers,
+            exact_audits: self.exact_audits,
             submitted_at: now,
         };
         spec.validate().or_else(|e| field(&request_field(&e), e))?;
@@ -257,6 +268,7 @@ fn request_field(e: &fairgrid_protocol::ProtocolError) -> String {
         ("model", "model"),
         ("alpha_ppm", "market.alpha"),
         ("dataset.shards", "data.shard_size"),
+        ("exact_audits", "market.exact_audits"),
     ] {
         if text.contains(spec_field) {
             return request_field.into();

@@ -316,6 +316,9 @@ pub struct JobSpec {
     /// Whether nodes the coordinator reaches only through a relay may bid
     /// (a relayed link is slower and costs the relay's bandwidth).
     pub relayed_workers: bool,
+    /// Whether only updates an audit replays bit for bit are taken: a
+    /// worker must declare `Arithmetic::X86Avx2Fma` (a CPU job only).
+    pub exact_audits: bool,
     pub submitted_at: u64,
 }
 
@@ -370,6 +373,12 @@ impl JobSpec {
             return bad(
                 "dataset.shards",
                 format!("a shard of {largest} bytes; at most {MAX_SHARD_BYTES}"),
+            );
+        }
+        if self.exact_audits && self.demand_per_shard.gpu_milli > 0 {
+            return bad(
+                "exact_audits",
+                crate::request::EXACT_AUDITS_ON_A_GPU.to_string(),
             );
         }
         let demanded = self.demand_per_shard.mem_mib.saturating_mul(1 << 20);

@@ -78,7 +78,11 @@ pub struct CheckedRequest {
     pub deadline_ms: u64,
     pub on_shortfall: ShortfallPolicy,
     pub relayed_workers: bool,
+    pub exact_audits: bool,
 }
+
+/// Why a GPU job cannot ask for exact audits.
+pub const EXACT_AUDITS_ON_A_GPU: &str = "a GPU's rounds cannot be replayed bit for bit on another machine: exact audits are for CPU jobs (demand_per_shard.gpu_milli = 0)";
 
 impl JobRequest {
     /// Checks every field that can be checked without the data.
@@ -138,6 +142,9 @@ impl JobRequest {
                 "is zero in every resource; a shard must need something",
             );
         }
+        if m.exact_audits && demand.gpu_milli > 0 {
+            return bad("market.exact_audits", EXACT_AUDITS_ON_A_GPU);
+        }
         in_range(
             "market.bid_window_secs",
             m.bid_window_secs,
@@ -174,6 +181,7 @@ impl JobRequest {
             deadline_ms: m.deadline_secs * 1000,
             on_shortfall: m.on_shortfall,
             relayed_workers: m.relayed_workers,
+            exact_audits: m.exact_audits,
         })
     }
 

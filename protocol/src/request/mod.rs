@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::messages::{LrSchedule, OptimizerKind, ShortfallPolicy};
 
 pub use check::{
-    CheckedRequest, FieldError, MAX_BID_WINDOW_SECS, MAX_DEADLINE_SECS, MAX_NAME_BYTES,
-    MAX_ROUND_TIMEOUT_SECS, MAX_SHARD_SAMPLES, owner_cap,
+    CheckedRequest, EXACT_AUDITS_ON_A_GPU, FieldError, MAX_BID_WINDOW_SECS, MAX_DEADLINE_SECS,
+    MAX_NAME_BYTES, MAX_ROUND_TIMEOUT_SECS, MAX_SHARD_SAMPLES, owner_cap,
 };
 pub use layers::LayerChoice;
 
@@ -239,6 +239,10 @@ pub struct MarketChoice {
     /// Take bids from nodes the coordinator reaches only through a relay
     /// (behind a NAT or a firewall, where hole punching failed).
     pub relayed_workers: bool,
+    /// Take only workers whose rounds an audit replays bit for bit
+    /// (x86-64 CPUs with AVX2 and FMA), so that no declared arithmetic
+    /// buys a tolerance (docs/protocol.md, "Audits"). CPU jobs only.
+    pub exact_audits: bool,
 }
 
 impl Default for MarketChoice {
@@ -252,6 +256,7 @@ impl Default for MarketChoice {
             deadline_secs: 3600,
             on_shortfall: ShortfallPolicy::RunWithFewer,
             relayed_workers: true,
+            exact_audits: false,
         }
     }
 }

@@ -112,6 +112,13 @@ fn each_bad_field_is_named() {
     );
     assert_eq!(field(|r| r.training.eval_every = 0), "training.eval_every");
     assert_eq!(
+        field(|r| {
+            r.market.exact_audits = true;
+            r.market.demand_per_shard.gpu_milli = 1000;
+        }),
+        "market.exact_audits"
+    );
+    assert_eq!(
         field(|r| r.training.eval_every = u32::MAX),
         "training.eval_every"
     );

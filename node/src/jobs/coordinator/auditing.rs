@@ -258,12 +258,7 @@ async fn audit_one(
                             tolerance_ppb: r.tolerance_ppb,
                             detail: format!("audited by {}: {}", auditor.node, r.detail),
                             evidence: hash,
-                            report: Some(AuditorReport {
-                                signed: Box::new(signed),
-                                auditor: auditor.node,
-                                auditor_owner: auditor.owner,
-                                outcome: ReportOutcome::Upheld,
-                            }),
+                            report: Some(auditor_report(signed, &auditor, ReportOutcome::Upheld)),
                         };
                     }
                     // A failure costs the worker its credit and its place,
@@ -283,14 +278,19 @@ async fn audit_one(
     let verdict = match verdict {
         Ok(v) => v,
         // The evidence does not hold together: the coordinator's own
-        // records are at fault, never the worker.
-        Err(e) => return decided(node, true, false, format!("not judged: {e}")),
+        // records are at fault, never the worker. An auditor's report is
+        // still recorded, as neither upheld nor held against it.
+        Err(e) => {
+            let mut not_judged = decided(node, true, false, format!("not judged: {e}"));
+            not_judged.report = report.map(|(signed, _, auditor)| {
+                auditor_report(signed, &auditor, ReportOutcome::Unconfirmed)
+            });
+            return not_judged;
+        }
     };
-    let report = report.map(|(signed, r, auditor)| AuditorReport {
-        signed: Box::new(signed),
-        auditor: auditor.node,
-        auditor_owner: auditor.owner,
-        outcome: reconcile(r.passed, auditor_rule(shared, &update, &auditor), &verdict),
+    let report = report.map(|(signed, r, auditor)| {
+        let outcome = reconcile(r.passed, auditor_rule(shared, &update, &auditor), &verdict);
+        auditor_report(signed, &auditor, outcome)
     });
     let detail = match &report {
         Some(r) => format!(
@@ -309,6 +309,19 @@ async fn audit_one(
         detail,
         evidence: hash,
         report,
+    }
+}
+
+fn auditor_report(
+    signed: Signed<AuditReport>,
+    auditor: &Auditor,
+    outcome: ReportOutcome,
+) -> AuditorReport {
+    AuditorReport {
+        signed: Box::new(signed),
+        auditor: auditor.node,
+        auditor_owner: auditor.owner,
+        outcome,
     }
 }
 

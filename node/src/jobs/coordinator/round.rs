@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use fairgrid_kernels::compress::robust;
 use fairgrid_kernels::{decode_update, weighted_mean};
-use fairgrid_protocol::messages::{Aggregation, HyperParams, JobSpec, RoundUpdate};
+use fairgrid_protocol::messages::{Aggregation, Arithmetic, HyperParams, JobSpec, RoundUpdate};
 use fairgrid_protocol::{Hash32, NodeId, OwnerId, Signed};
 
 use super::super::model::kernels_compression;
@@ -234,6 +234,14 @@ impl RoundInProgress {
                 "update claims {} samples, its order trains {}",
                 update.samples, order.samples
             ));
+        }
+        // A job of exact audits takes no arithmetic that buys a tolerance
+        // (a CPU job's `gpu` is judged as x86_avx2_fma anyway).
+        if spec.exact_audits && update.arithmetic == Arithmetic::OtherCpu {
+            return misbehaved(
+                "update declares other_cpu arithmetic; the job takes only exact audits (x86_avx2_fma)"
+                    .into(),
+            );
         }
         if !update.loss.is_finite() || update.loss < 0.0 {
             return misbehaved(format!("update reports loss {}", update.loss));

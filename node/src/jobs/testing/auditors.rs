@@ -12,7 +12,10 @@ use fairgrid_protocol::{NodeId, OwnerId};
 
 use super::cluster::{Cluster, LedgerKind, test_config, test_offer};
 use super::tests::{count, entries_once_finished, small_job, submit_to, wait_finished};
+use crate::jobs::coordinator::submit;
 use crate::jobs::credits;
+use crate::jobs::device::cpu_arithmetic;
+use fairgrid_protocol::messages::Arithmetic;
 
 /// Three nodes that audit every update (floor 100%), asking enough per
 /// shard that an audit's pay survives the rounding to milli-credits.
@@ -64,10 +67,41 @@ fn failed_audits(entries: &[EntryBody]) -> Vec<String> {
 fn other_owners_nodes_audit_rounds_and_are_paid_for_it() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = cluster_auditing_everything(dir.path());
-    let job = submit_to(&cluster, 0, small_job("audited by others", 4));
+    // A job of exact audits where this CPU replays bit for bit; elsewhere
+    // such a job is refused (said loudly) and an ordinary one runs.
+    let exact = cpu_arithmetic() == Arithmetic::X86Avx2Fma;
+    let mut request = small_job("audited by others", 4);
+    request.market.exact_audits = true;
+    if !exact {
+        eprintln!(
+            "this CPU is {:?}: no job of exact audits here",
+            cpu_arithmetic()
+        );
+        let ctx = cluster.nodes[0].ctx().clone();
+        let refused = cluster.on(0, {
+            let request = request.clone();
+            async move { submit::submit(&ctx, request).await }
+        });
+        let e = refused.expect_err("an exact job on a CPU of another class");
+        assert!(format!("{e:?}").contains("market.exact_audits"), "{e:?}");
+        request.market.exact_audits = false;
+    }
+    let job = submit_to(&cluster, 0, request);
     let coordinated = wait_finished(&cluster, job, Duration::from_secs(180));
     let entries = entries_once_finished(&cluster, 0, &job);
     assert_eq!(failed_audits(&entries), Vec::<String>::new());
+    if exact {
+        // Every replay, here or by an auditor, was judged bit for bit.
+        for e in &entries {
+            if let EntryBody::Audit { tolerance_ppb, .. } = e {
+                assert_eq!(*tolerance_ppb, 0, "{e:?}");
+            }
+            if let EntryBody::AuditReported { report, .. } = e {
+                let (_, r) = report.verify_and_decode().unwrap();
+                assert_eq!(r.tolerance_ppb, 0, "{r:?}");
+            }
+        }
+    }
     let reports = reports(&entries);
     assert!(!reports.is_empty(), "no round was audited by another node");
     let coordinator = cluster.nodes[0].node_id();

@@ -61,6 +61,7 @@ pub fn spec_with(key: &Keypair, shards: usize, compression: Compression) -> JobS
         deadline: 1_000_000,
         on_shortfall: ShortfallPolicy::RunWithFewer,
         relayed_workers: true,
+        exact_audits: false,
         submitted_at: 1000,
     }
 }

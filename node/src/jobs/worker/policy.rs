@@ -4,7 +4,7 @@
 
 use fairgrid_kernels::MAX_TRAINING_BYTES;
 use fairgrid_protocol::ResourceVec;
-use fairgrid_protocol::messages::JobSpec;
+use fairgrid_protocol::messages::{Arithmetic, JobSpec};
 
 use crate::config::WorkerConfig;
 use crate::jobs::device::wants_gpu;
@@ -135,6 +135,17 @@ pub fn owner_cap_of(spec: &JobSpec) -> u64 {
     (u64::from(spec.alpha_ppm) * m / u64::from(fairgrid_protocol::market::PPM)).clamp(1, m.max(1))
 }
 
+/// A job that takes only exact audits wants workers whose rounds replay
+/// bit for bit; any other would be refused its updates.
+pub fn exact_audits_fit(spec: &JobSpec, this_cpu: Arithmetic) -> Result<(), String> {
+    if spec.exact_audits && this_cpu != Arithmetic::X86Avx2Fma {
+        return Err(format!(
+            "the job takes only exact audits (x86_avx2_fma) and this CPU is {this_cpu:?}"
+        ));
+    }
+    Ok(())
+}
+
 /// Decides whether to bid out of the capacity `free` (the offer less what
 /// the node's other jobs hold); `Err` says why not (for the logs).
 pub fn decide(
@@ -167,6 +178,7 @@ pub fn decide(
             spec.limit_price
         ));
     }
+    exact_audits_fit(spec, crate::jobs::device::cpu_arithmetic())?;
     let model = kernels_spec(&spec.model);
     if model.validate().is_err() || model.param_count() * 4 > MAX_PARAM_BYTES as u128 {
         return Err("the job's model is not one this node trains".into());
@@ -313,6 +325,18 @@ mod tests {
                 .unwrap_err()
                 .contains("cannot hold")
         );
+    }
+
+    #[test]
+    fn only_cpus_of_the_exact_class_bid_for_exact_audits() {
+        let mut spec = sample_spec(&Keypair::from_seed(b"c"));
+        for cpu in [Arithmetic::X86Avx2Fma, Arithmetic::OtherCpu] {
+            assert!(exact_audits_fit(&spec, cpu).is_ok());
+        }
+        spec.exact_audits = true;
+        assert!(exact_audits_fit(&spec, Arithmetic::X86Avx2Fma).is_ok());
+        let e = exact_audits_fit(&spec, Arithmetic::OtherCpu).unwrap_err();
+        assert!(e.contains("exact audits") && e.contains("OtherCpu"), "{e}");
     }
 
     #[test]

@@ -182,6 +182,7 @@ impl Gen {
             deadline: self.u64(),
             on_shortfall: [ShortfallPolicy::RunWithFewer, ShortfallPolicy::Wait][self.small(2)],
             relayed_workers: self.small(2) == 0,
+            exact_audits: self.small(2) == 0,
             submitted_at: self.u64(),
         }
     }

@@ -109,6 +109,37 @@ fn an_honest_update_passes_and_decodes() {
 }
 
 #[test]
+fn a_job_of_exact_audits_takes_no_arithmetic_that_buys_a_tolerance() {
+    use fairgrid_protocol::messages::Arithmetic;
+    let c = Compression::Int8 { block: 256 };
+    let mut f = fixture(c);
+    let bytes = encoded(c, 0.01);
+    let from = f.worker.node_id();
+    let declaring = |f: &Fixture, arithmetic| update(f, &bytes, |u| u.arithmetic = arithmetic);
+    // Any declared arithmetic goes in an ordinary job.
+    for arithmetic in [
+        Arithmetic::X86Avx2Fma,
+        Arithmetic::OtherCpu,
+        Arithmetic::Gpu,
+    ] {
+        let signed = declaring(&f, arithmetic);
+        assert!(f.round.check(from, &signed, &bytes, &f.spec, 1500).is_ok());
+    }
+    f.spec.exact_audits = true;
+    let signed = declaring(&f, Arithmetic::OtherCpu);
+    let r = f
+        .round
+        .check(from, &signed, &bytes, &f.spec, 1500)
+        .unwrap_err();
+    assert!(r.misbehaved && r.reason.contains("exact audits"), "{r:?}");
+    // A CPU job's `gpu` is judged as x86_avx2_fma: no tolerance to buy.
+    for arithmetic in [Arithmetic::X86Avx2Fma, Arithmetic::Gpu] {
+        let signed = declaring(&f, arithmetic);
+        assert!(f.round.check(from, &signed, &bytes, &f.spec, 1500).is_ok());
+    }
+}
+
+#[test]
 fn tampering_is_misbehaviour_and_lateness_is_not() {
     let c = Compression::Int8 { block: 256 };
     let f = fixture(c);
