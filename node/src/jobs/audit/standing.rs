@@ -1,7 +1,8 @@
 //! What this coordinator knows of each node's and owner's audits: a
 //! node's streak of clean audits sets how often it is audited; an owner's
 //! failed audits decide whether its bids are taken at all. Rebuilt from
-//! the node's own `Audit` entries when it starts.
+//! the node's own `Audit` entries (and the reports and silences of its
+//! auditors) when it starts.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -23,12 +24,17 @@ struct Records {
 }
 
 impl Standing {
-    /// Replays the ledger's `Audit` entries and overruled auditors'
-    /// reports (`AuditReported`), oldest first.
+    /// Replays the ledger's `Audit` entries, overruled auditors' reports
+    /// (`AuditReported`) and silent auditors (`Verification`), oldest
+    /// first.
     pub fn replay_ledger(&self, ledger: &Ledger) -> crate::Result<()> {
         let store = ledger.store();
         let mut seqs = Vec::new();
-        for kind in [EntryKind::Audit, EntryKind::AuditReported] {
+        for kind in [
+            EntryKind::Audit,
+            EntryKind::AuditReported,
+            EntryKind::Verification,
+        ] {
             let mut after = None;
             loop {
                 let batch = store.seqs_of_kind(kind, after, 1024)?;
@@ -65,6 +71,12 @@ impl Standing {
                         self.record(r.auditor, auditor_owner, false, false);
                     }
                 }
+                EntryBody::Verification {
+                    node,
+                    passed: false,
+                    detail,
+                    ..
+                } if detail.starts_with(SILENT_AUDITOR) => self.end_streak(node),
                 _ => {}
             }
         }
@@ -84,6 +96,13 @@ impl Standing {
         records.failed_owners.get(owner).copied().unwrap_or(0)
     }
 
+    /// `node`'s clean record ends, with no failure counted (as a round it
+    /// did not reveal).
+    pub fn end_streak(&self, node: NodeId) {
+        let mut records = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        records.streaks.insert(node, 0);
+    }
+
     pub fn record(&self, node: NodeId, owner: OwnerId, passed: bool, unrevealed: bool) {
         let mut records = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let streak = records.streaks.entry(node).or_insert(0);
@@ -96,6 +115,10 @@ impl Standing {
 
 /// How the detail of an audit the worker did not answer begins.
 pub const UNREVEALED: &str = "not revealed";
+
+/// How the detail of a `Verification` entry begins when an auditor took
+/// the evidence and sent no report.
+pub const SILENT_AUDITOR: &str = "silent auditor";
 
 #[cfg(test)]
 mod tests {
@@ -147,6 +170,13 @@ mod tests {
             shards: 1,
             outcome,
         };
+        let silence = |node: &Keypair, detail: &str| EntryBody::Verification {
+            job_id: Hash32::ZERO,
+            round: 0,
+            node: node.node_id(),
+            passed: false,
+            detail: detail.into(),
+        };
         for body in [
             audit(&c, true, ""),
             audit(&c, true, ""),
@@ -158,6 +188,7 @@ mod tests {
             audit(&b, true, ""),
             audit(&a, false, "not revealed: gone"),
             audit(&a, true, ""),
+            silence(&b, "slower than its bid claimed: 9 ms"),
         ] {
             ledger.append_blocking(body).unwrap();
         }
@@ -183,5 +214,14 @@ mod tests {
         assert_eq!(standing.streak(&c.node_id()), 0);
         assert_eq!(standing.failures(&c.owner_id()), 1);
         assert_eq!(standing.streak(&a.node_id()), 1);
+        // An auditor's silence ends its streak, and counts no failure; a
+        // slow round (another verification) does neither.
+        assert_eq!(standing.streak(&b.node_id()), 1);
+        let detail = format!("{SILENT_AUDITOR}: no report in 31 s");
+        ledger.append_blocking(silence(&a, &detail)).unwrap();
+        let standing = Standing::default();
+        standing.replay_ledger(&ledger).unwrap();
+        assert_eq!(standing.streak(&a.node_id()), 0);
+        assert_eq!(standing.failures(&a.owner_id()), 0);
     }
 }

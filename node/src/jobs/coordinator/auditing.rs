@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fairgrid_protocol::ledger::ReportOutcome;
+use fairgrid_protocol::ledger::{EntryBody, ReportOutcome};
 use fairgrid_protocol::messages::{Arithmetic, AuditReport, RoundUpdate};
 use fairgrid_protocol::{Hash32, NodeId, OwnerId, Signed};
 use futures::StreamExt;
@@ -19,7 +19,7 @@ use super::CoordJob;
 use super::machine::{AuditCandidate, AuditVerdict, AuditorReport, Input};
 use crate::jobs::audit::assign::{Auditor, Drawn, assign_auditors};
 use crate::jobs::audit::reconcile::{auditor_tolerance, rechecks_pass, reconcile};
-use crate::jobs::audit::standing::UNREVEALED;
+use crate::jobs::audit::standing::{SILENT_AUDITOR, UNREVEALED};
 use crate::jobs::audit::{AuditRate, Evidence, TOLERANCE_PPB, Verdict, draw_seed, is_drawn};
 use crate::jobs::data::JobData;
 use crate::jobs::device::{evaluator_device, wants_gpu};
@@ -401,14 +401,18 @@ async fn ask_auditor(
             Ok(report) => report.map_err(|_| "the wait for the report was dropped".to_string()),
             Err(_) => {
                 awaited.silenced(auditor.node);
-                // Its clean record ends, as a worker's that does not reveal.
-                ctx.jobs
-                    .standing
-                    .record(auditor.node, auditor.owner, false, true);
-                Err(format!(
-                    "took the evidence, no report in {} s",
-                    timeout.as_secs()
-                ))
+                let why = format!("took the evidence, no report in {} s", timeout.as_secs());
+                // Its clean record ends, as a worker's that does not
+                // reveal, and stays ended when this node restarts.
+                ctx.jobs.standing.end_streak(auditor.node);
+                ctx.record(EntryBody::Verification {
+                    job_id: job.id,
+                    round: update.round,
+                    node: auditor.node,
+                    passed: false,
+                    detail: format!("{SILENT_AUDITOR}: {why} (auditing {})", update.worker),
+                });
+                Err(why)
             }
         }
     };

@@ -12,6 +12,7 @@ use fairgrid_protocol::{NodeId, OwnerId};
 
 use super::cluster::{Cluster, LedgerKind, test_config, test_offer};
 use super::tests::{count, entries_once_finished, small_job, submit_to, wait_finished};
+use crate::jobs::audit::standing::SILENT_AUDITOR;
 use crate::jobs::coordinator::submit;
 use crate::jobs::credits;
 use crate::jobs::device::cpu_arithmetic;
@@ -261,6 +262,15 @@ fn an_auditor_that_never_reports_is_asked_once() {
             .iter()
             .all(|(auditor, _, _)| *auditor != silent)
     );
+    // The silence is in the ledger, so a restarted coordinator keeps it.
+    let silences: Vec<_> = entries
+        .iter()
+        .filter(|e| {
+            matches!(e, EntryBody::Verification { node, passed: false, detail, .. }
+                if *node == silent && detail.starts_with(SILENT_AUDITOR))
+        })
+        .collect();
+    assert_eq!(silences.len(), 1, "{silences:?}");
 }
 
 /// What an auditor is sent is checked before it is judged: bytes that are
