@@ -18,11 +18,10 @@
 //!
 //! `cargo run --release -p fairgrid-kernels --example delayed_outer_step -- R H OUTER_LR MU SEEDS`
 
+mod common;
+
 use fairgrid_kernels::data::builtin;
-use fairgrid_kernels::{
-    Arch, CpuBackend, InputShape, ModelSpec, OptimizerConfig, Result, Samples, Trainer,
-    weighted_mean,
-};
+use fairgrid_kernels::{CpuBackend, OptimizerConfig, Result, Samples, Trainer, weighted_mean};
 
 const WORKERS: usize = 4;
 const BATCH: usize = 8;
@@ -44,15 +43,7 @@ enum Mode {
 /// Test accuracy after each round.
 fn run(mode: Mode, rounds: u32, h: u32, outer: &Outer, seed: u64) -> Result<Vec<f64>> {
     let data = builtin::fashion_mnist()?;
-    let spec = ModelSpec {
-        arch: Arch::Mlp { hidden: vec![128] },
-        input: InputShape {
-            channels: 1,
-            height: 28,
-            width: 28,
-        },
-        classes: 10,
-    };
+    let spec = common::mlp_128();
     let shards = data.train.shards(data.train.len() / WORKERS, seed)?;
     let optimizer = OptimizerConfig::sgd(LR, 0.9);
     let mut trainer = Trainer::new(CpuBackend::new(1)?, &spec, optimizer, BATCH, seed)?;

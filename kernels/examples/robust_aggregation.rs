@@ -9,12 +9,11 @@
 //!
 //! `cargo run --release -p fairgrid-kernels --example robust_aggregation [rounds] [seeds]`
 
+mod common;
+
 use fairgrid_kernels::compress::robust::{centered_clip, trimmed_mean};
 use fairgrid_kernels::data::builtin;
-use fairgrid_kernels::{
-    Arch, CpuBackend, InputShape, ModelSpec, OptimizerConfig, Result, Samples, Trainer,
-    weighted_mean,
-};
+use fairgrid_kernels::{CpuBackend, OptimizerConfig, Result, Samples, Trainer, weighted_mean};
 
 const WORKERS: usize = 5;
 const LOCAL_STEPS: u32 = 10;
@@ -38,15 +37,7 @@ fn combine(rule: Rule, deltas: &[(&[f32], u64)]) -> Result<Vec<f32>> {
 
 fn run(rule: Rule, attacked: bool, rounds: u32, seed: u64) -> Result<f64> {
     let data = builtin::fashion_mnist()?;
-    let spec = ModelSpec {
-        arch: Arch::Mlp { hidden: vec![128] },
-        input: InputShape {
-            channels: 1,
-            height: 28,
-            width: 28,
-        },
-        classes: 10,
-    };
+    let spec = common::mlp_128();
     let shard_size = data.train.len() / WORKERS;
     let shards = data.train.shards(shard_size, seed)?;
     let optimizer = OptimizerConfig::sgd(LR, 0.9);
